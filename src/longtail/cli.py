@@ -1,0 +1,203 @@
+"""The ``longtail`` command: parse arguments, call the library, print tables.
+
+Subcommands: ``train``, ``decouple``, ``eval``, ``demo``, ``config``. Any
+:class:`~longtail.errors.LongtailError` becomes one line on stderr and exit
+status 1 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from . import __version__
+from .config import Config, config_to_dict, load_config
+from .errors import ConfigError, LongtailError
+from .evaluation.table import format_table
+
+log = logging.getLogger("longtail")
+
+OVERRIDES_HELP = (
+    "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
+    "decouple.crt.epochs=20. `longtail config` prints every key with its default."
+)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions; keeps multi-line text (the key listing) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line + "\n" for line in text.splitlines())
+        return super()._fill_text(text, width, indent)
+
+
+def _key_listing(cls: type = Config, prefix: str = "", defaults: Any = None) -> list[str]:
+    defaults = cls() if defaults is None else defaults
+    lines = []
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            lines += _key_listing(hint, f"{prefix}{f.name}.", value)
+        else:
+            lines.append(f"  {prefix}{f.name} = {value!r}")
+    return lines
+
+
+def _split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``[CONFIG.yaml] [key=value ...]`` -> (config path or None, overrides)."""
+    items = list(items)
+    config = items.pop(0) if items and "=" not in items[0] else None
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{item!r}: expected key=value (only the first argument may be a config file)")
+    return config, items
+
+
+def _print_table(results: dict[str, Any], split: str = "test") -> None:
+    methods = results.get("methods" if split == "test" else "val_methods", {})
+    counts = results.get("train_counts")
+    print(f"\n{results.get('dataset', '')} — top-1 accuracy (%) on {split}; train class sizes {counts}")
+    print(format_table(methods))
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .pipeline import train
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    config = load_config(config_path, overrides)
+    results = train(config, args.out, overwrite=args.overwrite, progress=args.progress)
+    _print_table(results)
+    print(f"\nrun directory: {args.out}  (next: longtail decouple {args.out} --method all)")
+
+
+def _cmd_decouple(args: argparse.Namespace) -> None:
+    from .pipeline import decouple
+
+    methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
+    results = decouple(args.run_dir, methods, args.overrides)
+    _print_table(results)
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from .pipeline import evaluate
+
+    results = evaluate(args.run_dir, args.split, args.overrides)
+    _print_table(results, args.split)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .pipeline import demo
+
+    start = time.perf_counter()
+    results = demo(args.out, overrides=args.overrides, progress=args.progress, say=log.info)
+    _print_table(results)
+    print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
+
+
+def _cmd_config(args: argparse.Namespace) -> None:
+    config_path, overrides = _split_config_and_overrides(args.items)
+    print(yaml.safe_dump(config_to_dict(load_config(config_path, overrides)), sort_keys=False), end="")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``longtail`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="longtail",
+        description="Long-tailed recognition by decoupling representation and classifier (Kang et al., ICLR 2020).",
+        epilog="Run `longtail COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    keys = "config keys and defaults:\n" + "\n".join(_key_listing())
+    formatter = _HelpFormatter
+
+    def progress_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-progress", dest="progress", action="store_false", default=sys.stderr.isatty(),
+                       help="no progress bar; one log line per epoch instead (default when stderr is not a terminal)")
+
+    p = commands.add_parser("train", help="stage 1: joint training into a new run directory",
+                            description="Stage 1: train backbone and linear classifier jointly (instance-balanced by "
+                            "default). Writes config.yaml, checkpoint.pt, metrics.jsonl and results.json into --out.",
+                            epilog=keys, formatter_class=formatter)
+    p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP)
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
+    p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it is an existing run directory")
+    progress_flag(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = commands.add_parser("decouple", help="stage 2: re-balance the classifier of a run",
+                            description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
+                            "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
+                            "scales), NCM (nearest class mean). Saves classifiers/METHOD.pt and merges the metrics of "
+                            "every classifier into results.json. Only decouple.*, eval.*, device, data.root and "
+                            "data.num_workers can be overridden.",
+                            epilog=keys, formatter_class=formatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+    p.add_argument("--method", action="append", default=None, metavar="M",
+                   help="crt, tau_norm, lws, ncm or all (default); repeat or comma-separate for several")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    p.set_defaults(func=_cmd_decouple)
+
+    p = commands.add_parser("eval", help="re-score every classifier of a run and print the table",
+                            description="Evaluate the joint classifier and every saved stage-2 classifier of RUN_DIR on "
+                            "--split, print the table and refresh results.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="which split to score (default: test)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time overrides such as eval.many=50 device=cpu")
+    p.set_defaults(func=_cmd_eval)
+
+    p = commands.add_parser("demo", help="the whole recipe on Fashion-MNIST-LT",
+                            description="Stage 1 and every stage-2 method on Fashion-MNIST-LT (1000 images in the "
+                            "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
+                            "is an existing run directory.",
+                            epilog=keys, formatter_class=formatter)
+    p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run directory (default: runs/demo)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    progress_flag(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = commands.add_parser("config", help="print the resolved config (defaults, YAML file, overrides)",
+                            description="Print the config that `longtail train` would use, as YAML.",
+                            epilog=keys, formatter_class=formatter)
+    p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then overrides")
+    p.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``longtail`` command; returns the exit status."""
+    parser = build_parser()
+    # argparse stops filling a nargs="*" positional at the first option, so
+    # key=value pairs after e.g. `--method crt` come back as extras: keep them.
+    args, extras = parser.parse_known_args(argv)
+    stray = [e for e in extras if "=" not in e or e.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    target = "items" if hasattr(args, "items") else "overrides"
+    if extras and hasattr(args, target):
+        setattr(args, target, list(getattr(args, target)) + extras)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if getattr(args, "method", "") is None:
+        args.method = ["all"]
+    try:
+        args.func(args)
+    except LongtailError as error:
+        if args.debug:
+            raise
+        print(f"longtail: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("longtail: interrupted", file=sys.stderr)
+        return 130
+    return 0

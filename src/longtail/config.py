@@ -1,0 +1,307 @@
+"""Typed configuration: defaults in dataclasses, a YAML file over them, ``key=value`` overrides last.
+
+The defaults are the demo recipe (Fashion-MNIST-LT, imbalance factor 100), so
+``longtail train --out RUN`` with no config at all trains the demo's stage 1.
+Every key is checked: an unknown key names its closest match, a wrong type or
+an impossible value names the key and what was expected. The resolved config is
+written next to every checkpoint (``config.yaml``) and reloads to the same object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+from .io import write_text_atomic
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how its long-tailed subset is drawn."""
+
+    name: str = "fashion_mnist_lt"
+    root: str | None = None  # None: the dataset's default location (Debian's for Fashion-MNIST)
+    seed: int = 0  # seed of the long-tailed subset and validation draw (independent of the training seed)
+    n_max: int = 1000  # images in the largest class of the long-tailed subset
+    imbalance_factor: float = 100.0  # largest / smallest class
+    profile: Literal["exp", "step"] = "exp"
+    val_per_class: int = 20  # class-balanced validation images held out from unused training images
+    crop_padding: int = 2  # stage-1 augmentation: random crop after zero padding by this many pixels
+    hflip: bool = True  # stage-1 augmentation: random horizontal flip
+    num_workers: int = 0  # DataLoader worker processes (in-memory datasets need none)
+
+
+@dataclass
+class ModelConfig:
+    """The backbone; the linear classifier on top is sized from the data."""
+
+    backbone: str = "resnet8"
+
+
+@dataclass
+class TrainConfig:
+    """Stage 1: joint training of backbone and linear classifier (SGD, cosine to 0 per step)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0  # linear warm-up before the cosine decay
+    sampler: Literal["instance", "class", "sqrt"] = "instance"
+
+
+@dataclass
+class CRTConfig:
+    """Classifier re-training: a fresh linear classifier on frozen features."""
+
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class LWSConfig:
+    """Learnable weight scaling: one scale per class on the frozen joint classifier."""
+
+    epochs: int = 5
+    batch_size: int = 512
+    lr: float = 0.2
+    momentum: float = 0.9
+    # The official code applies weight decay (5e-4) to the scales, pulling them
+    # toward 0. Off by default here; set 5e-4 to reproduce the official run.
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TauConfig:
+    """The τ grid swept for the τ-normalised classifier; τ is chosen on validation."""
+
+    min: float = 0.0
+    max: float = 2.0
+    steps: int = 21
+
+
+@dataclass
+class DecoupleConfig:
+    """Stage 2: classifier re-balancing on the frozen representation."""
+
+    sampler: Literal["instance", "class", "sqrt"] = "class"  # sampling for cRT and LWS
+    select: Literal["macro", "all", "few"] = "macro"  # validation metric that chooses τ
+    ncm_metric: Literal["cl2n", "l2", "cosine"] = "cl2n"
+    crt: CRTConfig = field(default_factory=CRTConfig)
+    lws: LWSConfig = field(default_factory=LWSConfig)
+    tau: TauConfig = field(default_factory=TauConfig)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: shot-group thresholds on training-class size and batch size."""
+
+    many: int = 100  # many-shot: more than this many training images
+    few: int = 20  # few-shot: fewer than this many training images
+    batch_size: int = 1000
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decouple: DecoupleConfig = field(default_factory=DecoupleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def config_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the config, e.g. ``train.lr``."""
+    keys: list[str] = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys += config_keys(hint, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, config_keys(), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(hint))
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against ``hint``; strings from the command line are converted."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+    elif hint is type(None):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}={value!r}: expected {_type_name(hint)}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking every key and type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            raise _unknown_key(key)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, value, hint)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise _unknown_key(key)
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is read as YAML (``[1, 2]``, ``null``, ``true``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
+    if key not in config_keys():
+        raise _unknown_key(key)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
+    return key, raw if isinstance(value, str) else value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides; validated."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path}: not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path}: not valid YAML ({error.__class__.__name__})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of keys, got {type(loaded).__name__}")
+        tree = loaded or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    config = _build(Config, tree)
+    validate_config(config)
+    return config
+
+
+def _require(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def validate_config(config: Config) -> None:
+    """Reject impossible values with a message naming the key."""
+    d, t, dc, e = config.data, config.train, config.decouple, config.eval
+    _require(d.n_max >= 1, "data.n_max", d.n_max, "an integer >= 1")
+    _require(d.imbalance_factor >= 1, "data.imbalance_factor", d.imbalance_factor, "a number >= 1")
+    _require(d.val_per_class >= 0, "data.val_per_class", d.val_per_class, "an integer >= 0")
+    _require(d.crop_padding >= 0, "data.crop_padding", d.crop_padding, "an integer >= 0")
+    _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
+    for prefix, section in (("train", t), ("decouple.crt", dc.crt), ("decouple.lws", dc.lws)):
+        _require(section.epochs >= 1, f"{prefix}.epochs", section.epochs, "an integer >= 1")
+        _require(section.batch_size >= 1, f"{prefix}.batch_size", section.batch_size, "an integer >= 1")
+        _require(section.lr > 0, f"{prefix}.lr", section.lr, "a number > 0")
+        _require(0 <= section.momentum < 1, f"{prefix}.momentum", section.momentum, "a number in [0, 1)")
+        _require(section.weight_decay >= 0, f"{prefix}.weight_decay", section.weight_decay, "a number >= 0")
+    _require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs, "an integer in [0, train.epochs)")
+    _require(dc.tau.min >= 0, "decouple.tau.min", dc.tau.min, "a number >= 0")
+    _require(dc.tau.max >= dc.tau.min, "decouple.tau.max", dc.tau.max, "a number >= decouple.tau.min")
+    _require(dc.tau.steps >= 1, "decouple.tau.steps", dc.tau.steps, "an integer >= 1")
+    _require(e.few >= 0, "eval.few", e.few, "an integer >= 0")
+    _require(e.many >= e.few, "eval.many", e.many, "an integer >= eval.few")
+    _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")
+    device_ok = config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")
+    _require(device_ok, "device", config.device, "auto, cpu, cuda or cuda:N")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as a plain nested dict (YAML/JSON-ready)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Inverse of :func:`config_to_dict`, with the same checks as :func:`load_config`."""
+    config = _build(Config, values)
+    validate_config(config)
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,103 @@
+"""In-memory image datasets and the train/val/test bundle every stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+
+
+class TensorPairDataset(Dataset):
+    """Inputs and labels held in memory as two tensors.
+
+    Args:
+        inputs: (N, ...) one row per item (images, features).
+        labels: (N,) int64 class indices.
+
+    Items are ``(inputs[i], labels[i])``. ``__getitems__`` lets a DataLoader
+    fetch a whole batch with one indexing op instead of N ``__getitem__`` calls
+    and a collate; use :func:`keep_batch` as its collate_fn.
+    """
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        if labels.dim() != 1 or len(labels) != len(inputs):
+            raise DataError(f"labels: expected shape ({len(inputs)},) to match the inputs, got {tuple(labels.shape)}")
+        self.inputs = inputs
+        self.labels = labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return self.inputs[index], self.labels[index]
+
+
+class TensorImageDataset(TensorPairDataset):
+    """Images held in memory: (N, C, H, W) uint8 with (N,) int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise DataError(f"images: expected a (N, C, H, W) uint8 tensor, got {tuple(images.shape)} {images.dtype}")
+        super().__init__(images, labels)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """(N, C, H, W) uint8."""
+        return self.inputs
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def keep_batch(batch: Any) -> Any:
+    """Collate function for datasets whose ``__getitems__`` already returns a batch."""
+    return batch
+
+
+@dataclass
+class DatasetSplits:
+    """Train / val / test of one dataset, with what the stages need to know about it.
+
+    ``mean`` and ``std`` are per-channel statistics of the training images in
+    [0, 1], used for normalisation.
+    """
+
+    name: str
+    train: TensorImageDataset
+    val: TensorImageDataset
+    test: TensorImageDataset
+    num_classes: int
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_counts(self) -> list[int]:
+        """Training images per class."""
+        return np.bincount(self.train.labels.numpy(), minlength=self.num_classes).tolist()
+
+    def split(self, name: str) -> TensorImageDataset:
+        """The split called ``name`` ("train", "val" or "test")."""
+        if name not in ("train", "val", "test"):
+            raise DataError(f"split {name!r}: expected train, val or test")
+        return getattr(self, name)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of (N, C, H, W) uint8 images scaled to [0, 1]."""
+    scaled = images.to(torch.float64).div_(255.0)
+    mean = scaled.mean(dim=(0, 2, 3))
+    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return tuple(mean.tolist()), tuple(std.tolist())

@@ -1,0 +1,83 @@
+"""Fashion-MNIST (Zalando) from its four IDX files, and its long-tailed subset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import DatasetSplits, TensorImageDataset, channel_stats
+from .idx import read_idx
+from .longtail import balanced_holdout, longtail_counts, longtail_subset
+from .registry import register_dataset
+
+# Where Debian's package `dataset-fashion-mnist` puts the files.
+DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+MISSING_HINT = (
+    "install Debian's package (apt-get install dataset-fashion-mnist) or put the four IDX files "
+    "from github.com/zalandoresearch/fashion-mnist in a directory and set data.root to it"
+)
+
+
+def _find(root: Path, name: str) -> Path:
+    """The file ``name`` in ``root``, accepting an uncompressed copy too."""
+    for candidate in (root / name, root / name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{root / name}: Fashion-MNIST file not found; {MISSING_HINT}")
+
+
+def load_fashion_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The four arrays: ``x_train`` (60000, 28, 28) uint8, ``y_train`` (60000,), ``x_test``, ``y_test``."""
+    root = Path(root) if root is not None else DEFAULT_ROOT
+    if not root.is_dir():
+        raise DataError(f"{root}: Fashion-MNIST directory not found; {MISSING_HINT}")
+    arrays = {key: read_idx(_find(root, name)) for key, name in FILES.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise DataError(f"{root}: {split} images {x.shape} and labels {y.shape} do not match")
+    return arrays
+
+
+def _dataset(images: np.ndarray, labels: np.ndarray) -> TensorImageDataset:
+    return TensorImageDataset(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+
+@register_dataset("fashion_mnist_lt")
+def build_fashion_mnist_lt(cfg: DataConfig) -> DatasetSplits:
+    """Fashion-MNIST-LT: a seeded long-tailed subset of the training set.
+
+    Validation: ``cfg.val_per_class`` images per class from the training images
+    not in the subset. Test: the full balanced 10,000-image test set.
+    """
+    arrays = load_fashion_mnist(cfg.root)
+    y_train = arrays["y_train"].astype(np.int64)
+    num_classes = len(CLASS_NAMES)
+    counts = longtail_counts(num_classes, cfg.n_max, cfg.imbalance_factor, cfg.profile)
+    subset = longtail_subset(y_train, counts, cfg.seed)
+    unused = np.setdiff1d(np.arange(len(y_train)), subset)
+    val = balanced_holdout(y_train, unused, cfg.val_per_class, num_classes, cfg.seed + 1)
+    train = _dataset(arrays["x_train"][subset], y_train[subset])
+    mean, std = channel_stats(train.images)
+    return DatasetSplits(
+        name="fashion_mnist_lt",
+        train=train,
+        val=_dataset(arrays["x_train"][val], y_train[val]),
+        test=_dataset(arrays["x_test"], arrays["y_test"]),
+        num_classes=num_classes,
+        class_names=list(CLASS_NAMES),
+        mean=mean,
+        std=std,
+        info={"root": str(Path(cfg.root) if cfg.root else DEFAULT_ROOT), "val_source": "unused training images"},
+    )

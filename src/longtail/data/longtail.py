@@ -1,0 +1,85 @@
+"""Long-tailed subsets drawn the CIFAR-LT way (Cao et al. 2019), and class-balanced hold-outs."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+
+
+def longtail_counts(num_classes: int, n_max: int, imbalance_factor: float, profile: str = "exp") -> list[int]:
+    """Images per class of a long-tailed subset.
+
+    ``"exp"``: ``int(n_max * IF**(-i / (C - 1)))`` for class ``i``;
+    ``"step"``: the first ``C // 2`` classes at ``n_max``, the rest at ``int(n_max / IF)``.
+
+    >>> longtail_counts(10, 1000, 100)
+    [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
+    """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes!r}: expected an integer >= 1")
+    if n_max < 1:
+        raise ConfigError(f"n_max={n_max!r}: expected an integer >= 1")
+    if imbalance_factor < 1:
+        raise ConfigError(f"imbalance_factor={imbalance_factor!r}: expected a number >= 1")
+    if profile == "exp":
+        if num_classes == 1:
+            return [n_max]
+        return [int(n_max * imbalance_factor ** (-i / (num_classes - 1))) for i in range(num_classes)]
+    if profile == "step":
+        head = num_classes // 2
+        return [n_max] * head + [int(n_max / imbalance_factor)] * (num_classes - head)
+    raise ConfigError(f"profile={profile!r}: expected 'exp' or 'step'")
+
+
+def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
+    """Images per class, shape (num_classes,)."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
+
+
+def longtail_subset(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:
+    """Indices of the first ``counts[c]`` images of each class ``c`` after a seeded shuffle.
+
+    Args:
+        labels: (N,) class index per image.
+        counts: images wanted per class.
+        seed: seed of the shuffle.
+
+    Returns:
+        (sum(counts),) indices into ``labels``, sorted ascending.
+    """
+    labels = np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    chosen = []
+    for cls, wanted in enumerate(counts):
+        members = order[labels[order] == cls]
+        if len(members) < wanted:
+            raise DataError(f"class {cls}: {wanted} images wanted for the long-tailed subset, only {len(members)} available")
+        chosen.append(members[:wanted])
+    return np.sort(np.concatenate(chosen))
+
+
+def balanced_holdout(labels: np.ndarray, pool: np.ndarray, per_class: int, num_classes: int, seed: int) -> np.ndarray:
+    """A class-balanced sample of ``per_class`` indices per class drawn from ``pool``.
+
+    Args:
+        labels: (N,) class index per image.
+        pool: indices into ``labels`` that may be taken (e.g. those not in the subset).
+        per_class: images per class.
+        num_classes: number of classes.
+        seed: seed of the draw.
+
+    Returns:
+        (num_classes * per_class,) indices, sorted ascending.
+    """
+    rng = np.random.default_rng(seed)
+    pool = rng.permutation(np.asarray(pool))
+    chosen = []
+    for cls in range(num_classes):
+        members = pool[labels[pool] == cls]
+        if len(members) < per_class:
+            raise DataError(f"class {cls}: {per_class} validation images wanted, only {len(members)} left after the subset")
+        chosen.append(members[:per_class])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)

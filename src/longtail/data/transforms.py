@@ -1,0 +1,67 @@
+"""Batch transforms on uint8 image tensors, run on the training device.
+
+In-memory datasets hand whole uint8 batches to the loop; these modules turn them
+into normalised float batches (with augmentation for stage 1) in one vectorised
+step, instead of per-image Python work in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class BatchTransform(nn.Module):
+    """uint8 (N, C, H, W) -> float32 (N, C, H, W): optional random crop + flip, then normalise.
+
+    Args:
+        mean, std: per-channel statistics of images in [0, 1].
+        crop_padding: pad by this many zero pixels, then crop back to (H, W) at a
+            random offset per image; 0 disables cropping.
+        hflip: flip each image horizontally with probability 1/2.
+        generator: CPU generator for the random offsets and flips (reproducibility).
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.generator = generator
+
+    @property
+    def augments(self) -> bool:
+        """Whether this transform is random."""
+        return self.crop_padding > 0 or self.hflip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.mean.device, torch.float32).div_(255.0)
+        if self.crop_padding > 0:
+            x = self._random_crop(x)
+        if self.hflip:
+            flip = torch.rand(len(x), generator=self.generator) < 0.5
+            x = torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+        return (x - self.mean) / self.std
+
+    def _random_crop(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        p = self.crop_padding
+        padded = nn.functional.pad(x, (p, p, p, p))
+        top = torch.randint(0, 2 * p + 1, (n,), generator=self.generator).to(x.device)
+        left = torch.randint(0, 2 * p + 1, (n,), generator=self.generator).to(x.device)
+        rows = (top.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (left.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+        channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        return padded[batch, channel, rows, cols]

@@ -1,0 +1,23 @@
+"""The error type of everything a user can get wrong.
+
+A :class:`LongtailError` carries one readable line that names the culprit (a
+file, a config key, a value) and says what was expected. The CLI prints that
+line and exits non-zero; anything else escaping is a bug and keeps its
+traceback.
+"""
+
+
+class LongtailError(Exception):
+    """A user-facing error whose message names what is wrong and what was expected."""
+
+
+class ConfigError(LongtailError, ValueError):
+    """A config key that does not exist, has the wrong type or an impossible value."""
+
+
+class DataError(LongtailError):
+    """Data that is missing, malformed or unusable for the requested method."""
+
+
+class RunDirError(LongtailError):
+    """A run directory that is missing, not a run, or does not match its config."""

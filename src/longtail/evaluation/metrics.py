@@ -1,0 +1,75 @@
+"""Accuracy per class and per shot group (many / medium / few), micro and macro."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+GROUPS = ("many", "medium", "few")
+
+
+def shot_groups(train_counts: Sequence[int], many: int = 100, few: int = 20) -> dict[str, list[int]]:
+    """Class indices per shot group by training-class size.
+
+    many: ``n > many``; medium: ``few <= n <= many``; few: ``n < few``.
+
+    >>> shot_groups([1000, 50, 5])
+    {'many': [0], 'medium': [1], 'few': [2]}
+    """
+    counts = np.asarray(train_counts)
+    return {
+        "many": np.flatnonzero(counts > many).tolist(),
+        "medium": np.flatnonzero((counts >= few) & (counts <= many)).tolist(),
+        "few": np.flatnonzero(counts < few).tolist(),
+    }
+
+
+def per_class_accuracy(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """(num_classes,) fraction of each class's samples predicted right; NaN where a class has no sample."""
+    labels = labels.long().cpu()
+    correct = (predictions.long().cpu() == labels).double()
+    hits = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, correct)
+    totals = torch.bincount(labels, minlength=num_classes).double()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (hits / totals).numpy()
+
+
+def _mean_percent(values: np.ndarray) -> float | None:
+    """Mean of the defined values in percent; None when there are none (an empty group)."""
+    values = values[~np.isnan(values)]
+    return float(100.0 * values.mean()) if len(values) else None
+
+
+def accuracy_summary(
+    predictions: torch.Tensor,
+    labels: torch.Tensor,
+    train_counts: Sequence[int],
+    *,
+    many: int = 100,
+    few: int = 20,
+) -> dict[str, Any]:
+    """Top-1 accuracy in percent: per shot group, micro ("all"), macro, and per class.
+
+    Args:
+        predictions: (N,) predicted classes.
+        labels: (N,) true classes.
+        train_counts: (C,) training images per class, which define the groups.
+        many, few: group thresholds (see :func:`shot_groups`).
+
+    Returns:
+        ``{"many", "medium", "few", "all", "macro", "per_class"}``; a group
+        accuracy is the mean of its classes' accuracies and is None when the
+        group is empty. ``per_class`` holds None for classes absent from ``labels``.
+    """
+    num_classes = len(train_counts)
+    per_class = per_class_accuracy(predictions, labels, num_classes)
+    summary: dict[str, Any] = {
+        group: _mean_percent(per_class[members]) for group, members in shot_groups(train_counts, many, few).items()
+    }
+    summary["all"] = float(100.0 * (predictions.long().cpu() == labels.long().cpu()).double().mean()) if len(labels) else None
+    summary["macro"] = _mean_percent(per_class)
+    summary["per_class"] = [None if math.isnan(v) else float(100.0 * v) for v in per_class]
+    return summary

@@ -1,0 +1,24 @@
+"""Models: backbones, classifier heads, nearest-class-mean."""
+
+from .backbones import BACKBONES, BasicBlock, CifarResNet, create_backbone
+from .classifier import Classifier
+from .heads import LWSHead, TauNormHead, linear_head, tau_normalize, tau_sweep, weight_norms
+from .ncm import NCM_METRICS, NCMClassifier, NCMHead, ncm_scores
+
+__all__ = [
+    "BACKBONES",
+    "NCM_METRICS",
+    "BasicBlock",
+    "Classifier",
+    "CifarResNet",
+    "LWSHead",
+    "NCMClassifier",
+    "NCMHead",
+    "TauNormHead",
+    "create_backbone",
+    "linear_head",
+    "ncm_scores",
+    "tau_normalize",
+    "tau_sweep",
+    "weight_norms",
+]

@@ -1,0 +1,337 @@
+"""The commands as library functions: ``train``, ``decouple``, ``evaluate``, ``demo``.
+
+Each reads and writes a run directory (see :mod:`longtail.runs`); the CLI only
+parses arguments and calls these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, config_to_dict, load_config, parse_override, save_config
+from .data.dataset import DatasetSplits
+from .data.registry import create_dataset
+from .engine.device import resolve_device
+from .errors import ConfigError, RunDirError
+from .evaluation.metrics import accuracy_summary, shot_groups
+from .io import save_torch_atomic
+from .models.classifier import Classifier
+from .models.serialize import head_from_dict, head_to_dict
+from .runs import (
+    CONFIG_FILE,
+    classifier_path,
+    environment,
+    file_sha256,
+    is_run_dir,
+    load_checkpoint,
+    prepare_new_run_dir,
+    read_results,
+    require_run_dir,
+    save_checkpoint,
+    saved_methods,
+    update_results,
+    write_metrics,
+)
+from .stages.decouple import Features, choose_tau, extract_features, fit_crt, fit_lws, fit_ncm
+from .stages.joint import build_model, eval_transform, train_joint
+
+log = logging.getLogger(__name__)
+
+STAGE2_METHODS = ("ncm", "crt", "tau_norm", "lws")
+SPLITS = ("val", "test")
+# Keys that may change after stage 1: they do not alter what stage 1 learned.
+RUN_TIME_KEYS = ("decouple.", "eval.", "device", "data.root", "data.num_workers")
+
+
+@dataclass
+class LoadedRun:
+    """A stage-1 run read back: its config, data, trained model and checkpoint hash."""
+
+    run_dir: Path
+    config: Config
+    splits: DatasetSplits
+    model: Classifier
+    checkpoint_sha256: str
+    device: torch.device
+
+
+def _results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
+    counts = splits.train_counts
+    return {
+        "dataset": splits.name,
+        "num_classes": splits.num_classes,
+        "class_names": splits.class_names,
+        "train_counts": counts,
+        "seed": config.seed,
+        "data_seed": config.data.seed,
+        "shot_thresholds": {"many": config.eval.many, "few": config.eval.few},
+        "shot_groups": shot_groups(counts, config.eval.many, config.eval.few),
+    }
+
+
+def _score(heads: dict[str, nn.Module], features: Features, config: Config, train_counts: list[int]) -> dict[str, Any]:
+    """Accuracy summary of each head on ``features``."""
+    scores = {}
+    with torch.no_grad():
+        for method, head in heads.items():
+            predictions = head.cpu().eval()(features.x).argmax(1)
+            scores[method] = accuracy_summary(predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few)
+            if hasattr(head, "tau"):
+                scores[method]["tau"] = float(head.tau)
+    return scores
+
+
+def train(config: Config, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Stage 1: train backbone and linear classifier jointly into run directory ``out``.
+
+    Writes ``config.yaml``, then after every epoch ``checkpoint.pt`` and
+    ``metrics.jsonl``, and finally ``results.json`` with ``joint`` on val and test.
+
+    Returns:
+        The results dict written to ``results.json``.
+    """
+    out = Path(out)
+    device = resolve_device(config.device)
+    splits = create_dataset(config.data)  # bad data fails here, before anything is written
+    prepare_new_run_dir(out, overwrite=overwrite)
+    save_config(config, out / CONFIG_FILE)
+    in_channels = splits.train.image_shape[0]
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def save_epoch(record: dict[str, Any], model: Classifier, optimizer: Any, scheduler: Any) -> None:
+        history.append(record)
+        write_metrics(out, history)
+        save_checkpoint(
+            out,
+            {
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "epoch": record["epoch"],
+                "num_classes": splits.num_classes,
+                "in_channels": in_channels,
+                "train_counts": splits.train_counts,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "metrics": history,
+                "config": config_to_dict(config),
+            },
+        )
+
+    model, _ = train_joint(config, splits, device=device, on_epoch_end=save_epoch, progress=progress)
+    train_seconds = time.perf_counter() - start
+    transform = eval_transform(splits).to(device)
+    scores = {}
+    for split in SPLITS:
+        features = extract_features(model.backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size)
+        scores[split] = _score({"joint": model.head}, features, config, splits.train_counts)
+    results = {
+        **_results_header(config, splits),
+        "split": "test",
+        "methods": scores["test"],
+        "val_methods": scores["val"],
+        "timing": {"train_seconds": round(train_seconds, 2)},
+        "environment": environment(),
+    }
+    update_results(out, lambda r: (r.clear(), r.update(results)))
+    return results
+
+
+def _check_run_time_overrides(overrides: Sequence[str]) -> None:
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not key.startswith(RUN_TIME_KEYS):
+            raise ConfigError(
+                f"{key}: fixed by stage 1 and cannot change on an existing run; "
+                f"only {', '.join(k.rstrip('.') for k in RUN_TIME_KEYS)} keys can (start a new run to change it)"
+            )
+
+
+def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
+    """Read a stage-1 run: config (with run-time ``overrides``), data, and the trained model.
+
+    Raises:
+        RunDirError: when ``run_dir`` is not a run, or its checkpoint does not
+            match its config or data.
+    """
+    run_dir = require_run_dir(run_dir)
+    _check_run_time_overrides(overrides)
+    try:
+        config = load_config(run_dir / CONFIG_FILE, overrides)
+    except ConfigError as error:
+        raise RunDirError(f"{run_dir / CONFIG_FILE}: {error}") from None
+    checkpoint = load_checkpoint(run_dir)
+    trained_with = checkpoint.get("config", {}).get("model", {}).get("backbone")
+    if trained_with != config.model.backbone:
+        raise RunDirError(
+            f"{run_dir}: checkpoint.pt holds a {trained_with!r} backbone but config.yaml says model.backbone={config.model.backbone!r}"
+        )
+    splits = create_dataset(config.data)
+    if checkpoint.get("train_counts") != splits.train_counts:
+        raise RunDirError(
+            f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
+            f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
+        )
+    model = build_model(config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise RunDirError(f"{run_dir}: checkpoint.pt does not match model.backbone={config.model.backbone!r}") from None
+    device = resolve_device(config.device)
+    return LoadedRun(run_dir, config, splits, model.to(device).eval(), file_sha256(run_dir / "checkpoint.pt"), device)
+
+
+def _features(run: LoadedRun, split: str) -> Features:
+    transform = eval_transform(run.splits).to(run.device)
+    return extract_features(
+        run.model.backbone, run.splits.split(split), transform=transform, device=run.device, batch_size=run.config.eval.batch_size
+    )
+
+
+def _load_heads(run: LoadedRun) -> dict[str, nn.Module]:
+    """The joint head and every saved stage-2 classifier of the run."""
+    heads: dict[str, nn.Module] = {"joint": run.model.head}
+    for method in saved_methods(run.run_dir):
+        path = classifier_path(run.run_dir, method)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise RunDirError(f"{path}: unreadable classifier ({error.__class__.__name__})") from None
+        if saved.get("checkpoint_sha256") != run.checkpoint_sha256:
+            raise RunDirError(f"{path}: fit on another checkpoint.pt; re-run `longtail decouple {run.run_dir} --method {method}`")
+        heads[method] = head_from_dict(saved["head"], run.model.num_features, run.splits.num_classes, str(path))
+    return heads
+
+
+def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> nn.Module:
+    """Fit stage-2 ``method`` on the run's frozen features."""
+    cfg = run.config.decouple
+    train_feats, counts = features["train"], run.splits.train_counts
+    if method == "crt":
+        return fit_crt(train_feats, run.splits.num_classes, cfg.crt, sampler=cfg.sampler, seed=run.config.seed, device=run.device)
+    if method == "lws":
+        return fit_lws(train_feats, run.model.head, cfg.lws, sampler=cfg.sampler, seed=run.config.seed, device=run.device)
+    if method == "ncm":
+        return fit_ncm(train_feats, run.splits.num_classes, cfg.ncm_metric)
+    if method == "tau_norm":
+        taus = np.linspace(cfg.tau.min, cfg.tau.max, cfg.tau.steps).tolist()
+        head, curve = choose_tau(
+            run.model.head, features["val"], taus, train_counts=counts, select=cfg.select,
+            many=run.config.eval.many, few=run.config.eval.few,
+        )
+        update_results(run.run_dir, lambda r: r.update(tau_curve={"select": cfg.select, "val": curve}))
+        return head
+    raise ConfigError(f"--method {method!r}: expected one of {', '.join(STAGE2_METHODS)} or all")
+
+
+def expand_methods(methods: Sequence[str]) -> list[str]:
+    """``all`` -> every stage-2 method; names are checked."""
+    expanded: list[str] = []
+    for method in methods:
+        names = STAGE2_METHODS if method == "all" else (method,)
+        for name in names:
+            if name not in STAGE2_METHODS:
+                raise ConfigError(f"--method {name!r}: expected one of {', '.join(STAGE2_METHODS)} or all")
+            if name not in expanded:
+                expanded.append(name)
+    return expanded
+
+
+def _refresh_scores(run: LoadedRun, features: dict[str, Features], heads: dict[str, nn.Module]) -> dict[str, Any]:
+    """Score ``heads`` on every split in ``features`` (val / test) and merge them into results.json."""
+    counts = run.splits.train_counts
+
+    def update(results: dict[str, Any]) -> None:
+        results.update(_results_header(run.config, run.splits))
+        for split in SPLITS:
+            if split in features:
+                key = "methods" if split == "test" else "val_methods"
+                results[key] = _score(heads, features[split], run.config, counts)
+        results["split"] = "test"
+
+    return update_results(run.run_dir, update)
+
+
+def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Stage 2: fit ``methods`` on the frozen backbone of a stage-1 run.
+
+    Each classifier is saved as ``classifiers/<method>.pt``; every classifier
+    of the run (including earlier ones) is then re-scored on val and test and
+    ``results.json`` updated.
+
+    Returns:
+        The updated results dict.
+    """
+    methods = expand_methods(methods)
+    run = load_run(run_dir, overrides)
+    start = time.perf_counter()
+    features = {split: _features(run, split) for split in ("train", "val", "test")}
+    features_seconds = round(time.perf_counter() - start, 2)
+    log.info("features extracted in %.1fs (train %d, val %d, test %d)", features_seconds,
+             len(features["train"].y), len(features["val"].y), len(features["test"].y))
+    seconds: dict[str, float] = {}
+    for method in methods:
+        begin = time.perf_counter()
+        head = _fit(method, run, features)
+        seconds[method] = round(time.perf_counter() - begin, 3)
+        log.info("%s fitted in %.2fs", method, seconds[method])
+        save_torch_atomic(
+            classifier_path(run.run_dir, method),
+            {
+                "method": method,
+                "head": head_to_dict(head),
+                "checkpoint_sha256": run.checkpoint_sha256,
+                "decouple": config_to_dict(run.config)["decouple"],
+            },
+        )
+    _refresh_scores(run, features, _load_heads(run))
+
+    def record_time(results: dict[str, Any]) -> None:
+        timing = results.setdefault("timing", {})
+        timing.setdefault("decouple_seconds", {}).update(seconds)
+        timing["features_seconds"] = features_seconds
+
+    return update_results(run.run_dir, record_time)
+
+
+def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Re-score the joint classifier and every saved stage-2 classifier on ``split``; refresh results.json."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: expected val or test")
+    run = load_run(run_dir, overrides)
+    return _refresh_scores(run, {split: _features(run, split)}, _load_heads(run))
+
+
+def demo(out: str | Path = "runs/demo", *, overrides: Sequence[str] = (), progress: bool = True,
+         say: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method, into ``out``.
+
+    The run is built in a temporary sibling directory and moved to ``out`` only
+    when complete; an existing run directory at ``out`` is replaced (said via
+    ``say``), anything else there is refused.
+    """
+    out = Path(out)
+    config = load_config(None, overrides)
+    if out.exists() and not (out.is_dir() and (is_run_dir(out) or not any(out.iterdir()))):
+        raise RunDirError(f"{out}: exists and is not a run directory; refusing to replace it, choose another --out")
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        train(config, partial, progress=progress)
+        decouple(partial)
+        if out.exists():
+            say(f"replacing existing run directory {out}")
+            shutil.rmtree(out)
+        partial.rename(out)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return read_results(out)

@@ -1,0 +1,163 @@
+"""The run directory: what a run writes, and how it is read back.
+
+A run directory holds only files named relative to itself, so it can be moved
+or copied:
+
+    config.yaml          the resolved config of stage 1
+    checkpoint.pt        {"model": state dict, "epoch", "num_classes", "in_channels",
+                          "train_counts", "optimizer", "scheduler", "config"}
+    metrics.jsonl        one JSON line per stage-1 epoch
+    results.json         metrics per method on test ("methods") and val ("val_methods"),
+                         train_counts, seed, shot groups, timing, versions
+    classifiers/M.pt     the stage-2 classifier of method M and the checkpoint hash it was fit on
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .errors import RunDirError
+from .io import read_json, save_torch_atomic, write_json_atomic, write_text_atomic
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+CLASSIFIER_DIR = "classifiers"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a stage-1 run (config and checkpoint)."""
+    return (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_FILE).is_file()
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """``path`` as a Path if it is a run directory, else a :class:`RunDirError` saying why not."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path}: run directory not found (create one with `longtail train --out {path}`)")
+    for name in (CONFIG_FILE, CHECKPOINT_FILE):
+        if not (path / name).is_file():
+            raise RunDirError(f"{path}: not a run directory (no {name}; create one with `longtail train --out DIR`)")
+    return path
+
+
+def prepare_new_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Make ``path`` an empty directory for a new run.
+
+    An existing non-empty directory is refused unless ``overwrite``; even then
+    only a run directory is emptied, never an arbitrary folder.
+    """
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise RunDirError(f"{path}: exists and is not empty; pass --overwrite to replace it, or choose another --out")
+        if not is_run_dir(path):
+            raise RunDirError(f"{path}: not a run directory, refusing to delete its contents; choose another --out")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def environment() -> dict[str, str]:
+    """Versions of what produced a run."""
+    return {
+        "longtail": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+    }
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` with one line per epoch, atomically."""
+    write_text_atomic(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The epoch records of ``metrics.jsonl`` (empty if absent)."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    """``results.json`` as a dict (empty if absent)."""
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return read_json(path)
+    except json.JSONDecodeError:
+        raise RunDirError(f"{path}: not valid JSON; delete it and run `longtail eval {run_dir}` to rebuild it") from None
+
+
+def update_results(run_dir: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read ``results.json``, let ``update`` change it in place, write it back atomically."""
+    results = read_results(run_dir)
+    update(results)
+    write_json_atomic(run_dir / RESULTS_FILE, results)
+    return results
+
+
+def save_checkpoint(run_dir: Path, checkpoint: dict[str, Any]) -> None:
+    """Write ``checkpoint.pt`` atomically."""
+    save_torch_atomic(run_dir / CHECKPOINT_FILE, checkpoint)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """Read ``checkpoint.pt`` onto the CPU."""
+    path = run_dir / CHECKPOINT_FILE
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt files
+        raise RunDirError(f"{path}: unreadable checkpoint ({error.__class__.__name__})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise RunDirError(f"{path}: not a longtail checkpoint (no 'model' state dict)")
+    return checkpoint
+
+
+def read_run_config_tree(run_dir: Path) -> dict[str, Any]:
+    """The raw ``config.yaml`` mapping of a run."""
+    path = run_dir / CONFIG_FILE
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise RunDirError(f"{path}: not valid YAML") from None
+    if not isinstance(tree, dict):
+        raise RunDirError(f"{path}: expected a mapping of config keys")
+    return tree
+
+
+def classifier_path(run_dir: Path, method: str) -> Path:
+    """Where the stage-2 classifier of ``method`` is saved."""
+    return run_dir / CLASSIFIER_DIR / f"{method}.pt"
+
+
+def saved_methods(run_dir: Path) -> list[str]:
+    """Stage-2 methods with a saved classifier, sorted."""
+    folder = run_dir / CLASSIFIER_DIR
+    return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []

@@ -1,0 +1,128 @@
+"""Stage 2: re-balance the classifier on a frozen representation.
+
+Every method here works on features extracted once by the frozen backbone in
+eval mode with the test-time transform (BatchNorm uses its running statistics
+and does not drift; no augmentation in stage 2). That makes stage 2 cost a
+few seconds instead of re-running the backbone every epoch, as the official
+code does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import CRTConfig, LWSConfig
+from ..data.dataset import TensorPairDataset
+from ..engine.device import seed_everything
+from ..engine.loops import make_loader, predict, train_one_epoch
+from ..engine.optim import cosine_schedule, sgd
+from ..evaluation.metrics import accuracy_summary
+from ..models.heads import LWSHead, TauNormHead, linear_head, tau_sweep, weight_norms
+from ..models.ncm import NCMClassifier, NCMHead
+from ..samplers import make_sampler
+
+
+@dataclass
+class Features:
+    """Frozen-backbone features of one split: ``x`` (N, d) float32, ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, dataset: TensorPairDataset, *, transform, device: torch.device, batch_size: int) -> Features:
+    """Run the backbone (eval mode) once over ``dataset``; features land on the CPU."""
+    backbone.eval()
+    x, y = predict(backbone.forward_features, make_loader(dataset, batch_size), device=device, transform=transform)
+    return Features(x, y)
+
+
+def train_head(
+    head: nn.Module,
+    train: Features,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    sampler: str,
+    seed: int,
+    device: torch.device,
+) -> nn.Module:
+    """Train the parameters of ``head`` on features with cross-entropy, SGD and a per-step cosine schedule.
+
+    Epochs have ``len(train)`` draws of ``sampler`` (``class`` by default in stage 2).
+    """
+    seed_everything(seed)
+    head = head.to(device)
+    draw = make_sampler(train.y, sampler, seed=seed)
+    loader = make_loader(TensorPairDataset(train.x, train.y), batch_size, sampler=draw, drop_last=True)
+    optimizer = sgd([p for p in head.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = cosine_schedule(optimizer, epochs * len(loader))
+    for epoch in range(epochs):
+        draw.set_epoch(epoch)
+        train_one_epoch(head, loader, optimizer, device=device, scheduler=scheduler)
+    return head.eval()
+
+
+def fit_crt(train: Features, num_classes: int, cfg: CRTConfig, *, sampler: str, seed: int, device: torch.device) -> nn.Linear:
+    """cRT: a freshly initialised linear classifier (weight and bias) trained on frozen features."""
+    torch.manual_seed(seed)
+    head = linear_head(train.x.shape[1], num_classes)
+    return train_head(
+        head, train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, sampler=sampler, seed=seed, device=device,
+    )
+
+
+def fit_lws(train: Features, joint_head: nn.Linear, cfg: LWSConfig, *, sampler: str, seed: int, device: torch.device) -> LWSHead:
+    """LWS: learn one scale per class on the frozen joint classifier (weight and bias kept)."""
+    head = LWSHead.from_linear(joint_head)
+    return train_head(
+        head, train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, sampler=sampler, seed=seed, device=device,
+    )
+
+
+@torch.no_grad()
+def choose_tau(
+    joint_head: nn.Linear,
+    val: Features,
+    taus: Sequence[float],
+    *,
+    train_counts: Sequence[int],
+    select: str = "macro",
+    many: int = 100,
+    few: int = 20,
+) -> tuple[TauNormHead, list[dict[str, Any]]]:
+    """τ-normalisation with τ chosen on the validation features (never on test).
+
+    All τ are scored from one matrix product (see :func:`tau_sweep`); ties go
+    to the smallest τ.
+
+    Returns:
+        The head with the chosen τ, and the curve: per τ ``{"tau", "many",
+        "medium", "few", "all", "macro"}`` on validation.
+    """
+    weight = joint_head.weight.detach().cpu()
+    raw_logits = val.x @ weight.T
+    curve = []
+    for tau, logits in tau_sweep(raw_logits, weight_norms(weight), taus):
+        summary = accuracy_summary(logits.argmax(1), val.y, train_counts, many=many, few=few)
+        summary.pop("per_class")
+        curve.append({"tau": tau, **summary})
+    scores = np.array([-np.inf if point[select] is None else point[select] for point in curve])
+    best = curve[int(np.argmax(scores))]["tau"]
+    return TauNormHead(weight, best), curve
+
+
+def fit_ncm(train: Features, num_classes: int, metric: str = "cl2n") -> NCMHead:
+    """NCM on the training features (test-time transform), as a head module."""
+    return NCMClassifier(metric).fit(train.x, train.y, num_classes).to_head()
