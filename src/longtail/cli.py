@@ -31,6 +31,28 @@ OVERRIDES_HELP = (
 )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    """Status lines of the ``longtail`` loggers go to stderr as plain messages."""
+    logger = logging.getLogger("longtail")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Wraps descriptions; keeps multi-line text (the key listing) as written."""
 
@@ -187,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = "items" if hasattr(args, "items") else "overrides"
     if extras and hasattr(args, target):
         setattr(args, target, list(getattr(args, target)) + extras)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _configure_logging()
     if getattr(args, "method", "") is None:
         args.method = ["all"]
     try:

@@ -229,6 +229,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
     if key not in config_keys():
+        section = [k for k in config_keys() if k.startswith(key + ".")]
+        if section:
+            raise ConfigError(f"{key}: is a section, not a key; set one of its keys, e.g. {section[0]}=...")
         raise _unknown_key(key)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""

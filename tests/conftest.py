@@ -1,0 +1,75 @@
+"""Shared fixtures: generated Fashion-MNIST-format data and the real files when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from longtail.data import write_idx
+from longtail.data.fashion_mnist import DEFAULT_ROOT, FILES
+
+NUM_CLASSES = 10
+
+
+def synthetic_images(labels: np.ndarray, seed: int) -> np.ndarray:
+    """28x28 uint8 images a small network tells apart, also after a horizontal flip.
+
+    Class c lights a band at height ``c // 2``: a centred bar for even c, two
+    side blocks for odd c (both left-right symmetric); plus noise and jitter.
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, size=(len(labels), 28, 28)).astype(np.int64)
+    for i, label in enumerate(labels):
+        top = 2 + 5 * (int(label) // 2) + rng.integers(-1, 2)
+        if label % 2 == 0:
+            images[i, top : top + 4, 8:20] += 180
+        else:
+            images[i, top : top + 4, 2:8] += 180
+            images[i, top : top + 4, 20:26] += 180
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def write_fashion_mnist_like(root: Path, train_per_class: int = 130, test_per_class: int = 20, seed: int = 0) -> Path:
+    """Write the four IDX .gz files of a small 10-class dataset in the Fashion-MNIST layout."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        labels = rng.permutation(np.repeat(np.arange(NUM_CLASSES), per_class)).astype(np.uint8)
+        write_idx(root / FILES[f"x_{split}"], synthetic_images(labels, seed + len(split)))
+        write_idx(root / FILES[f"y_{split}"], labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_fmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with generated Fashion-MNIST-format IDX files (1300 train, 200 test images)."""
+    return write_fashion_mnist_like(tmp_path_factory.mktemp("fmnist"))
+
+
+# Overrides for a run on ``tiny_fmnist`` that takes a few seconds.
+def tiny_overrides(root: Path) -> list[str]:
+    return [
+        f"data.root={root}",
+        "data.n_max=100",
+        "data.imbalance_factor=10",
+        "data.val_per_class=5",
+        "train.epochs=4",
+        "train.batch_size=32",
+        "decouple.crt.epochs=3",
+        "decouple.crt.batch_size=64",
+        "decouple.lws.epochs=2",
+        "decouple.lws.batch_size=64",
+        "eval.many=50",
+        "eval.few=20",
+        "eval.batch_size=256",
+    ]
+
+
+@pytest.fixture(scope="session")
+def real_fmnist() -> Path:
+    """Debian's Fashion-MNIST directory; the test is skipped when it is absent."""
+    if not all((DEFAULT_ROOT / name).is_file() for name in FILES.values()):
+        pytest.skip(f"Fashion-MNIST not in {DEFAULT_ROOT} (apt-get install dataset-fashion-mnist)")
+    return DEFAULT_ROOT

@@ -1,0 +1,167 @@
+"""End to end: the CLI on generated Fashion-MNIST-format data, and the real demo (slow)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_overrides
+from longtail.cli import main
+from longtail.data import longtail_counts
+from longtail.runs import read_metrics
+
+EXPECTED_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"}
+METHODS = {"joint", "ncm", "crt", "tau_norm", "lws"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_train_writes_a_run_directory(trained_run: Path):
+    assert EXPECTED_FILES <= {p.name for p in trained_run.iterdir()}
+    checkpoint = torch.load(trained_run / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 4
+    assert not any(k.startswith("module.") for k in checkpoint["model"])
+    assert [r["epoch"] for r in read_metrics(trained_run)] == [1, 2, 3, 4]
+    results = json.loads((trained_run / "results.json").read_text())
+    assert set(results["methods"]) == {"joint"}
+    assert results["train_counts"] == longtail_counts(10, 100, 10)
+    assert results["seed"] == 0
+    assert {"torch", "python", "longtail"} <= set(results["environment"])
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 4 and config["seed"] == 0
+
+
+def test_decouple_all_then_eval(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["decouple", str(run), "--method", "all"]) == 0
+    table = capsys.readouterr().out
+    for label in ("Joint", "NCM", "cRT", "τ-norm", "LWS"):
+        assert label in table
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["methods"]) == METHODS == set(results["val_methods"])
+    for metrics in results["methods"].values():
+        assert {"many", "medium", "few", "all", "macro"} <= set(metrics)
+    assert 0.0 <= results["methods"]["tau_norm"]["tau"] <= 2.0
+    # Even on this tiny long-tailed data, re-balancing the classifier helps the average class.
+    best = max(results["methods"][m]["macro"] for m in METHODS - {"joint"})
+    assert best > results["methods"]["joint"]["macro"]
+    assert len(results["tau_curve"]["val"]) == 21
+    assert {p.name for p in (run / "classifiers").iterdir()} == {"crt.pt", "lws.pt", "ncm.pt", "tau_norm.pt"}
+
+    # A moved run directory still works: it holds no absolute path to itself.
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    run.rename(moved)
+    for path in moved.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".yaml", ".jsonl"):
+            assert str(run) not in path.read_text()
+    before = json.loads((moved / "results.json").read_text())["methods"]
+    assert main(["eval", str(moved)]) == 0
+    after = json.loads((moved / "results.json").read_text())["methods"]
+    assert after == before  # evaluation is deterministic
+    assert main(["eval", str(moved), "--split", "val"]) == 0
+    assert "on val" in capsys.readouterr().out
+
+
+def test_decouple_replaces_one_method(trained_run: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["decouple", str(run), "--method", "crt", "decouple.crt.epochs=1"]) == 0
+    first = json.loads((run / "results.json").read_text())["methods"]["crt"]
+    assert main(["decouple", str(run), "--method", "crt", "decouple.crt.epochs=6", "decouple.crt.lr=0.5"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["methods"]) == {"joint", "crt"}
+    assert results["methods"]["crt"] != first
+    saved = torch.load(run / "classifiers" / "crt.pt", weights_only=True)
+    assert saved["decouple"]["crt"]["epochs"] == 6
+
+
+def test_same_seed_same_numbers(tiny_fmnist: Path, trained_run: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(again), "--no-progress"]) == 0
+    a = torch.load(trained_run / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(again / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_metrics(trained_run) == [{**r, "seconds": m["seconds"]} for r, m in zip(read_metrics(again), read_metrics(trained_run))]
+
+
+def test_train_refuses_a_non_empty_out(tiny_fmnist: Path, trained_run: Path, capsys: pytest.CaptureFixture):
+    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(trained_run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(trained_run) in err and "--overwrite" in err
+
+
+def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    assert main(["train", "train.epoch=1", "--out", str(tmp_path / "x")]) == 1
+    assert "did you mean 'train.epochs'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert main(["decouple", str(tmp_path)]) == 1
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing")]) == 1
+    assert "run directory not found" in capsys.readouterr().err
+
+
+def test_decouple_refuses_stage1_keys(trained_run: Path, capsys: pytest.CaptureFixture):
+    assert main(["decouple", str(trained_run), "train.lr=0.5"]) == 1
+    assert "train.lr: fixed by stage 1" in capsys.readouterr().err
+    assert main(["decouple", str(trained_run), "--method", "knn"]) == 1
+    assert "--method 'knn'" in capsys.readouterr().err
+
+
+def test_run_with_edited_backbone_is_refused(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["backbone"] = "resnet20"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["eval", str(run)]) == 1
+    assert "holds a 'resnet8' backbone" in capsys.readouterr().err
+
+
+def test_demo_replaces_its_output_and_says_so(tiny_fmnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--no-progress", *tiny_overrides(tiny_fmnist)]
+    assert main(args) == 0
+    assert set(json.loads((out / "results.json").read_text())["methods"]) == METHODS
+    assert main(args) == 0
+    assert f"replacing existing run directory {out}" in caplog.text
+    assert not list(tmp_path.glob(".demo.partial-*"))
+    (tmp_path / "notarun").mkdir()
+    (tmp_path / "notarun" / "precious.txt").write_text("keep me")
+    assert main(["demo", "--out", str(tmp_path / "notarun"), *tiny_overrides(tiny_fmnist)]) == 1
+    assert (tmp_path / "notarun" / "precious.txt").exists()
+
+
+def test_console_script_and_help():
+    for args in (["--help"], ["train", "--help"], ["decouple", "--help"], ["eval", "--help"], ["demo", "--help"]):
+        done = subprocess.run([sys.executable, "-m", "longtail", *args], capture_output=True, text=True)
+        assert done.returncode == 0 and "usage: longtail" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "longtail", "config", "train.epochs=x"], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip() == "longtail: error: train.epochs='x': expected int"
+
+
+@pytest.mark.slow
+def test_real_demo_meets_its_targets(real_fmnist: Path, tmp_path: Path):
+    """The documented demo on the real Fashion-MNIST-LT (about 1.5 minutes on 2 cores).
+
+    The issue's targets are +8 macro and +30 few-shot for the best decoupled
+    method (measured: see README); this guard leaves room for floating-point
+    differences between CPUs.
+    """
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    methods = json.loads((tmp_path / "demo" / "results.json").read_text())["methods"]
+    joint = methods["joint"]
+    best = max(("ncm", "crt", "tau_norm", "lws"), key=lambda m: methods[m]["macro"])
+    assert methods[best]["macro"] >= joint["macro"] + 6
+    assert methods[best]["few"] >= joint["few"] + 25

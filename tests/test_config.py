@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from longtail.config import Config, config_from_dict, config_keys, config_to_dict, load_config, save_config
+from longtail.errors import ConfigError
+
+
+def test_defaults_are_the_demo_recipe():
+    config = load_config()
+    assert config.data.name == "fashion_mnist_lt"
+    assert (config.data.n_max, config.data.imbalance_factor, config.data.profile) == (1000, 100.0, "exp")
+    assert config.train.sampler == "instance"
+    assert config.decouple.sampler == "class"
+    assert (config.decouple.crt.epochs, config.decouple.crt.lr, config.decouple.crt.batch_size) == (10, 0.2, 512)
+    assert (config.decouple.tau.min, config.decouple.tau.max, config.decouple.tau.steps) == (0.0, 2.0, 21)
+
+
+def test_yaml_then_overrides(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\ntrain:\n  epochs: 7\n  lr: 1e-3\ndata:\n  root: /data/fm\n")
+    config = load_config(path, ["train.epochs=9", "data.hflip=false", "decouple.crt.lr=0.5"])
+    assert config.seed == 3
+    assert config.train.epochs == 9  # override wins over the file
+    assert config.train.lr == pytest.approx(1e-3)  # YAML reads 1e-3 as a string; it is still a float
+    assert config.data.root == "/data/fm"
+    assert config.data.hflip is False
+    assert config.decouple.crt.lr == 0.5
+    assert isinstance(config.train.epochs, int)
+
+
+def test_unknown_key_names_the_close_match():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*'train\.epochs'"):
+        load_config(None, ["train.epoch=3"])
+
+
+def test_unknown_key_in_yaml(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  backbon: resnet8\n")
+    with pytest.raises(ConfigError, match=r"model\.backbon.*model\.backbone"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=abc", r"train\.epochs='abc': expected int"),
+        ("train.epochs=2.5", r"train\.epochs=.*expected int"),
+        ("data.profile=linear", r"data\.profile='linear': expected 'exp' \| 'step'"),
+        ("train.epochs=0", r"train\.epochs=0: expected an integer >= 1"),
+        ("data.imbalance_factor=0.5", r"data\.imbalance_factor=0\.5: expected a number >= 1"),
+        ("decouple.tau.min=-1", r"decouple\.tau\.min=-1\.0: expected a number >= 0"),
+        ("train.sampler=uniform", r"train\.sampler='uniform'"),
+        ("eval.few=200", r"eval\.many=100: expected an integer >= eval\.few"),
+        ("device=tpu", r"device='tpu'"),
+        ("train=3", r"train: is a section, not a key; set one of its keys, e.g. train\.epochs=\.\.\."),
+        ("notakey", r"expected key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_or_malformed_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_saved_config_reloads_identically(tmp_path: Path):
+    config = load_config(None, ["seed=5", "data.root=/x", "decouple.lws.weight_decay=5e-4"])
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())) == config
+    assert config_from_dict(config_to_dict(Config())) == Config()
+
+
+def test_config_keys_lists_leaves():
+    keys = config_keys()
+    assert "train.lr" in keys and "decouple.crt.epochs" in keys and "seed" in keys
+    assert "train" not in keys

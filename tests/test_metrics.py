@@ -1,0 +1,43 @@
+import math
+
+import pytest
+import torch
+
+from longtail.evaluation import accuracy_summary, format_table, per_class_accuracy, shot_groups
+
+
+def test_shot_group_boundaries():
+    counts = [101, 100, 20, 19, 0]
+    assert shot_groups(counts) == {"many": [0], "medium": [1, 2], "few": [3, 4]}
+    assert shot_groups(counts, many=50, few=5) == {"many": [0, 1], "medium": [2, 3], "few": [4]}
+
+
+def test_per_class_accuracy_marks_absent_classes():
+    acc = per_class_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]), 3)
+    assert acc[0] == 0.5 and acc[1] == 1.0 and math.isnan(acc[2])
+
+
+def test_summary_by_hand():
+    train_counts = [500, 50, 5]  # many, medium, few
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    preds = torch.tensor([0, 0, 0, 1, 1, 0, 0, 0])
+    s = accuracy_summary(preds, labels, train_counts)
+    assert s["many"] == 75.0 and s["medium"] == 50.0 and s["few"] == 0.0
+    assert s["all"] == 50.0  # 4 of 8
+    assert s["macro"] == pytest.approx((75.0 + 50.0 + 0.0) / 3)
+    assert s["per_class"] == [75.0, 50.0, 0.0]
+
+
+def test_empty_group_is_none_not_zero():
+    s = accuracy_summary(torch.tensor([0, 1]), torch.tensor([0, 1]), [500, 300])
+    assert s["many"] == 100.0 and s["medium"] is None and s["few"] is None
+    assert "–" in format_table({"joint": s})
+
+
+def test_table_orders_methods_like_the_paper():
+    row = {"many": 1.0, "medium": 2.0, "few": 3.0, "all": 4.0, "macro": 5.0}
+    table = format_table({"lws": row, "joint": row, "tau_norm": {**row, "tau": 0.8}, "crt": row, "ncm": row})
+    names = [line.split()[0] for line in table.splitlines()[2:]]
+    assert names == ["Joint", "NCM", "cRT", "τ-norm", "LWS"]
+    assert "τ = 0.8" in table
+    assert format_table({"joint": row}, markdown=True).startswith("| Method | Many")

@@ -1,0 +1,130 @@
+import pytest
+import torch
+from torch import nn
+
+from longtail.errors import DataError
+from longtail.models import (
+    Classifier,
+    LWSHead,
+    NCMClassifier,
+    TauNormHead,
+    create_backbone,
+    linear_head,
+    tau_normalize,
+    tau_sweep,
+    weight_norms,
+)
+from longtail.models.serialize import head_from_dict, head_to_dict
+
+
+def test_tau_normalize_by_hand():
+    weight = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # norms 5 and 2
+    assert torch.allclose(tau_normalize(weight, 0.0), weight)
+    assert torch.allclose(tau_normalize(weight, 1.0), torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    assert torch.allclose(tau_normalize(weight, 2.0), torch.tensor([[3 / 25, 4 / 25], [0.0, 0.5]]))
+    assert torch.isfinite(tau_normalize(torch.zeros(2, 3), 1.0)).all()
+
+
+def test_tau_sweep_equals_normalised_weights():
+    torch.manual_seed(0)
+    weight, x = torch.randn(5, 8), torch.randn(7, 8)
+    raw = x @ weight.T
+    for tau, logits in tau_sweep(raw, weight_norms(weight), [0.0, 0.5, 1.3, 2.0]):
+        assert torch.allclose(logits, x @ tau_normalize(weight, tau).T, atol=1e-5)
+        assert torch.allclose(logits, TauNormHead(weight, tau)(x), atol=1e-5)
+
+
+def test_tau_norm_head_drops_the_bias_and_is_frozen():
+    linear = nn.Linear(3, 2)
+    head = TauNormHead.from_linear(linear, 1.0)
+    x = torch.randn(4, 3)
+    assert torch.allclose(head(x), x @ tau_normalize(linear.weight, 1.0).T)
+    assert list(head.parameters()) == []
+
+
+def test_lws_scales_weight_and_bias_and_trains_only_scales():
+    linear = nn.Linear(3, 2)
+    head = LWSHead.from_linear(linear)
+    x = torch.randn(4, 3)
+    assert torch.allclose(head(x), linear(x))  # scales start at 1
+    with torch.no_grad():
+        head.scales.copy_(torch.tensor([2.0, 0.5]))
+    assert torch.allclose(head(x), linear(x) * torch.tensor([2.0, 0.5]))
+    assert [name for name, _ in head.named_parameters()] == ["scales"]
+
+
+def test_ncm_cl2n_by_hand():
+    features = torch.tensor([[2.0, 0.0], [4.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    ncm = NCMClassifier().fit(features, labels)
+    assert torch.allclose(ncm.mean_, torch.tensor([1.5, 1.5]))
+    # centred rows normalised, then averaged per class (not re-normalised)
+    a = torch.nn.functional.normalize(torch.tensor([[0.5, -1.5], [2.5, -1.5]]), dim=1).mean(0)
+    assert torch.allclose(ncm.centroids_[0], a)
+    query = torch.tensor([[3.0, 0.5]])
+    q = torch.nn.functional.normalize(query - ncm.mean_, dim=1)
+    assert torch.allclose(ncm.decision_function(query)[0, 0], -torch.linalg.norm(q[0] - a))
+    assert ncm.predict(torch.tensor([[5.0, 0.0], [0.0, 5.0]])).tolist() == [0, 1]
+
+
+def test_ncm_metrics_differ_as_documented():
+    features = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    l2 = NCMClassifier("l2").fit(features, labels)
+    assert torch.allclose(l2.centroids_, torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    assert torch.allclose(l2.decision_function(torch.tensor([[2.0, 1.0]])), torch.tensor([[-1.0, -2.0]]))
+    cosine = NCMClassifier("cosine").fit(features, labels)
+    scores = cosine.decision_function(features)
+    assert scores.max() <= 1.0 + 1e-6 and scores.min() >= -1.0 - 1e-6
+    with pytest.raises(Exception, match="metric='dot'"):
+        NCMClassifier("dot")
+
+
+def test_ncm_needs_every_class():
+    with pytest.raises(DataError, match="class 1 has no training images"):
+        NCMClassifier().fit(torch.randn(3, 2), torch.tensor([0, 0, 2]), num_classes=3)
+
+
+def test_ncm_head_matches_estimator():
+    torch.manual_seed(0)
+    features, labels = torch.randn(30, 4), torch.arange(30) % 3
+    for metric in ("cl2n", "l2", "cosine"):
+        ncm = NCMClassifier(metric).fit(features, labels)
+        assert torch.allclose(ncm.to_head()(features), ncm.decision_function(features))
+
+
+@pytest.mark.parametrize("name, params", [("resnet20", 0.27e6), ("resnet32", 0.46e6), ("resnet56", 0.85e6)])
+def test_cifar_resnet_sizes(name: str, params: float):
+    model = Classifier(create_backbone(name, in_channels=3), linear_head(64, 10))
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - params) / params < 0.03  # He et al. 2016, Table 6 (we use projection shortcuts)
+
+
+def test_backbone_features_and_swappable_head():
+    backbone = create_backbone("resnet8", in_channels=1)
+    model = Classifier(backbone, linear_head(backbone.num_features, 10))
+    x = torch.randn(2, 1, 28, 28)
+    assert model.forward_features(x).shape == (2, 64)
+    assert model(x).shape == (2, 10)
+    model.reset_classifier(nn.Linear(64, 3))
+    assert model(x).shape == (2, 3)
+    assert create_backbone("resnet8", in_channels=3)(torch.randn(1, 3, 8, 8)).shape == (1, 64)
+
+
+def test_unknown_backbone():
+    with pytest.raises(Exception, match="model.backbone='resnet9'.*resnet8"):
+        create_backbone("resnet9")
+
+
+def test_heads_round_trip_through_dicts():
+    torch.manual_seed(0)
+    linear = nn.Linear(4, 3)
+    x = torch.randn(5, 4)
+    lws = LWSHead.from_linear(linear)
+    with torch.no_grad():
+        lws.scales.mul_(torch.tensor([1.0, 2.0, 3.0]))
+    heads = [linear, TauNormHead.from_linear(linear, 0.7), lws, NCMClassifier("cosine").fit(x, torch.tensor([0, 1, 2, 0, 1])).to_head()]
+    for head in heads:
+        rebuilt = head_from_dict(head_to_dict(head), num_features=4, num_classes=3)
+        assert type(rebuilt) is type(head)
+        assert torch.allclose(rebuilt(x), head(x))
