@@ -84,7 +84,9 @@ def test_idx_errors_name_the_file(tmp_path: Path):
 
 
 def test_fashion_mnist_lt_from_generated_files(tiny_fmnist: Path):
-    config = load_config(None, [f"data.root={tiny_fmnist}", "data.n_max=40", "data.imbalance_factor=10", "data.val_per_class=5"])
+    config = load_config(
+        None, [f"data.root={tiny_fmnist}", "data.n_max=40", "data.imbalance_factor=10", "data.val_per_class=5"]
+    )
     splits = create_dataset(config.data)
     assert splits.train_counts == longtail_counts(10, 40, 10)
     assert np.bincount(splits.val.labels.numpy()).tolist() == [5] * 10

@@ -123,7 +123,12 @@ def test_heads_round_trip_through_dicts():
     lws = LWSHead.from_linear(linear)
     with torch.no_grad():
         lws.scales.mul_(torch.tensor([1.0, 2.0, 3.0]))
-    heads = [linear, TauNormHead.from_linear(linear, 0.7), lws, NCMClassifier("cosine").fit(x, torch.tensor([0, 1, 2, 0, 1])).to_head()]
+    heads = [
+        linear,
+        TauNormHead.from_linear(linear, 0.7),
+        lws,
+        NCMClassifier("cosine").fit(x, torch.tensor([0, 1, 2, 0, 1])).to_head(),
+    ]
     for head in heads:
         rebuilt = head_from_dict(head_to_dict(head), num_features=4, num_classes=3)
         assert type(rebuilt) is type(head)

@@ -8,18 +8,17 @@ status 1 (a traceback only with ``--debug``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 import time
-import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
 from . import __version__
-from .config import Config, config_to_dict, load_config
+from .config import config_reference, config_to_dict, load_config
 from .errors import ConfigError, LongtailError
 from .evaluation.table import format_table
 
@@ -62,17 +61,12 @@ class _HelpFormatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-def _key_listing(cls: type = Config, prefix: str = "", defaults: Any = None) -> list[str]:
-    defaults = cls() if defaults is None else defaults
-    lines = []
-    for f in dataclasses.fields(cls):
-        value = getattr(defaults, f.name)
-        hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
-            lines += _key_listing(hint, f"{prefix}{f.name}.", value)
-        else:
-            lines.append(f"  {prefix}{f.name} = {value!r}")
-    return lines
+def _key_listing() -> str:
+    """Every config key with its default and help, for the epilog of --help."""
+    rows = config_reference()
+    width = max(len(f"{key} = {default!r}") for key, default, _ in rows)
+    lines = [f"  {f'{key} = {default!r}'.ljust(width)}  {help}" for key, default, help in rows]
+    return "config keys (key = default):\n" + "\n".join(lines)
 
 
 def _split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -141,58 +135,93 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"longtail {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    keys = "config keys and defaults:\n" + "\n".join(_key_listing())
+    keys = _key_listing()
     formatter = _HelpFormatter
 
     def progress_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--no-progress", dest="progress", action="store_false", default=sys.stderr.isatty(),
-                       help="no progress bar; one log line per epoch instead (default when stderr is not a terminal)")
+        p.add_argument(
+            "--no-progress",
+            dest="progress",
+            action="store_false",
+            default=sys.stderr.isatty(),
+            help="no progress bar; one log line per epoch instead (default when stderr is not a terminal)",
+        )
 
-    p = commands.add_parser("train", help="stage 1: joint training into a new run directory",
-                            description="Stage 1: train backbone and linear classifier jointly (instance-balanced by "
-                            "default). Writes config.yaml, checkpoint.pt, metrics.jsonl and results.json into --out.",
-                            epilog=keys, formatter_class=formatter)
-    p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP)
+    p = commands.add_parser(
+        "train",
+        help="stage 1: joint training into a new run directory",
+        description="Stage 1: train backbone and linear classifier jointly (instance-balanced by "
+        "default). Writes config.yaml, checkpoint.pt, metrics.jsonl and results.json into --out.",
+        epilog=keys,
+        formatter_class=formatter,
+    )
+    p.add_argument(
+        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
+    )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it is an existing run directory")
     progress_flag(p)
     p.set_defaults(func=_cmd_train)
 
-    p = commands.add_parser("decouple", help="stage 2: re-balance the classifier of a run",
-                            description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
-                            "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
-                            "scales), NCM (nearest class mean). Saves classifiers/METHOD.pt and merges the metrics of "
-                            "every classifier into results.json. Only decouple.*, eval.*, device, data.root and "
-                            "data.num_workers can be overridden.",
-                            epilog=keys, formatter_class=formatter)
+    p = commands.add_parser(
+        "decouple",
+        help="stage 2: re-balance the classifier of a run",
+        description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
+        "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
+        "scales), NCM (nearest class mean). Saves classifiers/METHOD.pt and merges the metrics of "
+        "every classifier into results.json. Only decouple.*, eval.*, device, data.root and "
+        "data.num_workers can be overridden.",
+        epilog=keys,
+        formatter_class=formatter,
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
-    p.add_argument("--method", action="append", default=None, metavar="M",
-                   help="crt, tau_norm, lws, ncm or all (default); repeat or comma-separate for several")
+    p.add_argument(
+        "--method",
+        action="append",
+        default=None,
+        metavar="M",
+        help="crt, tau_norm, lws, ncm or all (default); repeat or comma-separate for several",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)
 
-    p = commands.add_parser("eval", help="re-score every classifier of a run and print the table",
-                            description="Evaluate the joint classifier and every saved stage-2 classifier of RUN_DIR on "
-                            "--split, print the table and refresh results.json.")
+    p = commands.add_parser(
+        "eval",
+        help="re-score every classifier of a run and print the table",
+        description="Evaluate the joint classifier and every saved stage-2 classifier of RUN_DIR on "
+        "--split, print the table and refresh results.json.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
     p.add_argument("--split", choices=("val", "test"), default="test", help="which split to score (default: test)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time overrides such as eval.many=50 device=cpu")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="run-time overrides such as eval.many=50 device=cpu"
+    )
     p.set_defaults(func=_cmd_eval)
 
-    p = commands.add_parser("demo", help="the whole recipe on Fashion-MNIST-LT",
-                            description="Stage 1 and every stage-2 method on Fashion-MNIST-LT (1000 images in the "
-                            "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
-                            "is an existing run directory.",
-                            epilog=keys, formatter_class=formatter)
+    p = commands.add_parser(
+        "demo",
+        help="the whole recipe on Fashion-MNIST-LT",
+        description="Stage 1 and every stage-2 method on Fashion-MNIST-LT (1000 images in the "
+        "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
+        "is an existing run directory.",
+        epilog=keys,
+        formatter_class=formatter,
+    )
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run directory (default: runs/demo)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     progress_flag(p)
     p.set_defaults(func=_cmd_demo)
 
-    p = commands.add_parser("config", help="print the resolved config (defaults, YAML file, overrides)",
-                            description="Print the config that `longtail train` would use, as YAML.",
-                            epilog=keys, formatter_class=formatter)
-    p.add_argument("items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then overrides")
+    p = commands.add_parser(
+        "config",
+        help="print the resolved config (defaults, YAML file, overrides)",
+        description="Print the config that `longtail train` would use, as YAML.",
+        epilog=keys,
+        formatter_class=formatter,
+    )
+    p.add_argument(
+        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then overrides"
+    )
     p.set_defaults(func=_cmd_config)
     return parser
 

@@ -23,82 +23,95 @@ from .errors import ConfigError
 from .io import write_text_atomic
 
 
+def option(default: Any, help: str) -> Any:
+    """A config field with its default and the help text shown by ``--help`` and the docs."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and how its long-tailed subset is drawn."""
 
-    name: str = "fashion_mnist_lt"
-    root: str | None = None  # None: the dataset's default location (Debian's for Fashion-MNIST)
-    seed: int = 0  # seed of the long-tailed subset and validation draw (independent of the training seed)
-    n_max: int = 1000  # images in the largest class of the long-tailed subset
-    imbalance_factor: float = 100.0  # largest / smallest class
-    profile: Literal["exp", "step"] = "exp"
-    val_per_class: int = 20  # class-balanced validation images held out from unused training images
-    crop_padding: int = 2  # stage-1 augmentation: random crop after zero padding by this many pixels
-    hflip: bool = True  # stage-1 augmentation: random horizontal flip
-    num_workers: int = 0  # DataLoader worker processes (in-memory datasets need none)
+    name: str = option("fashion_mnist_lt", "dataset reader")
+    root: str | None = option(None, "data directory; null: the dataset's default (Debian's for Fashion-MNIST)")
+    seed: int = option(0, "seed of the long-tailed subset and validation draw (independent of the training seed)")
+    n_max: int = option(1000, "images in the largest class of the long-tailed subset")
+    imbalance_factor: float = option(100.0, "largest / smallest class size of the subset")
+    profile: Literal["exp", "step"] = option(
+        "exp", "class sizes: exp (n_max * IF^(-i/(C-1))) or step (half n_max, half n_max/IF)"
+    )
+    val_per_class: int = option(
+        20, "class-balanced validation images per class, from training images outside the subset"
+    )
+    crop_padding: int = option(2, "stage-1 augmentation: random crop after zero-padding by this many pixels (0: off)")
+    hflip: bool = option(True, "stage-1 augmentation: random horizontal flip")
+    num_workers: int = option(0, "DataLoader worker processes (in-memory datasets need none)")
 
 
 @dataclass
 class ModelConfig:
     """The backbone; the linear classifier on top is sized from the data."""
 
-    backbone: str = "resnet8"
+    backbone: str = option(
+        "resnet8", "backbone: resnet8, resnet14, resnet20, resnet32, resnet44, resnet56 (CIFAR-style)"
+    )
 
 
 @dataclass
 class TrainConfig:
     """Stage 1: joint training of backbone and linear classifier (SGD, cosine to 0 per step)."""
 
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 0  # linear warm-up before the cosine decay
-    sampler: Literal["instance", "class", "sqrt"] = "instance"
+    epochs: int = option(30, "training epochs; an epoch is len(train) // batch_size steps whatever the sampler")
+    batch_size: int = option(128, "images per step")
+    lr: float = option(0.1, "peak learning rate (cosine-decayed to 0, per step)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "SGD weight decay")
+    warmup_epochs: int = option(0, "epochs of linear warm-up before the cosine decay")
+    sampler: Literal["instance", "class", "sqrt"] = option(
+        "instance", "sampling: instance (q=1), class (q=0) or sqrt (q=1/2)"
+    )
 
 
 @dataclass
 class CRTConfig:
     """Classifier re-training: a fresh linear classifier on frozen features."""
 
-    epochs: int = 10
-    batch_size: int = 512
-    lr: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = option(10, "cRT epochs (official: 10)")
+    batch_size: int = option(512, "cRT batch size (official: 512)")
+    lr: float = option(0.2, "cRT peak learning rate, cosine to 0 (official: 0.2)")
+    momentum: float = option(0.9, "cRT SGD momentum")
+    weight_decay: float = option(5e-4, "cRT weight decay (official: 5e-4)")
 
 
 @dataclass
 class LWSConfig:
     """Learnable weight scaling: one scale per class on the frozen joint classifier."""
 
-    epochs: int = 5
-    batch_size: int = 512
-    lr: float = 0.2
-    momentum: float = 0.9
-    # The official code applies weight decay (5e-4) to the scales, pulling them
-    # toward 0. Off by default here; set 5e-4 to reproduce the official run.
-    weight_decay: float = 0.0
+    epochs: int = option(5, "LWS epochs (official: 5)")
+    batch_size: int = option(512, "LWS batch size (official: 512)")
+    lr: float = option(0.2, "LWS peak learning rate, cosine to 0 (official: 0.2)")
+    momentum: float = option(0.9, "LWS SGD momentum")
+    weight_decay: float = option(
+        0.0, "weight decay on the scales; the official code uses 5e-4, which pulls them toward 0 (set it to reproduce)"
+    )
 
 
 @dataclass
 class TauConfig:
     """The τ grid swept for the τ-normalised classifier; τ is chosen on validation."""
 
-    min: float = 0.0
-    max: float = 2.0
-    steps: int = 21
+    min: float = option(0.0, "smallest τ of the sweep")
+    max: float = option(2.0, "largest τ of the sweep")
+    steps: int = option(21, "number of τ values, evenly spaced (official: linspace(0, 2, 21))")
 
 
 @dataclass
 class DecoupleConfig:
     """Stage 2: classifier re-balancing on the frozen representation."""
 
-    sampler: Literal["instance", "class", "sqrt"] = "class"  # sampling for cRT and LWS
-    select: Literal["macro", "all", "few"] = "macro"  # validation metric that chooses τ
-    ncm_metric: Literal["cl2n", "l2", "cosine"] = "cl2n"
+    sampler: Literal["instance", "class", "sqrt"] = option("class", "sampling for cRT and LWS")
+    select: Literal["macro", "all", "few"] = option("macro", "validation metric that chooses τ")
+    ncm_metric: Literal["cl2n", "l2", "cosine"] = option("cl2n", "NCM: cl2n (official), l2 or cosine")
     crt: CRTConfig = field(default_factory=CRTConfig)
     lws: LWSConfig = field(default_factory=LWSConfig)
     tau: TauConfig = field(default_factory=TauConfig)
@@ -108,17 +121,17 @@ class DecoupleConfig:
 class EvalConfig:
     """Evaluation: shot-group thresholds on training-class size and batch size."""
 
-    many: int = 100  # many-shot: more than this many training images
-    few: int = 20  # few-shot: fewer than this many training images
-    batch_size: int = 1000
+    many: int = option(100, "many-shot classes have more than this many training images")
+    few: int = option(20, "few-shot classes have fewer than this many training images")
+    batch_size: int = option(1000, "images per inference batch")
 
 
 @dataclass
 class Config:
     """The whole configuration of a run."""
 
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = option(0, "seed of initialisation, sampling and augmentation")
+    device: str = option("auto", "auto (CUDA when available), cpu, cuda or cuda:N")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -126,15 +139,22 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def config_keys(cls: type = Config, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of the config, e.g. ``train.lr``."""
-    keys: list[str] = []
-    for name, hint in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(hint):
-            keys += config_keys(hint, f"{prefix}{name}.")
+def config_reference(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(dotted key, default, help)`` for every leaf key, in declaration order."""
+    rows: list[tuple[str, Any, str]] = []
+    defaults = cls()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += config_reference(hints[f.name], f"{prefix}{f.name}.")
         else:
-            keys.append(f"{prefix}{name}")
-    return keys
+            rows.append((f"{prefix}{f.name}", getattr(defaults, f.name), f.metadata.get("help", "")))
+    return rows
+
+
+def config_keys() -> list[str]:
+    """Every dotted leaf key of the config, e.g. ``train.lr``."""
+    return [key for key, _, _ in config_reference()]
 
 
 def _unknown_key(key: str) -> ConfigError:

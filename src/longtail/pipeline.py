@@ -6,13 +6,15 @@ parses arguments and calls these.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +26,12 @@ from .data.registry import create_dataset
 from .engine.device import resolve_device
 from .errors import ConfigError, RunDirError
 from .evaluation.metrics import accuracy_summary, shot_groups
-from .io import save_torch_atomic
+from .io import save_torch_atomic, write_json_atomic
 from .models.classifier import Classifier
 from .models.serialize import head_from_dict, head_to_dict
 from .runs import (
     CONFIG_FILE,
+    RESULTS_FILE,
     classifier_path,
     environment,
     file_sha256,
@@ -80,12 +83,14 @@ def _results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
 
 
 def _score(heads: dict[str, nn.Module], features: Features, config: Config, train_counts: list[int]) -> dict[str, Any]:
-    """Accuracy summary of each head on ``features``."""
+    """Accuracy summary of each head on ``features`` (CPU; the heads themselves are left where they are)."""
     scores = {}
     with torch.no_grad():
         for method, head in heads.items():
-            predictions = head.cpu().eval()(features.x).argmax(1)
-            scores[method] = accuracy_summary(predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few)
+            predictions = copy.deepcopy(head).cpu().eval()(features.x).argmax(1)
+            scores[method] = accuracy_summary(
+                predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
+            )
             if hasattr(head, "tau"):
                 scores[method]["tau"] = float(head.tau)
     return scores
@@ -132,7 +137,9 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
     transform = eval_transform(splits).to(device)
     scores = {}
     for split in SPLITS:
-        features = extract_features(model.backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size)
+        features = extract_features(
+            model.backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size
+        )
         scores[split] = _score({"joint": model.head}, features, config, splits.train_counts)
     results = {
         **_results_header(config, splits),
@@ -142,7 +149,7 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
         "timing": {"train_seconds": round(train_seconds, 2)},
         "environment": environment(),
     }
-    update_results(out, lambda r: (r.clear(), r.update(results)))
+    write_json_atomic(out / RESULTS_FILE, results)
     return results
 
 
@@ -173,7 +180,8 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     trained_with = checkpoint.get("config", {}).get("model", {}).get("backbone")
     if trained_with != config.model.backbone:
         raise RunDirError(
-            f"{run_dir}: checkpoint.pt holds a {trained_with!r} backbone but config.yaml says model.backbone={config.model.backbone!r}"
+            f"{run_dir}: checkpoint.pt holds a {trained_with!r} backbone "
+            f"but config.yaml says model.backbone={config.model.backbone!r}"
         )
     splits = create_dataset(config.data)
     if checkpoint.get("train_counts") != splits.train_counts:
@@ -193,7 +201,11 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
 def _features(run: LoadedRun, split: str) -> Features:
     transform = eval_transform(run.splits).to(run.device)
     return extract_features(
-        run.model.backbone, run.splits.split(split), transform=transform, device=run.device, batch_size=run.config.eval.batch_size
+        run.model.backbone,
+        run.splits.split(split),
+        transform=transform,
+        device=run.device,
+        batch_size=run.config.eval.batch_size,
     )
 
 
@@ -207,29 +219,40 @@ def _load_heads(run: LoadedRun) -> dict[str, nn.Module]:
         except Exception as error:
             raise RunDirError(f"{path}: unreadable classifier ({error.__class__.__name__})") from None
         if saved.get("checkpoint_sha256") != run.checkpoint_sha256:
-            raise RunDirError(f"{path}: fit on another checkpoint.pt; re-run `longtail decouple {run.run_dir} --method {method}`")
+            raise RunDirError(
+                f"{path}: fit on another checkpoint.pt; re-run `longtail decouple {run.run_dir} --method {method}`"
+            )
         heads[method] = head_from_dict(saved["head"], run.model.num_features, run.splits.num_classes, str(path))
     return heads
 
 
-def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> nn.Module:
-    """Fit stage-2 ``method`` on the run's frozen features."""
+def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> tuple[nn.Module, dict[str, Any]]:
+    """Fit stage-2 ``method`` on the run's frozen features.
+
+    Returns:
+        The fitted head, and entries for results.json beside the scores (the τ curve).
+    """
     cfg = run.config.decouple
     train_feats, counts = features["train"], run.splits.train_counts
+    seed, device = run.config.seed, run.device
     if method == "crt":
-        return fit_crt(train_feats, run.splits.num_classes, cfg.crt, sampler=cfg.sampler, seed=run.config.seed, device=run.device)
+        return fit_crt(train_feats, run.splits.num_classes, cfg.crt, sampler=cfg.sampler, seed=seed, device=device), {}
     if method == "lws":
-        return fit_lws(train_feats, run.model.head, cfg.lws, sampler=cfg.sampler, seed=run.config.seed, device=run.device)
+        return fit_lws(train_feats, run.model.head, cfg.lws, sampler=cfg.sampler, seed=seed, device=device), {}
     if method == "ncm":
-        return fit_ncm(train_feats, run.splits.num_classes, cfg.ncm_metric)
+        return fit_ncm(train_feats, run.splits.num_classes, cfg.ncm_metric), {}
     if method == "tau_norm":
         taus = np.linspace(cfg.tau.min, cfg.tau.max, cfg.tau.steps).tolist()
         head, curve = choose_tau(
-            run.model.head, features["val"], taus, train_counts=counts, select=cfg.select,
-            many=run.config.eval.many, few=run.config.eval.few,
+            run.model.head,
+            features["val"],
+            taus,
+            train_counts=counts,
+            select=cfg.select,
+            many=run.config.eval.many,
+            few=run.config.eval.few,
         )
-        update_results(run.run_dir, lambda r: r.update(tau_curve={"select": cfg.select, "val": curve}))
-        return head
+        return head, {"tau_curve": {"select": cfg.select, "val": curve}}
     raise ConfigError(f"--method {method!r}: expected one of {', '.join(STAGE2_METHODS)} or all")
 
 
@@ -246,8 +269,19 @@ def expand_methods(methods: Sequence[str]) -> list[str]:
     return expanded
 
 
-def _refresh_scores(run: LoadedRun, features: dict[str, Features], heads: dict[str, nn.Module]) -> dict[str, Any]:
-    """Score ``heads`` on every split in ``features`` (val / test) and merge them into results.json."""
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    """Recursive dict update: nested dicts are merged key by key, anything else replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _refresh_scores(
+    run: LoadedRun, features: dict[str, Features], heads: dict[str, nn.Module], extras: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Score ``heads`` on every split in ``features`` (val / test) and merge them, and ``extras``, into results.json."""
     counts = run.splits.train_counts
 
     def update(results: dict[str, Any]) -> None:
@@ -257,6 +291,7 @@ def _refresh_scores(run: LoadedRun, features: dict[str, Features], heads: dict[s
                 key = "methods" if split == "test" else "val_methods"
                 results[key] = _score(heads, features[split], run.config, counts)
         results["split"] = "test"
+        _merge(results, extras or {})
 
     return update_results(run.run_dir, update)
 
@@ -276,12 +311,19 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     start = time.perf_counter()
     features = {split: _features(run, split) for split in ("train", "val", "test")}
     features_seconds = round(time.perf_counter() - start, 2)
-    log.info("features extracted in %.1fs (train %d, val %d, test %d)", features_seconds,
-             len(features["train"].y), len(features["val"].y), len(features["test"].y))
+    log.info(
+        "features extracted in %.1fs (train %d, val %d, test %d)",
+        features_seconds,
+        len(features["train"].y),
+        len(features["val"].y),
+        len(features["test"].y),
+    )
     seconds: dict[str, float] = {}
+    extras: dict[str, Any] = {}
     for method in methods:
         begin = time.perf_counter()
-        head = _fit(method, run, features)
+        head, extra = _fit(method, run, features)
+        extras.update(extra)
         seconds[method] = round(time.perf_counter() - begin, 3)
         log.info("%s fitted in %.2fs", method, seconds[method])
         save_torch_atomic(
@@ -293,14 +335,8 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
                 "decouple": config_to_dict(run.config)["decouple"],
             },
         )
-    _refresh_scores(run, features, _load_heads(run))
-
-    def record_time(results: dict[str, Any]) -> None:
-        timing = results.setdefault("timing", {})
-        timing.setdefault("decouple_seconds", {}).update(seconds)
-        timing["features_seconds"] = features_seconds
-
-    return update_results(run.run_dir, record_time)
+    timing = {"decouple_seconds": seconds, "features_seconds": features_seconds}
+    return _refresh_scores(run, features, _load_heads(run), {**extras, "timing": timing})
 
 
 def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -311,8 +347,13 @@ def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] 
     return _refresh_scores(run, {split: _features(run, split)}, _load_heads(run))
 
 
-def demo(out: str | Path = "runs/demo", *, overrides: Sequence[str] = (), progress: bool = True,
-         say: Callable[[str], None] = log.info) -> dict[str, Any]:
+def demo(
+    out: str | Path = "runs/demo",
+    *,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
     """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method, into ``out``.
 
     The run is built in a temporary sibling directory and moved to ``out`` only

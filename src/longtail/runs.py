@@ -19,8 +19,9 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,9 @@ def prepare_new_run_dir(path: Path, *, overwrite: bool) -> None:
         raise RunDirError(f"{path}: exists and is not a directory")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
-            raise RunDirError(f"{path}: exists and is not empty; pass --overwrite to replace it, or choose another --out")
+            raise RunDirError(
+                f"{path}: exists and is not empty; pass --overwrite to replace it, or choose another --out"
+            )
         if not is_run_dir(path):
             raise RunDirError(f"{path}: not a run directory, refusing to delete its contents; choose another --out")
         shutil.rmtree(path)
@@ -112,7 +115,9 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     try:
         return read_json(path)
     except json.JSONDecodeError:
-        raise RunDirError(f"{path}: not valid JSON; delete it and run `longtail eval {run_dir}` to rebuild it") from None
+        raise RunDirError(
+            f"{path}: not valid JSON; delete it and run `longtail eval {run_dir}` to rebuild it"
+        ) from None
 
 
 def update_results(run_dir: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

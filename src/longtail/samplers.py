@@ -11,7 +11,7 @@ once at construction.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,9 @@ def _as_label_tensor(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch
 class _EpochSampler(Sampler[int]):
     """Base: an epoch is a tensor of indices drawn from ``(seed, epoch)``."""
 
-    def __init__(self, labels: Sequence[int] | np.ndarray | torch.Tensor, *, num_samples: int | None, seed: int) -> None:
+    def __init__(
+        self, labels: Sequence[int] | np.ndarray | torch.Tensor, *, num_samples: int | None, seed: int
+    ) -> None:
         self.labels = _as_label_tensor(labels)
         if num_samples is not None and num_samples < 1:
             raise ConfigError(f"num_samples={num_samples!r}: expected an integer >= 1")
@@ -103,7 +105,9 @@ class ClassPowerSampler(_EpochSampler):
         counts = torch.bincount(self.labels)
         empty = (counts == 0).nonzero().flatten()
         if q == 0.0 and len(empty):
-            raise DataError(f"class {int(empty[0])} has no training images: class-balanced sampling needs at least one per class")
+            raise DataError(
+                f"class {int(empty[0])} has no training images: class-balanced sampling needs at least one per class"
+            )
         self.class_counts = counts
         # Items grouped by class, once: class j owns order[starts[j] : starts[j] + counts[j]].
         self.order = torch.argsort(self.labels, stable=True)
@@ -115,7 +119,9 @@ class ClassPowerSampler(_EpochSampler):
     def epoch_indices(self) -> torch.Tensor:
         generator = epoch_generator(self.seed, self.epoch)
         classes = torch.multinomial(self.class_probs, self.num_samples, replacement=True, generator=generator)
-        within = (torch.rand(self.num_samples, generator=generator, dtype=torch.float64) * self.class_counts[classes]).long()
+        within = (
+            torch.rand(self.num_samples, generator=generator, dtype=torch.float64) * self.class_counts[classes]
+        ).long()
         return self.order[self.starts[classes] + within]
 
 

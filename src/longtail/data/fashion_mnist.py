@@ -51,7 +51,9 @@ def load_fashion_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
 
 
 def _dataset(images: np.ndarray, labels: np.ndarray) -> TensorImageDataset:
-    return TensorImageDataset(torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+    return TensorImageDataset(
+        torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+    )
 
 
 @register_dataset("fashion_mnist_lt")

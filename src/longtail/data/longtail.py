@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -56,7 +56,9 @@ def longtail_subset(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.
     for cls, wanted in enumerate(counts):
         members = order[labels[order] == cls]
         if len(members) < wanted:
-            raise DataError(f"class {cls}: {wanted} images wanted for the long-tailed subset, only {len(members)} available")
+            raise DataError(
+                f"class {cls}: {wanted} images wanted for the long-tailed subset, only {len(members)} available"
+            )
         chosen.append(members[:wanted])
     return np.sort(np.concatenate(chosen))
 
@@ -80,6 +82,8 @@ def balanced_holdout(labels: np.ndarray, pool: np.ndarray, per_class: int, num_c
     for cls in range(num_classes):
         members = pool[labels[pool] == cls]
         if len(members) < per_class:
-            raise DataError(f"class {cls}: {per_class} validation images wanted, only {len(members)} left after the subset")
+            raise DataError(
+                f"class {cls}: {per_class} validation images wanted, only {len(members)} left after the subset"
+            )
         chosen.append(members[:per_class])
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)

@@ -7,7 +7,7 @@ step, instead of per-image Python work in DataLoader workers.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

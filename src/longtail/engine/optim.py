@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -13,7 +13,9 @@ def sgd(params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float, wei
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then cosine from the base lr toward 0, stepped once per optimisation step.
 
     Step ``s`` of ``total_steps`` uses ``0.5 * (1 + cos(pi * s / total_steps))``

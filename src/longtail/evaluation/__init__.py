@@ -3,4 +3,12 @@
 from .metrics import GROUPS, accuracy_summary, per_class_accuracy, shot_groups
 from .table import METHOD_LABELS, METHOD_ORDER, format_table
 
-__all__ = ["GROUPS", "METHOD_LABELS", "METHOD_ORDER", "accuracy_summary", "format_table", "per_class_accuracy", "shot_groups"]
+__all__ = [
+    "GROUPS",
+    "METHOD_LABELS",
+    "METHOD_ORDER",
+    "accuracy_summary",
+    "format_table",
+    "per_class_accuracy",
+    "shot_groups",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,9 @@ def accuracy_summary(
     summary: dict[str, Any] = {
         group: _mean_percent(per_class[members]) for group, members in shot_groups(train_counts, many, few).items()
     }
-    summary["all"] = float(100.0 * (predictions.long().cpu() == labels.long().cpu()).double().mean()) if len(labels) else None
+    summary["all"] = (
+        float(100.0 * (predictions.long().cpu() == labels.long().cpu()).double().mean()) if len(labels) else None
+    )
     summary["macro"] = _mean_percent(per_class)
     summary["per_class"] = [None if math.isnan(v) else float(100.0 * v) for v in per_class]
     return summary

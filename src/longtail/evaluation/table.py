@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws")
 METHOD_LABELS = {"joint": "Joint", "ncm": "NCM", "crt": "cRT", "tau_norm": "τ-norm", "lws": "LWS"}

@@ -7,7 +7,7 @@ stage 2 swaps heads on a frozen backbone.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -7,7 +7,7 @@ weight scaling.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -31,7 +31,9 @@ def tau_normalize(weight: torch.Tensor, tau: float) -> torch.Tensor:
     return weight / weight_norms(weight).pow(tau).unsqueeze(1)
 
 
-def tau_sweep(raw_logits: torch.Tensor, norms: torch.Tensor, taus: Sequence[float]) -> Iterator[tuple[float, torch.Tensor]]:
+def tau_sweep(
+    raw_logits: torch.Tensor, norms: torch.Tensor, taus: Sequence[float]
+) -> Iterator[tuple[float, torch.Tensor]]:
     """Logits of the τ-normalised classifier for every τ from one matrix product.
 
     Since ``x · (w_j / ||w_j||^τ) = (x · w_j) * ||w_j||^-τ``, the logits for any τ
@@ -63,7 +65,7 @@ class TauNormHead(nn.Module):
         self.register_buffer("tau", torch.tensor(float(tau)))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, tau: float) -> "TauNormHead":
+    def from_linear(cls, linear: nn.Linear, tau: float) -> TauNormHead:
         """Build from a trained linear classifier."""
         return cls(linear.weight, tau)
 
@@ -90,7 +92,7 @@ class LWSHead(nn.Module):
         self.scales = nn.Parameter(torch.ones(weight.shape[0], dtype=weight.dtype, device=weight.device))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "LWSHead":
+    def from_linear(cls, linear: nn.Linear) -> LWSHead:
         """Build from a trained linear classifier."""
         return cls(linear.weight, linear.bias)
 

@@ -47,7 +47,7 @@ class NCMClassifier:
             raise ConfigError(f"metric={metric!r}: expected one of {', '.join(NCM_METRICS)}")
         self.metric = metric
 
-    def fit(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> "NCMClassifier":
+    def fit(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> NCMClassifier:
         """Compute centroids from (N, d) features and (N,) labels; returns ``self``.
 
         Raises:
@@ -61,7 +61,9 @@ class NCMClassifier:
         if len(empty):
             raise DataError(f"class {int(empty[0])} has no training images: NCM needs at least one per class")
         self.mean_ = torch.zeros(features.shape[1]) if self.metric == "l2" else features.mean(dim=0)
-        sums = torch.zeros(num_classes, features.shape[1]).index_add_(0, labels, _embed(features, self.mean_, self.metric))
+        sums = torch.zeros(num_classes, features.shape[1]).index_add_(
+            0, labels, _embed(features, self.mean_, self.metric)
+        )
         self.centroids_ = sums / counts.unsqueeze(1)
         return self
 
@@ -73,7 +75,7 @@ class NCMClassifier:
         """(N, d) features -> (N,) predicted classes."""
         return self.decision_function(features).argmax(dim=1)
 
-    def to_head(self) -> "NCMHead":
+    def to_head(self) -> NCMHead:
         """The fitted classifier as a head module, to put on a backbone."""
         return NCMHead(self.centroids_, self.mean_, self.metric)
 

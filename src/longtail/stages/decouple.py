@@ -9,8 +9,9 @@ code does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,9 @@ class Features:
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, dataset: TensorPairDataset, *, transform, device: torch.device, batch_size: int) -> Features:
+def extract_features(
+    backbone: nn.Module, dataset: TensorPairDataset, *, transform, device: torch.device, batch_size: int
+) -> Features:
     """Run the backbone (eval mode) once over ``dataset``; features land on the CPU."""
     backbone.eval()
     x, y = predict(backbone.forward_features, make_loader(dataset, batch_size), device=device, transform=transform)
@@ -64,7 +67,9 @@ def train_head(
     head = head.to(device)
     draw = make_sampler(train.y, sampler, seed=seed)
     loader = make_loader(TensorPairDataset(train.x, train.y), batch_size, sampler=draw, drop_last=True)
-    optimizer = sgd([p for p in head.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = sgd(
+        [p for p in head.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay
+    )
     scheduler = cosine_schedule(optimizer, epochs * len(loader))
     for epoch in range(epochs):
         draw.set_epoch(epoch)
@@ -72,22 +77,42 @@ def train_head(
     return head.eval()
 
 
-def fit_crt(train: Features, num_classes: int, cfg: CRTConfig, *, sampler: str, seed: int, device: torch.device) -> nn.Linear:
+def fit_crt(
+    train: Features, num_classes: int, cfg: CRTConfig, *, sampler: str, seed: int, device: torch.device
+) -> nn.Linear:
     """cRT: a freshly initialised linear classifier (weight and bias) trained on frozen features."""
     torch.manual_seed(seed)
     head = linear_head(train.x.shape[1], num_classes)
     return train_head(
-        head, train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, sampler=sampler, seed=seed, device=device,
+        head,
+        train,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        sampler=sampler,
+        seed=seed,
+        device=device,
     )
 
 
-def fit_lws(train: Features, joint_head: nn.Linear, cfg: LWSConfig, *, sampler: str, seed: int, device: torch.device) -> LWSHead:
+def fit_lws(
+    train: Features, joint_head: nn.Linear, cfg: LWSConfig, *, sampler: str, seed: int, device: torch.device
+) -> LWSHead:
     """LWS: learn one scale per class on the frozen joint classifier (weight and bias kept)."""
     head = LWSHead.from_linear(joint_head)
     return train_head(
-        head, train, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, sampler=sampler, seed=seed, device=device,
+        head,
+        train,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        sampler=sampler,
+        seed=seed,
+        device=device,
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -73,7 +74,9 @@ def train_joint(
     model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes)
     model = model.to(device)
     sampler = make_sampler(splits.train.labels, cfg.sampler, seed=config.seed)
-    loader = make_loader(splits.train, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers)
+    loader = make_loader(
+        splits.train, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
+    )
     augment = BatchTransform(
         splits.mean,
         splits.std,
@@ -92,10 +95,18 @@ def train_joint(
         lr = optimizer.param_groups[0]["lr"]
         sampler.set_epoch(epoch)
         stats = train_one_epoch(
-            model, loader, optimizer, device=device, scheduler=scheduler, transform=augment, on_step=lambda _: bar.update()
+            model,
+            loader,
+            optimizer,
+            device=device,
+            scheduler=scheduler,
+            transform=augment,
+            on_step=lambda _: bar.update(),
         )
         logits, labels = predict_logits(model, splits.val, evaluate, device=device, batch_size=config.eval.batch_size)
-        val = accuracy_summary(logits.argmax(1), labels, splits.train_counts, many=config.eval.many, few=config.eval.few)
+        val = accuracy_summary(
+            logits.argmax(1), labels, splits.train_counts, many=config.eval.many, few=config.eval.few
+        )
         record = {
             "epoch": epoch + 1,
             "train_loss": stats["loss"],
@@ -110,7 +121,12 @@ def train_joint(
         if not progress:
             log.info(
                 "epoch %d/%d  loss %.4f  train acc %.1f  val macro %.1f  (%.1fs)",
-                epoch + 1, cfg.epochs, stats["loss"], stats["acc"], val["macro"] or 0.0, record["seconds"],
+                epoch + 1,
+                cfg.epochs,
+                stats["loss"],
+                stats["acc"],
+                val["macro"] or 0.0,
+                record["seconds"],
             )
         if on_epoch_end is not None:
             on_epoch_end(record, model, optimizer, scheduler)
