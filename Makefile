@@ -11,6 +11,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 STAMP := $(VENV)/.installed
+# The data directory reaches longtail only when it is not the default.
+DATA_ROOT_ARG := $(if $(filter-out /usr/share/datasets/fashion-mnist,$(FASHION_MNIST_DIR)),data.root=$(FASHION_MNIST_DIR))
 
 .PHONY: install data demo test test-fast clean
 
@@ -26,7 +28,7 @@ data:
 	@sh scripts/ensure_fashion_mnist.sh "$(FASHION_MNIST_DIR)"
 
 demo: install data
-	$(BIN)/longtail demo --out runs/demo
+	$(BIN)/longtail demo --out runs/demo $(DATA_ROOT_ARG)
 
 test: install data
 	$(BIN)/python -m pytest -m "slow or not slow"

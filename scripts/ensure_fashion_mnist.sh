@@ -19,5 +19,5 @@ fi
 echo "error: Fashion-MNIST not found in $dir (need: $files)." >&2
 echo "  Debian/Ubuntu, as root: apt-get install dataset-fashion-mnist" >&2
 echo "  elsewhere: download the four files from https://github.com/zalandoresearch/fashion-mnist into a directory DIR," >&2
-echo "  then run: make demo FASHION_MNIST_DIR=DIR  (and pass data.root=DIR to longtail)" >&2
+echo "  then run: make demo FASHION_MNIST_DIR=DIR  (and pass data.root=DIR to other longtail commands)" >&2
 exit 1

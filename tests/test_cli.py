@@ -130,6 +130,16 @@ def test_run_with_edited_backbone_is_refused(trained_run: Path, tmp_path: Path, 
     assert "holds a 'resnet8' backbone" in capsys.readouterr().err
 
 
+def test_unfinished_stage1_is_refused(trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["epochs"] = 10
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["decouple", str(run)]) == 1
+    assert "stage 1 did not finish (checkpoint.pt is from epoch 4 of 10)" in capsys.readouterr().err
+
+
 def test_demo_replaces_its_output_and_says_so(tiny_fmnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--no-progress", *tiny_overrides(tiny_fmnist)]

@@ -147,3 +147,13 @@ def test_flip_flips_about_half():
     out = BatchTransform((0.0,), (1.0,), hflip=True, generator=torch.Generator().manual_seed(0))(image)
     flipped = (out[:, 0, 0, 0] > out[:, 0, 0, 3]).float().mean()
     assert 0.4 < float(flipped) < 0.6
+
+
+def test_out_of_range_labels_name_the_file(tiny_fmnist: Path, tmp_path: Path):
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes((tiny_fmnist / name).read_bytes())
+    labels = read_idx(tiny_fmnist / "train-labels-idx1-ubyte.gz").copy()
+    labels[3] = 12
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: label 12, expected 0 to 9"):
+        create_dataset(load_config(None, [f"data.root={tmp_path}"]).data)

@@ -133,3 +133,16 @@ def test_heads_round_trip_through_dicts():
         rebuilt = head_from_dict(head_to_dict(head), num_features=4, num_classes=3)
         assert type(rebuilt) is type(head)
         assert torch.allclose(rebuilt(x), head(x))
+
+
+def test_frozen_backbone_trains_only_the_head():
+    backbone = create_backbone("resnet8", in_channels=1)
+    model = Classifier(backbone, linear_head(backbone.num_features, 4)).freeze_backbone()
+    model.train()
+    assert not backbone.training and model.head.training
+    assert all(not p.requires_grad for p in backbone.parameters())
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.arange(8) % 4).backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # BN running stats too

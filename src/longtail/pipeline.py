@@ -189,13 +189,17 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
             f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
             f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
         )
+    done, planned = checkpoint.get("epoch"), config.train.epochs
+    if done != planned:
+        raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
     model = build_model(config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"])
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
         raise RunDirError(f"{run_dir}: checkpoint.pt does not match model.backbone={config.model.backbone!r}") from None
     device = resolve_device(config.device)
-    return LoadedRun(run_dir, config, splits, model.to(device).eval(), file_sha256(run_dir / "checkpoint.pt"), device)
+    model = model.to(device).freeze_backbone().eval()
+    return LoadedRun(run_dir, config, splits, model, file_sha256(run_dir / "checkpoint.pt"), device)
 
 
 def _features(run: LoadedRun, split: str) -> Features:

@@ -47,6 +47,12 @@ def load_fashion_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{root}: {split} images {x.shape} and labels {y.shape} do not match")
+        if x.dtype != np.uint8:
+            raise DataError(f"{_find(root, FILES[f'x_{split}'])}: images of type {x.dtype}, expected uint8")
+        if len(y) and int(y.max()) >= len(CLASS_NAMES):
+            raise DataError(
+                f"{_find(root, FILES[f'y_{split}'])}: label {int(y.max())}, expected 0 to {len(CLASS_NAMES) - 1}"
+            )
     return arrays
 
 

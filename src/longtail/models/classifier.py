@@ -17,6 +17,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self._backbone_frozen = False
 
     @property
     def num_features(self) -> int:
@@ -37,3 +38,19 @@ class Classifier(nn.Module):
     def reset_classifier(self, head: nn.Module) -> None:
         """Replace the head."""
         self.head = head
+
+    def freeze_backbone(self) -> Classifier:
+        """Stop gradients to the backbone and keep it in eval mode (BatchNorm statistics frozen).
+
+        What stage 2 needs: after this, ``train()`` on the classifier trains the head only.
+        """
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self._backbone_frozen = True
+        return self
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self._backbone_frozen:
+            self.backbone.eval()
+        return self

@@ -49,29 +49,25 @@ def extract_features(
 def train_head(
     head: nn.Module,
     train: Features,
+    cfg: CRTConfig | LWSConfig,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
     sampler: str,
     seed: int,
     device: torch.device,
 ) -> nn.Module:
-    """Train the parameters of ``head`` on features with cross-entropy, SGD and a per-step cosine schedule.
+    """Train the parameters of ``head`` on features: cross-entropy, SGD, per-step cosine to 0.
 
-    Epochs have ``len(train)`` draws of ``sampler`` (``class`` by default in stage 2).
+    ``cfg`` gives epochs, batch size, lr, momentum and weight decay. Epochs have
+    ``len(train)`` draws of ``sampler`` (``class`` by default in stage 2).
     """
     seed_everything(seed)
     head = head.to(device)
     draw = make_sampler(train.y, sampler, seed=seed)
-    loader = make_loader(TensorPairDataset(train.x, train.y), batch_size, sampler=draw, drop_last=True)
-    optimizer = sgd(
-        [p for p in head.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
-    scheduler = cosine_schedule(optimizer, epochs * len(loader))
-    for epoch in range(epochs):
+    loader = make_loader(TensorPairDataset(train.x, train.y), cfg.batch_size, sampler=draw, drop_last=True)
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    optimizer = sgd(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = cosine_schedule(optimizer, cfg.epochs * len(loader))
+    for epoch in range(cfg.epochs):
         draw.set_epoch(epoch)
         train_one_epoch(head, loader, optimizer, device=device, scheduler=scheduler)
     return head.eval()
@@ -82,38 +78,14 @@ def fit_crt(
 ) -> nn.Linear:
     """cRT: a freshly initialised linear classifier (weight and bias) trained on frozen features."""
     torch.manual_seed(seed)
-    head = linear_head(train.x.shape[1], num_classes)
-    return train_head(
-        head,
-        train,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        sampler=sampler,
-        seed=seed,
-        device=device,
-    )
+    return train_head(linear_head(train.x.shape[1], num_classes), train, cfg, sampler=sampler, seed=seed, device=device)
 
 
 def fit_lws(
     train: Features, joint_head: nn.Linear, cfg: LWSConfig, *, sampler: str, seed: int, device: torch.device
 ) -> LWSHead:
     """LWS: learn one scale per class on the frozen joint classifier (weight and bias kept)."""
-    head = LWSHead.from_linear(joint_head)
-    return train_head(
-        head,
-        train,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        sampler=sampler,
-        seed=seed,
-        device=device,
-    )
+    return train_head(LWSHead.from_linear(joint_head), train, cfg, sampler=sampler, seed=seed, device=device)
 
 
 @torch.no_grad()
