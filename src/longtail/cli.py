@@ -21,8 +21,7 @@ from . import __version__
 from .config import config_reference, config_to_dict, load_config
 from .errors import ConfigError, LongtailError
 from .evaluation.table import format_table
-
-log = logging.getLogger("longtail")
+from .pipeline import decouple, demo, evaluate, train
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
@@ -87,8 +86,6 @@ def _print_table(results: dict[str, Any], split: str = "test") -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .pipeline import train
-
     config_path, overrides = _split_config_and_overrides(args.items)
     config = load_config(config_path, overrides)
     results = train(config, args.out, overwrite=args.overwrite, progress=args.progress)
@@ -97,25 +94,19 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_decouple(args: argparse.Namespace) -> None:
-    from .pipeline import decouple
-
     methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
     results = decouple(args.run_dir, methods, args.overrides)
     _print_table(results)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from .pipeline import evaluate
-
     results = evaluate(args.run_dir, args.split, args.overrides)
     _print_table(results, args.split)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from .pipeline import demo
-
     start = time.perf_counter()
-    results = demo(args.out, overrides=args.overrides, progress=args.progress, say=log.info)
+    results = demo(args.out, overrides=args.overrides, progress=args.progress)
     _print_table(results)
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
 

@@ -96,6 +96,16 @@ def _score(heads: dict[str, nn.Module], features: Features, config: Config, trai
     return scores
 
 
+def _split_features(
+    backbone: nn.Module, splits: DatasetSplits, split: str, *, config: Config, device: torch.device
+) -> Features:
+    """Backbone features of one split with the test-time transform."""
+    transform = eval_transform(splits).to(device)
+    return extract_features(
+        backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size
+    )
+
+
 def train(config: Config, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Stage 1: train backbone and linear classifier jointly into run directory ``out``.
 
@@ -134,12 +144,9 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
 
     model, _ = train_joint(config, splits, device=device, on_epoch_end=save_epoch, progress=progress)
     train_seconds = time.perf_counter() - start
-    transform = eval_transform(splits).to(device)
     scores = {}
     for split in SPLITS:
-        features = extract_features(
-            model.backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size
-        )
+        features = _split_features(model.backbone, splits, split, config=config, device=device)
         scores[split] = _score({"joint": model.head}, features, config, splits.train_counts)
     results = {
         **_results_header(config, splits),
@@ -203,14 +210,7 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
 
 
 def _features(run: LoadedRun, split: str) -> Features:
-    transform = eval_transform(run.splits).to(run.device)
-    return extract_features(
-        run.model.backbone,
-        run.splits.split(split),
-        transform=transform,
-        device=run.device,
-        batch_size=run.config.eval.batch_size,
-    )
+    return _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
 
 
 def _load_heads(run: LoadedRun) -> dict[str, nn.Module]:
