@@ -187,3 +187,12 @@ def test_dataloader_workers_give_the_same_run(tiny_fmnist: Path, trained_run: Pa
     a = torch.load(trained_run / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_debug_shows_the_exception_before_or_after_the_command():
+    from longtail.errors import ConfigError
+
+    for args in (["--debug", "config", "train.epochs=x"], ["config", "train.epochs=x", "--debug"]):
+        with pytest.raises(ConfigError, match="train.epochs='x'"):
+            main(args)
+    assert main(["config", "train.epochs=x"]) == 1

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"longtail {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # --debug is accepted after the command too; SUPPRESS keeps an absent one from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of errors")
     keys = _key_listing()
     formatter = _HelpFormatter
 
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "train",
+        parents=[common],
         help="stage 1: joint training into a new run directory",
         description="Stage 1: train backbone and linear classifier jointly (instance-balanced by "
         "default). Writes config.yaml, checkpoint.pt, metrics.jsonl and results.json into --out.",
@@ -156,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "decouple",
+        parents=[common],
         help="stage 2: re-balance the classifier of a run",
         description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
         "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
@@ -178,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "eval",
+        parents=[common],
         help="re-score every classifier of a run and print the table",
         description="Evaluate the joint classifier and every saved stage-2 classifier of RUN_DIR on "
         "--split, print the table and refresh results.json.",
@@ -191,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "demo",
+        parents=[common],
         help="the whole recipe on Fashion-MNIST-LT",
         description="Stage 1 and every stage-2 method on Fashion-MNIST-LT (1000 images in the "
         "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "config",
+        parents=[common],
         help="print the resolved config (defaults, YAML file, overrides)",
         description="Print the config that `longtail train` would use, as YAML.",
         epilog=keys,
