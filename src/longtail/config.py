@@ -293,7 +293,8 @@ def validate_config(config: Config) -> None:
     d, t, dc, e = config.data, config.train, config.decouple, config.eval
     _require(d.n_max >= 1, "data.n_max", d.n_max, "an integer >= 1")
     _require(d.imbalance_factor >= 1, "data.imbalance_factor", d.imbalance_factor, "a number >= 1")
-    _require(d.val_per_class >= 0, "data.val_per_class", d.val_per_class, "an integer >= 0")
+    # τ and the epoch records need a validation split; choosing on test is not an option.
+    _require(d.val_per_class >= 1, "data.val_per_class", d.val_per_class, "an integer >= 1")
     _require(d.crop_padding >= 0, "data.crop_padding", d.crop_padding, "an integer >= 0")
     _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
     for prefix, section in (("train", t), ("decouple.crt", dc.crt), ("decouple.lws", dc.lws)):

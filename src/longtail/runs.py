@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from . import __version__
 from .errors import RunDirError
@@ -143,18 +142,6 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
         raise RunDirError(f"{path}: not a longtail checkpoint (no 'model' state dict)")
     return checkpoint
-
-
-def read_run_config_tree(run_dir: Path) -> dict[str, Any]:
-    """The raw ``config.yaml`` mapping of a run."""
-    path = run_dir / CONFIG_FILE
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise RunDirError(f"{path}: not valid YAML") from None
-    if not isinstance(tree, dict):
-        raise RunDirError(f"{path}: expected a mapping of config keys")
-    return tree
 
 
 def classifier_path(run_dir: Path, method: str) -> Path:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .longtail import class_counts
 
 
 class TensorPairDataset(Dataset):
@@ -87,7 +87,7 @@ class DatasetSplits:
     @property
     def train_counts(self) -> list[int]:
         """Training images per class."""
-        return np.bincount(self.train.labels.numpy(), minlength=self.num_classes).tolist()
+        return class_counts(self.train.labels.numpy(), self.num_classes).tolist()
 
     def split(self, name: str) -> TensorImageDataset:
         """The split called ``name`` ("train", "val" or "test")."""

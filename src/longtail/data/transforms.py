@@ -40,11 +40,6 @@ class BatchTransform(nn.Module):
         self.hflip = hflip
         self.generator = generator
 
-    @property
-    def augments(self) -> bool:
-        """Whether this transform is random."""
-        return self.crop_padding > 0 or self.hflip
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.mean.device, torch.float32).div_(255.0)
         if self.crop_padding > 0:

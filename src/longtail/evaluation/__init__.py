@@ -1,10 +1,9 @@
 """Evaluation: accuracy per class and shot group, and the results table."""
 
-from .metrics import GROUPS, accuracy_summary, per_class_accuracy, shot_groups
+from .metrics import accuracy_summary, per_class_accuracy, shot_groups
 from .table import METHOD_LABELS, METHOD_ORDER, format_table
 
 __all__ = [
-    "GROUPS",
     "METHOD_LABELS",
     "METHOD_ORDER",
     "accuracy_summary",

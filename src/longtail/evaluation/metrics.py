@@ -9,8 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-GROUPS = ("many", "medium", "few")
-
 
 def shot_groups(train_counts: Sequence[int], many: int = 100, few: int = 20) -> dict[str, list[int]]:
     """Class indices per shot group by training-class size.
