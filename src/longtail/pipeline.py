@@ -32,10 +32,10 @@ from .models.serialize import head_from_dict, head_to_dict
 from .runs import (
     CONFIG_FILE,
     RESULTS_FILE,
+    check_replaceable,
     classifier_path,
     environment,
     file_sha256,
-    is_run_dir,
     load_checkpoint,
     prepare_new_run_dir,
     read_results,
@@ -213,10 +213,10 @@ def _features(run: LoadedRun, split: str) -> Features:
     return _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
 
 
-def _load_heads(run: LoadedRun) -> dict[str, nn.Module]:
-    """The joint head and every saved stage-2 classifier of the run."""
-    heads: dict[str, nn.Module] = {"joint": run.model.head}
-    for method in saved_methods(run.run_dir):
+def _load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
+    """The joint head and every stage-2 classifier of the run; ``fitted`` ones are taken as given, not re-read."""
+    heads: dict[str, nn.Module] = {"joint": run.model.head, **(fitted or {})}
+    for method in set(saved_methods(run.run_dir)) - set(heads):
         path = classifier_path(run.run_dir, method)
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -324,9 +324,11 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     )
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {}
+    fitted: dict[str, nn.Module] = {}
     for method in methods:
         begin = time.perf_counter()
         head, extra = _fit(method, run, features)
+        fitted[method] = head
         extras.update(extra)
         seconds[method] = round(time.perf_counter() - begin, 3)
         log.info("%s fitted in %.2fs", method, seconds[method])
@@ -340,7 +342,7 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
             },
         )
     timing = {"decouple_seconds": seconds, "features_seconds": features_seconds}
-    return _refresh_scores(run, features, _load_heads(run), {**extras, "timing": timing})
+    return _refresh_scores(run, features, _load_heads(run, fitted), {**extras, "timing": timing})
 
 
 def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -366,8 +368,7 @@ def demo(
     """
     out = Path(out)
     config = load_config(None, overrides)
-    if out.exists() and not (out.is_dir() and (is_run_dir(out) or not any(out.iterdir()))):
-        raise RunDirError(f"{out}: exists and is not a run directory; refusing to replace it, choose another --out")
+    check_replaceable(out)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:

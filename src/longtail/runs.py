@@ -53,21 +53,29 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
+def is_occupied(path: Path) -> bool:
+    """Whether ``path`` exists as anything but an empty directory."""
+    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace ``path`` unless it is absent, an empty directory or a run directory."""
+    if is_occupied(path) and not (path.is_dir() and is_run_dir(path)):
+        raise RunDirError(f"{path}: exists and is not a run directory, refusing to replace it; choose another --out")
+
+
 def prepare_new_run_dir(path: Path, *, overwrite: bool) -> None:
     """Make ``path`` an empty directory for a new run.
 
-    An existing non-empty directory is refused unless ``overwrite``; even then
-    only a run directory is emptied, never an arbitrary folder.
+    An occupied ``path`` is refused unless ``overwrite``; even then only a run
+    directory is replaced, never an arbitrary folder.
     """
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
+    if is_occupied(path):
         if not overwrite:
             raise RunDirError(
                 f"{path}: exists and is not empty; pass --overwrite to replace it, or choose another --out"
             )
-        if not is_run_dir(path):
-            raise RunDirError(f"{path}: not a run directory, refusing to delete its contents; choose another --out")
+        check_replaceable(path)
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
 

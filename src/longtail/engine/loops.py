@@ -21,7 +21,6 @@ def make_loader(
     sampler: Sampler[int] | None = None,
     drop_last: bool = False,
     num_workers: int = 0,
-    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader in dataset order, or in ``sampler``'s order.
 
@@ -37,9 +36,7 @@ def make_loader(
         shuffle=False,
         drop_last=drop_last and epoch_length >= batch_size,
         num_workers=num_workers,
-        pin_memory=pin_memory,
         collate_fn=keep_batch if hasattr(dataset, "__getitems__") else None,
-        persistent_workers=False,
     )
 
 

@@ -70,6 +70,7 @@ def train_joint(
         ``{"epoch", "train_loss", "train_acc", "lr", "val_all", "val_macro", "seconds"}``.
     """
     cfg = config.train
+    train_counts = splits.train_counts
     seed_everything(config.seed)
     model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes)
     model = model.to(device)
@@ -104,9 +105,7 @@ def train_joint(
             on_step=lambda _: bar.update(),
         )
         logits, labels = predict_logits(model, splits.val, evaluate, device=device, batch_size=config.eval.batch_size)
-        val = accuracy_summary(
-            logits.argmax(1), labels, splits.train_counts, many=config.eval.many, few=config.eval.few
-        )
+        val = accuracy_summary(logits.argmax(1), labels, train_counts, many=config.eval.many, few=config.eval.few)
         record = {
             "epoch": epoch + 1,
             "train_loss": stats["loss"],
