@@ -16,7 +16,7 @@ from longtail.data import longtail_counts
 from longtail.runs import read_metrics
 
 EXPECTED_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"}
-METHODS = {"joint", "ncm", "crt", "tau_norm", "lws"}
+METHODS = {"joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"}
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +46,20 @@ def test_decouple_all_then_eval(trained_run: Path, tmp_path: Path, capsys: pytes
     shutil.copytree(trained_run, run)
     assert main(["decouple", str(run), "--method", "all"]) == 0
     table = capsys.readouterr().out
-    for label in ("Joint", "NCM", "cRT", "τ-norm", "LWS"):
+    for label in ("Joint", "NCM", "cRT", "τ-norm", "LWS", "Logit adj."):
         assert label in table
     results = json.loads((run / "results.json").read_text())
     assert set(results["methods"]) == METHODS == set(results["val_methods"])
     for metrics in results["methods"].values():
         assert {"many", "medium", "few", "all", "macro"} <= set(metrics)
     assert 0.0 <= results["methods"]["tau_norm"]["tau"] <= 2.0
+    assert 0.0 <= results["methods"]["logit_adjust"]["tau"] <= 2.0
+    assert len(results["logit_adjust_curve"]["val"]) == 21
     # Even on this tiny long-tailed data, re-balancing the classifier helps the average class.
     best = max(results["methods"][m]["macro"] for m in METHODS - {"joint"})
     assert best > results["methods"]["joint"]["macro"]
     assert len(results["tau_curve"]["val"]) == 21
-    assert {p.name for p in (run / "classifiers").iterdir()} == {"crt.pt", "lws.pt", "ncm.pt", "tau_norm.pt"}
+    assert {p.name for p in (run / "classifiers").iterdir()} == {f"{m}.pt" for m in METHODS - {"joint"}}
 
     # A moved run directory still works: it holds no absolute path to itself.
     moved = tmp_path / "elsewhere" / "moved"

@@ -87,13 +87,14 @@ def test_config_keys_lists_leaves():
 
 
 def test_every_key_has_help_and_the_docs_list_them_all():
-    from longtail.config import config_reference
+    from longtail.config import config_markdown_table, config_reference
 
     rows = config_reference()
     assert all(help_text for _, _, help_text in rows)
     reference = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     for key, _, _ in rows:
         assert f"`{key}`" in reference, f"docs/configuration.md lacks {key}"
+    assert config_markdown_table() in reference, "stale table: run scripts/update_config_docs.py"
 
 
 def test_shipped_configs_load():

@@ -82,3 +82,82 @@ def test_errors():
 def test_power_sampler_skips_empty_classes_when_q_positive():
     sampler = ClassPowerSampler([0, 0, 2], q=0.5, num_samples=200)
     assert set(np.array([0, 0, 2])[list(sampler)]) == {0, 2}
+
+
+def test_progressive_law_moves_from_instance_to_class_balanced():
+    counts = np.bincount(LABELS).astype(float)
+    instance, balanced = counts / counts.sum(), np.full(4, 0.25)
+    sampler = make_sampler(LABELS, "progressive", epochs=10, seed=0, num_samples=40000)
+    for epoch in (0, 5, 9):
+        t = epoch / 10
+        expected = (1 - t) * instance + t * balanced
+        assert class_frequencies(sampler, [epoch]) == pytest.approx(expected, abs=0.015)
+
+
+def test_class_aware_yields_blocks_over_a_reshuffled_class_cycle():
+    sampler = make_sampler(LABELS, "class_aware", num_samples_cls=4, seed=1)
+    sampler.set_epoch(0)
+    draws = np.array(list(sampler))
+    assert len(draws) == len(LABELS)
+    block_classes = LABELS[draws][: len(draws) // 4 * 4].reshape(-1, 4)
+    assert (block_classes == block_classes[:, :1]).all(), "each block of 4 comes from one class"
+    cycle = block_classes[:, 0]
+    for start in range(0, len(cycle) - 3, 4):  # every pass visits each of the 4 classes once
+        assert sorted(cycle[start : start + 4]) == [0, 1, 2, 3]
+    assert cycle[:4].tolist() != cycle[4:8].tolist() or cycle[8:12].tolist() != cycle[4:8].tolist()
+    # Inside a class, images come in passes over all of its images: class 3 has 4 images.
+    rare = draws[LABELS[draws] == 3]
+    for start in range(0, len(rare) - 3, 4):
+        assert sorted(rare[start : start + 4]) == [525, 526, 527, 528]
+    # The 100 images of class 1 are all used before any repeats.
+    medium = draws[LABELS[draws] == 1]
+    assert len(set(medium[:100].tolist())) == min(100, len(medium))
+
+
+@pytest.mark.parametrize("strategy", ["instance", "class", "sqrt", "progressive", "class_aware"])
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_ddp_shares_are_disjoint_and_make_up_the_single_process_epoch(strategy: str, replicas: int):
+    single = make_sampler(LABELS, strategy, seed=7, epochs=5)
+    single.set_epoch(2)
+    stream = np.array(list(single))
+    shares = []
+    for rank in range(replicas):
+        sampler = make_sampler(LABELS, strategy, seed=7, epochs=5, num_replicas=replicas, rank=rank)
+        sampler.set_epoch(2)
+        shares.append(np.array(list(sampler)))
+        assert len(shares[-1]) == len(sampler) == -(-len(LABELS) // replicas)
+    interleaved = np.empty(sum(len(s) for s in shares), dtype=np.int64)
+    for rank, share in enumerate(shares):
+        interleaved[rank::replicas] = share
+    padding = len(interleaved) - len(stream)
+    assert 0 <= padding < replicas
+    assert (interleaved[: len(stream)] == stream).all()
+    assert (interleaved[len(stream) :] == stream[:padding]).all()
+
+
+def test_replicas_default_to_a_single_process_without_torch_distributed():
+    sampler = make_sampler(LABELS, "class")
+    assert (sampler.num_replicas, sampler.rank) == (1, 0)
+    with pytest.raises(ConfigError, match="rank=2"):
+        make_sampler(LABELS, "class", num_replicas=2, rank=2)
+
+
+@pytest.mark.parametrize("strategy", ["progressive", "class_aware", "power"])
+def test_new_strategies_are_reproducible(strategy: str):
+    a = make_sampler(LABELS, strategy, seed=5, epochs=4, q=0.3)
+    b = make_sampler(LABELS, strategy, seed=5, epochs=4, q=0.3)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert list(a) == list(b)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+    assert len(list(make_sampler(LABELS, strategy, epochs=4, q=0.3, num_samples=77))) == 77
+
+
+def test_strategy_errors():
+    with pytest.raises(ConfigError, match="progressive sampler needs the number of epochs"):
+        make_sampler(LABELS, "progressive")
+    with pytest.raises(ConfigError, match="num_samples_cls=0"):
+        make_sampler(LABELS, "class_aware", num_samples_cls=0)
+    with pytest.raises(DataError, match="class 1 has no training images: class-aware"):
+        make_sampler([0, 2, 2], "class_aware")

@@ -34,22 +34,22 @@ def accuracy(head, data: Features) -> float:
 
 def test_crt_learns_a_fresh_classifier():
     train, test = blobs([200, 50, 10, 4]), blobs([50] * 4, seed=1)
-    head = fit_crt(train, 4, CRTConfig(epochs=20, batch_size=64, lr=0.2), sampler="class", seed=0, device=CPU)
+    head = fit_crt(train, 4, CRTConfig(epochs=20, batch_size=64, lr=0.2), seed=0, device=CPU)
     assert isinstance(head, nn.Linear) and accuracy(head, test) > 0.95
 
 
 def test_crt_is_seeded():
     train = blobs([100, 20, 5, 3])
     cfg = CRTConfig(epochs=2, batch_size=32)
-    a = fit_crt(train, 4, cfg, sampler="class", seed=7, device=CPU)
-    b = fit_crt(train, 4, cfg, sampler="class", seed=7, device=CPU)
+    a = fit_crt(train, 4, cfg, seed=7, device=CPU)
+    b = fit_crt(train, 4, cfg, seed=7, device=CPU)
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
 
 def test_lws_only_moves_scales_and_helps_rare_classes():
     train, test = blobs([200, 50, 10, 4]), blobs([50] * 4, seed=1)
     joint = biased_joint_head()
-    lws = fit_lws(train, joint, LWSConfig(epochs=30, batch_size=64, lr=0.2), sampler="class", seed=0, device=CPU)
+    lws = fit_lws(train, joint, LWSConfig(epochs=30, batch_size=64, lr=0.2), seed=0, device=CPU)
     assert torch.equal(lws.weight, joint.weight) and torch.equal(lws.bias, joint.bias)
     assert not torch.allclose(lws.scales, torch.ones(4))
     assert accuracy(lws, test) > accuracy(joint, test)

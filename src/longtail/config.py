@@ -23,6 +23,13 @@ from .errors import ConfigError
 from .io import write_text_atomic
 
 
+Sampler = Literal["instance", "class", "sqrt", "power", "progressive", "class_aware"]
+SAMPLER_HELP = (
+    "instance (q=1), class (q=0), sqrt (q=1/2), power (any q), progressive (instance to class over the epochs) "
+    "or class_aware (the official blocked round-robin)"
+)
+
+
 def option(default: Any, help: str) -> Any:
     """A config field with its default and the help text shown by ``--help`` and the docs."""
     return field(default=default, metadata={"help": help})
@@ -67,9 +74,21 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "SGD weight decay")
     warmup_epochs: int = option(0, "epochs of linear warm-up before the cosine decay")
-    sampler: Literal["instance", "class", "sqrt"] = option(
-        "instance", "sampling: instance (q=1), class (q=0) or sqrt (q=1/2)"
+    sampler: Sampler = option("instance", SAMPLER_HELP)
+    sampler_q: float = option(0.5, "exponent q of sampler=power: p_j = n_j^q / sum_i n_i^q")
+    num_samples_cls: int = option(4, "sampler=class_aware: consecutive images per class visit (official: 4)")
+    loss: Literal["ce", "focal", "class_balanced", "ldam_drw", "balanced_softmax", "logit_adjusted"] = option(
+        "ce", "stage-1 loss: ce, focal, class_balanced, ldam_drw (trains a cosine classifier), balanced_softmax, "
+        "logit_adjusted"
     )
+    focal_gamma: float = option(2.0, "γ of loss=focal: -(1 - p_t)^γ log p_t")
+    cb_beta: float = option(0.9999, "β of the effective number (1-β^n)/(1-β): weights of loss=class_balanced and of DRW")
+    ldam_max_margin: float = option(0.5, "loss=ldam_drw: margin of the rarest class (margins ∝ n_j^-1/4)")
+    ldam_scale: float = option(30.0, "loss=ldam_drw: scale s applied to the cosine logits")
+    drw_epoch: int | None = option(
+        None, "loss=ldam_drw: epoch (from 0) at which re-weighting starts; null: 80% of train.epochs (160 of 200)"
+    )
+    la_tau: float = option(1.0, "τ of loss=logit_adjusted: cross-entropy on logits + τ·log prior")
 
 
 @dataclass
@@ -98,7 +117,7 @@ class LWSConfig:
 
 @dataclass
 class TauConfig:
-    """The τ grid swept for the τ-normalised classifier; τ is chosen on validation."""
+    """A τ grid for a post-hoc method (τ-normalisation, logit adjustment); τ is chosen on validation."""
 
     min: float = option(0.0, "smallest τ of the sweep")
     max: float = option(2.0, "largest τ of the sweep")
@@ -109,12 +128,20 @@ class TauConfig:
 class DecoupleConfig:
     """Stage 2: classifier re-balancing on the frozen representation."""
 
-    sampler: Literal["instance", "class", "sqrt"] = option("class", "sampling for cRT and LWS")
+    sampler: Sampler = option("class", "sampling for cRT and LWS: " + SAMPLER_HELP)
+    sampler_q: float = option(0.5, "exponent q of decouple.sampler=power")
+    num_samples_cls: int = option(4, "decouple.sampler=class_aware: consecutive images per class visit")
+    trainable: Literal["classifier", "last_stage", "all"] = option(
+        "classifier",
+        "what cRT re-trains: classifier (frozen backbone, the paper's cRT), last_stage (last backbone stage too) or "
+        "all (the whole network, fine-tuned from stage 1)",
+    )
     select: Literal["macro", "all", "few"] = option("macro", "validation metric that chooses τ")
     ncm_metric: Literal["cl2n", "l2", "cosine"] = option("cl2n", "NCM: cl2n (official), l2 or cosine")
     crt: CRTConfig = field(default_factory=CRTConfig)
     lws: LWSConfig = field(default_factory=LWSConfig)
     tau: TauConfig = field(default_factory=TauConfig)
+    logit_adjust: TauConfig = field(default_factory=TauConfig)
 
 
 @dataclass
@@ -150,6 +177,16 @@ def config_reference(cls: type = Config, prefix: str = "") -> list[tuple[str, An
         else:
             rows.append((f"{prefix}{f.name}", getattr(defaults, f.name), f.metadata.get("help", "")))
     return rows
+
+
+def config_markdown_table() -> str:
+    """Every key, its default and its help as the Markdown table of docs/configuration.md."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, help_text in config_reference():
+        value = "null" if default is None else str(default).lower() if isinstance(default, bool) else repr(default)
+        meaning = help_text.replace("|", "\\|")
+        rows.append(f"| `{key}` | `{value}` | {meaning} |")
+    return "\n".join(rows)
 
 
 def config_keys() -> list[str]:
@@ -304,9 +341,20 @@ def validate_config(config: Config) -> None:
         _require(0 <= section.momentum < 1, f"{prefix}.momentum", section.momentum, "a number in [0, 1)")
         _require(section.weight_decay >= 0, f"{prefix}.weight_decay", section.weight_decay, "a number >= 0")
     _require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs, "an integer in [0, train.epochs)")
-    _require(dc.tau.min >= 0, "decouple.tau.min", dc.tau.min, "a number >= 0")
-    _require(dc.tau.max >= dc.tau.min, "decouple.tau.max", dc.tau.max, "a number >= decouple.tau.min")
-    _require(dc.tau.steps >= 1, "decouple.tau.steps", dc.tau.steps, "an integer >= 1")
+    for prefix, section in (("train", t), ("decouple", dc)):
+        _require(0 <= section.sampler_q <= 1, f"{prefix}.sampler_q", section.sampler_q, "a number in [0, 1]")
+        _require(section.num_samples_cls >= 1, f"{prefix}.num_samples_cls", section.num_samples_cls, "an integer >= 1")
+    _require(t.focal_gamma >= 0, "train.focal_gamma", t.focal_gamma, "a number >= 0")
+    _require(0 <= t.cb_beta < 1, "train.cb_beta", t.cb_beta, "a number in [0, 1)")
+    _require(t.ldam_max_margin > 0, "train.ldam_max_margin", t.ldam_max_margin, "a number > 0")
+    _require(t.ldam_scale > 0, "train.ldam_scale", t.ldam_scale, "a number > 0")
+    drw_ok = t.drw_epoch is None or 0 <= t.drw_epoch < t.epochs
+    _require(drw_ok, "train.drw_epoch", t.drw_epoch, "null or an integer in [0, train.epochs)")
+    _require(t.la_tau >= 0, "train.la_tau", t.la_tau, "a number >= 0")
+    for prefix, grid in (("decouple.tau", dc.tau), ("decouple.logit_adjust", dc.logit_adjust)):
+        _require(grid.min >= 0, f"{prefix}.min", grid.min, "a number >= 0")
+        _require(grid.max >= grid.min, f"{prefix}.max", grid.max, f"a number >= {prefix}.min")
+        _require(grid.steps >= 1, f"{prefix}.steps", grid.steps, "an integer >= 1")
     _require(e.few >= 0, "eval.few", e.few, "an integer >= 0")
     _require(e.many >= e.few, "eval.many", e.many, "an integer >= eval.few")
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")

@@ -45,12 +45,22 @@ from .runs import (
     update_results,
     write_metrics,
 )
-from .stages.decouple import Features, choose_tau, extract_features, fit_crt, fit_lws, fit_ncm
-from .stages.joint import build_model, eval_transform, train_joint
+from .stages.decouple import (
+    Features,
+    choose_logit_adjustment,
+    choose_tau,
+    extract_features,
+    fit_crt,
+    fit_lws,
+    fit_ncm,
+)
+from .stages.joint import build_model, eval_transform, joint_head_kind, train_joint
 
 log = logging.getLogger(__name__)
 
-STAGE2_METHODS = ("ncm", "crt", "tau_norm", "lws")
+STAGE2_METHODS = ("ncm", "crt", "tau_norm", "lws", "logit_adjust")
+# Methods that transform the joint classifier and so need it to be linear (not LDAM's cosine one).
+NEED_LINEAR_JOINT = ("tau_norm", "lws", "logit_adjust")
 SPLITS = ("val", "test")
 # Keys that may change after stage 1: they do not alter what stage 1 learned.
 RUN_TIME_KEYS = ("decouple.", "eval.", "device", "data.root", "data.num_workers")
@@ -199,7 +209,9 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     done, planned = checkpoint.get("epoch"), config.train.epochs
     if done != planned:
         raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
-    model = build_model(config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"])
+    model = build_model(
+        config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"], joint_head_kind(config)
+    )
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:
@@ -238,16 +250,29 @@ def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> tuple[nn
     """
     cfg = run.config.decouple
     train_feats, counts = features["train"], run.splits.train_counts
-    seed, device = run.config.seed, run.device
+    options = {
+        "sampler": cfg.sampler,
+        "sampler_q": cfg.sampler_q,
+        "num_samples_cls": cfg.num_samples_cls,
+        "seed": run.config.seed,
+        "device": run.device,
+    }
+    if method in NEED_LINEAR_JOINT and not isinstance(run.model.head, nn.Linear):
+        raise ConfigError(
+            f"--method {method}: needs a linear joint classifier; this run trained a cosine one "
+            f"(train.loss={run.config.train.loss}); use crt or ncm"
+        )
     if method == "crt":
-        return fit_crt(train_feats, run.splits.num_classes, cfg.crt, sampler=cfg.sampler, seed=seed, device=device), {}
+        return fit_crt(train_feats, run.splits.num_classes, cfg.crt, **options), {}
     if method == "lws":
-        return fit_lws(train_feats, run.model.head, cfg.lws, sampler=cfg.sampler, seed=seed, device=device), {}
+        return fit_lws(train_feats, run.model.head, cfg.lws, **options), {}
     if method == "ncm":
         return fit_ncm(train_feats, run.splits.num_classes, cfg.ncm_metric), {}
-    if method == "tau_norm":
-        taus = np.linspace(cfg.tau.min, cfg.tau.max, cfg.tau.steps).tolist()
-        head, curve = choose_tau(
+    if method in ("tau_norm", "logit_adjust"):
+        grid = cfg.tau if method == "tau_norm" else cfg.logit_adjust
+        choose = choose_tau if method == "tau_norm" else choose_logit_adjustment
+        taus = np.linspace(grid.min, grid.max, grid.steps).tolist()
+        head, curve = choose(
             run.model.head,
             features["val"],
             taus,
@@ -256,7 +281,8 @@ def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> tuple[nn
             many=run.config.eval.many,
             few=run.config.eval.few,
         )
-        return head, {"tau_curve": {"select": cfg.select, "val": curve}}
+        curve_key = "tau_curve" if method == "tau_norm" else "logit_adjust_curve"
+        return head, {curve_key: {"select": cfg.select, "val": curve}}
     raise ConfigError(f"--method {method!r}: expected one of {', '.join(STAGE2_METHODS)} or all")
 
 
@@ -310,8 +336,13 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     Returns:
         The updated results dict.
     """
-    methods = expand_methods(methods)
     run = load_run(run_dir, overrides)
+    if "all" in methods and not isinstance(run.model.head, nn.Linear):
+        # `all` means every method that applies: a cosine joint classifier (LDAM) has no norms or bias to adjust.
+        skipped = ", ".join(NEED_LINEAR_JOINT)
+        log.info("joint classifier is cosine (train.loss=%s): skipping %s", run.config.train.loss, skipped)
+        methods = [m for m in expand_methods(methods) if m not in NEED_LINEAR_JOINT]
+    methods = expand_methods(methods)
     start = time.perf_counter()
     features = {split: _features(run, split) for split in ("train", "val", "test")}
     features_seconds = round(time.perf_counter() - start, 2)

@@ -53,9 +53,12 @@ def train_one_epoch(
     device: torch.device,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     transform: Transform | None = None,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     on_step: Callable[[float], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader`` with cross-entropy; the scheduler is stepped after every step.
+    """One pass over ``loader`` minimising ``criterion(logits, labels)`` (cross-entropy by default).
+
+    The scheduler is stepped after every step.
 
     Returns:
         ``{"loss": mean loss, "acc": top-1 % on the (augmented) batches, "steps": n}``.
@@ -69,7 +72,7 @@ def train_one_epoch(
         inputs = _prepare(inputs, device, transform)
         labels = labels.to(device, non_blocking=True)
         logits = model(inputs)
-        loss = F.cross_entropy(logits, labels)
+        loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

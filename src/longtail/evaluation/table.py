@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws")
-METHOD_LABELS = {"joint": "Joint", "ncm": "NCM", "crt": "cRT", "tau_norm": "τ-norm", "lws": "LWS"}
+METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
+METHOD_LABELS = {
+    "joint": "Joint",
+    "ncm": "NCM",
+    "crt": "cRT",
+    "tau_norm": "τ-norm",
+    "lws": "LWS",
+    "logit_adjust": "Logit adj.",
+}
 COLUMNS = ("many", "medium", "few", "all", "macro")
 
 

@@ -2,7 +2,8 @@
 
 Stage 2 swaps these on a frozen backbone: a fresh ``nn.Linear`` for cRT,
 :class:`TauNormHead` for τ-normalisation, :class:`LWSHead` for learnable
-weight scaling.
+weight scaling, :class:`LogitAdjustedHead` for post-hoc logit adjustment.
+:class:`CosineHead` is the stage-1 classifier that LDAM expects.
 """
 
 from __future__ import annotations
@@ -99,3 +100,49 @@ class LWSHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, d) -> (N, C)."""
         return F.linear(features, self.weight, self.bias) * self.scales
+
+
+class CosineHead(nn.Module):
+    """Cosine classifier: ``cos(x, w_j)`` per class, features and weights L2-normalised, no bias.
+
+    Logits lie in [-1, 1]; losses that expect them (LDAM, Cao et al. 2019)
+    apply their own scale. Initialised like the ``NormedLinear`` of LDAM-DRW
+    (uniform rows renormalised).
+
+    Args:
+        num_features: d.
+        num_classes: C.
+    """
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, num_features).uniform_(-1, 1).renorm_(2, 0, 1e-5).mul_(1e5))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, C) cosine similarities."""
+        return F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+
+
+class LogitAdjustedHead(nn.Module):
+    """Post-hoc logit adjustment (Menon et al. 2021): ``W x + b - τ log π`` on the frozen joint classifier.
+
+    The same as a linear layer whose bias is ``b - τ log π``, which is how it
+    can be folded for export.
+
+    Args:
+        weight: (C, d) weight of the trained joint classifier (copied, frozen).
+        bias: (C,) its bias, or None.
+        log_prior: (C,) ``log π_j`` of the training classes.
+        tau: the strength τ (0: the joint classifier).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, log_prior: torch.Tensor, tau: float) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", torch.zeros(weight.shape[0]) if bias is None else bias.detach().clone())
+        self.register_buffer("log_prior", log_prior.detach().clone().to(weight.dtype))
+        self.register_buffer("tau", torch.tensor(float(tau)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, C)."""
+        return F.linear(features, self.weight, self.bias - self.tau * self.log_prior)

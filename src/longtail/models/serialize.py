@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import RunDirError
-from .heads import LWSHead, TauNormHead
+from .heads import CosineHead, LogitAdjustedHead, LWSHead, TauNormHead
 from .ncm import NCMHead
 
 
@@ -21,6 +21,10 @@ def head_to_dict(head: nn.Module) -> dict[str, Any]:
         return {"kind": "tau_norm", "state_dict": state}
     if isinstance(head, LWSHead):
         return {"kind": "lws", "state_dict": state}
+    if isinstance(head, LogitAdjustedHead):
+        return {"kind": "logit_adjust", "state_dict": state}
+    if isinstance(head, CosineHead):
+        return {"kind": "cosine", "state_dict": state}
     if isinstance(head, NCMHead):
         return {"kind": "ncm", "state_dict": state, "metric": head.metric}
     raise TypeError(f"cannot serialise head of type {type(head).__name__}")
@@ -36,6 +40,10 @@ def head_from_dict(saved: dict[str, Any], num_features: int, num_classes: int, s
         head = TauNormHead(zeros_w, 0.0)
     elif kind == "lws":
         head = LWSHead(zeros_w, torch.zeros(num_classes) if "bias" in saved["state_dict"] else None)
+    elif kind == "logit_adjust":
+        head = LogitAdjustedHead(zeros_w, None, torch.zeros(num_classes), 0.0)
+    elif kind == "cosine":
+        head = CosineHead(num_features, num_classes)
     elif kind == "ncm":
         head = NCMHead(zeros_w, torch.zeros(num_features), saved["metric"])
     else:

@@ -9,13 +9,14 @@ code does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import CRTConfig, LWSConfig
 from ..data.dataset import TensorPairDataset
@@ -23,7 +24,8 @@ from ..engine.device import seed_everything
 from ..engine.loops import make_loader, predict, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
 from ..evaluation.metrics import accuracy_summary
-from ..models.heads import LWSHead, TauNormHead, linear_head, tau_sweep, weight_norms
+from ..losses import log_prior
+from ..models.heads import LogitAdjustedHead, LWSHead, TauNormHead, linear_head, tau_sweep, weight_norms
 from ..models.ncm import NCMClassifier, NCMHead
 from ..samplers import make_sampler
 
@@ -51,18 +53,23 @@ def train_head(
     train: Features,
     cfg: CRTConfig | LWSConfig,
     *,
-    sampler: str,
+    sampler: str = "class",
+    sampler_q: float = 0.5,
+    num_samples_cls: int = 4,
     seed: int,
     device: torch.device,
 ) -> nn.Module:
     """Train the parameters of ``head`` on features: cross-entropy, SGD, per-step cosine to 0.
 
     ``cfg`` gives epochs, batch size, lr, momentum and weight decay. Epochs have
-    ``len(train)`` draws of ``sampler`` (``class`` by default in stage 2).
+    ``len(train)`` draws of ``sampler`` (see :func:`~longtail.samplers.make_sampler`;
+    ``sampler_q`` is the q of ``power``, ``num_samples_cls`` the block of ``class_aware``).
     """
     seed_everything(seed)
     head = head.to(device)
-    draw = make_sampler(train.y, sampler, seed=seed)
+    draw = make_sampler(
+        train.y, sampler, seed=seed, epochs=cfg.epochs, q=sampler_q, num_samples_cls=num_samples_cls
+    )
     loader = make_loader(TensorPairDataset(train.x, train.y), cfg.batch_size, sampler=draw, drop_last=True)
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = sgd(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -73,19 +80,40 @@ def train_head(
     return head.eval()
 
 
-def fit_crt(
-    train: Features, num_classes: int, cfg: CRTConfig, *, sampler: str, seed: int, device: torch.device
-) -> nn.Linear:
-    """cRT: a freshly initialised linear classifier (weight and bias) trained on frozen features."""
-    torch.manual_seed(seed)
-    return train_head(linear_head(train.x.shape[1], num_classes), train, cfg, sampler=sampler, seed=seed, device=device)
+def fit_crt(train: Features, num_classes: int, cfg: CRTConfig, **options: Any) -> nn.Linear:
+    """cRT: a freshly initialised linear classifier (weight and bias) trained on frozen features.
+
+    ``options``: ``seed``, ``device`` and the sampling keywords of :func:`train_head`.
+    """
+    torch.manual_seed(options["seed"])
+    return train_head(linear_head(train.x.shape[1], num_classes), train, cfg, **options)
 
 
-def fit_lws(
-    train: Features, joint_head: nn.Linear, cfg: LWSConfig, *, sampler: str, seed: int, device: torch.device
-) -> LWSHead:
-    """LWS: learn one scale per class on the frozen joint classifier (weight and bias kept)."""
-    return train_head(LWSHead.from_linear(joint_head), train, cfg, sampler=sampler, seed=seed, device=device)
+def fit_lws(train: Features, joint_head: nn.Linear, cfg: LWSConfig, **options: Any) -> LWSHead:
+    """LWS: learn one scale per class on the frozen joint classifier (weight and bias kept).
+
+    ``options``: ``seed``, ``device`` and the sampling keywords of :func:`train_head`.
+    """
+    return train_head(LWSHead.from_linear(joint_head), train, cfg, **options)
+
+
+def _sweep(
+    logits_per_tau: Iterable[tuple[float, torch.Tensor]],
+    labels: torch.Tensor,
+    *,
+    train_counts: Sequence[int],
+    select: str,
+    many: int,
+    few: int,
+) -> tuple[float, list[dict[str, Any]]]:
+    """Score every ``(τ, (N, C) logits)`` on validation; return the best τ and the curve (ties: smallest τ)."""
+    curve = []
+    for tau, logits in logits_per_tau:
+        summary = accuracy_summary(logits.argmax(1), labels, train_counts, many=many, few=few)
+        summary.pop("per_class")
+        curve.append({"tau": tau, **summary})
+    scores = np.array([-np.inf if point[select] is None else point[select] for point in curve])
+    return curve[int(np.argmax(scores))]["tau"], curve
 
 
 @torch.no_grad()
@@ -110,14 +138,34 @@ def choose_tau(
     """
     weight = joint_head.weight.detach().cpu()
     raw_logits = val.x @ weight.T
-    curve = []
-    for tau, logits in tau_sweep(raw_logits, weight_norms(weight), taus):
-        summary = accuracy_summary(logits.argmax(1), val.y, train_counts, many=many, few=few)
-        summary.pop("per_class")
-        curve.append({"tau": tau, **summary})
-    scores = np.array([-np.inf if point[select] is None else point[select] for point in curve])
-    best = curve[int(np.argmax(scores))]["tau"]
+    sweep = tau_sweep(raw_logits, weight_norms(weight), taus)
+    best, curve = _sweep(sweep, val.y, train_counts=train_counts, select=select, many=many, few=few)
     return TauNormHead(weight, best), curve
+
+
+@torch.no_grad()
+def choose_logit_adjustment(
+    joint_head: nn.Linear,
+    val: Features,
+    taus: Sequence[float],
+    *,
+    train_counts: Sequence[int],
+    select: str = "macro",
+    many: int = 100,
+    few: int = 20,
+) -> tuple[LogitAdjustedHead, list[dict[str, Any]]]:
+    """Post-hoc logit adjustment ``logits - τ log π`` with τ chosen on the validation features.
+
+    Returns:
+        The head with the chosen τ, and the validation curve (as :func:`choose_tau`).
+    """
+    weight, bias = joint_head.weight.detach().cpu(), joint_head.bias
+    bias = None if bias is None else bias.detach().cpu()
+    logits = F.linear(val.x, weight, bias)
+    prior = log_prior(train_counts)
+    sweep = ((float(tau), logits - float(tau) * prior) for tau in taus)
+    best, curve = _sweep(sweep, val.y, train_counts=train_counts, select=select, many=many, few=few)
+    return LogitAdjustedHead(weight, bias, prior, best), curve
 
 
 def fit_ncm(train: Features, num_classes: int, metric: str = "cl2n") -> NCMHead:

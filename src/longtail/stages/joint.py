@@ -19,7 +19,8 @@ from ..engine.optim import cosine_schedule, sgd
 from ..evaluation.metrics import accuracy_summary
 from ..models.backbones import create_backbone
 from ..models.classifier import Classifier
-from ..models.heads import linear_head
+from ..losses import create_loss
+from ..models.heads import CosineHead, linear_head
 from ..samplers import make_sampler
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,37 @@ log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any], Classifier, torch.optim.Optimizer, Any], None]
 
 
-def build_model(backbone: str, in_channels: int, num_classes: int) -> Classifier:
-    """The stage-1 network: backbone ``backbone`` with a linear classifier for ``num_classes``.
+def joint_head_kind(config: Config) -> str:
+    """``cosine`` when the stage-1 loss expects cosine logits (LDAM, as in Cao et al.), else ``linear``."""
+    return "cosine" if config.train.loss == "ldam_drw" else "linear"
+
+
+def build_model(backbone: str, in_channels: int, num_classes: int, head: str = "linear") -> Classifier:
+    """The stage-1 network: backbone ``backbone`` with a ``linear`` or ``cosine`` classifier for ``num_classes``.
 
     Parameters are in channels-last layout, which runs convolutions about twice
     as fast on CPU (and suits tensor cores on GPU).
     """
     features = create_backbone(backbone, in_channels=in_channels)
-    model = Classifier(features, linear_head(features.num_features, num_classes))
+    make_head = CosineHead if head == "cosine" else linear_head
+    model = Classifier(features, make_head(features.num_features, num_classes))
     return model.to(memory_format=torch.channels_last)
+
+
+def stage1_loss(config: Config, train_counts: list[int]) -> torch.nn.Module:
+    """The ``train.loss`` criterion with its parameters, for the training class sizes."""
+    cfg = config.train
+    drw_epoch = cfg.drw_epoch if cfg.drw_epoch is not None else int(0.8 * cfg.epochs)
+    return create_loss(
+        cfg.loss,
+        train_counts,
+        focal_gamma=cfg.focal_gamma,
+        cb_beta=cfg.cb_beta,
+        ldam_max_margin=cfg.ldam_max_margin,
+        ldam_scale=cfg.ldam_scale,
+        drw_epoch=drw_epoch,
+        la_tau=cfg.la_tau,
+    )
 
 
 def eval_transform(splits: DatasetSplits) -> BatchTransform:
@@ -72,9 +95,19 @@ def train_joint(
     cfg = config.train
     train_counts = splits.train_counts
     seed_everything(config.seed)
-    model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes)
+    model = build_model(
+        config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config)
+    )
     model = model.to(device)
-    sampler = make_sampler(splits.train.labels, cfg.sampler, seed=config.seed)
+    criterion = stage1_loss(config, train_counts).to(device)
+    sampler = make_sampler(
+        splits.train.labels,
+        cfg.sampler,
+        seed=config.seed,
+        epochs=cfg.epochs,
+        q=cfg.sampler_q,
+        num_samples_cls=cfg.num_samples_cls,
+    )
     loader = make_loader(
         splits.train, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
     )
@@ -95,6 +128,7 @@ def train_joint(
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         sampler.set_epoch(epoch)
+        criterion.set_epoch(epoch)
         stats = train_one_epoch(
             model,
             loader,
@@ -102,6 +136,7 @@ def train_joint(
             device=device,
             scheduler=scheduler,
             transform=augment,
+            criterion=criterion,
             on_step=lambda _: bar.update(),
         )
         logits, labels = predict_logits(model, splits.val, evaluate, device=device, batch_size=config.eval.batch_size)
