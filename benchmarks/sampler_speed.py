@@ -28,7 +28,9 @@ from longtail.samplers import make_sampler
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "sampler_speed.md"
 
 
-def inaturalist_like_counts(classes: int = 8142, images: int = 437_513, n_max: int = 1000, n_min: int = 2) -> np.ndarray:
+def inaturalist_like_counts(
+    classes: int = 8142, images: int = 437_513, n_max: int = 1000, n_min: int = 2
+) -> np.ndarray:
     """Class sizes shaped like iNaturalist 2018: ``n_max * (1 + i / s)^-2`` floored at ``n_min``.
 
     The scale ``s`` is found by bisection so the total is within a few images of ``images``.

@@ -14,6 +14,7 @@ from longtail.models import (
     tau_sweep,
     weight_norms,
 )
+from longtail.models.heads import CosineHead, LogitAdjustedHead
 from longtail.models.serialize import head_from_dict, head_to_dict
 
 
@@ -128,6 +129,8 @@ def test_heads_round_trip_through_dicts():
         TauNormHead.from_linear(linear, 0.7),
         lws,
         NCMClassifier("cosine").fit(x, torch.tensor([0, 1, 2, 0, 1])).to_head(),
+        LogitAdjustedHead(linear.weight, linear.bias, torch.tensor([-0.1, -1.0, -3.0]), 0.5),
+        CosineHead(4, 3),
     ]
     for head in heads:
         rebuilt = head_from_dict(head_to_dict(head), num_features=4, num_classes=3)
@@ -146,3 +149,34 @@ def test_frozen_backbone_trains_only_the_head():
     torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.arange(8) % 4).backward()
     optimizer.step()
     assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # BN running stats too
+
+
+def test_logit_adjusted_head_subtracts_tau_log_prior():
+    linear = nn.Linear(3, 2)
+    prior = torch.tensor([0.9, 0.1]).log()
+    head = LogitAdjustedHead(linear.weight, linear.bias, prior, tau=2.0)
+    x = torch.randn(4, 3)
+    assert torch.allclose(head(x), linear(x) - 2.0 * prior)
+    assert not list(head.parameters())  # nothing to train: all buffers
+
+
+def test_cosine_head_outputs_cosines():
+    head = CosineHead(5, 3)
+    x = torch.randn(6, 5)
+    logits = head(x)
+    expected = torch.nn.functional.cosine_similarity(x.unsqueeze(1), head.weight.unsqueeze(0), dim=2)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert logits.abs().max() <= 1.0 + 1e-6
+    assert torch.allclose(head(3.0 * x), logits, atol=1e-6)  # scale of the features does not matter
+
+
+def test_keep_last_stage_trains_the_last_stage_only():
+    backbone = create_backbone("resnet8", in_channels=1)
+    model = Classifier(backbone, linear_head(backbone.num_features, 4)).freeze_backbone(keep_last_stage=True)
+    model.train()
+    assert backbone.last_stage.training and not backbone.stem.training and not backbone.stages[0].training
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("backbone.stages.2.", "head.")) for name in trainable)
+    assert any(name.startswith("backbone.stages.2.") for name in trainable)
+    model.unfreeze_backbone()
+    assert all(p.requires_grad for p in model.parameters()) and backbone.stem.training

@@ -4,7 +4,9 @@ import torch
 from torch import nn
 
 from longtail.config import CRTConfig, LWSConfig
+from longtail.losses import log_prior
 from longtail.stages import Features, choose_tau, fit_crt, fit_lws, fit_ncm
+from longtail.stages.decouple import choose_logit_adjustment
 
 CPU = torch.device("cpu")
 
@@ -77,3 +79,24 @@ def test_tau_select_metric():
 def test_ncm_head_on_blobs():
     train, test = blobs([200, 50, 10, 4]), blobs([50] * 4, seed=1)
     assert accuracy(fit_ncm(train, 4), test) > 0.95
+
+
+def test_logit_adjustment_is_chosen_on_validation_and_helps_rare_classes():
+    counts = [200, 50, 10, 4]
+    val = blobs([30] * 4, seed=2)
+    joint = biased_joint_head()
+    head, curve = choose_logit_adjustment(joint, val, np.linspace(0, 2, 11), train_counts=counts, many=100, few=20)
+    assert len(curve) == 11 and curve[0]["tau"] == 0.0
+    with torch.no_grad():
+        expected = joint(val.x) - float(head.tau) * log_prior(counts)
+        assert torch.allclose(head(val.x), expected, atol=1e-5)
+    best = max(p["macro"] for p in curve)
+    assert float(head.tau) == pytest.approx(next(p["tau"] for p in curve if p["macro"] == best))
+    assert best > curve[0]["macro"]  # τ = 0 is the biased joint classifier
+
+
+@pytest.mark.parametrize("sampler", ["class_aware", "progressive", "power"])
+def test_crt_accepts_every_sampler(sampler: str):
+    train, test = blobs([200, 50, 10, 4]), blobs([50] * 4, seed=1)
+    head = fit_crt(train, 4, CRTConfig(epochs=10, batch_size=64, lr=0.2), sampler=sampler, seed=0, device=CPU)
+    assert accuracy(head, test) > 0.9

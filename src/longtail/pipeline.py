@@ -54,6 +54,7 @@ from .stages.decouple import (
     fit_lws,
     fit_ncm,
 )
+from .stages.finetune import finetune_crt
 from .stages.joint import build_model, eval_transform, joint_head_kind, train_joint
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,11 @@ def _features(run: LoadedRun, split: str) -> Features:
 
 
 def _load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
-    """The joint head and every stage-2 classifier of the run; ``fitted`` ones are taken as given, not re-read."""
+    """The joint head and every stage-2 classifier of the run; ``fitted`` ones are taken as given, not re-read.
+
+    A classifier saved with its own backbone (cRT with ``decouple.trainable`` other
+    than ``classifier``) comes back as a whole frozen :class:`Classifier`.
+    """
     heads: dict[str, nn.Module] = {"joint": run.model.head, **(fitted or {})}
     for method in set(saved_methods(run.run_dir)) - set(heads):
         path = classifier_path(run.run_dir, method)
@@ -238,7 +243,17 @@ def _load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> d
             raise RunDirError(
                 f"{path}: fit on another checkpoint.pt; re-run `longtail decouple {run.run_dir} --method {method}`"
             )
-        heads[method] = head_from_dict(saved["head"], run.model.num_features, run.splits.num_classes, str(path))
+        head = head_from_dict(saved["head"], run.model.num_features, run.splits.num_classes, str(path))
+        if "backbone" in saved:
+            model = copy.deepcopy(run.model)
+            try:
+                model.backbone.load_state_dict(saved["backbone"])
+            except RuntimeError:
+                raise RunDirError(f"{path}: its backbone does not match model.backbone") from None
+            model.reset_classifier(head.to(run.device))
+            model.fine_tuned = saved["decouple"]["trainable"]
+            head = model.eval()
+        heads[method] = head
     return heads
 
 
@@ -262,6 +277,8 @@ def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> tuple[nn
             f"--method {method}: needs a linear joint classifier; this run trained a cosine one "
             f"(train.loss={run.config.train.loss}); use crt or ncm"
         )
+    if method == "crt" and cfg.trainable != "classifier":
+        return finetune_crt(run.model, run.splits, run.config, device=run.device), {}
     if method == "crt":
         return fit_crt(train_feats, run.splits.num_classes, cfg.crt, **options), {}
     if method == "lws":
@@ -311,15 +328,28 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
 def _refresh_scores(
     run: LoadedRun, features: dict[str, Features], heads: dict[str, nn.Module], extras: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Score ``heads`` on every split in ``features`` (val / test) and merge them, and ``extras``, into results.json."""
+    """Score ``heads`` on every split in ``features`` (val / test) and merge them, and ``extras``, into results.json.
+
+    Heads share the frozen backbone's ``features``; a whole :class:`Classifier`
+    (a fine-tuned cRT) is scored on features of its own backbone.
+    """
     counts = run.splits.train_counts
+    shared = {m: h for m, h in heads.items() if not isinstance(h, Classifier)}
+    own = {m: h for m, h in heads.items() if isinstance(h, Classifier)}
+    scores: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        if split in features:
+            scores[split] = _score(shared, features[split], run.config, counts)
+            for method, model in own.items():
+                own_features = _split_features(model.backbone, run.splits, split, config=run.config, device=run.device)
+                scores[split].update(_score({method: model.head}, own_features, run.config, counts))
 
     def update(results: dict[str, Any]) -> None:
         results.update(_results_header(run.config, run.splits))
-        for split in SPLITS:
-            if split in features:
-                key = "methods" if split == "test" else "val_methods"
-                results[key] = _score(heads, features[split], run.config, counts)
+        for split, by_method in scores.items():
+            if "crt" in by_method:  # what cRT re-trained: the paper's cRT is the classifier alone
+                by_method["crt"]["trainable"] = getattr(heads["crt"], "fine_tuned", None) or "classifier"
+            results["methods" if split == "test" else "val_methods"] = by_method
         results["split"] = "test"
         _merge(results, extras or {})
 
@@ -363,15 +393,15 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
         extras.update(extra)
         seconds[method] = round(time.perf_counter() - begin, 3)
         log.info("%s fitted in %.2fs", method, seconds[method])
-        save_torch_atomic(
-            classifier_path(run.run_dir, method),
-            {
-                "method": method,
-                "head": head_to_dict(head),
-                "checkpoint_sha256": run.checkpoint_sha256,
-                "decouple": config_to_dict(run.config)["decouple"],
-            },
-        )
+        saved = {
+            "method": method,
+            "head": head_to_dict(head.head if isinstance(head, Classifier) else head),
+            "checkpoint_sha256": run.checkpoint_sha256,
+            "decouple": config_to_dict(run.config)["decouple"],
+        }
+        if isinstance(head, Classifier):  # a fine-tuned cRT carries its own backbone
+            saved["backbone"] = {k: v.detach().cpu() for k, v in head.backbone.state_dict().items()}
+        save_torch_atomic(classifier_path(run.run_dir, method), saved)
     timing = {"decouple_seconds": seconds, "features_seconds": features_seconds}
     return _refresh_scores(run, features, _load_heads(run, fitted), {**extras, "timing": timing})
 

@@ -18,6 +18,9 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.head = head
         self._backbone_frozen = False
+        self._last_stage_trainable = False
+        # Set on a network that a stage-2 cRT fine-tuned: what it re-trained besides the head.
+        self.fine_tuned: str | None = None
 
     @property
     def num_features(self) -> int:
@@ -39,18 +42,31 @@ class Classifier(nn.Module):
         """Replace the head."""
         self.head = head
 
-    def freeze_backbone(self) -> Classifier:
+    def freeze_backbone(self, keep_last_stage: bool = False) -> Classifier:
         """Stop gradients to the backbone and keep it in eval mode (BatchNorm statistics frozen).
 
-        What stage 2 needs: after this, ``train()`` on the classifier trains the head only.
+        What stage 2 needs: after this, ``train()`` on the classifier trains the
+        head only, or the head and the backbone's ``last_stage`` with
+        ``keep_last_stage`` (that stage then follows ``train()``/``eval()``).
         """
         self.backbone.requires_grad_(False)
-        self.backbone.eval()
         self._backbone_frozen = True
-        return self
+        self._last_stage_trainable = keep_last_stage
+        if keep_last_stage:
+            self.backbone.last_stage.requires_grad_(True)
+        return self.train(self.training)
+
+    def unfreeze_backbone(self) -> Classifier:
+        """Undo :meth:`freeze_backbone`: the whole network trains again."""
+        self.backbone.requires_grad_(True)
+        self._backbone_frozen = False
+        self._last_stage_trainable = False
+        return self.train(self.training)
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
         if self._backbone_frozen:
             self.backbone.eval()
+            if self._last_stage_trainable:
+                self.backbone.last_stage.train(mode)
         return self

@@ -67,9 +67,7 @@ def train_head(
     """
     seed_everything(seed)
     head = head.to(device)
-    draw = make_sampler(
-        train.y, sampler, seed=seed, epochs=cfg.epochs, q=sampler_q, num_samples_cls=num_samples_cls
-    )
+    draw = make_sampler(train.y, sampler, seed=seed, epochs=cfg.epochs, q=sampler_q, num_samples_cls=num_samples_cls)
     loader = make_loader(TensorPairDataset(train.x, train.y), cfg.batch_size, sampler=draw, drop_last=True)
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = sgd(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
