@@ -1,6 +1,6 @@
 """The ``longtail`` command: parse arguments, call the library, print tables.
 
-Subcommands: ``train``, ``decouple``, ``eval``, ``demo``, ``config``. Any
+Subcommands: ``train``, ``decouple``, ``eval``, ``demo``, ``grid``, ``config``, ``data stats``. Any
 :class:`~longtail.errors.LongtailError` becomes one line on stderr and exit
 status 1 (a traceback only with ``--debug``).
 """
@@ -8,7 +8,9 @@ status 1 (a traceback only with ``--debug``).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -19,8 +21,10 @@ import yaml
 
 from . import __version__
 from .config import config_reference, config_to_dict, load_config
+from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from .errors import ConfigError, LongtailError
 from .evaluation.table import format_table
+from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
 from .pipeline import decouple, demo, evaluate, train
 
 OVERRIDES_HELP = (
@@ -111,6 +115,58 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
 
 
+def _list_option(text: str) -> list[str]:
+    """``a,b`` -> [a, b]; ``none`` -> []."""
+    return [] if text.strip().lower() == "none" else [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _cmd_grid(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    grid = run_grid(
+        args.out,
+        samplers=_list_option(args.samplers),
+        losses=_list_option(args.losses),
+        trainable=_list_option(args.trainable),
+        overrides=args.overrides,
+        progress=args.progress,
+        say=logging.getLogger("longtail").info,
+    )
+    command = shlex.join(["longtail", *args.argv])
+    markdown = grid_markdown(grid, command)
+    print(markdown.split(NOTES_MARKER)[0].rstrip())
+    if args.doc:
+        path = write_grid_doc(grid, args.doc, command)
+        print(f"\nwritten to {path} in {time.perf_counter() - start:.0f}s", file=sys.stderr)
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> None:
+    spec, overrides = _split_config_and_overrides([args.spec, *args.overrides])
+    is_list = spec is not None and not spec.endswith((".yaml", ".yml")) and not overrides
+    if is_list:
+        counts, source = split_file_counts(spec), spec
+        many, few = args.many, args.few
+    else:
+        config = load_config(spec, overrides)
+        counts, source, info = dataset_counts(config, args.split)
+        many = config.eval.many if args.many is None else args.many
+        few = config.eval.few if args.few is None else args.few
+    many = 100 if many is None else many
+    few = 20 if few is None else few
+    if few > many:
+        raise ConfigError(f"--few {few}: expected at most --many ({many})")
+    stats = {"source": source, **class_size_stats(counts, many=many, few=few)}
+    if not is_list:
+        stats["val_source"] = info.get("val_source", "unknown")
+    if args.plot:
+        stats["plot"] = str(plot_class_sizes(counts, args.plot, title=source, many=many, few=few))
+    if args.json:
+        print(json.dumps(stats))
+        return
+    print(format_stats(stats, source))
+    if args.plot:
+        print(f"  class-size plot: {stats['plot']}")
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     config_path, overrides = _split_config_and_overrides(args.items)
     print(yaml.safe_dump(config_to_dict(load_config(config_path, overrides)), sort_keys=False), end="")
@@ -164,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage 2: re-balance the classifier of a run",
         description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
         "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
-        "scales), NCM (nearest class mean). Saves classifiers/METHOD.pt and merges the metrics of "
-        "every classifier into results.json. Only decouple.*, eval.*, device, data.root and "
-        "data.num_workers can be overridden.",
+        "scales), NCM (nearest class mean), logit_adjust (logits - tau log prior, tau chosen on val). "
+        "decouple.trainable=last_stage|all makes cRT fine-tune the backbone too. Saves "
+        "classifiers/METHOD.pt and merges the metrics of every classifier into results.json. Only "
+        "decouple.*, eval.*, device and where the data lives (data.root, data.path, data.*_list, "
+        "data.num_workers, data.decode_threads) can be overridden.",
         epilog=keys,
         formatter_class=formatter,
     )
@@ -176,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="M",
-        help="crt, tau_norm, lws, ncm or all (default); repeat or comma-separate for several",
+        help="crt, tau_norm, lws, ncm, logit_adjust or all (default); repeat or comma-separate for several",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)
@@ -211,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = commands.add_parser(
+        "grid",
+        parents=[common],
+        help="the paper's grid: stage-1 samplers x classifiers, fine-tuning, losses",
+        description="Kang et al.'s representation-learning grid on one dataset: a stage-1 run per "
+        "sampler with every classifier (Joint, NCM, cRT, tau-norm, LWS), cRT re-training the classifier, "
+        "the last stage or everything, and joint training with each loss plus post-hoc logit adjustment. "
+        f"Defaults: Fashion-MNIST-LT with the CIFAR-10-LT profile ({' '.join(GRID_DEFAULTS)}); "
+        "key=value overrides apply to every run. Finished runs under --out are reused.",
+        epilog=keys,
+        formatter_class=formatter,
+    )
+    p.add_argument("--out", default="runs/grid", metavar="DIR", help="directory of the runs (default: runs/grid)")
+    p.add_argument("--doc", metavar="FILE.md", help="also write the Markdown tables to FILE.md")
+    p.add_argument("--samplers", default=",".join(SAMPLERS), help="stage-1 rows (default: %(default)s)")
+    p.add_argument("--losses", default=",".join(LOSSES), help="loss rows, or none (default: %(default)s)")
+    p.add_argument(
+        "--trainable", default=",".join(TRAINABLE), help="cRT fine-tuning rows, or none (default: %(default)s)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    progress_flag(p)
+    p.set_defaults(func=_cmd_grid)
+
+    p = commands.add_parser(
         "config",
         parents=[common],
         help="print the resolved config (defaults, YAML file, overrides)",
@@ -222,6 +303,36 @@ def build_parser() -> argparse.ArgumentParser:
         "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then overrides"
     )
     p.set_defaults(func=_cmd_config)
+
+    p = commands.add_parser(
+        "data",
+        help="inspect a dataset: `longtail data stats`",
+        description="Dataset tools. `longtail data stats SPEC_OR_LIST` prints class-size statistics.",
+    )
+    data_commands = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    p = data_commands.add_parser(
+        "stats",
+        parents=[common],
+        help="classes, images, imbalance factor, many/medium/few-shot classes; --plot for a chart",
+        description="Class-size statistics of a split file (one 'relative/path label' per line) or of "
+        "the dataset a config describes (a YAML file and/or key=value overrides; --split chooses "
+        "which split): classes, images, largest and smallest class, imbalance factor (largest / "
+        "smallest), and how many classes are many-shot (> --many), medium or few-shot (< --few).",
+        epilog=keys,
+        formatter_class=formatter,
+    )
+    p.add_argument(
+        "spec",
+        metavar="SPEC_OR_LIST",
+        help="a split file, or a YAML config (or, without one, overrides such as data.name=cifar10_lt)",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, after a YAML config")
+    p.add_argument("--json", action="store_true", help="print only JSON on standard output")
+    p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (PNG)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="for a config (default: train)")
+    p.add_argument("--many", type=int, metavar="N", help="many-shot: more than N images (default: eval.many, 100)")
+    p.add_argument("--few", type=int, metavar="N", help="few-shot: fewer than N images (default: eval.few, 20)")
+    p.set_defaults(func=_cmd_data_stats)
     return parser
 
 
@@ -230,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # argparse stops filling a nargs="*" positional at the first option, so
     # key=value pairs after e.g. `--method crt` come back as extras: keep them.
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extras = parser.parse_known_args(argv)
+    args.argv = argv
     stray = [e for e in extras if "=" not in e or e.startswith("-")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")

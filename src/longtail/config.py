@@ -22,7 +22,6 @@ import yaml
 from .errors import ConfigError
 from .io import write_text_atomic
 
-
 Sampler = Literal["instance", "class", "sqrt", "power", "progressive", "class_aware"]
 SAMPLER_HELP = (
     "instance (q=1), class (q=0), sqrt (q=1/2), power (any q), progressive (instance to class over the epochs) "
@@ -37,22 +36,55 @@ def option(default: Any, help: str) -> Any:
 
 @dataclass
 class DataConfig:
-    """Which dataset, where it lives, and how its long-tailed subset is drawn."""
+    """Which dataset, where it lives, how its long-tailed subset is drawn and how images are transformed."""
 
-    name: str = option("fashion_mnist_lt", "dataset reader")
-    root: str | None = option(None, "data directory; null: the dataset's default (Debian's for Fashion-MNIST)")
+    name: str = option(
+        "fashion_mnist_lt", "dataset reader: fashion_mnist_lt, cifar10_lt, cifar100_lt, npz, filelist or imagefolder"
+    )
+    root: str | None = option(
+        None,
+        "data directory (filelist: where the list paths start; imagefolder: holds train/, val/, test/; "
+        "CIFAR: holds the python pickles); null: Debian's Fashion-MNIST for fashion_mnist_lt",
+    )
+    path: str | None = option(None, "npz: the .npz file (x_train, y_train, x_test, y_test, optional x_val, y_val)")
+    train_list: str | None = option(None, "filelist: training split file, one 'relative/path label' per line")
+    val_list: str | None = option(None, "filelist: validation split file; null: held out of the training images")
+    test_list: str | None = option(None, "filelist: test split file")
     seed: int = option(0, "seed of the long-tailed subset and validation draw (independent of the training seed)")
-    n_max: int = option(1000, "images in the largest class of the long-tailed subset")
-    imbalance_factor: float = option(100.0, "largest / smallest class size of the subset")
+    n_max: int = option(
+        1000, "fashion_mnist_lt, CIFAR: images in the largest class of the subset (CIFAR-10-LT 5000, CIFAR-100-LT 500)"
+    )
+    imbalance_factor: float = option(100.0, "fashion_mnist_lt, CIFAR: largest / smallest class size of the subset")
     profile: Literal["exp", "step"] = option(
         "exp", "class sizes: exp (n_max * IF^(-i/(C-1))) or step (half n_max, half n_max/IF)"
     )
     val_per_class: int = option(
-        20, "class-balanced validation images per class, from training images outside the subset"
+        20,
+        "validation images per class where the dataset has no validation split: from training images outside "
+        "the subset, else from the training set (at most a fifth of a class)",
     )
-    crop_padding: int = option(2, "stage-1 augmentation: random crop after zero-padding by this many pixels (0: off)")
+    augment: Literal["auto", "imagenet", "cifar"] = option(
+        "auto",
+        "stage-1 augmentation: imagenet (random resized crop, flip, colour jitter; file-based readers), "
+        "cifar (random crop after zero-padding, flip); auto: imagenet for filelist/imagefolder, cifar otherwise",
+    )
+    crop_padding: int = option(2, "cifar augmentation: random crop after zero-padding by this many pixels (0: off)")
     hflip: bool = option(True, "stage-1 augmentation: random horizontal flip")
-    num_workers: int = option(0, "DataLoader worker processes (in-memory datasets need none)")
+    image_size: int = option(224, "filelist, imagefolder: side of the square image the network sees")
+    resize: int = option(256, "filelist, imagefolder: test time, shorter side resized to this, then centre crop")
+    scale_min: float = option(0.08, "imagenet augmentation: smallest share of the image area a random crop covers")
+    color_jitter: float = option(
+        0.4, "imagenet augmentation: brightness, contrast and saturation jitter strength (0: off)"
+    )
+    normalize: Literal["auto", "imagenet", "inaturalist"] = option(
+        "auto",
+        "normalisation statistics: imagenet, inaturalist (iNaturalist 2018's); "
+        "auto: imagenet for file-based readers, the training images' own for in-memory ones",
+    )
+    num_workers: int = option(0, "DataLoader worker processes for stage 1 (in-memory datasets need none)")
+    decode_threads: int = option(
+        0, "filelist, imagefolder: threads decoding images outside DataLoader workers (0: one per CPU core)"
+    )
 
 
 @dataclass
@@ -60,7 +92,15 @@ class ModelConfig:
     """The backbone; the linear classifier on top is sized from the data."""
 
     backbone: str = option(
-        "resnet8", "backbone: resnet8, resnet14, resnet20, resnet32, resnet44, resnet56 (CIFAR-style)"
+        "resnet8",
+        "backbone: resnet8, resnet14, resnet20, resnet32, resnet44, resnet56 (CIFAR-style, small images); "
+        "resnet10, resnet50, resnet152, resnext50_32x4d (ImageNet-style, 224 px)",
+    )
+    pretrained: str | None = option(
+        None, "initial backbone weights: a local state-dict file (a 'module.' prefix and an 'fc.*' classifier are fine)"
+    )
+    trainable: Literal["all", "last_stage"] = option(
+        "all", "stage 1 trains all layers, or only the last stage (the rest frozen, BatchNorm statistics too)"
     )
 
 
@@ -78,11 +118,14 @@ class TrainConfig:
     sampler_q: float = option(0.5, "exponent q of sampler=power: p_j = n_j^q / sum_i n_i^q")
     num_samples_cls: int = option(4, "sampler=class_aware: consecutive images per class visit (official: 4)")
     loss: Literal["ce", "focal", "class_balanced", "ldam_drw", "balanced_softmax", "logit_adjusted"] = option(
-        "ce", "stage-1 loss: ce, focal, class_balanced, ldam_drw (trains a cosine classifier), balanced_softmax, "
-        "logit_adjusted"
+        "ce",
+        "stage-1 loss: ce, focal, class_balanced, ldam_drw (trains a cosine classifier), balanced_softmax, "
+        "logit_adjusted",
     )
     focal_gamma: float = option(2.0, "γ of loss=focal: -(1 - p_t)^γ log p_t")
-    cb_beta: float = option(0.9999, "β of the effective number (1-β^n)/(1-β): weights of loss=class_balanced and of DRW")
+    cb_beta: float = option(
+        0.9999, "β of the effective number (1-β^n)/(1-β): weights of loss=class_balanced and of DRW"
+    )
     ldam_max_margin: float = option(0.5, "loss=ldam_drw: margin of the rarest class (margins ∝ n_j^-1/4)")
     ldam_scale: float = option(30.0, "loss=ldam_drw: scale s applied to the cosine logits")
     drw_epoch: int | None = option(
@@ -334,6 +377,11 @@ def validate_config(config: Config) -> None:
     _require(d.val_per_class >= 1, "data.val_per_class", d.val_per_class, "an integer >= 1")
     _require(d.crop_padding >= 0, "data.crop_padding", d.crop_padding, "an integer >= 0")
     _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
+    _require(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, "an integer >= 0")
+    _require(d.image_size >= 1, "data.image_size", d.image_size, "an integer >= 1")
+    _require(d.resize >= d.image_size, "data.resize", d.resize, "an integer >= data.image_size")
+    _require(0 < d.scale_min <= 1, "data.scale_min", d.scale_min, "a number in (0, 1]")
+    _require(d.color_jitter >= 0, "data.color_jitter", d.color_jitter, "a number >= 0")
     for prefix, section in (("train", t), ("decouple.crt", dc.crt), ("decouple.lws", dc.lws)):
         _require(section.epochs >= 1, f"{prefix}.epochs", section.epochs, "an integer >= 1")
         _require(section.batch_size >= 1, f"{prefix}.batch_size", section.batch_size, "an integer >= 1")

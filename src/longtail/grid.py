@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from . import __version__
-from .config import config_to_dict, load_config
+from .config import Config, config_to_dict, load_config, parse_override
 from .errors import ConfigError
 from .evaluation.table import METHOD_LABELS
 from .io import write_text_atomic
-from .pipeline import decouple, train
+from .pipeline import RUN_TIME_KEYS, decouple, evaluate, train
 from .runs import RESULTS_FILE, is_run_dir, read_results
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,16 @@ LOSSES = ("focal", "class_balanced", "ldam_drw", "balanced_softmax", "logit_adju
 TRAINABLE = ("classifier", "last_stage", "all")
 CLASSIFIERS = ("joint", "ncm", "crt", "tau_norm", "lws")
 # Fashion-MNIST-LT with the CIFAR-10-LT profile: 5000 in the largest class, imbalance 100 (12,406 images).
-GRID_DEFAULTS = ("data.n_max=5000", "data.imbalance_factor=100", "data.val_per_class=20", "train.epochs=20")
+# Its smallest class has 50 images, so the default shot thresholds (100 / 20) would leave "few" empty;
+# ten times larger ones split its 10 classes 4 / 3 / 3.
+GRID_DEFAULTS = (
+    "data.n_max=5000",
+    "data.imbalance_factor=100",
+    "data.val_per_class=20",
+    "train.epochs=20",
+    "eval.many=1000",
+    "eval.few=200",
+)
 SAMPLER_LABELS = {
     "instance": "Instance-balanced",
     "class": "Class-balanced",
@@ -62,16 +71,31 @@ def _choices(values: Sequence[str], allowed: Sequence[str], option: str) -> list
     return list(values)
 
 
-def _stage1(run_dir: Path, overrides: list[str], say: Callable[[str], None], progress: bool) -> dict[str, Any]:
-    """Train ``run_dir`` unless it already holds a finished run of exactly this config."""
+def _stage1_keys(config: Config) -> dict[str, Any]:
+    """The config as ``{dotted key: value}`` without the keys that may change after stage 1 (``eval.*``, ...)."""
+    flat: dict[str, Any] = {}
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif not f"{prefix}{key}".startswith(RUN_TIME_KEYS):
+                flat[f"{prefix}{key}"] = value
+
+    walk(config_to_dict(config), "")
+    return flat
+
+
+def _stage1(run_dir: Path, overrides: list[str], say: Callable[[str], None], progress: bool) -> None:
+    """Train ``run_dir`` unless it already holds a finished run whose stage-1 config is this one."""
     config = load_config(None, overrides)
     if is_run_dir(run_dir) and (run_dir / RESULTS_FILE).is_file():
         done = load_config(run_dir / "config.yaml")
-        if config_to_dict(done) == config_to_dict(config) and "joint" in read_results(run_dir).get("methods", {}):
+        if _stage1_keys(done) == _stage1_keys(config) and "joint" in read_results(run_dir).get("methods", {}):
             say(f"reusing {run_dir}")
-            return read_results(run_dir)
+            return
     say(f"training {run_dir}")
-    return train(config, run_dir, overwrite=True, progress=progress)
+    train(config, run_dir, overwrite=True, progress=progress)
 
 
 def run_grid(
@@ -97,13 +121,15 @@ def run_grid(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = [*GRID_DEFAULTS, *overrides]
+    # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
+    run_time = [text for text in base if parse_override(text)[0].startswith(RUN_TIME_KEYS)]
     start = time.perf_counter()
     grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
     for sampler in samplers:
         run_dir = out / f"sampler-{sampler}"
         _stage1(run_dir, [*base, f"train.sampler={sampler}"], say, progress)
         methods = ["ncm", "crt", "tau_norm", "lws"] + (["logit_adjust"] if sampler == "instance" else [])
-        grid["samplers"][sampler] = decouple(run_dir, methods, ["decouple.trainable=classifier"])["methods"]
+        grid["samplers"][sampler] = decouple(run_dir, methods, [*run_time, "decouple.trainable=classifier"])["methods"]
     if trainable:
         run_dir = out / "sampler-instance"
         if "instance" not in samplers:
@@ -111,17 +137,24 @@ def run_grid(
         # Classifier-only last, so the run directory's saved cRT is the paper's.
         for part in sorted(trainable, key=lambda p: p == "classifier"):
             say(f"cRT re-training {part} on {run_dir}")
-            results = decouple(run_dir, ["crt"], [f"decouple.trainable={part}"])
+            results = decouple(run_dir, ["crt"], [*run_time, f"decouple.trainable={part}"])
             grid["trainable"][part] = results["methods"]["crt"]
         grid["trainable"]["joint"] = results["methods"]["joint"]
     for loss in losses:
         run_dir = out / f"loss-{loss}"
-        grid["losses"][loss] = _stage1(run_dir, [*base, f"train.loss={loss}"], say, progress)["methods"]["joint"]
+        _stage1(run_dir, [*base, f"train.loss={loss}"], say, progress)
+        grid["losses"][loss] = evaluate(run_dir, "test", run_time)["methods"]["joint"]
     if "instance" in samplers:
         grid["losses"]["ce"] = grid["samplers"]["instance"]["joint"]
         grid["losses"]["post_hoc"] = grid["samplers"]["instance"]["logit_adjust"]
     grid["config"] = config_to_dict(load_config(None, base))
     grid["seconds"] = time.perf_counter() - start
+    # Reused runs were trained by an earlier invocation: report their training time as well.
+    grid["train_seconds"] = sum(
+        read_results(run_dir).get("timing", {}).get("train_seconds", 0.0)
+        for run_dir in out.iterdir()
+        if run_dir.name.startswith(("sampler-", "loss-")) and (run_dir / RESULTS_FILE).is_file()
+    )
     return grid
 
 
@@ -175,16 +208,19 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
     lines = [
         "# The paper's representation-learning grid",
         "",
-        f"Generated by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d} in {grid['seconds'] / 60:.0f} min "
+        f"Generated by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d} "
         f"({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"longtail {__version__}).",
+        f"longtail {__version__}): {grid['seconds'] / 60:.0f} min for this invocation; the stage-1 runs it "
+        f"used took {grid.get('train_seconds', 0.0) / 60:.0f} min of training (finished runs are reused).",
         "",
         f"Data: `{data['name']}`, {data['n_max']} images in the largest class, imbalance factor "
         f"{data['imbalance_factor']:g} ({data['profile']} profile, data seed {data['seed']}); validation "
         f"{data['val_per_class']} per class from training images outside the subset; the full test set. "
         f"Backbone `{cfg['model']['backbone']}`, {train_cfg['epochs']} epochs, batch {train_cfg['batch_size']}, "
         f"lr {train_cfg['lr']:g}, seed {cfg['seed']}; τ (τ-norm, logit adjustment) chosen on validation by "
-        f"{cfg['decouple']['select']} accuracy. Cells: top-1 % on test, many / medium / few / all / macro.",
+        f"{cfg['decouple']['select']} accuracy. Cells: top-1 % on test, many / medium / few / all / macro; "
+        f"many-shot classes have more than {cfg['eval']['many']} training images, few-shot fewer than "
+        f"{cfg['eval']['few']}.",
     ]
     if grid["samplers"]:
         lines += ["", "## Stage-1 sampling × classifier", ""]

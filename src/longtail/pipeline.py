@@ -64,7 +64,19 @@ STAGE2_METHODS = ("ncm", "crt", "tau_norm", "lws", "logit_adjust")
 NEED_LINEAR_JOINT = ("tau_norm", "lws", "logit_adjust")
 SPLITS = ("val", "test")
 # Keys that may change after stage 1: they do not alter what stage 1 learned.
-RUN_TIME_KEYS = ("decouple.", "eval.", "device", "data.root", "data.num_workers")
+# Where the data lives may change too (a moved dataset); the class sizes are checked against the checkpoint.
+RUN_TIME_KEYS = (
+    "decouple.",
+    "eval.",
+    "device",
+    "data.root",
+    "data.path",
+    "data.train_list",
+    "data.val_list",
+    "data.test_list",
+    "data.num_workers",
+    "data.decode_threads",
+)
 
 
 @dataclass

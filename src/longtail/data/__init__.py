@@ -1,26 +1,45 @@
-"""Datasets: readers, long-tailed subsets, batch transforms."""
+"""Datasets: readers, long-tailed subsets, validation hold-out, image transforms, class-size statistics."""
 
-from . import fashion_mnist  # noqa: F401  (registers fashion_mnist_lt)
-from .dataset import DatasetSplits, TensorImageDataset, TensorPairDataset, channel_stats, keep_batch
+# The readers register themselves by name (data.name) when imported.
+from . import cifar, fashion_mnist, filelist, imagefolder, npz  # noqa: F401
+from .dataset import DatasetSplits, ImageDataset, TensorImageDataset, TensorPairDataset, channel_stats, keep_batch
+from .filelist import read_split_lines
+from .holdout import Holdout, holdout_validation
 from .idx import read_idx, write_idx
+from .image_files import ImageFileDataset, PathTable
+from .image_transforms import CenterCrop, PadCrop, RandomResizedCrop
 from .longtail import balanced_holdout, class_counts, longtail_counts, longtail_subset
 from .registry import DATASETS, create_dataset, register_dataset
-from .transforms import BatchTransform
+from .stats import class_size_stats, plot_class_sizes
+from .transforms import NORMALIZATION, BatchTransform, train_batch_transform
 
 __all__ = [
     "DATASETS",
+    "NORMALIZATION",
     "BatchTransform",
+    "CenterCrop",
     "DatasetSplits",
+    "Holdout",
+    "ImageDataset",
+    "ImageFileDataset",
+    "PadCrop",
+    "PathTable",
+    "RandomResizedCrop",
     "TensorImageDataset",
     "TensorPairDataset",
     "balanced_holdout",
     "channel_stats",
     "class_counts",
+    "class_size_stats",
     "create_dataset",
+    "holdout_validation",
     "keep_batch",
     "longtail_counts",
     "longtail_subset",
+    "plot_class_sizes",
     "read_idx",
+    "read_split_lines",
     "register_dataset",
+    "train_batch_transform",
     "write_idx",
 ]

@@ -1,4 +1,19 @@
-"""In-memory image datasets and the train/val/test bundle every stage consumes."""
+"""In-memory image datasets and the train/val/test bundle every stage consumes.
+
+Two kinds of image dataset fill a :class:`DatasetSplits`:
+
+- :class:`TensorImageDataset`: all images in memory as one uint8 tensor
+  (Fashion-MNIST, CIFAR, ``.npz``); stage-1 augmentation runs per batch on the
+  training device;
+- :class:`~longtail.data.image_files.ImageFileDataset`: image files decoded and
+  augmented item by item (``filelist``, ``imagefolder``); the device only
+  normalises.
+
+Both have ``labels`` ((N,) int64), ``image_shape``, a batch-at-a-time
+``__getitems__`` returning ((B, C, H, W) uint8, (B,) int64),
+``per_item_augmentation``, ``set_epoch`` and ``eval_view`` (the same images
+with the test-time transform).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .image_files import ImageFileDataset
 from .longtail import class_counts
 
 
@@ -60,24 +76,40 @@ class TensorImageDataset(TensorPairDataset):
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
+    # Stage-1 augmentation of in-memory images runs per batch on the device, not here.
+    per_item_augmentation = False
+
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Nothing to do: items are not augmented here."""
+
+    def eval_view(self) -> TensorImageDataset:
+        """The dataset as seen at test time: itself (no per-item transform)."""
+        return self
+
 
 def keep_batch(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` already returns a batch."""
     return batch
 
 
+# What a split of a DatasetSplits can be.
+ImageDataset = TensorImageDataset | ImageFileDataset
+
+
 @dataclass
 class DatasetSplits:
     """Train / val / test of one dataset, with what the stages need to know about it.
 
-    ``mean`` and ``std`` are per-channel statistics of the training images in
-    [0, 1], used for normalisation.
+    ``mean`` and ``std`` are the per-channel normalisation statistics of images
+    in [0, 1]. ``train`` is the training view (per-item augmentation for
+    file-based datasets); ``split("train")`` is the same images with the
+    test-time transform, which stage 2 extracts features from.
     """
 
     name: str
-    train: TensorImageDataset
-    val: TensorImageDataset
-    test: TensorImageDataset
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
     num_classes: int
     class_names: list[str]
     mean: tuple[float, ...]
@@ -89,11 +121,11 @@ class DatasetSplits:
         """Training images per class."""
         return class_counts(self.train.labels.numpy(), self.num_classes).tolist()
 
-    def split(self, name: str) -> TensorImageDataset:
-        """The split called ``name`` ("train", "val" or "test")."""
+    def split(self, name: str) -> ImageDataset:
+        """The split called ``name`` ("train", "val" or "test") with the test-time transform."""
         if name not in ("train", "val", "test"):
             raise DataError(f"split {name!r}: expected train, val or test")
-        return getattr(self, name)
+        return getattr(self, name).eval_view()
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

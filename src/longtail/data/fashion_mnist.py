@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import DatasetSplits, TensorImageDataset, channel_stats
+from .dataset import DatasetSplits
 from .idx import read_idx
-from .longtail import balanced_holdout, longtail_counts, longtail_subset
+from .in_memory import in_memory_splits
+from .longtail import longtail_counts, longtail_subset
 from .registry import register_dataset
 
 # Where Debian's package `dataset-fashion-mnist` puts the files.
@@ -56,36 +56,26 @@ def load_fashion_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _dataset(images: np.ndarray, labels: np.ndarray) -> TensorImageDataset:
-    return TensorImageDataset(
-        torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
-    )
-
-
 @register_dataset("fashion_mnist_lt")
 def build_fashion_mnist_lt(cfg: DataConfig) -> DatasetSplits:
     """Fashion-MNIST-LT: a seeded long-tailed subset of the training set.
 
     Validation: ``cfg.val_per_class`` images per class from the training images
-    not in the subset. Test: the full balanced 10,000-image test set.
+    not in the subset (see :mod:`~longtail.data.holdout`). Test: the full
+    balanced 10,000-image test set.
     """
     arrays = load_fashion_mnist(cfg.root)
     y_train = arrays["y_train"].astype(np.int64)
     num_classes = len(CLASS_NAMES)
     counts = longtail_counts(num_classes, cfg.n_max, cfg.imbalance_factor, cfg.profile)
-    subset = longtail_subset(y_train, counts, cfg.seed)
-    unused = np.setdiff1d(np.arange(len(y_train)), subset)
-    val = balanced_holdout(y_train, unused, cfg.val_per_class, num_classes, cfg.seed + 1)
-    train = _dataset(arrays["x_train"][subset], y_train[subset])
-    mean, std = channel_stats(train.images)
-    return DatasetSplits(
-        name="fashion_mnist_lt",
-        train=train,
-        val=_dataset(arrays["x_train"][val], y_train[val]),
-        test=_dataset(arrays["x_test"], arrays["y_test"]),
+    return in_memory_splits(
+        "fashion_mnist_lt",
+        cfg,
+        images=arrays["x_train"][:, None],
+        labels=y_train,
+        subset=longtail_subset(y_train, counts, cfg.seed),
+        test=(arrays["x_test"][:, None], arrays["y_test"].astype(np.int64)),
         num_classes=num_classes,
         class_names=list(CLASS_NAMES),
-        mean=mean,
-        std=std,
-        info={"root": str(Path(cfg.root) if cfg.root else DEFAULT_ROOT), "val_source": "unused training images"},
+        info={"root": str(Path(cfg.root) if cfg.root else DEFAULT_ROOT)},
     )

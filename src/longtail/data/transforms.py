@@ -1,16 +1,44 @@
-"""Batch transforms on uint8 image tensors, run on the training device.
+"""Batch transforms on uint8 image tensors, run on the training device, and normalisation statistics.
 
 In-memory datasets hand whole uint8 batches to the loop; these modules turn them
 into normalised float batches (with augmentation for stage 1) in one vectorised
-step, instead of per-image Python work in DataLoader workers.
+step, instead of per-image Python work in DataLoader workers. File-based
+datasets augment each image where it is decoded
+(:mod:`~longtail.data.image_transforms`); for them the batch transform only
+normalises.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .dataset import DatasetSplits
+
+# Per-channel (mean, std) of RGB images in [0, 1]: ImageNet's (used for ImageNet-LT and
+# Places-LT) and iNaturalist 2018's, as in the paper's code.
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "inaturalist": ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192)),
+}
+
+
+def named_normalization(name: str, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The statistics called ``name`` (``data.normalize``), checked against the image channels."""
+    if name not in NORMALIZATION:
+        raise ConfigError(f"data.normalize={name!r}: expected auto, {', '.join(NORMALIZATION)}")
+    if channels != 3:
+        raise ConfigError(
+            f"data.normalize={name!r}: {name} statistics are for RGB images, these have {channels} channel(s); "
+            "use data.normalize=auto"
+        )
+    return NORMALIZATION[name]
 
 
 class BatchTransform(nn.Module):
@@ -60,3 +88,21 @@ class BatchTransform(nn.Module):
         batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
         channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
         return padded[batch, channel, rows, cols]
+
+
+def train_batch_transform(splits: DatasetSplits, *, crop_padding: int, hflip: bool, seed: int) -> BatchTransform:
+    """The on-device part of stage-1 augmentation for ``splits``.
+
+    In-memory images: random crop after ``crop_padding`` zero pixels and a flip
+    (``hflip``), drawn from a generator seeded with ``seed``, then normalisation.
+    File-based images were augmented where they were decoded: normalisation only.
+    """
+    if splits.train.per_item_augmentation:
+        return BatchTransform(splits.mean, splits.std)
+    return BatchTransform(
+        splits.mean,
+        splits.std,
+        crop_padding=crop_padding,
+        hflip=hflip,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -2,7 +2,16 @@
 
 from .backbones import BACKBONES, BasicBlock, CifarResNet, create_backbone
 from .classifier import Classifier
-from .heads import LWSHead, TauNormHead, linear_head, tau_normalize, tau_sweep, weight_norms
+from .heads import (
+    CosineHead,
+    LogitAdjustedHead,
+    LWSHead,
+    TauNormHead,
+    linear_head,
+    tau_normalize,
+    tau_sweep,
+    weight_norms,
+)
 from .ncm import NCM_METRICS, NCMClassifier, NCMHead, ncm_scores
 
 __all__ = [
@@ -11,6 +20,8 @@ __all__ = [
     "BasicBlock",
     "Classifier",
     "CifarResNet",
+    "CosineHead",
+    "LogitAdjustedHead",
     "LWSHead",
     "NCMClassifier",
     "NCMHead",

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..registry import Registry
+from .resnet import resnet10, resnet50, resnet152, resnext50_32x4d
 
 BACKBONES: Registry[nn.Module] = Registry("backbone", "model.backbone")
 
@@ -78,6 +79,11 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    @property
+    def last_stage(self) -> nn.Module:
+        """The last residual stage (what ``last_stage`` fine-tuning re-trains)."""
+        return self.stages[-1]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) images -> (N, num_features) pooled features."""
         return self.pool(self.stages(self.stem(x))).flatten(1)
@@ -96,6 +102,10 @@ def _cifar_resnet(depth: int):
 
 for _depth in (8, 14, 20, 32, 44, 56):
     BACKBONES.register(f"resnet{_depth}")(_cifar_resnet(_depth))
+
+# ImageNet-style, for 224 px images (models/resnet.py).
+for _build in (resnet10, resnet50, resnet152, resnext50_32x4d):
+    BACKBONES.register(_build.__name__)(_build)
 
 
 def create_backbone(name: str, in_channels: int = 3) -> nn.Module:

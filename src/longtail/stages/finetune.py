@@ -65,6 +65,7 @@ def finetune_crt(model: Classifier, splits: DatasetSplits, config: Config, *, de
     augment = train_transform(splits, config).to(device)
     for epoch in range(cfg.crt.epochs):
         sampler.set_epoch(epoch)
+        splits.train.set_epoch(epoch, config.seed)  # per-image augmentation of file datasets
         train_one_epoch(tuned, loader, optimizer, device=device, scheduler=scheduler, transform=augment)
     tuned.fine_tuned = cfg.trainable
     return tuned.freeze_backbone().eval()

@@ -12,15 +12,16 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data.dataset import DatasetSplits, TensorImageDataset
-from ..data.transforms import BatchTransform
+from ..data.transforms import BatchTransform, train_batch_transform
 from ..engine.device import seed_everything
 from ..engine.loops import make_loader, predict, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
 from ..evaluation.metrics import accuracy_summary
+from ..losses import create_loss
 from ..models.backbones import create_backbone
 from ..models.classifier import Classifier
-from ..losses import create_loss
 from ..models.heads import CosineHead, linear_head
+from ..models.pretrained import configure_backbone
 from ..samplers import make_sampler
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ def eval_transform(splits: DatasetSplits) -> BatchTransform:
     return BatchTransform(splits.mean, splits.std)
 
 
+def train_transform(splits: DatasetSplits, config: Config) -> BatchTransform:
+    """The on-device training transform: ``data.crop_padding`` crops and ``data.hflip`` flips seeded by ``seed``
+    for in-memory images; normalisation only for image files (augmented where they are decoded)."""
+    d = config.data
+    return train_batch_transform(splits, crop_padding=d.crop_padding, hflip=d.hflip, seed=config.seed)
+
+
 def predict_logits(
     model: Classifier, dataset: TensorImageDataset, transform: BatchTransform, *, device: torch.device, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,9 +103,9 @@ def train_joint(
     cfg = config.train
     train_counts = splits.train_counts
     seed_everything(config.seed)
-    model = build_model(
-        config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config)
-    )
+    model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config))
+    m = config.model
+    configure_backbone(model, backbone=m.backbone, pretrained=m.pretrained, trainable=m.trainable)
     model = model.to(device)
     criterion = stage1_loss(config, train_counts).to(device)
     sampler = make_sampler(
@@ -111,13 +119,7 @@ def train_joint(
     loader = make_loader(
         splits.train, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
     )
-    augment = BatchTransform(
-        splits.mean,
-        splits.std,
-        crop_padding=config.data.crop_padding,
-        hflip=config.data.hflip,
-        generator=torch.Generator().manual_seed(config.seed),
-    ).to(device)
+    augment = train_transform(splits, config).to(device)
     evaluate = eval_transform(splits).to(device)
     optimizer = sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = len(loader)
@@ -128,6 +130,7 @@ def train_joint(
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         sampler.set_epoch(epoch)
+        splits.train.set_epoch(epoch, config.seed)  # per-item augmentation of image files: (seeds, epoch)
         criterion.set_epoch(epoch)
         stats = train_one_epoch(
             model,

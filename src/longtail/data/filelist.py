@@ -1,0 +1,131 @@
+"""Split files: the ImageNet-LT / Places-LT / iNaturalist 2018 format (``data.name=filelist``).
+
+One image per line, ``relative/path label``, the path relative to ``data.root``
+and the label an integer class index 0 to C-1::
+
+    train/n01440764/n01440764_190.JPEG 0
+
+Keys: ``data.root``, ``data.train_list``, ``data.test_list`` and optionally
+``data.val_list`` (without it the validation split is held out of the training
+images, at most a fifth of a class). A relative list path is looked up in the
+current directory first, then in ``data.root``. Images are decoded lazily, item
+by item, with Pillow (see :mod:`~longtail.data.image_files`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import DatasetSplits
+from .file_splits import Split, check_labels, file_splits
+from .image_files import PathTable
+from .registry import register_dataset
+
+
+def read_split_lines(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """The relative paths and (N,) int64 labels of a split file; blank lines are skipped.
+
+    Raises:
+        DataError: naming the file and line of anything that is not ``path label``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read split file ({error.__class__.__name__})") from None
+    paths: list[str] = []
+    labels: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.rsplit(None, 1)  # the path may contain spaces, the label cannot
+        if len(parts) != 2:
+            raise DataError(f"{path}:{number}: expected 'relative/path label', got {line!r}")
+        try:
+            label = int(parts[1])
+        except ValueError:
+            raise DataError(f"{path}:{number}: label {parts[1]!r} is not an integer") from None
+        if label < 0:
+            raise DataError(f"{path}:{number}: label {label}, expected a class index >= 0")
+        paths.append(parts[0])
+        labels.append(label)
+    if not paths:
+        raise DataError(f"{path}: split file has no entries")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def resolve_list(key: str, value: str | None, root: Path | None) -> Path:
+    """The split file of ``data.<key>``: as given (absolute or from the current directory), else in ``root``."""
+    if value is None:
+        raise DataError(f"data.{key} is not set: the filelist reader needs it (a 'relative/path label' file)")
+    given = Path(value)
+    if given.is_file() or given.is_absolute() or root is None:
+        return given
+    in_root = root / given
+    if in_root.is_file():
+        return in_root
+    raise DataError(f"data.{key}={value!r}: split file not found (looked in the current directory and in {root})")
+
+
+def class_names_from_paths(paths: list[str], labels: np.ndarray, num_classes: int) -> list[str]:
+    """Class names from the images' folders (``train/n01440764/x.JPEG`` -> ``n01440764``), if they are unique.
+
+    Falls back to the class indices as strings when a class's first image has
+    no folder or two classes would share a name.
+    """
+    first = np.full(num_classes, -1, dtype=np.int64)
+    order = np.arange(len(labels))[::-1]
+    first[labels[order]] = order  # later writes win: the first occurrence of each class
+    names = [Path(paths[i]).parent.name for i in first]
+    if any(not n for n in names) or len(set(names)) != num_classes:
+        return [str(c) for c in range(num_classes)]
+    return names
+
+
+def _check_root(root: Path, first: str, list_path: Path) -> None:
+    """A wrong ``data.root`` fails here, with the path that was tried, not in a DataLoader worker."""
+    if not root.is_dir():
+        raise DataError(f"data.root={str(root)!r}: directory not found")
+    if not (root / first).is_file():
+        raise DataError(
+            f"{root / first}: not found (first image of {list_path}); "
+            "data.root must be the directory the list's paths are relative to"
+        )
+
+
+@register_dataset("filelist")
+def build_filelist(cfg: DataConfig) -> DatasetSplits:
+    """The dataset described by the split files ``data.train_list``, ``data.val_list``, ``data.test_list``."""
+    if cfg.root is None:
+        raise DataError("data.root is not set: the filelist reader needs the directory the list paths start from")
+    root = Path(cfg.root)
+    lists = {key: resolve_list(key, getattr(cfg, key), root) for key in ("train_list", "test_list")}
+    if cfg.val_list is not None:
+        lists["val_list"] = resolve_list("val_list", cfg.val_list, root)
+    read = {key: read_split_lines(path) for key, path in lists.items()}
+    train_paths, train_labels = read["train_list"]
+    _check_root(root, train_paths[0], lists["train_list"])
+    num_classes = int(train_labels.max()) + 1
+    splits: dict[str, Split] = {}
+    for key, (paths, labels) in read.items():
+        splits[key] = (PathTable(paths), labels)
+        if key != "train_list":
+            check_labels(splits[key], num_classes, str(lists[key]))
+    return file_splits(
+        f"filelist:{lists['train_list'].stem}",
+        cfg,
+        root=root,
+        train=splits["train_list"],
+        val=splits.get("val_list"),
+        test=splits["test_list"],
+        num_classes=num_classes,
+        class_names=class_names_from_paths(train_paths, train_labels, num_classes),
+        info={"root": str(root), **{key: str(path) for key, path in lists.items()}},
+    )

@@ -1,0 +1,78 @@
+"""A directory of class folders (``data.name=imagefolder``): ``root/train/<class>/*``, ``root/val``, ``root/test``.
+
+Classes are the folder names under ``train/``, sorted (so class 0 is the first
+name in alphabetical order), and kept as the class names of reports. Images
+may sit in sub-folders of a class folder; files are taken in sorted order and
+recognised by extension. ``val/`` is optional (without it the validation split
+is held out of the training images, at most a fifth of a class); ``test/`` is
+required. Every class folder of ``val/`` and ``test/`` must exist in ``train/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import DatasetSplits
+from .file_splits import Split, file_splits
+from .image_files import PathTable
+from .registry import register_dataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    """Names of the class folders in ``split_dir``, sorted; hidden folders are skipped."""
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def scan_split(root: Path, split: str, classes: list[str]) -> Split:
+    """Relative paths and labels of every image under ``root/split/<class>/``, in sorted order."""
+    split_dir = root / split
+    paths: list[str] = []
+    labels: list[int] = []
+    index = {name: i for i, name in enumerate(classes)}
+    for name in class_folders(split_dir):
+        if name not in index:
+            raise DataError(f"{split_dir / name}: class folder not in {root / 'train'} (classes come from train/)")
+        for folder, subdirs, files in os.walk(split_dir / name):
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            rel = Path(folder).relative_to(root)
+            for file in sorted(files):
+                if file.lower().endswith(IMAGE_EXTENSIONS) and not file.startswith("."):
+                    paths.append(str(rel / file))
+                    labels.append(index[name])
+    if not paths:
+        raise DataError(f"{split_dir}: no images found (expected {split}/<class>/<image> files)")
+    return PathTable(paths), np.asarray(labels, dtype=np.int64)
+
+
+@register_dataset("imagefolder")
+def build_imagefolder(cfg: DataConfig) -> DatasetSplits:
+    """The dataset in ``data.root``'s ``train/``, ``val/`` (optional) and ``test/`` class folders."""
+    if cfg.root is None:
+        raise DataError("data.root is not set: the imagefolder reader needs the directory holding train/ and test/")
+    root = Path(cfg.root)
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise DataError(f"{root / split}: folder not found; imagefolder expects {root}/train/<class>/ and test/")
+    classes = class_folders(root / "train")
+    if not classes:
+        raise DataError(f"{root / 'train'}: no class folders found")
+    train = scan_split(root, "train", classes)
+    val = scan_split(root, "val", classes) if (root / "val").is_dir() else None
+    return file_splits(
+        f"imagefolder:{root.name}",
+        cfg,
+        root=root,
+        train=train,
+        val=val,
+        test=scan_split(root, "test", classes),
+        num_classes=len(classes),
+        class_names=classes,
+        info={"root": str(root)},
+    )

@@ -1,0 +1,108 @@
+"""Class-size statistics of a dataset or a split file, and the class-size plot (``longtail data stats``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation.metrics import shot_groups
+
+
+def class_size_stats(counts: Sequence[int], *, many: int = 100, few: int = 20) -> dict[str, Any]:
+    """Figures of a class-size distribution.
+
+    Args:
+        counts: images per class (a class may have 0).
+        many, few: shot-group thresholds: many-shot ``n > many``, few-shot ``n < few``.
+
+    Returns:
+        ``{"classes", "images", "max", "min", "imbalance_factor", "many", "medium",
+        "few", "empty_classes", "thresholds", "counts"}``; many / medium / few are
+        numbers of classes, ``min`` and the imbalance factor (largest / smallest)
+        are over the classes that have images.
+    """
+    counts_array = np.asarray(counts, dtype=np.int64)
+    present = counts_array[counts_array > 0]
+    groups = shot_groups(counts_array, many, few)
+    largest = int(present.max()) if len(present) else 0
+    smallest = int(present.min()) if len(present) else 0
+    return {
+        "classes": len(counts_array),
+        "images": int(counts_array.sum()),
+        "max": largest,
+        "min": smallest,
+        "imbalance_factor": round(largest / smallest, 4) if smallest else None,
+        "many": len(groups["many"]),
+        "medium": len(groups["medium"]),
+        "few": len(groups["few"]),
+        "empty_classes": int((counts_array == 0).sum()),
+        "thresholds": {"many": many, "few": few},
+        "counts": counts_array.tolist(),
+    }
+
+
+def format_stats(stats: dict[str, Any], source: str) -> str:
+    """The figures as a few readable lines."""
+    many, few = stats["thresholds"]["many"], stats["thresholds"]["few"]
+    factor = "n/a" if stats["imbalance_factor"] is None else f"{stats['imbalance_factor']:g}"
+    lines = [
+        f"{source}: {stats['classes']:,} classes, {stats['images']:,} images",
+        f"  images per class: max {stats['max']:,}, min {stats['min']:,}, imbalance factor {factor}",
+        f"  many-shot (> {many}): {stats['many']} classes, medium ({few} to {many}): {stats['medium']}, "
+        f"few-shot (< {few}): {stats['few']}",
+    ]
+    if stats["empty_classes"]:
+        lines.append(f"  {stats['empty_classes']} class(es) without images (counted as few-shot)")
+    if "val_source" in stats:
+        lines.append(f"  validation split: {stats['val_source']}")
+    return "\n".join(lines)
+
+
+def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, many: int = 100, few: int = 20) -> Path:
+    """Write a PNG of the class sizes, largest first, on a log scale, with the shot-group thresholds."""
+    # The object-oriented API with the Agg canvas: no GUI backend, no global pyplot state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    sizes = np.sort(np.asarray(counts, dtype=np.int64))[::-1]
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    # One step per class: class k spans [k, k + 1), so the last size is repeated at the right edge.
+    edges = np.arange(len(sizes) + 1)
+    heights = np.maximum(np.append(sizes, sizes[-1:]), 0.5)
+    axes.fill_between(edges, heights, 0.5, step="post", color="tab:blue", alpha=0.7, linewidth=0)
+    axes.set_yscale("log")
+    axes.set_ylim(bottom=0.5)
+    axes.set_xlim(0, max(len(sizes), 1))
+    for value, label, style in ((many, f"many-shot > {many}", "--"), (few, f"few-shot < {few}", ":")):
+        axes.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=label)
+    axes.set_xlabel("class rank (largest first)")
+    axes.set_ylabel("images per class (log scale)")
+    axes.set_title(title)
+    axes.legend(loc="upper right")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def split_file_counts(path: str | Path) -> list[int]:
+    """Images per class of a split file (``relative/path label`` lines); classes 0 to the largest label."""
+    from .filelist import read_split_lines
+
+    _, labels = read_split_lines(path)
+    return np.bincount(labels).tolist()
+
+
+def dataset_counts(config: Any, split: str = "train") -> tuple[list[int], str, dict[str, Any]]:
+    """Images per class of ``split`` of the dataset a config describes, its name, and its info (val source...)."""
+    from .registry import create_dataset
+
+    splits = create_dataset(config.data)
+    labels = splits.split(split).labels.numpy()
+    return np.bincount(labels, minlength=splits.num_classes).tolist(), f"{splits.name} ({split})", splits.info
