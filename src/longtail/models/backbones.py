@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..registry import Registry
+from .init import init_resnet_weights
 from .resnet import resnet10, resnet50, resnet152, resnext50_32x4d
 
 BACKBONES: Registry[nn.Module] = Registry("backbone", "model.backbone")
@@ -68,16 +69,7 @@ class CifarResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = channels
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He (fan-out) initialisation for convolutions, BatchNorm at identity, as in the paper's ResNets.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_resnet_weights(self)
 
     @property
     def last_stage(self) -> nn.Module:

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .init import init_resnet_weights
+
 
 def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1):
     conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
@@ -115,16 +117,7 @@ class ResNet(nn.Module):
             setattr(self, f"layer{index + 1}", nn.Sequential(*stage))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = channels
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # As in the paper's ResNets: He (fan-out) normal convolutions, BatchNorm at identity.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_resnet_weights(self)
 
     @property
     def stages(self) -> list[nn.Module]:
