@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,16 @@ def real_fmnist() -> Path:
     if not all((DEFAULT_ROOT / name).is_file() for name in FILES.values()):
         pytest.skip(f"Fashion-MNIST not in {DEFAULT_ROOT} (apt-get install dataset-fashion-mnist)")
     return DEFAULT_ROOT
+
+
+# The real ImageNet-LT / Places-LT / iNaturalist split files: ../shared/data/splits beside the
+# repository, or wherever LONGTAIL_SPLITS_DIR points (they are read, never copied into the repository).
+SPLITS_DIR = Path(os.environ.get("LONGTAIL_SPLITS_DIR", Path(__file__).resolve().parents[2] / "shared/data/splits"))
+
+
+def real_split(name: str) -> Path:
+    """The real split file ``name``; the test is skipped, saying where it was looked for, when it is absent."""
+    path = SPLITS_DIR / name
+    if not path.is_file():
+        pytest.skip(f"{path} absent: the real split files live in ../shared/data/splits/ (or LONGTAIL_SPLITS_DIR)")
+    return path

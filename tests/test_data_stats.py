@@ -5,24 +5,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import real_split
 from datagen import write_filelist_dataset
 from longtail.cli import main
 from longtail.data import class_size_stats
-
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
 
 
 def stats_json(capsys: pytest.CaptureFixture, *argv: str) -> dict:
     assert main(["data", "stats", *argv, "--json"]) == 0
     out = capsys.readouterr().out
     return json.loads(out)  # nothing but JSON on stdout
-
-
-def real_split(name: str) -> Path:
-    path = SPLITS_DIR / name
-    if not path.is_file():
-        pytest.skip(f"{path} absent: the real split files live in ../shared/data/splits/ beside the repository")
-    return path
 
 
 def test_class_size_stats_by_hand():

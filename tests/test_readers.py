@@ -9,21 +9,13 @@ import pytest
 import torch
 
 import longtail
+from conftest import real_split
 from datagen import write_cifar, write_filelist_dataset, write_imagefolder_dataset, write_list, write_npz
 from longtail.cli import main
 from longtail.config import load_config
 from longtail.data import ImageFileDataset, TensorImageDataset, create_dataset, holdout_validation, longtail_counts
 from longtail.data.filelist import class_names_from_paths, read_split_lines
 from longtail.errors import ConfigError, DataError
-
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits"
-
-
-def real_split(name: str) -> Path:
-    path = SPLITS_DIR / name
-    if not path.is_file():
-        pytest.skip(f"{path} absent: the real split files live in ../shared/data/splits/ beside the repository")
-    return path
 
 
 def filelist_overrides(root: Path, lists: dict[str, Path], *extra: str) -> list[str]:
