@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .config import config_reference, config_to_dict, load_config
+from .config import EvalConfig, config_reference, config_to_dict, load_config
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from .errors import ConfigError, LongtailError
 from .evaluation.table import format_table
@@ -150,8 +150,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
         counts, source, info = dataset_counts(config, args.split)
         many = config.eval.many if args.many is None else args.many
         few = config.eval.few if args.few is None else args.few
-    many = 100 if many is None else many
-    few = 20 if few is None else few
+    many = EvalConfig.many if many is None else many
+    few = EvalConfig.few if few is None else few
     if few > many:
         raise ConfigError(f"--few {few}: expected at most --many ({many})")
     stats = {"source": source, **class_size_stats(counts, many=many, few=few)}

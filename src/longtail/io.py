@@ -45,9 +45,14 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_binary_atomic(path: Path, write: Callable[[Any], None]) -> None:
+    """Replace ``path`` with what ``write(binary_file)`` writes, atomically."""
+    _atomic_write(path, write, "wb")
+
+
 def save_torch_atomic(path: Path, obj: Any) -> None:
     """``torch.save`` into ``path`` atomically."""
-    _atomic_write(path, lambda handle: torch.save(obj, handle), "wb")
+    write_binary_atomic(path, lambda handle: torch.save(obj, handle))
 
 
 def read_json(path: Path) -> Any:

@@ -378,13 +378,14 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     Returns:
         The updated results dict.
     """
+    asked_all = "all" in methods
+    methods = expand_methods(methods)
     run = load_run(run_dir, overrides)
-    if "all" in methods and not isinstance(run.model.head, nn.Linear):
+    if asked_all and not isinstance(run.model.head, nn.Linear):
         # `all` means every method that applies: a cosine joint classifier (LDAM) has no norms or bias to adjust.
         skipped = ", ".join(NEED_LINEAR_JOINT)
         log.info("joint classifier is cosine (train.loss=%s): skipping %s", run.config.train.loss, skipped)
-        methods = [m for m in expand_methods(methods) if m not in NEED_LINEAR_JOINT]
-    methods = expand_methods(methods)
+        methods = [m for m in methods if m not in NEED_LINEAR_JOINT]
     start = time.perf_counter()
     features = {split: _features(run, split) for split in ("train", "val", "test")}
     features_seconds = round(time.perf_counter() - start, 2)

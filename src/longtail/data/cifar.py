@@ -24,6 +24,7 @@ balanced official test set.
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +34,50 @@ from ..config import DataConfig
 from ..errors import DataError
 from .dataset import DatasetSplits
 from .in_memory import in_memory_splits
-from .longtail import longtail_counts, longtail_subset
+from .longtail import class_counts, longtail_counts, longtail_subset
 from .registry import register_dataset
 
 DOWNLOAD_HINT = "download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into data.root"
 
-# name -> (folder, training files, test file, meta file, label key, class-name key, classes, images per class)
+
+@dataclass(frozen=True)
+class CifarLayout:
+    """Where one CIFAR variant keeps what, as its official archive unpacks."""
+
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    meta_file: str
+    label_key: bytes
+    names_key: bytes
+    num_classes: int
+    per_class: int  # training images per class
+    archive: str
+
+
 CIFAR = {
-    "cifar10": (
+    "cifar10": CifarLayout(
         "cifar-10-batches-py",
-        [f"data_batch_{i}" for i in range(1, 6)],
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test_batch",
         "batches.meta",
         b"labels",
         b"label_names",
         10,
         5000,
+        "cifar-10-python.tar.gz",
     ),
-    "cifar100": ("cifar-100-python", ["train"], "test", "meta", b"fine_labels", b"fine_label_names", 100, 500),
+    "cifar100": CifarLayout(
+        "cifar-100-python",
+        ("train",),
+        "test",
+        "meta",
+        b"fine_labels",
+        b"fine_label_names",
+        100,
+        500,
+        "cifar-100-python.tar.gz",
+    ),  # fmt: skip
 }
 
 # What an official CIFAR pickle may reference: NumPy's array rebuild machinery (module
@@ -89,21 +116,23 @@ def read_pickle(path: Path) -> dict[bytes, Any]:
 
 
 def _folder(root: str | None, kind: str) -> Path:
-    folder_name = CIFAR[kind][0]
+    layout = CIFAR[kind]
+    folder_name = layout.folder
     if root is None:
         raise DataError(f"data.root is not set: the {kind}_lt reader needs the directory holding {folder_name}/")
     root_path = Path(root)
     for candidate in (root_path / folder_name, root_path):
-        if (candidate / CIFAR[kind][2]).is_file():
+        if (candidate / layout.test_file).is_file():
             return candidate
-    archive = "cifar-10-python.tar.gz" if kind == "cifar10" else "cifar-100-python.tar.gz"
     raise DataError(
-        f"{root_path / folder_name}: CIFAR folder not found (no {CIFAR[kind][2]}); "
-        + DOWNLOAD_HINT.format(archive=archive)
+        f"{root_path / folder_name}: CIFAR folder not found (no {layout.test_file}); "
+        + DOWNLOAD_HINT.format(archive=layout.archive)
     )
 
 
-def _read_batches(folder: Path, files: list[str], label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_batches(
+    folder: Path, files: tuple[str, ...], label_key: bytes, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of the pickles ``files``."""
     images, labels = [], []
     for name in files:
@@ -133,16 +162,16 @@ def _class_names(folder: Path, meta: str, key: bytes, num_classes: int) -> list[
 
 def load_cifar(root: str | None, kind: str) -> dict[str, Any]:
     """``x_train`` (50000, 3, 32, 32) uint8, ``y_train``, ``x_test``, ``y_test``, ``class_names``, ``folder``."""
-    _, train_files, test_file, meta, label_key, names_key, num_classes, _ = CIFAR[kind]
+    layout = CIFAR[kind]
     folder = _folder(root, kind)
-    x_train, y_train = _read_batches(folder, train_files, label_key, num_classes)
-    x_test, y_test = _read_batches(folder, [test_file], label_key, num_classes)
+    x_train, y_train = _read_batches(folder, layout.train_files, layout.label_key, layout.num_classes)
+    x_test, y_test = _read_batches(folder, (layout.test_file,), layout.label_key, layout.num_classes)
     return {
         "x_train": x_train,
         "y_train": y_train,
         "x_test": x_test,
         "y_test": y_test,
-        "class_names": _class_names(folder, meta, names_key, num_classes),
+        "class_names": _class_names(folder, layout.meta_file, layout.names_key, layout.num_classes),
         "folder": folder,
     }
 
@@ -150,8 +179,8 @@ def load_cifar(root: str | None, kind: str) -> dict[str, Any]:
 def build_cifar_lt(cfg: DataConfig, kind: str) -> DatasetSplits:
     """CIFAR-10-LT or CIFAR-100-LT (``kind`` "cifar10" / "cifar100") as configured by ``cfg``."""
     arrays = load_cifar(cfg.root, kind)
-    num_classes, full = CIFAR[kind][6], CIFAR[kind][7]
-    available = int(np.bincount(arrays["y_train"], minlength=num_classes).min())
+    num_classes, full = CIFAR[kind].num_classes, CIFAR[kind].per_class
+    available = int(class_counts(arrays["y_train"], num_classes).min())
     if cfg.n_max > available:
         raise DataError(
             f"data.n_max={cfg.n_max}: {kind} has only {available} training images in its smallest class; "

@@ -14,6 +14,7 @@ from .dataset import DatasetSplits
 from .holdout import holdout_validation
 from .image_files import ImageFileDataset, PathTable
 from .image_transforms import CenterCrop, ImageTransform, PadCrop, RandomResizedCrop
+from .longtail import class_counts
 from .transforms import named_normalization
 
 Split = tuple[PathTable, np.ndarray]  # relative paths and (N,) labels
@@ -50,7 +51,7 @@ def file_splits(
     Raises:
         DataError: when a class has no training image (every class in 0..C-1 must have one).
     """
-    counts = np.bincount(train[1], minlength=num_classes)
+    counts = class_counts(train[1], num_classes)
     if (counts == 0).any():
         empty = np.flatnonzero(counts == 0)
         raise DataError(

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.metrics import shot_groups
+from ..io import write_binary_atomic
+from .longtail import class_counts
 
 
 def class_size_stats(counts: Sequence[int], *, many: int = 100, few: int = 20) -> dict[str, Any]:
@@ -86,8 +88,7 @@ def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, man
     axes.legend(loc="upper right")
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    write_binary_atomic(path, lambda handle: figure.savefig(handle, format="png"))
     return path
 
 
@@ -104,5 +105,5 @@ def dataset_counts(config: Any, split: str = "train") -> tuple[list[int], str, d
     from .registry import create_dataset
 
     splits = create_dataset(config.data)
-    labels = splits.split(split).labels.numpy()
-    return np.bincount(labels, minlength=splits.num_classes).tolist(), f"{splits.name} ({split})", splits.info
+    counts = class_counts(splits.split(split).labels.numpy(), splits.num_classes)
+    return counts.tolist(), f"{splits.name} ({split})", splits.info

@@ -22,8 +22,7 @@ from ..engine.loops import make_loader, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
 from ..models.classifier import Classifier
 from ..models.heads import linear_head
-from ..samplers import make_sampler
-from .joint import train_transform
+from .joint import section_sampler, train_transform
 
 
 def finetune_crt(model: Classifier, splits: DatasetSplits, config: Config, *, device: torch.device) -> Classifier:
@@ -48,14 +47,7 @@ def finetune_crt(model: Classifier, splits: DatasetSplits, config: Config, *, de
     tuned.unfreeze_backbone()
     if cfg.trainable == "last_stage":
         tuned.freeze_backbone(keep_last_stage=True)
-    sampler = make_sampler(
-        splits.train.labels,
-        cfg.sampler,
-        seed=config.seed,
-        epochs=cfg.crt.epochs,
-        q=cfg.sampler_q,
-        num_samples_cls=cfg.num_samples_cls,
-    )
+    sampler = section_sampler(splits.train.labels, cfg, epochs=cfg.crt.epochs, seed=config.seed)
     loader = make_loader(
         splits.train, cfg.crt.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
     )

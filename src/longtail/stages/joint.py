@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config
+from ..config import Config, DecoupleConfig, TrainConfig
 from ..data.dataset import DatasetSplits, TensorImageDataset
 from ..data.transforms import BatchTransform, train_batch_transform
 from ..engine.device import seed_everything
@@ -22,7 +22,7 @@ from ..models.backbones import create_backbone
 from ..models.classifier import Classifier
 from ..models.heads import CosineHead, linear_head
 from ..models.pretrained import configure_backbone
-from ..samplers import make_sampler
+from ..samplers import EpochSampler, make_sampler
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,15 @@ def eval_transform(splits: DatasetSplits) -> BatchTransform:
     return BatchTransform(splits.mean, splits.std)
 
 
+def section_sampler(
+    labels: torch.Tensor, section: TrainConfig | DecoupleConfig, *, epochs: int, seed: int
+) -> EpochSampler:
+    """The sampler a config section names (``sampler``, ``sampler_q``, ``num_samples_cls``) over ``epochs``."""
+    return make_sampler(
+        labels, section.sampler, seed=seed, epochs=epochs, q=section.sampler_q, num_samples_cls=section.num_samples_cls
+    )
+
+
 def train_transform(splits: DatasetSplits, config: Config) -> BatchTransform:
     """The on-device training transform: ``data.crop_padding`` crops and ``data.hflip`` flips seeded by ``seed``
     for in-memory images; normalisation only for image files (augmented where they are decoded)."""
@@ -108,14 +117,7 @@ def train_joint(
     configure_backbone(model, backbone=m.backbone, pretrained=m.pretrained, trainable=m.trainable)
     model = model.to(device)
     criterion = stage1_loss(config, train_counts).to(device)
-    sampler = make_sampler(
-        splits.train.labels,
-        cfg.sampler,
-        seed=config.seed,
-        epochs=cfg.epochs,
-        q=cfg.sampler_q,
-        num_samples_cls=cfg.num_samples_cls,
-    )
+    sampler = section_sampler(splits.train.labels, cfg, epochs=cfg.epochs, seed=config.seed)
     loader = make_loader(
         splits.train, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
     )
