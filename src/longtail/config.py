@@ -31,6 +31,8 @@ SAMPLER_HELP = (
 
 def option(default: Any, help: str) -> Any:
     """A config field with its default and the help text shown by ``--help`` and the docs."""
+    if isinstance(default, list):  # a mutable default needs a factory
+        return field(default_factory=lambda: list(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -81,7 +83,11 @@ class DataConfig:
         "normalisation statistics: imagenet, inaturalist (iNaturalist 2018's); "
         "auto: imagenet for file-based readers, the training images' own for in-memory ones",
     )
-    num_workers: int = option(0, "DataLoader worker processes for stage 1 (in-memory datasets need none)")
+    num_workers: int | None = option(
+        None,
+        "DataLoader worker processes for images read from files; null: auto (0 for in-memory datasets, which need "
+        "none; else min(8, CPUs - 1)). Workers persist across epochs; memory is pinned when training on CUDA",
+    )
     decode_threads: int = option(
         0, "filelist, imagefolder: threads decoding images outside DataLoader workers (0: one per CPU core)"
     )
@@ -132,6 +138,11 @@ class TrainConfig:
         None, "loss=ldam_drw: epoch (from 0) at which re-weighting starts; null: 80% of train.epochs (160 of 200)"
     )
     la_tau: float = option(1.0, "τ of loss=logit_adjusted: cross-entropy on logits + τ·log prior")
+    precision: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", "stage-1 arithmetic: fp32, bf16 (autocast) or fp16 (autocast with gradient scaling)"
+    )
+    compile: bool = option(False, "compile the stage-1 network with torch.compile (worth it for long GPU runs)")
+    sync_bn: bool = option(False, "under torchrun (DDP): synchronise BatchNorm statistics across processes (CUDA)")
 
 
 @dataclass
@@ -179,7 +190,27 @@ class DecoupleConfig:
         "what cRT re-trains: classifier (frozen backbone, the paper's cRT), last_stage (last backbone stage too) or "
         "all (the whole network, fine-tuned from stage 1)",
     )
-    select: Literal["macro", "all", "few"] = option("macro", "validation metric that chooses τ")
+    features: Literal["cached", "online"] = option(
+        "cached",
+        "cached: one backbone pass per split, stored in the run directory, every method trains on it; online: the "
+        "official way, a backbone forward every cRT/LWS epoch with the stage-1 training augmentation",
+    )
+    bn: Literal["eval", "train"] = option(
+        "eval",
+        "features=online: BatchNorm of the frozen backbone in eval mode (running statistics) or train mode (batch "
+        "statistics, running statistics drift, as the official code)",
+    )
+    views: int = option(
+        0,
+        "features=cached: augmented views per training image cached for cRT and LWS (stage-1 training transform); "
+        "0: the test-time view only",
+    )
+    select: Literal["macro", "all", "few"] = option(
+        "macro", "validation metric that chooses τ and, for --method auto, the method (never test)"
+    )
+    auto_lr_factors: list[float] = option(
+        [0.25, 1.0, 4.0], "--method auto: cRT and LWS are tried at their lr times each of these factors"
+    )
     ncm_metric: Literal["cl2n", "l2", "cosine"] = option("cl2n", "NCM: cl2n (official), l2 or cosine")
     crt: CRTConfig = field(default_factory=CRTConfig)
     lws: LWSConfig = field(default_factory=LWSConfig)
@@ -246,6 +277,8 @@ def _unknown_key(key: str) -> ConfigError:
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return " | ".join(repr(v) for v in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
     if typing.get_origin(hint) in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
     return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
@@ -263,6 +296,12 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif origin is Literal:
         if value in typing.get_args(hint):
             return value
+    elif origin is list:
+        if isinstance(value, str):  # from the command line: "0.5,1,2" or "[0.5, 1, 2]"
+            value = [part for part in value.strip("[] ").split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            (item_hint,) = typing.get_args(hint)
+            return [_coerce(f"{key}[{i}]", item, item_hint) for i, item in enumerate(value)]
     elif hint is type(None):
         if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
             return None
@@ -376,7 +415,7 @@ def validate_config(config: Config) -> None:
     # τ and the epoch records need a validation split; choosing on test is not an option.
     _require(d.val_per_class >= 1, "data.val_per_class", d.val_per_class, "an integer >= 1")
     _require(d.crop_padding >= 0, "data.crop_padding", d.crop_padding, "an integer >= 0")
-    _require(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
+    _require(d.num_workers is None or d.num_workers >= 0, "data.num_workers", d.num_workers, "null or an integer >= 0")
     _require(d.decode_threads >= 0, "data.decode_threads", d.decode_threads, "an integer >= 0")
     _require(d.image_size >= 1, "data.image_size", d.image_size, "an integer >= 1")
     _require(d.resize >= d.image_size, "data.resize", d.resize, "an integer >= data.image_size")
@@ -403,6 +442,9 @@ def validate_config(config: Config) -> None:
         _require(grid.min >= 0, f"{prefix}.min", grid.min, "a number >= 0")
         _require(grid.max >= grid.min, f"{prefix}.max", grid.max, f"a number >= {prefix}.min")
         _require(grid.steps >= 1, f"{prefix}.steps", grid.steps, "an integer >= 1")
+    _require(dc.views >= 0, "decouple.views", dc.views, "an integer >= 0")
+    factors_ok = len(dc.auto_lr_factors) >= 1 and all(f > 0 for f in dc.auto_lr_factors)
+    _require(factors_ok, "decouple.auto_lr_factors", dc.auto_lr_factors, "a non-empty list of numbers > 0")
     _require(e.few >= 0, "eval.few", e.few, "an integer >= 0")
     _require(e.many >= e.few, "eval.many", e.many, "an integer >= eval.few")
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data.dataset import keep_batch
+from ..data.dataset import TensorPairDataset, keep_batch
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -20,7 +21,7 @@ def make_loader(
     *,
     sampler: Sampler[int] | None = None,
     drop_last: bool = False,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
 ) -> DataLoader:
     """A DataLoader in dataset order, or in ``sampler``'s order.
 
@@ -29,6 +30,8 @@ def make_loader(
     whole batch at a time.
     """
     epoch_length = len(sampler) if sampler is not None else len(dataset)
+    if num_workers is None:
+        num_workers = auto_workers(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -38,6 +41,14 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=keep_batch if hasattr(dataset, "__getitems__") else None,
     )
+
+
+def auto_workers(dataset: Dataset) -> int:
+    """Worker processes worth starting for ``dataset``: none for in-memory tensors (indexing is
+    cheaper than inter-process transfer), else ``min(8, CPUs - 1)`` to decode images in parallel."""
+    if isinstance(dataset, TensorPairDataset):
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def _prepare(inputs: torch.Tensor, device: torch.device, transform: Transform | None) -> torch.Tensor:
