@@ -99,7 +99,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_decouple(args: argparse.Namespace) -> None:
     methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
-    results = decouple(args.run_dir, methods, args.overrides)
+    overrides = list(args.overrides) + ([f"decouple.features={args.features}"] if args.features else [])
+    results = decouple(args.run_dir, methods, overrides)
     _print_table(results)
 
 
@@ -221,7 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
         "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
         "scales), NCM (nearest class mean), logit_adjust (logits - tau log prior, tau chosen on val). "
-        "decouple.trainable=last_stage|all makes cRT fine-tune the backbone too. Saves "
+        "decouple.trainable=last_stage|all makes cRT fine-tune the backbone too. The frozen backbone runs once per "
+        "split and its features are cached in RUN_DIR/features (--features cached, the default); --features online "
+        "runs it in every cRT/LWS epoch on augmented images, as the official code. --method auto tries every "
+        "method and hyper-parameter on the cache and keeps the best on val (decouple.select) as 'auto'. Saves "
         "classifiers/METHOD.pt and merges the metrics of every classifier into results.json. Only "
         "decouple.*, eval.*, device and where the data lives (data.root, data.path, data.*_list, "
         "data.num_workers, data.decode_threads) can be overridden.",
@@ -234,7 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="M",
-        help="crt, tau_norm, lws, ncm, logit_adjust or all (default); repeat or comma-separate for several",
+        help="crt, tau_norm, lws, ncm, logit_adjust, all (default) or auto (all, plus hyper-parameters, best on "
+        "val saved as auto); repeat or comma-separate for several",
+    )
+    p.add_argument(
+        "--features",
+        choices=("cached", "online"),
+        default=None,
+        help="cached (default): one backbone pass per split, kept in RUN_DIR/features; online: backbone forward in "
+        "every cRT/LWS epoch with training augmentation (decouple.bn=eval|train); same as decouple.features=",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)

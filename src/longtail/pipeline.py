@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, config_to_dict, load_config, parse_override, save_config
+from .config import Config, CRTConfig, LWSConfig, config_to_dict, load_config, parse_override, save_config
 from .data.dataset import DatasetSplits
 from .data.registry import create_dataset
 from .engine.device import resolve_device
+from .engine.feature_cache import cached_features
 from .errors import ConfigError, RunDirError
 from .evaluation.metrics import accuracy_summary, shot_groups
 from .io import save_torch_atomic, write_json_atomic
 from .models.classifier import Classifier
+from .models.heads import LWSHead
 from .models.serialize import head_from_dict, head_to_dict
 from .runs import (
     CONFIG_FILE,
@@ -45,17 +47,24 @@ from .runs import (
     update_results,
     write_metrics,
 )
+from .stages.auto import Candidate, auto_record, lr_factors_in_order, pick_best
 from .stages.decouple import (
     Features,
+    best_tau,
     choose_logit_adjustment,
     choose_tau,
     extract_features,
+    extract_views,
     fit_crt,
     fit_lws,
     fit_ncm,
+    fresh_linear_head,
+    logit_adjust_predictions,
+    sweep_curve,
+    tau_norm_predictions,
 )
-from .stages.finetune import finetune_crt
-from .stages.joint import build_model, eval_transform, joint_head_kind, train_joint
+from .stages.joint import build_model, eval_transform, joint_head_kind, train_joint, train_transform
+from .stages.retrain import retrain_on_images
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +98,8 @@ class LoadedRun:
     model: Classifier
     checkpoint_sha256: str
     device: torch.device
+    # Feature-cache use per split in this process (True: read from the cache), for results.json.
+    cache_hits: dict[str, bool] = field(default_factory=dict)
 
 
 def _results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
@@ -115,7 +126,7 @@ def _score(heads: dict[str, nn.Module], features: Features, config: Config, trai
                 predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
             )
             if hasattr(head, "tau"):
-                scores[method]["tau"] = float(head.tau)
+                scores[method]["tau"] = round(float(head.tau), 6)  # a float32 buffer: 0.9 -> 0.8999999762
     return scores
 
 
@@ -235,7 +246,48 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
 
 
 def _features(run: LoadedRun, split: str) -> Features:
-    return _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
+    """Test-time features of ``split`` by the run's frozen backbone: from the run's feature cache
+    (``decouple.features=cached``) or computed afresh (``online``)."""
+    if run.config.decouple.features == "online":
+        return _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        features = _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
+        return features.x, features.y
+
+    key = {"checkpoint_sha256": run.checkpoint_sha256, "split": split, "view": "test-time"}
+    x, y, hit = cached_features(run.run_dir, split, key, run.splits.split(split).labels, compute)
+    run.cache_hits[split] = hit
+    return Features(x, y)
+
+
+def _train_views(run: LoadedRun) -> torch.Tensor:
+    """(K, N, d) features of ``decouple.views`` augmented passes over the training images, cached."""
+    views = run.config.decouple.views
+    key = {
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "split": "train",
+        "view": "augmented",
+        "views": views,
+        "seed": run.config.seed,
+    }
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        augment = train_transform(run.splits, run.config).to(run.device)
+        x = extract_views(
+            run.model.backbone,
+            run.splits.train,
+            views,
+            augment=augment,
+            seed=run.config.seed,
+            device=run.device,
+            batch_size=run.config.eval.batch_size,
+        )
+        return x, run.splits.train.labels
+
+    x, _, hit = cached_features(run.run_dir, f"train_views{views}", key, run.splits.train.labels, compute)
+    run.cache_hits[f"train_views{views}"] = hit
+    return x
 
 
 def _load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
@@ -269,60 +321,90 @@ def _load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> d
     return heads
 
 
-def _fit(method: str, run: LoadedRun, features: dict[str, Features]) -> tuple[nn.Module, dict[str, Any]]:
-    """Fit stage-2 ``method`` on the run's frozen features.
+def _fit_on_images(method: str, run: LoadedRun, section: CRTConfig | LWSConfig) -> nn.Module:
+    """cRT or LWS trained with the backbone in the loop (``decouple.features=online`` or a fine-tuned cRT).
+
+    Returns the head alone when the backbone came out unchanged (frozen, BatchNorm
+    in eval mode), else the whole network, which then carries its own backbone.
+    """
+    cfg, seed = run.config.decouple, run.config.seed
+    if method == "crt":
+        head = fresh_linear_head(run.model.num_features, run.splits.num_classes, seed)
+    else:
+        head = LWSHead.from_linear(run.model.head)
+    trainable = cfg.trainable if method == "crt" else "classifier"
+    tuned = retrain_on_images(run.model, head, run.splits, run.config, section, trainable=trainable, device=run.device)
+    backbone_changed = trainable != "classifier" or cfg.bn == "train"
+    return tuned if backbone_changed else tuned.head
+
+
+def _fit(
+    method: str, run: LoadedRun, features: dict[str, Features], lr_factor: float = 1.0
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Fit stage-2 ``method`` on the run's frozen features (or on images, see :func:`_fit_on_images`).
+
+    ``lr_factor`` scales the learning rate of cRT and LWS (``--method auto`` tries several).
 
     Returns:
         The fitted head, and entries for results.json beside the scores (the τ curve).
     """
     cfg = run.config.decouple
-    train_feats, counts = features["train"], run.splits.train_counts
-    options = {
-        "sampler": cfg.sampler,
-        "sampler_q": cfg.sampler_q,
-        "num_samples_cls": cfg.num_samples_cls,
-        "seed": run.config.seed,
-        "device": run.device,
-    }
+    counts = run.splits.train_counts
     if method in NEED_LINEAR_JOINT and not isinstance(run.model.head, nn.Linear):
         raise ConfigError(
             f"--method {method}: needs a linear joint classifier; this run trained a cosine one "
             f"(train.loss={run.config.train.loss}); use crt or ncm"
         )
-    if method == "crt" and cfg.trainable != "classifier":
-        return finetune_crt(run.model, run.splits, run.config, device=run.device), {}
-    if method == "crt":
-        return fit_crt(train_feats, run.splits.num_classes, cfg.crt, **options), {}
-    if method == "lws":
-        return fit_lws(train_feats, run.model.head, cfg.lws, **options), {}
+    if method in ("crt", "lws"):
+        section = replace(cfg.crt if method == "crt" else cfg.lws)
+        section.lr *= lr_factor
+        if cfg.features == "online" or (method == "crt" and cfg.trainable != "classifier"):
+            return _fit_on_images(method, run, section), {}
+        train = features["train"]
+        if cfg.views > 0:
+            train = Features(train.x, train.y, _train_views(run))
+        options = {
+            "sampler": cfg.sampler,
+            "sampler_q": cfg.sampler_q,
+            "num_samples_cls": cfg.num_samples_cls,
+            "seed": run.config.seed,
+            "device": run.device,
+        }
+        if method == "crt":
+            return fit_crt(train, run.splits.num_classes, section, **options), {}
+        return fit_lws(train, run.model.head, section, **options), {}
     if method == "ncm":
-        return fit_ncm(train_feats, run.splits.num_classes, cfg.ncm_metric), {}
+        return fit_ncm(features["train"], run.splits.num_classes, cfg.ncm_metric), {}
     if method in ("tau_norm", "logit_adjust"):
         grid = cfg.tau if method == "tau_norm" else cfg.logit_adjust
-        choose = choose_tau if method == "tau_norm" else choose_logit_adjustment
         taus = np.linspace(grid.min, grid.max, grid.steps).tolist()
-        head, curve = choose(
-            run.model.head,
-            features["val"],
-            taus,
-            train_counts=counts,
-            select=cfg.select,
-            many=run.config.eval.many,
-            few=run.config.eval.few,
-        )
-        curve_key = "tau_curve" if method == "tau_norm" else "logit_adjust_curve"
-        return head, {curve_key: {"select": cfg.select, "val": curve}}
-    raise ConfigError(f"--method {method!r}: expected one of {', '.join(STAGE2_METHODS)} or all")
+        shots = {"train_counts": counts, "many": run.config.eval.many, "few": run.config.eval.few}
+        if method == "tau_norm":
+            head, val_curve = choose_tau(run.model.head, features["val"], taus, select=cfg.select, **shots)
+            test_predictions = tau_norm_predictions(run.model.head, features["test"], taus)
+        else:
+            head, val_curve = choose_logit_adjustment(run.model.head, features["val"], taus, select=cfg.select, **shots)
+            test_predictions = logit_adjust_predictions(run.model.head, features["test"], taus, counts)
+        # The test curve is for display (the report's dashed line); τ was chosen on val above.
+        test_curve = sweep_curve(test_predictions, features["test"].y, **shots)
+        curve = {
+            "select": f"val {cfg.select}",
+            "chosen": best_tau(val_curve, cfg.select),
+            "val": val_curve,
+            "test": test_curve,
+        }
+        return head, {"tau_curve" if method == "tau_norm" else "logit_adjust_curve": curve}
+    raise ConfigError(f"--method {method!r}: expected one of {', '.join(STAGE2_METHODS)}, all or auto")
 
 
 def expand_methods(methods: Sequence[str]) -> list[str]:
-    """``all`` -> every stage-2 method; names are checked."""
+    """``all`` and ``auto`` -> every stage-2 method; names are checked."""
     expanded: list[str] = []
     for method in methods:
-        names = STAGE2_METHODS if method == "all" else (method,)
+        names = STAGE2_METHODS if method in ("all", "auto") else (method,)
         for name in names:
             if name not in STAGE2_METHODS:
-                raise ConfigError(f"--method {name!r}: expected one of {', '.join(STAGE2_METHODS)} or all")
+                raise ConfigError(f"--method {name!r}: expected one of {', '.join(STAGE2_METHODS)}, all or auto")
             if name not in expanded:
                 expanded.append(name)
     return expanded
@@ -363,24 +445,90 @@ def _refresh_scores(
                 by_method["crt"]["trainable"] = getattr(heads["crt"], "fine_tuned", None) or "classifier"
             results["methods" if split == "test" else "val_methods"] = by_method
         results["split"] = "test"
+        for method in (extras or {}).get("stage2", {}):  # how a method was fit is replaced, not merged
+            results.get("stage2", {}).pop(method, None)
         _merge(results, extras or {})
+        if "auto" in results.get("methods", {}) and "auto" in results:
+            results["methods"]["auto"]["chosen"] = results["auto"]["chosen"]["label"]
 
     return update_results(run.run_dir, update)
+
+
+def _save_classifier(run: LoadedRun, method: str, head: nn.Module, **extra: Any) -> None:
+    """``classifiers/<method>.pt``: the head, the checkpoint hash it was fit on, the decouple settings."""
+    saved = {
+        "method": method,
+        "head": head_to_dict(head.head if isinstance(head, Classifier) else head),
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "decouple": config_to_dict(run.config)["decouple"],
+        **extra,
+    }
+    if isinstance(head, Classifier):  # trained with the backbone in the loop: it carries its own backbone
+        saved["backbone"] = {k: v.detach().cpu() for k, v in head.backbone.state_dict().items()}
+    save_torch_atomic(classifier_path(run.run_dir, method), saved)
+
+
+def _stage2_settings(run: LoadedRun, method: str) -> dict[str, Any]:
+    """How ``method`` was fit, for results.json: on cached features (and views) or online (and BatchNorm mode)."""
+    cfg = run.config.decouple
+    if method not in ("crt", "lws"):
+        return {"features": "test-time, " + cfg.features}
+    if method == "crt" and cfg.trainable != "classifier":
+        return {"features": "online", "trainable": cfg.trainable}
+    if cfg.features == "online":
+        return {"features": "online", "bn": cfg.bn}
+    return {"features": "cached", "views": cfg.views}
+
+
+def _auto(run: LoadedRun, features: dict[str, Features], fitted: dict[str, nn.Module]) -> tuple[nn.Module, dict]:
+    """``--method auto``: every method in ``fitted`` plus cRT / LWS at each lr factor, the best on validation."""
+    cfg = run.config.decouple
+    counts = run.splits.train_counts
+    candidates: list[Candidate] = []
+    for method, head in fitted.items():
+        if method not in ("crt", "lws"):
+            params = {"tau": round(float(head.tau), 6)} if hasattr(head, "tau") else {}
+            candidates.append(Candidate(method, head, params))
+            continue
+        section = cfg.crt if method == "crt" else cfg.lws
+        for factor in lr_factors_in_order(cfg.auto_lr_factors):
+            tried = head if factor == 1.0 else _fit(method, run, features, lr_factor=factor)[0]
+            candidates.append(Candidate(method, tried, {"lr": section.lr * factor}))
+    for candidate in candidates:
+        # Test is scored for the record only; pick_best below reads val alone.
+        for split in SPLITS:
+            score = _score({"c": candidate.head}, features[split], run.config, counts)["c"]
+            score.pop("per_class")
+            setattr(candidate, split, score)
+    winner = pick_best(candidates, cfg.select)
+    log.info("auto: %s is best on val %s (%.1f)", winner.label, cfg.select, winner.val[cfg.select] or 0.0)
+    return winner.head, auto_record(candidates, winner, cfg.select)
 
 
 def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Stage 2: fit ``methods`` on the frozen backbone of a stage-1 run.
 
-    Each classifier is saved as ``classifiers/<method>.pt``; every classifier
-    of the run (including earlier ones) is then re-scored on val and test and
-    ``results.json`` updated.
+    ``all`` is every stage-2 method; ``auto`` is every method and its
+    hyper-parameters, the best on validation saved as ``auto`` (see
+    :mod:`longtail.stages.auto`). Features come from the run's feature cache
+    (``decouple.features=cached``, computed on first use) or, with ``online``,
+    the backbone runs in every cRT / LWS epoch. Each classifier is saved as
+    ``classifiers/<method>.pt``; every classifier of the run (including earlier
+    ones) is then re-scored on val and test and ``results.json`` updated.
 
     Returns:
         The updated results dict.
     """
-    asked_all = "all" in methods
+    asked_all = "all" in methods or "auto" in methods
+    auto = "auto" in methods
     methods = expand_methods(methods)
     run = load_run(run_dir, overrides)
+    cfg = run.config.decouple
+    if auto and (cfg.features != "cached" or cfg.trainable != "classifier"):
+        raise ConfigError(
+            "--method auto: works on cached features with a frozen backbone; "
+            f"got decouple.features={cfg.features}, decouple.trainable={cfg.trainable}"
+        )
     if asked_all and not isinstance(run.model.head, nn.Linear):
         # `all` means every method that applies: a cosine joint classifier (LDAM) has no norms or bias to adjust.
         skipped = ", ".join(NEED_LINEAR_JOINT)
@@ -390,32 +538,33 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     features = {split: _features(run, split) for split in ("train", "val", "test")}
     features_seconds = round(time.perf_counter() - start, 2)
     log.info(
-        "features extracted in %.1fs (train %d, val %d, test %d)",
+        "features %s in %.1fs (train %d, val %d, test %d)",
+        "read from the cache" if all(run.cache_hits.values()) and run.cache_hits else "extracted",
         features_seconds,
         len(features["train"].y),
         len(features["val"].y),
         len(features["test"].y),
     )
     seconds: dict[str, float] = {}
-    extras: dict[str, Any] = {}
+    extras: dict[str, Any] = {"stage2": {}}
     fitted: dict[str, nn.Module] = {}
     for method in methods:
         begin = time.perf_counter()
         head, extra = _fit(method, run, features)
         fitted[method] = head
         extras.update(extra)
+        extras["stage2"][method] = _stage2_settings(run, method)
         seconds[method] = round(time.perf_counter() - begin, 3)
         log.info("%s fitted in %.2fs", method, seconds[method])
-        saved = {
-            "method": method,
-            "head": head_to_dict(head.head if isinstance(head, Classifier) else head),
-            "checkpoint_sha256": run.checkpoint_sha256,
-            "decouple": config_to_dict(run.config)["decouple"],
-        }
-        if isinstance(head, Classifier):  # a fine-tuned cRT carries its own backbone
-            saved["backbone"] = {k: v.detach().cpu() for k, v in head.backbone.state_dict().items()}
-        save_torch_atomic(classifier_path(run.run_dir, method), saved)
-    timing = {"decouple_seconds": seconds, "features_seconds": features_seconds}
+        _save_classifier(run, method, head)
+    if auto:
+        begin = time.perf_counter()
+        head, extras["auto"] = _auto(run, features, fitted)
+        fitted["auto"] = head
+        extras["stage2"]["auto"] = {"features": "cached", "chosen": extras["auto"]["chosen"]["label"]}
+        seconds["auto"] = round(time.perf_counter() - begin, 3)
+        _save_classifier(run, "auto", head, chosen=extras["auto"]["chosen"])
+    timing = {"decouple_seconds": seconds, "features_seconds": features_seconds, "feature_cache_hits": run.cache_hits}
     return _refresh_scores(run, features, _load_heads(run, fitted), {**extras, "timing": timing})
 
 

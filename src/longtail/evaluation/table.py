@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
+METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "auto")
 METHOD_LABELS = {
     "joint": "Joint",
     "ncm": "NCM",
@@ -13,6 +13,7 @@ METHOD_LABELS = {
     "tau_norm": "τ-norm",
     "lws": "LWS",
     "logit_adjust": "Logit adj.",
+    "auto": "Auto (best on val)",
 }
 COLUMNS = ("many", "medium", "few", "all", "macro")
 
@@ -22,6 +23,8 @@ def _cell(value: float | None) -> str:
 
 
 def _note(metrics: Mapping[str, Any]) -> str:
+    if "chosen" in metrics:
+        return f"= {metrics['chosen']}"
     return f"τ = {metrics['tau']:g}" if "tau" in metrics else ""
 
 

@@ -10,8 +10,8 @@ from .decouple import (
     fit_ncm,
     train_head,
 )
-from .finetune import finetune_crt
 from .joint import build_model, eval_transform, predict_logits, train_joint
+from .retrain import retrain_on_images
 
 __all__ = [
     "Features",
@@ -20,7 +20,7 @@ __all__ = [
     "choose_tau",
     "eval_transform",
     "extract_features",
-    "finetune_crt",
+    "retrain_on_images",
     "fit_crt",
     "fit_lws",
     "fit_ncm",

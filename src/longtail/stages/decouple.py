@@ -1,15 +1,16 @@
 """Stage 2: re-balance the classifier on a frozen representation.
 
 Every method here works on features extracted once by the frozen backbone in
-eval mode with the test-time transform (BatchNorm uses its running statistics
-and does not drift; no augmentation in stage 2). That makes stage 2 cost a
-few seconds instead of re-running the backbone every epoch, as the official
-code does.
+eval mode (BatchNorm uses its running statistics and does not drift): the
+test-time view of every image, plus optionally ``K`` views with the stage-1
+training augmentation for cRT and LWS (``decouple.views``). That makes stage 2
+cost seconds instead of re-running the backbone every epoch, as the official
+code does (its way is :mod:`longtail.stages.retrain`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import CRTConfig, LWSConfig
-from ..data.dataset import TensorPairDataset
+from ..data.dataset import ImageDataset, TensorPairDataset
 from ..engine.device import seed_everything
 from ..engine.loops import make_loader, predict, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
@@ -27,15 +28,46 @@ from ..evaluation.metrics import accuracy_summary
 from ..losses import log_prior
 from ..models.heads import LogitAdjustedHead, LWSHead, TauNormHead, linear_head, tau_sweep, weight_norms
 from ..models.ncm import NCMClassifier, NCMHead
-from ..samplers import make_sampler
+from ..samplers import epoch_generator, make_sampler
 
 
 @dataclass
 class Features:
-    """Frozen-backbone features of one split: ``x`` (N, d) float32, ``y`` (N,) int64."""
+    """Frozen-backbone features of one split.
+
+    ``x`` (N, d) float32 with the test-time transform, ``y`` (N,) int64, and
+    optionally ``views`` (K, N, d) float32: K augmented views of every image,
+    which cRT and LWS then train on instead of ``x``.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    views: torch.Tensor | None = None
+
+
+class AugmentedViews(TensorPairDataset):
+    """Training features with K cached augmented views; each epoch every item shows one view, drawn anew.
+
+    Args:
+        views: (K, N, d) features of K augmented passes over the training images.
+        labels: (N,) int64.
+        seed: the views drawn in epoch ``e`` depend on ``(seed, e)`` only.
+    """
+
+    def __init__(self, views: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
+        super().__init__(views[0], labels)
+        self.views = views
+        self.seed = seed
+        self.view_of = torch.zeros(len(labels), dtype=torch.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw which view (0..K-1) each item shows in ``epoch``."""
+        generator = epoch_generator(self.seed, epoch)
+        self.view_of = torch.randint(len(self.views), (len(self.labels),), generator=generator)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return self.views[self.view_of[index], index], self.labels[index]
 
 
 @torch.no_grad()
@@ -46,6 +78,31 @@ def extract_features(
     backbone.eval()
     x, y = predict(backbone.forward_features, make_loader(dataset, batch_size), device=device, transform=transform)
     return Features(x, y)
+
+
+@torch.no_grad()
+def extract_views(
+    backbone: nn.Module, dataset: ImageDataset, views: int, *, augment, seed: int, device: torch.device, batch_size: int
+) -> torch.Tensor:
+    """(views, N, d) features of ``views`` augmented passes of the frozen backbone (eval mode) over ``dataset``.
+
+    ``dataset`` is the training view of the images (per-item augmentation for
+    image files, re-drawn per pass via ``set_epoch``); ``augment`` is the
+    on-device stage-1 transform.
+    """
+    backbone.eval()
+    passes = []
+    for view in range(views):
+        dataset.set_epoch(view, seed)
+        x, _ = predict(backbone.forward_features, make_loader(dataset, batch_size), device=device, transform=augment)
+        passes.append(x)
+    return torch.stack(passes)
+
+
+def fresh_linear_head(num_features: int, num_classes: int, seed: int) -> nn.Linear:
+    """cRT's classifier before training: a linear layer initialised from ``seed`` (same on every path)."""
+    torch.manual_seed(seed)
+    return linear_head(num_features, num_classes)
 
 
 def train_head(
@@ -61,19 +118,23 @@ def train_head(
 ) -> nn.Module:
     """Train the parameters of ``head`` on features: cross-entropy, SGD, per-step cosine to 0.
 
-    ``cfg`` gives epochs, batch size, lr, momentum and weight decay. Epochs have
+    ``cfg`` gives epochs, batch size, lr, momentum and weight decay. The head
+    trains on ``train.views`` when there are any, else on ``train.x``. Epochs have
     ``len(train)`` draws of ``sampler`` (see :func:`~longtail.samplers.make_sampler`;
     ``sampler_q`` is the q of ``power``, ``num_samples_cls`` the block of ``class_aware``).
     """
     seed_everything(seed)
     head = head.to(device)
     draw = make_sampler(train.y, sampler, seed=seed, epochs=cfg.epochs, q=sampler_q, num_samples_cls=num_samples_cls)
-    loader = make_loader(TensorPairDataset(train.x, train.y), cfg.batch_size, sampler=draw, drop_last=True)
+    dataset = TensorPairDataset(train.x, train.y) if train.views is None else AugmentedViews(train.views, train.y, seed)
+    loader = make_loader(dataset, cfg.batch_size, sampler=draw, drop_last=True)
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = sgd(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.epochs * len(loader))
     for epoch in range(cfg.epochs):
         draw.set_epoch(epoch)
+        if isinstance(dataset, AugmentedViews):
+            dataset.set_epoch(epoch)
         train_one_epoch(head, loader, optimizer, device=device, scheduler=scheduler)
     return head.eval()
 
@@ -83,8 +144,7 @@ def fit_crt(train: Features, num_classes: int, cfg: CRTConfig, **options: Any) -
 
     ``options``: ``seed``, ``device`` and the sampling keywords of :func:`train_head`.
     """
-    torch.manual_seed(options["seed"])
-    return train_head(linear_head(train.x.shape[1], num_classes), train, cfg, **options)
+    return train_head(fresh_linear_head(train.x.shape[1], num_classes, options["seed"]), train, cfg, **options)
 
 
 def fit_lws(train: Features, joint_head: nn.Linear, cfg: LWSConfig, **options: Any) -> LWSHead:
@@ -95,26 +155,50 @@ def fit_lws(train: Features, joint_head: nn.Linear, cfg: LWSConfig, **options: A
     return train_head(LWSHead.from_linear(joint_head), train, cfg, **options)
 
 
-def _sweep(
-    logits_per_tau: Iterable[tuple[float, torch.Tensor]],
+def sweep_curve(
+    predictions: Iterable[tuple[float, torch.Tensor]],
     labels: torch.Tensor,
     *,
     train_counts: Sequence[int],
-    select: str,
     many: int,
     few: int,
-) -> tuple[float, list[dict[str, Any]]]:
-    """Score every ``(τ, (N, C) logits)`` on validation; return the best τ and the curve (ties: smallest τ)."""
+) -> list[dict[str, Any]]:
+    """Per ``(τ, (N,) predicted classes)``: ``{"tau", "many", "medium", "few", "all", "macro"}`` against ``labels``."""
     curve = []
-    for tau, logits in logits_per_tau:
-        summary = accuracy_summary(logits.argmax(1), labels, train_counts, many=many, few=few)
+    for tau, predicted in predictions:
+        summary = accuracy_summary(predicted, labels, train_counts, many=many, few=few)
         summary.pop("per_class")
         curve.append({"tau": tau, **summary})
+    return curve
+
+
+def best_tau(curve: Sequence[dict[str, Any]], select: str) -> float:
+    """The τ of ``curve`` with the highest ``select`` metric; ties go to the smallest τ (listed first)."""
     scores = np.array([-np.inf if point[select] is None else point[select] for point in curve])
-    return curve[int(np.argmax(scores))]["tau"], curve
+    return curve[int(np.argmax(scores))]["tau"]
 
 
 @torch.no_grad()
+def tau_norm_predictions(
+    joint_head: nn.Linear, features: Features, taus: Sequence[float]
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """``(τ, (N,) predictions)`` of the τ-normalised joint classifier for every τ, from one matrix product."""
+    weight = joint_head.weight.detach().cpu()
+    raw_logits = features.x @ weight.T
+    return ((tau, logits.argmax(1)) for tau, logits in tau_sweep(raw_logits, weight_norms(weight), taus))
+
+
+@torch.no_grad()
+def logit_adjust_predictions(
+    joint_head: nn.Linear, features: Features, taus: Sequence[float], train_counts: Sequence[int]
+) -> Iterator[tuple[float, torch.Tensor]]:
+    """``(τ, (N,) predictions)`` of ``logits - τ log π`` for every τ (one product, then a shift per τ)."""
+    weight, bias = joint_head.weight.detach().cpu(), joint_head.bias
+    logits = F.linear(features.x, weight, None if bias is None else bias.detach().cpu())
+    prior = log_prior(train_counts)
+    return ((float(tau), (logits - float(tau) * prior).argmax(1)) for tau in taus)
+
+
 def choose_tau(
     joint_head: nn.Linear,
     val: Features,
@@ -127,21 +211,18 @@ def choose_tau(
 ) -> tuple[TauNormHead, list[dict[str, Any]]]:
     """τ-normalisation with τ chosen on the validation features (never on test).
 
-    All τ are scored from one matrix product (see :func:`tau_sweep`); ties go
-    to the smallest τ.
+    All τ are scored from one matrix product (see :func:`tau_sweep_predictions`);
+    ties go to the smallest τ.
 
     Returns:
         The head with the chosen τ, and the curve: per τ ``{"tau", "many",
         "medium", "few", "all", "macro"}`` on validation.
     """
-    weight = joint_head.weight.detach().cpu()
-    raw_logits = val.x @ weight.T
-    sweep = tau_sweep(raw_logits, weight_norms(weight), taus)
-    best, curve = _sweep(sweep, val.y, train_counts=train_counts, select=select, many=many, few=few)
-    return TauNormHead(weight, best), curve
+    predictions = tau_norm_predictions(joint_head, val, taus)
+    curve = sweep_curve(predictions, val.y, train_counts=train_counts, many=many, few=few)
+    return TauNormHead(joint_head.weight.detach().cpu(), best_tau(curve, select)), curve
 
 
-@torch.no_grad()
 def choose_logit_adjustment(
     joint_head: nn.Linear,
     val: Features,
@@ -157,13 +238,11 @@ def choose_logit_adjustment(
     Returns:
         The head with the chosen τ, and the validation curve (as :func:`choose_tau`).
     """
+    predictions = logit_adjust_predictions(joint_head, val, taus, train_counts)
+    curve = sweep_curve(predictions, val.y, train_counts=train_counts, many=many, few=few)
     weight, bias = joint_head.weight.detach().cpu(), joint_head.bias
     bias = None if bias is None else bias.detach().cpu()
-    logits = F.linear(val.x, weight, bias)
-    prior = log_prior(train_counts)
-    sweep = ((float(tau), logits - float(tau) * prior) for tau in taus)
-    best, curve = _sweep(sweep, val.y, train_counts=train_counts, select=select, many=many, few=few)
-    return LogitAdjustedHead(weight, bias, prior, best), curve
+    return LogitAdjustedHead(weight, bias, log_prior(train_counts), best_tau(curve, select)), curve
 
 
 def fit_ncm(train: Features, num_classes: int, metric: str = "cl2n") -> NCMHead:

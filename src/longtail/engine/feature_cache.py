@@ -1,0 +1,80 @@
+"""Frozen-backbone features kept in the run directory, so stage 2 runs the backbone once.
+
+Layout: ``RUN/features/<name>.pt``, one file per split (``train``, ``val``,
+``test``) and per augmented-view set (``train_views<K>``), each holding the
+tensors and the key they were computed under::
+
+    {"x": (N, d) float32 or (K, N, d) float32, "y": (N,) int64, "key": {...}}
+
+The key names the SHA-256 of the stage-1 checkpoint and everything else that
+decides the numbers (split, transform, number of views and their seed). A file
+whose key differs from the one asked for, or whose labels differ from the
+dataset's, is stale: it is recomputed and replaced, never used. Files are
+written atomically and read memory-mapped, so a second process (another
+``longtail decouple`` on the same run) starts in well under a second and shares
+the pages with the first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import save_torch_atomic
+
+log = logging.getLogger(__name__)
+
+FEATURE_DIR = "features"
+# Bumped when the layout of a cache file changes, so older files are recomputed.
+CACHE_FORMAT = 1
+
+
+def feature_path(run_dir: Path, name: str) -> Path:
+    """Where the features called ``name`` (``train``, ``val``, ``test``, ``train_views4``) of a run live."""
+    return Path(run_dir) / FEATURE_DIR / f"{name}.pt"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The cache file at ``path``, memory-mapped; ``None`` when absent or unreadable (it is then recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a truncated or foreign file is a cache miss, not a failure
+        log.warning("%s: unreadable feature cache (%s); recomputing", path, error.__class__.__name__)
+        return None
+
+
+def cached_features(
+    run_dir: Path,
+    name: str,
+    key: dict[str, Any],
+    labels: torch.Tensor,
+    compute: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Features ``name`` of a run: from its cache when the cache matches ``key`` and ``labels``, else computed, stored.
+
+    Args:
+        run_dir: the run directory.
+        name: file stem, e.g. ``"train"``.
+        key: what the features depend on (checkpoint hash, split, transform, views); JSON-like values.
+        labels: (N,) int64 labels of the dataset, in order; a cache with other labels is stale.
+        compute: returns ``(x, y)`` when the cache cannot be used.
+
+    Returns:
+        ``(x, y, hit)``: features ``(N, d)`` or ``(K, N, d)``, labels ``(N,)``, and whether the cache was used.
+    """
+    path = feature_path(run_dir, name)
+    key = {**key, "format": CACHE_FORMAT}
+    stored = _read(path)
+    if stored is not None and stored.get("key") == key and torch.equal(stored.get("y", torch.empty(0)), labels):
+        return stored["x"], stored["y"], True
+    if stored is not None:
+        log.info("%s: cached features are stale (another checkpoint, data or transform); recomputing", path)
+    x, y = compute()
+    save_torch_atomic(path, {"x": x.contiguous(), "y": y.contiguous(), "key": key})
+    return x, y, False
