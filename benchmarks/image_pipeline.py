@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 import torch
+from _doc import write_section
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -145,18 +146,6 @@ def markdown(rows: list[tuple[str, str, str, float]], count: int, load: float) -
     return "\n".join(lines) + "\n"
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Replace (or append) the section in ``doc``, keeping every other section."""
-    text = doc.read_text() if doc.is_file() else "# Performance\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))  # the next section, if any
-        text = text[:start] + section + ("" if end == -1 else "\n" + text[end + 1 :])
-    doc.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512, help="JPEGs per size (default: 512)")
@@ -166,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     rows = run(args.images, args.repeats, args.batch_size)
-    write_section(args.doc, markdown(rows, args.images, load))
+    write_section(args.doc, SECTION, markdown(rows, args.images, load))
     print(f"\nwritten to {args.doc}")
 
 

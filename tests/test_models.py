@@ -180,3 +180,67 @@ def test_keep_last_stage_trains_the_last_stage_only():
     assert any(name.startswith("backbone.stages.2.") for name in trainable)
     model.unfreeze_backbone()
     assert all(p.requires_grad for p in model.parameters()) and backbone.stem.training
+
+
+def _sweep_argmax(features: torch.Tensor, weight: torch.Tensor, taus: list[float]) -> torch.Tensor:
+    """(T, N) arg-max of tau_sweep's full logits: the reference tau_sweep_predictions must reproduce."""
+    raw = features @ weight.T
+    return torch.stack([logits.argmax(1) for _, logits in tau_sweep(raw, weight_norms(weight), taus)])
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
+def test_tau_sweep_predictions_match_tau_sweep_with_ties(chunk_rows):
+    from longtail.models.heads import tau_sweep_predictions
+
+    # Small integers make every product exact, so both sides compute bit-identical scores and the
+    # many exact ties (equal logits, equal norms) must be broken the same way: smallest class index.
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randint(-3, 4, (203, 6), generator=generator).float()
+    features[:10] = -features[:10].abs()  # rows whose logits are all <= 0 take the direct path
+    features[10:13] = 0.0  # every logit 0: class 0 must win the tie
+    weight = torch.randint(-2, 3, (12, 6), generator=generator).float()
+    weight[4] = 0.0  # zero norm: logit 0 at every τ
+    taus = [0.0, 0.3, 1.0, 1.5, 2.0, -0.5]
+    predictions = tau_sweep_predictions(features, weight, taus, chunk_rows=chunk_rows)
+    assert predictions.dtype == torch.int64 and predictions.shape == (len(taus), len(features))
+    assert torch.equal(predictions, _sweep_argmax(features, weight, taus))
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 33, 200])
+def test_tau_sweep_predictions_equal_normalised_weights(chunk_rows):
+    from longtail.models.heads import tau_sweep_predictions
+
+    torch.manual_seed(1)
+    # float64 keeps the two ways of rounding ((x·w)·||w||^-τ against x·(w/||w||^τ)) far below any score gap.
+    features = torch.randn(101, 16, dtype=torch.float64).relu()
+    weight = torch.randn(30, 16, dtype=torch.float64) * torch.rand(30, 1, dtype=torch.float64).add(0.2)
+    weight[3] = 0.0
+    taus = torch.linspace(0, 2, 21).tolist()
+    predictions = tau_sweep_predictions(features, weight, taus, chunk_rows=chunk_rows)
+    norms = weight.norm(dim=1, keepdim=True).clamp_min(1e-12)  # the zero row stays zero, as in TauNormHead
+    for t, tau in enumerate(taus):
+        assert torch.equal(predictions[t], (features @ (weight / norms**tau).T).argmax(1))
+        assert torch.equal(predictions[t], TauNormHead(weight, tau)(features).argmax(1))
+
+
+def test_tau_sweep_predictions_zero_norm_class_wins_only_over_negative_logits():
+    from longtail.models.heads import tau_sweep_predictions
+
+    weight = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])  # class 1 has norm 0
+    features = torch.tensor([[-1.0, -1.0], [3.0, -1.0], [0.0, 0.0]])
+    predictions = tau_sweep_predictions(features, weight, [0.0, 1.0, 2.0])
+    assert predictions[:, 0].tolist() == [1, 1, 1]  # logits (-1, 0, -2)·scales: the 0 of class 1 is the best
+    assert predictions[:, 1].tolist() == [0, 0, 0]
+    assert predictions[:, 2].tolist() == [0, 0, 0]  # all logits 0: a tie, the smallest index
+
+
+def test_tau_sweep_predictions_edge_shapes():
+    from longtail.models.heads import tau_sweep_predictions
+
+    features, weight = torch.randn(4, 3), torch.randn(5, 3)
+    assert tau_sweep_predictions(features, weight, []).shape == (0, 4)
+    assert tau_sweep_predictions(features[:0], weight, [1.0]).shape == (1, 0)
+    with pytest.raises(ValueError):
+        tau_sweep_predictions(features, torch.randn(5, 2), [1.0])
+    with pytest.raises(ValueError):
+        tau_sweep_predictions(features, weight, [1.0], chunk_rows=0)

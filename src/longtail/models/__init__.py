@@ -10,6 +10,7 @@ from .heads import (
     linear_head,
     tau_normalize,
     tau_sweep,
+    tau_sweep_predictions,
     weight_norms,
 )
 from .ncm import NCM_METRICS, NCMClassifier, NCMHead, ncm_scores
@@ -31,5 +32,6 @@ __all__ = [
     "ncm_scores",
     "tau_normalize",
     "tau_sweep",
+    "tau_sweep_predictions",
     "weight_norms",
 ]

@@ -26,7 +26,7 @@ from ..engine.loops import make_loader, predict, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
 from ..evaluation.metrics import accuracy_summary
 from ..losses import log_prior
-from ..models.heads import LogitAdjustedHead, LWSHead, TauNormHead, linear_head, tau_sweep, weight_norms
+from ..models.heads import LogitAdjustedHead, LWSHead, TauNormHead, linear_head, tau_sweep_predictions
 from ..models.ncm import NCMClassifier, NCMHead
 from ..samplers import epoch_generator, make_sampler
 
@@ -184,8 +184,8 @@ def tau_norm_predictions(
 ) -> Iterator[tuple[float, torch.Tensor]]:
     """``(τ, (N,) predictions)`` of the τ-normalised joint classifier for every τ, from one matrix product."""
     weight = joint_head.weight.detach().cpu()
-    raw_logits = features.x @ weight.T
-    return ((tau, logits.argmax(1)) for tau, logits in tau_sweep(raw_logits, weight_norms(weight), taus))
+    predictions = tau_sweep_predictions(features.x, weight, taus)
+    return zip((float(t) for t in taus), predictions, strict=True)
 
 
 @torch.no_grad()
