@@ -8,6 +8,8 @@ status 1 (a traceback only with ``--debug``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import shlex
@@ -22,6 +24,7 @@ import yaml
 from . import __version__
 from .config import EvalConfig, config_reference, config_to_dict, load_config
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
+from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
 from .evaluation.table import format_table
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
@@ -366,11 +369,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "method", "") is None:
         args.method = ["all"]
     try:
-        args.func(args)
+        env = launch_env()
+        if env.distributed and args.command != "train" and env.rank != 0:
+            # Stage 2, evaluation and the tools are cheap and single-process: rank 0 runs them.
+            logging.getLogger("longtail").info("rank %d: `longtail %s` runs on rank 0 only", env.rank, args.command)
+            return 0
+        with contextlib.ExitStack() as scope:
+            if env.distributed and args.command != "train":
+                scope.enter_context(single_process())  # so that the train() inside demo or grid does not wait for peers
+            elif env.distributed and env.rank != 0:
+                args.progress = False
+                scope.enter_context(contextlib.redirect_stdout(io.StringIO()))  # rank 0 prints the table
+            args.func(args)
     except LongtailError as error:
         if args.debug:
             raise
-        print(f"longtail: error: {error}", file=sys.stderr)
+        if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
+            print(f"longtail: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("longtail: interrupted", file=sys.stderr)

@@ -24,7 +24,9 @@ from .config import Config, CRTConfig, LWSConfig, config_to_dict, load_config, p
 from .data.dataset import DatasetSplits
 from .data.registry import create_dataset
 from .engine.device import resolve_device
+from .engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
 from .engine.feature_cache import cached_features
+from .engine.precision import make_grad_scaler
 from .errors import ConfigError, RunDirError
 from .evaluation.metrics import accuracy_summary, shot_groups
 from .io import save_torch_atomic, write_json_atomic
@@ -63,7 +65,14 @@ from .stages.decouple import (
     sweep_curve,
     tau_norm_predictions,
 )
-from .stages.joint import build_model, eval_transform, joint_head_kind, train_joint, train_transform
+from .stages.joint import (
+    build_model,
+    check_train_setup,
+    eval_transform,
+    joint_head_kind,
+    train_joint,
+    train_transform,
+)
 from .stages.retrain import retrain_on_images
 
 log = logging.getLogger(__name__)
@@ -146,25 +155,36 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
     Writes ``config.yaml``, then after every epoch ``checkpoint.pt`` and
     ``metrics.jsonl``, and finally ``results.json`` with ``joint`` on val and test.
 
+    Under torchrun every process calls this and trains with DDP (see
+    :func:`~longtail.stages.joint.train_joint`); rank 0 alone checks and writes
+    ``out`` and scores val and test at the end, while the others wait. A
+    failed check fails every rank alike.
+
     Returns:
-        The results dict written to ``results.json``.
+        The results dict written to ``results.json`` (on every rank).
     """
     out = Path(out)
-    device = resolve_device(config.device)
-    splits = create_dataset(config.data)  # bad data fails here, before anything is written
-    prepare_new_run_dir(out, overwrite=overwrite)
-    save_config(config, out / CONFIG_FILE)
-    in_channels = splits.train.image_shape[0]
-    history: list[dict[str, Any]] = []
-    start = time.perf_counter()
+    with process_group(resolve_device(config.device)) as device:
 
-    def save_epoch(record: dict[str, Any], model: Classifier, optimizer: Any, scheduler: Any) -> None:
-        history.append(record)
-        write_metrics(out, history)
-        save_checkpoint(
-            out,
-            {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        def check_inputs() -> DatasetSplits:
+            check_train_setup(config, device, world_size())
+            return create_dataset(config.data)
+
+        splits = agree(check_inputs)  # bad config or data fails here, on every rank, before anything is written
+        # The run directory is rank 0's alone; its verdict on `out` reaches every rank.
+        agree(lambda: prepare_new_run_dir(out, overwrite=overwrite) if is_main() else None)
+        if is_main():
+            save_config(config, out / CONFIG_FILE)
+        in_channels = splits.train.image_shape[0]
+        history: list[dict[str, Any]] = []
+        grad_scaler = make_grad_scaler(config.train.precision, device)  # fp16 only; one for the whole training
+        start = time.perf_counter()
+
+        def save_epoch(record: dict[str, Any], model: Classifier, optimizer: Any, scheduler: Any) -> None:
+            history.append(record)
+            write_metrics(out, history)
+            checkpoint = {
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the plain module's keys
                 "epoch": record["epoch"],
                 "num_classes": splits.num_classes,
                 "in_channels": in_channels,
@@ -173,25 +193,32 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
                 "scheduler": scheduler.state_dict(),
                 "metrics": history,
                 "config": config_to_dict(config),
-            },
-        )
+            }
+            if grad_scaler is not None:
+                checkpoint["grad_scaler"] = grad_scaler.state_dict()
+            save_checkpoint(out, checkpoint)
 
-    model, _ = train_joint(config, splits, device=device, on_epoch_end=save_epoch, progress=progress)
-    train_seconds = time.perf_counter() - start
-    scores = {}
-    for split in SPLITS:
-        features = _split_features(model.backbone, splits, split, config=config, device=device)
-        scores[split] = _score({"joint": model.head}, features, config, splits.train_counts)
-    results = {
-        **_results_header(config, splits),
-        "split": "test",
-        "methods": scores["test"],
-        "val_methods": scores["val"],
-        "timing": {"train_seconds": round(train_seconds, 2)},
-        "environment": environment(),
-    }
-    write_json_atomic(out / RESULTS_FILE, results)
-    return results
+        model, _ = train_joint(
+            config, splits, device=device, on_epoch_end=save_epoch, progress=progress, grad_scaler=grad_scaler
+        )
+        train_seconds = time.perf_counter() - start
+        results: dict[str, Any] | None = None
+        if is_main():
+            scores = {}
+            for split in SPLITS:
+                features = _split_features(model.backbone, splits, split, config=config, device=device)
+                scores[split] = _score({"joint": model.head}, features, config, splits.train_counts)
+            results = {
+                **_results_header(config, splits),
+                "split": "test",
+                "methods": scores["test"],
+                "val_methods": scores["val"],
+                "timing": {"train_seconds": round(train_seconds, 2)},
+                "environment": environment(),
+            }
+            write_json_atomic(out / RESULTS_FILE, results)
+        barrier()  # the other ranks wait for rank 0's scoring
+        return broadcast_object(results)
 
 
 def _check_run_time_overrides(overrides: Sequence[str]) -> None:

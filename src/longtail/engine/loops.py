@@ -11,6 +11,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.dataset import TensorPairDataset, keep_batch
+from .distributed import all_reduce_sum
+from .precision import autocast
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -22,16 +24,22 @@ def make_loader(
     sampler: Sampler[int] | None = None,
     drop_last: bool = False,
     num_workers: int | None = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader in dataset order, or in ``sampler``'s order.
 
     ``drop_last`` is ignored when the epoch is shorter than one batch, so that a
     tiny dataset still trains. Datasets with ``__getitems__`` are fetched a
-    whole batch at a time.
+    whole batch at a time. ``num_workers=None`` picks a count (:func:`auto_workers`);
+    ``pin_memory`` (for a CUDA consumer) makes host-to-device copies asynchronous.
+    Workers persist across epochs, except for datasets that augment per item:
+    their epoch (:meth:`set_epoch`) is an attribute a long-lived worker's copy
+    would never see change.
     """
     epoch_length = len(sampler) if sampler is not None else len(dataset)
     if num_workers is None:
         num_workers = auto_workers(dataset)
+    per_epoch_state = bool(getattr(dataset, "per_item_augmentation", False))
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -40,6 +48,8 @@ def make_loader(
         drop_last=drop_last and epoch_length >= batch_size,
         num_workers=num_workers,
         collate_fn=keep_batch if hasattr(dataset, "__getitems__") else None,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0 and not per_epoch_state,
     )
 
 
@@ -52,8 +62,13 @@ def auto_workers(dataset: Dataset) -> int:
 
 
 def _prepare(inputs: torch.Tensor, device: torch.device, transform: Transform | None) -> torch.Tensor:
+    """Move a batch to ``device`` and transform it; image batches (N, C, H, W) come out channels-last,
+    the layout of the networks' parameters (a contiguous batch would be converted inside every conv)."""
     inputs = inputs.to(device, non_blocking=True)
-    return transform(inputs) if transform is not None else inputs
+    inputs = transform(inputs) if transform is not None else inputs
+    if inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
 
 
 def train_one_epoch(
@@ -65,40 +80,62 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     transform: Transform | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-    on_step: Callable[[float], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+    precision: str = "fp32",
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` minimising ``criterion(logits, labels)`` (cross-entropy by default).
 
-    The scheduler is stepped after every step.
+    The scheduler is stepped after every step. ``precision`` (``fp32``, ``bf16``,
+    ``fp16``) runs the forward pass under autocast; the loss is always computed
+    on float32 logits. ``grad_scaler`` (from
+    :func:`~longtail.engine.precision.make_grad_scaler`, created once per
+    training since its scale adapts over steps) scales the fp16 loss.
+
+    Under a running process group (torchrun) every rank must call this together:
+    the loss and accuracy returned are over the examples of all ranks.
 
     Returns:
-        ``{"loss": mean loss, "acc": top-1 % on the (augmented) batches, "steps": n}``.
+        ``{"loss": mean loss, "acc": top-1 % on the (augmented) batches, "steps": n}``
+        (``steps`` of this process).
     """
     model.train()
-    total_loss = torch.zeros((), dtype=torch.float64)
-    correct = 0
+    # Sums kept on the device, so that a step does not wait for the device to report them.
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     steps = 0
     for inputs, labels in loader:
         inputs = _prepare(inputs, device, transform)
         labels = labels.to(device, non_blocking=True)
-        logits = model(inputs)
+        with autocast(precision, device):
+            logits = model(inputs)
+        logits = logits.float()
         loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if grad_scaler is not None:
+            grad_scaler.scale(loss).backward()
+            grad_scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            grad_scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         if scheduler is not None:
             scheduler.step()
         batch_loss = loss.detach()
-        total_loss += batch_loss.double().cpu() * len(labels)
-        correct += int((logits.detach().argmax(1) == labels).sum())
+        total_loss += batch_loss.double() * len(labels)
+        correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
         steps += 1
-        if on_step is not None:
-            on_step(float(batch_loss))
-    if seen == 0:
-        return {"loss": float("nan"), "acc": float("nan"), "steps": 0}
-    return {"loss": float(total_loss) / seen, "acc": 100.0 * correct / seen, "steps": steps}
+        if on_step is not None:  # (no loss value passed: reading it would wait for the device every step)
+            on_step()
+    totals = all_reduce_sum(
+        torch.stack([total_loss.cpu(), correct.cpu().double(), torch.tensor(float(seen), dtype=torch.float64)])
+    )
+    total, right, count = totals.tolist()
+    if count == 0:
+        return {"loss": float("nan"), "acc": float("nan"), "steps": steps}
+    return {"loss": total / count, "acc": 100.0 * right / count, "steps": steps}
 
 
 @torch.no_grad()

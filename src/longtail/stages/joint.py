@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import Config, DecoupleConfig, TrainConfig
 from ..data.dataset import DatasetSplits, TensorImageDataset
 from ..data.transforms import BatchTransform, train_batch_transform
+from ..engine import distributed as dist
 from ..engine.device import seed_everything
 from ..engine.loops import make_loader, predict, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
+from ..engine.precision import check_precision, make_grad_scaler
+from ..errors import ConfigError
 from ..evaluation.metrics import accuracy_summary
 from ..losses import create_loss
 from ..models.backbones import create_backbone
@@ -68,19 +75,94 @@ def eval_transform(splits: DatasetSplits) -> BatchTransform:
 
 
 def section_sampler(
-    labels: torch.Tensor, section: TrainConfig | DecoupleConfig, *, epochs: int, seed: int
+    labels: torch.Tensor,
+    section: TrainConfig | DecoupleConfig,
+    *,
+    epochs: int,
+    seed: int,
+    num_replicas: int | None = None,
+    rank: int | None = None,
 ) -> EpochSampler:
-    """The sampler a config section names (``sampler``, ``sampler_q``, ``num_samples_cls``) over ``epochs``."""
+    """The sampler a config section names (``sampler``, ``sampler_q``, ``num_samples_cls``) over ``epochs``.
+
+    ``num_replicas``/``rank``: this process's share of each epoch under DDP (see
+    :mod:`longtail.samplers`); taken from a running process group when not given.
+    """
     return make_sampler(
-        labels, section.sampler, seed=seed, epochs=epochs, q=section.sampler_q, num_samples_cls=section.num_samples_cls
+        labels,
+        section.sampler,
+        seed=seed,
+        epochs=epochs,
+        q=section.sampler_q,
+        num_samples_cls=section.num_samples_cls,
+        num_replicas=num_replicas,
+        rank=rank,
     )
 
 
-def train_transform(splits: DatasetSplits, config: Config) -> BatchTransform:
+def train_transform(splits: DatasetSplits, config: Config, *, rank: int = 0) -> BatchTransform:
     """The on-device training transform: ``data.crop_padding`` crops and ``data.hflip`` flips seeded by ``seed``
-    for in-memory images; normalisation only for image files (augmented where they are decoded)."""
+    for in-memory images; normalisation only for image files (augmented where they are decoded).
+
+    Under DDP each ``rank`` draws from its own generator (rank 0's is the
+    single-process one), so ranks do not crop their different images alike.
+    """
     d = config.data
-    return train_batch_transform(splits, crop_padding=d.crop_padding, hflip=d.hflip, seed=config.seed)
+    seed = config.seed + 1_000_003 * rank
+    return train_batch_transform(splits, crop_padding=d.crop_padding, hflip=d.hflip, seed=seed)
+
+
+def check_train_setup(config: Config, device: torch.device, replicas: int) -> int:
+    """Refuse ``train.*`` settings that cannot run on ``device`` with ``replicas`` processes.
+
+    Returns:
+        The images per step of each process (``train.batch_size`` is the global batch).
+    """
+    check_precision(config.train.precision, device)
+    if config.train.sync_bn and device.type != "cuda":
+        raise ConfigError(
+            f"train.sync_bn=true: torch's SyncBatchNorm runs on CUDA only, this run is on {device.type}; "
+            "set train.sync_bn=false"
+        )
+    return dist.per_rank_batch(config.train.batch_size, replicas)
+
+
+def training_module(model: Classifier, config: Config, device: torch.device) -> nn.Module:
+    """What the training loop calls: ``model`` wrapped in DDP under a process group, compiled with
+    ``train.compile``. ``model`` itself keeps its plain parameter names, for checkpoints and evaluation.
+
+    ``train.sync_bn`` converts the BatchNorm layers of ``model`` in place (before
+    DDP, which must see the final modules); their state-dict keys are unchanged.
+    """
+    net: nn.Module = model
+    if dist.world_size() > 1:
+        if config.train.sync_bn:
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the root is no BatchNorm: converted in place
+        # Frozen parameters (model.trainable=last_stage) have requires_grad=False: DDP leaves them alone.
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.train.compile:
+        net = torch.compile(net)  # DDP first, then compile: compiled graphs break at DDP's gradient buckets
+    return net
+
+
+class FirstSteps:
+    """The first ``steps`` batches of ``loader`` on each pass.
+
+    Under DDP each rank's share of an epoch is padded up to a multiple of the
+    number of ranks, which can make one more per-rank batch than the
+    single-process epoch of ``len(train) // batch_size`` steps; this keeps the
+    epoch (and the schedule) at the single-process length.
+    """
+
+    def __init__(self, loader: DataLoader, steps: int) -> None:
+        self.loader = loader
+        self.steps = min(steps, len(loader))
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self.loader, self.steps)
+
+    def __len__(self) -> int:
+        return self.steps
 
 
 def predict_logits(
@@ -91,6 +173,28 @@ def predict_logits(
     return predict(model, make_loader(dataset, batch_size), device=device, transform=transform.to(device))
 
 
+def validation_predictions(
+    model: Classifier, loader: DataLoader, transform: BatchTransform, *, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) predicted and (N,) true labels of ``model`` in eval mode over the validation ``loader``.
+
+    Under DDP, ``loader`` covers this rank's contiguous shard of the split and
+    the shards are gathered in rank order. Ranks first take rank 0's BatchNorm
+    statistics, so every shard is scored by the very model rank 0 checkpoints;
+    eval-mode outputs are per image, so the numbers are those of one process
+    scoring the whole split, at 1/world_size of the time.
+    """
+    dist.broadcast_buffers(model)
+    model.eval()
+    if len(loader) > 0:
+        logits, labels = predict(model, loader, device=device, transform=transform)
+        mine = (logits.argmax(1), labels)
+    else:  # more ranks than validation images: this shard is empty
+        mine = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    shards = dist.all_gather_objects(mine)
+    return torch.cat([p for p, _ in shards]), torch.cat([y for _, y in shards])
+
+
 def train_joint(
     config: Config,
     splits: DatasetSplits,
@@ -98,6 +202,7 @@ def train_joint(
     device: torch.device,
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[Classifier, list[dict[str, Any]]]:
     """Train backbone and classifier together with ``config.train``'s sampler, SGD and cosine schedule.
 
@@ -105,27 +210,54 @@ def train_joint(
     ``on_epoch_end(record, model, optimizer, scheduler)`` is called (to write
     metrics and a checkpoint).
 
+    Under torchrun (a running process group) every rank calls this: each trains
+    on its share of every global batch of ``train.batch_size`` (DDP averages
+    the gradients), the records hold the statistics of all ranks, and
+    ``on_epoch_end`` and the progress display run on rank 0 only.
+
+    ``train.precision=fp16`` scales the loss with ``grad_scaler`` (made here
+    when not given; pass one to checkpoint its state).
+
     Returns:
-        The trained model (on ``device``) and one record per epoch:
+        The trained model (on ``device``, plain: no DDP or compile wrapper) and one record per epoch:
         ``{"epoch", "train_loss", "train_acc", "lr", "val_all", "val_macro", "seconds"}``.
     """
     cfg = config.train
+    replicas, rank = dist.world_size(), dist.rank()
+    batch_size = check_train_setup(config, device, replicas)
+    progress = progress and rank == 0
     train_counts = splits.train_counts
     seed_everything(config.seed)
     model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config))
     m = config.model
     configure_backbone(model, backbone=m.backbone, pretrained=m.pretrained, trainable=m.trainable)
     model = model.to(device)
+    net = training_module(model, config, device)
     criterion = stage1_loss(config, train_counts).to(device)
-    sampler = section_sampler(splits.train.labels, cfg, epochs=cfg.epochs, seed=config.seed)
-    loader = make_loader(
-        splits.train, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
+    sampler = section_sampler(
+        splits.train.labels, cfg, epochs=cfg.epochs, seed=config.seed, num_replicas=replicas, rank=rank
     )
-    augment = train_transform(splits, config).to(device)
+    on_cuda = device.type == "cuda"
+    workers = config.data.num_workers
+    loader = make_loader(
+        splits.train, batch_size, sampler=sampler, drop_last=True, num_workers=workers, pin_memory=on_cuda
+    )
+    # One process's epoch: len(train) // batch_size steps (one when the data is smaller than a batch).
+    loader = FirstSteps(loader, max(1, sampler.num_samples // cfg.batch_size))
+    val_loader = make_loader(
+        splits.val,
+        config.eval.batch_size,
+        sampler=dist.shard(len(splits.val), replicas, rank),
+        num_workers=workers,
+        pin_memory=on_cuda,
+    )
+    augment = train_transform(splits, config, rank=rank).to(device)
     evaluate = eval_transform(splits).to(device)
     optimizer = sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = len(loader)
     scheduler = cosine_schedule(optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps)
+    if grad_scaler is None:
+        grad_scaler = make_grad_scaler(cfg.precision, device)
     history: list[dict[str, Any]] = []
     bar = tqdm(total=cfg.epochs * steps, desc="stage 1: joint", unit="step", disable=not progress, dynamic_ncols=True)
     for epoch in range(cfg.epochs):
@@ -135,17 +267,19 @@ def train_joint(
         splits.train.set_epoch(epoch, config.seed)  # per-item augmentation of image files: (seeds, epoch)
         criterion.set_epoch(epoch)
         stats = train_one_epoch(
-            model,
-            loader,
+            net,
+            loader,  # type: ignore[arg-type]  (a DataLoader cut to the epoch length)
             optimizer,
             device=device,
             scheduler=scheduler,
             transform=augment,
             criterion=criterion,
-            on_step=lambda _: bar.update(),
+            on_step=bar.update,
+            precision=cfg.precision,
+            grad_scaler=grad_scaler,
         )
-        logits, labels = predict_logits(model, splits.val, evaluate, device=device, batch_size=config.eval.batch_size)
-        val = accuracy_summary(logits.argmax(1), labels, train_counts, many=config.eval.many, few=config.eval.few)
+        predictions, labels = validation_predictions(model, val_loader, evaluate, device=device)
+        val = accuracy_summary(predictions, labels, train_counts, many=config.eval.many, few=config.eval.few)
         record = {
             "epoch": epoch + 1,
             "train_loss": stats["loss"],
@@ -157,7 +291,7 @@ def train_joint(
         }
         history.append(record)
         bar.set_postfix(epoch=epoch + 1, loss=f"{stats['loss']:.3f}", val_macro=f"{val['macro'] or 0:.1f}")
-        if not progress:
+        if rank == 0 and not progress:
             log.info(
                 "epoch %d/%d  loss %.4f  train acc %.1f  val macro %.1f  (%.1fs)",
                 epoch + 1,
@@ -167,7 +301,7 @@ def train_joint(
                 val["macro"] or 0.0,
                 record["seconds"],
             )
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and rank == 0:
             on_epoch_end(record, model, optimizer, scheduler)
     bar.close()
     return model, history
