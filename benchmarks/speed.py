@@ -15,24 +15,28 @@ docs/performance.md (other sections are kept):
   1,000 classes, 21 τ): one evaluation, the one-product sweep
   (:func:`longtail.models.heads.tau_sweep_predictions`) and 21 separate
   evaluations.
+- ``stage2``: stage 2 on cached features against the official online way, as
+  whole ``longtail`` processes on the demo and a 6,000-image profile (time and
+  accuracy; benchmarks/stage2_cache.py, which also runs alone).
 
 The runs of a section alternate (A B A B ...) so that a change of load hits
 every side alike; tables give the min and the median over ``--repeats``.
-The stage-2 table (cached features against the official online way) comes
-from a separate script, benchmarks/stage2_cache.py.
 
 Run it on an idle machine. When other processes hold the cores, torch's
 threads wait for each other at every parallel operation and multi-threaded
 timings collapse: while this script was written, on a 2-core machine at load
 2, stage 1 ran at 46 images/s with 2 threads against 959 with ``--threads 1``.
 
-    .venv/bin/python benchmarks/speed.py [--repeats 5] [--only stage1,sampler,tau] [--threads N] [--doc PATH]
+    .venv/bin/python benchmarks/speed.py [--repeats 5] [--only stage1,stage2,sampler,tau] [--threads N] [--doc PATH]
     .venv/bin/python benchmarks/speed.py --quick --doc /tmp/performance.md   # smoke run, small sizes
+    # on a GPU: ResNet-50 at 224 px, bf16 rows included (+ --compile)
+    .venv/bin/python benchmarks/speed.py --only stage1 --device cuda --stage1-model resnet50:224:2048 --compile
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import inspect
 import math
@@ -47,6 +51,8 @@ import numpy as np
 import torch
 from _doc import machine_line, write_section
 from sampler_speed import inaturalist_like_labels, python_round_robin_epoch
+from stage2_cache import SECTION as STAGE2
+from stage2_cache import section as stage2_cache_section
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -69,6 +75,12 @@ class Sizes:
 
     stage1_images: int = 6000
     stage1_batch: int = 128
+    # Stage-1 network and images: the demo's by default; e.g. resnet50 at 224 px, 3 channels on a GPU.
+    stage1_backbone: str = Config().model.backbone
+    stage1_image_size: int = 28
+    stage1_channels: int = 1
+    device: str = "cpu"
+    compile: bool = False
     tau_rows: int = 50_000
     tau_dim: int = 2048
     tau_classes: int = 1000
@@ -89,6 +101,8 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int, *, warmup: 
         for name, run in runs.items():
             start = time.perf_counter()
             run()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # queued GPU work belongs to the run that queued it
             seconds[name].append(time.perf_counter() - start)
     return seconds
 
@@ -111,10 +125,11 @@ def header(title: str, text: str, load: float) -> list[str]:
 # --- stage 1 ---------------------------------------------------------------------------------------------------
 
 
-def synthetic_fashion_mnist(images: int, seed: int = 0) -> TensorImageDataset:
-    """(images, 1, 28, 28) uint8 and 10 balanced classes: Fashion-MNIST's layout (content does not matter here)."""
+def synthetic_images(images: int, channels: int = 1, size: int = 28, seed: int = 0) -> TensorImageDataset:
+    """(images, channels, size, size) uint8 and 10 balanced classes; by default Fashion-MNIST's layout (content
+    does not matter here)."""
     generator = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (images, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    pixels = torch.randint(0, 256, (images, channels, size, size), dtype=torch.uint8, generator=generator)
     return TensorImageDataset(pixels, torch.arange(images) % 10)
 
 
@@ -130,6 +145,7 @@ class LongtailEpoch:
     transform: torch.nn.Module
     criterion: torch.nn.Module
     options: dict[str, str]  # the precision, when train_one_epoch takes one
+    device: torch.device
     epoch: int = 0
 
     def __call__(self) -> None:
@@ -139,7 +155,7 @@ class LongtailEpoch:
             self.model,
             self.loader,
             self.optimizer,
-            device=torch.device("cpu"),
+            device=self.device,
             scheduler=self.scheduler,
             transform=self.transform,
             criterion=self.criterion,
@@ -160,31 +176,34 @@ def bare_epoch(
     std: torch.Tensor,
     generator: torch.Generator,
     dtype: torch.dtype | None,
+    device: torch.device,
 ) -> int:
     """One epoch of the training loop one writes by hand: shuffled slices, inline augmentation, SGD step.
 
     The augmentation is the stage-1 one: zero-pad by ``padding``, crop back at a
     random offset per image, flip half the images, normalise. ``dtype``: autocast
-    dtype of the forward pass, None for float32. Returns the images seen.
+    dtype of the forward pass, None for float32. Images stay on the host and each
+    batch is moved to ``device``, as the project's loader does. Returns the images seen.
     """
     model.train()
     n, channels, height, width = images.shape
     order = torch.randperm(n, generator=generator)
     steps = n // batch_size
-    rows = torch.arange(height).view(1, 1, height, 1)
-    cols = torch.arange(width).view(1, 1, 1, width)
-    channel = torch.arange(channels).view(1, -1, 1, 1)
+    rows = torch.arange(height, device=device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, 1, width)
+    channel = torch.arange(channels, device=device).view(1, -1, 1, 1)
+    batch_rows = torch.arange(batch_size, device=device).view(-1, 1, 1, 1)
     for step in range(steps):
         index = order[step * batch_size : (step + 1) * batch_size]
-        x = images[index].float().div_(255.0)
-        y = labels[index]
+        x = images[index].to(device).float().div_(255.0)
+        y = labels[index].to(device)
         padded = F.pad(x, (padding,) * 4)
-        top, left = torch.randint(0, 2 * padding + 1, (2, batch_size, 1, 1, 1), generator=generator)
-        x = padded[torch.arange(batch_size).view(-1, 1, 1, 1), channel, top + rows, left + cols]
-        flip = torch.rand(batch_size, generator=generator) < 0.5
+        top, left = torch.randint(0, 2 * padding + 1, (2, batch_size, 1, 1, 1), generator=generator).to(device)
+        x = padded[batch_rows, channel, top + rows, left + cols]
+        flip = (torch.rand(batch_size, generator=generator) < 0.5).to(device)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)  # the model's layout
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -197,7 +216,8 @@ def bare_epoch(
 def stage1_section(sizes: Sizes, repeats: int) -> str:
     load = os.getloadavg()[0]
     config = Config()
-    dataset = synthetic_fashion_mnist(sizes.stage1_images)
+    device = torch.device(sizes.device)
+    dataset = synthetic_images(sizes.stage1_images, sizes.stage1_channels, sizes.stage1_image_size)
     mean, std = channel_stats(dataset.images)
     splits = DatasetSplits("synthetic", dataset, dataset, dataset, 10, [str(c) for c in range(10)], mean, std)
     batch = sizes.stage1_batch
@@ -209,7 +229,9 @@ def stage1_section(sizes: Sizes, repeats: int) -> str:
 
     def fresh_model() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         torch.manual_seed(0)  # both sides start from the same weights
-        model = build_model(config.model.backbone, 1, 10)
+        model = build_model(sizes.stage1_backbone, sizes.stage1_channels, 10).to(device)
+        if sizes.compile:
+            model = torch.compile(model)
         optimizer = sgd(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         return model, optimizer, cosine_schedule(optimizer, total_steps)
 
@@ -222,9 +244,10 @@ def stage1_section(sizes: Sizes, repeats: int) -> str:
             sampler=sampler,
             transform=train_batch_transform(
                 splits, crop_padding=config.data.crop_padding, hflip=config.data.hflip, seed=0
-            ),
-            criterion=stage1_loss(config, splits.train_counts),
+            ).to(device),
+            criterion=stage1_loss(config, splits.train_counts).to(device),
             options={"precision": precision} if has_precision else {},
+            device=device,
         )
         runs[f"bare {precision}"] = functools.partial(
             bare_epoch,
@@ -233,17 +256,19 @@ def stage1_section(sizes: Sizes, repeats: int) -> str:
             dataset.labels,
             batch_size=batch,
             padding=config.data.crop_padding,
-            mean=torch.tensor(mean).view(1, -1, 1, 1),
-            std=torch.tensor(std).view(1, -1, 1, 1),
+            mean=torch.tensor(mean, device=device).view(1, -1, 1, 1),
+            std=torch.tensor(std, device=device).view(1, -1, 1, 1),
             generator=torch.Generator().manual_seed(0),
             dtype=None if precision == "fp32" else torch.bfloat16,
+            device=device,
         )
     seconds = interleaved(runs, repeats)
     images = epoch_steps * batch
     lines = header(
         STAGE1,
-        f"Training images/s of the stage-1 step path on {sizes.stage1_images:,} synthetic uint8 1 x 28 x 28 images "
-        f"(Fashion-MNIST's layout), batch {batch}, `{config.model.backbone}` (channels-last), SGD with the cosine "
+        f"Training images/s of the stage-1 step path on {device.type} on {sizes.stage1_images:,} synthetic uint8 "
+        f"{sizes.stage1_channels} x {sizes.stage1_image_size} x {sizes.stage1_image_size} images, batch {batch}, "
+        f"`{sizes.stage1_backbone}` (channels-last{', torch.compile' if sizes.compile else ''}), SGD with the cosine "
         f"schedule, random crop (padding {config.data.crop_padding}) + flip + normalisation; one epoch "
         f"({epoch_steps} steps) per run, runs alternating, best and median of {repeats} after one warm-up epoch "
         "each. *longtail*: `train_one_epoch` over `make_loader` (instance sampler), the "
@@ -401,8 +426,14 @@ def tau_section(sizes: Sizes, repeats: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage2_section(sizes: Sizes, repeats: int) -> str:
+    """Stage 2 cached against online, whole processes (see benchmarks/stage2_cache.py); the demo only with --quick."""
+    return stage2_cache_section(["demo"] if sizes.stage1_images == QUICK.stage1_images else ["demo", "6000"], repeats)
+
+
 SECTIONS: dict[str, tuple[str, Callable[[Sizes, int], str]]] = {
     "stage1": (STAGE1, stage1_section),
+    "stage2": (STAGE2, stage2_section),
     "sampler": (SAMPLER, sampler_section),
     "tau": (TAU, tau_section),
 }
@@ -415,6 +446,14 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--doc", type=Path, default=Path("docs/performance.md"), help="where to write the tables")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--device", default="cpu", help="stage1: cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--stage1-model",
+        default=None,
+        metavar="BACKBONE:SIZE:IMAGES",
+        help="stage1: backbone, image side and image count, e.g. resnet50:224:2048 (default: the demo's, 28 px)",
+    )
+    parser.add_argument("--compile", action="store_true", help="stage1: torch.compile both networks")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -423,6 +462,12 @@ def main() -> None:
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
     sizes = QUICK if args.quick else Sizes()
+    sizes = dataclasses.replace(sizes, device=args.device, compile=args.compile)
+    if args.stage1_model:
+        backbone, size, images = args.stage1_model.split(":")
+        sizes = dataclasses.replace(
+            sizes, stage1_backbone=backbone, stage1_image_size=int(size), stage1_images=int(images), stage1_channels=3
+        )
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     for name in chosen:
         heading, measure = SECTIONS[name]

@@ -176,6 +176,7 @@ def test_real_demo_meets_its_targets(real_fmnist: Path, tmp_path: Path):
     """
     assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
     methods = json.loads((tmp_path / "demo" / "results.json").read_text())["methods"]
+    assert "auto" in methods and "chosen" in methods["auto"]
     joint = methods["joint"]
     best = max(("ncm", "crt", "tau_norm", "lws"), key=lambda m: methods[m]["macro"])
     assert methods[best]["macro"] >= joint["macro"] + 6

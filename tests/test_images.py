@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from datagen import labels_for, write_images
 from longtail.data import CenterCrop, ImageFileDataset, PadCrop, PathTable, RandomResizedCrop, keep_batch
 from longtail.data.image_transforms import center_crop_box, color_jitter, crop_resize, random_resized_crop_box
+from longtail.engine.loops import make_loader
 from longtail.errors import DataError
 from longtail.samplers import make_sampler
 
@@ -146,6 +147,21 @@ def test_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path):
         return torch.cat([images for images, _ in loader])
 
     assert torch.equal(epoch(0), epoch(2))
+
+
+def test_persistent_workers_follow_set_epoch(tmp_path: Path):
+    """Workers that live across epochs must still draw each epoch's augmentation."""
+    data = _file_dataset(tmp_path, RandomResizedCrop(16), seed=5)
+    loader = make_loader(data, 4, num_workers=2)
+    assert loader.persistent_workers
+    epochs = {}
+    for epoch in (0, 1, 0):
+        data.set_epoch(epoch)
+        epochs.setdefault(epoch, []).append(torch.cat([images for images, _ in loader]))
+    data.set_epoch(1)
+    in_process = torch.cat([images for images, _ in make_loader(data, 4, num_workers=0)])
+    assert torch.equal(epochs[0][0], epochs[0][1]) and torch.equal(epochs[1][0], in_process)
+    assert not torch.equal(epochs[0][0], epochs[1][0])
 
 
 def test_a_broken_or_missing_image_names_the_file(tmp_path: Path):

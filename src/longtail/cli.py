@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         parents=[common],
         help="the whole recipe on Fashion-MNIST-LT",
-        description="Stage 1 and every stage-2 method on Fashion-MNIST-LT (1000 images in the "
+        description="Stage 1, every stage-2 method and --method auto on Fashion-MNIST-LT (1000 images in the "
         "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
         "is an existing run directory.",
         epilog=keys,

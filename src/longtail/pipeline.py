@@ -610,7 +610,7 @@ def demo(
     progress: bool = True,
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
-    """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method, into ``out``.
+    """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method and ``auto``, into ``out``.
 
     The run is built in a temporary sibling directory and moved to ``out`` only
     when complete; an existing run directory at ``out`` is replaced (said via
@@ -623,7 +623,7 @@ def demo(
     shutil.rmtree(partial, ignore_errors=True)
     try:
         train(config, partial, progress=progress)
-        decouple(partial)
+        decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
         if out.exists():
             say(f"replacing existing run directory {out}")
             shutil.rmtree(out)

@@ -4,12 +4,14 @@ A run directory holds only files named relative to itself, so it can be moved
 or copied:
 
     config.yaml          the resolved config of stage 1
-    checkpoint.pt        {"model": state dict, "epoch", "num_classes", "in_channels",
-                          "train_counts", "optimizer", "scheduler", "config"}
+    checkpoint.pt        {"model": state dict (no DDP "module." prefix), "epoch", "num_classes",
+                          "in_channels", "train_counts", "optimizer", "scheduler", "metrics", "config",
+                          "grad_scaler" with train.precision=fp16}
     metrics.jsonl        one JSON line per stage-1 epoch
     results.json         metrics per method on test ("methods") and val ("val_methods"),
                          train_counts, seed, shot groups, timing, versions
     classifiers/M.pt     the stage-2 classifier of method M and the checkpoint hash it was fit on
+    features/*.pt        the stage-2 feature cache (see :mod:`longtail.engine.feature_cache`)
 """
 
 from __future__ import annotations

@@ -115,8 +115,9 @@ class ImageFileDataset(Dataset):
         self.eval_transform = eval_transform
         self.seed = seed
         self.threads = max(1, threads)
-        self.epoch = 0
-        self.run_seed = 0
+        # (epoch, run seed) of the augmentation, in shared memory: persistent DataLoader workers hold
+        # their own copy of the dataset but see set_epoch's writes to this tensor.
+        self._epoch_state = torch.zeros(2, dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -132,9 +133,9 @@ class ImageFileDataset(Dataset):
         return self.transform.random
 
     def set_epoch(self, epoch: int, seed: int = 0) -> None:
-        """Select the epoch, and the run's ``seed``, whose augmentation the next fetches draw."""
-        self.epoch = epoch
-        self.run_seed = seed
+        """Select the epoch, and the run's ``seed``, whose augmentation the next fetches draw (in every worker)."""
+        self._epoch_state[0] = epoch
+        self._epoch_state[1] = seed
 
     def eval_view(self) -> ImageFileDataset:
         """The same images with the test-time transform (stage 2 extracts training features this way)."""
@@ -146,6 +147,7 @@ class ImageFileDataset(Dataset):
         """The items at ``indices``, as a new dataset with the same transforms."""
         index = np.asarray(indices, dtype=np.int64)
         part = copy.copy(self)
+        part._epoch_state = self._epoch_state.clone().share_memory_()  # its own epoch, not its parent's
         part.paths = self.paths.take(index)
         part.labels = self.labels[torch.from_numpy(index)]
         return part
@@ -155,7 +157,11 @@ class ImageFileDataset(Dataset):
         return self.root / self.paths[index]
 
     def _load(self, batch: Sequence[int], position: int) -> np.ndarray:
-        rng = item_rng((self.seed, self.run_seed), self.epoch, batch, position) if self.transform.random else None
+        if self.transform.random:
+            epoch, run_seed = self._epoch_state.tolist()
+            rng = item_rng((self.seed, run_seed), epoch, batch, position)
+        else:
+            rng = None
         return read_image(self.path(int(batch[position])), self.transform, rng)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

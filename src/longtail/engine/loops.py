@@ -32,14 +32,12 @@ def make_loader(
     tiny dataset still trains. Datasets with ``__getitems__`` are fetched a
     whole batch at a time. ``num_workers=None`` picks a count (:func:`auto_workers`);
     ``pin_memory`` (for a CUDA consumer) makes host-to-device copies asynchronous.
-    Workers persist across epochs, except for datasets that augment per item:
-    their epoch (:meth:`set_epoch`) is an attribute a long-lived worker's copy
-    would never see change.
+    Workers persist across epochs (datasets that augment per item keep their
+    epoch in shared memory, so a long-lived worker sees :meth:`set_epoch`).
     """
     epoch_length = len(sampler) if sampler is not None else len(dataset)
     if num_workers is None:
         num_workers = auto_workers(dataset)
-    per_epoch_state = bool(getattr(dataset, "per_item_augmentation", False))
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -49,7 +47,7 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=keep_batch if hasattr(dataset, "__getitems__") else None,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0 and not per_epoch_state,
+        persistent_workers=num_workers > 0,
     )
 
 
