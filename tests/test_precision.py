@@ -15,13 +15,12 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from conftest import tiny_overrides
-from longtail import pipeline
 from longtail.config import load_config
 from longtail.data.registry import create_dataset
 from longtail.engine.loops import make_loader, train_one_epoch
 from longtail.engine.precision import autocast, make_grad_scaler
 from longtail.errors import ConfigError
-from longtail.pipeline import train
+from longtail.pipeline import stage1, train
 from longtail.runs import read_metrics
 from longtail.stages.joint import train_joint
 
@@ -72,7 +71,7 @@ def test_grad_scaler_state_goes_into_the_checkpoint(tiny_fmnist: Path, tmp_path:
         made.append(torch.amp.GradScaler("cpu"))
         return made[-1]
 
-    monkeypatch.setattr(pipeline, "make_grad_scaler", cpu_scaler)
+    monkeypatch.setattr(stage1, "make_grad_scaler", cpu_scaler)
     train(short_config(tiny_fmnist), tmp_path / "run", progress=False)
     assert len(made) == 1  # one scaler for the whole training
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["grad_scaler"]

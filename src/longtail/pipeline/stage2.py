@@ -1,18 +1,17 @@
-"""The commands as library functions: ``train``, ``decouple``, ``evaluate``, ``demo``.
+"""``longtail decouple`` and ``longtail eval``: stage-2 classifiers on a run's frozen backbone, and their scores.
 
-Each reads and writes a run directory (see :mod:`longtail.runs`); the CLI only
-parses arguments and calls these.
-"""
+Features come from the run's feature cache (:mod:`longtail.engine.feature_cache`)
+or, with ``decouple.features=online``, from the backbone in the loop
+(:mod:`longtail.stages.retrain`); every classifier of the run is re-scored on
+val and test after each command."""
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,42 +19,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, CRTConfig, LWSConfig, config_to_dict, load_config, parse_override, save_config
-from .data.dataset import DatasetSplits
-from .data.registry import create_dataset
-from .engine.device import resolve_device
-from .engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
-from .engine.feature_cache import cached_features
-from .engine.precision import make_grad_scaler
-from .errors import ConfigError, RunDirError
-from .evaluation.metrics import accuracy_summary, shot_groups
-from .io import save_torch_atomic, write_json_atomic
-from .models.classifier import Classifier
-from .models.heads import LWSHead
-from .models.serialize import head_from_dict, head_to_dict
-from .runs import (
-    CONFIG_FILE,
-    RESULTS_FILE,
-    check_replaceable,
-    classifier_path,
-    environment,
-    file_sha256,
-    load_checkpoint,
-    prepare_new_run_dir,
-    read_results,
-    require_run_dir,
-    save_checkpoint,
-    saved_methods,
-    update_results,
-    write_metrics,
-)
-from .stages.auto import Candidate, auto_record, lr_factors_in_order, pick_best
-from .stages.decouple import (
+from ..config import CRTConfig, LWSConfig, config_to_dict
+from ..engine.feature_cache import cached_features
+from ..errors import ConfigError, RunDirError
+from ..io import save_torch_atomic
+from ..models.classifier import Classifier
+from ..models.heads import LWSHead
+from ..models.serialize import head_from_dict, head_to_dict
+from ..runs import classifier_path, saved_methods, update_results
+from ..stages.auto import Candidate, auto_record, lr_factors_in_order, pick_best
+from ..stages.decouple import (
     Features,
     best_tau,
     choose_logit_adjustment,
     choose_tau,
-    extract_features,
     extract_views,
     fit_crt,
     fit_lws,
@@ -65,221 +42,25 @@ from .stages.decouple import (
     sweep_curve,
     tau_norm_predictions,
 )
-from .stages.joint import (
-    build_model,
-    check_train_setup,
-    eval_transform,
-    joint_head_kind,
-    train_joint,
-    train_transform,
-)
-from .stages.retrain import retrain_on_images
+from ..stages.joint import train_transform
+from ..stages.retrain import retrain_on_images
+from .run_state import SPLITS, LoadedRun, load_run, results_header, score_heads, split_features
 
 log = logging.getLogger(__name__)
 
 STAGE2_METHODS = ("ncm", "crt", "tau_norm", "lws", "logit_adjust")
 # Methods that transform the joint classifier and so need it to be linear (not LDAM's cosine one).
 NEED_LINEAR_JOINT = ("tau_norm", "lws", "logit_adjust")
-SPLITS = ("val", "test")
-# Keys that may change after stage 1: they do not alter what stage 1 learned.
-# Where the data lives may change too (a moved dataset); the class sizes are checked against the checkpoint.
-RUN_TIME_KEYS = (
-    "decouple.",
-    "eval.",
-    "device",
-    "data.root",
-    "data.path",
-    "data.train_list",
-    "data.val_list",
-    "data.test_list",
-    "data.num_workers",
-    "data.decode_threads",
-)
-
-
-@dataclass
-class LoadedRun:
-    """A stage-1 run read back: its config, data, trained model and checkpoint hash."""
-
-    run_dir: Path
-    config: Config
-    splits: DatasetSplits
-    model: Classifier
-    checkpoint_sha256: str
-    device: torch.device
-    # Feature-cache use per split in this process (True: read from the cache), for results.json.
-    cache_hits: dict[str, bool] = field(default_factory=dict)
-
-
-def _results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
-    counts = splits.train_counts
-    return {
-        "dataset": splits.name,
-        "num_classes": splits.num_classes,
-        "class_names": splits.class_names,
-        "train_counts": counts,
-        "seed": config.seed,
-        "data_seed": config.data.seed,
-        "shot_thresholds": {"many": config.eval.many, "few": config.eval.few},
-        "shot_groups": shot_groups(counts, config.eval.many, config.eval.few),
-    }
-
-
-def _score(heads: dict[str, nn.Module], features: Features, config: Config, train_counts: list[int]) -> dict[str, Any]:
-    """Accuracy summary of each head on ``features`` (CPU; the heads themselves are left where they are)."""
-    scores = {}
-    with torch.no_grad():
-        for method, head in heads.items():
-            predictions = copy.deepcopy(head).cpu().eval()(features.x).argmax(1)
-            scores[method] = accuracy_summary(
-                predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
-            )
-            if hasattr(head, "tau"):
-                scores[method]["tau"] = round(float(head.tau), 6)  # a float32 buffer: 0.9 -> 0.8999999762
-    return scores
-
-
-def _split_features(
-    backbone: nn.Module, splits: DatasetSplits, split: str, *, config: Config, device: torch.device
-) -> Features:
-    """Backbone features of one split with the test-time transform."""
-    transform = eval_transform(splits).to(device)
-    return extract_features(
-        backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size
-    )
-
-
-def train(config: Config, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Stage 1: train backbone and linear classifier jointly into run directory ``out``.
-
-    Writes ``config.yaml``, then after every epoch ``checkpoint.pt`` and
-    ``metrics.jsonl``, and finally ``results.json`` with ``joint`` on val and test.
-
-    Under torchrun every process calls this and trains with DDP (see
-    :func:`~longtail.stages.joint.train_joint`); rank 0 alone checks and writes
-    ``out`` and scores val and test at the end, while the others wait. A
-    failed check fails every rank alike.
-
-    Returns:
-        The results dict written to ``results.json`` (on every rank).
-    """
-    out = Path(out)
-    with process_group(resolve_device(config.device)) as device:
-
-        def check_inputs() -> DatasetSplits:
-            check_train_setup(config, device, world_size())
-            return create_dataset(config.data)
-
-        splits = agree(check_inputs)  # bad config or data fails here, on every rank, before anything is written
-        # The run directory is rank 0's alone; its verdict on `out` reaches every rank.
-        agree(lambda: prepare_new_run_dir(out, overwrite=overwrite) if is_main() else None)
-        if is_main():
-            save_config(config, out / CONFIG_FILE)
-        in_channels = splits.train.image_shape[0]
-        history: list[dict[str, Any]] = []
-        grad_scaler = make_grad_scaler(config.train.precision, device)  # fp16 only; one for the whole training
-        start = time.perf_counter()
-
-        def save_epoch(record: dict[str, Any], model: Classifier, optimizer: Any, scheduler: Any) -> None:
-            history.append(record)
-            write_metrics(out, history)
-            checkpoint = {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the plain module's keys
-                "epoch": record["epoch"],
-                "num_classes": splits.num_classes,
-                "in_channels": in_channels,
-                "train_counts": splits.train_counts,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "metrics": history,
-                "config": config_to_dict(config),
-            }
-            if grad_scaler is not None:
-                checkpoint["grad_scaler"] = grad_scaler.state_dict()
-            save_checkpoint(out, checkpoint)
-
-        model, _ = train_joint(
-            config, splits, device=device, on_epoch_end=save_epoch, progress=progress, grad_scaler=grad_scaler
-        )
-        train_seconds = time.perf_counter() - start
-        results: dict[str, Any] | None = None
-        if is_main():
-            scores = {}
-            for split in SPLITS:
-                features = _split_features(model.backbone, splits, split, config=config, device=device)
-                scores[split] = _score({"joint": model.head}, features, config, splits.train_counts)
-            results = {
-                **_results_header(config, splits),
-                "split": "test",
-                "methods": scores["test"],
-                "val_methods": scores["val"],
-                "timing": {"train_seconds": round(train_seconds, 2)},
-                "environment": environment(),
-            }
-            write_json_atomic(out / RESULTS_FILE, results)
-        barrier()  # the other ranks wait for rank 0's scoring
-        return broadcast_object(results)
-
-
-def _check_run_time_overrides(overrides: Sequence[str]) -> None:
-    for text in overrides:
-        key, _ = parse_override(text)
-        if not key.startswith(RUN_TIME_KEYS):
-            raise ConfigError(
-                f"{key}: fixed by stage 1 and cannot change on an existing run; "
-                f"only {', '.join(k.rstrip('.') for k in RUN_TIME_KEYS)} keys can (start a new run to change it)"
-            )
-
-
-def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
-    """Read a stage-1 run: config (with run-time ``overrides``), data, and the trained model.
-
-    Raises:
-        RunDirError: when ``run_dir`` is not a run, or its checkpoint does not
-            match its config or data.
-    """
-    run_dir = require_run_dir(run_dir)
-    _check_run_time_overrides(overrides)
-    try:
-        config = load_config(run_dir / CONFIG_FILE, overrides)
-    except ConfigError as error:
-        raise RunDirError(f"{run_dir / CONFIG_FILE}: {error}") from None
-    checkpoint = load_checkpoint(run_dir)
-    trained_with = checkpoint.get("config", {}).get("model", {}).get("backbone")
-    if trained_with != config.model.backbone:
-        raise RunDirError(
-            f"{run_dir}: checkpoint.pt holds a {trained_with!r} backbone "
-            f"but config.yaml says model.backbone={config.model.backbone!r}"
-        )
-    splits = create_dataset(config.data)
-    if checkpoint.get("train_counts") != splits.train_counts:
-        raise RunDirError(
-            f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
-            f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
-        )
-    done, planned = checkpoint.get("epoch"), config.train.epochs
-    if done != planned:
-        raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
-    model = build_model(
-        config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"], joint_head_kind(config)
-    )
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError:
-        raise RunDirError(f"{run_dir}: checkpoint.pt does not match model.backbone={config.model.backbone!r}") from None
-    device = resolve_device(config.device)
-    model = model.to(device).freeze_backbone().eval()
-    return LoadedRun(run_dir, config, splits, model, file_sha256(run_dir / "checkpoint.pt"), device)
 
 
 def _features(run: LoadedRun, split: str) -> Features:
     """Test-time features of ``split`` by the run's frozen backbone: from the run's feature cache
     (``decouple.features=cached``) or computed afresh (``online``)."""
     if run.config.decouple.features == "online":
-        return _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
+        return split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
 
     def compute() -> tuple[torch.Tensor, torch.Tensor]:
-        features = _split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
+        features = split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
         return features.x, features.y
 
     key = {"checkpoint_sha256": run.checkpoint_sha256, "split": split, "view": "test-time"}
@@ -460,13 +241,13 @@ def _refresh_scores(
     scores: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
         if split in features:
-            scores[split] = _score(shared, features[split], run.config, counts)
+            scores[split] = score_heads(shared, features[split], run.config, counts)
             for method, model in own.items():
-                own_features = _split_features(model.backbone, run.splits, split, config=run.config, device=run.device)
-                scores[split].update(_score({method: model.head}, own_features, run.config, counts))
+                own_features = split_features(model.backbone, run.splits, split, config=run.config, device=run.device)
+                scores[split].update(score_heads({method: model.head}, own_features, run.config, counts))
 
     def update(results: dict[str, Any]) -> None:
-        results.update(_results_header(run.config, run.splits))
+        results.update(results_header(run.config, run.splits))
         for split, by_method in scores.items():
             if "crt" in by_method:  # what cRT re-trained: the paper's cRT is the classifier alone
                 by_method["crt"]["trainable"] = getattr(heads["crt"], "fine_tuned", None) or "classifier"
@@ -524,7 +305,7 @@ def _auto(run: LoadedRun, features: dict[str, Features], fitted: dict[str, nn.Mo
     for candidate in candidates:
         # Test is scored for the record only; pick_best below reads val alone.
         for split in SPLITS:
-            score = _score({"c": candidate.head}, features[split], run.config, counts)["c"]
+            score = score_heads({"c": candidate.head}, features[split], run.config, counts)["c"]
             score.pop("per_class")
             setattr(candidate, split, score)
     winner = pick_best(candidates, cfg.select)
@@ -601,33 +382,3 @@ def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] 
         raise ConfigError(f"--split {split!r}: expected val or test")
     run = load_run(run_dir, overrides)
     return _refresh_scores(run, {split: _features(run, split)}, _load_heads(run))
-
-
-def demo(
-    out: str | Path = "runs/demo",
-    *,
-    overrides: Sequence[str] = (),
-    progress: bool = True,
-    say: Callable[[str], None] = log.info,
-) -> dict[str, Any]:
-    """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method and ``auto``, into ``out``.
-
-    The run is built in a temporary sibling directory and moved to ``out`` only
-    when complete; an existing run directory at ``out`` is replaced (said via
-    ``say``), anything else there is refused.
-    """
-    out = Path(out)
-    config = load_config(None, overrides)
-    check_replaceable(out)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        train(config, partial, progress=progress)
-        decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
-        if out.exists():
-            say(f"replacing existing run directory {out}")
-            shutil.rmtree(out)
-        partial.rename(out)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return read_results(out)

@@ -1,0 +1,144 @@
+"""A trained run read back, and what every command shares: scoring heads on features, the results header."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import Config, load_config, parse_override
+from ..data.dataset import DatasetSplits
+from ..data.registry import create_dataset
+from ..engine.device import resolve_device
+from ..errors import ConfigError, RunDirError
+from ..evaluation.metrics import accuracy_summary, shot_groups
+from ..models.classifier import Classifier
+from ..runs import CONFIG_FILE, file_sha256, load_checkpoint, require_run_dir
+from ..stages.decouple import Features, extract_features
+from ..stages.joint import build_model, eval_transform, joint_head_kind
+
+SPLITS = ("val", "test")
+# Keys that may change after stage 1: they do not alter what stage 1 learned.
+# Where the data lives may change too (a moved dataset); the class sizes are checked against the checkpoint.
+RUN_TIME_KEYS = (
+    "decouple.",
+    "eval.",
+    "device",
+    "data.root",
+    "data.path",
+    "data.train_list",
+    "data.val_list",
+    "data.test_list",
+    "data.num_workers",
+    "data.decode_threads",
+)
+
+
+@dataclass
+class LoadedRun:
+    """A stage-1 run read back: its config, data, trained model and checkpoint hash."""
+
+    run_dir: Path
+    config: Config
+    splits: DatasetSplits
+    model: Classifier
+    checkpoint_sha256: str
+    device: torch.device
+    # Feature-cache use per split in this process (True: read from the cache), for results.json.
+    cache_hits: dict[str, bool] = field(default_factory=dict)
+
+
+def results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
+    counts = splits.train_counts
+    return {
+        "dataset": splits.name,
+        "num_classes": splits.num_classes,
+        "class_names": splits.class_names,
+        "train_counts": counts,
+        "seed": config.seed,
+        "data_seed": config.data.seed,
+        "shot_thresholds": {"many": config.eval.many, "few": config.eval.few},
+        "shot_groups": shot_groups(counts, config.eval.many, config.eval.few),
+    }
+
+
+def score_heads(
+    heads: dict[str, nn.Module], features: Features, config: Config, train_counts: list[int]
+) -> dict[str, Any]:
+    """Accuracy summary of each head on ``features`` (CPU; the heads themselves are left where they are)."""
+    scores = {}
+    with torch.no_grad():
+        for method, head in heads.items():
+            predictions = copy.deepcopy(head).cpu().eval()(features.x).argmax(1)
+            scores[method] = accuracy_summary(
+                predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
+            )
+            if hasattr(head, "tau"):
+                scores[method]["tau"] = round(float(head.tau), 6)  # a float32 buffer: 0.9 -> 0.8999999762
+    return scores
+
+
+def split_features(
+    backbone: nn.Module, splits: DatasetSplits, split: str, *, config: Config, device: torch.device
+) -> Features:
+    """Backbone features of one split with the test-time transform."""
+    transform = eval_transform(splits).to(device)
+    return extract_features(
+        backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size
+    )
+
+
+def _check_run_time_overrides(overrides: Sequence[str]) -> None:
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not key.startswith(RUN_TIME_KEYS):
+            raise ConfigError(
+                f"{key}: fixed by stage 1 and cannot change on an existing run; "
+                f"only {', '.join(k.rstrip('.') for k in RUN_TIME_KEYS)} keys can (start a new run to change it)"
+            )
+
+
+def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
+    """Read a stage-1 run: config (with run-time ``overrides``), data, and the trained model.
+
+    Raises:
+        RunDirError: when ``run_dir`` is not a run, or its checkpoint does not
+            match its config or data.
+    """
+    run_dir = require_run_dir(run_dir)
+    _check_run_time_overrides(overrides)
+    try:
+        config = load_config(run_dir / CONFIG_FILE, overrides)
+    except ConfigError as error:
+        raise RunDirError(f"{run_dir / CONFIG_FILE}: {error}") from None
+    checkpoint = load_checkpoint(run_dir)
+    trained_with = checkpoint.get("config", {}).get("model", {}).get("backbone")
+    if trained_with != config.model.backbone:
+        raise RunDirError(
+            f"{run_dir}: checkpoint.pt holds a {trained_with!r} backbone "
+            f"but config.yaml says model.backbone={config.model.backbone!r}"
+        )
+    splits = create_dataset(config.data)
+    if checkpoint.get("train_counts") != splits.train_counts:
+        raise RunDirError(
+            f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
+            f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
+        )
+    done, planned = checkpoint.get("epoch"), config.train.epochs
+    if done != planned:
+        raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
+    model = build_model(
+        config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"], joint_head_kind(config)
+    )
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError:
+        raise RunDirError(f"{run_dir}: checkpoint.pt does not match model.backbone={config.model.backbone!r}") from None
+    device = resolve_device(config.device)
+    model = model.to(device).freeze_backbone().eval()
+    return LoadedRun(run_dir, config, splits, model, file_sha256(run_dir / "checkpoint.pt"), device)
