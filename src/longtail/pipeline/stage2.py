@@ -343,15 +343,16 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
         log.info("joint classifier is cosine (train.loss=%s): skipping %s", run.config.train.loss, skipped)
         methods = [m for m in methods if m not in NEED_LINEAR_JOINT]
     start = time.perf_counter()
-    features = {split: _features(run, split) for split in ("train", "val", "test")}
+    # Online, only NCM needs test-time training features (cRT and LWS see augmented images); cached, they are
+    # extracted once for whatever comes later.
+    names = ("train", "val", "test") if cfg.features == "cached" or "ncm" in methods else SPLITS
+    features = {split: _features(run, split) for split in names}
     features_seconds = round(time.perf_counter() - start, 2)
     log.info(
-        "features %s in %.1fs (train %d, val %d, test %d)",
-        "read from the cache" if all(run.cache_hits.values()) and run.cache_hits else "extracted",
+        "features %s in %.1fs (%s)",
+        "read from the cache" if run.cache_hits and all(run.cache_hits.values()) else "extracted",
         features_seconds,
-        len(features["train"].y),
-        len(features["val"].y),
-        len(features["test"].y),
+        ", ".join(f"{split} {len(f.y)}" for split, f in features.items()),
     )
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {"stage2": {}}

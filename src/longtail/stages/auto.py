@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from ..evaluation.table import COLUMNS
+
 
 @dataclass
 class Candidate:
@@ -56,7 +58,7 @@ def pick_best(candidates: list[Candidate], select: str) -> Candidate:
 
 
 def _summary(scores: dict[str, Any]) -> dict[str, Any]:
-    return {key: scores.get(key) for key in ("many", "medium", "few", "all", "macro")}
+    return {key: scores.get(key) for key in COLUMNS}
 
 
 def auto_record(candidates: list[Candidate], winner: Candidate, select: str) -> dict[str, Any]:
