@@ -10,7 +10,7 @@ code does (its way is :mod:`longtail.stages.retrain`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,9 @@ class AugmentedViews(TensorPairDataset):
         generator = epoch_generator(self.seed, epoch)
         self.view_of = torch.randint(len(self.views), (len(self.labels),), generator=generator)
 
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.views[self.view_of[index], index], self.labels[index]
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.int64)
         return self.views[self.view_of[index], index], self.labels[index]
@@ -82,7 +85,14 @@ def extract_features(
 
 @torch.no_grad()
 def extract_views(
-    backbone: nn.Module, dataset: ImageDataset, views: int, *, augment, seed: int, device: torch.device, batch_size: int
+    backbone: nn.Module,
+    dataset: ImageDataset,
+    views: int,
+    *,
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    seed: int,
+    device: torch.device,
+    batch_size: int,
 ) -> torch.Tensor:
     """(views, N, d) features of ``views`` augmented passes of the frozen backbone (eval mode) over ``dataset``.
 
