@@ -7,7 +7,7 @@ parses arguments and calls these.
 from .demo import demo
 from .run_state import RUN_TIME_KEYS, LoadedRun, load_run
 from .stage1 import train
-from .stage2 import NEED_LINEAR_JOINT, STAGE2_METHODS, decouple, evaluate, expand_methods
+from .stage2 import NEED_LINEAR_JOINT, STAGE2_METHODS, decouple, evaluate, expand_methods, load_heads, run_features
 
 __all__ = [
     "NEED_LINEAR_JOINT",
@@ -18,6 +18,8 @@ __all__ = [
     "demo",
     "evaluate",
     "expand_methods",
+    "load_heads",
     "load_run",
+    "run_features",
     "train",
 ]

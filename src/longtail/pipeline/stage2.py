@@ -53,7 +53,7 @@ STAGE2_METHODS = ("ncm", "crt", "tau_norm", "lws", "logit_adjust")
 NEED_LINEAR_JOINT = ("tau_norm", "lws", "logit_adjust")
 
 
-def _features(run: LoadedRun, split: str) -> Features:
+def run_features(run: LoadedRun, split: str) -> Features:
     """Test-time features of ``split`` by the run's frozen backbone: from the run's feature cache
     (``decouple.features=cached``) or computed afresh (``online``)."""
     if run.config.decouple.features == "online":
@@ -98,7 +98,7 @@ def _train_views(run: LoadedRun) -> torch.Tensor:
     return x
 
 
-def _load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
+def load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
     """The joint head and every stage-2 classifier of the run; ``fitted`` ones are taken as given, not re-read.
 
     A classifier saved with its own backbone (cRT with ``decouple.trainable`` other
@@ -346,7 +346,7 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     # Online, only NCM needs test-time training features (cRT and LWS see augmented images); cached, they are
     # extracted once for whatever comes later.
     names = ("train", "val", "test") if cfg.features == "cached" or "ncm" in methods else SPLITS
-    features = {split: _features(run, split) for split in names}
+    features = {split: run_features(run, split) for split in names}
     features_seconds = round(time.perf_counter() - start, 2)
     log.info(
         "features %s in %.1fs (%s)",
@@ -374,7 +374,7 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
         seconds["auto"] = round(time.perf_counter() - begin, 3)
         _save_classifier(run, "auto", head, chosen=extras["auto"]["chosen"])
     timing = {"decouple_seconds": seconds, "features_seconds": features_seconds, "feature_cache_hits": run.cache_hits}
-    return _refresh_scores(run, features, _load_heads(run, fitted), {**extras, "timing": timing})
+    return _refresh_scores(run, features, load_heads(run, fitted), {**extras, "timing": timing})
 
 
 def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -382,4 +382,4 @@ def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] 
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected val or test")
     run = load_run(run_dir, overrides)
-    return _refresh_scores(run, {split: _features(run, split)}, _load_heads(run))
+    return _refresh_scores(run, {split: run_features(run, split)}, load_heads(run))
