@@ -26,8 +26,10 @@ from .config import EvalConfig, config_reference, config_to_dict, load_config
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
+from .evaluation.compare import comparison_rows, format_comparison
 from .evaluation.table import format_table
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
+from .io import write_text_atomic
 from .pipeline import decouple, demo, evaluate, train
 
 OVERRIDES_HELP = (
@@ -117,6 +119,14 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     results = demo(args.out, overrides=args.overrides, progress=args.progress)
     _print_table(results)
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    rows = comparison_rows(args.run_dirs)
+    print(format_comparison(rows))
+    if args.md:
+        write_text_atomic(Path(args.md), format_comparison(rows, markdown=True) + "\n")
+        print(f"\nMarkdown table: {args.md}")
 
 
 def _list_option(text: str) -> list[str]:
@@ -267,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="run-time overrides such as eval.many=50 device=cpu"
     )
     p.set_defaults(func=_cmd_eval)
+
+    p = commands.add_parser(
+        "compare",
+        parents=[common],
+        help="one table across runs: every method, many/medium/few/all/macro, τ, wall time",
+        description="Compare the test results of several runs: one row per run and method, the best of each "
+        "column marked (highest accuracy, least wall time). A method's wall time is stage 1 plus, for stage-2 "
+        "methods, the feature pass and its own fitting (auto: all of them).",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `longtail train`")
+    p.add_argument("--md", metavar="FILE.md", help="also write the table as Markdown to FILE.md")
+    p.set_defaults(func=_cmd_compare)
 
     p = commands.add_parser(
         "demo",

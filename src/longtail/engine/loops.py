@@ -14,6 +14,9 @@ from ..data.dataset import TensorPairDataset, keep_batch
 from .distributed import all_reduce_sum
 from .precision import autocast
 
+# Called after each training epoch as (epoch, {"loss", "acc", "lr"}), epoch 1-based: how stage 2 reports progress.
+EpochStatsCallback = Callable[[int, dict[str, float]], None]
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 

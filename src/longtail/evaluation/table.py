@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "auto")
@@ -44,13 +44,22 @@ def format_table(methods: Mapping[str, Mapping[str, Any]], markdown: bool = Fals
         [METHOD_LABELS.get(name, name)] + [_cell(methods[name].get(c)) for c in COLUMNS] + [_note(methods[name])]
         for name in ordered_methods(methods)
     ]
+    return render_table(header, rows, markdown=markdown, left={0, len(header) - 1})
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool, left: set[int]) -> str:
+    """Cells as a Markdown table, or as aligned plain text with a rule under the header.
+
+    Columns in ``left`` are left-aligned in plain text (labels, notes); the others right-aligned (numbers).
+    """
     if markdown:
-        lines = ["| " + " | ".join(header[:-1]) + " | |", "|" + "---|" * 6 + "---|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
+        align = ["---" if i in left else "---:" for i in range(len(header))]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda row: "  ".join(  # noqa: E731
-        cell.ljust(widths[i]) if i in (0, len(row) - 1) else cell.rjust(widths[i]) for i, cell in enumerate(row)
-    ).rstrip()
-    rule = "-" * len(fmt(header))
-    return "\n".join([fmt(header), rule, *map(fmt, rows)])
+
+    def line(row: Sequence[str]) -> str:
+        cells = (c.ljust(widths[i]) if i in left else c.rjust(widths[i]) for i, c in enumerate(row))
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])

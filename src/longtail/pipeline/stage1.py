@@ -12,6 +12,7 @@ from ..data.registry import create_dataset
 from ..engine.device import resolve_device
 from ..engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
 from ..engine.precision import make_grad_scaler
+from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..io import write_json_atomic
 from ..models.classifier import Classifier
 from ..runs import CONFIG_FILE, RESULTS_FILE, environment, prepare_new_run_dir, save_checkpoint, write_metrics
@@ -22,8 +23,9 @@ from .run_state import SPLITS, results_header, score_heads, split_features
 def train(config: Config, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Stage 1: train backbone and linear classifier jointly into run directory ``out``.
 
-    Writes ``config.yaml``, then after every epoch ``checkpoint.pt`` and
-    ``metrics.jsonl``, and finally ``results.json`` with ``joint`` on val and test.
+    Writes ``config.yaml``, then after every epoch ``checkpoint.pt``,
+    ``metrics.jsonl`` and TensorBoard scalars (``tensorboard/``), and finally
+    ``results.json`` with ``joint`` on val and test.
 
     Under torchrun every process calls this and trains with DDP (see
     :func:`~longtail.stages.joint.train_joint`); rank 0 alone checks and writes
@@ -45,6 +47,7 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
         agree(lambda: prepare_new_run_dir(out, overwrite=overwrite) if is_main() else None)
         if is_main():
             save_config(config, out / CONFIG_FILE)
+        tensorboard = ScalarLog(out, enabled=is_main())
         in_channels = splits.train.image_shape[0]
         history: list[dict[str, Any]] = []
         grad_scaler = make_grad_scaler(config.train.precision, device)  # fp16 only; one for the whole training
@@ -53,6 +56,7 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
         def save_epoch(record: dict[str, Any], model: Classifier, optimizer: Any, scheduler: Any) -> None:
             history.append(record)
             write_metrics(out, history)
+            log_stage1_epoch(tensorboard, record)
             checkpoint = {
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the plain module's keys
                 "epoch": record["epoch"],
@@ -87,5 +91,7 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
                 "environment": environment(),
             }
             write_json_atomic(out / RESULTS_FILE, results)
+            log_scores(tensorboard, results, config.train.epochs)
+        tensorboard.close()
         barrier()  # the other ranks wait for rank 0's scoring
         return broadcast_object(results)

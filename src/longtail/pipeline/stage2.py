@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from torch import nn
 
 from ..config import CRTConfig, LWSConfig, config_to_dict
 from ..engine.feature_cache import cached_features
+from ..engine.loops import EpochStatsCallback
+from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError, RunDirError
 from ..io import save_torch_atomic
 from ..models.classifier import Classifier
@@ -129,7 +132,9 @@ def load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> di
     return heads
 
 
-def _fit_on_images(method: str, run: LoadedRun, section: CRTConfig | LWSConfig) -> nn.Module:
+def _fit_on_images(
+    method: str, run: LoadedRun, section: CRTConfig | LWSConfig, on_epoch: EpochStatsCallback | None = None
+) -> nn.Module:
     """cRT or LWS trained with the backbone in the loop (``decouple.features=online`` or a fine-tuned cRT).
 
     Returns the head alone when the backbone came out unchanged (frozen, BatchNorm
@@ -141,17 +146,24 @@ def _fit_on_images(method: str, run: LoadedRun, section: CRTConfig | LWSConfig) 
     else:
         head = LWSHead.from_linear(run.model.head)
     trainable = cfg.trainable if method == "crt" else "classifier"
-    tuned = retrain_on_images(run.model, head, run.splits, run.config, section, trainable=trainable, device=run.device)
+    tuned = retrain_on_images(
+        run.model, head, run.splits, run.config, section, trainable=trainable, device=run.device, on_epoch=on_epoch
+    )
     backbone_changed = trainable != "classifier" or cfg.bn == "train"
     return tuned if backbone_changed else tuned.head
 
 
 def _fit(
-    method: str, run: LoadedRun, features: dict[str, Features], lr_factor: float = 1.0
+    method: str,
+    run: LoadedRun,
+    features: dict[str, Features],
+    lr_factor: float = 1.0,
+    tensorboard: ScalarLog | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fit stage-2 ``method`` on the run's frozen features (or on images, see :func:`_fit_on_images`).
 
-    ``lr_factor`` scales the learning rate of cRT and LWS (``--method auto`` tries several).
+    ``lr_factor`` scales the learning rate of cRT and LWS (``--method auto`` tries several). cRT and
+    LWS log their training epochs to ``tensorboard`` as ``decouple/<method>[_lr_x<factor>]/*``.
 
     Returns:
         The fitted head, and entries for results.json beside the scores (the τ curve).
@@ -166,8 +178,12 @@ def _fit(
     if method in ("crt", "lws"):
         section = replace(cfg.crt if method == "crt" else cfg.lws)
         section.lr *= lr_factor
+        on_epoch = None
+        if tensorboard is not None:
+            tag = method if lr_factor == 1.0 else f"{method}_lr_x{lr_factor:g}"
+            on_epoch = partial(_log_epoch, tensorboard, f"decouple/{tag}/")
         if cfg.features == "online" or (method == "crt" and cfg.trainable != "classifier"):
-            return _fit_on_images(method, run, section), {}
+            return _fit_on_images(method, run, section, on_epoch), {}
         train = features["train"]
         if cfg.views > 0:
             train = Features(train.x, train.y, _train_views(run))
@@ -177,6 +193,7 @@ def _fit(
             "num_samples_cls": cfg.num_samples_cls,
             "seed": run.config.seed,
             "device": run.device,
+            "on_epoch": on_epoch,
         }
         if method == "crt":
             return fit_crt(train, run.splits.num_classes, section, **options), {}
@@ -203,6 +220,10 @@ def _fit(
         }
         return head, {"tau_curve" if method == "tau_norm" else "logit_adjust_curve": curve}
     raise ConfigError(f"--method {method!r}: expected one of {', '.join(STAGE2_METHODS)}, all or auto")
+
+
+def _log_epoch(tensorboard: ScalarLog, prefix: str, epoch: int, stats: dict[str, float]) -> None:
+    tensorboard.scalars(stats, epoch, prefix=prefix)
 
 
 def expand_methods(methods: Sequence[str]) -> list[str]:
@@ -288,7 +309,9 @@ def _stage2_settings(run: LoadedRun, method: str) -> dict[str, Any]:
     return {"features": "cached", "views": cfg.views}
 
 
-def _auto(run: LoadedRun, features: dict[str, Features], fitted: dict[str, nn.Module]) -> tuple[nn.Module, dict]:
+def _auto(
+    run: LoadedRun, features: dict[str, Features], fitted: dict[str, nn.Module], tensorboard: ScalarLog
+) -> tuple[nn.Module, dict]:
     """``--method auto``: every method in ``fitted`` plus cRT / LWS at each lr factor, the best on validation."""
     cfg = run.config.decouple
     counts = run.splits.train_counts
@@ -300,7 +323,7 @@ def _auto(run: LoadedRun, features: dict[str, Features], fitted: dict[str, nn.Mo
             continue
         section = cfg.crt if method == "crt" else cfg.lws
         for factor in lr_factors_in_order(cfg.auto_lr_factors):
-            tried = head if factor == 1.0 else _fit(method, run, features, lr_factor=factor)[0]
+            tried = head if factor == 1.0 else _fit(method, run, features, factor, tensorboard)[0]
             candidates.append(Candidate(method, tried, {"lr": section.lr * factor}))
     for candidate in candidates:
         # Test is scored for the record only; pick_best below reads val alone.
@@ -322,7 +345,8 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     (``decouple.features=cached``, computed on first use) or, with ``online``,
     the backbone runs in every cRT / LWS epoch. Each classifier is saved as
     ``classifiers/<method>.pt``; every classifier of the run (including earlier
-    ones) is then re-scored on val and test and ``results.json`` updated.
+    ones) is then re-scored on val and test and ``results.json`` updated. Head
+    training and the scores also go to TensorBoard (:mod:`longtail.engine.tensorboard`).
 
     Returns:
         The updated results dict.
@@ -357,24 +381,31 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {"stage2": {}}
     fitted: dict[str, nn.Module] = {}
-    for method in methods:
-        begin = time.perf_counter()
-        head, extra = _fit(method, run, features)
-        fitted[method] = head
-        extras.update(extra)
-        extras["stage2"][method] = _stage2_settings(run, method)
-        seconds[method] = round(time.perf_counter() - begin, 3)
-        log.info("%s fitted in %.2fs", method, seconds[method])
-        _save_classifier(run, method, head)
-    if auto:
-        begin = time.perf_counter()
-        head, extras["auto"] = _auto(run, features, fitted)
-        fitted["auto"] = head
-        extras["stage2"]["auto"] = {"features": "cached", "chosen": extras["auto"]["chosen"]["label"]}
-        seconds["auto"] = round(time.perf_counter() - begin, 3)
-        _save_classifier(run, "auto", head, chosen=extras["auto"]["chosen"])
-    timing = {"decouple_seconds": seconds, "features_seconds": features_seconds, "feature_cache_hits": run.cache_hits}
-    return _refresh_scores(run, features, load_heads(run, fitted), {**extras, "timing": timing})
+    with ScalarLog(run.run_dir) as tensorboard:
+        for method in methods:
+            begin = time.perf_counter()
+            head, extra = _fit(method, run, features, tensorboard=tensorboard)
+            fitted[method] = head
+            extras.update(extra)
+            extras["stage2"][method] = _stage2_settings(run, method)
+            seconds[method] = round(time.perf_counter() - begin, 3)
+            log.info("%s fitted in %.2fs", method, seconds[method])
+            _save_classifier(run, method, head)
+        if auto:
+            begin = time.perf_counter()
+            head, extras["auto"] = _auto(run, features, fitted, tensorboard)
+            fitted["auto"] = head
+            extras["stage2"]["auto"] = {"features": "cached", "chosen": extras["auto"]["chosen"]["label"]}
+            seconds["auto"] = round(time.perf_counter() - begin, 3)
+            _save_classifier(run, "auto", head, chosen=extras["auto"]["chosen"])
+        timing = {
+            "decouple_seconds": seconds,
+            "features_seconds": features_seconds,
+            "feature_cache_hits": run.cache_hits,
+        }
+        results = _refresh_scores(run, features, load_heads(run, fitted), {**extras, "timing": timing})
+        log_scores(tensorboard, results, run.config.train.epochs)
+    return results
 
 
 def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:

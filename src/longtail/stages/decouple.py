@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from ..config import CRTConfig, LWSConfig
 from ..data.dataset import ImageDataset, TensorPairDataset
 from ..engine.device import seed_everything
-from ..engine.loops import make_loader, predict, train_one_epoch
+from ..engine.loops import EpochStatsCallback, make_loader, predict, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
 from ..evaluation.metrics import accuracy_summary
 from ..losses import log_prior
@@ -125,6 +125,7 @@ def train_head(
     num_samples_cls: int = 4,
     seed: int,
     device: torch.device,
+    on_epoch: EpochStatsCallback | None = None,
 ) -> nn.Module:
     """Train the parameters of ``head`` on features: cross-entropy, SGD, per-step cosine to 0.
 
@@ -132,6 +133,7 @@ def train_head(
     trains on ``train.views`` when there are any, else on ``train.x``. Epochs have
     ``len(train)`` draws of ``sampler`` (see :func:`~longtail.samplers.make_sampler`;
     ``sampler_q`` is the q of ``power``, ``num_samples_cls`` the block of ``class_aware``).
+    ``on_epoch(epoch, {"loss", "acc", "lr"})`` follows every epoch (1-based; for logging).
     """
     seed_everything(seed)
     head = head.to(device)
@@ -145,7 +147,10 @@ def train_head(
         draw.set_epoch(epoch)
         if isinstance(dataset, AugmentedViews):
             dataset.set_epoch(epoch)
-        train_one_epoch(head, loader, optimizer, device=device, scheduler=scheduler)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(head, loader, optimizer, device=device, scheduler=scheduler)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {"loss": stats["loss"], "acc": stats["acc"], "lr": lr})
     return head.eval()
 
 

@@ -220,7 +220,8 @@ def train_joint(
 
     Returns:
         The trained model (on ``device``, plain: no DDP or compile wrapper) and one record per epoch:
-        ``{"epoch", "train_loss", "train_acc", "lr", "val_all", "val_macro", "seconds"}``.
+        ``{"epoch", "train_loss", "train_acc", "lr", "val_all", "val_macro", "val_many", "val_medium",
+        "val_few", "seconds"}`` (a group without validation images has None).
     """
     cfg = config.train
     replicas, rank = dist.world_size(), dist.rank()
@@ -287,6 +288,9 @@ def train_joint(
             "lr": lr,
             "val_all": val["all"],
             "val_macro": val["macro"],
+            "val_many": val["many"],
+            "val_medium": val["medium"],
+            "val_few": val["few"],
             "seconds": time.perf_counter() - start,
         }
         history.append(record)

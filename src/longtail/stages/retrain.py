@@ -24,7 +24,7 @@ from torch import nn
 from ..config import Config, CRTConfig, LWSConfig
 from ..data.dataset import DatasetSplits
 from ..engine.device import seed_everything
-from ..engine.loops import make_loader, train_one_epoch
+from ..engine.loops import EpochStatsCallback, make_loader, train_one_epoch
 from ..engine.optim import cosine_schedule, sgd
 from ..models.classifier import Classifier
 from .joint import section_sampler, train_transform
@@ -39,6 +39,7 @@ def retrain_on_images(
     *,
     trainable: str = "classifier",
     device: torch.device,
+    on_epoch: EpochStatsCallback | None = None,
 ) -> Classifier:
     """A copy of the stage-1 ``model`` with ``head`` in place of its classifier, trained on augmented images.
 
@@ -51,6 +52,7 @@ def retrain_on_images(
         section: epochs, batch size and SGD settings (``decouple.crt`` or ``decouple.lws``).
         trainable: ``classifier`` (backbone frozen), ``last_stage`` (the
             backbone's last stage too) or ``all`` (everything).
+        on_epoch: called as ``on_epoch(epoch, {"loss", "acc", "lr"})`` after every epoch (1-based).
 
     Returns:
         The re-trained network in eval mode, backbone frozen again, with
@@ -74,6 +76,9 @@ def retrain_on_images(
     for epoch in range(section.epochs):
         sampler.set_epoch(epoch)
         splits.train.set_epoch(epoch, config.seed)  # per-image augmentation of file datasets
-        train_one_epoch(tuned, loader, optimizer, device=device, scheduler=scheduler, transform=augment)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(tuned, loader, optimizer, device=device, scheduler=scheduler, transform=augment)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {"loss": stats["loss"], "acc": stats["acc"], "lr": lr})
     tuned.fine_tuned = trainable
     return tuned.freeze_backbone().eval()

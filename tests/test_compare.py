@@ -1,0 +1,94 @@
+"""``longtail compare``: rows per run and method, wall time, best per column, Markdown output, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from longtail.cli import main
+from longtail.errors import RunDirError
+from longtail.evaluation.compare import comparison_rows, format_comparison
+
+
+def _summary(many: float, few: float, macro: float, **extra) -> dict:
+    return {"many": many, "medium": 50.0, "few": few, "all": macro, "macro": macro, **extra}
+
+
+def _fake_run(path: Path, methods: dict, timing: dict) -> Path:
+    """A run directory as compare reads it: config, checkpoint marker, results.json."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text("seed: 0\n")
+    (path / "checkpoint.pt").write_bytes(b"")
+    (path / "results.json").write_text(json.dumps({"methods": methods, "timing": timing}))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> list[Path]:
+    a = _fake_run(
+        tmp_path / "a",
+        {
+            "tau_norm": _summary(80.0, 40.0, 65.0, tau=0.9),
+            "joint": _summary(90.0, 10.0, 55.0),
+            "crt": _summary(85.0, 45.0, 70.0),
+        },
+        {"train_seconds": 100.0, "features_seconds": 2.0, "decouple_seconds": {"tau_norm": 0.5, "crt": 8.0}},
+    )
+    b = _fake_run(
+        tmp_path / "b",
+        {"joint": _summary(88.0, 20.0, 60.0), "auto": _summary(84.0, 50.0, 70.0, tau=1.1, chosen="logit_adjust")},
+        {"train_seconds": 60.0, "features_seconds": 1.0, "decouple_seconds": {"logit_adjust": 0.25, "auto": 0.75}},
+    )
+    return [a, b]
+
+
+def test_rows_in_run_then_paper_order_with_wall_time(runs: list[Path]):
+    rows = comparison_rows(runs)
+    expected = [("a", "joint"), ("a", "crt"), ("a", "tau_norm"), ("b", "joint"), ("b", "auto")]
+    assert [(r.run, r.method) for r in rows] == expected
+    wall = {(r.run, r.method): r.wall_seconds for r in rows}
+    assert wall[("a", "joint")] == 100.0
+    assert wall[("a", "crt")] == 100.0 + 2.0 + 8.0
+    assert wall[("b", "auto")] == 60.0 + 1.0 + 0.25 + 0.75  # auto needs every method fitted first
+    assert [r.tau for r in rows] == [None, None, 0.9, None, 1.1]
+
+
+def test_best_per_column_is_marked_ties_included(runs: list[Path]):
+    text = format_comparison(comparison_rows(runs), markdown=True)
+    lines = text.splitlines()
+    assert lines[0] == "| Run | Method | Many | Medium | Few | All | Macro | τ | Wall (s) |"
+    cells = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in lines[2:]}
+    assert "**90.0**" in cells[("a", "Joint")]  # best many
+    assert "**50.0**" in cells[("b", "Auto (best on val)")]  # best few
+    # macro 70.0 ties between a/cRT and b/Auto: both bold
+    assert cells[("a", "cRT")].count("**70.0**") == 2 and cells[("b", "Auto (best on val)")].count("**70.0**") == 2
+    assert "**60.0**" in cells[("b", "Joint")]  # least wall time
+    assert text.count("**50.0**") == 5 + 1  # medium is 50.0 in all five rows (all best), plus Auto's few
+
+
+def test_terminal_table_and_md_file(runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    md = tmp_path / "out" / "compare.md"
+    md.parent.mkdir()
+    assert main(["compare", *map(str, runs), "--md", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "90.0*" in out and "best in its column" in out
+    assert md.read_text() == format_comparison(comparison_rows(runs), markdown=True) + "\n"
+
+
+def test_clashing_names_use_paths(tmp_path: Path):
+    timing = {"train_seconds": 1.0}
+    one = _fake_run(tmp_path / "x" / "run", {"joint": _summary(1, 1, 1)}, timing)
+    two = _fake_run(tmp_path / "y" / "run", {"joint": _summary(2, 2, 2)}, timing)
+    assert [r.run for r in comparison_rows([one, two])] == [str(one), str(two)]
+
+
+def test_not_a_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["compare", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err and "not a run directory" in err
+
+
+def test_run_without_scores(tmp_path: Path):
+    run = _fake_run(tmp_path / "r", {}, {})
+    with pytest.raises(RunDirError, match="no results.json scores"):
+        comparison_rows([run])
