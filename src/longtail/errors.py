@@ -21,3 +21,15 @@ class DataError(LongtailError):
 
 class RunDirError(LongtailError):
     """A run directory that is missing, not a run, or does not match its config."""
+
+
+class TrainingError(LongtailError):
+    """Training that cannot go on: the loss became NaN or infinite.
+
+    Attributes:
+        step: 1-based step of the epoch where it first happened.
+    """
+
+    def __init__(self, message: str, step: int = 0) -> None:
+        super().__init__(message)
+        self.step = step

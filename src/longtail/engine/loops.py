@@ -11,11 +11,15 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.dataset import TensorPairDataset, keep_batch
+from ..errors import TrainingError
 from .distributed import all_reduce_sum
+from .partial import PartialTraining
 from .precision import autocast
 
 # Called after each training epoch as (epoch, {"loss", "acc", "lr"}), epoch 1-based: how stage 2 reports progress.
 EpochStatsCallback = Callable[[int, dict[str, float]], None]
+# How often (steps) training reads its NaN / infinity flag: reading a device value waits for the device.
+NONFINITE_CHECK_STEPS = 50
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,6 +55,9 @@ def make_loader(
         collate_fn=keep_batch if hasattr(dataset, "__getitems__") else None,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # Its own generator for the worker seeds: drawing them from the global one would make the global
+        # stream depend on when workers start (once with persistent workers, again after a resume).
+        generator=torch.Generator().manual_seed(0),
     )
 
 
@@ -96,6 +103,10 @@ def train_one_epoch(
     Under a running process group (torchrun) every rank must call this together:
     the loss and accuracy returned are over the examples of all ranks.
 
+    Raises:
+        TrainingError: a loss was NaN or infinite (noticed within
+            :data:`NONFINITE_CHECK_STEPS` steps; ``.step`` names the first one).
+
     Returns:
         ``{"loss": mean loss, "acc": top-1 % on the (augmented) batches, "steps": n}``
         (``steps`` of this process).
@@ -104,6 +115,7 @@ def train_one_epoch(
     # Sums kept on the device, so that a step does not wait for the device to report them.
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad_step = torch.zeros((), dtype=torch.int64, device=device)  # 1-based; 0: every loss finite so far
     seen = 0
     steps = 0
     for inputs, labels in loader:
@@ -128,8 +140,13 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == labels).sum()
         seen += len(labels)
         steps += 1
+        unseen_bad = (first_bad_step == 0) & ~torch.isfinite(batch_loss)
+        first_bad_step = torch.where(unseen_bad, steps, first_bad_step)
+        if steps % NONFINITE_CHECK_STEPS == 0:
+            _stop_if_nonfinite(first_bad_step)
         if on_step is not None:  # (no loss value passed: reading it would wait for the device every step)
             on_step()
+    _stop_if_nonfinite(first_bad_step)
     totals = all_reduce_sum(
         torch.stack([total_loss.cpu(), correct.cpu().double(), torch.tensor(float(seen), dtype=torch.float64)])
     )
@@ -137,6 +154,71 @@ def train_one_epoch(
     if count == 0:
         return {"loss": float("nan"), "acc": float("nan"), "steps": steps}
     return {"loss": total / count, "acc": 100.0 * right / count, "steps": steps}
+
+
+def train_epochs(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epochs: int,
+    *,
+    device: torch.device,
+    start_epoch: Callable[[int], None],
+    transform: Transform | None = None,
+    on_epoch: EpochStatsCallback | None = None,
+    partial: PartialTraining | None = None,
+    name: str = "stage 2",
+) -> None:
+    """``epochs`` of :func:`train_one_epoch` (a stage-2 training), resumable through ``partial``.
+
+    ``start_epoch(epoch)`` (0-based) sets the sampler and data epoch first;
+    ``on_epoch(epoch, {"loss", "acc", "lr"})`` (1-based) follows each epoch.
+    With ``partial``, the state after every epoch is saved there, and a state
+    left by a killed run of the same training is continued from.
+
+    Raises:
+        TrainingError: a NaN or infinite loss, named with ``name`` and the epoch.
+    """
+    first = 0
+    saved = partial.load() if partial is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["modules"]["model"])
+        optimizer.load_state_dict(saved["modules"]["optimizer"])
+        scheduler.load_state_dict(saved["modules"]["scheduler"])
+        first = saved["epoch"]
+    for epoch in range(first, epochs):
+        start_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        try:
+            stats = train_one_epoch(model, loader, optimizer, device=device, scheduler=scheduler, transform=transform)
+        except TrainingError as error:
+            raise TrainingError(f"{name}, epoch {epoch + 1}: {error}; stopped", step=error.step) from None
+        if partial is not None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            }
+            partial.save(epoch + 1, state)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, {"loss": stats["loss"], "acc": stats["acc"], "lr": lr})
+    if partial is not None:
+        partial.discard()
+
+
+def _stop_if_nonfinite(first_bad_step: torch.Tensor) -> None:
+    """Raise :class:`TrainingError` if a step's loss was NaN or infinite, on every rank alike.
+
+    Read only every :data:`NONFINITE_CHECK_STEPS` steps and at the end of the
+    epoch: reading a device value waits for the device. Under DDP the ranks add
+    their flags, so that all stop together (a rank stopping alone would leave
+    the others waiting).
+    """
+    flags = all_reduce_sum(torch.stack([(first_bad_step > 0).double().cpu(), first_bad_step.double().cpu()]))
+    if flags[0] > 0:
+        step = int(first_bad_step) or int(flags[1])  # this rank's step, else one of another rank's
+        raise TrainingError(f"the loss became NaN or infinite at step {step} of the epoch", step=step)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ parses arguments and calls these.
 
 from .demo import demo
 from .run_state import RUN_TIME_KEYS, LoadedRun, load_run
-from .stage1 import train
+from .stage1 import resume, train
 from .stage2 import NEED_LINEAR_JOINT, STAGE2_METHODS, decouple, evaluate, expand_methods, load_heads, run_features
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "expand_methods",
     "load_heads",
     "load_run",
+    "resume",
     "run_features",
     "train",
 ]

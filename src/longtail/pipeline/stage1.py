@@ -1,31 +1,48 @@
-"""``longtail train``: stage 1 into a new run directory (one process, or every process under torchrun)."""
+"""``longtail train``: stage 1 into a new run directory, or continued in one (``--resume``); one process,
+or every process under torchrun."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict, load_config, save_config
 from ..data.dataset import DatasetSplits
 from ..data.registry import create_dataset
 from ..engine.device import resolve_device
 from ..engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
 from ..engine.precision import make_grad_scaler
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
+from ..errors import ConfigError, RunDirError
 from ..io import write_json_atomic
-from ..models.classifier import Classifier
-from ..runs import CONFIG_FILE, RESULTS_FILE, environment, prepare_new_run_dir, save_checkpoint, write_metrics
+from ..runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    RESULTS_FILE,
+    environment,
+    load_checkpoint,
+    prepare_new_run_dir,
+    read_results,
+    save_checkpoint,
+    write_metrics,
+)
 from ..stages.joint import check_train_setup, train_joint
 from .run_state import SPLITS, results_header, score_heads, split_features
+
+log = logging.getLogger(__name__)
 
 
 def train(config: Config, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Stage 1: train backbone and linear classifier jointly into run directory ``out``.
 
-    Writes ``config.yaml``, then after every epoch ``checkpoint.pt``,
-    ``metrics.jsonl`` and TensorBoard scalars (``tensorboard/``), and finally
-    ``results.json`` with ``joint`` on val and test.
+    Writes ``config.yaml``, then after every epoch ``checkpoint.pt`` (everything
+    :func:`resume` needs), ``metrics.jsonl`` and TensorBoard scalars
+    (``tensorboard/``), and finally ``results.json`` with ``joint`` on val and
+    test. Bad config or data fails before anything is written; an occupied
+    ``out`` is refused unless ``overwrite``.
 
     Under torchrun every process calls this and trains with DDP (see
     :func:`~longtail.stages.joint.train_joint`); rank 0 alone checks and writes
@@ -36,6 +53,59 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
         The results dict written to ``results.json`` (on every rank).
     """
     out = Path(out)
+
+    def new_run_dir() -> None:
+        prepare_new_run_dir(out, overwrite=overwrite)
+        save_config(config, out / CONFIG_FILE)
+
+    return _stage1(config, out, new_run_dir, progress=progress)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Continue the stage 1 of ``run_dir`` from its last checkpoint, with its own ``config.yaml``.
+
+    The result is bitwise the one an uninterrupted run gives on CPU (the
+    checkpoint holds the model, optimiser, scheduler, grad scaler, sampler
+    epoch, every random generator and the metrics so far). A run killed before
+    its first checkpoint starts again from scratch in place; a finished run is
+    left alone (logged) and its results returned. Under torchrun, resume with
+    as many processes as wrote the checkpoint.
+
+    Raises:
+        RunDirError: ``run_dir`` is not a run, or its checkpoint was written for another config.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no {CONFIG_FILE}); nothing to resume")
+    try:
+        config = load_config(run_dir / CONFIG_FILE)
+    except ConfigError as error:
+        raise RunDirError(f"{run_dir / CONFIG_FILE}: {error}") from None
+    results = read_results(run_dir)
+    if "methods" in results:
+        log.info("%s: stage 1 already finished (%d epochs); nothing to resume", run_dir, config.train.epochs)
+        return results
+
+    def read_checkpoint() -> dict[str, Any] | None:
+        if not (run_dir / CHECKPOINT_FILE).is_file():
+            log.info("%s: no checkpoint yet; starting stage 1 again from epoch 1", run_dir)
+            return None
+        checkpoint = load_checkpoint(run_dir)
+        if checkpoint.get("config") != config_to_dict(config):
+            raise RunDirError(f"{run_dir}: checkpoint.pt was written for another config than {CONFIG_FILE}")
+        if "generators" not in checkpoint:
+            raise RunDirError(f"{run_dir / CHECKPOINT_FILE}: written by an older longtail without resume state")
+        log.info("%s: resuming stage 1 after epoch %d of %d", run_dir, checkpoint["epoch"], config.train.epochs)
+        return checkpoint
+
+    return _stage1(config, run_dir, read_checkpoint, progress=progress)
+
+
+def _stage1(
+    config: Config, out: Path, open_run_dir: Callable[[], dict[str, Any] | None], *, progress: bool
+) -> dict[str, Any]:
+    """Train into ``out``: ``open_run_dir()`` (rank 0 only, after the inputs are checked) prepares the
+    directory and returns the checkpoint to continue from, or None to start afresh."""
     with process_group(resolve_device(config.device)) as device:
 
         def check_inputs() -> DatasetSplits:
@@ -43,39 +113,36 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
             return create_dataset(config.data)
 
         splits = agree(check_inputs)  # bad config or data fails here, on every rank, before anything is written
-        # The run directory is rank 0's alone; its verdict on `out` reaches every rank.
-        agree(lambda: prepare_new_run_dir(out, overwrite=overwrite) if is_main() else None)
-        if is_main():
-            save_config(config, out / CONFIG_FILE)
+        # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
+        checkpoint = broadcast_object(agree(lambda: open_run_dir() if is_main() else None))
         tensorboard = ScalarLog(out, enabled=is_main())
-        in_channels = splits.train.image_shape[0]
-        history: list[dict[str, Any]] = []
         grad_scaler = make_grad_scaler(config.train.precision, device)  # fp16 only; one for the whole training
+        seconds_before = checkpoint.get("train_seconds", 0.0) if checkpoint else 0.0
         start = time.perf_counter()
 
-        def save_epoch(record: dict[str, Any], model: Classifier, optimizer: Any, scheduler: Any) -> None:
-            history.append(record)
-            write_metrics(out, history)
+        def save_epoch(record: dict[str, Any], state: dict[str, Any]) -> None:
+            write_metrics(out, state["metrics"])
             log_stage1_epoch(tensorboard, record)
             checkpoint = {
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the plain module's keys
-                "epoch": record["epoch"],
+                **state,
                 "num_classes": splits.num_classes,
-                "in_channels": in_channels,
+                "in_channels": splits.train.image_shape[0],
                 "train_counts": splits.train_counts,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "metrics": history,
                 "config": config_to_dict(config),
+                "train_seconds": seconds_before + time.perf_counter() - start,
             }
-            if grad_scaler is not None:
-                checkpoint["grad_scaler"] = grad_scaler.state_dict()
             save_checkpoint(out, checkpoint)
 
         model, _ = train_joint(
-            config, splits, device=device, on_epoch_end=save_epoch, progress=progress, grad_scaler=grad_scaler
+            config,
+            splits,
+            device=device,
+            on_epoch_end=save_epoch,
+            progress=progress,
+            grad_scaler=grad_scaler,
+            resume=checkpoint,
         )
-        train_seconds = time.perf_counter() - start
+        train_seconds = seconds_before + time.perf_counter() - start
         results: dict[str, Any] | None = None
         if is_main():
             scores = {}

@@ -8,11 +8,11 @@ val and test after each command."""
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,14 @@ from torch import nn
 from ..config import CRTConfig, LWSConfig, config_to_dict
 from ..engine.feature_cache import cached_features
 from ..engine.loops import EpochStatsCallback
+from ..engine.partial import PartialTraining
 from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError, RunDirError
 from ..io import save_torch_atomic
 from ..models.classifier import Classifier
 from ..models.heads import LWSHead
 from ..models.serialize import head_from_dict, head_to_dict
-from ..runs import classifier_path, saved_methods, update_results
+from ..runs import CLASSIFIER_DIR, classifier_path, saved_methods, update_results
 from ..stages.auto import Candidate, auto_record, lr_factors_in_order, pick_best
 from ..stages.decouple import (
     Features,
@@ -133,7 +134,11 @@ def load_heads(run: LoadedRun, fitted: dict[str, nn.Module] | None = None) -> di
 
 
 def _fit_on_images(
-    method: str, run: LoadedRun, section: CRTConfig | LWSConfig, on_epoch: EpochStatsCallback | None = None
+    method: str,
+    run: LoadedRun,
+    section: CRTConfig | LWSConfig,
+    on_epoch: EpochStatsCallback | None = None,
+    resumable: PartialTraining | None = None,
 ) -> nn.Module:
     """cRT or LWS trained with the backbone in the loop (``decouple.features=online`` or a fine-tuned cRT).
 
@@ -147,7 +152,15 @@ def _fit_on_images(
         head = LWSHead.from_linear(run.model.head)
     trainable = cfg.trainable if method == "crt" else "classifier"
     tuned = retrain_on_images(
-        run.model, head, run.splits, run.config, section, trainable=trainable, device=run.device, on_epoch=on_epoch
+        run.model,
+        head,
+        run.splits,
+        run.config,
+        section,
+        trainable=trainable,
+        device=run.device,
+        on_epoch=on_epoch,
+        partial=resumable,
     )
     backbone_changed = trainable != "classifier" or cfg.bn == "train"
     return tuned if backbone_changed else tuned.head
@@ -178,12 +191,14 @@ def _fit(
     if method in ("crt", "lws"):
         section = replace(cfg.crt if method == "crt" else cfg.lws)
         section.lr *= lr_factor
-        on_epoch = None
-        if tensorboard is not None:
-            tag = method if lr_factor == 1.0 else f"{method}_lr_x{lr_factor:g}"
-            on_epoch = partial(_log_epoch, tensorboard, f"decouple/{tag}/")
+        tag = method if lr_factor == 1.0 else f"{method}_lr_x{lr_factor:g}"
+        on_epoch = None if tensorboard is None else functools.partial(_log_epoch, tensorboard, f"decouple/{tag}/")
+        # A killed run of this very training (same checkpoint, settings and lr) continues where it stopped.
+        settings = config_to_dict(run.config)["decouple"]
+        key = {"checkpoint": run.checkpoint_sha256, "decouple": settings, "lr": section.lr, "seed": run.config.seed}
+        resumable = PartialTraining(run.run_dir / CLASSIFIER_DIR / f"{tag}.partial", key)
         if cfg.features == "online" or (method == "crt" and cfg.trainable != "classifier"):
-            return _fit_on_images(method, run, section, on_epoch), {}
+            return _fit_on_images(method, run, section, on_epoch, resumable), {}
         train = features["train"]
         if cfg.views > 0:
             train = Features(train.x, train.y, _train_views(run))
@@ -194,6 +209,7 @@ def _fit(
             "seed": run.config.seed,
             "device": run.device,
             "on_epoch": on_epoch,
+            "partial": resumable,
         }
         if method == "crt":
             return fit_crt(train, run.splits.num_classes, section, **options), {}

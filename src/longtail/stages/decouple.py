@@ -22,8 +22,9 @@ from torch.nn import functional as F
 from ..config import CRTConfig, LWSConfig
 from ..data.dataset import ImageDataset, TensorPairDataset
 from ..engine.device import seed_everything
-from ..engine.loops import EpochStatsCallback, make_loader, predict, train_one_epoch
+from ..engine.loops import EpochStatsCallback, make_loader, predict, train_epochs
 from ..engine.optim import cosine_schedule, sgd
+from ..engine.partial import PartialTraining
 from ..evaluation.metrics import accuracy_summary
 from ..losses import log_prior
 from ..models.heads import LogitAdjustedHead, LWSHead, TauNormHead, linear_head, tau_sweep_predictions
@@ -126,6 +127,7 @@ def train_head(
     seed: int,
     device: torch.device,
     on_epoch: EpochStatsCallback | None = None,
+    partial: PartialTraining | None = None,
 ) -> nn.Module:
     """Train the parameters of ``head`` on features: cross-entropy, SGD, per-step cosine to 0.
 
@@ -133,7 +135,9 @@ def train_head(
     trains on ``train.views`` when there are any, else on ``train.x``. Epochs have
     ``len(train)`` draws of ``sampler`` (see :func:`~longtail.samplers.make_sampler`;
     ``sampler_q`` is the q of ``power``, ``num_samples_cls`` the block of ``class_aware``).
-    ``on_epoch(epoch, {"loss", "acc", "lr"})`` follows every epoch (1-based; for logging).
+    ``on_epoch(epoch, {"loss", "acc", "lr"})`` follows every epoch (1-based; for logging);
+    ``partial`` keeps the state after every epoch so that a killed run continues exactly
+    (see :func:`~longtail.engine.loops.train_epochs`).
     """
     seed_everything(seed)
     head = head.to(device)
@@ -143,14 +147,24 @@ def train_head(
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = sgd(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.epochs * len(loader))
-    for epoch in range(cfg.epochs):
+
+    def start_epoch(epoch: int) -> None:
         draw.set_epoch(epoch)
         if isinstance(dataset, AugmentedViews):
             dataset.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(head, loader, optimizer, device=device, scheduler=scheduler)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, {"loss": stats["loss"], "acc": stats["acc"], "lr": lr})
+
+    train_epochs(
+        head,
+        loader,
+        optimizer,
+        scheduler,
+        cfg.epochs,
+        device=device,
+        start_epoch=start_epoch,
+        on_epoch=on_epoch,
+        partial=partial,
+        name="stage 2 head training",
+    )
     return head.eval()
 
 

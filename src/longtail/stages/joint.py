@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -20,9 +21,11 @@ from ..data.transforms import BatchTransform, train_batch_transform
 from ..engine import distributed as dist
 from ..engine.device import seed_everything
 from ..engine.loops import make_loader, predict, train_one_epoch
+from ..engine.memory import resident_memory_mb
 from ..engine.optim import cosine_schedule, sgd
 from ..engine.precision import check_precision, make_grad_scaler
-from ..errors import ConfigError
+from ..engine.rng import restore_rng_state, rng_state
+from ..errors import ConfigError, TrainingError
 from ..evaluation.metrics import accuracy_summary
 from ..losses import create_loss
 from ..models.backbones import create_backbone
@@ -33,7 +36,9 @@ from ..samplers import EpochSampler, make_sampler
 
 log = logging.getLogger(__name__)
 
-EpochCallback = Callable[[dict[str, Any], Classifier, torch.optim.Optimizer, Any], None]
+# Called after every epoch on rank 0 with the epoch's metrics record and the training state (see
+# :func:`train_joint`), for the caller to write metrics and a checkpoint.
+EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 def joint_head_kind(config: Config) -> str:
@@ -195,6 +200,78 @@ def validation_predictions(
     return torch.cat([p for p, _ in shards]), torch.cat([y for _, y in shards])
 
 
+@contextlib.contextmanager
+def _naming_the_epoch(epoch: int, steps: int) -> Iterator[None]:
+    """A :class:`TrainingError` of epoch ``epoch`` (0-based) gets the epoch, global step and checkpoint in its line."""
+    try:
+        yield
+    except TrainingError as error:
+        kept = f"checkpoint.pt keeps epoch {epoch}" if epoch > 0 else "no checkpoint was written"
+        raise TrainingError(
+            f"stage 1, epoch {epoch + 1}: {error} (global step {epoch * steps + error.step}); stopped, {kept}. "
+            "Lower train.lr, or check the data and train.loss",
+            step=error.step,
+        ) from None
+
+
+def _training_state(
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    grad_scaler: torch.amp.GradScaler | None,
+    generators: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """What the epoch after ``history[-1]`` depends on, on the CPU (see :func:`train_joint`).
+
+    ``generators`` holds every rank's :func:`_generator_states`, in rank order (one entry without DDP).
+    """
+    epoch = history[-1]["epoch"]
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the plain module's keys
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "grad_scaler": None if grad_scaler is None else grad_scaler.state_dict(),
+        "generators": generators,
+        "sampler": {"epoch": epoch, "position": 0},
+        "epoch": epoch,
+        "metrics": list(history),
+    }
+
+
+def _generator_states(augment: BatchTransform) -> dict[str, Any]:
+    """This process's random state: its augmentation generator (each rank has its own) and the global ones."""
+    return {"augment": None if augment.generator is None else augment.generator.get_state(), "global": rng_state()}
+
+
+def _restore(
+    state: dict[str, Any],
+    model: Classifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    grad_scaler: torch.amp.GradScaler | None,
+    augment: BatchTransform,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load a :func:`_training_state` into the freshly built objects; returns (epochs done, metrics so far)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if grad_scaler is not None and state.get("grad_scaler") is not None:
+        grad_scaler.load_state_dict(state["grad_scaler"])
+    generators = state["generators"]
+    if len(generators) != dist.world_size():
+        raise ConfigError(
+            f"the checkpoint was written by {len(generators)} process(es); resume it with as many "
+            f"(torchrun --nproc_per_node), not {dist.world_size()}"
+        )
+    mine = generators[dist.rank()]
+    if augment.generator is not None and mine["augment"] is not None:
+        augment.generator.set_state(mine["augment"])
+    # Last: building the model and loaders above drew from the global generators.
+    restore_rng_state(mine["global"])
+    return int(state["sampler"]["epoch"]), list(state["metrics"])
+
+
 def train_joint(
     config: Config,
     splits: DatasetSplits,
@@ -203,12 +280,20 @@ def train_joint(
     on_epoch_end: EpochCallback | None = None,
     progress: bool = True,
     grad_scaler: torch.amp.GradScaler | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[Classifier, list[dict[str, Any]]]:
     """Train backbone and classifier together with ``config.train``'s sampler, SGD and cosine schedule.
 
     After each epoch the model is scored on the validation split and
-    ``on_epoch_end(record, model, optimizer, scheduler)`` is called (to write
-    metrics and a checkpoint).
+    ``on_epoch_end(record, state)`` is called (to write metrics and a
+    checkpoint). ``state`` is everything the next epoch depends on: ``model``,
+    ``optimizer``, ``scheduler`` and ``grad_scaler`` state dicts (plain
+    module keys), ``generators`` (per rank: the augmentation generator and the
+    global ones), ``sampler`` ``{"epoch", "position"}`` (the next epoch
+    to draw, from its start: samplers and per-image augmentation are functions
+    of (seed, epoch)), ``epoch`` (completed) and ``metrics`` (the records so far).
+    Passing such a dict back as ``resume`` continues after its epoch, and the
+    result is bitwise the one of an uninterrupted run on CPU.
 
     Under torchrun (a running process group) every rank calls this: each trains
     on its share of every global batch of ``train.batch_size`` (DDP averages
@@ -221,7 +306,8 @@ def train_joint(
     Returns:
         The trained model (on ``device``, plain: no DDP or compile wrapper) and one record per epoch:
         ``{"epoch", "train_loss", "train_acc", "lr", "val_all", "val_macro", "val_many", "val_medium",
-        "val_few", "seconds"}`` (a group without validation images has None).
+        "val_few", "seconds", "rss_mb"}`` (a group without validation images has None; ``rss_mb``: this
+        process's resident memory, None where unknown).
     """
     cfg = config.train
     replicas, rank = dist.world_size(), dist.rank()
@@ -260,25 +346,36 @@ def train_joint(
     if grad_scaler is None:
         grad_scaler = make_grad_scaler(cfg.precision, device)
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=cfg.epochs * steps, desc="stage 1: joint", unit="step", disable=not progress, dynamic_ncols=True)
-    for epoch in range(cfg.epochs):
+    first_epoch = 0
+    if resume is not None:
+        first_epoch, history = _restore(resume, model, optimizer, scheduler, grad_scaler, augment)
+    bar = tqdm(
+        total=cfg.epochs * steps,
+        initial=first_epoch * steps,
+        desc="stage 1: joint",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for epoch in range(first_epoch, cfg.epochs):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         sampler.set_epoch(epoch)
         splits.train.set_epoch(epoch, config.seed)  # per-item augmentation of image files: (seeds, epoch)
         criterion.set_epoch(epoch)
-        stats = train_one_epoch(
-            net,
-            loader,  # type: ignore[arg-type]  (a DataLoader cut to the epoch length)
-            optimizer,
-            device=device,
-            scheduler=scheduler,
-            transform=augment,
-            criterion=criterion,
-            on_step=bar.update,
-            precision=cfg.precision,
-            grad_scaler=grad_scaler,
-        )
+        with _naming_the_epoch(epoch, steps):
+            stats = train_one_epoch(
+                net,
+                loader,  # type: ignore[arg-type]  (a DataLoader cut to the epoch length)
+                optimizer,
+                device=device,
+                scheduler=scheduler,
+                transform=augment,
+                criterion=criterion,
+                on_step=bar.update,
+                precision=cfg.precision,
+                grad_scaler=grad_scaler,
+            )
         predictions, labels = validation_predictions(model, val_loader, evaluate, device=device)
         val = accuracy_summary(predictions, labels, train_counts, many=config.eval.many, few=config.eval.few)
         record = {
@@ -292,6 +389,7 @@ def train_joint(
             "val_medium": val["medium"],
             "val_few": val["few"],
             "seconds": time.perf_counter() - start,
+            "rss_mb": resident_memory_mb(),
         }
         history.append(record)
         bar.set_postfix(epoch=epoch + 1, loss=f"{stats['loss']:.3f}", val_macro=f"{val['macro'] or 0:.1f}")
@@ -305,7 +403,8 @@ def train_joint(
                 val["macro"] or 0.0,
                 record["seconds"],
             )
+        generators = dist.all_gather_objects(_generator_states(augment))  # every rank's, for an exact resume
         if on_epoch_end is not None and rank == 0:
-            on_epoch_end(record, model, optimizer, scheduler)
+            on_epoch_end(record, _training_state(model, optimizer, scheduler, grad_scaler, generators, history))
     bar.close()
     return model, history

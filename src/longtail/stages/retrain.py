@@ -24,8 +24,9 @@ from torch import nn
 from ..config import Config, CRTConfig, LWSConfig
 from ..data.dataset import DatasetSplits
 from ..engine.device import seed_everything
-from ..engine.loops import EpochStatsCallback, make_loader, train_one_epoch
+from ..engine.loops import EpochStatsCallback, make_loader, train_epochs
 from ..engine.optim import cosine_schedule, sgd
+from ..engine.partial import PartialTraining
 from ..models.classifier import Classifier
 from .joint import section_sampler, train_transform
 
@@ -40,6 +41,7 @@ def retrain_on_images(
     trainable: str = "classifier",
     device: torch.device,
     on_epoch: EpochStatsCallback | None = None,
+    partial: PartialTraining | None = None,
 ) -> Classifier:
     """A copy of the stage-1 ``model`` with ``head`` in place of its classifier, trained on augmented images.
 
@@ -53,6 +55,7 @@ def retrain_on_images(
         trainable: ``classifier`` (backbone frozen), ``last_stage`` (the
             backbone's last stage too) or ``all`` (everything).
         on_epoch: called as ``on_epoch(epoch, {"loss", "acc", "lr"})`` after every epoch (1-based).
+        partial: keeps the state after every epoch, so that a killed run continues exactly.
 
     Returns:
         The re-trained network in eval mode, backbone frozen again, with
@@ -73,12 +76,23 @@ def retrain_on_images(
     optimizer = sgd(parameters, lr=section.lr, momentum=section.momentum, weight_decay=section.weight_decay)
     scheduler = cosine_schedule(optimizer, section.epochs * len(loader))
     augment = train_transform(splits, config).to(device)
-    for epoch in range(section.epochs):
+
+    def start_epoch(epoch: int) -> None:
         sampler.set_epoch(epoch)
         splits.train.set_epoch(epoch, config.seed)  # per-image augmentation of file datasets
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(tuned, loader, optimizer, device=device, scheduler=scheduler, transform=augment)
-        if on_epoch is not None:
-            on_epoch(epoch + 1, {"loss": stats["loss"], "acc": stats["acc"], "lr": lr})
+
+    train_epochs(
+        tuned,
+        loader,
+        optimizer,
+        scheduler,
+        section.epochs,
+        device=device,
+        start_epoch=start_epoch,
+        transform=augment,
+        on_epoch=on_epoch,
+        partial=partial,
+        name="stage 2 training on images",
+    )
     tuned.fine_tuned = trainable
     return tuned.freeze_backbone().eval()
