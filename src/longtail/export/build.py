@@ -1,0 +1,176 @@
+"""``longtail export``: a run's backbone with one re-balanced classifier folded in, as one self-contained file."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data.dataset import DatasetSplits
+from ..data.image_transforms import CenterCrop
+from ..models.classifier import Classifier
+from ..pipeline import STAGE2_METHODS, LoadedRun, load_heads, load_run
+from ..runs import read_results
+from ..stages.joint import eval_transform
+from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
+from .errors import ExportError
+from .fold import fold_head
+from .onnx_file import require_onnx, save_onnx
+
+EXPORT_METHODS = ("auto", "joint", *STAGE2_METHODS)
+CHECK_IMAGES = 32  # validation images the exported program is checked on against the pipeline
+SUFFIX = ".pt2"
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote: the artifact, the ONNX file (or None) and the metadata stored in both."""
+
+    path: Path
+    onnx_path: Path | None
+    metadata: dict[str, Any]
+
+
+def input_spec(splits: DatasetSplits) -> dict[str, Any]:
+    """The test-time input transform of ``splits`` as metadata.
+
+    In-memory datasets (Fashion-MNIST, CIFAR, ``.npz``) have one image size:
+    another size is resized to it. Image files are read as RGB, the shorter
+    side resized to ``resize_shorter`` and the centre ``height`` x ``width`` kept.
+    """
+    test = splits.split("test")
+    transform = getattr(test, "transform", None)
+    if isinstance(transform, CenterCrop):
+        channels, height, width = 3, transform.size, transform.size
+        geometry, resize = "resize_shorter_center_crop", transform.resize
+    else:
+        channels, height, width = test.image_shape
+        geometry, resize = "resize", None
+    return {
+        "layout": "NCHW",
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+        "normalized_inside": True,
+        "channels": int(channels),
+        "height": int(height),
+        "width": int(width),
+        "geometry": geometry,
+        "resize_shorter": resize,
+        "mean": [float(v) for v in splits.mean],
+        "std": [float(v) for v in splits.std],
+    }
+
+
+def _describe_classifier(run: LoadedRun, method: str, head: nn.Module) -> dict[str, Any]:
+    """``{"method", "label", "params"}``: what was exported, ``auto`` resolved to the method it chose."""
+    if method == "auto":
+        chosen = dict(read_results(run.run_dir).get("auto", {}).get("chosen", {}))
+        resolved, label = chosen.pop("method", "auto"), chosen.pop("label", "auto")
+        return {"method": resolved, "label": label, "params": chosen}
+    params: dict[str, Any] = {}
+    if hasattr(head, "tau"):
+        params["tau"] = round(float(head.tau), 6)
+    if hasattr(head, "metric"):
+        params["metric"] = head.metric
+    if getattr(head, "fine_tuned", None):
+        params["trainable"] = head.fine_tuned
+    text = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return {"method": method, "label": f"{method} ({text})" if text else method, "params": params}
+
+
+def _pipeline_check(run: LoadedRun, backbone: nn.Module, head: nn.Module, program_module: nn.Module) -> float:
+    """Max |exported - pipeline| logit on the first validation images; raises when beyond float tolerance."""
+    val = run.splits.split("val")
+    images, _ = val.__getitems__(list(range(min(CHECK_IMAGES, len(val)))))
+    with torch.no_grad():
+        expected = head.cpu()(backbone.forward_features(eval_transform(run.splits)(images)))
+        got = program_module(images.float() / 255.0)
+    difference = float((got - expected).abs().max()) if len(images) else 0.0
+    tolerance = 1e-4 * max(1.0, float(expected.abs().max()) if len(images) else 1.0)
+    if difference > tolerance:
+        raise ExportError(
+            f"{run.run_dir}: the exported model's logits differ from the pipeline's by {difference:.3g} "
+            f"(tolerance {tolerance:.3g}); this is a bug, please report it"
+        )
+    return difference
+
+
+def default_out(run_dir: str | Path, method: str) -> Path:
+    """``RUN_DIR/export/<method>.pt2``."""
+    return Path(run_dir) / "export" / f"{method}{SUFFIX}"
+
+
+def export_run(
+    run_dir: str | Path | LoadedRun,
+    method: str = "auto",
+    out: str | Path | None = None,
+    *,
+    onnx: bool = False,
+    overrides: Sequence[str] = (),
+) -> ExportResult:
+    """Export ``method``'s classifier of a run, folded onto its backbone, to ``out`` (and ``out.onnx``).
+
+    ``out`` defaults to :func:`default_out`; a name without a suffix gets
+    ``.pt2``. The run's data must be readable (``overrides`` such as
+    ``data.root=DIR`` say where): it gives the normalisation, the class names
+    and the validation images the export is checked on. ``run_dir`` may be a
+    run already loaded by :func:`~longtail.pipeline.load_run` (``overrides``
+    are then ignored), to export several methods without reading it again.
+
+    Raises:
+        ExportError: an unknown method, one the run has not fit, or the ONNX packages missing.
+    """
+    if method not in EXPORT_METHODS:
+        raise ExportError(f"--method {method!r}: expected one of {', '.join(EXPORT_METHODS)}")
+    where = run_dir.run_dir if isinstance(run_dir, LoadedRun) else Path(run_dir)
+    path = Path(out) if out is not None else default_out(where, method)
+    if not path.suffix:
+        path = path.with_suffix(SUFFIX)
+    if path.suffix == ".onnx":
+        raise ExportError(f"--out {path}: expected the .pt2 file's name; the ONNX file goes beside it (--onnx)")
+    if onnx:
+        require_onnx()  # before the work, not after
+    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
+    heads = load_heads(run)
+    if method not in heads:
+        raise ExportError(
+            f"{run.run_dir}: no {method} classifier; run `longtail decouple {run.run_dir} --method {method}` first"
+        )
+    head = heads[method]
+    backbone = run.model.backbone
+    if isinstance(head, Classifier):  # fit with its own backbone (fine-tuned cRT, or BatchNorm in train mode)
+        backbone, head = head.backbone, head.head
+    backbone = copy.deepcopy(backbone).cpu().eval()
+    head = copy.deepcopy(head).cpu().eval()
+    spec = input_spec(run.splits)
+    classifier = _describe_classifier(run, method, heads[method])
+    folded = fold_head(head)
+    program = export_program(
+        ExportedClassifier(backbone, folded, spec["mean"], spec["std"]), spec["channels"], spec["height"], spec["width"]
+    )
+    difference = _pipeline_check(run, backbone, head, program.module())
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "longtail_version": __version__,
+        "torch_version": torch.__version__,
+        "exported": method,
+        "classifier": {**classifier, "folding": folded.describe()},
+        "num_classes": run.splits.num_classes,
+        "class_names": list(run.splits.class_names),
+        "input": spec,
+        "output": "logits (N, num_classes); softmax gives probabilities",
+        "dataset": run.splits.name,
+        "run_dir": str(run.run_dir),
+        "checkpoint_sha256": run.checkpoint_sha256,
+        "check": {"images": min(CHECK_IMAGES, len(run.splits.split("val"))), "max_abs_logit_difference": difference},
+    }
+    save_artifact(path, program, metadata)
+    onnx_path = save_onnx(program, path.with_suffix(".onnx"), metadata) if onnx else None
+    return ExportResult(path, onnx_path, metadata)

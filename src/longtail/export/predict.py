@@ -1,0 +1,129 @@
+"""``longtail predict``: read images, apply the artifact's recorded input transform, print the top-k classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from ..data.image_transforms import CenterCrop
+from ..errors import ConfigError, DataError
+
+BATCH = 64  # images per forward pass
+
+
+@dataclass
+class Prediction:
+    """The top-k classes of one image: ``(class name, class index, probability)``, most probable first."""
+
+    image: str
+    top: list[tuple[str, int, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "top": [{"class": name, "index": index, "probability": prob} for name, index, prob in self.top],
+        }
+
+
+def _npy_image(path: Path) -> Image.Image:
+    """A ``.npy`` array as a Pillow image: (H, W), (H, W, C) or (C, H, W); uint8, or floats in [0, 1]."""
+    array = np.load(path, allow_pickle=False)
+    if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # channels first -> last
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(f"shape {array.shape}: expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
+            raise ValueError(f"dtype {array.dtype}: expected uint8, or finite floats in [0, 1]")
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"values in [{array.min():g}, {array.max():g}]: expected floats in [0, 1]")
+        array = np.rint(array * 255.0).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _transform(image: Image.Image, spec: dict[str, Any]) -> Image.Image:
+    """The recorded geometry and channels; ``image`` may be unloaded (a JPEG then decodes at reduced scale)."""
+    if spec["geometry"] == "resize_shorter_center_crop":
+        image = CenterCrop(size=spec["height"], resize=spec["resize_shorter"])(image)
+    elif image.size != (spec["width"], spec["height"]):
+        image = image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode)
+        image = image.resize((spec["width"], spec["height"]), Image.Resampling.BILINEAR)
+    return image.convert("L" if spec["channels"] == 1 else "RGB")
+
+
+def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
+    """One image file (PNG, JPEG, anything Pillow reads, or ``.npy``) -> (C, H, W) float32 in [0, 1].
+
+    The artifact's input ``spec``: converted to its channels (grey ``L`` or
+    ``RGB``); ``resize`` geometry: resized (bilinear) to (height, width) when its
+    size differs; ``resize_shorter_center_crop``: shorter side to
+    ``resize_shorter``, centre crop, as at test time in the pipeline.
+
+    Raises:
+        DataError: naming ``path`` when it is missing or not a readable image.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            image = _transform(_npy_image(path), spec)
+        else:
+            with Image.open(path) as opened:  # as the pipeline reads image files (see data.image_files.read_image)
+                image = _transform(opened, spec)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"{path}: cannot read image ({error.__class__.__name__}: {error})") from None
+    array = np.asarray(image, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.tensor(array, dtype=torch.float32) / 255.0  # a copy: Pillow's buffer is read-only
+
+
+def check_topk(topk: int | None, num_classes: int) -> int:
+    """``topk`` checked against the classes; None -> min(5, num_classes)."""
+    if topk is None:
+        return min(5, num_classes)
+    if not 1 <= topk <= num_classes:
+        raise ConfigError(f"--topk {topk}: expected 1 to {num_classes} (the model's classes)")
+    return topk
+
+
+def predict_images(
+    module: nn.Module, metadata: dict[str, Any], paths: Sequence[str | Path], topk: int | None = None
+) -> list[Prediction]:
+    """Top-``topk`` classes with softmax probabilities for each image in ``paths``.
+
+    Every image is read (and checked) before the model runs, in batches of :data:`BATCH`.
+    """
+    names = metadata["class_names"]
+    k = check_topk(topk, len(names))
+    images = [read_image(path, metadata["input"]) for path in paths]
+    predictions: list[Prediction] = []
+    with torch.no_grad():
+        for start in range(0, len(images), BATCH):
+            batch = torch.stack(images[start : start + BATCH])
+            probabilities = module(batch).softmax(dim=1)
+            values, indices = probabilities.topk(k, dim=1)
+            for offset, (row_p, row_i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
+                top = [(names[i], i, p) for i, p in zip(row_i, row_p, strict=True)]
+                predictions.append(Prediction(str(paths[start + offset]), top))
+    return predictions
+
+
+def format_predictions(predictions: Sequence[Prediction]) -> str:
+    """A readable table: per image, its path, then one line per class with its rank and probability."""
+    lines: list[str] = []
+    width = max((len(name) for p in predictions for name, _, _ in p.top), default=5)
+    for prediction in predictions:
+        lines.append(prediction.image)
+        for rank, (name, _, probability) in enumerate(prediction.top, start=1):
+            lines.append(f"  {rank:>2}. {name.ljust(width)}  {100 * probability:6.2f}%")
+    return "\n".join(lines)

@@ -1,0 +1,363 @@
+"""``longtail export`` and ``longtail predict``: folded classifiers, the .pt2 artifact, ONNX, top-k on image files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import tiny_overrides
+from longtail.cli import main
+from longtail.data.dataset import DatasetSplits
+from longtail.data.image_files import ImageFileDataset, PathTable
+from longtail.data.image_transforms import CenterCrop
+from longtail.export import (
+    ExportError,
+    export_run,
+    fold_head,
+    input_spec,
+    load_artifact,
+    read_image,
+    read_metadata,
+)
+from longtail.export.artifact import METADATA_FILE
+from longtail.models.classifier import Classifier
+from longtail.models.heads import CosineHead, LogitAdjustedHead, LWSHead, TauNormHead
+from longtail.models.ncm import NCMClassifier
+from longtail.pipeline import load_heads, load_run, run_features
+from longtail.runs import read_results
+from longtail.stages.joint import eval_transform
+
+METHODS = ("auto", "joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal to float tolerance: 1e-4 relative to the logits' scale."""
+    scale = max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run with every stage-2 classifier and ``auto`` (one lr factor, to stay quick)."""
+    run = tmp_path_factory.mktemp("export") / "run"
+    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 0
+    assert main(["decouple", str(run), "--method", "auto", "decouple.auto_lr_factors=[1]"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def pipeline(run_dir: Path) -> dict:
+    """What the library computes: test images, the frozen backbone's test features, every head."""
+    run = load_run(run_dir)
+    test = run.splits.split("test")
+    return {
+        "run": run,
+        "images": test.images,
+        "labels": test.labels,
+        "features": run_features(run, "test").x,
+        "heads": load_heads(run),
+    }
+
+
+def _pipeline_logits(pipeline: dict, method: str) -> torch.Tensor:
+    head = pipeline["heads"][method]
+    with torch.no_grad():
+        if isinstance(head, Classifier):  # fit with its own backbone
+            return head.cpu()(eval_transform(pipeline["run"].splits)(pipeline["images"]))
+        return head.cpu()(pipeline["features"])
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir: Path, pipeline: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """method -> path of its .pt2 (auto through the CLI, at the default place; the others from the loaded run)."""
+    out = tmp_path_factory.mktemp("models")
+    assert main(["export", str(run_dir)]) == 0
+    paths = {"auto": run_dir / "export" / "auto.pt2"}
+    for method in METHODS[1:]:
+        paths[method] = export_run(pipeline["run"], method, out / method).path
+    return paths
+
+
+def _plain_load(path: Path) -> tuple[nn.Module, dict]:
+    extra = {METADATA_FILE: ""}
+    return torch.export.load(path, extra_files=extra).module(), json.loads(extra[METADATA_FILE])
+
+
+# --- folding, head by head, on features ---------------------------------------------------------------
+
+
+def _ncm_head(metric: str, features: torch.Tensor, labels: torch.Tensor) -> nn.Module:
+    return NCMClassifier(metric).fit(features, labels, 4).to_head()
+
+
+def _heads(features: torch.Tensor, labels: torch.Tensor) -> dict[str, nn.Module]:
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 4)
+    lws = LWSHead.from_linear(linear)
+    with torch.no_grad():
+        lws.scales.copy_(torch.tensor([0.5, 1.5, 2.0, 0.8]))
+    lws_no_bias = LWSHead(linear.weight, None)
+    with torch.no_grad():
+        lws_no_bias.scales.copy_(torch.tensor([1.2, 0.7, 1.0, 3.0]))
+    log_prior = torch.log(torch.tensor([0.6, 0.25, 0.1, 0.05]))
+    return {
+        "linear": linear,
+        "tau_norm": TauNormHead.from_linear(linear, 0.7),
+        "lws": lws,
+        "lws_no_bias": lws_no_bias,
+        "logit_adjust": LogitAdjustedHead(linear.weight, linear.bias, log_prior, 1.3),
+        "cosine": CosineHead(8, 4),
+        "ncm_cl2n": _ncm_head("cl2n", features, labels),
+        "ncm_l2": _ncm_head("l2", features, labels),
+        "ncm_cosine": _ncm_head("cosine", features, labels),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["linear", "tau_norm", "lws", "lws_no_bias", "logit_adjust", "cosine", "ncm_cl2n", "ncm_l2", "ncm_cosine"]
+)
+def test_a_folded_head_gives_the_heads_logits(kind: str):
+    generator = torch.Generator().manual_seed(1)
+    features = torch.rand(300, 8, generator=generator) * 3  # non-negative, as after ReLU and pooling
+    labels = torch.arange(300) % 4
+    head = _heads(features, labels)[kind].eval()
+    folded = fold_head(head)
+    linears = [m for m in folded.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 1  # one linear layer, all parameters baked in
+    with torch.no_grad():
+        _close(folded(features), head(features))
+        _close(folded(features[:1]), head(features[:1]))  # cdist's direct (non-matmul) path for small inputs
+    assert folded.distance == (kind in ("ncm_cl2n", "ncm_l2"))
+
+
+def test_an_unknown_head_cannot_be_folded():
+    with pytest.raises(ExportError, match="Sequential"):
+        fold_head(nn.Sequential(nn.Linear(3, 2)))
+
+
+# --- the artifact -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_exported_logits_equal_the_pipelines(method: str, exported: dict, pipeline: dict):
+    module, metadata = _plain_load(exported[method])
+    images = pipeline["images"].float() / 255.0
+    with torch.no_grad():
+        got = module(images)
+        _close(got, _pipeline_logits(pipeline, method))
+        _close(module(images[:1]), got[:1])  # the batch dimension is dynamic
+    assert metadata["exported"] == method
+    assert metadata["check"]["max_abs_logit_difference"] <= 1e-4 * max(1.0, float(got.abs().max()))
+
+
+def test_metadata_round_trips_and_describes_the_run(exported: dict, run_dir: Path, pipeline: dict):
+    results = read_results(run_dir)
+    _, metadata = _plain_load(exported["auto"])
+    assert read_metadata(exported["auto"])[1] == metadata
+    assert metadata["format"] == "longtail-export" and metadata["format_version"] == 1
+    assert metadata["class_names"] == results["class_names"] and metadata["num_classes"] == 10
+    chosen = results["auto"]["chosen"]
+    assert metadata["classifier"]["label"] == chosen["label"] and metadata["classifier"]["method"] == chosen["method"]
+    splits = pipeline["run"].splits
+    assert metadata["input"] == {
+        "layout": "NCHW",
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+        "normalized_inside": True,
+        "channels": 1,
+        "height": 28,
+        "width": 28,
+        "geometry": "resize",
+        "resize_shorter": None,
+        "mean": list(splits.mean),
+        "std": list(splits.std),
+    }
+    tau = read_metadata(exported["tau_norm"])[1]["classifier"]
+    assert tau["params"]["tau"] == results["methods"]["tau_norm"]["tau"] and tau["label"].startswith("tau_norm (tau=")
+    ncm = read_metadata(exported["ncm"])[1]["classifier"]
+    assert ncm["params"] == {"metric": "cl2n"} and "distance" in ncm["folding"]["output"]
+
+
+def test_the_artifact_runs_with_plain_pytorch_without_longtail(exported: dict, pipeline: dict, tmp_path: Path):
+    images = pipeline["images"][:16].float() / 255.0
+    torch.save(images, tmp_path / "images.pt")
+    script = f"""
+import importlib.abc, json, sys
+class NoLongtail(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "longtail":
+            raise ImportError("longtail must not be needed")
+sys.meta_path.insert(0, NoLongtail())
+import torch
+extra = {{"longtail.json": ""}}
+model = torch.export.load({str(exported["lws"])!r}, extra_files=extra).module()
+logits = model(torch.load({str(tmp_path / "images.pt")!r}))
+assert "longtail" not in sys.modules
+print(json.dumps({{"logits": logits.tolist(), "names": json.loads(extra["longtail.json"])["class_names"]}}))
+"""
+    done = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    _close(torch.tensor(answer["logits"]), _pipeline_logits(pipeline, "lws")[:16])
+    assert answer["names"] == pipeline["run"].splits.class_names
+
+
+def test_onnx_logits_equal_the_pipelines(run_dir: Path, pipeline: dict, tmp_path: Path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    assert main(["export", str(run_dir), "--method", "ncm", "--out", str(tmp_path / "ncm"), "--onnx"]) == 0
+    assert f"ONNX: {tmp_path / 'ncm.onnx'}" in capsys.readouterr().out
+    session = ort.InferenceSession(str(tmp_path / "ncm.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    images = (pipeline["images"].float() / 255.0).numpy()
+    (logits,) = session.run(["logits"], {"images": images})
+    _close(torch.from_numpy(logits), _pipeline_logits(pipeline, "ncm"))
+    properties = {p.key: p.value for p in onnx.load(str(tmp_path / "ncm.onnx")).metadata_props}
+    assert json.loads(properties["longtail"]) == read_metadata(tmp_path / "ncm.pt2")[1]
+
+
+@pytest.mark.slow  # cRT fine-tuning the last stage on images: ~10 s
+def test_a_fine_tuned_crt_is_exported_with_its_own_backbone(run_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    overrides = ["decouple.trainable=last_stage", "decouple.crt.epochs=1"]
+    assert main(["decouple", str(run), "--method", "crt", *overrides]) == 0
+    result = export_run(run, "crt", tmp_path / "crt.pt2")
+    assert result.metadata["classifier"]["params"] == {"trainable": "last_stage"}
+    loaded = load_run(run)
+    model = load_heads(loaded)["crt"]
+    assert isinstance(model, Classifier)
+    images = loaded.splits.split("test").images
+    module, _ = load_artifact(result.path)
+    with torch.no_grad():
+        expected = model.cpu()(eval_transform(loaded.splits)(images))
+        _close(module(images.float() / 255.0), expected)
+        # the stage-1 backbone gives other logits: the fine-tuned one was used
+        assert not torch.allclose(
+            loaded.model.head(loaded.model.forward_features(eval_transform(loaded.splits)(images))), expected, atol=1e-3
+        )
+
+
+# --- predict --------------------------------------------------------------------------------------------
+
+
+def _correct_image(pipeline: dict) -> int:
+    """Index of the test image that the auto classifier gets right with the highest probability."""
+    top = _pipeline_logits(pipeline, "auto").softmax(1).max(1)
+    right = top.indices == pipeline["labels"]
+    assert right.any()
+    return int(torch.where(right, top.values, -1.0).argmax())
+
+
+def test_predict_prints_the_top_classes_of_a_png_and_an_npy(exported: dict, pipeline: dict, tmp_path: Path, capsys):
+    index = _correct_image(pipeline)
+    image = pipeline["images"][index, 0].numpy()
+    Image.fromarray(image).save(tmp_path / "shoe.png")
+    np.save(tmp_path / "shoe.npy", image)
+    Image.fromarray(image).convert("RGB").resize((56, 56)).save(tmp_path / "big.jpg")  # another size, RGB
+    name = pipeline["run"].splits.class_names[int(pipeline["labels"][index])]
+    assert (
+        main(
+            [
+                "predict",
+                str(exported["auto"]),
+                str(tmp_path / "shoe.png"),
+                str(tmp_path / "shoe.npy"),
+                str(tmp_path / "big.jpg"),
+                "--topk",
+                "3",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(tmp_path / "shoe.png") and out[1].strip().startswith(f"1. {name} ")
+    assert len(out) == 12 and out[4] == str(tmp_path / "shoe.npy") and out[3].strip().startswith("3.")
+    assert main(["predict", str(exported["auto"]), str(tmp_path / "shoe.png"), "--json", "--topk", "10"]) == 0
+    (answer,) = json.loads(capsys.readouterr().out)
+    assert answer["top"][0]["class"] == name and len(answer["top"]) == 10
+    assert sum(c["probability"] for c in answer["top"]) == pytest.approx(1.0, abs=1e-5)
+    expected = _pipeline_logits(pipeline, "auto")[index].softmax(0)
+    assert answer["top"][0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
+
+
+def test_read_image_applies_the_recorded_transform(tmp_path: Path):
+    spec = {"channels": 3, "height": 8, "width": 8, "geometry": "resize_shorter_center_crop", "resize_shorter": 16}
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "red.png")
+    tensor = read_image(tmp_path / "red.png", spec)
+    assert tensor.shape == (3, 8, 8) and float(tensor[0].min()) == 1.0 and float(tensor[1:].max()) == 0.0
+    grey = {"channels": 1, "height": 4, "width": 6, "geometry": "resize", "resize_shorter": None}
+    np.save(tmp_path / "chw.npy", np.full((3, 4, 6), 0.5, dtype=np.float32))  # channels first, floats in [0, 1]
+    assert read_image(tmp_path / "chw.npy", grey).shape == (1, 4, 6)
+    assert torch.allclose(read_image(tmp_path / "chw.npy", grey), torch.full((1, 4, 6), 128 / 255))
+
+
+def test_image_file_runs_record_the_centre_crop_and_predict_reads_like_the_pipeline(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / name)
+    test = CenterCrop(size=8, resize=10)
+    dataset = ImageFileDataset(tmp_path, PathTable(["a.jpg", "b.png"]), np.array([0, 1]), test, eval_transform=test)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.2)
+    splits = DatasetSplits("files", dataset, dataset, dataset, 2, ["a", "b"], mean, std)
+    spec = input_spec(splits)
+    assert (spec["channels"], spec["height"], spec["width"]) == (3, 8, 8)
+    assert spec["geometry"] == "resize_shorter_center_crop" and spec["resize_shorter"] == 10
+    assert spec["mean"] == list(mean) and spec["std"] == list(std)
+    images, _ = dataset.__getitems__([0, 1])  # what the pipeline feeds the network, before normalisation
+    for i, name in enumerate(("a.jpg", "b.png")):
+        assert torch.equal(read_image(tmp_path / name, spec), images[i].float() / 255.0)
+
+
+# --- errors: one line each -----------------------------------------------------------------------------
+
+
+def _error(args: list[str], capsys) -> str:
+    assert main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_predict_errors_name_the_culprit(exported: dict, run_dir: Path, tmp_path: Path, capsys):
+    model = str(exported["auto"])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "bad.npy").write_bytes(b"nope")
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    assert "missing.png: image not found" in _error(["predict", model, str(tmp_path / "missing.png")], capsys)
+    assert "broken.png: cannot read image" in _error(["predict", model, str(tmp_path / "broken.png")], capsys)
+    assert "bad.npy: cannot read image" in _error(["predict", model, str(tmp_path / "bad.npy")], capsys)
+    for not_a_model in (run_dir / "config.yaml", run_dir / "checkpoint.pt"):
+        line = _error(["predict", str(not_a_model), str(tmp_path / "ok.png")], capsys)
+        assert f"{not_a_model}: not a model exported by `longtail export`" in line
+    assert "model file not found" in _error(["predict", str(tmp_path / "none.pt2"), str(tmp_path / "ok.png")], capsys)
+    for k in ("0", "11"):
+        assert f"--topk {k}: expected 1 to 10" in _error(
+            ["predict", model, str(tmp_path / "ok.png"), "--topk", k], capsys
+        )
+
+
+def test_export_errors(run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("export", "features"))
+    (run / "classifiers" / "lws.pt").unlink()
+    line = _error(["export", str(run), "--method", "lws"], capsys)
+    assert f"run `longtail decouple {run} --method lws` first" in line
+    assert "--out" in _error(["export", str(run), "--method", "crt", "--out", str(tmp_path / "m.onnx")], capsys)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        "importlib.util.find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a)
+    )
+    line = _error(["export", str(run), "--method", "crt", "--onnx"], capsys)
+    assert "onnxscript" in line and "longtail[export]" in line
+    assert not (tmp_path / "run" / "export").exists()
