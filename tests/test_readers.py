@@ -84,10 +84,10 @@ def test_filelist_without_val_list_holds_out_of_training(tmp_path: Path):
 
 
 def test_relative_lists_are_found_in_data_root(tmp_path: Path):
-    lists = write_filelist_dataset(tmp_path, [3, 3], test_per_class=1, size=16)
+    lists = write_filelist_dataset(tmp_path, [5, 5], test_per_class=1, size=16)
     relative = {split: path.relative_to(tmp_path) for split, path in lists.items()}
     splits = create_dataset(load_config(None, filelist_overrides(tmp_path, relative)).data)
-    assert len(splits.train) + len(splits.val) == 6
+    assert len(splits.train) + len(splits.val) == 10
 
 
 @pytest.mark.parametrize(

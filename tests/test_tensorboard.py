@@ -30,7 +30,8 @@ def test_stage1_epochs_match_metrics_jsonl(run: Path):
     scalars = _scalars(run)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [step for step, _ in scalars["train/loss"]] == [r["epoch"] for r in records]
-    for tag, key in (("train/loss", "train_loss"), ("train/acc", "train_acc"), ("train/lr", "lr"), ("val/few", "val_few")):
+    pairs = (("train/loss", "train_loss"), ("train/acc", "train_acc"), ("train/lr", "lr"), ("val/few", "val_few"))
+    for tag, key in pairs:
         assert [v for _, v in scalars[tag]] == pytest.approx([r[key] for r in records], rel=1e-6), tag
     assert {"val/many", "val/medium", "val/all", "val/macro"} <= set(scalars)
 

@@ -1,7 +1,7 @@
 """The ``longtail`` command: parse arguments, call the library, print tables.
 
-Subcommands: ``train``, ``decouple``, ``eval``, ``demo``, ``grid``, ``config``, ``data stats``. Any
-:class:`~longtail.errors.LongtailError` becomes one line on stderr and exit
+Subcommands: ``train``, ``decouple``, ``eval``, ``demo``, ``grid``, ``config``, ``data stats``, ``export``,
+``predict``, ``report``, ``illustrate``. Any :class:`~longtail.errors.LongtailError` becomes one line on stderr and exit
 status 1 (a traceback only with ``--debug``).
 """
 
@@ -28,9 +28,10 @@ from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
 from .evaluation.compare import comparison_rows, format_comparison
 from .evaluation.table import format_table
+from .export import EXPORT_METHODS, export_run, format_predictions, load_artifact, predict_images
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
 from .io import write_text_atomic
-from .pipeline import decouple, demo, evaluate, train
+from .pipeline import decouple, demo, evaluate, resume, train
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
@@ -95,11 +96,23 @@ def _print_table(results: dict[str, Any], split: str = "test") -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    config_path, overrides = _split_config_and_overrides(args.items)
-    config = load_config(config_path, overrides)
-    results = train(config, args.out, overwrite=args.overwrite, progress=args.progress)
+    if args.resume is not None:
+        if args.out is not None or args.items or args.overwrite:
+            raise ConfigError(
+                "--resume RUN_DIR: continues with the run's own config.yaml; give no --out, --overwrite, "
+                "config file or key=value overrides"
+            )
+        run_dir = args.resume
+        results = resume(run_dir, progress=args.progress)
+    elif args.out is None:
+        raise ConfigError("train: give --out RUN_DIR for a new run, or --resume RUN_DIR to continue one")
+    else:
+        config_path, overrides = _split_config_and_overrides(args.items)
+        config = load_config(config_path, overrides)
+        run_dir = args.out
+        results = train(config, run_dir, overwrite=args.overwrite, progress=args.progress)
     _print_table(results)
-    print(f"\nrun directory: {args.out}  (next: longtail decouple {args.out} --method all)")
+    print(f"\nrun directory: {run_dir}  (next: longtail decouple {run_dir} --method all)")
 
 
 def _cmd_decouple(args: argparse.Namespace) -> None:
@@ -181,6 +194,38 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
         print(f"  class-size plot: {stats['plot']}")
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    result = export_run(args.run_dir, args.method, args.out, onnx=args.onnx, overrides=args.overrides)
+    classifier = result.metadata["classifier"]
+    what = f"auto (= {classifier['label']})" if args.method == "auto" else classifier["label"]
+    print(f"exported {what} to {result.path}  ({result.path.stat().st_size / 1e6:.1f} MB)")
+    if result.onnx_path is not None:
+        print(f"ONNX: {result.onnx_path}")
+    print(f"next: longtail predict {result.path} IMAGE...")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    module, metadata = load_artifact(args.model)
+    predictions = predict_images(module, metadata, args.images, args.topk)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions]))
+    else:
+        print(format_predictions(predictions))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report  # matplotlib is imported only by the commands that draw
+
+    paths = write_report(args.run_dir, args.overrides)
+    print(f"report: {paths['html']} (self-contained) and {paths['markdown']} (figures in {paths['figures']})")
+
+
+def _cmd_illustrate(args: argparse.Namespace) -> None:
+    from .report.illustration import write_illustration  # matplotlib is imported only by the commands that draw
+
+    print(f"illustration: {write_illustration(Path(args.out), seed=args.seed)}")
+
+
 def _cmd_config(args: argparse.Namespace) -> None:
     config_path, overrides = _split_config_and_overrides(args.items)
     print(yaml.safe_dump(config_to_dict(load_config(config_path, overrides)), sort_keys=False), end="")
@@ -223,8 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
     )
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="the run directory to create")
+    p.add_argument("--out", metavar="RUN_DIR", help="the run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it is an existing run directory")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint, exactly as if it had not stopped "
+        "(with its own config.yaml; a finished run is left as it is)",
+    )
     progress_flag(p)
     p.set_defaults(func=_cmd_train)
 
@@ -329,6 +380,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_grid)
 
     p = commands.add_parser(
+        "report",
+        parents=[common],
+        help="the run's figures and tables: RUN_DIR/report.html and report.md",
+        description="Write RUN_DIR/report.html (one self-contained file, figures embedded, readable offline) and "
+        "RUN_DIR/report.md with its PNGs in RUN_DIR/report_files: the classifier weight norms, per-class accuracy "
+        "against class size, many/medium/few bars, the tau sweep, the training curves, a confusion matrix, "
+        "calibration (ECE, reliability diagrams) and the paper's decision-region illustration, with the run's "
+        "config, versions, dataset statistics and timing. Every classifier of the run is scored on test afresh. "
+        "See docs/report.md.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="run-time overrides such as data.root=DIR device=cpu"
+    )
+    p.set_defaults(func=_cmd_report)
+
+    p = commands.add_parser(
+        "illustrate",
+        parents=[common],
+        help="the paper's decision-region illustration on a 2-D toy problem",
+        description="Draw the decision regions of Joint (tau = 0), tau-norm (tau = 1), a cosine classifier and NCM "
+        "side by side on a 2-D three-class long-tailed toy problem (1000 / 100 / 10 points), computed with a fixed "
+        "seed, with the share of the area each gives to the head class. The format follows the suffix of --out.",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the figure to write: .png, .svg or .pdf")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the toy data and training (default: 0)")
+    p.set_defaults(func=_cmd_illustrate)
+
+    p = commands.add_parser(
         "config",
         parents=[common],
         help="print the resolved config (defaults, YAML file, overrides)",
@@ -370,6 +450,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--many", type=int, metavar="N", help="many-shot: more than N images (default: eval.many, 100)")
     p.add_argument("--few", type=int, metavar="N", help="few-shot: fewer than N images (default: eval.few, 20)")
     p.set_defaults(func=_cmd_data_stats)
+
+    p = commands.add_parser(
+        "export",
+        parents=[common],
+        help="one self-contained model file: backbone + re-balanced classifier (+ ONNX)",
+        description="Write RUN_DIR's backbone with one classifier folded into a linear layer (tau, LWS scales, "
+        "logit adjustment or NCM centroids baked in) as a torch.export program (.pt2) that loads with plain "
+        "PyTorch: torch.export.load(MODEL).module() maps (N, C, H, W) float images in [0, 1] to logits. The class "
+        "names and the input transform are stored in the file. The run's data must be readable (data.root=DIR "
+        "if it moved): the export is checked against the pipeline on validation images. See docs/export.md.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (after `longtail decouple`)")
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=EXPORT_METHODS,
+        help="the classifier to export (default: auto, the best on val of `longtail decouple --method auto`)",
+    )
+    p.add_argument("--out", metavar="MODEL", help="the file to write (default: RUN_DIR/export/METHOD.pt2)")
+    p.add_argument(
+        "--onnx", action="store_true", help="also write MODEL.onnx beside it (needs pip install 'longtail[export]')"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="where the data lives, e.g. data.root=DIR")
+    p.set_defaults(func=_cmd_export)
+
+    p = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="top-k classes of images with an exported model",
+        description="Read each IMAGE (PNG, JPEG or anything Pillow reads, or .npy: uint8 or floats in [0, 1]), "
+        "apply the input transform recorded in MODEL (channels, resize or resize + centre crop), and print the "
+        "top-k classes with their probabilities.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .pt2 file written by `longtail export`")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--topk", type=int, metavar="K", help="classes per image (default: 5, or all if fewer)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 
@@ -410,6 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"longtail: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("longtail: interrupted", file=sys.stderr)
+        # DataLoader workers have been shut down on the way out; checkpoints are only ever replaced whole.
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+        hint = f"; continue with `longtail train --resume {run_dir}`" if args.command == "train" and run_dir else ""
+        print(f"longtail: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

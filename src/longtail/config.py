@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,6 +91,12 @@ class DataConfig:
     )
     decode_threads: int = option(
         0, "filelist, imagefolder: threads decoding images outside DataLoader workers (0: one per CPU core)"
+    )
+    skip_bad: bool = option(
+        False,
+        "filelist, imagefolder: every image is opened and decoded once when the dataset is built; false: a missing, "
+        "corrupt or truncated image stops the command, naming it; true: such images are dropped from their split, "
+        "logged, and listed in the run's skipped_images.txt and results.json",
     )
 
 
@@ -407,9 +414,23 @@ def _require(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
+def _check_finite(node: Any, prefix: str = "") -> None:
+    """Every float of the config must be a finite number: nan or inf passes no range check meaningfully."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{key}.")
+        for item in value if isinstance(value, list) else [value]:
+            _require(not isinstance(item, float) or math.isfinite(item), key, value, "a finite number")
+
+
 def validate_config(config: Config) -> None:
     """Reject impossible values with a message naming the key."""
+    _check_finite(config)
     d, t, dc, e = config.data, config.train, config.decouple, config.eval
+    # NumPy's generators refuse negative seeds; refuse them here, by name, for both seeds.
+    _require(config.seed >= 0, "seed", config.seed, "an integer >= 0")
+    _require(d.seed >= 0, "data.seed", d.seed, "an integer >= 0")
     _require(d.n_max >= 1, "data.n_max", d.n_max, "an integer >= 1")
     _require(d.imbalance_factor >= 1, "data.imbalance_factor", d.imbalance_factor, "a number >= 1")
     # τ and the epoch records need a validation split; choosing on test is not an option.

@@ -84,6 +84,8 @@ class EpochSampler(Sampler[int]):
         num_samples: draws per epoch over all ranks; ``len(labels)`` by default.
         seed: with the epoch, fixes the draw.
         num_replicas, rank: the DDP share; from ``torch.distributed`` when not given.
+        num_classes: the number of classes C, so that a class above the largest
+            label without items is seen too; the largest label + 1 when not given.
     """
 
     def __init__(
@@ -94,15 +96,18 @@ class EpochSampler(Sampler[int]):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         self.labels = _as_label_tensor(labels)
+        if num_classes is not None and int(self.labels.max()) >= num_classes:
+            raise DataError(f"labels: class index {int(self.labels.max())}, expected below num_classes={num_classes}")
         if num_samples is not None and num_samples < 1:
             raise ConfigError(f"num_samples={num_samples!r}: expected an integer >= 1")
         self.num_samples = len(self.labels) if num_samples is None else num_samples
         self.seed = seed
         self.epoch = 0
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
-        self.class_counts = torch.bincount(self.labels)
+        self.class_counts = torch.bincount(self.labels, minlength=num_classes or 0)
         # Items grouped by class, once: class j owns order[starts[j] : starts[j] + class_counts[j]].
         self.order = torch.argsort(self.labels, stable=True)
         self.starts = torch.cumsum(self.class_counts, 0) - self.class_counts
@@ -132,7 +137,7 @@ class EpochSampler(Sampler[int]):
         return -(-self.num_samples // self.num_replicas)
 
     def _require_every_class(self, strategy: str) -> None:
-        """Refuse a class-balanced law when a class below the largest label has no item (never drawable)."""
+        """Refuse a law that gives a class without items a positive probability (it could never be drawn)."""
         empty = (self.class_counts == 0).nonzero().flatten()
         if len(empty):
             raise DataError(
@@ -293,6 +298,7 @@ def make_sampler(
     rank: int | None = None,
     q: float | None = None,
     num_samples: int | None = None,
+    num_classes: int | None = None,
 ) -> EpochSampler:
     """The sampler named ``strategy``.
 
@@ -306,8 +312,21 @@ def make_sampler(
         num_replicas, rank: the DDP share; from ``torch.distributed`` when not given.
         q: exponent of ``power`` (ignored by the other strategies).
         num_samples: draws per epoch (all ranks); ``len(labels)`` by default.
+        num_classes: C, so that class-balanced, progressive and class-aware
+            sampling refuse an empty class above the largest label too (naming it).
+
+    Raises:
+        DataError: for ``class``, ``power`` with q = 0, ``progressive`` and
+            ``class_aware`` when a class has no item; ``instance``, ``sqrt`` and
+            ``power`` with q > 0 give such a class probability n^q = 0 and run.
     """
-    common = {"seed": seed, "num_samples": num_samples, "num_replicas": num_replicas, "rank": rank}
+    common = {
+        "seed": seed,
+        "num_samples": num_samples,
+        "num_replicas": num_replicas,
+        "rank": rank,
+        "num_classes": num_classes,
+    }
     if strategy == "instance":
         return InstanceSampler(labels, **common)
     if strategy == "power":

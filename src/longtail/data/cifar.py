@@ -107,7 +107,7 @@ def read_pickle(path: Path) -> dict[bytes, Any]:
             obj = _SafeUnpickler(handle, encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
         raise DataError(f"{path}: not a CIFAR python pickle ({error})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: not a CIFAR python pickle (a {type(obj).__name__}, expected a dict)")
@@ -141,13 +141,17 @@ def _read_batches(
         if b"data" not in batch or label_key not in batch:
             raise DataError(f"{path}: no {b'data'!r} and {label_key!r} entries; not a CIFAR pickle of this kind")
         data = np.asarray(batch[b"data"])
-        y = np.asarray(batch[label_key], dtype=np.int64)
+        y = np.asarray(batch[label_key])
+        if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or len(y) == 0):
+            raise DataError(f"{path}: {label_key!r} is {y.dtype} of shape {y.shape}, expected a list of integer labels")
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(y):
             raise DataError(
                 f"{path}: expected uint8 data of shape (N, 3072) and N labels, got {data.dtype} {data.shape}, {len(y)}"
             )
-        if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise DataError(f"{path}: label {int(y.max())}, expected 0 to {num_classes - 1}")
+        outside = y[(y < 0) | (y >= num_classes)]
+        if len(outside):
+            raise DataError(f"{path}: label {int(outside[0])}, expected 0 to {num_classes - 1}")
+        y = y.astype(np.int64)
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels)

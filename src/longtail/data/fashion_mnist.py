@@ -49,10 +49,12 @@ def load_fashion_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
             raise DataError(f"{root}: {split} images {x.shape} and labels {y.shape} do not match")
         if x.dtype != np.uint8:
             raise DataError(f"{_find(root, FILES[f'x_{split}'])}: images of type {x.dtype}, expected uint8")
-        if len(y) and int(y.max()) >= len(CLASS_NAMES):
-            raise DataError(
-                f"{_find(root, FILES[f'y_{split}'])}: label {int(y.max())}, expected 0 to {len(CLASS_NAMES) - 1}"
-            )
+        labels_file = _find(root, FILES[f"y_{split}"])
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{labels_file}: labels of type {y.dtype}, expected integers 0 to {len(CLASS_NAMES) - 1}")
+        outside = y[(y < 0) | (y >= len(CLASS_NAMES))]
+        if len(outside):
+            raise DataError(f"{labels_file}: label {int(outside[0])}, expected 0 to {len(CLASS_NAMES) - 1}")
     return arrays
 
 

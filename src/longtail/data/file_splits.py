@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,16 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from .dataset import DatasetSplits
-from .holdout import holdout_validation
+from .holdout import holdout_validation, require_evaluation_images
+from .image_check import describe_skipped, screen_split
 from .image_files import ImageFileDataset, PathTable
 from .image_transforms import CenterCrop, ImageTransform, PadCrop, RandomResizedCrop
 from .longtail import class_counts
 from .transforms import named_normalization
 
 Split = tuple[PathTable, np.ndarray]  # relative paths and (N,) labels
+
+log = logging.getLogger(__name__)
 
 
 def image_transforms(cfg: DataConfig) -> tuple[ImageTransform, ImageTransform]:
@@ -48,9 +52,27 @@ def file_splits(
 ) -> DatasetSplits:
     """Build the splits of an image-file dataset; a missing validation split is held out of ``train``.
 
+    Every image is checked first (:mod:`~longtail.data.image_check`): an
+    unreadable one stops the build, or with ``data.skip_bad`` is dropped and
+    listed in ``info["skipped_images"]``.
+
     Raises:
-        DataError: when a class has no training image (every class in 0..C-1 must have one).
+        DataError: naming an unreadable image; when a class has no training image
+            (every class in 0..C-1 must have one); when validation or test is empty.
     """
+    threads = cfg.decode_threads or os.cpu_count() or 1
+    screened: dict[str, Split] = {}
+    skipped: list[dict[str, str]] = []
+    for split_name, split in (("train", train), ("val", val), ("test", test)):
+        if split is not None:
+            paths, labels, dropped = screen_split(
+                root, split[0], split[1], split_name, skip_bad=cfg.skip_bad, threads=threads
+            )
+            screened[split_name] = (paths, labels)
+            skipped += dropped
+    if skipped:
+        log.warning(describe_skipped(skipped))
+    train, test, val = screened["train"], screened["test"], screened.get("val")
     counts = class_counts(train[1], num_classes)
     if (counts == 0).any():
         empty = np.flatnonzero(counts == 0)
@@ -59,7 +81,6 @@ def file_splits(
             f"labels must run from 0 to {num_classes - 1} with every class present in the training split"
         )
     train_transform, test_transform = image_transforms(cfg)
-    threads = cfg.decode_threads or os.cpu_count() or 1
 
     def dataset(split: Split, transform: ImageTransform) -> ImageFileDataset:
         return ImageFileDataset(
@@ -67,6 +88,8 @@ def file_splits(
         )
 
     info = dict(info or {})
+    if skipped:
+        info["skipped_images"] = skipped
     train_set = dataset(train, train_transform)
     if val is None:
         holdout = holdout_validation(train[1], None, cfg.val_per_class, num_classes, cfg.seed + 1)
@@ -76,6 +99,7 @@ def file_splits(
     else:
         val_set = dataset(val, test_transform)
         info["val_source"] = "the dataset's own validation split"
+    require_evaluation_images(name, val_set.labels, test[1], held_out=val is None)
     normalize = "imagenet" if cfg.normalize == "auto" else cfg.normalize
     mean, std = named_normalization(normalize, 3)
     return DatasetSplits(

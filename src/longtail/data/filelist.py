@@ -14,6 +14,7 @@ by item, with Pillow (see :mod:`~longtail.data.image_files`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,37 +24,53 @@ from ..errors import DataError
 from .dataset import DatasetSplits
 from .file_splits import Split, check_labels, file_splits
 from .image_files import PathTable
+from .longtail import first_missing_class
 from .registry import register_dataset
+
+# A class index: ASCII digits (int() would also take "٣", "1_0" and "+1"), a minus sign to name a negative one.
+_LABEL = re.compile(r"-?[0-9]+", re.ASCII)
+MAX_LABEL = 2**31 - 1
+
+
+def _shown(line: str, limit: int = 120) -> str:
+    """``line`` for a message: quoted, and cut if long."""
+    return repr(line if len(line) <= limit else line[:limit] + "...")
 
 
 def read_split_lines(path: str | Path) -> tuple[list[str], np.ndarray]:
     """The relative paths and (N,) int64 labels of a split file; blank lines are skipped.
 
+    Lines end at line feeds only (a carriage return before one is dropped), so
+    line numbers are an editor's; a UTF-8 byte-order mark is ignored. A path may contain spaces, the
+    label is the last field: ASCII digits.
+
     Raises:
-        DataError: naming the file and line of anything that is not ``path label``.
+        DataError: naming the file, the line number and the line of anything that is not ``path label``.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read split file ({error.__class__.__name__})") from None
     paths: list[str] = []
     labels: list[int] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
         if not line:
             continue
+        where = f"{path}:{number}"
         parts = line.rsplit(None, 1)  # the path may contain spaces, the label cannot
         if len(parts) != 2:
-            raise DataError(f"{path}:{number}: expected 'relative/path label', got {line!r}")
-        try:
-            label = int(parts[1])
-        except ValueError:
-            raise DataError(f"{path}:{number}: label {parts[1]!r} is not an integer") from None
+            raise DataError(f"{where}: expected 'relative/path label', got {_shown(line)}")
+        if not _LABEL.fullmatch(parts[1]):
+            raise DataError(f"{where}: label {_shown(parts[1])} is not an integer in {_shown(line)}")
+        label = int(parts[1])
         if label < 0:
-            raise DataError(f"{path}:{number}: label {label}, expected a class index >= 0")
+            raise DataError(f"{where}: label {label}, expected a class index >= 0 in {_shown(line)}")
+        if label > MAX_LABEL:
+            raise DataError(f"{where}: label {label}, expected a class index below 2^31 in {_shown(line)}")
         paths.append(parts[0])
         labels.append(label)
     if not paths:
@@ -89,11 +106,11 @@ def class_names_from_paths(paths: list[str], labels: np.ndarray, num_classes: in
     return names
 
 
-def _check_root(root: Path, first: str, list_path: Path) -> None:
-    """A wrong ``data.root`` fails here, with the path that was tried, not in a DataLoader worker."""
+def _check_root(root: Path, first: str | None, list_path: Path) -> None:
+    """A wrong ``data.root`` fails here, with the path that was tried, before every image is checked."""
     if not root.is_dir():
         raise DataError(f"data.root={str(root)!r}: directory not found")
-    if not (root / first).is_file():
+    if first is not None and not (root / first).is_file():
         raise DataError(
             f"{root / first}: not found (first image of {list_path}); "
             "data.root must be the directory the list's paths are relative to"
@@ -111,7 +128,15 @@ def build_filelist(cfg: DataConfig) -> DatasetSplits:
         lists["val_list"] = resolve_list("val_list", cfg.val_list, root)
     read = {key: read_split_lines(path) for key, path in lists.items()}
     train_paths, train_labels = read["train_list"]
-    _check_root(root, train_paths[0], lists["train_list"])
+    # With data.skip_bad the first image may be one of the bad ones; the image check then names a wrong root.
+    _check_root(root, None if cfg.skip_bad else train_paths[0], lists["train_list"])
+    missing = first_missing_class(train_labels)
+    if missing is not None:
+        raise DataError(
+            f"{lists['train_list']}: class {missing} has no training image "
+            f"(labels run up to {int(train_labels.max())}); "
+            "expected labels 0 to C-1 with every class present in the training split"
+        )
     num_classes = int(train_labels.max()) + 1
     splits: dict[str, Split] = {}
     for key, (paths, labels) in read.items():

@@ -12,6 +12,7 @@ parallel too.
 from __future__ import annotations
 
 import copy
+import hashlib
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,24 +47,45 @@ class PathTable:
         start, end = self._offsets[index], self._offsets[index + 1]
         return self._buffer[start:end].tobytes().decode("utf-8")
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the paths in order: equal tables have equal fingerprints."""
+        digest = hashlib.sha256(self._offsets.tobytes())
+        digest.update(self._buffer.tobytes())
+        return digest.hexdigest()
+
     def take(self, indices: Sequence[int] | np.ndarray) -> PathTable:
         """A new table with the paths at ``indices``, in that order."""
         return PathTable([self[int(i)] for i in indices])
+
+
+class ImageReadError(DataError):
+    """An image file that cannot be read, named in one line.
+
+    A DataLoader worker's exception reaches the main process re-created from a
+    message that holds the worker's whole traceback; this class keeps only its
+    own line of it, so the command still reports one line naming the file.
+    """
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            last = message.rstrip().splitlines()[-1]  # "longtail.data.image_files.ImageReadError: PATH: why"
+            message = last.split(": ", 1)[-1]
+        super().__init__(message)
 
 
 def read_image(path: Path, transform: ImageTransform, rng: np.random.Generator | None) -> np.ndarray:
     """Decode ``path`` and apply ``transform``: (3, S, S) uint8.
 
     Raises:
-        DataError: naming the file when it is missing or not a readable image.
+        ImageReadError: naming the file when it is missing or not a readable image.
     """
     try:
         with Image.open(path) as image:
             return to_array(transform(image, rng))
     except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot decode image ({error.__class__.__name__}: {error})") from None
+        raise ImageReadError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as error:
+        raise ImageReadError(f"{path}: cannot decode image ({error.__class__.__name__}: {error})") from None
 
 
 def item_rng(seeds: Sequence[int], epoch: int, batch: Sequence[int], position: int) -> np.random.Generator:

@@ -10,7 +10,7 @@ import torch
 from ..config import DataConfig
 from ..errors import ConfigError
 from .dataset import DatasetSplits, TensorImageDataset, channel_stats
-from .holdout import holdout_validation
+from .holdout import holdout_validation, require_evaluation_images
 from .transforms import named_normalization
 
 
@@ -63,6 +63,7 @@ def in_memory_splits(
         train_index = np.arange(len(labels)) if subset is None else subset
         val_set = tensor_dataset(*val)
         info["val_source"] = "the dataset's own validation split"
+    require_evaluation_images(name, val_set.labels, test[1], held_out=val is None)
     train = tensor_dataset(images[train_index], labels[train_index])
     if cfg.normalize == "auto":
         mean, std = channel_stats(train.images)

@@ -34,6 +34,17 @@ def longtail_counts(num_classes: int, n_max: int, imbalance_factor: float, profi
     raise ConfigError(f"profile={profile!r}: expected 'exp' or 'step'")
 
 
+def first_missing_class(labels: np.ndarray) -> int | None:
+    """The smallest class index below the largest label that ``labels`` lack, or None.
+
+    Works on the distinct labels, so a stray huge label costs nothing (a
+    ``bincount`` would allocate one slot per class up to it).
+    """
+    present = np.unique(np.asarray(labels))
+    gaps = np.flatnonzero(present != np.arange(len(present)))
+    return int(gaps[0]) if len(gaps) else None
+
+
 def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
     """Images per class, shape (num_classes,)."""
     return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]

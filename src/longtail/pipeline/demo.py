@@ -24,7 +24,8 @@ def demo(
     progress: bool = True,
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
-    """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method and ``auto``, into ``out``.
+    """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method and ``auto``, into ``out``,
+    then its report (``report.html``, ``report.md``).
 
     The run is built in a temporary sibling directory and moved to ``out`` only
     when complete; an existing run directory at ``out`` is replaced (said via
@@ -44,4 +45,9 @@ def demo(
         partial.rename(out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    # Imported here: the report needs the pipeline, not the other way round.
+    from ..report import write_report
+
+    paths = write_report(out)
+    say(f"report: {paths['html']} (and {paths['markdown'].name} with its figures)")
     return read_results(out)

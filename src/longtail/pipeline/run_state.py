@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import Config, load_config, parse_override
 from ..data.dataset import DatasetSplits
+from ..data.image_check import skipped_images_record
 from ..data.registry import create_dataset
 from ..engine.device import resolve_device
 from ..errors import ConfigError, RunDirError
@@ -55,7 +56,7 @@ class LoadedRun:
 
 def results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
     counts = splits.train_counts
-    return {
+    header = {
         "dataset": splits.name,
         "num_classes": splits.num_classes,
         "class_names": splits.class_names,
@@ -65,6 +66,10 @@ def results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
         "shot_thresholds": {"many": config.eval.many, "few": config.eval.few},
         "shot_groups": shot_groups(counts, config.eval.many, config.eval.few),
     }
+    skipped = skipped_images_record(splits.info)
+    if skipped is not None:  # data.skip_bad left images out: say how many and which
+        header["skipped_images"] = skipped
+    return header
 
 
 def score_heads(

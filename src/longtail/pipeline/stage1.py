@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import Config, config_to_dict, load_config, save_config
 from ..data.dataset import DatasetSplits
+from ..data.image_check import write_skipped_images
 from ..data.registry import create_dataset
 from ..engine.device import resolve_device
 from ..engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
@@ -18,6 +19,7 @@ from ..engine.precision import make_grad_scaler
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError
 from ..io import write_json_atomic
+from ..models.backbones import BACKBONES
 from ..runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -29,7 +31,7 @@ from ..runs import (
     save_checkpoint,
     write_metrics,
 )
-from ..stages.joint import check_train_setup, train_joint
+from ..stages.joint import check_train_setup, section_sampler, train_joint
 from .run_state import SPLITS, results_header, score_heads, split_features
 
 log = logging.getLogger(__name__)
@@ -110,11 +112,25 @@ def _stage1(
 
         def check_inputs() -> DatasetSplits:
             check_train_setup(config, device, world_size())
-            return create_dataset(config.data)
+            BACKBONES.get(config.model.backbone)
+            splits = create_dataset(config.data)
+            # The sampler refuses a class-balanced law with an empty class: better now than after the set-up.
+            section_sampler(
+                splits.train.labels,
+                config.train,
+                epochs=config.train.epochs,
+                seed=config.seed,
+                num_replicas=1,
+                rank=0,
+                num_classes=splits.num_classes,
+            )
+            return splits
 
         splits = agree(check_inputs)  # bad config or data fails here, on every rank, before anything is written
         # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
         checkpoint = broadcast_object(agree(lambda: open_run_dir() if is_main() else None))
+        if is_main():
+            write_skipped_images(out, splits.info)  # images data.skip_bad left out, if any
         tensorboard = ScalarLog(out, enabled=is_main())
         grad_scaler = make_grad_scaler(config.train.precision, device)  # fp16 only; one for the whole training
         seconds_before = checkpoint.get("train_seconds", 0.0) if checkpoint else 0.0

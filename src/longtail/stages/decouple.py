@@ -141,7 +141,16 @@ def train_head(
     """
     seed_everything(seed)
     head = head.to(device)
-    draw = make_sampler(train.y, sampler, seed=seed, epochs=cfg.epochs, q=sampler_q, num_samples_cls=num_samples_cls)
+    num_classes = _num_outputs(head)
+    draw = make_sampler(
+        train.y,
+        sampler,
+        seed=seed,
+        epochs=cfg.epochs,
+        q=sampler_q,
+        num_samples_cls=num_samples_cls,
+        num_classes=num_classes,
+    )
     dataset = TensorPairDataset(train.x, train.y) if train.views is None else AugmentedViews(train.views, train.y, seed)
     loader = make_loader(dataset, cfg.batch_size, sampler=draw, drop_last=True)
     trainable = [p for p in head.parameters() if p.requires_grad]
@@ -166,6 +175,11 @@ def train_head(
         name="stage 2 head training",
     )
     return head.eval()
+
+
+def _num_outputs(head: nn.Module) -> int:
+    """C of a linear-like head: the rows of its weight."""
+    return int(head.weight.shape[0])
 
 
 def fit_crt(train: Features, num_classes: int, cfg: CRTConfig, **options: Any) -> nn.Linear:

@@ -87,11 +87,13 @@ def section_sampler(
     seed: int,
     num_replicas: int | None = None,
     rank: int | None = None,
+    num_classes: int | None = None,
 ) -> EpochSampler:
     """The sampler a config section names (``sampler``, ``sampler_q``, ``num_samples_cls``) over ``epochs``.
 
     ``num_replicas``/``rank``: this process's share of each epoch under DDP (see
     :mod:`longtail.samplers`); taken from a running process group when not given.
+    ``num_classes``: so that a class-balanced law names an empty class above the largest label too.
     """
     return make_sampler(
         labels,
@@ -102,6 +104,7 @@ def section_sampler(
         num_samples_cls=section.num_samples_cls,
         num_replicas=num_replicas,
         rank=rank,
+        num_classes=num_classes,
     )
 
 
@@ -322,7 +325,13 @@ def train_joint(
     net = training_module(model, config, device)
     criterion = stage1_loss(config, train_counts).to(device)
     sampler = section_sampler(
-        splits.train.labels, cfg, epochs=cfg.epochs, seed=config.seed, num_replicas=replicas, rank=rank
+        splits.train.labels,
+        cfg,
+        epochs=cfg.epochs,
+        seed=config.seed,
+        num_replicas=replicas,
+        rank=rank,
+        num_classes=splits.num_classes,
     )
     on_cuda = device.type == "cuda"
     workers = config.data.num_workers

@@ -68,7 +68,9 @@ def retrain_on_images(
     if trainable != "all":
         batch_stats = config.decouple.bn == "train"
         tuned.freeze_backbone(keep_last_stage=trainable == "last_stage", batch_stats=batch_stats)
-    sampler = section_sampler(splits.train.labels, config.decouple, epochs=section.epochs, seed=config.seed)
+    sampler = section_sampler(
+        splits.train.labels, config.decouple, epochs=section.epochs, seed=config.seed, num_classes=splits.num_classes
+    )
     loader = make_loader(
         splits.train, section.batch_size, sampler=sampler, drop_last=True, num_workers=config.data.num_workers
     )

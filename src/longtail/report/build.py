@@ -1,0 +1,407 @@
+"""``longtail report RUN_DIR``: the run's figures and tables, as ``report.html`` (self-contained) and ``report.md``.
+
+:func:`write_report` reads the run (:mod:`~longtail.report.collect`), draws the
+figures (:mod:`~longtail.report.figures`, and the decision-region illustration
+of :mod:`~longtail.report.illustration`), lays out the sections once and
+renders them twice (:mod:`~longtail.report.render`). What each figure shows
+and how to read it: ``docs/report.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation.calibration import DEFAULT_BINS, reliability
+from ..evaluation.metrics import shot_groups
+from ..evaluation.table import METHOD_ORDER, format_table, ordered_methods
+from ..io import write_binary_atomic, write_text_atomic
+from .collect import NORM_METHODS, ReportData, collect
+from .confusion import RAREST_SHOWN, confusion_classes, confusion_matrix
+from .figures import (
+    calibration_figure,
+    confusion_figure,
+    figure_png,
+    method_label,
+    per_class_accuracy_figure,
+    shot_group_figure,
+    tau_sweep_figure,
+    training_curves_figure,
+    weight_norm_figure,
+)
+from .render import Code, FigureBlock, Paragraph, Section, Table, render_html, render_markdown
+
+HTML_FILE = "report.html"
+MARKDOWN_FILE = "report.md"
+FILES_DIR = "report_files"  # the PNGs that report.md links
+# "auto" is a copy of another method's classifier: drawn again it would hide that method's line.
+NOT_IN_FIGURES = ("auto",)
+
+
+def _decouple_hint(data: ReportData, method: str) -> str:
+    return f"run `longtail decouple {data.run_dir} --method {method}`"
+
+
+def _norm_figure(data: ReportData) -> FigureBlock:
+    block = FigureBlock(1, "Classifier weight norms", "", "fig1_weight_norms.png")
+    if not data.weight_norms:
+        block.missing = "the joint classifier of this run is not linear, and no cRT / τ-norm / LWS classifier was fit"
+        return block
+    labels = {}
+    if "tau_norm" in data.outputs and "tau" in data.outputs["tau_norm"].summary:
+        labels["tau_norm"] = f"τ-norm (τ = {data.outputs['tau_norm'].summary['tau']:g})"
+    absent = [method_label(m) for m in NORM_METHODS if m not in data.weight_norms]
+    block.png = figure_png(weight_norm_figure(data.weight_norms, data.train_counts, data.class_names, labels))
+    block.caption = (
+        "The norm of each class's weight vector, classes from the largest training class to the smallest "
+        "(the paper's Figure 4, left); the dotted line is the class's training size. Joint training with "
+        "instance-balanced sampling gives the head classes the largest norms, so their logits tend to win: the "
+        "paper's evidence that the bias toward the head lives in the classifier. cRT re-learns the weights with "
+        "class-balanced sampling; τ-norm divides each by its norm to the power τ (shown: ||w_j||^(1−τ)); LWS "
+        "rescales each class (shown: s_j·||w_j||). The flatter the curve, the more even-handed the classifier."
+        + (f" Not in this run: {', '.join(absent)}." if absent else "")
+    )
+    return block
+
+
+def _per_class(data: ReportData) -> dict[str, np.ndarray]:
+    return {
+        m: np.array([np.nan if v is None else v for v in out.summary["per_class"]], dtype=np.float64)
+        for m, out in data.outputs.items()
+        if m not in NOT_IN_FIGURES
+    }
+
+
+def _accuracy_figure(data: ReportData) -> FigureBlock:
+    figure = per_class_accuracy_figure(
+        _per_class(data), data.train_counts, many=data.many, few=data.few, class_names=data.class_names
+    )
+    binned = len(data.train_counts) > 50
+    return FigureBlock(
+        2,
+        "Per-class accuracy against training-class size",
+        "Test accuracy of each class against its number of training images (log scale)"
+        + (", averaged in bins of class size" if binned else "")
+        + f"; shaded: few-shot (< {data.few} images), medium-shot ({data.few} to {data.many}) and many-shot "
+        f"(> {data.many}). Joint's accuracy falls with the class size; a re-balanced classifier on the same "
+        "features lifts the tail classes at a small cost on the head ones, which is the paper's main finding.",
+        "fig2_per_class_accuracy.png",
+        figure_png(figure),
+    )
+
+
+def _groups_figure(data: ReportData) -> FigureBlock:
+    summaries = {m: out.summary for m, out in data.outputs.items()}
+    return FigureBlock(
+        3,
+        "Many / medium / few / all per method",
+        "Top-1 test accuracy (%) per shot group (the mean of its classes' accuracies) and over all test images "
+        "(micro), the numbers of the results table. An empty group is marked –. The paper's claim in one chart: "
+        "the re-balanced classifiers trade a little many-shot accuracy for much more few-shot accuracy.",
+        "fig3_shot_groups.png",
+        figure_png(shot_group_figure(summaries)),
+    )
+
+
+def _tau_figure(data: ReportData) -> FigureBlock:
+    block = FigureBlock(4, "The τ sweep", "", "fig4_tau_sweep.png")
+    if not data.curves:
+        block.missing = f"no τ sweep in results.json; {_decouple_hint(data, 'tau_norm')}"
+        return block
+    select = next(iter(data.curves.values())).get("select", f"val {data.select}")
+    block.png = figure_png(tau_sweep_figure(data.curves))
+    block.caption = (
+        "Accuracy on all classes, the many-shot and the few-shot classes against τ: validation solid (τ is "
+        f"chosen there, by {select}), test dashed (shown, never used to choose). τ = 0 is the joint classifier; "
+        "as τ grows the norms even out (τ-norm) or the prior is subtracted (logit adjustment), and few-shot "
+        "accuracy rises while many-shot accuracy falls: τ sets the trade-off between head and tail."
+    )
+    return block
+
+
+def _curves_figure(data: ReportData) -> FigureBlock:
+    block = FigureBlock(5, "Stage-1 training curves", "", "fig5_training_curves.png")
+    if not data.history:
+        block.missing = "no metrics.jsonl in the run directory"
+        return block
+    block.png = figure_png(training_curves_figure(data.history))
+    block.caption = (
+        "Stage 1, joint training of backbone and classifier (instance-balanced unless the config says otherwise), "
+        "from metrics.jsonl: training loss, training and validation accuracy (val_all micro, val_macro the mean "
+        "per-class accuracy), and the learning rate, per epoch. This is the representation every stage-2 "
+        "classifier reuses."
+    )
+    return block
+
+
+def _second_confusion_method(data: ReportData) -> str | None:
+    """The re-balanced classifier best on validation (by ``decouple.select``); ties go to the paper's order."""
+    others = [m for m in data.outputs if m != "joint"]
+    if not others:
+        return None
+
+    def rank(method: str) -> tuple[float, int]:
+        value = data.val_scores.get(method, {}).get(data.select)
+        order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+        return (-(value if value is not None else -np.inf), order)
+
+    return min(others, key=rank)
+
+
+def _confusion_figure(data: ReportData) -> FigureBlock:
+    classes = confusion_classes(data.train_counts)
+    num_classes = len(data.train_counts)
+    methods = ["joint"] + [m for m in [_second_confusion_method(data)] if m]
+    matrices = {
+        m: confusion_matrix(data.labels, data.outputs[m].predictions, classes, num_classes)
+        for m in methods
+        if m in data.outputs
+    }
+    labels = {m: f"{method_label(m)}{' (best on val)' if m != 'joint' and m != 'auto' else ''}" for m in matrices}
+    figure = confusion_figure(matrices, [data.class_names[i] for i in classes], labels=labels)
+    subset = len(classes) < num_classes
+    caption = (
+        "Row-normalised confusion matrices on test: entry (i, j) is the share of class i's test images predicted "
+        "as class j; classes from the largest training class to the smallest. "
+        + (
+            f"Only the {RAREST_SHOWN} rarest of the {num_classes} classes are shown; the column 'other' "
+            "collects predictions of any class not shown, so every row still sums to 1. "
+            if subset
+            else ""
+        )
+        + (
+            "Joint tends to send images of these rare classes to the larger classes not shown (the 'other' column); "
+            if subset
+            else "Joint tends to send images of the tail classes to head classes (mass left of the diagonal in the "
+            "lower rows); "
+        )
+        + (
+            f"{method_label(methods[1])}, the re-balanced classifier best on validation {data.select}, moves it "
+            "back toward the diagonal."
+            if len(methods) > 1
+            else "no re-balanced classifier in this run to compare with."
+        )
+    )
+    return FigureBlock(6, "Confusion matrix", caption, "fig6_confusion.png", figure_png(figure))
+
+
+def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]]:
+    every = {
+        m: reliability(out.confidence, out.predictions == data.labels, DEFAULT_BINS) for m, out in data.outputs.items()
+    }
+    diagrams = {m: d for m, d in every.items() if m not in NOT_IN_FIGURES}
+    caption = (
+        f"Reliability diagrams ({DEFAULT_BINS} equal-width confidence bins; bar: accuracy in the bin, dot: mean "
+        "confidence, dashed: perfect calibration) and the expected calibration error (ECE, the gap between "
+        "confidence and accuracy weighted by the share of images in each bin) per method. Confidence is the "
+        "largest softmax probability of the classifier's logits. Re-balancing moves the logits, and with them "
+        "calibration, not only accuracy."
+        + (
+            " NCM has no logits: its confidence is a softmax of its scores (negative distances to the class "
+            "means), a convention rather than a trained probability, so its ECE is not comparable to the others'."
+            if "ncm" in diagrams
+            else ""
+        )
+    )
+    block = FigureBlock(7, "Calibration", caption, "fig7_calibration.png", figure_png(calibration_figure(diagrams)))
+    return block, {m: d.ece for m, d in every.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _illustration_png(seed: int) -> bytes:
+    """The illustration as PNG bytes; it depends on the seed alone and takes seconds to fit, so it is drawn once."""
+    from .illustration import illustration_figure  # drawn by its own module; imported only when needed
+
+    return figure_png(illustration_figure(seed=seed))
+
+
+def _illustration_figure(data: ReportData) -> FigureBlock:
+    block = FigureBlock(8, "Decision regions: why re-balancing the classifier helps", "", "fig8_illustration.png")
+    block.png = _illustration_png(data.seed)
+    block.caption = (
+        "The paper's decision-boundary illustration on a toy problem, not on this run: three overlapping 2-D "
+        "Gaussian classes of 1000, 100 and 10 points, and the region each of four classifiers gives each class "
+        "(computed, seed = the run's seed). The jointly trained linear classifier grows the largest weight norm "
+        "for the head class, which widens its region. τ-normalisation (τ = 1) sets every norm to 1; with only "
+        "three classes the trained directions leave it little room, so the head loses a little area and the tail "
+        "gains most. A cosine classifier (weights = the class means) and NCM decide by direction or by distance "
+        "to the class means, which do not grow with class size. Each panel's title gives the head's and the "
+        "tail's share of the plotted area."
+    )
+    return block
+
+
+def report_figures(data: ReportData) -> tuple[list[FigureBlock], dict[str, float]]:
+    """The eight figures of the report, and the ECE (fraction) per method drawn in figure 7."""
+    calibration, ece = _calibration_figure(data)
+    figures = [
+        _norm_figure(data),
+        _accuracy_figure(data),
+        _groups_figure(data),
+        _tau_figure(data),
+        _curves_figure(data),
+        _confusion_figure(data),
+        calibration,
+        _illustration_figure(data),
+    ]
+    return figures, ece
+
+
+def _markdown_table(text: str) -> Table:
+    """A table from :func:`~longtail.evaluation.table.format_table`'s Markdown, so both renderings share its cells."""
+    lines = text.splitlines()
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in (lines[0], *lines[2:])]
+    header = cells[0][:-1] + ["Note"]
+    return Table(header, cells[1:], "l" + "r" * (len(header) - 2) + "l")
+
+
+def _run_section(data: ReportData) -> Section:
+    env = data.environment
+    rows = [
+        ["run directory", str(data.run_dir)],
+        ["dataset", data.dataset],
+        ["classes", str(len(data.train_counts))],
+        ["training / test images", f"{int(data.train_counts.sum()):,} / {len(data.labels):,}"],
+        ["seed", str(data.seed)],
+        ["stage-1 command", f"`{env['command']}`" if env.get("command") else "unknown"],
+        ["this report", f"`longtail report {data.run_dir}{''.join(' ' + o for o in data.overrides)}`"],
+    ]
+    rows += [[f"{name} version", str(env[name])] for name in ("longtail", "python", "torch", "numpy") if name in env]
+    if "platform" in env:
+        rows.append(["platform", str(env["platform"])])
+    methods = ", ".join(method_label(m) for m in data.outputs)
+    intro = Paragraph(
+        f"Classifiers in this run: {methods}. Every figure and table below is computed from the run's "
+        "classifier files on the test split when the report is written; τ and other choices were made on "
+        "validation."
+    )
+    return Section("Run", "run", [intro, Table(["", ""], rows)])
+
+
+def _dataset_section(data: ReportData) -> Section:
+    s = data.stats
+    factor = "n/a" if s["imbalance_factor"] is None else f"{s['imbalance_factor']:g}"
+    summary = Table(
+        ["training split", ""],
+        [
+            ["classes", f"{s['classes']:,}"],
+            ["images", f"{s['images']:,}"],
+            ["largest / smallest class", f"{s['max']:,} / {s['min']:,}"],
+            ["imbalance factor (largest / smallest)", factor],
+            [f"many-shot classes (> {data.many} images)", str(s["many"])],
+            [f"medium-shot classes ({data.few} to {data.many})", str(s["medium"])],
+            [f"few-shot classes (< {data.few})", str(s["few"])],
+        ],
+        "lr",
+    )
+    blocks: list = [summary]
+    if len(data.train_counts) <= 50:
+        methods = [m for m in data.outputs if m not in NOT_IN_FIGURES]
+        test_counts = np.bincount(data.labels, minlength=len(data.train_counts))
+        groups = shot_groups(data.train_counts, data.many, data.few)
+        group_of = {c: g for g, members in groups.items() for c in members}
+        rows = []
+        for c in np.argsort(-data.train_counts, kind="stable"):
+            accuracies = [data.outputs[m].summary["per_class"][c] for m in methods]
+            rows.append(
+                [str(c), data.class_names[c], f"{data.train_counts[c]:,}", group_of.get(c, ""), f"{test_counts[c]:,}"]
+                + ["–" if a is None else f"{a:.1f}" for a in accuracies]
+            )
+        header = ["class", "name", "train images", "group", "test images"] + [method_label(m) for m in methods]
+        blocks.append(Paragraph("Per class, largest first, with the test accuracy (%) of each classifier:"))
+        blocks.append(Table(header, rows, "rlrlr" + "r" * len(methods)))
+    return Section("Dataset", "dataset", blocks)
+
+
+def _results_section(data: ReportData, ece: dict[str, float]) -> Section:
+    summaries = {m: out.summary for m, out in data.outputs.items()}
+    table = _markdown_table(format_table(summaries, markdown=True))
+    blocks: list = [
+        Paragraph(
+            "Top-1 accuracy (%) on test. All: over all test images (micro); Macro: the mean of the per-class "
+            "accuracies; Many / Medium / Few: the mean accuracy of the classes in each group. Hyper-parameters "
+            f"(τ, the automatic choice) were chosen on validation by {data.select}."
+        ),
+        table,
+    ]
+    rows = []
+    for method in ordered_methods(data.outputs):
+        how = data.stage2.get(method, {})
+        fit = "stage 1 (joint training)" if method == "joint" else ", ".join(f"{k}: {v}" for k, v in how.items())
+        ece_text = f"{100 * ece[method]:.1f}" if method in ece else "–"
+        rows.append([method_label(method), fit or "–", ece_text])
+    blocks.append(Table(["Method", "how it was fit", "ECE (%)"], rows, "llr"))
+    blocks.extend(Paragraph(f"Note: {note}.") for note in data.notes)
+    return Section("Results", "results", blocks)
+
+
+def _timing_section(data: ReportData) -> Section:
+    timing = data.timing
+    rows = []
+    if "train_seconds" in timing:
+        rows.append(["stage 1 (joint training)", f"{timing['train_seconds']:.1f}"])
+    if "features_seconds" in timing:
+        rows.append(["stage 2: features (extracted or read from the cache)", f"{timing['features_seconds']:.2f}"])
+    for method, seconds in (timing.get("decouple_seconds") or {}).items():
+        rows.append([f"stage 2: {method_label(method)}", f"{seconds:.3f}"])
+    blocks: list = [Table(["step", "seconds"], rows, "lr")] if rows else [Paragraph("No timing in results.json.")]
+    hits = timing.get("feature_cache_hits")
+    if hits:
+        read = ", ".join(f"{split}: {'cache' if hit else 'extracted'}" for split, hit in hits.items())
+        blocks.append(Paragraph(f"Features of the last stage-2 command: {read}."))
+    return Section("Timing", "timing", blocks)
+
+
+def _config_section(data: ReportData) -> Section:
+    blocks: list = [Paragraph("config.yaml of the run (stage 1 wrote it; stage 2 reads its decouple and eval keys):")]
+    blocks.append(Code(data.config_text))
+    if data.overrides:
+        blocks.append(Paragraph("Overrides of this report: " + " ".join(f"`{o}`" for o in data.overrides)))
+    return Section("Configuration", "config", blocks)
+
+
+def report_sections(data: ReportData, figures: list[FigureBlock], ece: dict[str, float]) -> list[Section]:
+    """The report's sections in order: run, dataset, results, figures, timing, configuration."""
+    return [
+        _run_section(data),
+        _dataset_section(data),
+        _results_section(data, ece),
+        Section("Figures", "figures", list(figures)),
+        _timing_section(data),
+        _config_section(data),
+    ]
+
+
+def write_report(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``RUN_DIR/report.html`` (self-contained) and ``RUN_DIR/report.md`` with its PNGs in ``report_files/``.
+
+    Args:
+        run_dir: a finished stage-1 run, with or without stage-2 classifiers.
+        overrides: run-time keys, as for ``longtail eval`` (``data.root=``, ``device=``, ``eval.*``).
+
+    Returns:
+        ``{"html": path, "markdown": path, "figures": folder of the PNGs}``.
+
+    Raises:
+        RunDirError: when ``run_dir`` is not a finished run (see :func:`~longtail.pipeline.load_run`).
+    """
+    data = collect(run_dir, overrides)
+    figures, ece = report_figures(data)
+    sections = report_sections(data, figures, ece)
+    title = f"longtail report: {data.dataset}, {data.run_dir.name}"
+    folder = data.run_dir / FILES_DIR
+    written = {f.file_name for f in figures if f.png is not None}
+    for figure in figures:
+        if figure.png is not None:
+            write_binary_atomic(folder / figure.file_name, lambda handle, png=figure.png: handle.write(png))
+    if folder.is_dir():
+        for stale in folder.glob("fig*.png"):  # a figure an earlier report drew and this one cannot
+            if stale.name not in written:
+                stale.unlink()
+    html_path, markdown_path = data.run_dir / HTML_FILE, data.run_dir / MARKDOWN_FILE
+    write_text_atomic(markdown_path, render_markdown(title, sections, FILES_DIR))
+    write_text_atomic(html_path, render_html(title, sections))
+    return {"html": html_path, "markdown": markdown_path, "figures": folder}

@@ -1,0 +1,191 @@
+"""Everything the report needs from a run directory, gathered once into plain arrays and dicts.
+
+Every classifier of the run (the joint one and each ``classifiers/<method>.pt``)
+is scored afresh on the test features, so the figures and the table of the
+report agree with each other and with the classifier files, whatever
+``results.json`` says.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.stats import class_size_stats
+from ..evaluation.calibration import softmax_confidence
+from ..evaluation.metrics import accuracy_summary
+from ..evaluation.table import ordered_methods
+from ..models.classifier import Classifier
+from ..models.heads import LWSHead, TauNormHead, tau_normalize, weight_norms
+from ..pipeline import load_heads, load_run, run_features
+from ..pipeline.run_state import split_features
+from ..runs import CONFIG_FILE, read_metrics, read_results
+
+# Rows of test features per forward pass: bounds the (rows, C) logits held at once (4096 x 1000 floats = 16 MB).
+_CHUNK_ROWS = 4096
+# The classifiers whose weight norms the paper compares (its Figure 4, left).
+NORM_METHODS = ("joint", "crt", "tau_norm", "lws")
+
+
+@dataclass
+class MethodOutputs:
+    """One classifier on the test split.
+
+    Attributes:
+        predictions: (N,) int64 predicted classes.
+        confidence: (N,) float32 largest softmax probability of the logits.
+        summary: accuracy in percent as :func:`~longtail.evaluation.metrics.accuracy_summary`
+            returns it (``per_class`` included), plus ``tau`` / ``chosen`` where they apply.
+    """
+
+    predictions: np.ndarray
+    confidence: np.ndarray
+    summary: dict[str, Any]
+
+
+@dataclass
+class ReportData:
+    """A run, read for the report.
+
+    ``outputs`` holds the test outputs of every classifier in the paper's
+    method order; ``labels`` (N,) are the test labels they are scored
+    against; ``weight_norms`` (C,) per method of :data:`NORM_METHODS` present;
+    ``curves`` the τ sweeps of results.json by method (``tau_norm``,
+    ``logit_adjust``); ``history`` the stage-1 epoch records; ``val_scores``
+    the validation summaries of results.json by method.
+    """
+
+    run_dir: Path
+    dataset: str
+    class_names: list[str]
+    train_counts: np.ndarray
+    many: int
+    few: int
+    seed: int
+    select: str
+    labels: np.ndarray
+    outputs: dict[str, MethodOutputs]
+    weight_norms: dict[str, np.ndarray]
+    curves: dict[str, dict[str, Any]]
+    history: list[dict[str, Any]]
+    stats: dict[str, Any]
+    config_text: str
+    overrides: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    stage2: dict[str, Any] = field(default_factory=dict)
+    val_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def classifier_weight_norms(head: nn.Module) -> np.ndarray | None:
+    """(C,) effective weight norm of each class of a head, or None where it has none.
+
+    Linear (joint, cRT): ``||w_j||``; τ-norm: ``||w_j|| / ||w_j||^τ``; LWS:
+    ``s_j ||w_j||`` (its logits are ``s_j (w_j x + b_j)``). A whole network
+    (fine-tuned cRT) is read through its head.
+    """
+    if isinstance(head, Classifier):
+        head = head.head
+    with torch.no_grad():
+        if isinstance(head, nn.Linear):
+            norms = weight_norms(head.weight)
+        elif isinstance(head, TauNormHead):
+            norms = weight_norms(tau_normalize(head.weight, float(head.tau)))
+        elif isinstance(head, LWSHead):
+            norms = head.scales * weight_norms(head.weight)
+        else:
+            return None
+    return norms.detach().cpu().double().numpy()
+
+
+@torch.no_grad()
+def _test_outputs(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) predictions and (N,) confidences of ``head`` on (N, d) features, on the CPU in row chunks."""
+    head = copy.deepcopy(head).cpu().eval()
+    predictions, confidence = [], []
+    for start in range(0, len(x), _CHUNK_ROWS):
+        logits = head(x[start : start + _CHUNK_ROWS])
+        conf, _ = softmax_confidence(logits, y[start : start + _CHUNK_ROWS])
+        predictions.append(logits.argmax(dim=1))
+        confidence.append(conf)
+    if not predictions:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return torch.cat(predictions).numpy().astype(np.int64), torch.cat(confidence).numpy().astype(np.float32)
+
+
+def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
+    """Read run directory ``run_dir`` and score its classifiers on test.
+
+    ``overrides`` are the run-time keys other run commands accept (``data.root=``
+    for a moved dataset, ``device=``, ``eval.*``).
+
+    Raises:
+        RunDirError: when ``run_dir`` is not a finished stage-1 run, or a
+            classifier file does not belong to it.
+    """
+    run = load_run(run_dir, overrides)
+    results = read_results(run.run_dir)
+    config = run.config
+    counts = list(run.splits.train_counts)
+    heads = load_heads(run)
+    test = run_features(run, "test")
+    notes: list[str] = []
+    outputs: dict[str, MethodOutputs] = {}
+    chosen = results.get("auto", {}).get("chosen", {}).get("label")
+    for method in ordered_methods(heads):
+        head, x = heads[method], test.x
+        if isinstance(head, Classifier):  # fine-tuned with its backbone: scored on features of its own backbone
+            x = split_features(head.backbone, run.splits, "test", config=config, device=run.device).x
+            head = head.head
+            notes.append(f"{method} fine-tuned its backbone ({heads[method].fine_tuned}): scored on its own features")
+        predictions, confidence = _test_outputs(head, x, test.y)
+        summary = accuracy_summary(
+            torch.from_numpy(predictions), test.y, counts, many=config.eval.many, few=config.eval.few
+        )
+        if hasattr(head, "tau"):
+            summary["tau"] = round(float(head.tau), 6)
+        if method == "auto" and chosen:
+            summary["chosen"] = chosen
+        outputs[method] = MethodOutputs(predictions, confidence, summary)
+    norms = {}
+    for method in NORM_METHODS:
+        if method in heads and (value := classifier_weight_norms(heads[method])) is not None:
+            norms[method] = value
+    if "joint" not in norms:
+        notes.append(f"the joint classifier is not linear (train.loss={config.train.loss}): no weight norms")
+    curves = {
+        method: results[key]
+        for method, key in (("tau_norm", "tau_curve"), ("logit_adjust", "logit_adjust_curve"))
+        if method in heads and isinstance(results.get(key), dict) and results[key].get("val")
+    }
+    return ReportData(
+        run_dir=run.run_dir,
+        dataset=run.splits.name,
+        class_names=[str(name) for name in run.splits.class_names],
+        train_counts=np.asarray(counts, dtype=np.int64),
+        many=config.eval.many,
+        few=config.eval.few,
+        seed=config.seed,
+        select=config.decouple.select,
+        labels=test.y.numpy().astype(np.int64),
+        outputs=outputs,
+        weight_norms=norms,
+        curves=curves,
+        history=read_metrics(run.run_dir),
+        stats=class_size_stats(counts, many=config.eval.many, few=config.eval.few),
+        config_text=(run.run_dir / CONFIG_FILE).read_text(),
+        overrides=list(overrides),
+        environment=dict(results.get("environment", {})),
+        timing=dict(results.get("timing", {})),
+        stage2=dict(results.get("stage2", {})),
+        val_scores=dict(results.get("val_methods", {})),
+        notes=notes,
+    )

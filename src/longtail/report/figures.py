@@ -1,0 +1,511 @@
+"""The report's figures, one function each, drawn from plain arrays (no run directory needed).
+
+Every function returns a matplotlib :class:`~matplotlib.figure.Figure` on an
+Agg canvas: no GUI backend and no ``pyplot`` global state, so figures can be
+drawn from any thread or test. :func:`figure_png` turns one into PNG bytes.
+Classes are always shown from the largest training class to the smallest, as
+in the paper's figures.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
+
+from ..evaluation.calibration import Reliability
+from ..evaluation.table import METHOD_LABELS, ordered_methods
+
+METHOD_COLORS = {
+    "joint": "#444444",
+    "ncm": "tab:purple",
+    "crt": "tab:blue",
+    "tau_norm": "tab:orange",
+    "lws": "tab:green",
+    "logit_adjust": "tab:red",
+    "auto": "tab:brown",
+}
+_SPARE_COLORS = ("tab:olive", "tab:cyan", "tab:pink", "tab:gray")
+GROUP_COLORS = {"many": "#d8e7f5", "medium": "#fdf1d6", "few": "#f8d9d7"}
+BARS_UP_TO = 30  # more classes than this: lines instead of bars
+NAMES_UP_TO = 50  # more classes than this: class ranks on the axis instead of names
+NAMES_ON_TOP_UP_TO = 20  # figure 2 names the classes above the plot up to this many
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure (inches) on an Agg canvas, laid out by matplotlib's constrained layout."""
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_png(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (no timestamp or version in the metadata, so equal figures give equal bytes)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def method_color(method: str) -> str:
+    """A fixed colour per method, the same in every figure."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _SPARE_COLORS[sum(map(ord, method)) % len(_SPARE_COLORS)]
+
+
+def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:
+    """The display name of a method: ``labels`` first, then the results table's names."""
+    return (labels or {}).get(method) or METHOD_LABELS.get(method, method)
+
+
+def size_order(train_counts: Sequence[int]) -> np.ndarray:
+    """(C,) class indices from the largest training class to the smallest (ties: smaller index first)."""
+    counts = np.asarray(train_counts, dtype=np.int64)
+    return np.argsort(-counts, kind="stable")
+
+
+def _class_tick_labels(order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None) -> list[str]:
+    names = class_names if class_names is not None else [str(i) for i in range(len(counts))]
+    return [f"{names[i]} ({counts[i]})" for i in order]
+
+
+def _no_data(figure: Figure, message: str) -> Figure:
+    axes = figure.add_subplot()
+    axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes)
+    axes.set_axis_off()
+    return figure
+
+
+def weight_norm_figure(
+    norms: Mapping[str, np.ndarray],
+    train_counts: Sequence[int],
+    class_names: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Figure 1: the classifier's weight norm per class, classes sorted by training size (the paper's Figure 4, left).
+
+    Args:
+        norms: method -> (C,) effective weight norm per class (see
+            :func:`longtail.report.collect.classifier_weight_norms`).
+        train_counts: (C,) training images per class.
+        class_names: C names, shown on the axis up to 50 classes.
+        labels: method -> legend label, overriding the table's names.
+    """
+    counts = np.asarray(train_counts, dtype=np.int64)
+    order = size_order(counts)
+    num_classes = len(counts)
+    figure = new_figure(10, 4.8)
+    if not norms:
+        return _no_data(figure, "no linear classifier in this run")
+    axes = figure.add_subplot()
+    methods = ordered_methods(norms)
+    positions = np.arange(num_classes)
+    if num_classes <= BARS_UP_TO:
+        width = 0.8 / len(methods)
+        for k, method in enumerate(methods):
+            offset = (k - (len(methods) - 1) / 2) * width
+            axes.bar(
+                positions + offset,
+                np.asarray(norms[method])[order],
+                width,
+                color=method_color(method),
+                label=method_label(method, labels),
+            )
+    else:
+        for method in methods:
+            axes.plot(
+                positions,
+                np.asarray(norms[method])[order],
+                color=method_color(method),
+                linewidth=1.2,
+                label=method_label(method, labels),
+            )
+    axes.set_ylabel("weight norm of the class")
+    axes.set_xlim(-0.6, num_classes - 0.4)
+    _class_axis(axes, order, counts, class_names)
+    # The training sizes on a second axis: the norms are meant to be read against them.
+    sizes = axes.twinx()
+    sizes.step(positions, counts[order], where="mid", color="0.55", linestyle=":", linewidth=1.2)
+    sizes.set_yscale("log")
+    sizes.set_ylabel("training images (dotted, log scale)", color="0.4")
+    sizes.tick_params(axis="y", colors="0.4")
+    handles, names = axes.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.55", linestyle=":"))
+    names.append("training images")
+    # Outside the axes: inside, it would hide the bars of some class.
+    figure.legend(handles, names, loc="outside lower center", fontsize=9, ncol=len(names), frameon=False)
+    axes.set_title("Classifier weight norm per class (classes sorted by training size)")
+    return figure
+
+
+def _class_axis(axes: Any, order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None) -> None:
+    """Class names (and sizes) on the x-axis up to 50 classes, else the size rank."""
+    if len(counts) <= NAMES_UP_TO:
+        axes.set_xticks(np.arange(len(counts)))
+        axes.set_xticklabels(_class_tick_labels(order, counts, class_names), rotation=40, ha="right", fontsize=8)
+        axes.set_xlabel("class (training images), largest class first")
+    else:
+        axes.set_xlabel("class rank by training size (largest first)")
+
+
+def _group_bands(axes: Any, lo: float, hi: float, many: int, few: int) -> None:
+    """Shade the few / medium / many-shot ranges of a log x-axis spanning [lo, hi] and name them at the bottom."""
+    # Class sizes are integers: few-shot is n < few, many-shot n > many, so the borders sit half-way.
+    bands = (
+        ("few", lo, few - 0.5, f"few-shot (< {few})"),
+        ("medium", few - 0.5, many + 0.5, f"medium ({few} to {many})"),
+        ("many", many + 0.5, hi, f"many-shot (> {many})"),
+    )
+    for group, start, stop, text in bands:
+        start, stop = max(start, lo), min(stop, hi)
+        if stop <= start:
+            continue
+        axes.axvspan(start, stop, color=GROUP_COLORS[group], zorder=0, linewidth=0)
+        middle = np.sqrt(start * stop)  # the centre on a log axis
+        axes.text(
+            middle, 0.015, text, ha="center", va="bottom", fontsize=8, color="0.3", transform=axes.get_xaxis_transform()
+        )
+    axes.set_xlim(lo, hi)
+
+
+def _names_on_top(axes: Any, counts: np.ndarray, class_names: Sequence[str]) -> None:
+    """Class names above a log class-size x-axis, at their sizes; classes of equal size share one label."""
+    names_at: dict[float, list[str]] = {}
+    for count, name in zip(counts.tolist(), class_names, strict=True):
+        names_at.setdefault(count, []).append(str(name))
+    top = axes.secondary_xaxis("top")
+    top.set_xticks(list(names_at), labels=[", ".join(names) for names in names_at.values()])
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(axis="x", labelsize=8, labelrotation=35)
+    for label in top.get_xticklabels():
+        label.set_horizontalalignment("left")
+
+
+def _binned_means(x: np.ndarray, y: np.ndarray, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of y in log-spaced bins of x: (B,) geometric-mean x and (B,) mean y of the non-empty bins."""
+    keep = ~np.isnan(y)
+    x, y = x[keep], y[keep]
+    if len(x) == 0:
+        return np.zeros(0), np.zeros(0)
+    edges = np.geomspace(x.min(), x.max() * 1.0001, bins + 1)
+    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+    centres, means = [], []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            centres.append(np.exp(np.log(x[members]).mean()))
+            means.append(y[members].mean())
+    return np.asarray(centres), np.asarray(means)
+
+
+def per_class_accuracy_figure(
+    per_class: Mapping[str, np.ndarray],
+    train_counts: Sequence[int],
+    *,
+    many: int,
+    few: int,
+    class_names: Sequence[str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """Figure 2: per-class test accuracy against training-class size (log axis), one series per method.
+
+    Args:
+        per_class: method -> (C,) accuracy in percent, NaN for a class without test images.
+        train_counts: (C,) training images per class.
+        many, few: the shot-group thresholds (many-shot ``n > many``, few-shot ``n < few``).
+        class_names: C names, written above the plot up to 20 classes.
+        labels: method -> legend label.
+
+    Up to 50 classes every class is a point; beyond, each series is the mean
+    accuracy in 12 log-spaced bins of class size.
+    """
+    counts = np.maximum(np.asarray(train_counts, dtype=np.float64), 0.5)  # a 0-image class still shows on log axes
+    ascending = np.argsort(counts, kind="stable")
+    figure = new_figure(10, 5)
+    axes = figure.add_subplot()
+    binned = len(counts) > NAMES_UP_TO
+    for method in ordered_methods(per_class):
+        accuracy = np.asarray(per_class[method], dtype=np.float64)
+        if binned:
+            x, y = _binned_means(counts, accuracy)
+        else:
+            x, y = counts[ascending], accuracy[ascending]
+        axes.plot(
+            x,
+            y,
+            marker="o",
+            markersize=4,
+            linewidth=1.2,
+            color=method_color(method),
+            label=method_label(method, labels),
+        )
+    axes.set_xscale("log")
+    _group_bands(axes, counts.min() / 1.25, counts.max() * 1.25, many, few)
+    if class_names is not None and len(counts) <= NAMES_ON_TOP_UP_TO:
+        _names_on_top(axes, counts, class_names)
+    axes.set_ylim(-12, 103)  # the strip below 0 holds the group names
+    axes.set_yticks(range(0, 101, 20))
+    axes.set_xlabel("training images of the class (log scale)")
+    axes.set_ylabel("test accuracy of the class (%)" + (", mean per size bin" if binned else ""))
+    methods = len(per_class)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, ncol=min(methods, 7), frameon=False)
+    axes.grid(True, axis="y", alpha=0.3)
+    return figure
+
+
+SHOT_COLUMNS = (("many", "Many"), ("medium", "Medium"), ("few", "Few"), ("all", "All"))
+
+
+def shot_group_figure(summaries: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str] | None = None) -> Figure:
+    """Figure 3: many / medium / few / all accuracy bars per method, each bar with its number.
+
+    Args:
+        summaries: method -> ``{"many", "medium", "few", "all"}`` in percent (None: an empty group).
+        labels: method -> legend label.
+    """
+    methods = ordered_methods(summaries)
+    figure = new_figure(10, 4.8)
+    axes = figure.add_subplot()
+    width = 0.84 / max(len(methods), 1)
+    for k, method in enumerate(methods):
+        offset = (k - (len(methods) - 1) / 2) * width
+        for g, (key, _) in enumerate(SHOT_COLUMNS):
+            value = summaries[method].get(key)
+            x = g + offset
+            if value is None:  # an empty group: say so rather than draw a zero
+                axes.text(x, 1, "–", ha="center", va="bottom", fontsize=8)
+                continue
+            axes.bar(
+                x,
+                value,
+                width * 0.95,
+                color=method_color(method),
+                label=method_label(method, labels) if g == 0 else None,
+            )
+            axes.text(x, value + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
+    axes.set_xticks(range(len(SHOT_COLUMNS)))
+    axes.set_xticklabels([name for _, name in SHOT_COLUMNS])
+    axes.set_ylim(0, 118)  # room for the numbers above the bars
+    axes.set_yticks(range(0, 101, 20))
+    axes.set_ylabel("top-1 test accuracy (%)")
+    axes.legend(loc="upper center", fontsize=9, ncol=min(len(methods), 7), bbox_to_anchor=(0.5, -0.08), frameon=False)
+    axes.grid(True, axis="y", alpha=0.3)
+    return figure
+
+
+CURVE_TITLES = {
+    "tau_norm": r"τ-norm: weights $w_j\,/\,\Vert w_j\Vert^{\tau}$",
+    "logit_adjust": r"logit adjustment: $w_j \cdot x + b_j - \tau \log \pi_j$",
+}
+CURVE_METRICS = (("all", "all", "black"), ("many", "many-shot", "tab:blue"), ("few", "few-shot", "tab:red"))
+
+
+def tau_sweep_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Figure 4: accuracy (all, many, few) against τ, on validation (solid) and test (dashed), chosen τ marked.
+
+    Args:
+        curves: method -> ``{"select", "chosen", "val": [{"tau", "all", "many", "few", ...}], "test": [...]}``
+            as results.json holds them; one panel per method.
+    """
+    known = [m for m in CURVE_TITLES if m in curves]
+    methods = known + sorted(set(curves) - set(known))
+    figure = new_figure(5.2 * max(len(methods), 1) + 0.6, 4.6)
+    if not methods:
+        return _no_data(figure, "no τ sweep in this run")
+    panels = figure.subplots(1, len(methods), squeeze=False)[0]
+    for axes, method in zip(panels, methods, strict=True):
+        curve = curves[method]
+        for split, style in (("val", "-"), ("test", "--")):
+            points = curve.get(split) or []
+            taus = [p["tau"] for p in points]
+            for key, _, color in CURVE_METRICS:
+                values = [np.nan if p.get(key) is None else p[key] for p in points]
+                axes.plot(taus, values, linestyle=style, color=color, linewidth=1.4 if split == "val" else 1.0)
+        chosen = curve.get("chosen")
+        if chosen is not None:
+            axes.axvline(chosen, color="tab:green", linewidth=1.2, linestyle=":")
+            axes.text(
+                chosen,
+                1.01,
+                f"chosen τ = {chosen:g}",
+                color="tab:green",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                transform=axes.get_xaxis_transform(),
+            )
+        axes.set_title(CURVE_TITLES.get(method, method_label(method)), fontsize=10, pad=18)
+        axes.set_xlabel("τ")
+        axes.set_ylabel("top-1 accuracy (%)")
+        axes.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=color, label=name) for _, name, color in CURVE_METRICS]
+    handles += [
+        Line2D([], [], color="0.3", linestyle="-", label="validation (selects τ)"),
+        Line2D([], [], color="0.3", linestyle="--", label="test (shown only)"),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
+    return figure
+
+
+# Readable names of metrics.jsonl keys, and a line style that keeps val_all visible under an equal val_macro.
+CURVE_LABELS = {
+    "train_loss": ("training loss", "-"),
+    "train_acc": ("training (running, augmented)", "-"),
+    "val_all": ("validation, all (micro)", "-"),
+    "val_macro": ("validation, macro", "--"),
+    "val_many": ("validation, many-shot", ":"),
+    "val_medium": ("validation, medium-shot", ":"),
+    "val_few": ("validation, few-shot", ":"),
+    "lr": ("learning rate", "-"),
+}
+
+
+def training_curves_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
+    """Figure 5: stage-1 training curves from ``metrics.jsonl``: loss, accuracy, learning rate per epoch.
+
+    Args:
+        history: one record per epoch with ``epoch`` and any of ``train_loss``,
+            ``train_acc``, ``val_all``, ``val_macro``, ``val_many`` (...), ``lr`` (other ``*_loss``
+            / ``*_acc`` / ``val_*`` keys are drawn too).
+    """
+    figure = new_figure(12, 3.8)
+    if not history:
+        return _no_data(figure, "no metrics.jsonl in this run")
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    keys = sorted({k for r in history for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    panels = {
+        "loss": [k for k in keys if k.endswith("loss")],
+        "accuracy (%)": [k for k in keys if k.endswith("_acc") or (k.startswith("val_") and not k.endswith("loss"))],
+        "learning rate": [k for k in keys if k == "lr"],
+    }
+    for axes, (title, names) in zip(figure.subplots(1, 3), panels.items(), strict=True):
+        for name in names:
+            values = [np.nan if r.get(name) is None else r[name] for r in history]  # an empty group is None
+            label, style = CURVE_LABELS.get(name, (name, "-"))
+            marker = "o" if len(epochs) <= 40 else None
+            axes.plot(epochs, values, linestyle=style, marker=marker, markersize=3, linewidth=1.3, label=label)
+        axes.set_title(title, fontsize=10)
+        axes.set_xlabel("epoch")
+        axes.grid(True, alpha=0.3)
+        if names:
+            axes.legend(fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=axes.transAxes)
+    return figure
+
+
+def _shorten(name: str, limit: int = 18) -> str:
+    """A class name cut to ``limit`` characters (an ellipsis marks the cut), so that long names leave room."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def confusion_figure(
+    matrices: Mapping[str, np.ndarray], class_labels: Sequence[str], *, labels: Mapping[str, str] | None = None
+) -> Figure:
+    """Figure 6: row-normalised confusion matrices side by side, one per method.
+
+    Args:
+        matrices: method -> (K, K) or (K, K + 1) matrix of
+            :func:`longtail.report.confusion.confusion_matrix` (last column
+            "other" when K < C).
+        class_labels: the K row labels (class names).
+        labels: method -> panel title.
+    """
+    methods = list(matrices)
+    size = len(class_labels)
+    # At most about 14 inches wide, the width a page shows without shrinking the text much.
+    side = min(max(3.5, 0.42 * size + 2.2), 12.8 / max(len(methods), 1))
+    figure = new_figure(side * len(methods) + 1.2, side + 0.6)
+    panels = figure.subplots(1, len(methods), squeeze=False)[0]
+    image = None
+    names = [_shorten(str(name)) for name in class_labels]
+    font = 8 if size <= 20 else 7
+    for axes, method in zip(panels, methods, strict=True):
+        matrix = np.asarray(matrices[method], dtype=np.float64)
+        image = axes.imshow(np.nan_to_num(matrix, nan=0.0), cmap="Blues", vmin=0.0, vmax=1.0, aspect="equal")
+        columns = names + (["other"] if matrix.shape[1] > size else [])
+        axes.set_xticks(range(len(columns)))
+        axes.set_xticklabels(columns, rotation=60, ha="right", fontsize=font)
+        axes.set_yticks(range(size))
+        axes.set_yticklabels(names, fontsize=font)
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
+        axes.set_title(method_label(method, labels), fontsize=10)
+        if size <= 12:  # few enough cells to print the percentages in them
+            for (i, j), value in np.ndenumerate(matrix):
+                if not np.isnan(value) and value >= 0.01:  # '0' cells would only add noise
+                    axes.text(
+                        j,
+                        i,
+                        f"{100 * value:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if value > 0.6 else "black",
+                    )
+    if image is not None:
+        figure.colorbar(image, ax=list(panels), shrink=0.8, label="fraction of the true class's test images")
+    return figure
+
+
+def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str, str] | None = None) -> Figure:
+    """Figure 7: a reliability diagram per method and the expected calibration error (ECE) of each.
+
+    Args:
+        diagrams: method -> reliability data (see :func:`longtail.evaluation.calibration.reliability`).
+        labels: method -> panel title.
+    """
+    methods = ordered_methods(diagrams)
+    slots = len(methods) + 1  # one panel more: the ECE bars
+    columns = min(slots, 4)
+    rows = -(-slots // columns)
+    figure = new_figure(3.2 * columns, 3.2 * rows)
+    panels = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axes, method in zip(panels, methods, strict=False):  # one panel more: the ECE bars
+        diagram = diagrams[method]
+        lower, width = diagram.edges[:-1], np.diff(diagram.edges)
+        accuracy = np.nan_to_num(diagram.accuracy, nan=0.0)
+        axes.bar(
+            lower,
+            accuracy,
+            width,
+            align="edge",
+            color=method_color(method),
+            alpha=0.8,
+            edgecolor="white",
+            linewidth=0.5,
+            label="accuracy",
+        )
+        # Where the bar falls short of the bin's mean confidence the classifier is over-confident.
+        filled = diagram.counts > 0
+        axes.plot(
+            ((lower + width / 2)[filled]), diagram.confidence[filled], "k.", markersize=4, label="mean confidence"
+        )
+        axes.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1)
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_title(f"{method_label(method, labels)}: ECE {100 * diagram.ece:.1f}%", fontsize=10)
+        axes.set_xlabel("confidence", fontsize=9)
+        axes.set_ylabel("accuracy", fontsize=9)
+    if methods:
+        panels[0].legend(loc="upper left", fontsize=7)
+    ece_axes = panels[len(methods)]
+    values = [100 * diagrams[m].ece for m in methods]
+    ece_axes.barh(range(len(methods)), values, color=[method_color(m) for m in methods])
+    for y, value in enumerate(values):
+        ece_axes.text(value, y, f" {value:.1f}", va="center", fontsize=8)
+    ece_axes.set_yticks(range(len(methods)))
+    ece_axes.set_yticklabels([method_label(m, labels) for m in methods], fontsize=8)
+    ece_axes.set_ylim(max(len(methods), 3) - 0.5, -0.5)  # first method on top; a lone bar stays a bar
+    ece_axes.set_xlim(0, float(np.nanmax(values + [1.0])) * 1.25)
+    ece_axes.set_xlabel("ECE (%)", fontsize=9)
+    ece_axes.set_title("expected calibration error", fontsize=10)
+    for axes in panels[slots:]:
+        axes.set_axis_off()
+    return figure

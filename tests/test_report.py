@@ -1,0 +1,293 @@
+"""`longtail report`: the self-contained HTML, the Markdown and its PNGs, the figures and their arrays."""
+
+import base64
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_overrides
+from longtail.cli import main
+from longtail.data.fashion_mnist import CLASS_NAMES
+from longtail.evaluation.calibration import reliability
+from longtail.models.heads import LWSHead, TauNormHead
+from longtail.models.ncm import NCMHead
+from longtail.report import collect
+from longtail.report.collect import classifier_weight_norms
+from longtail.report.confusion import confusion_classes, confusion_matrix
+from longtail.report.figures import (
+    calibration_figure,
+    confusion_figure,
+    figure_png,
+    per_class_accuracy_figure,
+    shot_group_figure,
+    tau_sweep_figure,
+    training_curves_figure,
+    weight_norm_figure,
+)
+from longtail.report.render import FigureBlock, Paragraph, Section, Table, render_html, render_markdown
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DATA_URI = "data:image/png;base64,"
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny run with every stage-2 method, and a copy of it taken after stage 1 alone; both reported."""
+    base = tmp_path_factory.mktemp("report_runs")
+    full, stage1 = base / "full", base / "stage1"
+    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(full), "--no-progress"]) == 0
+    shutil.copytree(full, stage1)
+    assert main(["decouple", str(full), "--method", "all"]) == 0
+    for run in (full, stage1):
+        assert main(["report", str(run)]) == 0
+    return {"full": full, "stage1": stage1}
+
+
+class _Elements(HTMLParser):
+    """Every start tag with its attributes, and the page's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(path: Path) -> _Elements:
+    parser = _Elements()
+    parser.feed(path.read_text())
+    parser.close()
+    return parser
+
+
+def test_html_is_self_contained_with_eight_figures_and_the_class_names(runs):
+    page = _parse(runs["full"] / "report.html")
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert len(images) == 8
+    for attrs in images:
+        assert attrs["src"].startswith(DATA_URI)
+        assert base64.b64decode(attrs["src"][len(DATA_URI) :]).startswith(PNG_SIGNATURE)
+    assert not [tag for tag, _ in page.tags if tag in ("script", "link", "iframe", "object", "embed")]
+    for _, attrs in page.tags:
+        for name in ("src", "href"):
+            value = attrs.get(name) or ""
+            assert not value.startswith(("http:", "https:", "//")), value
+        if "href" in attrs:
+            assert attrs["href"].startswith("#")  # only links within the page
+    text = "".join(page.text)
+    for name in CLASS_NAMES:
+        assert name in text
+    for number in range(1, 9):
+        assert f"Figure {number}." in text
+    assert "Not available" not in text
+    for section in ("Run", "Dataset", "Results", "Figures", "Configuration", "Timing"):
+        assert section in [t for t in page.text]
+
+
+def test_markdown_links_the_png_files_beside_it(runs):
+    run = runs["full"]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (run / "report.md").read_text())
+    assert len(links) == 8
+    for link in links:
+        assert not link.startswith(("http:", "https:", "/"))
+        assert (run / link).read_bytes().startswith(PNG_SIGNATURE)
+    assert sorted(p.name for p in (run / "report_files").iterdir()) == sorted(Path(link).name for link in links)
+
+
+def test_the_report_scores_match_results_json_and_carry_config_and_timing(runs):
+    run = runs["full"]
+    results = json.loads((run / "results.json").read_text())
+    data = collect(run)
+    assert list(data.outputs) == ["joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"]
+    for method, out in data.outputs.items():
+        for key in ("many", "medium", "few", "all", "macro"):
+            expected = results["methods"][method][key]
+            assert (out.summary[key] is None and expected is None) or out.summary[key] == pytest.approx(expected)
+        assert out.predictions.shape == out.confidence.shape == data.labels.shape
+        assert ((out.confidence > 0) & (out.confidence <= 1)).all()
+    assert set(data.weight_norms) == {"joint", "crt", "tau_norm", "lws"}
+    assert set(data.curves) == {"tau_norm", "logit_adjust"}
+    markdown = (run / "report.md").read_text()
+    assert "imbalance factor" in markdown and "train.epochs" not in markdown  # config.yaml is nested YAML
+    assert "epochs: 4" in markdown and f"seed: {data.seed}" in markdown
+    assert "stage 1 (joint training)" in markdown  # the timing table
+    joint_all = f"{results['methods']['joint']['all']:.1f}"
+    assert re.search(rf"\| Joint \|.*\| {re.escape(joint_all)} \|", markdown)
+
+
+def test_a_run_with_stage_1_only_gets_a_joint_report(runs):
+    run = runs["stage1"]
+    page = _parse(run / "report.html")
+    text = "".join(page.text)
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert len(images) == 7  # no τ sweep without τ-norm
+    assert "Not available: no τ sweep in results.json" in text
+    assert "--method tau_norm" in text
+    data = collect(run)
+    assert list(data.outputs) == ["joint"] and list(data.weight_norms) == ["joint"]
+    assert not (run / "report_files" / "fig4_tau_sweep.png").exists()
+
+
+def test_report_on_a_directory_that_is_not_a_run_is_one_line_and_status_1(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a run directory" in err[0] and str(tmp_path) in err[0]
+    assert not (tmp_path / "report.html").exists()
+
+
+# --- the arrays and figures, without a run ---------------------------------------------------------------------------
+
+
+def test_confusion_shows_every_class_up_to_50_else_the_30_rarest():
+    counts = np.arange(40, 0, -1)
+    assert confusion_classes(counts).tolist() == list(range(40))  # already largest first
+    rng = np.random.default_rng(1)
+    counts = rng.permutation(np.repeat(np.arange(5, 505, 10), 2))  # 100 classes, sizes in pairs
+    chosen = confusion_classes(counts)
+    assert len(chosen) == 30
+    assert sorted(counts[chosen].tolist()) == sorted(counts.tolist())[:30]
+    assert (np.diff(counts[chosen]) <= 0).all()  # largest first
+    for a, b in zip(chosen[:-1], chosen[1:], strict=True):
+        if counts[a] == counts[b]:
+            assert a < b  # ties keep class order
+
+
+def test_confusion_matrix_rows_sum_to_one_with_an_other_column():
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3])
+    predictions = np.array([0, 1, 3, 1, 1, 0, 3, 2])
+    full = confusion_matrix(labels, predictions, np.arange(4), 4)
+    assert full.shape == (4, 4)
+    assert full[0].tolist() == pytest.approx([1 / 3, 1 / 3, 0, 1 / 3])
+    assert np.allclose(full.sum(axis=1), 1.0)
+    part = confusion_matrix(labels, predictions, np.array([3, 0]), 4)  # class 3 first, then 0, plus "other"
+    assert part.shape == (2, 3)
+    assert np.allclose(part, [[0.5, 0.0, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    empty = confusion_matrix(labels, predictions, np.arange(5), 5)
+    assert np.isnan(empty[4]).all() and np.allclose(empty[:4].sum(axis=1), 1.0)
+
+
+def test_effective_weight_norms_of_each_head():
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 5)
+    norms = linear.weight.detach().norm(dim=1).double().numpy()
+    assert classifier_weight_norms(linear) == pytest.approx(norms)
+    assert classifier_weight_norms(TauNormHead(linear.weight, 1.0)) == pytest.approx(np.ones(5))
+    assert classifier_weight_norms(TauNormHead(linear.weight, 0.5)) == pytest.approx(np.sqrt(norms), rel=1e-6)
+    lws = LWSHead.from_linear(linear)
+    with torch.no_grad():
+        lws.scales.copy_(torch.arange(1.0, 6.0))
+    assert classifier_weight_norms(lws) == pytest.approx(norms * np.arange(1, 6), rel=1e-6)
+    assert classifier_weight_norms(NCMHead(torch.zeros(5, 8), torch.zeros(8), "cl2n")) is None
+
+
+def _bars(axes) -> int:
+    return sum(1 for p in axes.patches if p.get_width() > 0 and p.get_height() > 0)
+
+
+def test_weight_norms_are_bars_for_few_classes_and_lines_for_many():
+    rng = np.random.default_rng(0)
+    few = weight_norm_figure({"joint": rng.uniform(1, 2, 10), "crt": rng.uniform(1, 2, 10)}, np.arange(10, 0, -1))
+    assert _bars(few.axes[0]) == 20
+    counts = rng.integers(5, 1300, size=1000)
+    # Norms that grow with the class size: drawn largest class first, each line falls.
+    norms = {m: np.sqrt(counts) * k for k, m in enumerate(("joint", "tau_norm", "lws"), start=1)}
+    many = weight_norm_figure(norms, counts)
+    assert _bars(many.axes[0]) == 0 and len(many.axes[0].lines) == 3
+    for line in many.axes[0].lines:
+        assert (np.diff(line.get_ydata()) <= 0).all()
+    assert figure_png(many).startswith(PNG_SIGNATURE)
+
+
+def test_per_class_accuracy_has_one_series_per_method_and_bins_beyond_50_classes():
+    rng = np.random.default_rng(0)
+    counts = np.repeat([500, 60, 8], 4)
+    accuracy = {"joint": rng.uniform(0, 100, 12), "crt": rng.uniform(0, 100, 12)}
+    accuracy["crt"][3] = np.nan  # a class without test images
+    figure = per_class_accuracy_figure(accuracy, counts, many=100, few=20, class_names=[f"c{i}" for i in range(12)])
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "log"
+    assert len(axes.lines) == 2 and len(axes.lines[0].get_xdata()) == 12
+    labels = [t.get_text() for t in axes.texts]
+    assert labels == ["few-shot (< 20)", "medium (20 to 100)", "many-shot (> 100)"]
+    big = per_class_accuracy_figure({"joint": rng.uniform(0, 100, 300)}, rng.integers(1, 1000, 300), many=100, few=20)
+    assert 1 < len(big.axes[0].lines[0].get_xdata()) <= 12
+
+
+def test_shot_bars_print_their_numbers_and_mark_an_empty_group():
+    summaries = {
+        "joint": {"many": 80.0, "medium": 50.0, "few": None, "all": 60.0},
+        "lws": {"many": 75.0, "medium": 61.25, "few": None, "all": 66.0},
+    }
+    axes = shot_group_figure(summaries).axes[0]
+    texts = [t.get_text() for t in axes.texts]
+    assert "61.2" in texts and "80.0" in texts and texts.count("–") == 2
+    assert _bars(axes) == 6
+
+
+def test_tau_sweep_marks_the_chosen_tau_and_training_curves_handle_missing_keys():
+    points = [{"tau": t, "all": 50 + t, "many": 60 - t, "few": 30 + 5 * t, "medium": None} for t in (0.0, 0.5, 1.0)]
+    figure = tau_sweep_figure({"tau_norm": {"select": "val macro", "chosen": 0.5, "val": points, "test": points}})
+    assert any("chosen τ = 0.5" in t.get_text() for t in figure.axes[0].texts)
+    assert len(figure.axes[0].lines) == 3 * 2 + 1  # 3 metrics x (val, test) + the chosen τ
+    history = [
+        {"epoch": 1, "train_loss": 2.0, "lr": 0.1, "val_few": None},
+        {"epoch": 2, "train_loss": 1.0, "lr": 0.05, "val_few": 40.0},
+    ]
+    loss, accuracy, lr = training_curves_figure(history).axes
+    assert len(loss.lines) == 1 and len(lr.lines) == 1 and len(accuracy.lines) == 1
+    assert np.isnan(accuracy.lines[0].get_ydata()[0])
+
+
+def test_confusion_and_calibration_figures_from_arrays():
+    labels = np.repeat(np.arange(100), 3)
+    predictions = np.where(np.arange(300) % 3 == 0, 0, labels)
+    counts = np.arange(100, 0, -1)
+    classes = confusion_classes(counts)
+    matrix = confusion_matrix(labels, predictions, classes, 100)
+    figure = confusion_figure({"joint": matrix}, [f"class {c}" for c in classes])
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()][-1] == "other"
+    assert np.allclose(matrix.sum(axis=1), 1.0) and matrix[:, -1] == pytest.approx(np.full(30, 1 / 3))
+    rng = np.random.default_rng(0)
+    diagrams = {m: reliability(rng.uniform(0.1, 1, 500), rng.uniform(size=500) < 0.6) for m in ("joint", "crt", "ncm")}
+    figure = calibration_figure(diagrams)
+    titles = [a.get_title() for a in figure.axes]
+    assert any(t.startswith("Joint: ECE") for t in titles) and "expected calibration error" in titles
+    assert figure_png(figure).startswith(PNG_SIGNATURE)
+
+
+def test_rendering_escapes_class_names_and_inlines_figures():
+    hostile = "<script>alert('x')</script> & *bold* | pipe"
+    sections = [
+        Section(
+            "Data", "data", [Paragraph(f"class {hostile} and `code`"), Table(["name", "n"], [[hostile, "3"]], "lr")]
+        ),
+        Section(
+            "Figures",
+            "figures",
+            [
+                FigureBlock(1, "A figure", f"about {hostile}", "fig1.png", PNG_SIGNATURE + b"x"),
+                FigureBlock(2, "Missing", "", "fig2.png", missing="no data"),
+            ],
+        ),
+    ]
+    page = render_html("Title <b>", sections)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<code>code</code>" in page
+    assert f'src="{DATA_URI}{base64.b64encode(PNG_SIGNATURE + b"x").decode()}"' in page
+    assert "Not available: no data" in page
+    markdown = render_markdown("Title", sections, "files")
+    assert "<script>" not in markdown and r"\|" in markdown and r"\*bold\*" in markdown
+    assert "![Figure 1](files/fig1.png)" in markdown and "fig2.png" not in markdown
