@@ -40,7 +40,7 @@ from longtail.stages.joint import (
 )
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-RUN_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"}
+RUN_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json", "tensorboard"}
 # Relative train_loss difference, 2 processes vs 1 at the same global batch (32): BatchNorm sees
 # per-process half batches, and training amplifies the difference. Measured on this configuration
 # with seeds 0-3: epoch 1 at most 0.7%, epochs 1-4 at most 6.1%; the bounds have about 2x margin.
@@ -92,10 +92,11 @@ def test_ddp_run_writes_one_run_directory(ddp_run):
     run, done = ddp_run
     assert [p.name for p in run.parent.iterdir()] == ["run"]
     assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert len(list((run / "tensorboard").iterdir())) == 1  # rank 0's event file alone
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["epoch"] == 4
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in checkpoint["model"])
-    assert "grad_scaler" not in checkpoint  # fp32
+    assert checkpoint["grad_scaler"] is None  # fp32: no loss scaling
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4]
     assert done.stdout.count("Joint") == 1  # rank 0 alone prints the table
     assert set(json.loads((run / "results.json").read_text())["methods"]) == {"joint"}
