@@ -12,8 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from longtail.cli import main
 from longtail.config import load_config
 from longtail.data.registry import create_dataset
 from longtail.engine import distributed as dist
-from longtail.engine.device import seed_everything
+from longtail.engine.device import one_thread, seed_everything
 from longtail.engine.loops import make_loader
 from longtail.engine.optim import cosine_schedule, sgd
 from longtail.errors import ConfigError
@@ -67,17 +65,6 @@ def torchrun(args: list[str], *, timeout: float = 120) -> subprocess.CompletedPr
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("longtail: error:")]
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Train in-process on one thread: two threads on a shared 2-core machine can run 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

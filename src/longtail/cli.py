@@ -1,8 +1,9 @@
 """The ``longtail`` command: parse arguments, call the library, print tables.
 
-Subcommands: ``train``, ``decouple``, ``eval``, ``demo``, ``grid``, ``config``, ``data stats``, ``export``,
-``predict``, ``report``, ``illustrate``. Any :class:`~longtail.errors.LongtailError` becomes one line on stderr and exit
-status 1 (a traceback only with ``--debug``).
+Subcommands: ``train`` (and ``train --resume``), ``decouple``, ``eval``, ``compare``, ``demo``, ``grid``,
+``config``, ``data stats``, ``export``, ``predict``, ``report``, ``illustrate``. Any
+:class:`~longtail.errors.LongtailError` becomes one line on stderr and exit status 1 (a traceback only
+with ``--debug``).
 """
 
 from __future__ import annotations
@@ -247,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys = _key_listing()
     formatter = _HelpFormatter
 
+    def run_dir_arguments(p: argparse.ArgumentParser, overrides_help: str) -> None:
+        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
     def progress_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--no-progress",
@@ -322,11 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate the joint classifier and every saved stage-2 classifier of RUN_DIR on "
         "--split, print the table and refresh results.json.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+    run_dir_arguments(p, "run-time overrides such as eval.many=50 device=cpu")
     p.add_argument("--split", choices=("val", "test"), default="test", help="which split to score (default: test)")
-    p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="run-time overrides such as eval.many=50 device=cpu"
-    )
     p.set_defaults(func=_cmd_eval)
 
     p = commands.add_parser(
@@ -390,10 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config, versions, dataset statistics and timing. Every classifier of the run is scored on test afresh. "
         "See docs/report.md.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
-    p.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="run-time overrides such as data.root=DIR device=cpu"
-    )
+    run_dir_arguments(p, "run-time overrides such as data.root=DIR device=cpu")
     p.set_defaults(func=_cmd_report)
 
     p = commands.add_parser(

@@ -36,8 +36,6 @@ other three. ``longtail illustrate --out FILE`` writes it.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +44,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..engine.device import one_thread
 from ..errors import ConfigError
 from ..io import write_binary_atomic
 from ..models.heads import CosineHead, TauNormHead, tau_normalize, weight_norms
@@ -190,28 +189,13 @@ def _regions(
     )
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore the setting.
-
-    The problem is tiny: on a busy machine the threads of a pool wait on each
-    other for every small operation (measured: 10 s instead of 0.1 s on 2 cores).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def illustration_data(seed: int = 0) -> IllustrationData:
     """Generate the toy problem, fit the four classifiers and compute their regions on the grid.
 
     Deterministic in ``seed``: every random draw comes from one private
     :class:`torch.Generator`, none from the global RNG.
     """
-    with _one_thread():
+    with one_thread():
         return _compute(seed)
 
 
