@@ -248,3 +248,30 @@ def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_pa
             break
         assert time.monotonic() < deadline, "DataLoader workers outlived the interrupted run"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_and_resumed_is_bitwise_equal(tiny_fmnist: Path, tmp_path: Path):
+    """Two gloo processes, augmentation on (each rank has its own generator): SIGKILL, then torchrun --resume."""
+    from test_distributed import TORCHRUN, torchrun
+
+    args = [*_tiny(tiny_fmnist, "train.epochs=4", "device=cpu"), "--no-progress"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert torchrun(["train", *args, "--out", str(reference)]).returncode == 0
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "longtail", "train", *args]
+    process = subprocess.Popen(
+        [*command, "--out", str(killed)],
+        env={**_env(), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _wait_for(_epoch_done(killed, 1), process)
+    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    process.wait(timeout=30)
+    assert _checkpoint(killed)["epoch"] < 4, "the run finished before it was killed"
+    assert len(_checkpoint(killed)["generators"]) == 2
+    resumed = torchrun(["train", "--resume", str(killed), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _assert_same_weights(_checkpoint(killed)["model"], _checkpoint(reference)["model"])
+    assert _metrics(killed) == _metrics(reference)
