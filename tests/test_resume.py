@@ -229,7 +229,15 @@ def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_pa
     argv = [*_tiny(tiny_fmnist, "train.epochs=30", "data.num_workers=2"), "--out", str(run), "--no-progress"]
     command = [sys.executable, "-m", "longtail", "train", *argv]
     process = subprocess.Popen(
-        command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # As in a terminal: a test runner started in the background (make, CI) may ignore SIGINT, and a
+        # child inherits that, so Python would never raise KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for(_epoch_done(run, 1), process)
     os.killpg(process.pid, signal.SIGINT)
