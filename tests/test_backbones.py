@@ -73,6 +73,14 @@ def test_a_longtail_checkpoint_is_a_valid_pretrained_file(tmp_path: Path):
     assert torch.equal(fresh.backbone.stem[0].weight, model.backbone.stem[0].weight)
 
 
+def test_cifar_weights_with_projection_shortcuts_are_refused_with_the_reason(tmp_path: Path):
+    state = create_backbone("resnet8").state_dict()
+    state["stages.1.0.shortcut.0.weight"] = torch.zeros(32, 16, 1, 1)  # a 1x1 projection (option B)
+    torch.save(state, tmp_path / "projection.pth")
+    with pytest.raises(ConfigError, match=r"unexpected stages\.1\.0\.shortcut\.0\.weight\).*option-A shortcuts"):
+        load_pretrained(create_backbone("resnet8"), tmp_path / "projection.pth", "resnet8")
+
+
 def test_pretrained_mismatch_is_one_line_naming_the_file(tmp_path: Path):
     torch.save(create_backbone("resnet10").state_dict(), tmp_path / "r10.pth")
     with pytest.raises(ConfigError, match=r"model\.pretrained='.*r10\.pth': weights do not fit .*'resnet50' \(missing"):

@@ -140,9 +140,34 @@ def test_class_balanced_loss_matches_hand_value():
     expected = (w[TARGETS] * terms).sum() / w[TARGETS].sum()
     assert value(ClassBalancedLoss(COUNTS, beta=0.999)) == pytest.approx(expected, rel=1e-6)
 
-    pt = np.exp(-terms)
-    focal_expected = (w[TARGETS] * (1 - pt) ** 2 * terms).sum() / w[TARGETS].sum()
-    assert value(ClassBalancedLoss(COUNTS, beta=0.999, gamma=2.0)) == pytest.approx(focal_expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_class_balanced_focal_is_cao_et_al_weighted_focal(gamma: float):
+    # LDAM-DRW losses.py: ce = F.cross_entropy(z, y, weight=w, reduction="none"); p = exp(-ce);
+    # loss = ((1 - p) ** gamma * ce).mean(): the weight inside the focal term, a plain mean over N.
+    w = np_cb_weights(COUNTS, 0.999)
+    ce = w[TARGETS] * np_ce_terms(LOGITS, TARGETS)
+    expected = np.mean((1 - np.exp(-ce)) ** gamma * ce)
+    loss = ClassBalancedLoss(COUNTS, beta=0.999, gamma=gamma)
+    assert value(loss) == pytest.approx(expected, rel=1e-6)
+    assert torch.autograd.gradcheck(lambda z: loss(z, t(TARGETS)), (t(LOGITS).requires_grad_(True),))
+    # Not the focal term weighted afterwards (the two differ on this batch).
+    pt = np.exp(-np_ce_terms(LOGITS, TARGETS))
+    outside = (w[TARGETS] * (1 - pt) ** gamma * np_ce_terms(LOGITS, TARGETS)).sum() / w[TARGETS].sum()
+    assert abs(expected - outside) > 1e-3
+
+
+def test_class_balanced_focal_zero_weight_targets_give_zero_and_finite_gradients():
+    loss = ClassBalancedLoss([50, 0, 5], beta=0.99, gamma=0.5)  # γ < 1: (1 - p)^γ is steep at p = 1
+    z = t(LOGITS).requires_grad_(True)
+    out = loss(z, torch.tensor([1, 1, 1]))
+    out.backward()
+    assert out.item() == 0.0
+    assert torch.equal(z.grad, torch.zeros_like(z))
+    half = loss(t(LOGITS).half(), t(TARGETS))  # upcast inside: the float32 value, up to fp16 rounding of z
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(loss(t(LOGITS).float(), t(TARGETS)).item(), rel=1e-2)
 
 
 def test_class_balanced_loss_with_only_zero_weight_targets_is_zero_not_nan():

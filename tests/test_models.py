@@ -98,7 +98,28 @@ def test_ncm_head_matches_estimator():
 def test_cifar_resnet_sizes(name: str, params: float):
     model = Classifier(create_backbone(name, in_channels=3), linear_head(64, 10))
     count = sum(p.numel() for p in model.parameters())
-    assert abs(count - params) / params < 0.03  # He et al. 2016, Table 6 (we use projection shortcuts)
+    assert abs(count - params) / params < 0.01  # He et al. 2016, Table 6 (option-A shortcuts)
+
+
+@pytest.mark.parametrize("num_classes, params", [(10, 464_154), (100, 470_004)])
+def test_resnet32_has_the_parameter_count_of_cao_et_al(num_classes: int, params: int):
+    # kaidic/LDAM-DRW resnet_cifar.py: ResNet-32, option A, linear head; the count CIFAR-LT papers quote.
+    model = Classifier(create_backbone("resnet32"), linear_head(64, num_classes))
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_cifar_shortcuts_are_parameter_free_subsampling_and_zero_padding():
+    backbone = create_backbone("resnet8")
+    assert not any("shortcut" in name for name in backbone.state_dict())  # no weights, no buffers
+    shortcut = backbone.stages[1][0].shortcut  # 16 -> 32 channels, stride 2
+    assert isinstance(backbone.stages[0][0].shortcut, nn.Identity)
+    x = torch.randn(2, 16, 7, 7)
+    expected = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))  # Cao et al.'s LambdaLayer
+    assert torch.equal(shortcut(x), expected)
+    # Channels-last in, channels-last out, so the residual sum stays channels-last.
+    assert shortcut(x.contiguous(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
+    # Odd sizes: the shortcut matches the stride-2 convolution of the block (7 -> 4 -> 2).
+    assert backbone(torch.randn(1, 3, 7, 7)).shape == (1, 64)
 
 
 def test_backbone_features_and_swappable_head():

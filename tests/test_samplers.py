@@ -89,9 +89,23 @@ def test_progressive_law_moves_from_instance_to_class_balanced():
     instance, balanced = counts / counts.sum(), np.full(4, 0.25)
     sampler = make_sampler(LABELS, "progressive", epochs=10, seed=0, num_samples=40000)
     for epoch in (0, 5, 9):
-        t = epoch / 10
-        expected = (1 - t) * instance + t * balanced
+        mix = epoch / 9  # the official schedule: λ_t = t / (T - 1)
+        expected = (1 - mix) * instance + mix * balanced
         assert class_frequencies(sampler, [epoch]) == pytest.approx(expected, abs=0.015)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 90])
+def test_progressive_first_epoch_is_instance_balanced_and_last_class_balanced(epochs: int):
+    counts = torch.bincount(torch.as_tensor(LABELS)).double()
+    sampler = make_sampler(LABELS, "progressive", epochs=epochs, seed=0, num_samples=20000)
+    balanced = torch.full((4,), 0.25, dtype=torch.float64)
+    assert sampler.lambda_at(epochs - 1) == 1.0
+    assert torch.allclose(sampler.probs_at(epochs - 1), balanced, rtol=0, atol=1e-15)
+    assert torch.allclose(sampler.probs_at(epochs + 5), balanced, rtol=0, atol=1e-15)  # past the end: stays
+    assert class_frequencies(sampler, [epochs - 1]) == pytest.approx(balanced.numpy(), abs=0.015)
+    if epochs > 1:  # with one epoch, that epoch is the last: class-balanced
+        assert sampler.lambda_at(0) == 0.0
+        assert torch.allclose(sampler.probs_at(0), counts / counts.sum(), rtol=0, atol=1e-15)
 
 
 def test_class_aware_yields_blocks_over_a_reshuffled_class_cycle():

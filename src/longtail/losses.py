@@ -10,7 +10,8 @@ a schedule) so a training loop can call it uniformly. Per-class constants
   Object Detection", ICCV 2017), softmax form.
 - :class:`ClassBalancedLoss`: cross-entropy or focal loss weighted per class by the
   inverse effective number of samples (Cui et al., "Class-Balanced Loss Based on
-  Effective Number of Samples", CVPR 2019); weights from :func:`class_balanced_weights`.
+  Effective Number of Samples", CVPR 2019); weights from :func:`class_balanced_weights`;
+  the focal form is Cao et al.'s weighted focal loss (:func:`weighted_focal_terms`).
 - :class:`LDAMLoss`: label-distribution-aware margins ``m_j ∝ n_j^(-1/4)`` with
   optional deferred re-weighting, DRW (Cao et al., "Learning Imbalanced Datasets
   with Label-Distribution-Aware Margin Loss", NeurIPS 2019).
@@ -22,8 +23,9 @@ a schedule) so a training loop can call it uniformly. Per-class constants
 Conventions:
 
 - Weighted losses reduce like ``F.cross_entropy(..., weight=w)``:
-  ``sum_i w_{y_i} l_i / sum_i w_{y_i}``. A batch whose targets all have weight 0
-  gives loss 0 (and zero gradient) instead of NaN.
+  ``sum_i w_{y_i} l_i / sum_i w_{y_i}``, except the class-balanced focal loss
+  (γ > 0), a plain mean over the batch as in Cao et al.'s code. A batch whose
+  targets all have weight 0 gives loss 0 (and zero gradient) instead of NaN.
 - A class with no training images gets class-balanced weight 0, the largest LDAM
   margin, and the log prior of ``ZERO_COUNT`` images (finite, very negative); see
   :func:`log_prior`.
@@ -195,6 +197,22 @@ def focal_terms(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> to
     return -one_minus_pt.pow(gamma) * log_pt
 
 
+def weighted_focal_terms(
+    logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """Per-sample weighted focal loss of Cao et al. (2019): (N, C), (N,), (C,) -> (N,).
+
+    With ``ce_i = w_{y_i} (-log p_{y_i})`` (the per-sample ``F.cross_entropy`` with
+    ``weight=w``) and ``p_i = exp(-ce_i) = p_{y_i}^{w_{y_i}}``, the term is
+    ``(1 - p_i)^γ ce_i``: the class weight sits inside the focal factor too.
+    """
+    ce = F.cross_entropy(logits, targets, weight=weight.to(logits.dtype), reduction="none")
+    # 1 - exp(-ce) = -expm1(-ce) keeps precision near ce = 0; the clamp keeps the gradient of
+    # (1 - p)^γ finite where ce == 0 (a weight-0 class) and γ < 1 (it is multiplied by ce = 0).
+    one_minus_p = (-torch.expm1(-ce)).clamp_min(torch.finfo(ce.dtype).tiny)
+    return one_minus_p.pow(gamma) * ce
+
+
 # --------------------------------------------------------------------------- losses
 
 
@@ -244,8 +262,15 @@ class FocalLoss(Loss):
 class ClassBalancedLoss(FocalLoss):
     """Class-balanced loss (Cui et al. 2019): CE (γ = 0) or focal (γ > 0) weighted by :func:`class_balanced_weights`.
 
-    Reduction follows ``F.cross_entropy(weight=w)``: ``Σ_i w_{y_i} l_i / Σ_i w_{y_i}``
-    (Cui et al.'s sigmoid focal variant averages over N instead; this is the softmax form).
+    γ = 0: weighted cross-entropy, ``F.cross_entropy(logits, y, weight=w)``, i.e.
+    ``Σ_i w_{y_i} l_i / Σ_i w_{y_i}`` (Cao et al.'s "CE + Reweight").
+
+    γ > 0: the weighted focal loss of Cao et al.'s LDAM-DRW code (``FocalLoss`` in
+    its ``losses.py``, "Focal + Reweight"): ``ce_i = w_{y_i} (-log p_{y_i})``,
+    ``p_i = exp(-ce_i)``, loss ``= mean_i (1 - p_i)^γ ce_i`` — the class weight
+    inside the focal term (``p_i = p_{y_i}^{w_{y_i}}``, not ``p_{y_i}``) and a plain
+    mean over the N samples, not ``Σ w`` (so a batch of weight-0 targets gives 0).
+    Cui et al.'s own focal variant is sigmoid-based; this is the softmax form.
 
     Args:
         class_counts: (C,) images per class.
@@ -256,6 +281,13 @@ class ClassBalancedLoss(FocalLoss):
     def __init__(self, class_counts: CountsLike, beta: float = 0.9999, gamma: float = 0.0) -> None:
         super().__init__(gamma=gamma, weight=class_balanced_weights(class_counts, beta))
         self.beta = float(beta)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(N, C) float, (N,) int64 -> scalar."""
+        if self.gamma == 0:
+            return super().forward(logits, targets)
+        logits = _check_inputs(logits, targets, self.num_classes)
+        return weighted_focal_terms(logits, targets, self.weight, self.gamma).mean()
 
 
 class LDAMLoss(Loss):

@@ -4,7 +4,9 @@
   instance uniformly inside it. q = 1 is instance-balanced (``instance``: plain
   shuffling), q = 0 class-balanced (``class``), q = 1/2 square-root (``sqrt``),
   any q in [0, 1] with ``power``.
-- ``progressive``: ``p_j(t) = (1 - t/T) p_j^IB + (t/T) p_j^CB`` at epoch ``t`` of ``T``.
+- ``progressive``: ``p_j(t) = (1 - λ_t) p_j^IB + λ_t p_j^CB`` at 0-based epoch ``t``
+  of ``T``, ``λ_t = t / (T - 1)`` as the official ``ClassPrioritySampler``: the
+  first epoch is instance-balanced, the last class-balanced.
 - ``class_aware``: the official blocked round-robin: ``num_samples_cls``
   consecutive images of one class, classes visited in a cycle reshuffled at
   every pass, images of a class in a cycle reshuffled at every pass.
@@ -196,10 +198,15 @@ class ClassPowerSampler(EpochSampler):
 
 
 class ProgressiveSampler(EpochSampler):
-    """Progressively-balanced: ``p_j(t) = (1 - t/T) p_j^IB + (t/T) p_j^CB`` (t = epoch, T = ``epochs``).
+    """Progressively-balanced: ``p_j(t) = (1 - λ_t) p_j^IB + λ_t p_j^CB``, ``λ_t = t / (T - 1)``.
 
-    Epoch 0 is instance-balanced; the law moves linearly toward class-balanced
-    and reaches ``(1 - 1/T) p^CB + p^IB / T`` at the last epoch ``T - 1``.
+    ``t`` is the 0-based epoch, ``T`` = ``epochs``. The paper writes ``λ = t/T``;
+    this follows the official ``ClassPrioritySampler`` (``np.linspace(0, 1, T)``):
+    epoch 0 is instance-balanced, the law moves linearly toward class-balanced
+    and the last epoch ``T - 1`` is fully class-balanced. With ``T = 1`` the single
+    epoch is class-balanced (the official linspace would give λ = 0 there; here
+    the last epoch is class-balanced for every T). Epochs past the end stay
+    class-balanced.
     """
 
     def __init__(self, labels: Labels, epochs: int | None, **kwargs) -> None:
@@ -211,10 +218,17 @@ class ProgressiveSampler(EpochSampler):
         self.instance_probs = power_law(self.class_counts, 1.0)
         self.balanced_probs = power_law(self.class_counts, 0.0)
 
+    def lambda_at(self, epoch: int) -> float:
+        """λ of ``epoch``: ``t / (T - 1)`` with ``t`` clamped to [0, T - 1]; 1 when T = 1."""
+        last = self.epochs - 1
+        if last == 0:
+            return 1.0
+        return min(max(epoch, 0), last) / last
+
     def probs_at(self, epoch: int) -> torch.Tensor:
-        """(C,) class probabilities of ``epoch`` (clamped to [0, T])."""
-        t = min(max(epoch, 0), self.epochs) / self.epochs
-        return (1.0 - t) * self.instance_probs + t * self.balanced_probs
+        """(C,) float64 class probabilities of ``epoch``: ``(1 - λ) p^IB + λ p^CB``."""
+        mix = self.lambda_at(epoch)
+        return (1.0 - mix) * self.instance_probs + mix * self.balanced_probs
 
     def global_indices(self) -> torch.Tensor:
         generator = epoch_generator(self.seed, self.epoch)

@@ -3,6 +3,11 @@
 Each backbone has ``forward_features(x) -> (N, num_features)`` (after global
 average pooling) and ``num_features``; the classifier is a separate head, so
 stage 2 swaps heads on a frozen backbone.
+
+The CIFAR-style ResNets use He et al.'s option-A shortcuts, as Cao et al.'s
+``resnet_cifar.py`` (the ResNet-32 every CIFAR-LT number is quoted on): where a
+block changes shape, the shortcut subsamples space and zero-pads channels and
+has no parameters, so ResNet-32 has 464,154 parameters with a 10-class head.
 """
 
 from __future__ import annotations
@@ -20,8 +25,45 @@ from .resnet import resnet10, resnet50, resnet152, resnext50_32x4d
 BACKBONES: Registry[nn.Module] = Registry("backbone", "model.backbone")
 
 
+class SubsampleShortcut(nn.Module):
+    """Parameter-free "option A" shortcut (He et al. 2016): subsample space, zero-pad channels.
+
+    ``x[:, :, ::stride, ::stride]`` with ``out_channels - in_channels`` zero
+    channels, half before and half after the input's (``out_channels // 4`` on
+    each side when the width doubles, as Cao et al.'s ``resnet_cifar.py``).
+    (N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride)),
+    the shape of a 3x3 / padding-1 convolution with that stride. The output keeps
+    the input's memory format (channels-last in, channels-last out).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(f"an option-A shortcut cannot narrow {in_channels} channels to {out_channels}")
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.pad_before = (out_channels - in_channels) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sub = x[:, :, :: self.stride, :: self.stride]
+        n, _, h, w = sub.shape
+        # F.pad would return a contiguous (NCHW) tensor; writing into zeros of the input's layout
+        # keeps the residual sum channels-last.
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((n, self.out_channels, h, w), dtype=x.dtype, device=x.device, memory_format=layout)
+        out.zero_()
+        out[:, self.pad_before : self.pad_before + self.in_channels] = sub
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection (He et al. 2016)."""
+    """Two 3x3 convolutions with a residual connection (He et al. 2016).
+
+    The shortcut is the identity, or a :class:`SubsampleShortcut` (option A, no
+    parameters) where the stride or the channel count changes.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
@@ -31,9 +73,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
+            self.shortcut = SubsampleShortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -46,7 +86,8 @@ class CifarResNet(nn.Module):
 
     Args:
         blocks_per_stage: residual blocks in each of the three stages (depth = 6n + 2).
-        widths: channels of the three stages; stages 2 and 3 halve the resolution.
+        widths: channels of the three stages, non-decreasing (the option-A shortcuts
+            only pad channels); stages 2 and 3 halve the resolution.
         in_channels: image channels (1 for grey, 3 for colour).
 
     Input (N, in_channels, H, W) of any size; features (N, widths[-1]).

@@ -45,6 +45,18 @@ def _list(names: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def _projection_shortcut_hint(unexpected: list[str]) -> str:
+    """A pointer to the likely cause when the leftover names are 1x1 projection shortcuts (``*.shortcut.*``).
+
+    The CIFAR-style ResNets have parameter-free option-A shortcuts, so a file
+    of a CIFAR ResNet with projection shortcuts (another library's, or an older
+    longtail's) carries exactly these extra weights.
+    """
+    if any(".shortcut." in key for key in unexpected):
+        return "; the CIFAR-style ResNets have parameter-free option-A shortcuts, this file has projection shortcuts"
+    return ""
+
+
 def load_pretrained(backbone: nn.Module, path: str | Path, name: str = "backbone") -> None:
     """Copy the weights in ``path`` into ``backbone``.
 
@@ -76,7 +88,8 @@ def load_pretrained(backbone: nn.Module, path: str | Path, name: str = "backbone
         parts = ([f"missing {_list(missing)}"] if missing else []) + (
             [f"unexpected {_list(unexpected)}"] if unexpected else []
         )
-        raise ConfigError(f"{where}: weights do not fit model.backbone={name!r} ({'; '.join(parts)})")
+        hint = _projection_shortcut_hint(unexpected)
+        raise ConfigError(f"{where}: weights do not fit model.backbone={name!r} ({'; '.join(parts)}){hint}")
     for key, value in state.items():
         if value.shape != expected[key].shape:
             raise ConfigError(
