@@ -22,17 +22,19 @@ from typing import Any
 
 import yaml
 
-from . import __version__
+from .version import __version__
 from .config import EvalConfig, config_reference, config_to_dict, load_config
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
 from .evaluation.compare import comparison_rows, format_comparison
 from .evaluation.table import format_table
-from .export import EXPORT_METHODS, export_run, format_predictions, load_artifact, predict_images
+from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
 from .io import write_text_atomic
-from .pipeline import decouple, demo, evaluate, resume, train
+from .methods import method_names
+from .demo import demo
+from .pipeline import decouple, evaluate, resume, train
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
@@ -232,43 +234,31 @@ def _cmd_config(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(config_to_dict(load_config(config_path, overrides)), sort_keys=False), end="")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``longtail`` and its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="longtail",
-        description="Long-tailed recognition by decoupling representation and classifier (Kang et al., ICLR 2020).",
-        epilog="Run `longtail COMMAND --help` for the options of each command.",
+def _run_dir_arguments(p: argparse.ArgumentParser, overrides_help: str) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
+
+def _progress_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=sys.stderr.isatty(),
+        help="no progress bar; one log line per epoch instead (default when stderr is not a terminal)",
     )
-    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    # --debug is accepted after the command too; SUPPRESS keeps an absent one from resetting it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of errors")
-    keys = _key_listing()
-    formatter = _HelpFormatter
 
-    def run_dir_arguments(p: argparse.ArgumentParser, overrides_help: str) -> None:
-        p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
 
-    def progress_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--no-progress",
-            dest="progress",
-            action="store_false",
-            default=sys.stderr.isatty(),
-            help="no progress bar; one log line per epoch instead (default when stderr is not a terminal)",
-        )
-
+def _train_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail train``: stage 1."""
     p = commands.add_parser(
         "train",
-        parents=[common],
+        parents=[shared.common],
         help="stage 1: joint training into a new run directory",
         description="Stage 1: train backbone and linear classifier jointly (instance-balanced by "
         "default). Writes config.yaml, checkpoint.pt, metrics.jsonl and results.json into --out.",
-        epilog=keys,
-        formatter_class=formatter,
+        epilog=shared.keys,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
@@ -281,12 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last checkpoint, exactly as if it had not stopped "
         "(with its own config.yaml; a finished run is left as it is)",
     )
-    progress_flag(p)
+    _progress_flag(p)
     p.set_defaults(func=_cmd_train)
 
+
+def _decouple_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail decouple``: stage 2."""
     p = commands.add_parser(
         "decouple",
-        parents=[common],
+        parents=[shared.common],
         help="stage 2: re-balance the classifier of a run",
         description="Stage 2 on the frozen backbone of RUN_DIR: cRT (re-trained linear classifier), "
         "tau_norm (weights divided by their norm^tau, tau chosen on val), LWS (learned per-class "
@@ -298,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         "classifiers/METHOD.pt and merges the metrics of every classifier into results.json. Only "
         "decouple.*, eval.*, device and where the data lives (data.root, data.path, data.*_list, "
         "data.num_workers, data.decode_threads) can be overridden.",
-        epilog=keys,
-        formatter_class=formatter,
+        epilog=shared.keys,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
     p.add_argument(
@@ -307,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="M",
-        help="crt, tau_norm, lws, ncm, logit_adjust, all (default) or auto (all, plus hyper-parameters, best on "
-        "val saved as auto); repeat or comma-separate for several",
+        help=f"{', '.join(n for n in method_names() if n != 'auto')}, all (default) or auto (all, plus "
+        "hyper-parameters, best on val saved as auto); repeat or comma-separate for several",
     )
     p.add_argument(
         "--features",
@@ -320,20 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)
 
+
+def _eval_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail eval``: re-score a run."""
     p = commands.add_parser(
         "eval",
-        parents=[common],
+        parents=[shared.common],
         help="re-score every classifier of a run and print the table",
         description="Evaluate the joint classifier and every saved stage-2 classifier of RUN_DIR on "
         "--split, print the table and refresh results.json.",
     )
-    run_dir_arguments(p, "run-time overrides such as eval.many=50 device=cpu")
+    _run_dir_arguments(p, "run-time overrides such as eval.many=50 device=cpu")
     p.add_argument("--split", choices=("val", "test"), default="test", help="which split to score (default: test)")
     p.set_defaults(func=_cmd_eval)
 
+
+def _compare_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail compare``: a table across runs."""
     p = commands.add_parser(
         "compare",
-        parents=[common],
+        parents=[shared.common],
         help="one table across runs: every method, many/medium/few/all/macro, τ, wall time",
         description="Compare the test results of several runs: one row per run and method, the best of each "
         "column marked (highest accuracy, least wall time). A method's wall time is stage 1 plus, for stage-2 "
@@ -343,32 +342,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md", metavar="FILE.md", help="also write the table as Markdown to FILE.md")
     p.set_defaults(func=_cmd_compare)
 
+
+def _demo_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail demo``: the whole recipe on Fashion-MNIST-LT."""
     p = commands.add_parser(
         "demo",
-        parents=[common],
+        parents=[shared.common],
         help="the whole recipe on Fashion-MNIST-LT",
         description="Stage 1, every stage-2 method and --method auto on Fashion-MNIST-LT (1000 images in the "
         "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
         "is an existing run directory.",
-        epilog=keys,
-        formatter_class=formatter,
+        epilog=shared.keys,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run directory (default: runs/demo)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
-    progress_flag(p)
+    _progress_flag(p)
     p.set_defaults(func=_cmd_demo)
 
+
+def _grid_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail grid``: the paper's grid."""
     p = commands.add_parser(
         "grid",
-        parents=[common],
+        parents=[shared.common],
         help="the paper's grid: stage-1 samplers x classifiers, fine-tuning, losses",
         description="Kang et al.'s representation-learning grid on one dataset: a stage-1 run per "
         "sampler with every classifier (Joint, NCM, cRT, tau-norm, LWS), cRT re-training the classifier, "
         "the last stage or everything, and joint training with each loss plus post-hoc logit adjustment. "
         f"Defaults: Fashion-MNIST-LT with the CIFAR-10-LT profile ({' '.join(GRID_DEFAULTS)}); "
         "key=value overrides apply to every run. Finished runs under --out are reused.",
-        epilog=keys,
-        formatter_class=formatter,
+        epilog=shared.keys,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--out", default="runs/grid", metavar="DIR", help="directory of the runs (default: runs/grid)")
     p.add_argument("--doc", metavar="FILE.md", help="also write the Markdown tables to FILE.md")
@@ -378,12 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainable", default=",".join(TRAINABLE), help="cRT fine-tuning rows, or none (default: %(default)s)"
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
-    progress_flag(p)
+    _progress_flag(p)
     p.set_defaults(func=_cmd_grid)
 
+
+def _report_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail report``: the report of a run."""
     p = commands.add_parser(
         "report",
-        parents=[common],
+        parents=[shared.common],
         help="the run's figures and tables: RUN_DIR/report.html and report.md",
         description="Write RUN_DIR/report.html (one self-contained file, figures embedded, readable offline) and "
         "RUN_DIR/report.md with its PNGs in RUN_DIR/report_files: the classifier weight norms, per-class accuracy "
@@ -392,12 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
         "config, versions, dataset statistics and timing. Every classifier of the run is scored on test afresh. "
         "See docs/report.md.",
     )
-    run_dir_arguments(p, "run-time overrides such as data.root=DIR device=cpu")
+    _run_dir_arguments(p, "run-time overrides such as data.root=DIR device=cpu")
     p.set_defaults(func=_cmd_report)
 
+
+def _illustrate_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail illustrate``: the paper's illustration."""
     p = commands.add_parser(
         "illustrate",
-        parents=[common],
+        parents=[shared.common],
         help="the paper's decision-region illustration on a 2-D toy problem",
         description="Draw the decision regions of Joint (tau = 0), tau-norm (tau = 1), a cosine classifier and NCM "
         "side by side on a 2-D three-class long-tailed toy problem (1000 / 100 / 10 points), computed with a fixed "
@@ -407,19 +418,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the toy data and training (default: 0)")
     p.set_defaults(func=_cmd_illustrate)
 
+
+def _config_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail config``: the resolved config."""
     p = commands.add_parser(
         "config",
-        parents=[common],
+        parents=[shared.common],
         help="print the resolved config (defaults, YAML file, overrides)",
         description="Print the config that `longtail train` would use, as YAML.",
-        epilog=keys,
-        formatter_class=formatter,
+        epilog=shared.keys,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then overrides"
     )
     p.set_defaults(func=_cmd_config)
 
+
+def _data_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail data``: dataset tools (`data stats`)."""
     p = commands.add_parser(
         "data",
         help="inspect a dataset: `longtail data stats`",
@@ -428,14 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     p = data_commands.add_parser(
         "stats",
-        parents=[common],
+        parents=[shared.common],
         help="classes, images, imbalance factor, many/medium/few-shot classes; --plot for a chart",
         description="Class-size statistics of a split file (one 'relative/path label' per line) or of "
         "the dataset a config describes (a YAML file and/or key=value overrides; --split chooses "
         "which split): classes, images, largest and smallest class, imbalance factor (largest / "
         "smallest), and how many classes are many-shot (> --many), medium or few-shot (< --few).",
-        epilog=keys,
-        formatter_class=formatter,
+        epilog=shared.keys,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "spec",
@@ -450,9 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--few", type=int, metavar="N", help="few-shot: fewer than N images (default: eval.few, 20)")
     p.set_defaults(func=_cmd_data_stats)
 
+
+def _export_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail export``: one model file."""
     p = commands.add_parser(
         "export",
-        parents=[common],
+        parents=[shared.common],
         help="one self-contained model file: backbone + re-balanced classifier (+ ONNX)",
         description="Write RUN_DIR's backbone with one classifier folded into a linear layer (tau, LWS scales, "
         "logit adjustment or NCM centroids baked in) as a torch.export program (.pt2) that loads with plain "
@@ -464,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="auto",
-        choices=EXPORT_METHODS,
+        choices=export_methods(),
         help="the classifier to export (default: auto, the best on val of `longtail decouple --method auto`)",
     )
     p.add_argument("--out", metavar="MODEL", help="the file to write (default: RUN_DIR/export/METHOD.pt2)")
@@ -474,9 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="where the data lives, e.g. data.root=DIR")
     p.set_defaults(func=_cmd_export)
 
+
+def _predict_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail predict``: top-k classes with an exported model."""
     p = commands.add_parser(
         "predict",
-        parents=[common],
+        parents=[shared.common],
         help="top-k classes of images with an exported model",
         description="Read each IMAGE (PNG, JPEG or anything Pillow reads, or .npy: uint8 or floats in [0, 1]), "
         "apply the input transform recorded in MODEL (channels, resize or resize + centre crop), and print the "
@@ -487,6 +510,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, metavar="K", help="classes per image (default: 5, or all if fewer)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=_cmd_predict)
+
+
+_COMMAND_PARSERS = (
+    _train_parser,
+    _decouple_parser,
+    _eval_parser,
+    _compare_parser,
+    _demo_parser,
+    _grid_parser,
+    _report_parser,
+    _illustrate_parser,
+    _config_parser,
+    _data_parser,
+    _export_parser,
+    _predict_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``longtail`` and its subcommands (one ``_<command>_parser`` function each)."""
+    parser = argparse.ArgumentParser(
+        prog="longtail",
+        description="Long-tailed recognition by decoupling representation and classifier (Kang et al., ICLR 2020).",
+        epilog="Run `longtail COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # --debug is accepted after the command too; SUPPRESS keeps an absent one from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of errors")
+    shared = argparse.Namespace(common=common, keys=_key_listing())
+    for add_parser in _COMMAND_PARSERS:
+        add_parser(commands, shared)
     return parser
 
 

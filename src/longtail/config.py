@@ -9,6 +9,7 @@ written next to every checkpoint (``config.yaml``) and reloads to the same objec
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
+import numpy as np
 import yaml
 
 from .errors import ConfigError
@@ -153,27 +155,23 @@ class TrainConfig:
 
 
 @dataclass
-class CRTConfig:
-    """Classifier re-training: a fresh linear classifier on frozen features."""
+class HeadTrainingConfig:
+    """A stage-2 classifier trained with SGD on frozen features (cRT, LWS, ...): the keys every such method has.
 
-    epochs: int = option(10, "cRT epochs (official: 10)")
-    batch_size: int = option(512, "cRT batch size (official: 512)")
-    lr: float = option(0.2, "cRT peak learning rate, cosine to 0 (official: 0.2)")
-    momentum: float = option(0.9, "cRT SGD momentum")
-    weight_decay: float = option(5e-4, "cRT weight decay (official: 5e-4)")
+    A method's own section (``decouple.<section>``) subclasses this, overriding
+    the defaults that differ, and registers itself with
+    :func:`register_decouple_section` (see :mod:`longtail.methods`).
+    """
 
+    epochs: int = option(10, "training epochs (official cRT: 10)")
+    batch_size: int = option(512, "batch size (official: 512)")
+    lr: float = option(0.2, "peak learning rate, cosine to 0 per step (official: 0.2)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "SGD weight decay (official: 5e-4)")
 
-@dataclass
-class LWSConfig:
-    """Learnable weight scaling: one scale per class on the frozen joint classifier."""
-
-    epochs: int = option(5, "LWS epochs (official: 5)")
-    batch_size: int = option(512, "LWS batch size (official: 512)")
-    lr: float = option(0.2, "LWS peak learning rate, cosine to 0 (official: 0.2)")
-    momentum: float = option(0.9, "LWS SGD momentum")
-    weight_decay: float = option(
-        0.0, "weight decay on the scales; the official code uses 5e-4, which pulls them toward 0 (set it to reproduce)"
-    )
+    def check(self, prefix: str) -> None:
+        """Refuse impossible values, naming ``prefix.key``."""
+        _check_training_keys(self, prefix)
 
 
 @dataclass
@@ -184,14 +182,49 @@ class TauConfig:
     max: float = option(2.0, "largest τ of the sweep")
     steps: int = option(21, "number of τ values, evenly spaced (official: linspace(0, 2, 21))")
 
+    def check(self, prefix: str) -> None:
+        """Refuse an empty or negative grid, naming ``prefix.key``."""
+        _require(self.min >= 0, f"{prefix}.min", self.min, "a number >= 0")
+        _require(self.max >= self.min, f"{prefix}.max", self.max, f"a number >= {prefix}.min")
+        _require(self.steps >= 1, f"{prefix}.steps", self.steps, "an integer >= 1")
+
+    def values(self) -> list[float]:
+        """The τ values of the sweep, ascending."""
+        return [float(tau) for tau in np.linspace(self.min, self.max, self.steps)]
+
+
+# decouple.<name> sections of the stage-2 methods, in registration order: each method file registers its own
+# (longtail.methods), so that adding a method adds its keys without touching this file.
+_DECOUPLE_SECTIONS: dict[str, type] = {}
+
+
+def register_decouple_section(name: str, cls: type) -> None:
+    """Make ``decouple.<name>.*`` keys, with the fields of dataclass ``cls`` as keys and defaults."""
+    if name in _DECOUPLE_SECTIONS and _DECOUPLE_SECTIONS[name] is not cls:
+        raise ValueError(f"config section decouple.{name} is registered twice")
+    if name in {f.name for f in dataclasses.fields(DecoupleConfig)}:
+        raise ValueError(f"decouple.{name}: already a key of the decouple section")
+    _DECOUPLE_SECTIONS[name] = cls
+
+
+def unregister_decouple_section(name: str) -> None:
+    """Remove a section registered by :func:`register_decouple_section` (for tests and plugins)."""
+    _DECOUPLE_SECTIONS.pop(name, None)
+
+
+def _default_sections() -> dict[str, Any]:
+    return {name: cls() for name, cls in _DECOUPLE_SECTIONS.items()}
+
 
 @dataclass
 class DecoupleConfig:
     """Stage 2: classifier re-balancing on the frozen representation."""
 
-    sampler: Sampler = option("class", "sampling for cRT and LWS: " + SAMPLER_HELP)
+    sampler: Sampler = option(
+        "class_aware", "sampling for cRT, LWS and the other trained heads (official: class_aware): " + SAMPLER_HELP
+    )
     sampler_q: float = option(0.5, "exponent q of decouple.sampler=power")
-    num_samples_cls: int = option(4, "decouple.sampler=class_aware: consecutive images per class visit")
+    num_samples_cls: int = option(4, "decouple.sampler=class_aware: consecutive images per class visit (official: 4)")
     trainable: Literal["classifier", "last_stage", "all"] = option(
         "classifier",
         "what cRT re-trains: classifier (frozen backbone, the paper's cRT), last_stage (last backbone stage too) or "
@@ -219,10 +252,15 @@ class DecoupleConfig:
         [0.25, 1.0, 4.0], "--method auto: cRT and LWS are tried at their lr times each of these factors"
     )
     ncm_metric: Literal["cl2n", "l2", "cosine"] = option("cl2n", "NCM: cl2n (official), l2 or cosine")
-    crt: CRTConfig = field(default_factory=CRTConfig)
-    lws: LWSConfig = field(default_factory=LWSConfig)
-    tau: TauConfig = field(default_factory=TauConfig)
-    logit_adjust: TauConfig = field(default_factory=TauConfig)
+    # The methods' own sections (decouple.crt, decouple.tau, ...), by name: see register_decouple_section.
+    sections: dict[str, Any] = field(default_factory=_default_sections, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        """``decouple.crt`` and the other registered sections read as attributes."""
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"decouple has no key or section {name!r}")
 
 
 @dataclass
@@ -251,13 +289,23 @@ def config_reference(cls: type = Config, prefix: str = "") -> list[tuple[str, An
     """``(dotted key, default, help)`` for every leaf key, in declaration order."""
     rows: list[tuple[str, Any, str]] = []
     defaults = cls()
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows += config_reference(hints[f.name], f"{prefix}{f.name}.")
+    hints = _field_types(cls)
+    for name, hint in hints.items():
+        if dataclasses.is_dataclass(hint):
+            rows += config_reference(hint, f"{prefix}{name}.")
         else:
-            rows.append((f"{prefix}{f.name}", getattr(defaults, f.name), f.metadata.get("help", "")))
+            f = next(f for f in dataclasses.fields(cls) if f.name == name)
+            rows.append((f"{prefix}{name}", getattr(defaults, name), f.metadata.get("help", "")))
     return rows
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """Key -> type of a config dataclass, in order; the decouple section's registered method sections last."""
+    hints = typing.get_type_hints(cls)
+    types_ = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "sections"}
+    if cls is DecoupleConfig:
+        types_.update(_DECOUPLE_SECTIONS)
+    return types_
 
 
 def config_markdown_table() -> str:
@@ -343,18 +391,24 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict, checking every key and type."""
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     kwargs: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     for name, value in values.items():
         key = f"{prefix}{name}"
         if name not in hints:
             raise _unknown_key(key)
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if cls is DecoupleConfig and name in _DECOUPLE_SECTIONS:
+            sections[name] = _build(hint, value, f"{key}.")
+        elif dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{key}.")
         else:
             kwargs[name] = _coerce(key, value, hint)
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if sections:
+        built.sections.update(sections)
+    return built
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -416,8 +470,8 @@ def _require(ok: bool, key: str, value: Any, expected: str) -> None:
 
 def _check_finite(node: Any, prefix: str = "") -> None:
     """Every float of the config must be a finite number: nan or inf passes no range check meaningfully."""
-    for f in dataclasses.fields(node):
-        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+    for name in _field_types(type(node)):
+        value, key = getattr(node, name), f"{prefix}{name}"
         if dataclasses.is_dataclass(value):
             _check_finite(value, f"{key}.")
         for item in value if isinstance(value, list) else [value]:
@@ -442,12 +496,10 @@ def validate_config(config: Config) -> None:
     _require(d.resize >= d.image_size, "data.resize", d.resize, "an integer >= data.image_size")
     _require(0 < d.scale_min <= 1, "data.scale_min", d.scale_min, "a number in (0, 1]")
     _require(d.color_jitter >= 0, "data.color_jitter", d.color_jitter, "a number >= 0")
-    for prefix, section in (("train", t), ("decouple.crt", dc.crt), ("decouple.lws", dc.lws)):
-        _require(section.epochs >= 1, f"{prefix}.epochs", section.epochs, "an integer >= 1")
-        _require(section.batch_size >= 1, f"{prefix}.batch_size", section.batch_size, "an integer >= 1")
-        _require(section.lr > 0, f"{prefix}.lr", section.lr, "a number > 0")
-        _require(0 <= section.momentum < 1, f"{prefix}.momentum", section.momentum, "a number in [0, 1)")
-        _require(section.weight_decay >= 0, f"{prefix}.weight_decay", section.weight_decay, "a number >= 0")
+    _check_training_keys(t, "train")
+    for name, section in dc.sections.items():
+        if hasattr(section, "check"):
+            section.check(f"decouple.{name}")
     _require(0 <= t.warmup_epochs < t.epochs, "train.warmup_epochs", t.warmup_epochs, "an integer in [0, train.epochs)")
     for prefix, section in (("train", t), ("decouple", dc)):
         _require(0 <= section.sampler_q <= 1, f"{prefix}.sampler_q", section.sampler_q, "a number in [0, 1]")
@@ -459,10 +511,6 @@ def validate_config(config: Config) -> None:
     drw_ok = t.drw_epoch is None or 0 <= t.drw_epoch < t.epochs
     _require(drw_ok, "train.drw_epoch", t.drw_epoch, "null or an integer in [0, train.epochs)")
     _require(t.la_tau >= 0, "train.la_tau", t.la_tau, "a number >= 0")
-    for prefix, grid in (("decouple.tau", dc.tau), ("decouple.logit_adjust", dc.logit_adjust)):
-        _require(grid.min >= 0, f"{prefix}.min", grid.min, "a number >= 0")
-        _require(grid.max >= grid.min, f"{prefix}.max", grid.max, f"a number >= {prefix}.min")
-        _require(grid.steps >= 1, f"{prefix}.steps", grid.steps, "an integer >= 1")
     _require(dc.views >= 0, "decouple.views", dc.views, "an integer >= 0")
     factors_ok = len(dc.auto_lr_factors) >= 1 and all(f > 0 for f in dc.auto_lr_factors)
     _require(factors_ok, "decouple.auto_lr_factors", dc.auto_lr_factors, "a non-empty list of numbers > 0")
@@ -473,9 +521,22 @@ def validate_config(config: Config) -> None:
     _require(device_ok, "device", config.device, "auto, cpu, cuda or cuda:N")
 
 
-def config_to_dict(config: Config) -> dict[str, Any]:
-    """The config as a plain nested dict (YAML/JSON-ready)."""
-    return dataclasses.asdict(config)
+def _check_training_keys(section: Any, prefix: str) -> None:
+    """The SGD keys of ``train`` and of every trained stage-2 head: epochs, batch size, lr, momentum, decay."""
+    _require(section.epochs >= 1, f"{prefix}.epochs", section.epochs, "an integer >= 1")
+    _require(section.batch_size >= 1, f"{prefix}.batch_size", section.batch_size, "an integer >= 1")
+    _require(section.lr > 0, f"{prefix}.lr", section.lr, "a number > 0")
+    _require(0 <= section.momentum < 1, f"{prefix}.momentum", section.momentum, "a number in [0, 1)")
+    _require(section.weight_decay >= 0, f"{prefix}.weight_decay", section.weight_decay, "a number >= 0")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The config (or one of its sections) as a plain nested dict (YAML/JSON-ready)."""
+    tree: dict[str, Any] = {}
+    for name in _field_types(type(config)):
+        value = getattr(config, name)
+        tree[name] = config_to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    return tree
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .config import Config, config_to_dict, load_config, parse_override
 from .errors import ConfigError
-from .evaluation.table import METHOD_LABELS
+from .methods import METHODS, label_of, method_names
 from .io import write_text_atomic
 from .pipeline import RUN_TIME_KEYS, decouple, evaluate, train
 from .runs import RESULTS_FILE, is_run_dir, read_results
@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("instance", "class", "sqrt", "progressive")
 LOSSES = ("focal", "class_balanced", "ldam_drw", "balanced_softmax", "logit_adjusted")
 TRAINABLE = ("classifier", "last_stage", "all")
-CLASSIFIERS = ("joint", "ncm", "crt", "tau_norm", "lws")
+
+
+def paper_classifiers() -> list[str]:
+    """The paper's decoupled classifiers (NCM, cRT, τ-norm, LWS), the grid's columns after Joint."""
+    return [name for name in method_names() if METHODS[name].in_paper]
+
 # Fashion-MNIST-LT with the CIFAR-10-LT profile: 5000 in the largest class, imbalance 100 (12,406 images).
 # Its smallest class has 50 images, so the default shot thresholds (100 / 20) would leave "few" empty;
 # ten times larger ones split its 10 classes 4 / 3 / 3.
@@ -128,7 +133,7 @@ def run_grid(
     for sampler in samplers:
         run_dir = out / f"sampler-{sampler}"
         _stage1(run_dir, [*base, f"train.sampler={sampler}"], say, progress)
-        methods = ["ncm", "crt", "tau_norm", "lws"] + (["logit_adjust"] if sampler == "instance" else [])
+        methods = paper_classifiers() + (["logit_adjust"] if sampler == "instance" else [])
         grid["samplers"][sampler] = decouple(run_dir, methods, [*run_time, "decouple.trainable=classifier"])["methods"]
     if trainable:
         run_dir = out / "sampler-instance"
@@ -169,7 +174,7 @@ def _row(metrics: dict[str, Any]) -> str:
 
 
 def _best_decoupled(methods: dict[str, Any], key: str = "macro") -> tuple[str, float]:
-    name = max(("ncm", "crt", "tau_norm", "lws"), key=lambda m: methods[m][key])
+    name = max(paper_classifiers(), key=lambda m: methods[m][key])
     return name, methods[name][key]
 
 
@@ -194,8 +199,8 @@ def reading(grid: dict[str, Any]) -> list[str]:
     second = (
         f"- **Finding 2, after decoupling: the instance-balanced representation is best.** The best decoupled "
         f"classifier reaches {value:.1f} macro on the instance-balanced representation "
-        f"({METHOD_LABELS[method]}); the best over all rows is {decoupled[winner][1]:.1f} "
-        f"({SAMPLER_LABELS[winner].lower()}, {METHOD_LABELS[decoupled[winner][0]]}): "
+        f"({label_of(method)}); the best over all rows is {decoupled[winner][1]:.1f} "
+        f"({SAMPLER_LABELS[winner].lower()}, {label_of(decoupled[winner][0])}): "
         + ("**reproduced**." if winner == "instance" else "**not reproduced** here.")
     )
     return [first, second]
@@ -224,10 +229,11 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
     ]
     if grid["samplers"]:
         lines += ["", "## Stage-1 sampling × classifier", ""]
-        lines += ["| Stage-1 sampling | " + " | ".join(METHOD_LABELS[m] for m in CLASSIFIERS) + " |"]
-        lines += ["|---" * (len(CLASSIFIERS) + 1) + "|"]
+        columns = ["joint", *paper_classifiers()]
+        lines += ["| Stage-1 sampling | " + " | ".join(label_of(m) for m in columns) + " |"]
+        lines += ["|---" * (len(columns) + 1) + "|"]
         for sampler, methods in grid["samplers"].items():
-            cells = [_cell(methods.get(m)) for m in CLASSIFIERS]
+            cells = [_cell(methods.get(m)) for m in columns]
             lines.append(f"| {SAMPLER_LABELS[sampler]} | " + " | ".join(cells) + " |")
     if grid["trainable"]:
         lines += ["", "## Frozen versus fine-tuned representation in stage 2 (cRT, instance-balanced stage 1)", ""]

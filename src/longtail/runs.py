@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from .version import __version__
 from .errors import RunDirError
 from .io import read_json, save_torch_atomic, write_json_atomic, write_text_atomic
 

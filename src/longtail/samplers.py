@@ -27,6 +27,7 @@ Common rules:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -354,3 +355,33 @@ def make_sampler(
     if strategy == "class_aware":
         return ClassAwareSampler(labels, num_samples_cls, **common)
     raise ConfigError(f"sampler {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+
+
+def section_sampler(
+    labels: Labels,
+    section: Any,
+    *,
+    epochs: int,
+    seed: int,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    num_classes: int | None = None,
+) -> EpochSampler:
+    """The sampler a config section names (its ``sampler``, ``sampler_q``, ``num_samples_cls``) over ``epochs``.
+
+    ``section`` is ``train`` or ``decouple``. ``num_replicas``/``rank``: this
+    process's share of each epoch under DDP (taken from a running process group
+    when not given). ``num_classes``: so that a class-balanced law names an
+    empty class above the largest label too.
+    """
+    return make_sampler(
+        labels,
+        section.sampler,
+        seed=seed,
+        epochs=epochs,
+        q=section.sampler_q,
+        num_samples_cls=section.num_samples_cls,
+        num_replicas=num_replicas,
+        rank=rank,
+        num_classes=num_classes,
+    )

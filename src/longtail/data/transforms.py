@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
+    from ..config import DataConfig
     from .dataset import DatasetSplits
 
 # Per-channel (mean, std) of RGB images in [0, 1]: ImageNet's (used for ImageNet-LT and
@@ -106,3 +107,17 @@ def train_batch_transform(splits: DatasetSplits, *, crop_padding: int, hflip: bo
         hflip=hflip,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def eval_transform(splits: DatasetSplits) -> BatchTransform:
+    """The test-time transform: normalisation only."""
+    return BatchTransform(splits.mean, splits.std)
+
+
+def train_transform(splits: DatasetSplits, data: DataConfig, *, seed: int, rank: int = 0) -> BatchTransform:
+    """The on-device stage-1 training transform of ``data`` (``crop_padding``, ``hflip``) seeded by ``seed``.
+
+    Under DDP each ``rank`` draws from its own generator (rank 0's is the
+    single-process one), so ranks do not crop their different images alike.
+    """
+    return train_batch_transform(splits, crop_padding=data.crop_padding, hflip=data.hflip, seed=seed + 1_000_003 * rank)

@@ -1,13 +1,5 @@
-"""Evaluation: accuracy per class and shot group, and the results table."""
+"""Evaluation: accuracy per class and shot group, calibration. (The results table is :mod:`.table`.)"""
 
-from .metrics import accuracy_summary, per_class_accuracy, shot_groups
-from .table import METHOD_LABELS, METHOD_ORDER, format_table
+from .metrics import SUMMARY_KEYS, accuracy_summary, per_class_accuracy, shot_groups
 
-__all__ = [
-    "METHOD_LABELS",
-    "METHOD_ORDER",
-    "accuracy_summary",
-    "format_table",
-    "per_class_accuracy",
-    "shot_groups",
-]
+__all__ = ["SUMMARY_KEYS", "accuracy_summary", "per_class_accuracy", "shot_groups"]

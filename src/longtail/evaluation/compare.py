@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import RunDirError
 from ..runs import read_results, require_run_dir
-from .table import COLUMNS, METHOD_LABELS, ordered_methods, render_table
+from ..methods import display_order, label_of
+from .table import COLUMNS, render_table
 
 HEADER = ("Run", "Method", "Many", "Medium", "Few", "All", "Macro", "τ", "Wall (s)")
 
@@ -67,7 +68,7 @@ def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
         if not methods:
             raise RunDirError(f"{run_dir}: no results.json scores yet; finish `longtail train` first")
         timing = results.get("timing", {})
-        for method in ordered_methods(methods):
+        for method in display_order(methods):
             summary = methods[method]
             scores = {c: summary.get(c) for c in COLUMNS}
             rows.append(ComparisonRow(label, method, scores, summary.get("tau"), _wall_seconds(method, timing)))
@@ -101,7 +102,7 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
     for index, row in enumerate(rows):
         numbers = [cell(values[index], i) for i, values in enumerate(columns)]
         tau = "–" if row.tau is None else f"{row.tau:g}"
-        label = METHOD_LABELS.get(row.method, row.method)
+        label = label_of(row.method)
         table.append([row.run, label, *numbers[:-1], tau, numbers[-1]])
     rendered = render_table(HEADER, table, markdown=markdown, left={0, 1})
     if not markdown:

@@ -10,6 +10,10 @@ import numpy as np
 import torch
 
 
+# The accuracies of a summary, in table order.
+SUMMARY_KEYS = ("many", "medium", "few", "all", "macro")
+
+
 def shot_groups(train_counts: Sequence[int], many: int = 100, few: int = 20) -> dict[str, list[int]]:
     """Class indices per shot group by training-class size.
 

@@ -5,17 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-METHOD_ORDER = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "auto")
-METHOD_LABELS = {
-    "joint": "Joint",
-    "ncm": "NCM",
-    "crt": "cRT",
-    "tau_norm": "τ-norm",
-    "lws": "LWS",
-    "logit_adjust": "Logit adj.",
-    "auto": "Auto (best on val)",
-}
-COLUMNS = ("many", "medium", "few", "all", "macro")
+from ..methods import display_order, label_of
+from .metrics import SUMMARY_KEYS as COLUMNS
 
 
 def _cell(value: float | None) -> str:
@@ -28,12 +19,6 @@ def _note(metrics: Mapping[str, Any]) -> str:
     return f"τ = {metrics['tau']:g}" if "tau" in metrics else ""
 
 
-def ordered_methods(methods: Mapping[str, Any]) -> list[str]:
-    """Method names in the paper's order, unknown ones last (alphabetically)."""
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(set(methods) - set(known))
-
-
 def format_table(methods: Mapping[str, Mapping[str, Any]], markdown: bool = False) -> str:
     """Methods as rows, many / medium / few / all / macro top-1 (%) as columns.
 
@@ -41,8 +26,8 @@ def format_table(methods: Mapping[str, Mapping[str, Any]], markdown: bool = Fals
     """
     header = ["Method", "Many", "Medium", "Few", "All", "Macro", ""]
     rows = [
-        [METHOD_LABELS.get(name, name)] + [_cell(methods[name].get(c)) for c in COLUMNS] + [_note(methods[name])]
-        for name in ordered_methods(methods)
+        [label_of(name)] + [_cell(methods[name].get(c)) for c in COLUMNS] + [_note(methods[name])]
+        for name in display_order(methods)
     ]
     return render_table(header, rows, markdown=markdown, left={0, len(header) - 1})
 

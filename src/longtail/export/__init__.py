@@ -7,14 +7,14 @@
 """
 
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, load_artifact, read_metadata, save_artifact
-from .build import EXPORT_METHODS, ExportResult, default_out, export_run, input_spec
+from .build import ExportResult, export_methods, default_out, export_run, input_spec
 from .errors import ExportError
 from .fold import FoldedHead, fold_head
 from .onnx_file import require_onnx, save_onnx
 from .predict import Prediction, format_predictions, predict_images, read_image
 
 __all__ = [
-    "EXPORT_METHODS",
+    "export_methods",
     "FORMAT",
     "FORMAT_VERSION",
     "ExportError",

@@ -11,19 +11,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..data.dataset import DatasetSplits
 from ..data.image_transforms import CenterCrop
-from ..models.classifier import Classifier
-from ..pipeline import STAGE2_METHODS, LoadedRun, load_heads, load_run
+from ..data.transforms import eval_transform
+from ..methods import Fitted, method_names
+from ..pipeline import LoadedRun, load_fitted, load_run
 from ..runs import read_results
-from ..stages.joint import eval_transform
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
 from .errors import ExportError
 from .fold import fold_head
 from .onnx_file import require_onnx, save_onnx
 
-EXPORT_METHODS = ("auto", "joint", *STAGE2_METHODS)
+
+def export_methods() -> list[str]:
+    """What ``--method`` accepts: ``auto``, ``joint`` and every registered stage-2 method."""
+    return ["auto", "joint", *(name for name in method_names() if name != "auto")]
+
 CHECK_IMAGES = 32  # validation images the exported program is checked on against the pipeline
 SUFFIX = ".pt2"
 
@@ -67,21 +71,17 @@ def input_spec(splits: DatasetSplits) -> dict[str, Any]:
     }
 
 
-def _describe_classifier(run: LoadedRun, method: str, head: nn.Module) -> dict[str, Any]:
+def _describe_classifier(run: LoadedRun, method: str, fitted: Fitted) -> dict[str, Any]:
     """``{"method", "label", "params"}``: what was exported, ``auto`` resolved to the method it chose."""
     if method == "auto":
         chosen = dict(read_results(run.run_dir).get("auto", {}).get("chosen", {}))
         resolved, label = chosen.pop("method", "auto"), chosen.pop("label", "auto")
         return {"method": resolved, "label": label, "params": chosen}
-    params: dict[str, Any] = {}
-    if hasattr(head, "tau"):
-        params["tau"] = round(float(head.tau), 6)
-    if hasattr(head, "metric"):
-        params["metric"] = head.metric
-    if getattr(head, "fine_tuned", None):
-        params["trainable"] = head.fine_tuned
-    text = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-    return {"method": method, "label": f"{method} ({text})" if text else method, "params": params}
+    described = Fitted(fitted.head, params={**fitted.params, **fitted.head.options()})
+    if fitted.info.get("trainable", "classifier") != "classifier":
+        described.params["trainable"] = fitted.info["trainable"]
+    label = f"{method} ({described.label})" if described.params else method
+    return {"method": method, "label": label, "params": described.params}
 
 
 def _pipeline_check(run: LoadedRun, backbone: nn.Module, head: nn.Module, program_module: nn.Module) -> float:
@@ -126,8 +126,8 @@ def export_run(
     Raises:
         ExportError: an unknown method, one the run has not fit, or the ONNX packages missing.
     """
-    if method not in EXPORT_METHODS:
-        raise ExportError(f"--method {method!r}: expected one of {', '.join(EXPORT_METHODS)}")
+    if method not in export_methods():
+        raise ExportError(f"--method {method!r}: expected one of {', '.join(export_methods())}")
     where = run_dir.run_dir if isinstance(run_dir, LoadedRun) else Path(run_dir)
     path = Path(out) if out is not None else default_out(where, method)
     if not path.suffix:
@@ -137,19 +137,16 @@ def export_run(
     if onnx:
         require_onnx()  # before the work, not after
     run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
-    heads = load_heads(run)
-    if method not in heads:
+    fitted = load_fitted(run)
+    if method not in fitted:
         raise ExportError(
             f"{run.run_dir}: no {method} classifier; run `longtail decouple {run.run_dir} --method {method}` first"
         )
-    head = heads[method]
-    backbone = run.model.backbone
-    if isinstance(head, Classifier):  # fit with its own backbone (fine-tuned cRT, or BatchNorm in train mode)
-        backbone, head = head.backbone, head.head
-    backbone = copy.deepcopy(backbone).cpu().eval()
-    head = copy.deepcopy(head).cpu().eval()
+    # A classifier fit with its own backbone (fine-tuned cRT, BatchNorm in train mode) is exported with it.
+    backbone = copy.deepcopy(fitted[method].backbone or run.model.backbone).cpu().eval()
+    head = copy.deepcopy(fitted[method].head).cpu().eval()
     spec = input_spec(run.splits)
-    classifier = _describe_classifier(run, method, heads[method])
+    classifier = _describe_classifier(run, method, fitted[method])
     folded = fold_head(head)
     program = export_program(
         ExportedClassifier(backbone, folded, spec["mean"], spec["std"]), spec["channels"], spec["height"], spec["width"]

@@ -1,29 +1,25 @@
-"""Fold every stage-2 classifier into one linear layer on (possibly pre-processed) features.
+"""Fold every classifier into one linear layer on (possibly pre-processed) features.
 
 An exported model has no post-processing step: τ, the LWS scales, the logit
 adjustment or the NCM centroids live in the weights of a plain ``nn.Linear``.
+Each head says how, with ``as_linear()`` (a :class:`~longtail.models.heads.LinearForm`):
 
 ========================  =====================  ==========================================
 head                      features               linear layer
 ========================  =====================  ==========================================
-``nn.Linear`` (joint,     as they are            as it is
-cRT)
+linear (joint, cRT)       as they are            as it is
 τ-norm                    as they are            ``W / ||W||^τ`` per row, no bias
 LWS                       as they are            ``W * s``, ``b * s`` (the bias is scaled too)
 logit adjustment          as they are            ``W``, ``b - τ log π``
 cosine (LDAM joint)       L2-normalised          rows of ``W`` L2-normalised, no bias
 NCM cosine                centred, L2-norm.      centroids L2-normalised, no bias
-NCM cl2n / l2             centred, L2-norm. /    ``2c`` and ``-||c||²``, then the distance map
+NCM cl2n / l2             centred, L2-norm. /    ``2c`` and ``-||c||²``, then ``- ||z||²``
                           as they are
 ========================  =====================  ==========================================
 
-NCM's negative Euclidean distance ``-||z - c||`` is not linear in the features
-``z``, but ``-||z - c||² = -||z||² + (2c·z - ||c||²)`` is a linear layer plus a
-per-row term: the folded head computes ``L = 2c·z - ||c||²`` with the linear
-layer, then the fixed elementwise map ``-sqrt(max(||z||² - L, 0))``, which gives
-back ``-||z - c||`` exactly (up to float rounding, the way ``torch.cdist``
-computes it for batches). ``||z||²`` is computed from ``z`` (it is 1 for cl2n
-features, except for a feature equal to the mean).
+NCM's negative squared Euclidean distance ``-||z - c||²`` is
+``(2c·z - ||c||²) - ||z||²``: a linear layer, then one number per row
+subtracted, so the exported logits are NCM's scores, not just its arg-max.
 """
 
 from __future__ import annotations
@@ -32,8 +28,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models.heads import CosineHead, LogitAdjustedHead, LWSHead, TauNormHead, tau_normalize
-from ..models.ncm import NCMHead
 from .errors import ExportError
 
 
@@ -44,8 +38,8 @@ class FoldedHead(nn.Module):
         linear: the (C, d) linear layer holding the whole classifier.
         center: (d,) subtracted from the features first, or None.
         l2_normalize: L2-normalise the (centred) features before the linear layer.
-        distance: the linear layer gives ``2c·z - ||c||²`` and the output is
-            ``-||z - c||`` (NCM's negative Euclidean distance; see the module docstring).
+        squared_distance: subtract ``||z||²`` from the linear layer's output (NCM's ``-||z - c||²``;
+            see the module docstring).
     """
 
     def __init__(
@@ -54,13 +48,13 @@ class FoldedHead(nn.Module):
         *,
         center: torch.Tensor | None = None,
         l2_normalize: bool = False,
-        distance: bool = False,
+        squared_distance: bool = False,
     ) -> None:
         super().__init__()
         self.linear = linear
         self.register_buffer("center", None if center is None else center.detach().clone().float())
         self.l2_normalize = l2_normalize
-        self.distance = distance
+        self.squared_distance = squared_distance
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, d) -> (N, C)."""
@@ -70,9 +64,8 @@ class FoldedHead(nn.Module):
         if self.l2_normalize:
             z = F.normalize(z, dim=1)
         logits = self.linear(z)
-        if self.distance:
-            squared = z.pow(2).sum(dim=1, keepdim=True) - logits  # ||z||² - 2c·z + ||c||² = ||z - c||²
-            logits = -squared.clamp_min(0.0).sqrt()
+        if self.squared_distance:  # 2c·z - ||c||² - ||z||² = -||z - c||², never above 0
+            logits = (logits - z.pow(2).sum(dim=1, keepdim=True)).clamp_max(0.0)
         return logits
 
     def describe(self) -> dict[str, object]:
@@ -82,7 +75,7 @@ class FoldedHead(nn.Module):
         )
         return {
             "features": ", then ".join(steps) or "as they are",
-            "output": "negative Euclidean distance to each centroid" if self.distance else "linear logits",
+            "output": "negative squared Euclidean distance to each centroid" if self.squared_distance else "linear logits",
         }
 
 
@@ -96,35 +89,18 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return layer.requires_grad_(False)
 
 
-def _fold_ncm(head: NCMHead) -> FoldedHead:
-    centroids = head.centroids.detach().float()
-    center = None if head.metric == "l2" else head.mean  # the l2 metric compares raw features
-    l2_normalize = head.metric != "l2"
-    if head.metric == "cosine":
-        return FoldedHead(_linear(F.normalize(centroids, dim=1), None), center=center, l2_normalize=True)
-    squared_norms = centroids.pow(2).sum(dim=1)
-    return FoldedHead(_linear(2.0 * centroids, -squared_norms), center=center, l2_normalize=l2_normalize, distance=True)
-
-
 def fold_head(head: nn.Module) -> FoldedHead:
     """The classifier ``head`` as a :class:`FoldedHead` giving the same (N, C) logits on (N, d) features.
 
     Raises:
-        ExportError: for a head type that has no folding.
+        ExportError: for a head that cannot say how it is linear (no ``as_linear``).
     """
-    head = head.cpu()
-    if isinstance(head, nn.Linear):
-        return FoldedHead(_linear(head.weight, head.bias))
-    if isinstance(head, TauNormHead):
-        return FoldedHead(_linear(tau_normalize(head.weight, float(head.tau)), None))
-    if isinstance(head, LWSHead):
-        scales = head.scales.detach()
-        bias = None if head.bias is None else head.bias * scales
-        return FoldedHead(_linear(head.weight * scales.unsqueeze(1), bias))
-    if isinstance(head, LogitAdjustedHead):
-        return FoldedHead(_linear(head.weight, head.bias - head.tau * head.log_prior))
-    if isinstance(head, CosineHead):
-        return FoldedHead(_linear(F.normalize(head.weight.detach(), dim=1), None), l2_normalize=True)
-    if isinstance(head, NCMHead):
-        return _fold_ncm(head)
-    raise ExportError(f"cannot export a classifier of type {type(head).__name__}: no folding into a linear layer")
+    if not hasattr(head, "as_linear"):
+        raise ExportError(f"cannot export a classifier of type {type(head).__name__}: no folding into a linear layer")
+    form = head.cpu().as_linear()
+    return FoldedHead(
+        _linear(form.weight, form.bias),
+        center=form.center,
+        l2_normalize=form.l2_normalize,
+        squared_distance=form.squared_distance,
+    )

@@ -1,37 +1,21 @@
-"""Models: backbones, classifier heads, nearest-class-mean."""
+"""Models: backbones, the stage-1 classifier heads, backbone + head. (Stage-2 heads: :mod:`longtail.methods`.)"""
 
 from .backbones import BACKBONES, BasicBlock, CifarResNet, create_backbone
 from .classifier import Classifier
-from .heads import (
-    CosineHead,
-    LogitAdjustedHead,
-    LWSHead,
-    TauNormHead,
-    linear_head,
-    tau_normalize,
-    tau_sweep,
-    tau_sweep_predictions,
-    weight_norms,
-)
-from .ncm import NCM_METRICS, NCMClassifier, NCMHead, ncm_scores
+from .factory import create_model
+from .heads import HEAD_KINDS, CosineHead, LinearForm, LinearHead, register_head, weight_norms
 
 __all__ = [
     "BACKBONES",
-    "NCM_METRICS",
+    "HEAD_KINDS",
     "BasicBlock",
     "Classifier",
     "CifarResNet",
     "CosineHead",
-    "LogitAdjustedHead",
-    "LWSHead",
-    "NCMClassifier",
-    "NCMHead",
-    "TauNormHead",
+    "LinearForm",
+    "LinearHead",
     "create_backbone",
-    "linear_head",
-    "ncm_scores",
-    "tau_normalize",
-    "tau_sweep",
-    "tau_sweep_predictions",
+    "create_model",
+    "register_head",
     "weight_norms",
 ]

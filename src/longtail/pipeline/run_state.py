@@ -15,13 +15,15 @@ from ..config import Config, load_config, parse_override
 from ..data.dataset import DatasetSplits
 from ..data.image_check import skipped_images_record
 from ..data.registry import create_dataset
+from ..data.transforms import eval_transform
 from ..engine.device import resolve_device
+from ..engine.head_training import Features, extract_features
 from ..errors import ConfigError, RunDirError
 from ..evaluation.metrics import accuracy_summary, shot_groups
+from ..methods import Fitted
 from ..models.classifier import Classifier
+from ..models.factory import create_model, joint_head_kind
 from ..runs import CONFIG_FILE, file_sha256, load_checkpoint, require_run_dir
-from ..stages.decouple import Features, extract_features
-from ..stages.joint import build_model, eval_transform, joint_head_kind
 
 SPLITS = ("val", "test")
 # Keys that may change after stage 1: they do not alter what stage 1 learned.
@@ -72,19 +74,19 @@ def results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
     return header
 
 
-def score_heads(
-    heads: dict[str, nn.Module], features: Features, config: Config, train_counts: list[int]
+@torch.no_grad()
+def score_fitted(
+    fitted: dict[str, Fitted], features: Features, config: Config, train_counts: list[int]
 ) -> dict[str, Any]:
-    """Accuracy summary of each head on ``features`` (CPU; the heads themselves are left where they are)."""
+    """Accuracy summary of each classifier's head on ``features``, plus its ``info`` (on the CPU; the heads
+    themselves are left where they are). Classifiers with a backbone of their own need features of it."""
     scores = {}
-    with torch.no_grad():
-        for method, head in heads.items():
-            predictions = copy.deepcopy(head).cpu().eval()(features.x).argmax(1)
-            scores[method] = accuracy_summary(
-                predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
-            )
-            if hasattr(head, "tau"):
-                scores[method]["tau"] = round(float(head.tau), 6)  # a float32 buffer: 0.9 -> 0.8999999762
+    for method, fit in fitted.items():
+        predictions = copy.deepcopy(fit.head).cpu().eval()(features.x).argmax(1)
+        scores[method] = accuracy_summary(
+            predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
+        )
+        scores[method].update(fit.info)
     return scores
 
 
@@ -137,9 +139,8 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     done, planned = checkpoint.get("epoch"), config.train.epochs
     if done != planned:
         raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
-    model = build_model(
-        config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"], joint_head_kind(config)
-    )
+    head = joint_head_kind(config.train.loss)
+    model = create_model(config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"], head)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError:

@@ -31,8 +31,10 @@ from ..runs import (
     save_checkpoint,
     write_metrics,
 )
-from ..stages.joint import check_train_setup, section_sampler, train_joint
-from .run_state import SPLITS, results_header, score_heads, split_features
+from ..engine.stage1 import check_train_setup, train_joint
+from ..methods import Fitted
+from ..samplers import section_sampler
+from .run_state import SPLITS, results_header, score_fitted, split_features
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
     ``out`` is refused unless ``overwrite``.
 
     Under torchrun every process calls this and trains with DDP (see
-    :func:`~longtail.stages.joint.train_joint`); rank 0 alone checks and writes
+    :func:`~longtail.engine.stage1.train_joint`); rank 0 alone checks and writes
     ``out`` and scores val and test at the end, while the others wait. A
     failed check fails every rank alike.
 
@@ -164,7 +166,7 @@ def _stage1(
             scores = {}
             for split in SPLITS:
                 features = split_features(model.backbone, splits, split, config=config, device=device)
-                scores[split] = score_heads({"joint": model.head}, features, config, splits.train_counts)
+                scores[split] = score_fitted({"joint": Fitted(model.head)}, features, config, splits.train_counts)
             results = {
                 **results_header(config, splits),
                 "split": "test",

@@ -17,9 +17,10 @@ import numpy as np
 
 from ..evaluation.calibration import DEFAULT_BINS, reliability
 from ..evaluation.metrics import shot_groups
-from ..evaluation.table import METHOD_ORDER, format_table, ordered_methods
+from ..evaluation.table import format_table
+from ..methods import display_order
 from ..io import write_binary_atomic, write_text_atomic
-from .collect import NORM_METHODS, ReportData, collect
+from .collect import ReportData, collect, norm_methods
 from .confusion import RAREST_SHOWN, confusion_classes, confusion_matrix
 from .figures import (
     calibration_figure,
@@ -53,7 +54,7 @@ def _norm_figure(data: ReportData) -> FigureBlock:
     labels = {}
     if "tau_norm" in data.outputs and "tau" in data.outputs["tau_norm"].summary:
         labels["tau_norm"] = f"τ-norm (τ = {data.outputs['tau_norm'].summary['tau']:g})"
-    absent = [method_label(m) for m in NORM_METHODS if m not in data.weight_norms]
+    absent = [method_label(m) for m in norm_methods() if m not in data.weight_norms]
     block.png = figure_png(weight_norm_figure(data.weight_norms, data.train_counts, data.class_names, labels))
     block.caption = (
         "The norm of each class's weight vector, classes from the largest training class to the smallest "
@@ -145,8 +146,9 @@ def _second_confusion_method(data: ReportData) -> str | None:
 
     def rank(method: str) -> tuple[float, int]:
         value = data.val_scores.get(method, {}).get(data.select)
-        order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-        return (-(value if value is not None else -np.inf), order)
+        return (-(value if value is not None else -np.inf), order.index(method))
+
+    order = display_order(others)
 
     return min(others, key=rank)
 
@@ -328,7 +330,7 @@ def _results_section(data: ReportData, ece: dict[str, float]) -> Section:
         table,
     ]
     rows = []
-    for method in ordered_methods(data.outputs):
+    for method in display_order(data.outputs):
         how = data.stage2.get(method, {})
         fit = "stage 1 (joint training)" if method == "joint" else ", ".join(f"{k}: {v}" for k, v in how.items())
         ece_text = f"{100 * ece[method]:.1f}" if method in ece else "–"

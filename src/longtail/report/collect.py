@@ -21,17 +21,19 @@ from torch import nn
 from ..data.stats import class_size_stats
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
-from ..evaluation.table import ordered_methods
-from ..models.classifier import Classifier
-from ..models.heads import LWSHead, TauNormHead, tau_normalize, weight_norms
-from ..pipeline import load_heads, load_run, run_features
+from ..methods import METHODS, Fitted, display_order, method_names
+from ..pipeline import load_fitted, load_run, run_features
 from ..pipeline.run_state import split_features
 from ..runs import CONFIG_FILE, read_metrics, read_results
 
 # Rows of test features per forward pass: bounds the (rows, C) logits held at once (4096 x 1000 floats = 16 MB).
 _CHUNK_ROWS = 4096
-# The classifiers whose weight norms the paper compares (its Figure 4, left).
-NORM_METHODS = ("joint", "crt", "tau_norm", "lws")
+
+
+def norm_methods() -> list[str]:
+    """The classifiers whose weight norms the report draws (the paper's Figure 4, left): joint and those
+    registered with ``show_norms``."""
+    return ["joint", *(name for name in method_names() if METHODS[name].show_norms)]
 
 
 @dataclass
@@ -56,7 +58,7 @@ class ReportData:
 
     ``outputs`` holds the test outputs of every classifier in the paper's
     method order; ``labels`` (N,) are the test labels they are scored
-    against; ``weight_norms`` (C,) per method of :data:`NORM_METHODS` present;
+    against; ``weight_norms`` (C,) per method of :func:`norm_methods` present;
     ``curves`` the τ sweeps of results.json by method (``tau_norm``,
     ``logit_adjust``); ``history`` the stage-1 epoch records; ``val_scores``
     the validation summaries of results.json by method.
@@ -85,25 +87,20 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
 
-def classifier_weight_norms(head: nn.Module) -> np.ndarray | None:
-    """(C,) effective weight norm of each class of a head, or None where it has none.
+def classifier_weight_norms(head: nn.Module) -> np.ndarray:
+    """(C,) effective weight norm of each class of a head: the row norms of its linear form.
 
     Linear (joint, cRT): ``||w_j||``; τ-norm: ``||w_j|| / ||w_j||^τ``; LWS:
-    ``s_j ||w_j||`` (its logits are ``s_j (w_j x + b_j)``). A whole network
-    (fine-tuned cRT) is read through its head.
+    ``|s_j| ||w_j||`` (its logits are ``s_j (w_j x + b_j)``).
     """
-    if isinstance(head, Classifier):
-        head = head.head
     with torch.no_grad():
-        if isinstance(head, nn.Linear):
-            norms = weight_norms(head.weight)
-        elif isinstance(head, TauNormHead):
-            norms = weight_norms(tau_normalize(head.weight, float(head.tau)))
-        elif isinstance(head, LWSHead):
-            norms = head.scales * weight_norms(head.weight)
-        else:
-            return None
-    return norms.detach().cpu().double().numpy()
+        return head.as_linear().row_norms().detach().cpu().double().numpy()
+
+
+def _how(fit: Fitted) -> str:
+    """How a classifier with its own backbone was fit, in words: ``trainable=all`` or ``bn=train``."""
+    trainable = fit.info.get("trainable", "classifier")
+    return f"trainable={trainable}" if trainable != "classifier" else "bn=train"
 
 
 @torch.no_grad()
@@ -135,37 +132,30 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
     results = read_results(run.run_dir)
     config = run.config
     counts = list(run.splits.train_counts)
-    heads = load_heads(run)
+    fitted = load_fitted(run)
     test = run_features(run, "test")
     notes: list[str] = []
     outputs: dict[str, MethodOutputs] = {}
-    chosen = results.get("auto", {}).get("chosen", {}).get("label")
-    for method in ordered_methods(heads):
-        head, x = heads[method], test.x
-        if isinstance(head, Classifier):  # fine-tuned with its backbone: scored on features of its own backbone
-            x = split_features(head.backbone, run.splits, "test", config=config, device=run.device).x
-            head = head.head
-            notes.append(f"{method} fine-tuned its backbone ({heads[method].fine_tuned}): scored on its own features")
-        predictions, confidence = _test_outputs(head, x, test.y)
+    for method in display_order(fitted):
+        fit, x = fitted[method], test.x
+        if fit.backbone is not None:  # fit with a backbone of its own: scored on features of that backbone
+            x = split_features(fit.backbone, run.splits, "test", config=config, device=run.device).x
+            notes.append(f"{method} was fit with a backbone of its own ({_how(fit)}): scored on its features")
+        predictions, confidence = _test_outputs(fit.head, x, test.y)
         summary = accuracy_summary(
             torch.from_numpy(predictions), test.y, counts, many=config.eval.many, few=config.eval.few
         )
-        if hasattr(head, "tau"):
-            summary["tau"] = round(float(head.tau), 6)
-        if method == "auto" and chosen:
-            summary["chosen"] = chosen
+        summary.update(fit.info)
         outputs[method] = MethodOutputs(predictions, confidence, summary)
-    norms = {}
-    for method in NORM_METHODS:
-        if method in heads and (value := classifier_weight_norms(heads[method])) is not None:
-            norms[method] = value
-    if "joint" not in norms:
+    norms = {method: classifier_weight_norms(fitted[method].head) for method in norm_methods() if method in fitted}
+    if run.model.head.kind != "linear":  # a cosine classifier's rows all have norm 1: nothing to compare
+        norms.pop("joint", None)
         notes.append(f"the joint classifier is not linear (train.loss={config.train.loss}): no weight norms")
-    curves = {
-        method: results[key]
-        for method, key in (("tau_norm", "tau_curve"), ("logit_adjust", "logit_adjust_curve"))
-        if method in heads and isinstance(results.get(key), dict) and results[key].get("val")
-    }
+    curves = {}
+    for method in fitted:
+        key = METHODS[method].sweep[0] if method in METHODS and METHODS[method].sweep else None
+        if key and isinstance(results.get(key), dict) and results[key].get("val"):
+            curves[method] = results[key]
     return ReportData(
         run_dir=run.run_dir,
         dataset=run.splits.name,

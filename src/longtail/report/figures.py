@@ -20,17 +20,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from ..evaluation.calibration import Reliability
-from ..evaluation.table import METHOD_LABELS, ordered_methods
+from ..methods import METHODS, display_order, label_of, spec_of
 
-METHOD_COLORS = {
-    "joint": "#444444",
-    "ncm": "tab:purple",
-    "crt": "tab:blue",
-    "tau_norm": "tab:orange",
-    "lws": "tab:green",
-    "logit_adjust": "tab:red",
-    "auto": "tab:brown",
-}
 _SPARE_COLORS = ("tab:olive", "tab:cyan", "tab:pink", "tab:gray")
 GROUP_COLORS = {"many": "#d8e7f5", "medium": "#fdf1d6", "few": "#f8d9d7"}
 BARS_UP_TO = 30  # more classes than this: lines instead of bars
@@ -54,14 +45,14 @@ def figure_png(figure: Figure, dpi: int = 100) -> bytes:
 
 def method_color(method: str) -> str:
     """A fixed colour per method, the same in every figure."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
+    if method == "joint" or method in METHODS:
+        return spec_of(method).color
     return _SPARE_COLORS[sum(map(ord, method)) % len(_SPARE_COLORS)]
 
 
 def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:
     """The display name of a method: ``labels`` first, then the results table's names."""
-    return (labels or {}).get(method) or METHOD_LABELS.get(method, method)
+    return (labels or {}).get(method) or label_of(method)
 
 
 def size_order(train_counts: Sequence[int]) -> np.ndarray:
@@ -104,7 +95,7 @@ def weight_norm_figure(
     if not norms:
         return _no_data(figure, "no linear classifier in this run")
     axes = figure.add_subplot()
-    methods = ordered_methods(norms)
+    methods = display_order(norms)
     positions = np.arange(num_classes)
     if num_classes <= BARS_UP_TO:
         width = 0.8 / len(methods)
@@ -230,7 +221,7 @@ def per_class_accuracy_figure(
     figure = new_figure(10, 5)
     axes = figure.add_subplot()
     binned = len(counts) > NAMES_UP_TO
-    for method in ordered_methods(per_class):
+    for method in display_order(per_class):
         accuracy = np.asarray(per_class[method], dtype=np.float64)
         if binned:
             x, y = _binned_means(counts, accuracy)
@@ -269,7 +260,7 @@ def shot_group_figure(summaries: Mapping[str, Mapping[str, Any]], labels: Mappin
         summaries: method -> ``{"many", "medium", "few", "all"}`` in percent (None: an empty group).
         labels: method -> legend label.
     """
-    methods = ordered_methods(summaries)
+    methods = display_order(summaries)
     figure = new_figure(10, 4.8)
     axes = figure.add_subplot()
     width = 0.84 / max(len(methods), 1)
@@ -299,10 +290,6 @@ def shot_group_figure(summaries: Mapping[str, Mapping[str, Any]], labels: Mappin
     return figure
 
 
-CURVE_TITLES = {
-    "tau_norm": r"τ-norm: weights $w_j\,/\,\Vert w_j\Vert^{\tau}$",
-    "logit_adjust": r"logit adjustment: $w_j \cdot x + b_j - \tau \log \pi_j$",
-}
 CURVE_METRICS = (("all", "all", "black"), ("many", "many-shot", "tab:blue"), ("few", "few-shot", "tab:red"))
 
 
@@ -313,7 +300,7 @@ def tau_sweep_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
         curves: method -> ``{"select", "chosen", "val": [{"tau", "all", "many", "few", ...}], "test": [...]}``
             as results.json holds them; one panel per method.
     """
-    known = [m for m in CURVE_TITLES if m in curves]
+    known = [m for m in display_order(curves) if m in METHODS and METHODS[m].sweep]
     methods = known + sorted(set(curves) - set(known))
     figure = new_figure(5.2 * max(len(methods), 1) + 0.6, 4.6)
     if not methods:
@@ -340,7 +327,8 @@ def tau_sweep_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
                 fontsize=9,
                 transform=axes.get_xaxis_transform(),
             )
-        axes.set_title(CURVE_TITLES.get(method, method_label(method)), fontsize=10, pad=18)
+        sweep = METHODS[method].sweep if method in METHODS else None
+        axes.set_title(sweep[1] if sweep else method_label(method), fontsize=10, pad=18)
         axes.set_xlabel("τ")
         axes.set_ylabel("top-1 accuracy (%)")
         axes.grid(True, alpha=0.3)
@@ -461,7 +449,7 @@ def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str,
         diagrams: method -> reliability data (see :func:`longtail.evaluation.calibration.reliability`).
         labels: method -> panel title.
     """
-    methods = ordered_methods(diagrams)
+    methods = display_order(diagrams)
     slots = len(methods) + 1  # one panel more: the ECE bars
     columns = min(slots, 4)
     rows = -(-slots // columns)

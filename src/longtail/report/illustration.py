@@ -47,8 +47,9 @@ from torch.nn import functional as F
 from ..engine.device import one_thread
 from ..errors import ConfigError
 from ..io import write_binary_atomic
-from ..models.heads import CosineHead, TauNormHead, tau_normalize, weight_norms
-from ..models.ncm import NCMClassifier
+from ..methods.ncm import NCMClassifier
+from ..methods.tau_norm import TauNormHead, tau_normalize
+from ..models.heads import CosineHead, weight_norms
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

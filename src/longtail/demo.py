@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
-from ..runs import check_replaceable, read_results
-from .stage1 import train
-from .stage2 import decouple
+from .config import load_config
+from .pipeline import decouple, train
+from .report import write_report
+from .runs import check_replaceable, read_results
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ def demo(
         partial.rename(out)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    # Imported here: the report needs the pipeline, not the other way round.
-    from ..report import write_report
-
     paths = write_report(out)
     say(f"report: {paths['html']} (and {paths['markdown'].name} with its figures)")
     return read_results(out)

@@ -21,14 +21,15 @@ import copy
 import torch
 from torch import nn
 
-from ..config import Config, CRTConfig, LWSConfig
+from ..config import Config, HeadTrainingConfig
 from ..data.dataset import DatasetSplits
-from ..engine.device import seed_everything
-from ..engine.loops import EpochStatsCallback, make_loader, train_epochs
-from ..engine.optim import cosine_schedule, sgd
-from ..engine.partial import PartialTraining
+from ..data.transforms import train_transform
 from ..models.classifier import Classifier
-from .joint import section_sampler, train_transform
+from ..samplers import section_sampler
+from .device import seed_everything
+from .loops import EpochStatsCallback, make_loader, train_epochs
+from .optim import cosine_schedule, sgd
+from .partial import PartialTraining
 
 
 def retrain_on_images(
@@ -36,7 +37,7 @@ def retrain_on_images(
     head: nn.Module,
     splits: DatasetSplits,
     config: Config,
-    section: CRTConfig | LWSConfig,
+    section: HeadTrainingConfig,
     *,
     trainable: str = "classifier",
     device: torch.device,
@@ -51,7 +52,7 @@ def retrain_on_images(
         splits: the data; training images get the stage-1 training transform.
         config: ``decouple.sampler*`` choose the sampling, ``decouple.bn`` the
             BatchNorm mode of the frozen part, ``seed`` the randomness.
-        section: epochs, batch size and SGD settings (``decouple.crt`` or ``decouple.lws``).
+        section: epochs, batch size and SGD settings (the method's ``decouple.<section>``).
         trainable: ``classifier`` (backbone frozen), ``last_stage`` (the
             backbone's last stage too) or ``all`` (everything).
         on_epoch: called as ``on_epoch(epoch, {"loss", "acc", "lr"})`` after every epoch (1-based).
@@ -77,7 +78,7 @@ def retrain_on_images(
     parameters = [p for p in tuned.parameters() if p.requires_grad]
     optimizer = sgd(parameters, lr=section.lr, momentum=section.momentum, weight_decay=section.weight_decay)
     scheduler = cosine_schedule(optimizer, section.epochs * len(loader))
-    augment = train_transform(splits, config).to(device)
+    augment = train_transform(splits, config.data, seed=config.seed).to(device)
 
     def start_epoch(epoch: int) -> None:
         sampler.set_epoch(epoch)

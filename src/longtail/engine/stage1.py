@@ -1,4 +1,5 @@
-"""Stage 1: joint training of backbone and linear classifier."""
+"""Stage 1: joint training of backbone and linear classifier (the recipe; ``longtail train`` is
+:mod:`longtail.pipeline.stage1`)."""
 
 from __future__ import annotations
 
@@ -15,47 +16,29 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import Config, DecoupleConfig, TrainConfig
-from ..data.dataset import DatasetSplits, TensorImageDataset
-from ..data.transforms import BatchTransform, train_batch_transform
-from ..engine import distributed as dist
-from ..engine.device import seed_everything
-from ..engine.loops import make_loader, predict, train_one_epoch
-from ..engine.memory import resident_memory_mb
-from ..engine.optim import cosine_schedule, sgd
-from ..engine.precision import check_precision, make_grad_scaler
-from ..engine.rng import restore_rng_state, rng_state
+from ..config import Config
+from ..data.dataset import DatasetSplits
+from ..data.transforms import BatchTransform, eval_transform, train_transform
 from ..errors import ConfigError, TrainingError
 from ..evaluation.metrics import accuracy_summary
 from ..losses import create_loss
-from ..models.backbones import create_backbone
 from ..models.classifier import Classifier
-from ..models.heads import CosineHead, linear_head
+from ..models.factory import create_model, joint_head_kind
 from ..models.pretrained import configure_backbone
-from ..samplers import EpochSampler, make_sampler
+from ..samplers import section_sampler
+from . import distributed as dist
+from .device import seed_everything
+from .loops import make_loader, predict, train_one_epoch
+from .memory import resident_memory_mb
+from .optim import cosine_schedule, sgd
+from .precision import check_precision, make_grad_scaler
+from .rng import restore_rng_state, rng_state
 
 log = logging.getLogger(__name__)
 
 # Called after every epoch on rank 0 with the epoch's metrics record and the training state (see
 # :func:`train_joint`), for the caller to write metrics and a checkpoint.
 EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
-
-
-def joint_head_kind(config: Config) -> str:
-    """``cosine`` when the stage-1 loss expects cosine logits (LDAM, as in Cao et al.), else ``linear``."""
-    return "cosine" if config.train.loss == "ldam_drw" else "linear"
-
-
-def build_model(backbone: str, in_channels: int, num_classes: int, head: str = "linear") -> Classifier:
-    """The stage-1 network: backbone ``backbone`` with a ``linear`` or ``cosine`` classifier for ``num_classes``.
-
-    Parameters are in channels-last layout, which runs convolutions about twice
-    as fast on CPU (and suits tensor cores on GPU).
-    """
-    features = create_backbone(backbone, in_channels=in_channels)
-    make_head = CosineHead if head == "cosine" else linear_head
-    model = Classifier(features, make_head(features.num_features, num_classes))
-    return model.to(memory_format=torch.channels_last)
 
 
 def stage1_loss(config: Config, train_counts: list[int]) -> torch.nn.Module:
@@ -72,52 +55,6 @@ def stage1_loss(config: Config, train_counts: list[int]) -> torch.nn.Module:
         drw_epoch=drw_epoch,
         la_tau=cfg.la_tau,
     )
-
-
-def eval_transform(splits: DatasetSplits) -> BatchTransform:
-    """The test-time transform: normalisation only."""
-    return BatchTransform(splits.mean, splits.std)
-
-
-def section_sampler(
-    labels: torch.Tensor,
-    section: TrainConfig | DecoupleConfig,
-    *,
-    epochs: int,
-    seed: int,
-    num_replicas: int | None = None,
-    rank: int | None = None,
-    num_classes: int | None = None,
-) -> EpochSampler:
-    """The sampler a config section names (``sampler``, ``sampler_q``, ``num_samples_cls``) over ``epochs``.
-
-    ``num_replicas``/``rank``: this process's share of each epoch under DDP (see
-    :mod:`longtail.samplers`); taken from a running process group when not given.
-    ``num_classes``: so that a class-balanced law names an empty class above the largest label too.
-    """
-    return make_sampler(
-        labels,
-        section.sampler,
-        seed=seed,
-        epochs=epochs,
-        q=section.sampler_q,
-        num_samples_cls=section.num_samples_cls,
-        num_replicas=num_replicas,
-        rank=rank,
-        num_classes=num_classes,
-    )
-
-
-def train_transform(splits: DatasetSplits, config: Config, *, rank: int = 0) -> BatchTransform:
-    """The on-device training transform: ``data.crop_padding`` crops and ``data.hflip`` flips seeded by ``seed``
-    for in-memory images; normalisation only for image files (augmented where they are decoded).
-
-    Under DDP each ``rank`` draws from its own generator (rank 0's is the
-    single-process one), so ranks do not crop their different images alike.
-    """
-    d = config.data
-    seed = config.seed + 1_000_003 * rank
-    return train_batch_transform(splits, crop_padding=d.crop_padding, hflip=d.hflip, seed=seed)
 
 
 def check_train_setup(config: Config, device: torch.device, replicas: int) -> int:
@@ -171,14 +108,6 @@ class FirstSteps:
 
     def __len__(self) -> int:
         return self.steps
-
-
-def predict_logits(
-    model: Classifier, dataset: TensorImageDataset, transform: BatchTransform, *, device: torch.device, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C) logits and (N,) labels of ``model`` in eval mode over ``dataset``."""
-    model.eval()
-    return predict(model, make_loader(dataset, batch_size), device=device, transform=transform.to(device))
 
 
 def validation_predictions(
@@ -318,7 +247,8 @@ def train_joint(
     progress = progress and rank == 0
     train_counts = splits.train_counts
     seed_everything(config.seed)
-    model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config))
+    in_channels, head = splits.train.image_shape[0], joint_head_kind(cfg.loss)
+    model = create_model(config.model.backbone, in_channels, splits.num_classes, head)
     m = config.model
     configure_backbone(model, backbone=m.backbone, pretrained=m.pretrained, trainable=m.trainable)
     model = model.to(device)
@@ -347,7 +277,7 @@ def train_joint(
         num_workers=workers,
         pin_memory=on_cuda,
     )
-    augment = train_transform(splits, config, rank=rank).to(device)
+    augment = train_transform(splits, config.data, seed=config.seed, rank=rank).to(device)
     evaluate = eval_transform(splits).to(device)
     optimizer = sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = len(loader)

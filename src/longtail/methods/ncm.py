@@ -1,12 +1,34 @@
-"""Nearest-class-mean classifier on features, with the scikit-learn estimator contract."""
+"""NCM, nearest class mean (Kang et al. 2020, Section 4): class centroids of the training features, no training.
+
+Metrics (``decouple.ncm_metric``):
+
+- ``cl2n`` (the official default): subtract the global training-feature mean,
+  L2-normalise, average per class (centroids not re-normalised); score by the
+  negative *squared* Euclidean distance, as the official code does.
+- ``l2``: raw features and centroids, negative squared Euclidean distance.
+- ``cosine``: the cl2n centroids, scored by cosine similarity. This is true
+  cosine similarity (centroids re-normalised); the official "cos" divides the
+  dot product by the query norm only, which ranks classes differently when
+  centroid norms differ (they do: a class's centroid of unit vectors is shorter
+  the more its features spread).
+
+Squared and plain distances rank classes alike, so predictions do not depend on
+the choice, but probabilities do (ECE, reliability diagrams, exported
+probabilities): ours are the official ones.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError, DataError
+from ..models.heads import LinearForm, register_head
+from . import register_method
+from .base import FitContext, Fitted, MethodSpec
 
 NCM_METRICS = ("cl2n", "l2", "cosine")
 
@@ -19,23 +41,20 @@ def _embed(features: torch.Tensor, mean: torch.Tensor, metric: str) -> torch.Ten
 
 
 def ncm_scores(features: torch.Tensor, centroids: torch.Tensor, mean: torch.Tensor, metric: str) -> torch.Tensor:
-    """(N, d) features -> (N, C) scores against (C, d) centroids; higher is closer."""
+    """(N, d) features -> (N, C) scores against (C, d) centroids; higher is closer.
+
+    ``cosine``: cosine similarity; otherwise ``-||z - c||²``, computed as
+    ``2 z·c - ||c||² - ||z||²`` (one matrix product; the form export folds).
+    """
     queries = _embed(features.to(centroids.dtype), mean, metric)
     if metric == "cosine":
         return queries @ F.normalize(centroids, dim=1).T
-    return -torch.cdist(queries, centroids)
+    squared = queries.pow(2).sum(1, keepdim=True) - 2 * queries @ centroids.T + centroids.pow(2).sum(1)
+    return -squared.clamp_min(0.0)
 
 
 class NCMClassifier:
-    """Classify a feature by its nearest class centroid.
-
-    Metrics:
-        ``"cl2n"`` (official default): subtract the global training-feature mean,
-        L2-normalise, average per class (centroids not re-normalised); score by
-        negative L2 distance.
-        ``"l2"``: raw features and centroids, negative L2 distance.
-        ``"cosine"``: the cl2n centroids, scored by cosine similarity (as if the
-        centroids were re-normalised).
+    """Classify a feature by its nearest class centroid (scikit-learn estimator contract).
 
     Attributes set by :meth:`fit`:
         centroids_: (C, d) class centroids.
@@ -80,13 +99,14 @@ class NCMClassifier:
         return NCMHead(self.centroids_, self.mean_, self.metric)
 
 
+@register_head("ncm")
 class NCMHead(nn.Module):
     """A fitted NCM classifier as a head: (N, d) features -> (N, C) scores.
 
     Args:
         centroids: (C, d) class centroids.
         mean: (d,) global training-feature mean.
-        metric: "cl2n", "l2" or "cosine" (see :class:`NCMClassifier`).
+        metric: "cl2n", "l2" or "cosine" (see the module docstring).
     """
 
     def __init__(self, centroids: torch.Tensor, mean: torch.Tensor, metric: str) -> None:
@@ -100,3 +120,37 @@ class NCMHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, d) -> (N, C)."""
         return ncm_scores(features, self.centroids, self.mean, self.metric)
+
+    def as_linear(self) -> LinearForm:
+        """Exactly: cosine is a linear layer on centred, normalised features; ``-||z - c||²`` is
+        ``2c·z - ||c||²`` minus ``||z||²`` (:class:`LinearForm` ``squared_distance``)."""
+        centroids = self.centroids.detach().float()
+        center = None if self.metric == "l2" else self.mean.detach()  # the l2 metric compares raw features
+        if self.metric == "cosine":
+            return LinearForm(F.normalize(centroids, dim=1), None, center=center, l2_normalize=True)
+        squared_norms = centroids.pow(2).sum(dim=1)
+        return LinearForm(
+            2.0 * centroids, -squared_norms, center=center, l2_normalize=self.metric != "l2", squared_distance=True
+        )
+
+    def options(self) -> dict[str, Any]:
+        return {"metric": self.metric}
+
+    @classmethod
+    def from_state(
+        cls, num_features: int, num_classes: int, state_dict: dict[str, torch.Tensor], options: dict[str, Any]
+    ) -> NCMHead:
+        head = cls(torch.zeros(num_classes, num_features), torch.zeros(num_features), options.get("metric", "cl2n"))
+        head.load_state_dict(state_dict)
+        return head
+
+
+def fit(context: FitContext) -> Fitted:
+    """Centroids of the training features (test-time transform) under ``decouple.ncm_metric``."""
+    train = context.features("train")
+    metric = context.config.decouple.ncm_metric
+    head = NCMClassifier(metric).fit(train.x, train.y, context.num_classes).to_head()
+    return Fitted(head)
+
+
+SPEC = register_method(MethodSpec(name="ncm", label="NCM", color="tab:purple", fit=fit, order=10, in_paper=True))

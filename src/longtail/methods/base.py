@@ -1,0 +1,227 @@
+"""The stage-2 method protocol: what a method is given (:class:`FitContext`), what it returns
+(:class:`Fitted`), and how it is described (:class:`MethodSpec`). See :mod:`longtail.methods`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from ..engine.head_training import Features, train_head
+from ..evaluation.metrics import accuracy_summary
+
+
+@dataclass
+class Fitted:
+    """A fitted stage-2 classifier and what the run records about it.
+
+    Attributes:
+        head: (N, d) features -> (N, C) logits; a registered head (``as_linear``, ``options``, ``from_state``).
+        backbone: the backbone the head must be scored on, when fitting changed it (cRT with
+            ``decouple.trainable``, BatchNorm drift with ``decouple.bn=train``); None: the run's frozen one.
+        params: the hyper-parameters it was fit with, e.g. ``{"tau": 0.8}`` or ``{"lr": 0.05}``
+            (``--method auto`` labels its candidates with them).
+        info: added to the method's row of results.json beside the accuracies, e.g. ``{"tau": 0.8}``.
+        record: top-level results.json entries, e.g. ``{"tau_curve": {...}}``.
+        settings: how it was fit (results.json ``stage2.<method>``): features cached or online, views, ...
+    """
+
+    head: nn.Module
+    backbone: nn.Module | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The method's hyper-parameters as text, e.g. ``lr=0.05`` (empty without any)."""
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
+
+
+class HeadTrainer(Protocol):
+    """Trains ``head`` with a method's ``section`` (epochs, batch size, SGD keys) and returns it fitted.
+
+    Where the training examples come from is the trainer's business: cached
+    features (and augmented views), or images through the backbone
+    (``decouple.features=online``, ``trainable`` other than ``classifier``).
+    ``method`` and ``lr_factor`` name the training (logs, resumable state).
+    """
+
+    def __call__(
+        self, head: nn.Module, section: Any, *, method: str, lr_factor: float, trainable: str = "classifier"
+    ) -> Fitted: ...
+
+
+@dataclass
+class FitContext:
+    """What every stage-2 method is given.
+
+    Attributes:
+        features: split name (``train``, ``val``, ``test``) -> its test-time :class:`Features`
+            (``x`` (N, d) float32, ``y`` (N,) int64); called lazily, so a method that needs no
+            training features costs no backbone pass over them.
+        joint: the stage-1 classifier head (frozen).
+        counts: (C,) training images per class.
+        config: the run's config; a method reads ``config.decouple`` and its own section.
+        device: where heads train.
+        trainer: trains heads (see :class:`HeadTrainer`).
+        fitted: the methods fitted earlier in this command, by name (``auto`` chooses among them).
+        lr_factor: the learning rates of trained heads are multiplied by this (``auto`` tries several).
+    """
+
+    features: Callable[[str], Features]
+    joint: nn.Module
+    counts: list[int]
+    config: Config
+    device: torch.device
+    trainer: HeadTrainer
+    fitted: dict[str, Fitted] = field(default_factory=dict)
+    lr_factor: float = 1.0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def section(self, name: str) -> Any:
+        """A copy of ``decouple.<name>``, its ``lr`` (if any) times :attr:`lr_factor`."""
+        section = dataclasses.replace(getattr(self.config.decouple, name))
+        if hasattr(section, "lr"):
+            section.lr *= self.lr_factor
+        return section
+
+    def train_head(self, head: nn.Module, section: Any, *, method: str, trainable: str = "classifier") -> Fitted:
+        """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used."""
+        fitted = self.trainer(head, section, method=method, lr_factor=self.lr_factor, trainable=trainable)
+        fitted.params.setdefault("lr", section.lr)
+        return fitted
+
+    def with_lr_factor(self, factor: float) -> FitContext:
+        """The same context with trained heads' learning rates scaled by ``factor``."""
+        return dataclasses.replace(self, lr_factor=factor)
+
+    def summary(self, predictions: torch.Tensor, split: str) -> dict[str, Any]:
+        """Accuracies (%) of (N,) ``predictions`` on ``split``: many / medium / few / all / macro, no per-class."""
+        e = self.config.eval
+        summary = accuracy_summary(predictions, self.features(split).y, self.counts, many=e.many, few=e.few)
+        summary.pop("per_class")
+        return summary
+
+
+FitFunction = Callable[[FitContext], Fitted]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A stage-2 method's registry entry (see :func:`longtail.methods.register_method`).
+
+    Attributes:
+        name: ``--method`` name, file name in ``classifiers/``, key in results.json.
+        label: its row label in tables, e.g. ``cRT``.
+        color: its colour in figures (a matplotlib colour).
+        fit: the method itself.
+        order: position in tables, figures and ``--method all`` (ascending).
+        section: the ``decouple.<section>`` it reads, if any.
+        config: that section's dataclass, registered as config keys (None: the section is
+            another method's, or the method has none).
+        needs_linear_joint: it transforms the joint classifier, which must then be linear (not LDAM's cosine one).
+        in_all: ``--method all`` fits it.
+        chooses_among_others: it chooses among the other methods (``auto``): ``--method NAME`` fits every
+            method of ``all`` first, and only on cached features with a frozen backbone.
+        in_paper: one of the paper's four decoupled classifiers (NCM, cRT, τ-norm, LWS), the grid's columns.
+        show_norms: the report draws its weight norms (the paper's Figure 4).
+        sweep: ``(results.json key, figure caption)`` of the validation curve over its grid, if any.
+        variants: what ``--method auto`` tries of it, given the context and the configured fit; None: the fit alone.
+    """
+
+    name: str
+    label: str
+    color: str
+    fit: FitFunction
+    order: int = 100
+    section: str | None = None
+    config: type | None = None
+    needs_linear_joint: bool = False
+    in_all: bool = True
+    chooses_among_others: bool = False
+    in_paper: bool = False
+    show_norms: bool = False
+    sweep: tuple[str, str] | None = None
+    variants: Callable[[FitContext, Fitted], list[Fitted]] | None = None
+
+
+def lr_variants(spec_fit: FitFunction) -> Callable[[FitContext, Fitted], list[Fitted]]:
+    """``variants`` for a trained head: the configured fit, then a fit at lr times each ``decouple.auto_lr_factors``.
+
+    The configured learning rate (factor 1) comes first, so that a tie keeps the configured recipe.
+    """
+
+    def variants(context: FitContext, fitted: Fitted) -> list[Fitted]:
+        factors = context.config.decouple.auto_lr_factors
+        ordered = sorted(set(factors), key=lambda factor: (factor != 1.0, factors.index(factor)))
+        return [fitted if f == 1.0 else spec_fit(context.with_lr_factor(f)) for f in ordered]
+
+    return variants
+
+
+def train_on_features(
+    features: Callable[[str], Features], config: Config, device: torch.device, views: torch.Tensor | None = None
+) -> HeadTrainer:
+    """A :class:`HeadTrainer` on test-time training features (and ``views`` (K, N, d), if given), in memory."""
+
+    def trainer(
+        head: nn.Module, section: Any, *, method: str, lr_factor: float, trainable: str = "classifier"
+    ) -> Fitted:
+        if trainable != "classifier":
+            raise ValueError(f"{method}: trainable={trainable!r} needs images; features are all there is here")
+        train = features("train")
+        train = Features(train.x, train.y, views)
+        head = train_head(head, train, section, sampling=config.decouple, seed=config.seed, device=device)
+        return Fitted(head, settings={"features": "cached", "views": 0 if views is None else len(views)})
+
+    return trainer
+
+
+# --- sweeps: one hyper-parameter chosen on validation -------------------------------------------------------
+
+
+def sweep_curve(
+    predictions: Iterable[tuple[float, torch.Tensor]], context: FitContext, split: str
+) -> list[dict[str, Any]]:
+    """Per ``(τ, (N,) predicted classes)`` on ``split``: ``{"tau", "many", "medium", "few", "all", "macro"}``."""
+    return [{"tau": tau, **context.summary(predicted, split)} for tau, predicted in predictions]
+
+
+def best_tau(curve: Sequence[dict[str, Any]], select: str) -> float:
+    """The τ of ``curve`` with the highest ``select`` metric; ties go to the smallest τ (listed first)."""
+    scores = np.array([-np.inf if point[select] is None else point[select] for point in curve])
+    return curve[int(np.argmax(scores))]["tau"]
+
+
+def choose_on_validation(
+    context: FitContext, predictions: Callable[[str], Iterable[tuple[float, torch.Tensor]]]
+) -> tuple[float, dict[str, Any]]:
+    """Sweep a grid on val, choose by ``decouple.select``; the test curve is computed for display only.
+
+    Args:
+        predictions: split -> ``(τ, (N,) predictions)`` over the grid.
+
+    Returns:
+        The chosen τ and the record ``{"select", "chosen", "val", "test"}`` for results.json.
+    """
+    select = context.config.decouple.select
+    val_curve = sweep_curve(predictions("val"), context, "val")
+    chosen = best_tau(val_curve, select)
+    # The test curve is for display (the report's dashed line): τ was chosen on val above.
+    test_curve = sweep_curve(predictions("test"), context, "test")
+    return chosen, {"select": f"val {select}", "chosen": chosen, "val": val_curve, "test": test_curve}

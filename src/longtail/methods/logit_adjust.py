@@ -1,0 +1,90 @@
+"""Post-hoc logit adjustment (Menon et al., ICLR 2021): ``W x + b - τ log π`` on the joint classifier.
+
+The related post-hoc baseline: no training, τ swept over ``decouple.logit_adjust``
+(default ``linspace(0, 2, 21)``) and chosen on validation; π is the training
+class prior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import TauConfig
+from ..losses import log_prior
+from ..models.heads import LinearForm, frozen_copy, register_head
+from . import register_method
+from .base import FitContext, Fitted, MethodSpec, choose_on_validation
+
+
+@register_head("logit_adjust")
+class LogitAdjustedHead(nn.Module):
+    """``W x + b - τ log π`` on the frozen joint classifier: a linear layer whose bias is ``b - τ log π``.
+
+    Args:
+        weight: (C, d) weight of the trained joint classifier (copied, frozen).
+        bias: (C,) its bias, or None.
+        log_prior: (C,) ``log π_j`` of the training classes.
+        tau: the strength τ (0: the joint classifier).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, log_prior: torch.Tensor, tau: float) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", torch.zeros(weight.shape[0]) if bias is None else frozen_copy(bias))
+        self.register_buffer("log_prior", log_prior.detach().clone().to(weight.dtype))
+        self.register_buffer("tau", torch.tensor(float(tau)))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, C)."""
+        return F.linear(features, self.weight, self.bias - self.tau * self.log_prior)
+
+    def as_linear(self) -> LinearForm:
+        return LinearForm(self.weight.detach(), (self.bias - self.tau * self.log_prior).detach())
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_state(
+        cls, num_features: int, num_classes: int, state_dict: dict[str, torch.Tensor], options: dict[str, Any]
+    ) -> LogitAdjustedHead:
+        head = cls(torch.zeros(num_classes, num_features), None, torch.zeros(num_classes), 0.0)
+        head.load_state_dict(state_dict)
+        return head
+
+
+def fit(context: FitContext) -> Fitted:
+    """τ over ``decouple.logit_adjust`` chosen on validation by ``decouple.select``."""
+    weight = context.joint.weight.detach().cpu()
+    bias = None if context.joint.bias is None else context.joint.bias.detach().cpu()
+    prior = log_prior(context.counts)
+    taus = context.config.decouple.logit_adjust.values()
+
+    def predictions(split: str) -> Iterator[tuple[float, torch.Tensor]]:
+        logits = F.linear(context.features(split).x, weight, bias)  # one product, then a shift per τ
+        return ((tau, (logits - tau * prior).argmax(1)) for tau in taus)
+
+    tau, curve = choose_on_validation(context, predictions)
+    tau = round(float(tau), 6)
+    head = LogitAdjustedHead(weight, bias, prior, tau)
+    return Fitted(head, params={"tau": tau}, info={"tau": tau}, record={"logit_adjust_curve": curve})
+
+
+SPEC = register_method(
+    MethodSpec(
+        name="logit_adjust",
+        label="Logit adj.",
+        color="tab:red",
+        fit=fit,
+        order=50,
+        section="logit_adjust",
+        config=TauConfig,
+        needs_linear_joint=True,
+        sweep=("logit_adjust_curve", r"logit adjustment: $w_j \cdot x + b_j - \tau \log \pi_j$"),
+    )
+)
