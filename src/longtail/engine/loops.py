@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..data.dataset import TensorPairDataset, keep_batch
 from ..errors import TrainingError
 from .distributed import all_reduce_sum
+from .mixing import MixResult, mixed_correct, mixed_loss
 from .partial import PartialTraining
 from .precision import autocast
 
@@ -22,6 +23,8 @@ EpochStatsCallback = Callable[[int, dict[str, float]], None]
 NONFINITE_CHECK_STEPS = 50
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+# Mixup / CutMix of a prepared batch: (images, labels) -> (images, labels_a, labels_b, lam); see engine.mixing.
+Mixer = Callable[[torch.Tensor, torch.Tensor], MixResult]
 
 
 def make_loader(
@@ -91,6 +94,8 @@ def train_one_epoch(
     on_step: Callable[[], None] | None = None,
     precision: str = "fp32",
     grad_scaler: torch.amp.GradScaler | None = None,
+    mixer: Mixer | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` minimising ``criterion(logits, labels)`` (cross-entropy by default).
 
@@ -99,6 +104,12 @@ def train_one_epoch(
     on float32 logits. ``grad_scaler`` (from
     :func:`~longtail.engine.precision.make_grad_scaler`, created once per
     training since its scale adapts over steps) scales the fp16 loss.
+
+    ``mixer`` (e.g. a :class:`~longtail.engine.mixing.Mixer`) mixes each batch
+    after ``transform``; the loss is then ``lam * criterion(logits, a) + (1 - lam)
+    * criterion(logits, b)`` and a training hit counts ``lam`` for label ``a`` and
+    ``1 - lam`` for ``b``. ``after_step()`` runs after every optimiser step, before
+    the scheduler's (e.g. :class:`~longtail.engine.maxnorm.MaxNorm`).
 
     Under a running process group (torchrun) every rank must call this together:
     the loss and accuracy returned are over the examples of all ranks.
@@ -114,17 +125,23 @@ def train_one_epoch(
     model.train()
     # Sums kept on the device, so that a step does not wait for the device to report them.
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    # Mixed batches count fractional hits; without a mixer the count stays an exact integer, as ever.
+    correct = torch.zeros((), dtype=torch.int64 if mixer is None else torch.float64, device=device)
     first_bad_step = torch.zeros((), dtype=torch.int64, device=device)  # 1-based; 0: every loss finite so far
     seen = 0
     steps = 0
     for inputs, labels in loader:
         inputs = _prepare(inputs, device, transform)
         labels = labels.to(device, non_blocking=True)
+        labels_b, lam = labels, 1.0
+        if mixer is not None:
+            inputs, labels, labels_b, lam = mixer(inputs, labels)
+            if inputs.dim() == 4:  # indexing by the permutation may have given a contiguous batch
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
         with autocast(precision, device):
             logits = model(inputs)
         logits = logits.float()
-        loss = criterion(logits, labels)
+        loss = criterion(logits, labels) if mixer is None else mixed_loss(criterion, logits, labels, labels_b, lam)
         optimizer.zero_grad(set_to_none=True)
         if grad_scaler is not None:
             grad_scaler.scale(loss).backward()
@@ -133,11 +150,16 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step()
         if scheduler is not None:
             scheduler.step()
         batch_loss = loss.detach()
         total_loss += batch_loss.double() * len(labels)
-        correct += (logits.detach().argmax(1) == labels).sum()
+        if mixer is None:
+            correct += (logits.detach().argmax(1) == labels).sum()
+        else:
+            correct += mixed_correct(logits.detach().argmax(1), labels, labels_b, lam)
         seen += len(labels)
         steps += 1
         unseen_bad = (first_bad_step == 0) & ~torch.isfinite(batch_loss)
@@ -169,6 +191,8 @@ def train_epochs(
     on_epoch: EpochStatsCallback | None = None,
     partial: PartialTraining | None = None,
     name: str = "stage 2",
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    after_step: Callable[[], None] | None = None,
 ) -> None:
     """``epochs`` of :func:`train_one_epoch` (a stage-2 training), resumable through ``partial``.
 
@@ -176,6 +200,10 @@ def train_epochs(
     ``on_epoch(epoch, {"loss", "acc", "lr"})`` (1-based) follows each epoch.
     With ``partial``, the state after every epoch is saved there, and a state
     left by a killed run of the same training is continued from.
+    ``criterion`` and ``after_step`` go to :func:`train_one_epoch` (e.g. a
+    label-aware smoothing loss, a MaxNorm projection); both must be stateless
+    across epochs for the resume to be exact (a loss with a schedule gets its
+    epoch from ``start_epoch``).
 
     Raises:
         TrainingError: a NaN or infinite loss, named with ``name`` and the epoch.
@@ -191,7 +219,16 @@ def train_epochs(
         start_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         try:
-            stats = train_one_epoch(model, loader, optimizer, device=device, scheduler=scheduler, transform=transform)
+            stats = train_one_epoch(
+                model,
+                loader,
+                optimizer,
+                device=device,
+                scheduler=scheduler,
+                transform=transform,
+                criterion=criterion,
+                after_step=after_step,
+            )
         except TrainingError as error:
             raise TrainingError(f"{name}, epoch {epoch + 1}: {error}; stopped", step=error.step) from None
         if partial is not None:
