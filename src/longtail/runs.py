@@ -109,24 +109,41 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The epoch records of ``metrics.jsonl`` (empty if absent)."""
+    """The epoch records of ``metrics.jsonl`` (empty if absent).
+
+    Raises:
+        RunDirError: naming ``file:line`` for a line that is not a JSON object (or not UTF-8 text).
+    """
+    from .run_shapes import parse_metrics_line  # local: this helper's diff stays inside the readers
+
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        number = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise RunDirError(f"{path}:{number}: not UTF-8 text, expected one JSON object per line") from None
+    return [parse_metrics_line(path, n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:
-    """``results.json`` as a dict (empty if absent)."""
+    """``results.json`` as a dict (empty if absent), its shape checked (:func:`~longtail.run_shapes.check_results`).
+
+    Raises:
+        RunDirError: for a file that is not JSON, or JSON of another shape, naming the key and the type expected.
+    """
+    from .run_shapes import check_results  # local: this helper's diff stays inside the readers
+
     path = run_dir / RESULTS_FILE
     if not path.is_file():
         return {}
+    hint = f"; delete it and run `longtail eval {run_dir}` to rebuild it"
     try:
-        return read_json(path)
-    except json.JSONDecodeError:
-        raise RunDirError(
-            f"{path}: not valid JSON; delete it and run `longtail eval {run_dir}` to rebuild it"
-        ) from None
+        results = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # not JSON, not UTF-8, nested too deeply
+        raise RunDirError(f"{path}: not valid JSON{hint}") from None
+    return check_results(path, results, hint)
 
 
 def update_results(run_dir: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

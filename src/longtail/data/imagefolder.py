@@ -6,6 +6,8 @@ may sit in sub-folders of a class folder; files are taken in sorted order and
 recognised by extension. ``val/`` is optional (without it the validation split
 is held out of the training images, at most a fifth of a class); ``test/`` is
 required. Every class folder of ``val/`` and ``test/`` must exist in ``train/``.
+Folder and image names must be valid UTF-8: another name is refused, naming
+its bytes (files that are not images by extension are ignored, whatever their name).
 """
 
 from __future__ import annotations
@@ -25,9 +27,28 @@ from .registry import register_dataset
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def require_utf8(folder: Path | str, name: str) -> str:
+    """``name`` (an entry of ``folder``) if it is valid UTF-8, else a DataError naming its bytes.
+
+    Image paths are kept as UTF-8 (:class:`~.image_files.PathTable`), and class
+    names end up in results.json and the report, so a name the file system
+    holds as other bytes cannot be used. It is refused rather than skipped:
+    skipping would silently train on fewer images or classes than the folder holds.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsdecode(folder).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DataError(
+            f"{shown}: the name {os.fsencode(name)!r} is not valid UTF-8; rename it (longtail reads UTF-8 names only)"
+        ) from None
+    return name
+
+
 def class_folders(split_dir: Path) -> list[str]:
     """Names of the class folders in ``split_dir``, sorted; hidden folders are skipped."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    names = (e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    return sorted(require_utf8(split_dir, name) for name in names)
 
 
 def scan_split(root: Path, split: str, classes: list[str]) -> Split:
@@ -40,11 +61,11 @@ def scan_split(root: Path, split: str, classes: list[str]) -> Split:
         if name not in index:
             raise DataError(f"{split_dir / name}: class folder not in {root / 'train'} (classes come from train/)")
         for folder, subdirs, files in os.walk(split_dir / name):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+            subdirs[:] = sorted(require_utf8(folder, d) for d in subdirs if not d.startswith("."))
             rel = Path(folder).relative_to(root)
             for file in sorted(files):
                 if file.lower().endswith(IMAGE_EXTENSIONS) and not file.startswith("."):
-                    paths.append(str(rel / file))
+                    paths.append(str(rel / require_utf8(folder, file)))
                     labels.append(index[name])
     if not paths:
         raise DataError(f"{split_dir}: no images found (expected {split}/<class>/<image> files)")

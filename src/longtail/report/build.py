@@ -9,7 +9,11 @@ and how to read it: ``docs/report.md``.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +42,7 @@ from .render import Code, FigureBlock, Paragraph, Section, Table, render_html, r
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 FILES_DIR = "report_files"  # the PNGs that report.md links
+_STAGING_PREFIX = ".report."  # + PID + random + ".tmp": the folder a report is built in before it is moved into place
 # "auto" is a copy of another method's classifier: drawn again it would hide that method's line.
 NOT_IN_FIGURES = ("auto",)
 
@@ -377,8 +382,95 @@ def report_sections(data: ReportData, figures: list[FigureBlock], ece: dict[str,
     ]
 
 
+def _staging_dir(run_dir: Path) -> Path:
+    """A fresh hidden folder in ``run_dir`` to build the report in; the PID in its name tells whose it is."""
+    return Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}.", suffix=".tmp", dir=run_dir))
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_staging(run_dir: Path) -> None:
+    """Remove the staging folders of reports whose process died (killed while building); a live one is left alone."""
+    for folder in run_dir.glob(f"{_STAGING_PREFIX}*.tmp"):
+        pid = folder.name[len(_STAGING_PREFIX) :].split(".", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not _is_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Copy into ``new`` what a user put in the old ``report_files/``: only figures are the report's to replace."""
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        if fnmatch.fnmatch(entry.name, "fig*.png") or (new / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
+
+
+def _write_staged(staging: Path, run_dir: Path, figures: list[FigureBlock], markdown: str, page: str) -> None:
+    """Write report.md, report.html and report_files/ (the figures, and what a user kept there) into ``staging``."""
+    folder = staging / FILES_DIR
+    folder.mkdir()
+    for figure in figures:
+        if figure.png is not None:
+            write_binary_atomic(folder / figure.file_name, lambda handle, png=figure.png: handle.write(png))
+    _carry_over(run_dir / FILES_DIR, folder)
+    write_text_atomic(staging / MARKDOWN_FILE, markdown)
+    write_text_atomic(staging / HTML_FILE, page)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory's entries, so that the renames into it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_into_place(staging: Path, run_dir: Path) -> None:
+    """Move the staged report over the old one by renames alone: everything that can fail for a long time is done.
+
+    ``report_files/`` goes first; should the Markdown not be replaceable, the old
+    folder is put back, so the old report stays whole. The old folder ends in
+    ``staging`` and is removed with it.
+    """
+    target, new, old = run_dir / FILES_DIR, staging / FILES_DIR, staging / "previous_files"
+    had_old, placed = target.exists() or target.is_symlink(), False
+    if had_old:
+        os.rename(target, old)
+    try:
+        os.rename(new, target)
+        placed = True
+        os.replace(staging / MARKDOWN_FILE, run_dir / MARKDOWN_FILE)
+    except BaseException:
+        if placed:
+            os.rename(target, new)
+        if had_old:
+            os.rename(old, target)
+        raise
+    os.replace(staging / HTML_FILE, run_dir / HTML_FILE)  # self-contained: it needs nothing beside it
+    _fsync_dir(run_dir)
+
+
 def write_report(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``RUN_DIR/report.html`` (self-contained) and ``RUN_DIR/report.md`` with its PNGs in ``report_files/``.
+
+    The whole report is built in a hidden folder of the run directory and then
+    renamed into place, so a report that fails part-way (a figure, a full disk)
+    leaves the previous report as it was, and the folder is removed.
 
     Args:
         run_dir: a finished stage-1 run, with or without stage-2 classifiers.
@@ -391,19 +483,16 @@ def write_report(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str
         RunDirError: when ``run_dir`` is not a finished run (see :func:`~longtail.pipeline.load_run`).
     """
     data = collect(run_dir, overrides)
-    figures, ece = report_figures(data)
-    sections = report_sections(data, figures, ece)
-    title = f"longtail report: {data.dataset}, {data.run_dir.name}"
-    folder = data.run_dir / FILES_DIR
-    written = {f.file_name for f in figures if f.png is not None}
-    for figure in figures:
-        if figure.png is not None:
-            write_binary_atomic(folder / figure.file_name, lambda handle, png=figure.png: handle.write(png))
-    if folder.is_dir():
-        for stale in folder.glob("fig*.png"):  # a figure an earlier report drew and this one cannot
-            if stale.name not in written:
-                stale.unlink()
-    html_path, markdown_path = data.run_dir / HTML_FILE, data.run_dir / MARKDOWN_FILE
-    write_text_atomic(markdown_path, render_markdown(title, sections, FILES_DIR))
-    write_text_atomic(html_path, render_html(title, sections))
-    return {"html": html_path, "markdown": markdown_path, "figures": folder}
+    remove_stale_staging(data.run_dir)
+    staging = _staging_dir(data.run_dir)
+    try:
+        figures, ece = report_figures(data)
+        sections = report_sections(data, figures, ece)
+        title = f"longtail report: {data.dataset}, {data.run_dir.name}"
+        markdown, page = render_markdown(title, sections, FILES_DIR), render_html(title, sections)
+        _write_staged(staging, data.run_dir, figures, markdown, page)
+        _swap_into_place(staging, data.run_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    run = data.run_dir
+    return {"html": run / HTML_FILE, "markdown": run / MARKDOWN_FILE, "figures": run / FILES_DIR}

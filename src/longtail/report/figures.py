@@ -55,6 +55,22 @@ def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:
     return (labels or {}).get(method) or label_of(method)
 
 
+def plain_text(text: object) -> str:
+    """``text`` as matplotlib must draw it: literally, never as mathtext.
+
+    Matplotlib parses a string with an even number of unescaped ``$`` as math
+    (a class named ``a$^$b`` raises a parse error); with every ``$`` escaped
+    there is no math, and matplotlib draws ``\\$`` as ``$``. Names come from
+    users' folders and files, so every name drawn goes through here.
+    """
+    return str(text).replace("$", r"\$")
+
+
+def _label(method: str, labels: Mapping[str, str] | None = None) -> str:
+    """:func:`method_label`, escaped for drawing."""
+    return plain_text(method_label(method, labels))
+
+
 def size_order(train_counts: Sequence[int]) -> np.ndarray:
     """(C,) class indices from the largest training class to the smallest (ties: smaller index first)."""
     counts = np.asarray(train_counts, dtype=np.int64)
@@ -63,7 +79,7 @@ def size_order(train_counts: Sequence[int]) -> np.ndarray:
 
 def _class_tick_labels(order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None) -> list[str]:
     names = class_names if class_names is not None else [str(i) for i in range(len(counts))]
-    return [f"{names[i]} ({counts[i]})" for i in order]
+    return [plain_text(f"{names[i]} ({counts[i]})") for i in order]
 
 
 def _no_data(figure: Figure, message: str) -> Figure:
@@ -106,7 +122,7 @@ def weight_norm_figure(
                 np.asarray(norms[method])[order],
                 width,
                 color=method_color(method),
-                label=method_label(method, labels),
+                label=_label(method, labels),
             )
     else:
         for method in methods:
@@ -115,7 +131,7 @@ def weight_norm_figure(
                 np.asarray(norms[method])[order],
                 color=method_color(method),
                 linewidth=1.2,
-                label=method_label(method, labels),
+                label=_label(method, labels),
             )
     axes.set_ylabel("weight norm of the class")
     axes.set_xlim(-0.6, num_classes - 0.4)
@@ -171,7 +187,7 @@ def _names_on_top(axes: Any, counts: np.ndarray, class_names: Sequence[str]) -> 
     for count, name in zip(counts.tolist(), class_names, strict=True):
         names_at.setdefault(count, []).append(str(name))
     top = axes.secondary_xaxis("top")
-    top.set_xticks(list(names_at), labels=[", ".join(names) for names in names_at.values()])
+    top.set_xticks(list(names_at), labels=[plain_text(", ".join(names)) for names in names_at.values()])
     top.xaxis.set_minor_locator(NullLocator())
     top.tick_params(axis="x", labelsize=8, labelrotation=35)
     for label in top.get_xticklabels():
@@ -234,7 +250,7 @@ def per_class_accuracy_figure(
             markersize=4,
             linewidth=1.2,
             color=method_color(method),
-            label=method_label(method, labels),
+            label=_label(method, labels),
         )
     axes.set_xscale("log")
     _group_bands(axes, counts.min() / 1.25, counts.max() * 1.25, many, few)
@@ -266,6 +282,7 @@ def shot_group_figure(summaries: Mapping[str, Mapping[str, Any]], labels: Mappin
     width = 0.84 / max(len(methods), 1)
     for k, method in enumerate(methods):
         offset = (k - (len(methods) - 1) / 2) * width
+        named = False  # the method's first bar carries its legend entry (the many-shot group may be empty)
         for g, (key, _) in enumerate(SHOT_COLUMNS):
             value = summaries[method].get(key)
             x = g + offset
@@ -277,8 +294,9 @@ def shot_group_figure(summaries: Mapping[str, Mapping[str, Any]], labels: Mappin
                 value,
                 width * 0.95,
                 color=method_color(method),
-                label=method_label(method, labels) if g == 0 else None,
+                label=None if named else _label(method, labels),
             )
+            named = True
             axes.text(x, value + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
     axes.set_xticks(range(len(SHOT_COLUMNS)))
     axes.set_xticklabels([name for _, name in SHOT_COLUMNS])
@@ -328,7 +346,7 @@ def tau_sweep_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
                 transform=axes.get_xaxis_transform(),
             )
         sweep = METHODS[method].sweep if method in METHODS else None
-        axes.set_title(sweep[1] if sweep else method_label(method), fontsize=10, pad=18)
+        axes.set_title(sweep[1] if sweep else _label(method), fontsize=10, pad=18)
         axes.set_xlabel("τ")
         axes.set_ylabel("top-1 accuracy (%)")
         axes.grid(True, alpha=0.3)
@@ -354,6 +372,11 @@ CURVE_LABELS = {
 }
 
 
+def _number(value: Any) -> float:
+    """A metrics.jsonl value as a float; NaN for anything but a number (None: an empty group)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
+
+
 def training_curves_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     """Figure 5: stage-1 training curves from ``metrics.jsonl``: loss, accuracy, learning rate per epoch.
 
@@ -365,7 +388,7 @@ def training_curves_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     figure = new_figure(12, 3.8)
     if not history:
         return _no_data(figure, "no metrics.jsonl in this run")
-    epochs = [r.get("epoch", i + 1) for i, r in enumerate(history)]
+    epochs = [r["epoch"] if isinstance(r.get("epoch"), int) else i + 1 for i, r in enumerate(history)]
     keys = sorted({k for r in history for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
     panels = {
         "loss": [k for k in keys if k.endswith("loss")],
@@ -374,8 +397,8 @@ def training_curves_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
     }
     for axes, (title, names) in zip(figure.subplots(1, 3), panels.items(), strict=True):
         for name in names:
-            values = [np.nan if r.get(name) is None else r[name] for r in history]  # an empty group is None
-            label, style = CURVE_LABELS.get(name, (name, "-"))
+            values = [_number(r.get(name)) for r in history]
+            label, style = CURVE_LABELS.get(name, (plain_text(name), "-"))  # other keys are the file's own
             marker = "o" if len(epochs) <= 40 else None
             axes.plot(epochs, values, linestyle=style, marker=marker, markersize=3, linewidth=1.3, label=label)
         axes.set_title(title, fontsize=10)
@@ -412,7 +435,7 @@ def confusion_figure(
     figure = new_figure(side * len(methods) + 1.2, side + 0.6)
     panels = figure.subplots(1, len(methods), squeeze=False)[0]
     image = None
-    names = [_shorten(str(name)) for name in class_labels]
+    names = [plain_text(_shorten(str(name))) for name in class_labels]  # cut first, so a cut never splits an escape
     font = 8 if size <= 20 else 7
     for axes, method in zip(panels, methods, strict=True):
         matrix = np.asarray(matrices[method], dtype=np.float64)
@@ -424,7 +447,7 @@ def confusion_figure(
         axes.set_yticklabels(names, fontsize=font)
         axes.set_xlabel("predicted class")
         axes.set_ylabel("true class")
-        axes.set_title(method_label(method, labels), fontsize=10)
+        axes.set_title(_label(method, labels), fontsize=10)
         if size <= 12:  # few enough cells to print the percentages in them
             for (i, j), value in np.ndenumerate(matrix):
                 if not np.isnan(value) and value >= 0.01:  # '0' cells would only add noise
@@ -478,7 +501,7 @@ def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str,
         axes.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1)
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1)
-        axes.set_title(f"{method_label(method, labels)}: ECE {100 * diagram.ece:.1f}%", fontsize=10)
+        axes.set_title(f"{_label(method, labels)}: ECE {100 * diagram.ece:.1f}%", fontsize=10)
         axes.set_xlabel("confidence", fontsize=9)
         axes.set_ylabel("accuracy", fontsize=9)
     if methods:
@@ -489,7 +512,7 @@ def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str,
     for y, value in enumerate(values):
         ece_axes.text(value, y, f" {value:.1f}", va="center", fontsize=8)
     ece_axes.set_yticks(range(len(methods)))
-    ece_axes.set_yticklabels([method_label(m, labels) for m in methods], fontsize=8)
+    ece_axes.set_yticklabels([_label(m, labels) for m in methods], fontsize=8)
     ece_axes.set_ylim(max(len(methods), 3) - 0.5, -0.5)  # first method on top; a lone bar stays a bar
     ece_axes.set_xlim(0, float(np.nanmax(values + [1.0])) * 1.25)
     ece_axes.set_xlabel("ECE (%)", fontsize=9)

@@ -148,9 +148,22 @@ def render_html(title: str, sections: list[Section]) -> str:
 
 # --- Markdown -------------------------------------------------------------------------------------------------------
 
+# A backslash, a lone backtick or a $ in a name would otherwise escape the next character, open a code span or math.
 _MARKDOWN_SPECIAL = str.maketrans(
-    {"<": "&lt;", ">": "&gt;", "&": "&amp;", "*": r"\*", "_": r"\_", "[": r"\[", "]": r"\]"}
+    {
+        "<": "&lt;",
+        ">": "&gt;",
+        "&": "&amp;",
+        "*": r"\*",
+        "_": r"\_",
+        "[": r"\[",
+        "]": r"\]",
+        "\\": "\\\\",
+        "`": r"\`",
+        "$": r"\$",  # GitHub reads $...$ as math
+    }
 )
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 
 
 def _inline_markdown(text: str) -> str:
@@ -159,9 +172,34 @@ def _inline_markdown(text: str) -> str:
     return "".join(f"`{p}`" if i % 2 else p.translate(_MARKDOWN_SPECIAL) for i, p in enumerate(parts))
 
 
+def _cell_markdown(text: str) -> str:
+    """One table cell on one line: a line break in the text (a class name may hold one) would end the row.
+
+    Breaks become ``<br>`` in plain text and spaces in code spans (where Markdown shows ``<br>`` literally);
+    every ``|`` is escaped, inside code spans too, as GitHub's tables require.
+    """
+    parts = _CODE_SPAN.split(text)
+    rendered = (
+        f"`{_LINE_BREAKS.sub(' ', p)}`" if i % 2 else _LINE_BREAKS.sub("<br>", p.translate(_MARKDOWN_SPECIAL))
+        for i, p in enumerate(parts)
+    )
+    return "".join(rendered).replace("|", r"\|")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks as spaces, for a heading (a break would end it)."""
+    return _LINE_BREAKS.sub(" ", text)
+
+
+def _code_fence(text: str) -> str:
+    """A backtick fence longer than any run of backticks in ``text``, so the text cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def _table_markdown(table: Table) -> str:
     def cells(row: list[str]) -> str:
-        return "| " + " | ".join(_inline_markdown(text).replace("|", r"\|") for text in row) + " |"
+        return "| " + " | ".join(_cell_markdown(text) for text in row) + " |"
 
     rule = (
         "|"
@@ -179,8 +217,9 @@ def _block_markdown(block: Block, files_dir: str) -> str:
     if isinstance(block, Table):
         return _table_markdown(block)
     if isinstance(block, Code):
-        return "```yaml\n" + block.text.rstrip("\n") + "\n```"
-    title = f"### Figure {block.number}. {_inline_markdown(block.title)}"
+        fence = _code_fence(block.text)
+        return f"{fence}yaml\n" + block.text.rstrip("\n") + f"\n{fence}"
+    title = f"### Figure {block.number}. {_inline_markdown(_one_line(block.title))}"
     if block.png is None:
         return f"{title}\n\n*Not available: {_inline_markdown(block.missing or 'not drawn')}*"
     return f"{title}\n\n![Figure {block.number}]({files_dir}/{block.file_name})\n\n{_inline_markdown(block.caption)}"
@@ -188,8 +227,8 @@ def _block_markdown(block: Block, files_dir: str) -> str:
 
 def render_markdown(title: str, sections: list[Section], files_dir: str) -> str:
     """Markdown whose figures are links to ``files_dir/<file_name>`` (relative to the Markdown file)."""
-    parts = [f"# {_inline_markdown(title)}"]
+    parts = [f"# {_inline_markdown(_one_line(title))}"]  # the title holds the run directory's name
     for section in sections:
-        parts.append(f"## {_inline_markdown(section.title)}")
+        parts.append(f"## {_inline_markdown(_one_line(section.title))}")
         parts.extend(_block_markdown(block, files_dir) for block in section.blocks)
     return "\n\n".join(parts) + "\n"
