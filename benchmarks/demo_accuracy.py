@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from longtail.evaluation.table import COLUMNS, format_table, ordered_methods
-from longtail.pipeline import demo
+from longtail.demo import demo
+from longtail.evaluation.table import COLUMNS, format_table
+from longtail.methods import display_order
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "results" / "demo.md"
 DECOUPLED = ("ncm", "crt", "tau_norm", "lws")
@@ -28,7 +29,7 @@ DECOUPLED = ("ncm", "crt", "tau_norm", "lws")
 def mean_table(per_seed: list[dict]) -> dict:
     """Per method, the mean of each column over seeds (None where any seed has None)."""
     table = {}
-    for method in ordered_methods(per_seed[0]):
+    for method in display_order(per_seed[0]):
         row = {}
         for column in COLUMNS:
             values = [run[method][column] for run in per_seed]

@@ -60,9 +60,10 @@ from longtail.config import Config
 from longtail.data import DatasetSplits, TensorImageDataset, channel_stats, train_batch_transform
 from longtail.engine.loops import make_loader, train_one_epoch
 from longtail.engine.optim import cosine_schedule, sgd
-from longtail.models.heads import tau_normalize, tau_sweep_predictions
+from longtail.engine.stage1 import stage1_loss
+from longtail.methods.tau_norm import tau_normalize, tau_sweep_predictions
+from longtail.models import create_model as build_model
 from longtail.samplers import EpochSampler, make_sampler
-from longtail.stages.joint import build_model, stage1_loss
 
 STAGE1 = "## Stage-1 throughput"
 SAMPLER = "## Sampler epoch at iNaturalist scale"

@@ -87,3 +87,34 @@ def real_split(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} absent: the real split files live in ../shared/data/splits/ (or LONGTAIL_SPLITS_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny finished stage-1 run on ``tiny_fmnist``, shared by every module that only reads it.
+
+    A test that changes a run works on a copy (:func:`copy_run`).
+    """
+    from longtail.cli import main
+
+    run = tmp_path_factory.mktemp("shared") / "tiny_run"
+    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_decoupled_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`tiny_run` after `longtail decouple --method auto` (every method, plus auto), shared read-only."""
+    from longtail.cli import main
+
+    run = copy_run(tiny_run, tmp_path_factory.mktemp("shared") / "tiny_decoupled_run")
+    assert main(["decouple", str(run), "--method", "auto"]) == 0
+    return run
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    """A copy of run directory ``run`` at ``to``, for a test that changes it."""
+    import shutil
+
+    shutil.copytree(run, to)
+    return to

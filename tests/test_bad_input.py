@@ -31,7 +31,7 @@ from longtail.data import image_check as image_check_module
 from longtail.data.fashion_mnist import FILES
 from longtail.data.image_check import SKIPPED_FILE, skipped_images_record, write_skipped_images
 from longtail.errors import DataError
-from longtail.models.ncm import NCMClassifier
+from longtail.methods.ncm import NCMClassifier
 from longtail.samplers import make_sampler
 
 FAST = ["train.epochs=1", "train.batch_size=8", "eval.batch_size=64", "--no-progress"]

@@ -28,14 +28,11 @@ from longtail.engine.optim import cosine_schedule, sgd
 from longtail.errors import ConfigError
 from longtail.models.pretrained import configure_backbone
 from longtail.runs import read_metrics
-from longtail.stages.joint import (
-    build_model,
-    check_train_setup,
-    joint_head_kind,
-    section_sampler,
-    stage1_loss,
-    train_transform,
-)
+from longtail.data.transforms import train_transform
+from longtail.engine.stage1 import check_train_setup, stage1_loss
+from longtail.models.factory import create_model as build_model
+from longtail.models.factory import joint_head_kind
+from longtail.samplers import section_sampler
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 RUN_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json", "tensorboard"}
@@ -101,12 +98,12 @@ def simulated_ddp_curve(overrides: list[str], replicas: int = 2) -> list[float]:
     splits = create_dataset(config.data)
     cfg = config.train
     seed_everything(config.seed)
-    model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config))
+    model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config.train.loss))
     configure_backbone(model, backbone=config.model.backbone, pretrained=None, trainable="all")
     criterion = stage1_loss(config, splits.train_counts)
     sampler = section_sampler(splits.train.labels, cfg, epochs=cfg.epochs, seed=config.seed, num_replicas=1, rank=0)
     loader = make_loader(splits.train, cfg.batch_size, sampler=sampler, drop_last=True)
-    augment = train_transform(splits, config)
+    augment = train_transform(splits, config.data, seed=config.seed)
     optimizer = sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.epochs * len(loader), cfg.warmup_epochs * len(loader))
     curve = []

@@ -31,11 +31,14 @@ from longtail.export import (
 )
 from longtail.export.artifact import METADATA_FILE
 from longtail.models.classifier import Classifier
-from longtail.models.heads import CosineHead, LogitAdjustedHead, LWSHead, TauNormHead
-from longtail.models.ncm import NCMClassifier
-from longtail.pipeline import load_heads, load_run, run_features
+from longtail.methods.logit_adjust import LogitAdjustedHead
+from longtail.methods.lws import LWSHead
+from longtail.methods.tau_norm import TauNormHead
+from longtail.models.heads import CosineHead
+from longtail.methods.ncm import NCMClassifier
+from longtail.pipeline import load_fitted, load_run, run_features
 from longtail.runs import read_results
-from longtail.stages.joint import eval_transform
+from longtail.data.transforms import eval_transform
 
 METHODS = ("auto", "joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
 
@@ -65,16 +68,17 @@ def pipeline(run_dir: Path) -> dict:
         "images": test.images,
         "labels": test.labels,
         "features": run_features(run, "test").x,
-        "heads": load_heads(run),
+        "heads": load_fitted(run),
     }
 
 
 def _pipeline_logits(pipeline: dict, method: str) -> torch.Tensor:
-    head = pipeline["heads"][method]
+    fitted = pipeline["heads"][method]
     with torch.no_grad():
-        if isinstance(head, Classifier):  # fit with its own backbone
-            return head.cpu()(eval_transform(pipeline["run"].splits)(pipeline["images"]))
-        return head.cpu()(pipeline["features"])
+        if fitted.backbone is not None:  # fit with its own backbone
+            images = eval_transform(pipeline["run"].splits)(pipeline["images"])
+            return fitted.head.cpu()(fitted.backbone.cpu().forward_features(images))
+        return fitted.head.cpu()(pipeline["features"])
 
 
 @pytest.fixture(scope="module")
@@ -233,14 +237,14 @@ def test_a_fine_tuned_crt_is_exported_with_its_own_backbone(run_dir: Path, tmp_p
     overrides = ["decouple.trainable=last_stage", "decouple.crt.epochs=1"]
     assert main(["decouple", str(run), "--method", "crt", *overrides]) == 0
     result = export_run(run, "crt", tmp_path / "crt.pt2")
-    assert result.metadata["classifier"]["params"] == {"trainable": "last_stage"}
+    assert result.metadata["classifier"]["params"] == {"lr": 0.2, "trainable": "last_stage"}
     loaded = load_run(run)
-    model = load_heads(loaded)["crt"]
-    assert isinstance(model, Classifier)
+    fitted = load_fitted(loaded)["crt"]
+    assert fitted.backbone is not None
     images = loaded.splits.split("test").images
     module, _ = load_artifact(result.path)
     with torch.no_grad():
-        expected = model.cpu()(eval_transform(loaded.splits)(images))
+        expected = fitted.head.cpu()(fitted.backbone.cpu().forward_features(eval_transform(loaded.splits)(images)))
         _close(module(images.float() / 255.0), expected)
         # the stage-1 backbone gives other logits: the fine-tuned one was used
         assert not torch.allclose(

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from longtail.evaluation import accuracy_summary, format_table, per_class_accuracy, shot_groups
+from longtail.evaluation import accuracy_summary, per_class_accuracy, shot_groups
+from longtail.evaluation.table import format_table
 
 
 def test_shot_group_boundaries():

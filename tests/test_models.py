@@ -3,18 +3,12 @@ import torch
 from torch import nn
 
 from longtail.errors import DataError
-from longtail.models import (
-    Classifier,
-    LWSHead,
-    NCMClassifier,
-    TauNormHead,
-    create_backbone,
-    linear_head,
-    tau_normalize,
-    tau_sweep,
-    weight_norms,
-)
-from longtail.models.heads import CosineHead, LogitAdjustedHead
+from longtail.methods.lws import LWSHead
+from longtail.methods.ncm import NCMClassifier
+from longtail.methods.tau_norm import TauNormHead, tau_normalize, tau_sweep
+from longtail.models import Classifier, LinearHead, create_backbone, weight_norms
+from longtail.methods.logit_adjust import LogitAdjustedHead
+from longtail.models.heads import CosineHead
 from longtail.models.serialize import head_from_dict, head_to_dict
 
 
@@ -96,7 +90,7 @@ def test_ncm_head_matches_estimator():
 
 @pytest.mark.parametrize("name, params", [("resnet20", 0.27e6), ("resnet32", 0.46e6), ("resnet56", 0.85e6)])
 def test_cifar_resnet_sizes(name: str, params: float):
-    model = Classifier(create_backbone(name, in_channels=3), linear_head(64, 10))
+    model = Classifier(create_backbone(name, in_channels=3), LinearHead(64, 10))
     count = sum(p.numel() for p in model.parameters())
     assert abs(count - params) / params < 0.01  # He et al. 2016, Table 6 (option-A shortcuts)
 
@@ -104,7 +98,7 @@ def test_cifar_resnet_sizes(name: str, params: float):
 @pytest.mark.parametrize("num_classes, params", [(10, 464_154), (100, 470_004)])
 def test_resnet32_has_the_parameter_count_of_cao_et_al(num_classes: int, params: int):
     # kaidic/LDAM-DRW resnet_cifar.py: ResNet-32, option A, linear head; the count CIFAR-LT papers quote.
-    model = Classifier(create_backbone("resnet32"), linear_head(64, num_classes))
+    model = Classifier(create_backbone("resnet32"), LinearHead(64, num_classes))
     assert sum(p.numel() for p in model.parameters()) == params
 
 
@@ -124,7 +118,7 @@ def test_cifar_shortcuts_are_parameter_free_subsampling_and_zero_padding():
 
 def test_backbone_features_and_swappable_head():
     backbone = create_backbone("resnet8", in_channels=1)
-    model = Classifier(backbone, linear_head(backbone.num_features, 10))
+    model = Classifier(backbone, LinearHead(backbone.num_features, 10))
     x = torch.randn(2, 1, 28, 28)
     assert model.forward_features(x).shape == (2, 64)
     assert model(x).shape == (2, 10)
@@ -161,7 +155,7 @@ def test_heads_round_trip_through_dicts():
 
 def test_frozen_backbone_trains_only_the_head():
     backbone = create_backbone("resnet8", in_channels=1)
-    model = Classifier(backbone, linear_head(backbone.num_features, 4)).freeze_backbone()
+    model = Classifier(backbone, LinearHead(backbone.num_features, 4)).freeze_backbone()
     model.train()
     assert not backbone.training and model.head.training
     assert all(not p.requires_grad for p in backbone.parameters())
@@ -193,7 +187,7 @@ def test_cosine_head_outputs_cosines():
 
 def test_keep_last_stage_trains_the_last_stage_only():
     backbone = create_backbone("resnet8", in_channels=1)
-    model = Classifier(backbone, linear_head(backbone.num_features, 4)).freeze_backbone(keep_last_stage=True)
+    model = Classifier(backbone, LinearHead(backbone.num_features, 4)).freeze_backbone(keep_last_stage=True)
     model.train()
     assert backbone.last_stage.training and not backbone.stem.training and not backbone.stages[0].training
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -211,7 +205,7 @@ def _sweep_argmax(features: torch.Tensor, weight: torch.Tensor, taus: list[float
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
 def test_tau_sweep_predictions_match_tau_sweep_with_ties(chunk_rows):
-    from longtail.models.heads import tau_sweep_predictions
+    from longtail.methods.tau_norm import tau_sweep_predictions
 
     # Small integers make every product exact, so both sides compute bit-identical scores and the
     # many exact ties (equal logits, equal norms) must be broken the same way: smallest class index.
@@ -229,7 +223,7 @@ def test_tau_sweep_predictions_match_tau_sweep_with_ties(chunk_rows):
 
 @pytest.mark.parametrize("chunk_rows", [5, 33, 200])
 def test_tau_sweep_predictions_equal_normalised_weights(chunk_rows):
-    from longtail.models.heads import tau_sweep_predictions
+    from longtail.methods.tau_norm import tau_sweep_predictions
 
     torch.manual_seed(1)
     # float64 keeps the two ways of rounding ((x·w)·||w||^-τ against x·(w/||w||^τ)) far below any score gap.
@@ -245,7 +239,7 @@ def test_tau_sweep_predictions_equal_normalised_weights(chunk_rows):
 
 
 def test_tau_sweep_predictions_zero_norm_class_wins_only_over_negative_logits():
-    from longtail.models.heads import tau_sweep_predictions
+    from longtail.methods.tau_norm import tau_sweep_predictions
 
     weight = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])  # class 1 has norm 0
     features = torch.tensor([[-1.0, -1.0], [3.0, -1.0], [0.0, 0.0]])
@@ -256,7 +250,7 @@ def test_tau_sweep_predictions_zero_norm_class_wins_only_over_negative_logits():
 
 
 def test_tau_sweep_predictions_edge_shapes():
-    from longtail.models.heads import tau_sweep_predictions
+    from longtail.methods.tau_norm import tau_sweep_predictions
 
     features, weight = torch.randn(4, 3), torch.randn(5, 3)
     assert tau_sweep_predictions(features, weight, []).shape == (0, 4)

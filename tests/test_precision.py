@@ -22,7 +22,7 @@ from longtail.engine.precision import autocast, make_grad_scaler
 from longtail.errors import ConfigError
 from longtail.pipeline import stage1, train
 from longtail.runs import read_metrics
-from longtail.stages.joint import train_joint
+from longtail.engine.stage1 import train_joint
 
 CPU = torch.device("cpu")
 

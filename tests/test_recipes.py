@@ -8,7 +8,8 @@ import torch
 from datagen import labels_for, write_cifar, write_images, write_list
 from longtail.config import load_config
 from longtail.data import create_dataset
-from longtail.stages.joint import build_model, eval_transform, train_transform
+from longtail.data.transforms import eval_transform, train_transform
+from longtail.models import create_model as build_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 RECIPES = {
@@ -81,7 +82,7 @@ def test_config_builds_its_pipeline_and_model(config_path: Path, tmp_path: Path,
     size = splits.train.image_shape[-1]
     images, labels = splits.train.__getitems__([0, 1])
     assert images.shape == (2, *splits.train.image_shape) and images.dtype == torch.uint8
-    x = train_transform(splits, config)(images)
+    x = train_transform(splits, config.data, seed=config.seed)(images)
     assert x.shape == images.shape and x.dtype == torch.float32
     test_images, _ = splits.split("test").__getitems__([0])
     assert eval_transform(splits)(test_images).shape == (1, *splits.train.image_shape)

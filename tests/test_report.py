@@ -16,8 +16,9 @@ from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.data.fashion_mnist import CLASS_NAMES
 from longtail.evaluation.calibration import reliability
-from longtail.models.heads import LWSHead, TauNormHead
-from longtail.models.ncm import NCMHead
+from longtail.methods.lws import LWSHead
+from longtail.methods.tau_norm import TauNormHead
+from longtail.methods.ncm import NCMHead
 from longtail.report import collect
 from longtail.report.collect import classifier_weight_norms
 from longtail.report.confusion import confusion_classes, confusion_matrix

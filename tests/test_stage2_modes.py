@@ -13,7 +13,7 @@ from longtail.engine.feature_cache import feature_path
 from longtail.errors import ConfigError
 from longtail.pipeline import decouple
 from longtail.runs import file_sha256
-from longtail.stages.auto import Candidate, pick_best
+from longtail.methods.auto import Candidate, pick_best
 
 NO_AUGMENTATION = ["data.hflip=false", "data.crop_padding=0"]
 

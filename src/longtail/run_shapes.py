@@ -138,9 +138,8 @@ def check_results(path: Path, results: Any, hint: str = "") -> dict[str, Any]:
             _check_methods(check, key, results[key])
     if "timing" in results:
         _check_timing(check, results["timing"])
-    for key in ("tau_curve", "logit_adjust_curve"):
-        if key in results:
-            _check_curve(check, key, results[key])
+    for key in [k for k in results if k.endswith("_curve")]:  # each method's validation sweep (MethodSpec.sweep)
+        _check_curve(check, key, results[key])
     if "auto" in results:
         _check_auto(check, results["auto"])
     for key in ("environment", "shot_thresholds", "shot_groups"):
