@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..data.dataset import ImageDataset, TensorPairDataset
 from ..samplers import epoch_generator, section_sampler
@@ -113,8 +114,11 @@ def train_head(
     device: torch.device,
     on_epoch: EpochStatsCallback | None = None,
     partial: PartialTraining | None = None,
+    criterion: nn.Module | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> nn.Module:
-    """Train the parameters of ``head`` that require grad on features: cross-entropy, SGD, per-step cosine to 0.
+    """Train the parameters of ``head`` that require grad on features: ``criterion`` (cross-entropy by default),
+    SGD, per-step cosine to 0; ``after_step()`` runs after every optimiser step (a MaxNorm projection).
 
     ``section`` gives ``epochs``, ``batch_size``, ``lr``, ``momentum`` and
     ``weight_decay`` (a :class:`~longtail.config.HeadTrainingConfig`). The head
@@ -154,5 +158,7 @@ def train_head(
         on_epoch=on_epoch,
         partial=partial,
         name="stage 2 head training",
+        criterion=F.cross_entropy if criterion is None else criterion.to(device),
+        after_step=after_step,
     )
     return head.eval()

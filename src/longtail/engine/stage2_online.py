@@ -17,9 +17,11 @@ Two questions need the backbone in the loop during stage 2:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..config import Config, HeadTrainingConfig
 from ..data.dataset import DatasetSplits
@@ -43,6 +45,8 @@ def retrain_on_images(
     device: torch.device,
     on_epoch: EpochStatsCallback | None = None,
     partial: PartialTraining | None = None,
+    criterion: nn.Module | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> Classifier:
     """A copy of the stage-1 ``model`` with ``head`` in place of its classifier, trained on augmented images.
 
@@ -57,6 +61,7 @@ def retrain_on_images(
             backbone's last stage too) or ``all`` (everything).
         on_epoch: called as ``on_epoch(epoch, {"loss", "acc", "lr"})`` after every epoch (1-based).
         partial: keeps the state after every epoch, so that a killed run continues exactly.
+        criterion: the loss (cross-entropy when None); ``after_step()`` runs after every optimiser step.
 
     Returns:
         The re-trained network in eval mode, backbone frozen again, with
@@ -96,6 +101,8 @@ def retrain_on_images(
         on_epoch=on_epoch,
         partial=partial,
         name="stage 2 training on images",
+        criterion=F.cross_entropy if criterion is None else criterion.to(device),
+        after_step=after_step,
     )
     tuned.fine_tuned = trainable
     return tuned.freeze_backbone().eval()

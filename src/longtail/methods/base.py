@@ -51,11 +51,21 @@ class HeadTrainer(Protocol):
     Where the training examples come from is the trainer's business: cached
     features (and augmented views), or images through the backbone
     (``decouple.features=online``, ``trainable`` other than ``classifier``).
-    ``method`` and ``lr_factor`` name the training (logs, resumable state).
+    ``method`` and ``lr_factor`` name the training (logs, resumable state);
+    ``criterion`` replaces cross-entropy, ``after_step()`` runs after every
+    optimiser step (e.g. a MaxNorm projection of the head's weights).
     """
 
     def __call__(
-        self, head: nn.Module, section: Any, *, method: str, lr_factor: float, trainable: str = "classifier"
+        self,
+        head: nn.Module,
+        section: Any,
+        *,
+        method: str,
+        lr_factor: float,
+        trainable: str = "classifier",
+        criterion: nn.Module | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> Fitted: ...
 
 
@@ -100,9 +110,29 @@ class FitContext:
             section.lr *= self.lr_factor
         return section
 
-    def train_head(self, head: nn.Module, section: Any, *, method: str, trainable: str = "classifier") -> Fitted:
-        """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used."""
-        fitted = self.trainer(head, section, method=method, lr_factor=self.lr_factor, trainable=trainable)
+    def train_head(
+        self,
+        head: nn.Module,
+        section: Any,
+        *,
+        method: str,
+        trainable: str = "classifier",
+        criterion: nn.Module | None = None,
+        after_step: Callable[[], None] | None = None,
+    ) -> Fitted:
+        """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used.
+
+        ``criterion``: the loss (cross-entropy when None); ``after_step()`` runs after every optimiser step.
+        """
+        fitted = self.trainer(
+            head,
+            section,
+            method=method,
+            lr_factor=self.lr_factor,
+            trainable=trainable,
+            criterion=criterion,
+            after_step=after_step,
+        )
         fitted.params.setdefault("lr", section.lr)
         return fitted
 
@@ -180,13 +210,29 @@ def train_on_features(
     """A :class:`HeadTrainer` on test-time training features (and ``views`` (K, N, d), if given), in memory."""
 
     def trainer(
-        head: nn.Module, section: Any, *, method: str, lr_factor: float, trainable: str = "classifier"
+        head: nn.Module,
+        section: Any,
+        *,
+        method: str,
+        lr_factor: float,
+        trainable: str = "classifier",
+        criterion: nn.Module | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> Fitted:
         if trainable != "classifier":
             raise ValueError(f"{method}: trainable={trainable!r} needs images; features are all there is here")
         train = features("train")
         train = Features(train.x, train.y, views)
-        head = train_head(head, train, section, sampling=config.decouple, seed=config.seed, device=device)
+        head = train_head(
+            head,
+            train,
+            section,
+            sampling=config.decouple,
+            seed=config.seed,
+            device=device,
+            criterion=criterion,
+            after_step=after_step,
+        )
         return Fitted(head, settings={"features": "cached", "views": 0 if views is None else len(views)})
 
     return trainer

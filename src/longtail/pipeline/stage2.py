@@ -16,7 +16,7 @@ import copy
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,15 @@ class RunTrainer:
         self.tensorboard = tensorboard
 
     def __call__(
-        self, head: nn.Module, section: Any, *, method: str, lr_factor: float, trainable: str = "classifier"
+        self,
+        head: nn.Module,
+        section: Any,
+        *,
+        method: str,
+        lr_factor: float,
+        trainable: str = "classifier",
+        criterion: nn.Module | None = None,
+        after_step: Callable[[], None] | None = None,
     ) -> Fitted:
         run, cfg = self.run, self.run.config.decouple
         tag = method if lr_factor == 1.0 else f"{method}_lr_x{lr_factor:g}"
@@ -122,8 +130,9 @@ class RunTrainer:
         settings = config_to_dict(run.config)["decouple"]
         key = {"checkpoint": run.checkpoint_sha256, "decouple": settings, "lr": section.lr, "seed": run.config.seed}
         resumable = PartialTraining(run.run_dir / CLASSIFIER_DIR / f"{tag}.partial", key)
+        loss = {"criterion": criterion, "after_step": after_step}
         if cfg.features == "online" or trainable != "classifier":
-            return self._on_images(head, section, trainable, on_epoch, resumable)
+            return self._on_images(head, section, trainable, on_epoch, resumable, loss)
         train = self.features("train")
         views = self.features.train_views() if cfg.views > 0 else None
         head = train_head(
@@ -135,11 +144,18 @@ class RunTrainer:
             device=run.device,
             on_epoch=on_epoch,
             partial=resumable,
+            **loss,
         )
         return Fitted(head, settings={"features": "cached", "views": cfg.views})
 
     def _on_images(
-        self, head: nn.Module, section: Any, trainable: str, on_epoch: Any, resumable: PartialTraining
+        self,
+        head: nn.Module,
+        section: Any,
+        trainable: str,
+        on_epoch: Any,
+        resumable: PartialTraining,
+        loss: dict[str, Any],
     ) -> Fitted:
         """The head trained with the backbone in the loop; the backbone is kept when training changed it."""
         run = self.run
@@ -153,6 +169,7 @@ class RunTrainer:
             device=run.device,
             on_epoch=on_epoch,
             partial=resumable,
+            **loss,
         )
         if trainable != "classifier":
             return Fitted(tuned.head, tuned.backbone, settings={"features": "online", "trainable": trainable})
