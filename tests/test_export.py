@@ -34,7 +34,7 @@ from longtail.models.classifier import Classifier
 from longtail.methods.logit_adjust import LogitAdjustedHead
 from longtail.methods.lws import LWSHead
 from longtail.methods.tau_norm import TauNormHead
-from longtail.models.heads import CosineHead
+from longtail.models.heads import CosineHead, LinearHead
 from longtail.methods.ncm import NCMClassifier
 from longtail.pipeline import load_fitted, load_run, run_features
 from longtail.runs import read_results
@@ -106,7 +106,7 @@ def _ncm_head(metric: str, features: torch.Tensor, labels: torch.Tensor) -> nn.M
 
 def _heads(features: torch.Tensor, labels: torch.Tensor) -> dict[str, nn.Module]:
     torch.manual_seed(0)
-    linear = nn.Linear(8, 4)
+    linear = LinearHead(8, 4)
     lws = LWSHead.from_linear(linear)
     with torch.no_grad():
         lws.scales.copy_(torch.tensor([0.5, 1.5, 2.0, 0.8]))
@@ -141,7 +141,7 @@ def test_a_folded_head_gives_the_heads_logits(kind: str):
     with torch.no_grad():
         _close(folded(features), head(features))
         _close(folded(features[:1]), head(features[:1]))  # cdist's direct (non-matmul) path for small inputs
-    assert folded.distance == (kind in ("ncm_cl2n", "ncm_l2"))
+    assert folded.squared_distance == (kind in ("ncm_cl2n", "ncm_l2"))
 
 
 def test_an_unknown_head_cannot_be_folded():

@@ -30,7 +30,7 @@ def test_tau_sweep_equals_normalised_weights():
 
 
 def test_tau_norm_head_drops_the_bias_and_is_frozen():
-    linear = nn.Linear(3, 2)
+    linear = LinearHead(3, 2)
     head = TauNormHead.from_linear(linear, 1.0)
     x = torch.randn(4, 3)
     assert torch.allclose(head(x), x @ tau_normalize(linear.weight, 1.0).T)
@@ -38,7 +38,7 @@ def test_tau_norm_head_drops_the_bias_and_is_frozen():
 
 
 def test_lws_scales_weight_and_bias_and_trains_only_scales():
-    linear = nn.Linear(3, 2)
+    linear = LinearHead(3, 2)
     head = LWSHead.from_linear(linear)
     x = torch.randn(4, 3)
     assert torch.allclose(head(x), linear(x))  # scales start at 1
@@ -58,7 +58,7 @@ def test_ncm_cl2n_by_hand():
     assert torch.allclose(ncm.centroids_[0], a)
     query = torch.tensor([[3.0, 0.5]])
     q = torch.nn.functional.normalize(query - ncm.mean_, dim=1)
-    assert torch.allclose(ncm.decision_function(query)[0, 0], -torch.linalg.norm(q[0] - a))
+    assert torch.allclose(ncm.decision_function(query)[0, 0], -torch.linalg.norm(q[0] - a).pow(2))  # squared, as official
     assert ncm.predict(torch.tensor([[5.0, 0.0], [0.0, 5.0]])).tolist() == [0, 1]
 
 
@@ -67,7 +67,7 @@ def test_ncm_metrics_differ_as_documented():
     labels = torch.tensor([0, 0, 1])
     l2 = NCMClassifier("l2").fit(features, labels)
     assert torch.allclose(l2.centroids_, torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
-    assert torch.allclose(l2.decision_function(torch.tensor([[2.0, 1.0]])), torch.tensor([[-1.0, -2.0]]))
+    assert torch.allclose(l2.decision_function(torch.tensor([[2.0, 1.0]])), torch.tensor([[-1.0, -4.0]]))
     cosine = NCMClassifier("cosine").fit(features, labels)
     scores = cosine.decision_function(features)
     assert scores.max() <= 1.0 + 1e-6 and scores.min() >= -1.0 - 1e-6
@@ -134,7 +134,7 @@ def test_unknown_backbone():
 
 def test_heads_round_trip_through_dicts():
     torch.manual_seed(0)
-    linear = nn.Linear(4, 3)
+    linear = LinearHead(4, 3)
     x = torch.randn(5, 4)
     lws = LWSHead.from_linear(linear)
     with torch.no_grad():
@@ -167,7 +167,7 @@ def test_frozen_backbone_trains_only_the_head():
 
 
 def test_logit_adjusted_head_subtracts_tau_log_prior():
-    linear = nn.Linear(3, 2)
+    linear = LinearHead(3, 2)
     prior = torch.tensor([0.9, 0.1]).log()
     head = LogitAdjustedHead(linear.weight, linear.bias, prior, tau=2.0)
     x = torch.randn(4, 3)

@@ -13,6 +13,7 @@ from longtail.engine.feature_cache import feature_path
 from longtail.errors import ConfigError
 from longtail.pipeline import decouple
 from longtail.runs import file_sha256
+from longtail.methods import Fitted
 from longtail.methods.auto import Candidate, pick_best
 
 NO_AUGMENTATION = ["data.hflip=false", "data.crop_padding=0"]
@@ -163,10 +164,12 @@ def test_auto_needs_cached_features(run: Path):
 
 
 def test_pick_best_reads_validation_only():
-    heads = torch.nn.Identity()
-    good_on_val = Candidate("crt", heads, {"lr": 0.2}, val={"macro": 80.0}, test={"macro": 10.0})
-    good_on_test = Candidate("lws", heads, {"lr": 0.2}, val={"macro": 79.0}, test={"macro": 99.0})
-    tie_later = Candidate("ncm", heads, val={"macro": 80.0}, test={"macro": 99.0})
+    lr = Fitted(torch.nn.Identity(), params={"lr": 0.2})
+    plain = Fitted(torch.nn.Identity())
+    good_on_val = Candidate("crt", lr, val={"macro": 80.0}, test={"macro": 10.0})
+    good_on_test = Candidate("lws", lr, val={"macro": 79.0}, test={"macro": 99.0})
+    tie_later = Candidate("ncm", plain, val={"macro": 80.0}, test={"macro": 99.0})
     assert pick_best([good_on_val, good_on_test, tie_later], "macro") is good_on_val
-    empty_group = Candidate("ncm", heads, val={"few": None})
+    assert good_on_val.label == "crt (lr=0.2)" and tie_later.label == "ncm"
+    empty_group = Candidate("ncm", plain, val={"few": None}, test={})
     assert pick_best([empty_group, good_on_val], "few") is empty_group  # all None: the first
