@@ -32,6 +32,7 @@ from .evaluation.table import format_table
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
 from .io import write_text_atomic
+from .runs import check_output_path
 from .methods import method_names
 from .demo import demo
 from .pipeline import decouple, evaluate, resume, train
@@ -138,6 +139,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
+    if args.md:
+        check_output_path(args.md, overwrite=args.overwrite, what="--md")
     rows = comparison_rows(args.run_dirs)
     print(format_comparison(rows))
     if args.md:
@@ -151,6 +154,8 @@ def _list_option(text: str) -> list[str]:
 
 
 def _cmd_grid(args: argparse.Namespace) -> None:
+    if args.doc:  # regenerated in place (its notes kept), so an existing one is fine; a run's files are not
+        check_output_path(args.doc, overwrite=True, what="--doc")
     start = time.perf_counter()
     grid = run_grid(
         args.out,
@@ -188,6 +193,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
     if not is_list:
         stats["val_source"] = info.get("val_source", "unknown")
     if args.plot:
+        check_output_path(args.plot, overwrite=args.overwrite, what="--plot")
         stats["plot"] = str(plot_class_sizes(counts, args.plot, title=source, many=many, few=few))
     if args.json:
         print(json.dumps(stats))
@@ -198,7 +204,9 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    result = export_run(args.run_dir, args.method, args.out, onnx=args.onnx, overrides=args.overrides)
+    result = export_run(
+        args.run_dir, args.method, args.out, onnx=args.onnx, overrides=args.overrides, overwrite=args.overwrite
+    )
     classifier = result.metadata["classifier"]
     what = f"auto (= {classifier['label']})" if args.method == "auto" else classifier["label"]
     print(f"exported {what} to {result.path}  ({result.path.stat().st_size / 1e6:.1f} MB)")
@@ -226,7 +234,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_illustrate(args: argparse.Namespace) -> None:
     from .report.illustration import write_illustration  # matplotlib is imported only by the commands that draw
 
-    print(f"illustration: {write_illustration(Path(args.out), seed=args.seed)}")
+    out = check_output_path(args.out, overwrite=args.overwrite, what="--out")
+    print(f"illustration: {write_illustration(out, seed=args.seed)}")
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
@@ -340,6 +349,7 @@ def _compare_parser(commands: Any, shared: argparse.Namespace) -> None:
     )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `longtail train`")
     p.add_argument("--md", metavar="FILE.md", help="also write the table as Markdown to FILE.md")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.md if it exists")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -416,6 +426,7 @@ def _illustrate_parser(commands: Any, shared: argparse.Namespace) -> None:
     )
     p.add_argument("--out", required=True, metavar="FILE", help="the figure to write: .png, .svg or .pdf")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the toy data and training (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.set_defaults(func=_cmd_illustrate)
 
 
@@ -462,6 +473,7 @@ def _data_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, after a YAML config")
     p.add_argument("--json", action="store_true", help="print only JSON on standard output")
     p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (PNG)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")
     p.add_argument("--split", choices=("train", "val", "test"), default="train", help="for a config (default: train)")
     p.add_argument("--many", type=int, metavar="N", help="many-shot: more than N images (default: eval.many, 100)")
     p.add_argument("--few", type=int, metavar="N", help="few-shot: fewer than N images (default: eval.few, 20)")
@@ -488,6 +500,7 @@ def _export_parser(commands: Any, shared: argparse.Namespace) -> None:
         help="the classifier to export (default: auto, the best on val of `longtail decouple --method auto`)",
     )
     p.add_argument("--out", metavar="MODEL", help="the file to write (default: RUN_DIR/export/METHOD.pt2)")
+    p.add_argument("--overwrite", action="store_true", help="replace MODEL (and MODEL.onnx) if it exists")
     p.add_argument(
         "--onnx", action="store_true", help="also write MODEL.onnx beside it (needs pip install 'longtail[export]')"
     )

@@ -23,6 +23,22 @@ class RunDirError(LongtailError):
     """A run directory that is missing, not a run, or does not match its config."""
 
 
+class RunInUseError(RunDirError):
+    """Another process holds the lock of a run directory (see :func:`longtail.runs.run_lock`)."""
+
+
+class OutputPathError(LongtailError):
+    """A user-named output path that would replace a run's own file, or an existing file without --overwrite."""
+
+
+class StorageError(LongtailError):
+    """A file that could not be written (full disk, quota, read-only file system, permissions).
+
+    The message names the file and says that the previous file, if any, was
+    left as it was.
+    """
+
+
 class TrainingError(LongtailError):
     """Training that cannot go on: the loss became NaN or infinite.
 

@@ -12,16 +12,22 @@ or copied:
                          train_counts, seed, shot groups, timing, versions
     classifiers/M.pt     the stage-2 classifier of method M and the checkpoint hash it was fit on
     features/*.pt        the stage-2 feature cache (see :mod:`longtail.engine.feature_cache`)
+    .longtail.lock       while a command holds the run: its lock, and who holds it (see :func:`run_lock`)
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import logging
+import os
 import platform
-import shutil
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +35,49 @@ import numpy as np
 import torch
 
 from .version import __version__
-from .errors import RunDirError
-from .io import read_json, save_torch_atomic, write_json_atomic, write_text_atomic
+from .errors import OutputPathError, RunDirError, RunInUseError, StorageError
+from .io import (
+    make_dirs,
+    os_error_reason,
+    pid_alive,
+    read_json,
+    remove_stale_temporaries,
+    remove_tree,
+    save_torch_atomic,
+    storage_error,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CLASSIFIER_DIR = "classifiers"
+LOCK_FILE = ".longtail.lock"
+# Every name a run writes at its top level; no command may write a user-named output over one of them.
+# (Kept here as plain names: feature_cache.FEATURE_DIR, tensorboard.TENSORBOARD_DIR, image_check.SKIPPED_FILE and
+# report.build's files import heavy modules; tests/test_run_integrity.py checks that the names agree.)
+RUN_OWN_NAMES = frozenset(
+    {
+        CONFIG_FILE,
+        CHECKPOINT_FILE,
+        METRICS_FILE,
+        RESULTS_FILE,
+        CLASSIFIER_DIR,
+        LOCK_FILE,
+        "features",
+        "tensorboard",
+        "skipped_images.txt",
+        "report.html",
+        "report.md",
+        "report_files",
+    }
+)
+# How long a results.json update waits for another command's short update before giving up.
+RESULTS_LOCK_WAIT_S = 10.0
 
 
 def is_run_dir(path: Path) -> bool:
@@ -56,8 +97,8 @@ def require_run_dir(path: str | Path) -> Path:
 
 
 def is_occupied(path: Path) -> bool:
-    """Whether ``path`` exists as anything but an empty directory."""
-    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+    """Whether ``path`` exists as anything but an empty directory (a lone lock file counts as empty)."""
+    return path.exists() and not (path.is_dir() and not any(p.name != LOCK_FILE for p in path.iterdir()))
 
 
 def check_replaceable(path: Path) -> None:
@@ -66,20 +107,30 @@ def check_replaceable(path: Path) -> None:
         raise RunDirError(f"{path}: exists and is not a run directory, refusing to replace it; choose another --out")
 
 
-def prepare_new_run_dir(path: Path, *, overwrite: bool) -> None:
-    """Make ``path`` an empty directory for a new run.
-
-    An occupied ``path`` is refused unless ``overwrite``; even then only a run
-    directory is replaced, never an arbitrary folder.
-    """
+def check_new_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Refuse ``path`` as the directory of a new run: occupied without ``overwrite``, or not a run directory."""
     if is_occupied(path):
         if not overwrite:
             raise RunDirError(
                 f"{path}: exists and is not empty; pass --overwrite to replace it, or choose another --out"
             )
         check_replaceable(path)
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_new_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Make ``path`` an empty directory for a new run.
+
+    An occupied ``path`` is refused unless ``overwrite``; even then only a run
+    directory is replaced, never an arbitrary folder. Its lock file is kept:
+    the caller may hold it (see :func:`run_lock`), and a new file would be
+    another lock.
+    """
+    check_new_run_dir(path, overwrite=overwrite)
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.name != LOCK_FILE:
+                remove_tree(child)
+    make_dirs(path)
 
 
 def file_sha256(path: Path) -> str:
@@ -147,10 +198,17 @@ def read_results(run_dir: Path) -> dict[str, Any]:
 
 
 def update_results(run_dir: Path, update: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Read ``results.json``, let ``update`` change it in place, write it back atomically."""
-    results = read_results(run_dir)
-    update(results)
-    write_json_atomic(run_dir / RESULTS_FILE, results)
+    """Read ``results.json``, let ``update`` change it in place, write it back atomically, under the run lock.
+
+    The lock makes the read-modify-write whole: two commands updating the
+    same run never lose each other's entries. It is the command's own lock
+    when it holds one (:func:`run_lock` is re-entrant), else taken for the
+    update, waiting up to :data:`RESULTS_LOCK_WAIT_S` for another update.
+    """
+    with run_lock(run_dir, wait=RESULTS_LOCK_WAIT_S):
+        results = read_results(run_dir)
+        update(results)
+        write_json_atomic(run_dir / RESULTS_FILE, results)
     return results
 
 
@@ -180,3 +238,251 @@ def saved_methods(run_dir: Path) -> list[str]:
     """Stage-2 methods with a saved classifier, sorted."""
     folder = run_dir / CLASSIFIER_DIR
     return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+
+
+# --- The run lock -------------------------------------------------------------------------------------------
+# An flock on RUN/.longtail.lock: the kernel drops it when the holder exits in any way (SIGKILL included), so a
+# lock is never stale. A second command fails at once rather than waiting: a waiting `decouple` would silently
+# run on what the first one left, and a failure tells the user what is going on. The last holder removes the
+# file, so a run at rest holds only its own files; whoever locks a file that was removed meanwhile (its inode
+# is no longer the path's) locks the new one instead.
+
+# Locks this process holds: real path of the run directory -> (lock fd, exclusive).
+_HELD: dict[str, tuple[int, bool]] = {}
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (DataLoader workers), drop the copies of the lock fds.
+
+    The parent keeps its locks; without this a worker that outlives a
+    SIGKILLed parent for a few seconds would keep the run locked.
+    """
+    for fd, _ in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock file ``path``, as "PID n (longtail decouple)", from what the holder wrote into it."""
+    for _ in range(5):  # the holder writes its record just after taking the lock: give it a moment
+        try:
+            record = json.loads(path.read_text())
+            if pid_alive(int(record["pid"])):  # else a killed holder's record, the live one could not write its own
+                return f"PID {int(record['pid'])} ({record['command']})"
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.02)
+    return "another longtail process"
+
+
+def _recorded_pid(fd: int) -> int | None:
+    """The PID recorded in the lock file, if any."""
+    try:
+        return int(json.loads(os.pread(fd, 4096, 0))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record_holder(fd: int, command: str, *, exclusive: bool) -> None:
+    """Write who holds the lock into the lock file; best effort (a full disk or a read-only fd skips it).
+
+    A reader keeps the record of another live reader: the message then names one that is still there.
+    """
+    if not exclusive:
+        pid = _recorded_pid(fd)
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
+            return
+    record = json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}).encode()
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+
+
+def _read_only_error(run_dir: Path, error: OSError, command: str) -> StorageError:
+    if error.errno == errno.EROFS:
+        where = "is on a read-only file system"
+    else:
+        where = f"cannot be written ({os_error_reason(error)})"
+    return StorageError(
+        f"{run_dir}: the run directory {where}; `{command}` writes into it (copy the run somewhere writable)"
+    )
+
+
+def _open_lock_file(run_dir: Path, *, exclusive: bool, command: str) -> int | None:
+    """The fd of ``run_dir``'s lock file, created if absent; None for a reader of a directory nobody can write."""
+    path = run_dir / LOCK_FILE
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: run directory not found")
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise storage_error(path, error, existed=path.exists()) from error
+        if exclusive:
+            raise _read_only_error(run_dir, error, command) from error
+        try:  # a reader locks an existing lock file read-only, so that writers still see it
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # no lock file and none can be made: no process can write this directory either
+
+
+def _flock(fd: int, run_dir: Path, *, exclusive: bool, deadline: float) -> bool:
+    """flock ``fd``, retrying until ``deadline`` (monotonic); False where the file system has no locks."""
+    while True:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _holder(run_dir / LOCK_FILE)
+                raise RunInUseError(f"{run_dir}: run directory is in use by {holder}; wait for it to finish") from None
+            time.sleep(0.05)
+        except OSError as error:  # ENOLCK, EOPNOTSUPP: some network file systems cannot lock
+            log.warning("%s: cannot lock the run directory (%s); going on without", run_dir, os_error_reason(error))
+            return False
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (the last holder removes it on release)."""
+    try:
+        opened, current = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
+
+
+def _lock(run_dir: Path, command: str, *, exclusive: bool, wait: float) -> int | None:
+    """Open and flock ``run_dir``'s lock file; the fd, or None where no lock can be had (read-only, for a reader)."""
+    deadline = time.monotonic() + wait
+    while True:
+        fd = _open_lock_file(run_dir, exclusive=exclusive, command=command)
+        if fd is None:
+            return None
+        try:
+            locked = _flock(fd, run_dir, exclusive=exclusive, deadline=deadline)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not locked or _is_current(fd, run_dir / LOCK_FILE):
+            if locked:
+                _record_holder(fd, command, exclusive=exclusive)
+            return fd
+        os.close(fd)  # its holder removed it as we locked it: lock the file now at the path
+
+
+def _alone(fd: int) -> bool:
+    """Whether a reader holds the lock alone (it can take it exclusive without waiting)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _release(fd: int, path: Path, *, exclusive: bool) -> None:
+    """Unlock; the last holder (exclusive, or a reader alone) removes the lock file first."""
+    try:
+        if (exclusive or _alone(fd)) and _is_current(fd, path):
+            path.unlink()
+    except OSError:
+        pass  # a read-only directory keeps its lock file; the next holder reuses it
+    finally:
+        os.close(fd)  # closing the last fd of the lock file releases the flock
+
+
+@contextlib.contextmanager
+def run_lock(
+    run_dir: str | Path, command: str = "longtail", *, exclusive: bool = True, wait: float = 0.0
+) -> Iterator[None]:
+    """Hold the lock of run directory ``run_dir`` for the block.
+
+    A command that changes the run takes it ``exclusive`` for its whole run;
+    one that only reads it may take it shared (``exclusive=False``): readers
+    coexist, a writer excludes everyone. A command that finds the lock taken
+    fails at once with :class:`RunInUseError` "RUN: run directory is in use by
+    PID n (longtail decouple); wait for it to finish", or after ``wait``
+    seconds of retrying. Re-entrant within one process (a shared lock cannot
+    become exclusive). Taking it exclusive also removes the temporary files
+    that killed writers left in the run.
+
+    Args:
+        run_dir: an existing directory.
+        command: what this process is, for the message another one gets ("longtail decouple").
+
+    Raises:
+        StorageError: exclusive on a directory that cannot be written (read-only file system, permissions).
+        RunInUseError: another process holds the lock.
+    """
+    run_dir = Path(run_dir)
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        if exclusive and not _HELD[key][1]:
+            raise RuntimeError(f"{run_dir}: a shared run lock cannot become exclusive; take it exclusive first")
+        yield
+        return
+    fd = _lock(run_dir, command, exclusive=exclusive, wait=wait)
+    if fd is None:
+        yield
+        return
+    try:
+        _HELD[key] = (fd, exclusive)
+        if exclusive:
+            for path in remove_stale_temporaries(run_dir):
+                log.info("%s: removed a temporary file left by an interrupted write", path)
+        yield
+    finally:
+        _HELD.pop(key, None)
+        _release(fd, run_dir / LOCK_FILE, exclusive=exclusive)
+
+
+# --- Output paths -------------------------------------------------------------------------------------------
+
+
+def owning_run(path: Path) -> Path | None:
+    """The run directory ``path`` is, or lies inside, if any (a folder with config.yaml and checkpoint.pt)."""
+    for folder in (path, *path.parents):
+        if is_run_dir(folder):
+            return folder
+    return None
+
+
+def check_output_path(path: str | Path, *, overwrite: bool, what: str = "--out") -> Path:
+    """Refuse a user-named output ``path`` that would replace a run's own file, or an existing file.
+
+    ``path`` (symlinks followed) may not be a run directory, nor one of its
+    files or folders (:data:`RUN_OWN_NAMES`: config.yaml, checkpoint.pt,
+    classifiers/, ...); elsewhere in a run (``RUN/export/``) is fine. An
+    existing file is refused unless ``overwrite``, an existing directory
+    always: the rule of ``train --out``.
+
+    Args:
+        path: the output path a user gave.
+        overwrite: whether the command was given ``--overwrite``.
+        what: the option that named it, for the message ("--out", "--md", "--plot").
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        OutputPathError: with one line naming ``path`` and the rule.
+    """
+    path = Path(path)
+    target = path.resolve()
+    run = owning_run(target)
+    if run == target:
+        raise OutputPathError(f"{path}: is a run directory, not a file; choose another {what}")
+    if run is not None:
+        own = target.relative_to(run).parts[0]
+        if own in RUN_OWN_NAMES:
+            raise OutputPathError(
+                f"{path}: belongs to run {run} (its {own}); refusing to replace it, choose another {what}"
+            )
+    if target.is_dir():
+        raise OutputPathError(f"{path}: is a directory; {what} expects a file name")
+    if (target.exists() or path.is_symlink()) and not overwrite:
+        raise OutputPathError(f"{path}: exists; pass --overwrite to replace it, or choose another {what}")
+    return path

@@ -32,10 +32,11 @@ class ScalarLog:
     def __init__(self, run_dir: str | Path, *, enabled: bool = True) -> None:
         self._writer = None
         if enabled:
-            # Imported here: it loads the tensorboard package, which only logging needs.
-            from torch.utils.tensorboard import SummaryWriter
+            # Imported here: it loads the tensorboard package, which only logging needs. Guarded: a full disk
+            # is one line in the main thread, not a traceback from the writer's thread.
+            from .tensorboard_guard import GuardedSummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR))
+            self._writer = GuardedSummaryWriter(Path(run_dir) / TENSORBOARD_DIR)
 
     def scalars(self, values: Mapping[str, Any], step: int, *, prefix: str = "") -> None:
         """Add ``prefix + name`` = value at ``step`` for every numeric value (None and non-numbers are skipped)."""

@@ -17,7 +17,7 @@ from ..data.image_transforms import CenterCrop
 from ..data.transforms import eval_transform
 from ..methods import Fitted, method_names
 from ..pipeline import LoadedRun, load_fitted, load_run
-from ..runs import read_results
+from ..runs import check_output_path, read_results, require_run_dir, run_lock
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
 from .errors import ExportError
 from .fold import fold_head
@@ -113,6 +113,7 @@ def export_run(
     *,
     onnx: bool = False,
     overrides: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export ``method``'s classifier of a run, folded onto its backbone, to ``out`` (and ``out.onnx``).
 
@@ -122,21 +123,33 @@ def export_run(
     and the validation images the export is checked on. ``run_dir`` may be a
     run already loaded by :func:`~longtail.pipeline.load_run` (``overrides``
     are then ignored), to export several methods without reading it again.
+    A user-named ``out`` (and its ``.onnx``) may not be one of a run's own files,
+    nor an existing file unless ``overwrite`` (the default path is ours to replace).
 
     Raises:
         ExportError: an unknown method, one the run has not fit, or the ONNX packages missing.
+        OutputPathError: ``out`` is refused (see :func:`~longtail.runs.check_output_path`).
     """
     if method not in export_methods():
         raise ExportError(f"--method {method!r}: expected one of {', '.join(export_methods())}")
-    where = run_dir.run_dir if isinstance(run_dir, LoadedRun) else Path(run_dir)
+    where = run_dir.run_dir if isinstance(run_dir, LoadedRun) else require_run_dir(run_dir)
     path = Path(out) if out is not None else default_out(where, method)
     if not path.suffix:
         path = path.with_suffix(SUFFIX)
     if path.suffix == ".onnx":
         raise ExportError(f"--out {path}: expected the .pt2 file's name; the ONNX file goes beside it (--onnx)")
+    for target in [path, *([path.with_suffix(".onnx")] if onnx else [])]:
+        check_output_path(target, overwrite=overwrite or out is None, what="--out")
     if onnx:
         require_onnx()  # before the work, not after
-    run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
+    inside = path.resolve().is_relative_to(where.resolve())  # writing into the run: nobody else may meanwhile
+    with run_lock(where, "longtail export", exclusive=inside):
+        run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
+        return _export(run, method, path, onnx)
+
+
+def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult:
+    """:func:`export_run` of a loaded run, under its lock."""
     fitted = load_fitted(run)
     if method not in fitted:
         raise ExportError(

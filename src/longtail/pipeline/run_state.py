@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config, load_config, parse_override
+from ..config import Config, config_to_dict, load_config, parse_override
 from ..data.dataset import DatasetSplits
 from ..data.image_check import skipped_images_record
 from ..data.registry import create_dataset
@@ -110,6 +111,47 @@ def _check_run_time_overrides(overrides: Sequence[str]) -> None:
             )
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A config value as an override would write it, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_stage1_config(
+    run_dir: Path, saved: dict[str, Any] | None, config: Config, *, skip: Sequence[str] = ()
+) -> None:
+    """Refuse a ``config.yaml`` whose stage-1 keys differ from the config stored in the checkpoint.
+
+    Stage-1 keys are all but :data:`RUN_TIME_KEYS` (the rule of command-line
+    overrides). A key missing on either side (a longtail version with other
+    keys) is not compared; nor are the keys in ``skip``.
+
+    Raises:
+        RunDirError: "RUN/config.yaml: train.lr=0.2 differs from the checkpoint's 0.1; ...", first key in order.
+    """
+    if not isinstance(saved, dict):
+        return  # a checkpoint of an older longtail without its config: the backbone and data checks remain
+    trained, current = _flatten(saved), _flatten(config_to_dict(config))
+    for key, value in current.items():
+        if key.startswith(RUN_TIME_KEYS) or key in skip or key not in trained or trained[key] == value:
+            continue
+        raise RunDirError(
+            f"{run_dir / CONFIG_FILE}: {key}={_shown(value)} differs from the checkpoint's {_shown(trained[key])}; "
+            "stage-1 keys cannot change after training (start a new run to change them)"
+        )
+
+
 def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     """Read a stage-1 run: config (with run-time ``overrides``), data, and the trained model.
 
@@ -130,6 +172,8 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
             f"{run_dir}: checkpoint.pt holds a {trained_with!r} backbone "
             f"but config.yaml says model.backbone={config.model.backbone!r}"
         )
+    # train.epochs is judged below: an edit upwards reads as "did not finish", downwards as an edited key.
+    check_stage1_config(run_dir, checkpoint.get("config"), config, skip=("train.epochs",))
     splits = create_dataset(config.data)
     if checkpoint.get("train_counts") != splits.train_counts:
         raise RunDirError(
@@ -137,6 +181,8 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
             f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
         )
     done, planned = checkpoint.get("epoch"), config.train.epochs
+    if isinstance(done, int) and done > planned:
+        check_stage1_config(run_dir, checkpoint.get("config"), config)
     if done != planned:
         raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
     head = joint_head_kind(config.train.loss)

@@ -3,6 +3,7 @@ or every process under torchrun."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,24 +18,26 @@ from ..engine.device import resolve_device
 from ..engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
 from ..engine.precision import make_grad_scaler
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
-from ..errors import ConfigError, RunDirError
-from ..io import write_json_atomic
+from ..errors import ConfigError, RunDirError, StorageError
+from ..io import make_dirs, write_json_atomic
 from ..models.backbones import BACKBONES
 from ..runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     RESULTS_FILE,
+    check_new_run_dir,
     environment,
     load_checkpoint,
     prepare_new_run_dir,
     read_results,
+    run_lock,
     save_checkpoint,
     write_metrics,
 )
 from ..engine.stage1 import check_train_setup, train_joint
 from ..methods import Fitted
 from ..samplers import section_sampler
-from .run_state import SPLITS, results_header, score_fitted, split_features
+from .run_state import SPLITS, check_stage1_config, results_header, score_fitted, split_features
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,11 @@ def train(config: Config, out: str | Path, *, overwrite: bool = False, progress:
     """
     out = Path(out)
 
-    def new_run_dir() -> None:
-        prepare_new_run_dir(out, overwrite=overwrite)
+    def new_run_dir(held: contextlib.ExitStack) -> None:
+        check_new_run_dir(out, overwrite=overwrite)  # before a lock file lands in a folder that is not ours
+        make_dirs(out)
+        held.enter_context(run_lock(out, "longtail train"))
+        prepare_new_run_dir(out, overwrite=overwrite)  # again under the lock: another train may have filled it
         save_config(config, out / CONFIG_FILE)
 
     return _stage1(config, out, new_run_dir, progress=progress)
@@ -72,11 +78,14 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     checkpoint holds the model, optimiser, scheduler, grad scaler, sampler
     epoch, every random generator and the metrics so far). A run killed before
     its first checkpoint starts again from scratch in place; a finished run is
-    left alone (logged) and its results returned. Under torchrun, resume with
-    as many processes as wrote the checkpoint.
+    left alone (logged) and its results returned; "finished" means a
+    checkpoint that loads, of the last epoch, beside a results.json. Under
+    torchrun, resume with as many processes as wrote the checkpoint. The run
+    is locked while it trains (:func:`~longtail.runs.run_lock`).
 
     Raises:
-        RunDirError: ``run_dir`` is not a run, or its checkpoint was written for another config.
+        RunDirError: ``run_dir`` is not a run, its checkpoint is unreadable or was written for another config,
+            or another command holds the run (:class:`~longtail.errors.RunInUseError`).
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -86,31 +95,55 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     except ConfigError as error:
         raise RunDirError(f"{run_dir / CONFIG_FILE}: {error}") from None
     results = read_results(run_dir)
-    if "methods" in results:
+    if "methods" in results and _finished(run_dir, config):
         log.info("%s: stage 1 already finished (%d epochs); nothing to resume", run_dir, config.train.epochs)
         return results
 
-    def read_checkpoint() -> dict[str, Any] | None:
+    def read_checkpoint(held: contextlib.ExitStack) -> dict[str, Any] | None:
+        held.enter_context(run_lock(run_dir, "longtail train --resume"))
         if not (run_dir / CHECKPOINT_FILE).is_file():
             log.info("%s: no checkpoint yet; starting stage 1 again from epoch 1", run_dir)
             return None
-        checkpoint = load_checkpoint(run_dir)
-        if checkpoint.get("config") != config_to_dict(config):
-            raise RunDirError(f"{run_dir}: checkpoint.pt was written for another config than {CONFIG_FILE}")
-        if "generators" not in checkpoint:
-            raise RunDirError(f"{run_dir / CHECKPOINT_FILE}: written by an older longtail without resume state")
+        checkpoint = _resumable_checkpoint(run_dir, config)
         log.info("%s: resuming stage 1 after epoch %d of %d", run_dir, checkpoint["epoch"], config.train.epochs)
         return checkpoint
 
     return _stage1(config, run_dir, read_checkpoint, progress=progress)
 
 
+def _resumable_checkpoint(run_dir: Path, config: Config) -> dict[str, Any]:
+    """``checkpoint.pt`` of ``run_dir``, refused when unreadable, of another config or without resume state."""
+    checkpoint = load_checkpoint(run_dir)
+    saved = checkpoint.get("config")
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{run_dir / CHECKPOINT_FILE}: holds no stage-1 config (an older longtail); cannot resume")
+    check_stage1_config(run_dir, saved, config)  # names the first stage-1 key edited in config.yaml
+    if "generators" not in checkpoint:
+        raise RunDirError(f"{run_dir / CHECKPOINT_FILE}: written by an older longtail without resume state")
+    return checkpoint
+
+
+def _finished(run_dir: Path, config: Config) -> bool:
+    """Whether stage 1 of ``run_dir`` is done: its checkpoint loads, matches config.yaml and is of the last epoch.
+
+    A results.json alone proves nothing: a damaged or older checkpoint.pt beside it is reported (RunDirError).
+    """
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        return False
+    return _resumable_checkpoint(run_dir, config).get("epoch") == config.train.epochs
+
+
 def _stage1(
-    config: Config, out: Path, open_run_dir: Callable[[], dict[str, Any] | None], *, progress: bool
+    config: Config,
+    out: Path,
+    open_run_dir: Callable[[contextlib.ExitStack], dict[str, Any] | None],
+    *,
+    progress: bool,
 ) -> dict[str, Any]:
-    """Train into ``out``: ``open_run_dir()`` (rank 0 only, after the inputs are checked) prepares the
-    directory and returns the checkpoint to continue from, or None to start afresh."""
-    with process_group(resolve_device(config.device)) as device:
+    """Train into ``out``: ``open_run_dir(held)`` (rank 0 only, after the inputs are checked) locks and prepares
+    the directory, the lock entered into ``held`` (held until the results are written), and returns the
+    checkpoint to continue from, or None to start afresh."""
+    with process_group(resolve_device(config.device)) as device, contextlib.ExitStack() as held:
 
         def check_inputs() -> DatasetSplits:
             check_train_setup(config, device, world_size())
@@ -130,7 +163,7 @@ def _stage1(
 
         splits = agree(check_inputs)  # bad config or data fails here, on every rank, before anything is written
         # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
-        checkpoint = broadcast_object(agree(lambda: open_run_dir() if is_main() else None))
+        checkpoint = broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
         if is_main():
             write_skipped_images(out, splits.info)  # images data.skip_bad left out, if any
         tensorboard = ScalarLog(out, enabled=is_main())
@@ -149,7 +182,12 @@ def _stage1(
                 "config": config_to_dict(config),
                 "train_seconds": seconds_before + time.perf_counter() - start,
             }
-            save_checkpoint(out, checkpoint)
+            try:
+                save_checkpoint(out, checkpoint)
+            except StorageError as error:  # the last checkpoint is intact: say how to go on from it
+                kept = record["epoch"] - 1
+                then = f"continues after epoch {kept}" if kept else "starts it again"
+                raise StorageError(f"{error}; free some space, then `longtail train --resume {out}` {then}") from error
 
         model, _ = train_joint(
             config,

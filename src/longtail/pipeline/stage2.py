@@ -34,7 +34,7 @@ from ..errors import ConfigError, RunDirError
 from ..io import save_torch_atomic
 from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of
 from ..models.serialize import head_from_dict, head_to_dict
-from ..runs import CLASSIFIER_DIR, classifier_path, saved_methods, update_results
+from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
 from .run_state import SPLITS, LoadedRun, load_run, results_header, score_fitted, split_features
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,12 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
         The updated results dict.
     """
     names = expand_methods(methods)
-    run = load_run(run_dir, overrides)
+    with run_lock(require_run_dir(run_dir), "longtail decouple"):
+        return _decouple(load_run(run_dir, overrides), names, methods)
+
+
+def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str]) -> dict[str, Any]:
+    """:func:`decouple` on a loaded run, under its lock."""
     names = _applicable(run, names, asked_all=any(m == "all" or spec_of(m).chooses_among_others for m in methods))
     features = RunFeatures(run)
     seconds: dict[str, float] = {}
@@ -340,5 +345,6 @@ def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] 
     """Re-score the joint classifier and every saved stage-2 classifier on ``split``; refresh results.json."""
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected val or test")
-    run = load_run(run_dir, overrides)
-    return _refresh_scores(run, RunFeatures(run), load_fitted(run), splits=(split,))
+    with run_lock(require_run_dir(run_dir), "longtail eval"):
+        run = load_run(run_dir, overrides)
+        return _refresh_scores(run, RunFeatures(run), load_fitted(run), splits=(split,))

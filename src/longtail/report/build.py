@@ -24,6 +24,7 @@ from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
 from ..methods import display_order
 from ..io import write_binary_atomic, write_text_atomic
+from ..runs import require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
 from .confusion import RAREST_SHOWN, confusion_classes, confusion_matrix
 from .figures import (
@@ -482,7 +483,12 @@ def write_report(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str
     Raises:
         RunDirError: when ``run_dir`` is not a finished run (see :func:`~longtail.pipeline.load_run`).
     """
-    data = collect(run_dir, overrides)
+    with run_lock(require_run_dir(run_dir), "longtail report"):
+        return _write_report(collect(run_dir, overrides))
+
+
+def _write_report(data: ReportData) -> dict[str, Path]:
+    """:func:`write_report` of collected ``data``, under the run's lock."""
     remove_stale_staging(data.run_dir)
     staging = _staging_dir(data.run_dir)
     try:
