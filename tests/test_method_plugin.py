@@ -84,5 +84,6 @@ def test_decouple_report_and_export_take_it(registered, tiny_run: Path, tmp_path
     assert "Debiased" in (run / "report.md").read_text()
     # export folds it (a linear head) and checks itself against the pipeline
     assert main(["export", str(run), "--method", "debias", "--out", str(tmp_path / "debias.pt2")]) == 0
-    assert "debias (strength=0.5)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exported debias (strength=1)" in out, out  # `--method all` refitted it at its default
     assert METHODS["debias"] is registered

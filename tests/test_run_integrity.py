@@ -172,12 +172,12 @@ from pathlib import Path
 from longtail.runs import update_results
 run, tag, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for i in range(count):
-    update_results(run, lambda results, key=f"{tag}{i}": results.setdefault("methods", {}).update({key: i}))
+    update_results(run, lambda results, key=f"{tag}{i}": results.setdefault("methods", {}).update({key: {"all": i}}))
 """
 
 
 def test_concurrent_results_updates_lose_nothing(tmp_path: Path):
-    write_text_atomic(tmp_path / "results.json", json.dumps({"methods": {"joint": 0}}))
+    write_text_atomic(tmp_path / "results.json", json.dumps({"methods": {"joint": {"all": 0}}}))
     processes = [
         subprocess.Popen([sys.executable, "-c", UPDATER, str(tmp_path), tag, "40"], env=ENV) for tag in ("a", "b")
     ]
