@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import tiny_overrides
+from conftest import copy_run, tiny_overrides
 from longtail.cli import main
 from longtail.data.dataset import DatasetSplits
 from longtail.data.image_files import ImageFileDataset, PathTable
@@ -50,12 +50,9 @@ def _close(got: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny run with every stage-2 classifier and ``auto`` (one lr factor, to stay quick)."""
-    run = tmp_path_factory.mktemp("export") / "run"
-    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 0
-    assert main(["decouple", str(run), "--method", "auto", "decouple.auto_lr_factors=[1]"]) == 0
-    return run
+def run_dir(tiny_decoupled_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared tiny run with every stage-2 classifier and ``auto`` (exports are written into it)."""
+    return copy_run(tiny_decoupled_run, tmp_path_factory.mktemp("export") / "run")
 
 
 @pytest.fixture(scope="module")

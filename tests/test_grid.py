@@ -50,6 +50,7 @@ def test_stage1_trains_with_the_new_samplers(sampler: str, tiny_fmnist: Path, tm
     assert results["methods"]["joint"]["all"] > 10.0
 
 
+@pytest.mark.slow  # six trainings and their decoupling: ~50 s
 def test_grid_miniature(tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     doc = tmp_path / "grid.md"
     doc.write_text(f"old\n{NOTES_MARKER}\nmy notes stay\n")

@@ -14,7 +14,7 @@ import torch
 from longtail.models.heads import LinearHead
 from torch import nn
 
-from conftest import tiny_overrides
+from conftest import copy_run, tiny_overrides
 from longtail.cli import main
 from longtail.data.fashion_mnist import CLASS_NAMES
 from longtail.evaluation.calibration import reliability
@@ -41,13 +41,11 @@ DATA_URI = "data:image/png;base64,"
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny run with every stage-2 method, and a copy of it taken after stage 1 alone; both reported."""
+def runs(tiny_run: Path, tiny_decoupled_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of the shared tiny run with every stage-2 method and ``auto``, and of it after stage 1 alone;
+    both reported."""
     base = tmp_path_factory.mktemp("report_runs")
-    full, stage1 = base / "full", base / "stage1"
-    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(full), "--no-progress"]) == 0
-    shutil.copytree(full, stage1)
-    assert main(["decouple", str(full), "--method", "all"]) == 0
+    full, stage1 = copy_run(tiny_decoupled_run, base / "full"), copy_run(tiny_run, base / "stage1")
     for run in (full, stage1):
         assert main(["report", str(run)]) == 0
     return {"full": full, "stage1": stage1}
@@ -113,7 +111,7 @@ def test_the_report_scores_match_results_json_and_carry_config_and_timing(runs):
     run = runs["full"]
     results = json.loads((run / "results.json").read_text())
     data = collect(run)
-    assert list(data.outputs) == ["joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"]
+    assert list(data.outputs) == ["joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "auto"]
     for method, out in data.outputs.items():
         for key in ("many", "medium", "few", "all", "macro"):
             expected = results["methods"][method][key]

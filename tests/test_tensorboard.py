@@ -12,11 +12,9 @@ from longtail.engine.tensorboard import TENSORBOARD_DIR, ScalarLog
 
 
 @pytest.fixture(scope="module")
-def run(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "tb"
-    assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 0
-    assert main(["decouple", str(run), "--method", "all"]) == 0
-    return run
+def run(tiny_decoupled_run: Path) -> Path:
+    """The shared tiny run after `decouple --method auto` (read only)."""
+    return tiny_decoupled_run
 
 
 def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:

@@ -133,6 +133,24 @@ def _finished(run_dir: Path, config: Config) -> bool:
     return _resumable_checkpoint(run_dir, config).get("epoch") == config.train.epochs
 
 
+def _checked_inputs(config: Config, device: Any) -> DatasetSplits:
+    """The data of ``config``, after every check that can fail before training: device and precision, the
+    backbone's name, the readers, and the sampler (which refuses a class-balanced law with an empty class)."""
+    check_train_setup(config, device, world_size())
+    BACKBONES.get(config.model.backbone)
+    splits = create_dataset(config.data)
+    section_sampler(
+        splits.train.labels,
+        config.train,
+        epochs=config.train.epochs,
+        seed=config.seed,
+        num_replicas=1,
+        rank=0,
+        num_classes=splits.num_classes,
+    )
+    return splits
+
+
 def _stage1(
     config: Config,
     out: Path,
@@ -144,24 +162,8 @@ def _stage1(
     the directory, the lock entered into ``held`` (held until the results are written), and returns the
     checkpoint to continue from, or None to start afresh."""
     with process_group(resolve_device(config.device)) as device, contextlib.ExitStack() as held:
-
-        def check_inputs() -> DatasetSplits:
-            check_train_setup(config, device, world_size())
-            BACKBONES.get(config.model.backbone)
-            splits = create_dataset(config.data)
-            # The sampler refuses a class-balanced law with an empty class: better now than after the set-up.
-            section_sampler(
-                splits.train.labels,
-                config.train,
-                epochs=config.train.epochs,
-                seed=config.seed,
-                num_replicas=1,
-                rank=0,
-                num_classes=splits.num_classes,
-            )
-            return splits
-
-        splits = agree(check_inputs)  # bad config or data fails here, on every rank, before anything is written
+        # Bad config or data fails here, on every rank, before anything is written.
+        splits = agree(lambda: _checked_inputs(config, device))
         # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
         checkpoint = broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
         if is_main():
