@@ -134,11 +134,6 @@ def to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB Pillow image -> (3, H, W) uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(to_array(image)))
-
-
 @dataclass(frozen=True)
 class CenterCrop:
     """Test-time transform: shorter side to ``resize``, centre crop ``size`` x ``size``."""

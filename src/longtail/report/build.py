@@ -22,7 +22,7 @@ import numpy as np
 from ..evaluation.calibration import DEFAULT_BINS, reliability
 from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
-from ..methods import display_order
+from ..methods import METHODS, display_order
 from ..io import write_binary_atomic, write_text_atomic
 from ..runs import require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
@@ -44,8 +44,12 @@ HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 FILES_DIR = "report_files"  # the PNGs that report.md links
 _STAGING_PREFIX = ".report."  # + PID + random + ".tmp": the folder a report is built in before it is moved into place
-# "auto" is a copy of another method's classifier: drawn again it would hide that method's line.
-NOT_IN_FIGURES = ("auto",)
+
+
+def _in_figures(method: str) -> bool:
+    """Whether a method gets its own line or bar: not ``auto``, a copy of another method's classifier, which
+    drawn again would hide that method's line."""
+    return not (method in METHODS and METHODS[method].chooses_among_others)
 
 
 def _decouple_hint(data: ReportData, method: str) -> str:
@@ -57,9 +61,11 @@ def _norm_figure(data: ReportData) -> FigureBlock:
     if not data.weight_norms:
         block.missing = "the joint classifier of this run is not linear, and no cRT / τ-norm / LWS classifier was fit"
         return block
-    labels = {}
-    if "tau_norm" in data.outputs and "tau" in data.outputs["tau_norm"].summary:
-        labels["tau_norm"] = f"τ-norm (τ = {data.outputs['tau_norm'].summary['tau']:g})"
+    labels = {
+        method: f"{method_label(method)} (τ = {out.summary['tau']:g})"
+        for method, out in data.outputs.items()
+        if isinstance(out.summary.get("tau"), (int, float))
+    }
     absent = [method_label(m) for m in norm_methods() if m not in data.weight_norms]
     block.png = figure_png(weight_norm_figure(data.weight_norms, data.train_counts, data.class_names, labels))
     block.caption = (
@@ -78,7 +84,7 @@ def _per_class(data: ReportData) -> dict[str, np.ndarray]:
     return {
         m: np.array([np.nan if v is None else v for v in out.summary["per_class"]], dtype=np.float64)
         for m, out in data.outputs.items()
-        if m not in NOT_IN_FIGURES
+        if _in_figures(m)
     }
 
 
@@ -200,7 +206,7 @@ def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]
     every = {
         m: reliability(out.confidence, out.predictions == data.labels, DEFAULT_BINS) for m, out in data.outputs.items()
     }
-    diagrams = {m: d for m, d in every.items() if m not in NOT_IN_FIGURES}
+    diagrams = {m: d for m, d in every.items() if _in_figures(m)}
     caption = (
         f"Reliability diagrams ({DEFAULT_BINS} equal-width confidence bins; bar: accuracy in the bin, dot: mean "
         "confidence, dashed: perfect calibration) and the expected calibration error (ECE, the gap between "
@@ -307,7 +313,7 @@ def _dataset_section(data: ReportData) -> Section:
     )
     blocks: list = [summary]
     if len(data.train_counts) <= 50:
-        methods = [m for m in data.outputs if m not in NOT_IN_FIGURES]
+        methods = [m for m in data.outputs if _in_figures(m)]
         test_counts = np.bincount(data.labels, minlength=len(data.train_counts))
         groups = shot_groups(data.train_counts, data.many, data.few)
         group_of = {c: g for g, members in groups.items() for c in members}
