@@ -153,16 +153,33 @@ def _list_option(text: str) -> list[str]:
     return [] if text.strip().lower() == "none" else [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _grid_seeds(tokens: list[str] | None) -> tuple[list[int] | None, list[str]]:
+    """``--seeds`` values -> (seeds, key=value overrides that argparse gave to --seeds).
+
+    ``--seeds 0 1 2 train.epochs=5`` hands every later word to --seeds; a
+    word with ``=`` is an override, not a seed. ``0,1,2`` is also accepted.
+    """
+    if tokens is None:
+        return None, []
+    overrides = [token for token in tokens if "=" in token]
+    words = [word for token in tokens if "=" not in token for word in token.split(",") if word]
+    if not all(word.isdigit() for word in words):
+        raise ConfigError(f"--seeds {' '.join(words)}: expected integers >= 0")
+    return [int(word) for word in words], overrides
+
+
 def _cmd_grid(args: argparse.Namespace) -> None:
     if args.doc:  # regenerated in place (its notes kept), so an existing one is fine; a run's files are not
         check_output_path(args.doc, overwrite=True, what="--doc")
     start = time.perf_counter()
+    seeds, overrides = _grid_seeds(args.seeds)
+    rows = {name: getattr(args, name) for name in ("samplers", "losses", "trainable")}
     grid = run_grid(
         args.out,
-        samplers=_list_option(args.samplers),
-        losses=_list_option(args.losses),
-        trainable=_list_option(args.trainable),
-        overrides=args.overrides,
+        **{name: None if text is None else _list_option(text) for name, text in rows.items()},
+        overrides=[*args.overrides, *overrides],
+        sweeps=args.sweep or (),
+        seeds=seeds,
         progress=args.progress,
         say=logging.getLogger("longtail").info,
     )
@@ -372,7 +389,7 @@ def _demo_parser(commands: Any, shared: argparse.Namespace) -> None:
 
 
 def _grid_parser(commands: Any, shared: argparse.Namespace) -> None:
-    """``longtail grid``: the paper's grid."""
+    """``longtail grid``: the paper's grid, or a stage-1 sweep chosen on validation; either over seeds."""
     p = commands.add_parser(
         "grid",
         parents=[shared.common],
@@ -381,16 +398,30 @@ def _grid_parser(commands: Any, shared: argparse.Namespace) -> None:
         "sampler with every classifier (Joint, NCM, cRT, tau-norm, LWS), cRT re-training the classifier, "
         "the last stage or everything, and joint training with each loss plus post-hoc logit adjustment. "
         f"Defaults: Fashion-MNIST-LT with the CIFAR-10-LT profile ({' '.join(GRID_DEFAULTS)}); "
-        "key=value overrides apply to every run. Finished runs under --out are reused.",
+        "key=value overrides apply to every run. Finished runs under --out are reused. --sweep KEY=V1,V2 runs a "
+        "stage-1 sweep chosen on validation instead; --seeds 0 1 2 makes every cell a mean ± std over seeds.",
         epilog=shared.keys,
         formatter_class=_HelpFormatter,
     )
     p.add_argument("--out", default="runs/grid", metavar="DIR", help="directory of the runs (default: runs/grid)")
     p.add_argument("--doc", metavar="FILE.md", help="also write the Markdown tables to FILE.md")
-    p.add_argument("--samplers", default=",".join(SAMPLERS), help="stage-1 rows (default: %(default)s)")
-    p.add_argument("--losses", default=",".join(LOSSES), help="loss rows, or none (default: %(default)s)")
+    p.add_argument("--samplers", help=f"stage-1 rows (default: {','.join(SAMPLERS)})")
+    p.add_argument("--losses", help=f"loss rows, or none (default: {','.join(LOSSES)})")
+    p.add_argument("--trainable", help=f"cRT fine-tuning rows, or none (default: {','.join(TRAINABLE)})")
     p.add_argument(
-        "--trainable", default=",".join(TRAINABLE), help="cRT fine-tuning rows, or none (default: %(default)s)"
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2,...",
+        help="instead of the paper's rows: one stage-1 run per value of the stage-1 key KEY (several --sweep: "
+        "every combination), each decoupled with every method and auto; the combination best on validation is "
+        "chosen (test shown, never used to choose). Runs: OUT/sweep-KEY=VALUE",
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        metavar="N",
+        help="repeat every run with each training seed (seed=N; data.seed fixed) and show each cell as mean ± "
+        "sample standard deviation (n-1) over them; a sweep then chooses by mean validation. Runs: ...-seedN",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     _progress_flag(p)

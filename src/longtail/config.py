@@ -152,6 +152,18 @@ class TrainConfig:
     )
     compile: bool = option(False, "compile the stage-1 network with torch.compile (worth it for long GPU runs)")
     sync_bn: bool = option(False, "under torchrun (DDP): synchronise BatchNorm statistics across processes (CUDA)")
+    mixup_alpha: float = option(
+        0.0, "mixup (Zhang et al. 2018): Beta(α, α) of the blend of each batch with a permutation of itself; 0: off"
+    )
+    cutmix_alpha: float = option(
+        0.0, "CutMix (Yun et al. 2019): Beta(α, α) of the pasted box's share; 0: off (both > 0: half of each)"
+    )
+    mix_prob: float = option(1.0, "probability that a batch is mixed (with mixup_alpha or cutmix_alpha > 0)")
+    maxnorm: float = option(
+        0.0,
+        "MaxNorm radius: after every optimiser step each class row of the linear classifier is projected into "
+        "the ball of this L2 radius (weight balancing); 0: off; not with loss=ldam_drw",
+    )
 
 
 @dataclass
@@ -511,6 +523,15 @@ def validate_config(config: Config) -> None:
     drw_ok = t.drw_epoch is None or 0 <= t.drw_epoch < t.epochs
     _require(drw_ok, "train.drw_epoch", t.drw_epoch, "null or an integer in [0, train.epochs)")
     _require(t.la_tau >= 0, "train.la_tau", t.la_tau, "a number >= 0")
+    _require(t.mixup_alpha >= 0, "train.mixup_alpha", t.mixup_alpha, "a number >= 0 (0 = off)")
+    _require(t.cutmix_alpha >= 0, "train.cutmix_alpha", t.cutmix_alpha, "a number >= 0 (0 = off)")
+    _require(0 <= t.mix_prob <= 1, "train.mix_prob", t.mix_prob, "a number in [0, 1]")
+    _require(t.maxnorm >= 0, "train.maxnorm", t.maxnorm, "a number >= 0 (0 = off)")
+    # A cosine classifier's logits ignore its row norms: a radius would constrain nothing (and only rescale
+    # its gradients), so ask for a linear classifier instead of silently doing nothing.
+    cosine_ok = t.maxnorm == 0 or t.loss != "ldam_drw"
+    expected = "0 with train.loss=ldam_drw (its cosine classifier's rows are normalised)"
+    _require(cosine_ok, "train.maxnorm", t.maxnorm, expected)
     _require(dc.views >= 0, "decouple.views", dc.views, "an integer >= 0")
     factors_ok = len(dc.auto_lr_factors) >= 1 and all(f > 0 for f in dc.auto_lr_factors)
     _require(factors_ok, "decouple.auto_lr_factors", dc.auto_lr_factors, "a non-empty list of numbers > 0")

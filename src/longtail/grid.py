@@ -1,16 +1,31 @@
-"""The paper's representation-learning grid (Kang et al. 2020, Figure 1 and Table 2) on the user's data.
+"""The paper's representation-learning grid (Kang et al. 2020, Figure 1 and Table 2) on the user's data,
+stage-1 sweeps chosen on validation, and both over training seeds.
 
 Rows are stage-1 sampling strategies, columns the classifiers (Joint, NCM, cRT,
 τ-norm, LWS). Below: frozen versus fine-tuned representation for cRT
 (``decouple.trainable``), and joint training with each re-weighting loss plus
 post-hoc logit adjustment. Every run is a normal run directory under ``out``;
 a finished run whose config matches is reused, so an interrupted grid resumes.
+
+A sweep (``sweeps``, ``--sweep KEY=v1,v2``) replaces those rows: one stage-1
+run per combination of values (several keys make a product), each decoupled
+with every method and ``auto``; the combination whose ``auto`` classifier is
+best on validation is chosen (test is shown, never read for the choice).
+
+Seeds (``seeds``, ``--seeds 0 1 2``) repeat every run of either kind once per
+training seed (``seed=``; ``data.seed`` stays, so the long-tailed subset is the
+same) and make every cell the mean and sample standard deviation over them
+(:func:`mean_std`); a sweep then chooses by mean validation score.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 import platform
+import re
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -22,7 +37,7 @@ import torch
 from .version import __version__
 from .config import Config, config_to_dict, load_config, parse_override
 from .errors import ConfigError
-from .methods import METHODS, label_of, method_names
+from .methods import METHODS, display_order, label_of, method_names
 from .io import write_text_atomic
 from .pipeline import RUN_TIME_KEYS, decouple, evaluate, train
 from .runs import RESULTS_FILE, is_run_dir, read_results
@@ -65,6 +80,9 @@ LOSS_LABELS = {
     "balanced_softmax": "Balanced softmax",
     "logit_adjusted": "Logit-adjusted CE",
 }
+# Characters kept in a sweep's run-directory names; anything else (a slash, a space, a quote) becomes "_".
+UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=-]")
+MAX_NAME_LENGTH = 120  # longer names are cut and made unique by a hash of the whole combination
 NOTES_MARKER = "<!-- notes: text below this line is kept when the file is regenerated -->"
 COLUMNS = ("many", "medium", "few", "all", "macro")
 
@@ -103,42 +121,149 @@ def _stage1(run_dir: Path, overrides: list[str], say: Callable[[str], None], pro
     train(config, run_dir, overwrite=True, progress=progress)
 
 
-def run_grid(
-    out: str | Path,
-    *,
-    samplers: Sequence[str] = SAMPLERS,
-    losses: Sequence[str] = LOSSES,
-    trainable: Sequence[str] = TRAINABLE,
-    overrides: Sequence[str] = (),
-    progress: bool = False,
-    say: Callable[[str], None] = log.info,
-) -> dict[str, Any]:
-    """Run the grid into ``out``; returns ``{"samplers", "trainable", "losses", "config", "seconds"}``.
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """``KEY=v1,v2,...`` (one ``--sweep``) -> ``(KEY, [v1, v2, ...])``, values as override strings."""
+    key, sep, values = text.partition("=")
+    items = [value.strip() for value in values.split(",")]
+    if not sep or not key.strip() or not all(items):
+        raise ConfigError(f"--sweep {text!r}: expected KEY=v1,v2,... (a config key, then non-empty values)")
+    if len(set(items)) < len(items):
+        raise ConfigError(f"--sweep {text!r}: a value is given twice")
+    return key.strip(), items
 
-    ``samplers`` rows get every classifier; ``trainable`` rows re-train cRT on the
-    instance-balanced run (the classifier-only cRT is restored last, so that run
-    directory ends as the paper's); ``losses`` rows train jointly with each loss.
-    ``overrides`` apply to every run, after :data:`GRID_DEFAULTS`.
+
+def sweep_combinations(sweeps: Sequence[tuple[str, list[str]]]) -> list[dict[str, str]]:
+    """Every combination of the sweeps' values, ``{key: value}`` in order (the first key varies slowest)."""
+    keys = [key for key, _ in sweeps]
+    return [dict(zip(keys, values)) for values in itertools.product(*(values for _, values in sweeps))]
+
+
+def sweep_dir_name(combination: dict[str, str]) -> str:
+    """``sweep-KEY=VALUE__KEY2=VALUE2``, with characters unsafe in a file name replaced by ``_``."""
+    name = "sweep-" + "__".join(UNSAFE_NAME_CHARACTERS.sub("_", f"{k}={v}") for k, v in combination.items())
+    if len(name) > MAX_NAME_LENGTH:
+        digest = hashlib.sha256(repr(sorted(combination.items())).encode()).hexdigest()[:10]
+        name = f"{name[: MAX_NAME_LENGTH - 11]}-{digest}"
+    return name
+
+
+def _seeded(name: str, seed: int | None) -> str:
+    """A run directory's name for one training seed (None: a grid without ``--seeds``, the plain name)."""
+    return name if seed is None else f"{name}-seed{seed}"
+
+
+def _seed_overrides(seed: int | None) -> list[str]:
+    return [] if seed is None else [f"seed={seed}"]
+
+
+def _check_seeds(seeds: Sequence[int] | None, overrides: Sequence[str]) -> list[int | None]:
+    """The seeds to run: ``[None]`` (each run once, with the config's seed) without ``seeds``."""
+    if seeds is None:
+        return [None]
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("--seeds: expected at least one seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"--seeds {seed!r}: expected integers >= 0")
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: a seed is given twice")
+    if any(parse_override(text)[0] == "seed" for text in overrides):
+        raise ConfigError("seed=...: give the training seeds with --seeds alone")
+    return seeds
+
+
+def _check_sweeps(
+    sweeps: list[tuple[str, list[str]]], base: Sequence[str], overrides: Sequence[str], seeds: list[int | None]
+) -> None:
+    """Refuse a sweep that is not a stage-1 key, is given twice (or also in ``overrides``, the user's) or has a
+    bad value (``base``: the grid's defaults and ``overrides``), before anything is trained."""
+    given = {parse_override(text)[0] for text in overrides}
+    keys = [key for key, _ in sweeps]
+    for key in keys:
+        if key == "seed":
+            raise ConfigError("--sweep seed: a training seed is not chosen on validation; average with --seeds")
+        if key.startswith(RUN_TIME_KEYS):
+            raise ConfigError(
+                f"--sweep {key}: not a stage-1 key (it can change on a trained run; "
+                "`longtail decouple RUN --method auto` tunes stage 2 on validation)"
+            )
+        if keys.count(key) > 1 or key in given:
+            raise ConfigError(f"--sweep {key}: the key is given twice (in two --sweep or as key=value)")
+    for combination in sweep_combinations(sweeps):
+        for seed in seeds:  # unknown keys and bad values fail here, not after hours of training
+            load_config(None, [*base, *(f"{k}={v}" for k, v in combination.items()), *_seed_overrides(seed)])
+    names = [sweep_dir_name(c) for c in sweep_combinations(sweeps)]
+    if len(set(names)) < len(names):
+        raise ConfigError("--sweep: two combinations give the same run-directory name; use plainer values")
+
+
+def mean_std(cells: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One cell over seeds: the mean of each metric, its sample standard deviation (n − 1) and n.
+
+    ``cells`` are a method's metrics dicts (many / medium / few / all / macro,
+    perhaps ``tau``), one per seed. One cell is returned as it is. The result
+    has each metric's mean, ``"std"`` (``{metric: sample std}``; None for n = 1)
+    and ``"n"``; a metric that is None in any seed (an empty shot group) is None.
+    None if the method is missing in a seed.
     """
-    samplers = _choices(samplers, SAMPLERS + ("class_aware", "power"), "--samplers")
-    losses = _choices(losses, LOSSES + ("ce",), "--losses")
-    trainable = _choices(trainable, TRAINABLE, "--trainable")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    base = [*GRID_DEFAULTS, *overrides]
-    # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
-    run_time = [text for text in base if parse_override(text)[0].startswith(RUN_TIME_KEYS)]
-    start = time.perf_counter()
+    if any(cell is None for cell in cells):
+        return None
+    if len(cells) == 1:
+        return cells[0]
+    merged: dict[str, Any] = {"std": {}, "n": len(cells)}
+    for key in (*COLUMNS, "tau"):
+        if not any(key in cell for cell in cells):
+            continue
+        values = [cell.get(key) for cell in cells]
+        if any(value is None for value in values):
+            merged[key] = merged["std"][key] = None
+            continue
+        merged[key] = statistics.fmean(values)
+        merged["std"][key] = statistics.stdev(values)
+    return merged
+
+
+def _mean_std_methods(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{method: cell}`` per seed -> ``{method: mean_std}`` for the methods of the first seed, in its order."""
+    return {name: mean_std([methods.get(name) for methods in per_seed]) for name in per_seed[0]}
+
+
+def _mean_std_grid(grids: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The paper grid's ``samplers``, ``trainable`` and ``losses`` of each seed, cell by cell over the seeds."""
+    first = grids[0]
+    return {
+        "samplers": {row: _mean_std_methods([g["samplers"][row] for g in grids]) for row in first["samplers"]},
+        "trainable": _mean_std_methods([g["trainable"] for g in grids]) if first["trainable"] else {},
+        "losses": _mean_std_methods([g["losses"] for g in grids]) if first["losses"] else {},
+    }
+
+
+def _paper_grid(
+    out: Path,
+    base: list[str],
+    run_time: list[str],
+    seed: int | None,
+    rows: tuple[list[str], list[str], list[str]],
+    used: list[Path],
+    say: Callable[[str], None],
+    progress: bool,
+) -> dict[str, Any]:
+    """The paper's rows for one training seed; the run directories it uses are appended to ``used``."""
+    samplers, losses, trainable = rows
+    base = [*base, *_seed_overrides(seed)]
     grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
     for sampler in samplers:
-        run_dir = out / f"sampler-{sampler}"
+        run_dir = out / _seeded(f"sampler-{sampler}", seed)
         _stage1(run_dir, [*base, f"train.sampler={sampler}"], say, progress)
+        used.append(run_dir)
         methods = paper_classifiers() + (["logit_adjust"] if sampler == "instance" else [])
         grid["samplers"][sampler] = decouple(run_dir, methods, [*run_time, "decouple.trainable=classifier"])["methods"]
     if trainable:
-        run_dir = out / "sampler-instance"
+        run_dir = out / _seeded("sampler-instance", seed)
         if "instance" not in samplers:
             _stage1(run_dir, [*base, "train.sampler=instance"], say, progress)
+            used.append(run_dir)
         # Classifier-only last, so the run directory's saved cRT is the paper's.
         for part in sorted(trainable, key=lambda p: p == "classifier"):
             say(f"cRT re-training {part} on {run_dir}")
@@ -146,31 +271,146 @@ def run_grid(
             grid["trainable"][part] = results["methods"]["crt"]
         grid["trainable"]["joint"] = results["methods"]["joint"]
     for loss in losses:
-        run_dir = out / f"loss-{loss}"
+        run_dir = out / _seeded(f"loss-{loss}", seed)
         _stage1(run_dir, [*base, f"train.loss={loss}"], say, progress)
+        used.append(run_dir)
         grid["losses"][loss] = evaluate(run_dir, "test", run_time)["methods"]["joint"]
     if "instance" in samplers:
         grid["losses"]["ce"] = grid["samplers"]["instance"]["joint"]
         grid["losses"]["post_hoc"] = grid["samplers"]["instance"]["logit_adjust"]
+    return grid
+
+
+def _sweep_row(combination: dict[str, str], runs: list[Path], per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One combination of a sweep: its run directories' names (one per seed), their validation and test cells
+    per method (over seeds) and what ``auto`` picked in each."""
+    return {
+        "combination": combination,
+        "runs": [run_dir.name for run_dir in runs],
+        "val": _mean_std_methods([results["val_methods"] for results in per_seed]),
+        "test": _mean_std_methods([results["methods"] for results in per_seed]),
+        "auto": [results["auto"]["chosen"]["label"] for results in per_seed],
+    }
+
+
+def _run_sweep(
+    out: Path,
+    sweeps: list[tuple[str, list[str]]],
+    base: list[str],
+    run_time: list[str],
+    seeds: list[int | None],
+    used: list[Path],
+    say: Callable[[str], None],
+    progress: bool,
+) -> dict[str, Any]:
+    """Train and decouple (every method, then ``auto``) one run per combination and seed; choose on validation.
+
+    Returns:
+        ``{"keys", "select", "rows", "chosen"}``: one row per combination (see
+        :func:`_sweep_row`) and the index of the row whose ``auto`` has the best
+        mean validation ``decouple.select`` score (the first on a tie).
+    """
+    select = load_config(None, base).decouple.select
+    rows = []
+    for combination in sweep_combinations(sweeps):
+        name, settings = sweep_dir_name(combination), [f"{k}={v}" for k, v in combination.items()]
+        runs, per_seed = [out / _seeded(name, seed) for seed in seeds], []
+        for seed, run_dir in zip(seeds, runs):
+            _stage1(run_dir, [*base, *settings, *_seed_overrides(seed)], say, progress)
+            used.append(run_dir)
+            per_seed.append(decouple(run_dir, ["all", "auto"], run_time))
+        rows.append(_sweep_row(combination, runs, per_seed))
+    # Validation only: the test cells are in the rows for display and never enter this choice.
+    chosen = max(range(len(rows)), key=lambda i: rows[i]["val"]["auto"][select])
+    return {"keys": [key for key, _ in sweeps], "select": select, "rows": rows, "chosen": chosen}
+
+
+def run_grid(
+    out: str | Path,
+    *,
+    samplers: Sequence[str] | None = None,
+    losses: Sequence[str] | None = None,
+    trainable: Sequence[str] | None = None,
+    overrides: Sequence[str] = (),
+    sweeps: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    progress: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Run the grid into ``out``; returns ``{"samplers", "trainable", "losses", "sweep", "seeds", "config",
+    "seconds", "train_seconds"}``.
+
+    ``samplers`` rows (default :data:`SAMPLERS`) get every classifier;
+    ``trainable`` rows (:data:`TRAINABLE`) re-train cRT on the instance-balanced
+    run (the classifier-only cRT is restored last, so that run directory ends as
+    the paper's); ``losses`` rows (:data:`LOSSES`) train jointly with each loss.
+    ``overrides`` apply to every run, after :data:`GRID_DEFAULTS`.
+
+    ``sweeps`` (``"KEY=v1,v2,..."`` each, stage-1 keys) run a sweep instead of
+    those rows (giving rows too is refused): ``"sweep"`` is then
+    :func:`_run_sweep`'s record, the run directories ``sweep-KEY=VALUE...``.
+
+    ``seeds`` run everything once per training seed (directories ``...-seedN``)
+    and make each cell :func:`mean_std` over them; ``"seeds"`` is the list
+    (None without). Without ``seeds`` the runs use the config's ``seed``.
+    """
+    rows_given = any(rows is not None for rows in (samplers, losses, trainable))
+    samplers = _choices(SAMPLERS if samplers is None else samplers, SAMPLERS + ("class_aware", "power"), "--samplers")
+    losses = _choices(LOSSES if losses is None else losses, LOSSES + ("ce",), "--losses")
+    trainable = _choices(TRAINABLE if trainable is None else trainable, TRAINABLE, "--trainable")
+    base = [*GRID_DEFAULTS, *overrides]
+    seed_list = _check_seeds(seeds, overrides)
+    parsed = [parse_sweep(text) for text in sweeps]
+    if parsed:
+        if rows_given:
+            raise ConfigError("--sweep runs the sweep alone: give no --samplers, --losses or --trainable with it")
+        _check_sweeps(parsed, base, overrides, seed_list)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
+    run_time = [text for text in base if parse_override(text)[0].startswith(RUN_TIME_KEYS)]
+    start = time.perf_counter()
+    used: list[Path] = []
+    grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
+    if parsed:
+        grid["sweep"] = _run_sweep(out, parsed, base, run_time, seed_list, used, say, progress)
+    else:
+        rows = (samplers, losses, trainable)
+        per_seed = [_paper_grid(out, base, run_time, seed, rows, used, say, progress) for seed in seed_list]
+        grid.update(per_seed[0] if seeds is None else _mean_std_grid(per_seed))
+    grid["seeds"] = None if seeds is None else list(seed_list)
     grid["config"] = config_to_dict(load_config(None, base))
     grid["seconds"] = time.perf_counter() - start
     # Reused runs were trained by an earlier invocation: report their training time as well.
     grid["train_seconds"] = sum(
-        read_results(run_dir).get("timing", {}).get("train_seconds", 0.0)
-        for run_dir in out.iterdir()
-        if run_dir.name.startswith(("sampler-", "loss-")) and (run_dir / RESULTS_FILE).is_file()
+        read_results(run_dir).get("timing", {}).get("train_seconds", 0.0) for run_dir in dict.fromkeys(used)
     )
     return grid
+
+
+def _value(metrics: dict[str, Any], key: str) -> str:
+    """``78.8``, or over seeds ``78.8 ± 1.1`` (mean ± sample std); ``–`` for None (an empty group)."""
+    value = metrics.get(key)
+    if value is None:
+        return "–"
+    spread = metrics.get("std", {}).get(key)
+    return f"{value:.1f}" if spread is None else f"{value:.1f} ± {spread:.1f}"
 
 
 def _cell(metrics: dict[str, Any] | None) -> str:
     if metrics is None:
         return "–"
-    return " / ".join("–" if metrics.get(c) is None else f"{metrics[c]:.1f}" for c in COLUMNS)
+    return " / ".join(_value(metrics, c) for c in COLUMNS)
 
 
 def _row(metrics: dict[str, Any]) -> str:
-    return " | ".join("–" if metrics.get(c) is None else f"{metrics[c]:.1f}" for c in COLUMNS)
+    return " | ".join(_value(metrics, c) for c in COLUMNS)
+
+
+def _tau(metrics: dict[str, Any]) -> str:
+    """The τ a method chose: one value, or over seeds the mean ± std of the per-seed choices."""
+    tau, spread = metrics.get("tau", 0.0), metrics.get("std", {}).get("tau")
+    return f"τ = {tau:g}" if spread is None else f"τ = {tau:.2f} ± {spread:.2f}, chosen per seed"
 
 
 def _best_decoupled(methods: dict[str, Any], key: str = "macro") -> tuple[str, float]:
@@ -207,11 +447,23 @@ def reading(grid: dict[str, Any]) -> list[str]:
 
 
 def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
-    """The generated document: tables, the command, wall time, environment, the computed reading."""
+    """The generated document: tables, the command, wall time, environment, the computed reading.
+
+    A sweep's document has its two tables (validation, which chooses, and test,
+    for display) and the chosen combination instead of the paper's tables.
+    """
     cfg = grid["config"]
     data, train_cfg = cfg["data"], cfg["train"]
+    seeds, sweep = grid.get("seeds"), grid.get("sweep")
+    seed_text = f"seed {cfg['seed']}" if not seeds else f"training seeds {', '.join(map(str, seeds))}"
+    if sweep:
+        cells_text = (
+            f"Cells: {sweep['select']} top-1 % of each combination's run decoupled with `--method all,auto`; "
+        )
+    else:
+        cells_text = "Cells: top-1 % on test, many / medium / few / all / macro; "
     lines = [
-        "# The paper's representation-learning grid",
+        "# Stage-1 sweep chosen on validation" if sweep else "# The paper's representation-learning grid",
         "",
         f"Generated by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d} "
         f"({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
@@ -222,11 +474,18 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
         f"{data['imbalance_factor']:g} ({data['profile']} profile, data seed {data['seed']}); validation "
         f"{data['val_per_class']} per class from training images outside the subset; the full test set. "
         f"Backbone `{cfg['model']['backbone']}`, {train_cfg['epochs']} epochs, batch {train_cfg['batch_size']}, "
-        f"lr {train_cfg['lr']:g}, seed {cfg['seed']}; τ (τ-norm, logit adjustment) chosen on validation by "
-        f"{cfg['decouple']['select']} accuracy. Cells: top-1 % on test, many / medium / few / all / macro; "
+        f"lr {train_cfg['lr']:g}, {seed_text}; τ (τ-norm, logit adjustment) chosen on validation by "
+        f"{cfg['decouple']['select']} accuracy. {cells_text}"
         f"many-shot classes have more than {cfg['eval']['many']} training images, few-shot fewer than "
         f"{cfg['eval']['few']}.",
     ]
+    if seeds:
+        lines += ["", _seeds_caption(seeds, data["seed"])]
+        if not sweep:
+            lines[-1] += " The reading below compares means: a difference below the spreads is within seed noise."
+    if sweep:
+        lines += ["", *sweep_markdown(sweep), "", NOTES_MARKER, notes]
+        return "\n".join(lines).rstrip() + "\n"
     if grid["samplers"]:
         lines += ["", "## Stage-1 sampling × classifier", ""]
         columns = ["joint", *paper_classifiers()]
@@ -250,10 +509,58 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
             if loss in grid["losses"]:
                 lines.append(f"| {LOSS_LABELS[loss]} | {_row(grid['losses'][loss])} |")
         if "post_hoc" in grid["losses"]:
-            tau = grid["losses"]["post_hoc"].get("tau", 0.0)
-            lines.append(f"| CE + post-hoc logit adjustment (τ = {tau:g}) | {_row(grid['losses']['post_hoc'])} |")
+            post_hoc = grid["losses"]["post_hoc"]
+            lines.append(f"| CE + post-hoc logit adjustment ({_tau(post_hoc)}) | {_row(post_hoc)} |")
     lines += ["", "## Reading (computed from the tables above)", "", *reading(grid), "", NOTES_MARKER, notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _seeds_caption(seeds: Sequence[int], data_seed: int) -> str:
+    return (
+        f"Every cell is the mean ± the sample standard deviation (denominator n − 1) over n = {len(seeds)} training "
+        f"seeds ({', '.join(map(str, seeds))}; `seed=`), one run directory each; the data seed stays {data_seed}, "
+        "so every seed trains on the same long-tailed subset and is scored on the same validation and test images."
+        + (" With n = 1 there is no spread to show." if len(seeds) == 1 else "")
+    )
+
+
+def _combination_text(combination: dict[str, str]) -> str:
+    return ", ".join(f"`{key}={value}`" for key, value in combination.items())
+
+
+def sweep_markdown(sweep: dict[str, Any]) -> list[str]:
+    """A sweep's sections: validation (which chooses) and test (display) per combination and method, the choice."""
+    select, rows, keys = sweep["select"], sweep["rows"], sweep["keys"]
+    methods = display_order(name for row in rows for name in row["val"])
+    chosen = rows[sweep["chosen"]]
+
+    def table(split: str, title: str) -> list[str]:
+        header = [*keys, *(label_of(m) for m in methods)] + (["Auto picked"] if split == "val" else [])
+        lines = ["", f"### {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        for index, row in enumerate(rows):
+            values = [f"`{row['combination'][key]}`" for key in keys]
+            if index == sweep["chosen"]:
+                values[0] = f"**{values[0]}** (chosen)"
+            cells = [("–" if row[split].get(m) is None else _value(row[split][m], select)) for m in methods]
+            picks = [", ".join(row["auto"])] if split == "val" else []
+            lines.append("| " + " | ".join([*values, *cells, *picks]) + " |")
+        return lines
+
+    auto_val, auto_test = chosen["val"]["auto"], chosen["test"]["auto"]
+    return [
+        f"## Sweep over {', '.join(f'`{key}`' for key in keys)}",
+        "",
+        f"One stage-1 run per combination{' and seed' if any(len(r['auto']) > 1 for r in rows) else ''}, each "
+        f"decoupled with every method and `auto` (the best method and hyper-parameters on validation). The "
+        f"combination whose `auto` has the best {'mean ' if len(chosen['auto']) > 1 else ''}validation {select} "
+        "accuracy is chosen; the test numbers are shown for reading only and never enter the choice.",
+        *table("val", f"Validation {select} accuracy (chooses)"),
+        *table("test", f"Test {select} accuracy (display only)"),
+        "",
+        f"**Chosen on validation: {_combination_text(chosen['combination'])}**: `auto` reaches "
+        f"{_value(auto_val, select)} {select} on validation and {_value(auto_test, select)} on test "
+        f"(runs: {', '.join(f'`{name}`' for name in chosen['runs'])}).",
+    ]
 
 
 def write_grid_doc(grid: dict[str, Any], path: str | Path, command: str) -> Path:

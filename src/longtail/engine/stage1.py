@@ -29,7 +29,9 @@ from ..samplers import section_sampler
 from . import distributed as dist
 from .device import seed_everything
 from .loops import make_loader, predict, train_one_epoch
+from .maxnorm import MaxNorm
 from .memory import resident_memory_mb
+from .mixing import Mixer, create_mixer
 from .optim import cosine_schedule, sgd
 from .precision import check_precision, make_grad_scaler
 from .rng import restore_rng_state, rng_state
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 # Called after every epoch on rank 0 with the epoch's metrics record and the training state (see
 # :func:`train_joint`), for the caller to write metrics and a checkpoint.
 EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
+
+# Added to the per-rank augmentation seed (seed + 1_000_003 * rank) to seed the mixer: its draws must not
+# repeat the crop-and-flip generator's, and every rank mixes its own shard differently.
+MIX_SEED_OFFSET = 7
 
 
 def stage1_loss(config: Config, train_counts: list[int]) -> torch.nn.Module:
@@ -55,6 +61,30 @@ def stage1_loss(config: Config, train_counts: list[int]) -> torch.nn.Module:
         drw_epoch=drw_epoch,
         la_tau=cfg.la_tau,
     )
+
+
+def stage1_mixer(config: Config, rank: int = 0) -> Mixer | None:
+    """Mixup / CutMix of ``train.mixup_alpha``, ``train.cutmix_alpha``, ``train.mix_prob`` for process ``rank``,
+    or None when they never mix (the training loop then runs its plain path, bit for bit the unmixed one)."""
+    cfg = config.train
+    return create_mixer(
+        mixup_alpha=cfg.mixup_alpha,
+        cutmix_alpha=cfg.cutmix_alpha,
+        mix_prob=cfg.mix_prob,
+        seed=config.seed + 1_000_003 * rank + MIX_SEED_OFFSET,
+    )
+
+
+def stage1_maxnorm(config: Config, model: Classifier) -> MaxNorm | None:
+    """The ``train.maxnorm`` projection of ``model``'s classifier rows (an ``after_step``), or None when 0.
+
+    It acts on the plain model's head: under DDP every rank projects its own
+    replica after the same averaged step, so the replicas stay identical.
+    (``validate_config`` refuses a radius with the cosine classifier of
+    ``ldam_drw``, whose logits do not depend on the row norms.)
+    """
+    radius = config.train.maxnorm
+    return MaxNorm(model.head, radius) if radius > 0 else None
 
 
 def check_train_setup(config: Config, device: torch.device, replicas: int) -> int:
@@ -171,9 +201,14 @@ def _training_state(
     }
 
 
-def _generator_states(augment: BatchTransform) -> dict[str, Any]:
-    """This process's random state: its augmentation generator (each rank has its own) and the global ones."""
-    return {"augment": None if augment.generator is None else augment.generator.get_state(), "global": rng_state()}
+def _generator_states(augment: BatchTransform, mixer: Mixer | None) -> dict[str, Any]:
+    """This process's random state: its augmentation and mixing generators (each rank has its own) and the
+    global ones. ``"mix"`` is None without mixing."""
+    return {
+        "augment": None if augment.generator is None else augment.generator.get_state(),
+        "mix": None if mixer is None else mixer.get_state(),
+        "global": rng_state(),
+    }
 
 
 def _restore(
@@ -183,6 +218,7 @@ def _restore(
     scheduler: Any,
     grad_scaler: torch.amp.GradScaler | None,
     augment: BatchTransform,
+    mixer: Mixer | None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load a :func:`_training_state` into the freshly built objects; returns (epochs done, metrics so far)."""
     model.load_state_dict(state["model"])
@@ -199,6 +235,8 @@ def _restore(
     mine = generators[dist.rank()]
     if augment.generator is not None and mine["augment"] is not None:
         augment.generator.set_state(mine["augment"])
+    if mixer is not None and mine.get("mix") is not None:  # (checkpoints of older versions have no "mix")
+        mixer.set_state(mine["mix"])
     # Last: building the model and loaders above drew from the global generators.
     restore_rng_state(mine["global"])
     return int(state["sampler"]["epoch"]), list(state["metrics"])
@@ -220,10 +258,11 @@ def train_joint(
     ``on_epoch_end(record, state)`` is called (to write metrics and a
     checkpoint). ``state`` is everything the next epoch depends on: ``model``,
     ``optimizer``, ``scheduler`` and ``grad_scaler`` state dicts (plain
-    module keys), ``generators`` (per rank: the augmentation generator and the
-    global ones), ``sampler`` ``{"epoch", "position"}`` (the next epoch
-    to draw, from its start: samplers and per-image augmentation are functions
-    of (seed, epoch)), ``epoch`` (completed) and ``metrics`` (the records so far).
+    module keys), ``generators`` (per rank: the augmentation generator, the
+    mixing one (``"mix"``, None without mixing) and the global ones),
+    ``sampler`` ``{"epoch", "position"}`` (the next epoch to draw, from its
+    start: samplers and per-image augmentation are functions of (seed, epoch)),
+    ``epoch`` (completed) and ``metrics`` (the records so far).
     Passing such a dict back as ``resume`` continues after its epoch, and the
     result is bitwise the one of an uninterrupted run on CPU.
 
@@ -231,6 +270,13 @@ def train_joint(
     on its share of every global batch of ``train.batch_size`` (DDP averages
     the gradients), the records hold the statistics of all ranks, and
     ``on_epoch_end`` and the progress display run on rank 0 only.
+
+    ``train.mixup_alpha`` / ``train.cutmix_alpha`` mix every batch (with
+    probability ``train.mix_prob``) on the device after the augmentation, each
+    rank its own shard with its own generator, and mix the loss likewise;
+    ``train.maxnorm`` projects the classifier's rows into that ball after every
+    optimiser step. Both are off by default, leaving the training bit for bit as
+    without them.
 
     ``train.precision=fp16`` scales the loss with ``grad_scaler`` (made here
     when not given; pass one to checkpoint its state).
@@ -279,6 +325,7 @@ def train_joint(
     )
     augment = train_transform(splits, config.data, seed=config.seed, rank=rank).to(device)
     evaluate = eval_transform(splits).to(device)
+    mixer, maxnorm = stage1_mixer(config, rank), stage1_maxnorm(config, model)
     optimizer = sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = len(loader)
     scheduler = cosine_schedule(optimizer, cfg.epochs * steps, cfg.warmup_epochs * steps)
@@ -287,7 +334,7 @@ def train_joint(
     history: list[dict[str, Any]] = []
     first_epoch = 0
     if resume is not None:
-        first_epoch, history = _restore(resume, model, optimizer, scheduler, grad_scaler, augment)
+        first_epoch, history = _restore(resume, model, optimizer, scheduler, grad_scaler, augment, mixer)
     bar = tqdm(
         total=cfg.epochs * steps,
         initial=first_epoch * steps,
@@ -314,6 +361,8 @@ def train_joint(
                 on_step=bar.update,
                 precision=cfg.precision,
                 grad_scaler=grad_scaler,
+                mixer=mixer,
+                after_step=maxnorm,
             )
         predictions, labels = validation_predictions(model, val_loader, evaluate, device=device)
         val = accuracy_summary(predictions, labels, train_counts, many=config.eval.many, few=config.eval.few)
@@ -342,7 +391,7 @@ def train_joint(
                 val["macro"] or 0.0,
                 record["seconds"],
             )
-        generators = dist.all_gather_objects(_generator_states(augment))  # every rank's, for an exact resume
+        generators = dist.all_gather_objects(_generator_states(augment, mixer))  # every rank's, for an exact resume
         if on_epoch_end is not None and rank == 0:
             on_epoch_end(record, _training_state(model, optimizer, scheduler, grad_scaler, generators, history))
     bar.close()
