@@ -199,6 +199,7 @@ class TauConfig:
         _require(self.min >= 0, f"{prefix}.min", self.min, "a number >= 0")
         _require(self.max >= self.min, f"{prefix}.max", self.max, f"a number >= {prefix}.min")
         _require(self.steps >= 1, f"{prefix}.steps", self.steps, "an integer >= 1")
+        _at_most(self.steps, MAX_GRID_STEPS, f"{prefix}.steps", "an integer")
 
     def values(self) -> list[float]:
         """The τ values of the sweep, ascending."""
@@ -335,10 +336,24 @@ def config_keys() -> list[str]:
     return [key for key, _, _ in config_reference()]
 
 
+SHOWN_CHARS = 80  # a value in a message is cut to this: a config file can hold a value of any size
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message, cut to :data:`SHOWN_CHARS` with its full length said."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's 4300-digit limit of int -> str
+        return f"<an integer of {value.bit_length():,} bits>"
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deep to show>"
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 3]}... ({len(text):,} characters)"
+
+
 def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, config_keys(), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key[:SHOWN_CHARS], config_keys(), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint}")
+    return ConfigError(f"unknown config key {_shown(key)}{hint}")
 
 
 def _type_name(hint: Any) -> str:
@@ -396,13 +411,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{key}={value!r}: expected {_type_name(hint)}")
+    raise ConfigError(f"{key}={_shown(value)}: expected {_type_name(hint)}")
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict, checking every key and type."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {_shown(values)}")
     hints = _field_types(cls)
     kwargs: dict[str, Any] = {}
     sections: dict[str, Any] = {}
@@ -439,18 +454,63 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.epochs=5")
+        raise ConfigError(f"override {_shown(text)}: expected key=value, e.g. train.epochs=5")
     if key not in config_keys():
         section = [k for k in config_keys() if k.startswith(key + ".")]
         if section:
             raise ConfigError(f"{key}: is a section, not a key; set one of its keys, e.g. {section[0]}=...")
         raise _unknown_key(key)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = _read_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, _AliasRefused, ValueError, RecursionError):
         value = raw
     # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
     return key, raw if isinstance(value, str) else value
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not one, and is not read
+
+
+class _AliasRefused(Exception):
+    """A YAML alias (``*name``) in a config, where it is refused."""
+
+    def __init__(self, event: yaml.AliasEvent) -> None:
+        super().__init__(event.anchor)
+        self.anchor, self.line = event.anchor, event.start_mark.line + 1
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: nested ``&a``/``*a`` turn 285 bytes into gigabytes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(self.peek_event())
+        return super().compose_node(parent, index)
+
+
+def _read_yaml(text: str) -> Any:
+    """``text`` as YAML data, with :class:`_ConfigLoader`."""
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: plain data only
+
+
+def _read_config_file(path: Path) -> Any:
+    """The YAML data of a config file, refused with one line when too large, aliased, too deep or not YAML."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: {size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
+    try:
+        return _read_yaml(path.read_text())
+    except _AliasRefused as alias:
+        raise ConfigError(
+            f"config file {path}: line {alias.line}: YAML alias {_shown('*' + alias.anchor)} refused; "
+            "write the value out (aliases can expand a small file without bound)"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply to be a config") from None
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as error:  # ValueError: an integer of 4300+ digits
+        raise ConfigError(f"config file {path}: not valid YAML ({error.__class__.__name__})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -458,12 +518,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path}: not found")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file {path}: not valid YAML ({error.__class__.__name__})") from None
+        loaded = _read_config_file(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of keys, got {type(loaded).__name__}")
         tree = loaded or {}
@@ -477,7 +532,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r}: expected {expected}")
+        raise ConfigError(f"{key}={_shown(value)}: expected {expected}")
 
 
 def _check_finite(node: Any, prefix: str = "") -> None:
@@ -490,13 +545,63 @@ def _check_finite(node: Any, prefix: str = "") -> None:
             _require(not isinstance(item, float) or math.isfinite(item), key, value, "a finite number")
 
 
+INT64 = 2**63  # NumPy, torch and the DataLoader take integers in [-2**63, 2**63); more overflows deep inside
+# Upper bounds of the keys that size an allocation or a pool: far above any real use, far below what would
+# exhaust a machine (a padding of 10**6 pixels, a batch of 10**20 images, 10**9 worker processes).
+MAX_BATCH = 2**24
+MAX_PADDING = 128
+MAX_IMAGE_SIZE = 4096
+MAX_WORKERS = 256
+MAX_VIEWS = 256
+MAX_GRID_STEPS = 10_001
+MAX_BLOCK = 2**16
+MAX_EPOCHS = 100_000
+MAX_LR_FACTORS = 64
+
+
+def _check_int64(node: Any, prefix: str = "") -> None:
+    """Every integer of the config fits in 64 bits, so that nothing overflows after the run directory is made."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_int64(value, f"{key}.")
+        for item in value if isinstance(value, list) else [value]:
+            fits = not isinstance(item, int) or isinstance(item, bool) or -INT64 <= item < INT64
+            _require(fits, key, value, "an integer in [-2**63, 2**63)")
+
+
+def _at_most(value: int | None, limit: int, key: str, expected: str) -> None:
+    """``value`` (an already range-checked integer, or None) is at most ``limit``."""
+    _require(value is None or value <= limit, key, value, f"{expected} <= {limit:,}")
+
+
+def _check_upper_bounds(config: Config) -> None:
+    """The keys that size memory, processes or loops stay below bounds no real run reaches."""
+    d, t, dc, e = config.data, config.train, config.decouple, config.eval
+    _at_most(d.crop_padding, MAX_PADDING, "data.crop_padding", "an integer")
+    _at_most(d.image_size, MAX_IMAGE_SIZE, "data.image_size", "an integer")
+    _at_most(d.resize, 2 * MAX_IMAGE_SIZE, "data.resize", "an integer")
+    _at_most(d.num_workers, MAX_WORKERS, "data.num_workers", "null or an integer")
+    _at_most(d.decode_threads, MAX_WORKERS, "data.decode_threads", "an integer")
+    _at_most(e.batch_size, MAX_BATCH, "eval.batch_size", "an integer")
+    for prefix, section in (("train", t), ("decouple", dc)):
+        _at_most(section.num_samples_cls, MAX_BLOCK, f"{prefix}.num_samples_cls", "an integer")
+    _at_most(dc.views, MAX_VIEWS, "decouple.views", "an integer")
+    few_factors = len(dc.auto_lr_factors) <= MAX_LR_FACTORS
+    _require(few_factors, "decouple.auto_lr_factors", dc.auto_lr_factors, f"at most {MAX_LR_FACTORS} factors")
+
+
 def validate_config(config: Config) -> None:
-    """Reject impossible values with a message naming the key."""
+    """Reject impossible values with a message naming the key, before anything is written."""
     _check_finite(config)
     d, t, dc, e = config.data, config.train, config.decouple, config.eval
     # NumPy's generators refuse negative seeds; refuse them here, by name, for both seeds.
     _require(config.seed >= 0, "seed", config.seed, "an integer >= 0")
     _require(d.seed >= 0, "data.seed", d.seed, "an integer >= 0")
+    # torch.manual_seed takes at most 2**64 - 1, and a process's seed adds its rank: stay below 2**63.
+    _require(config.seed < INT64, "seed", config.seed, "an integer in [0, 2**63)")
+    _require(d.seed < INT64, "data.seed", d.seed, "an integer in [0, 2**63)")
+    _check_int64(config)
     _require(d.n_max >= 1, "data.n_max", d.n_max, "an integer >= 1")
     _require(d.imbalance_factor >= 1, "data.imbalance_factor", d.imbalance_factor, "a number >= 1")
     # τ and the epoch records need a validation split; choosing on test is not an option.
@@ -540,12 +645,15 @@ def validate_config(config: Config) -> None:
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")
     device_ok = config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")
     _require(device_ok, "device", config.device, "auto, cpu, cuda or cuda:N")
+    _check_upper_bounds(config)
 
 
 def _check_training_keys(section: Any, prefix: str) -> None:
     """The SGD keys of ``train`` and of every trained stage-2 head: epochs, batch size, lr, momentum, decay."""
     _require(section.epochs >= 1, f"{prefix}.epochs", section.epochs, "an integer >= 1")
+    _at_most(section.epochs, MAX_EPOCHS, f"{prefix}.epochs", "an integer")
     _require(section.batch_size >= 1, f"{prefix}.batch_size", section.batch_size, "an integer >= 1")
+    _at_most(section.batch_size, MAX_BATCH, f"{prefix}.batch_size", "an integer")
     _require(section.lr > 0, f"{prefix}.lr", section.lr, "a number > 0")
     _require(0 <= section.momentum < 1, f"{prefix}.momentum", section.momentum, "a number in [0, 1)")
     _require(section.weight_decay >= 0, f"{prefix}.weight_decay", section.weight_decay, "a number >= 0")

@@ -36,6 +36,7 @@ import torch
 
 from .version import __version__
 from .errors import OutputPathError, RunDirError, RunInUseError, StorageError
+from .safe_torch import load_tensors
 from .io import (
     make_dirs,
     os_error_reason,
@@ -221,7 +222,7 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     """Read ``checkpoint.pt`` onto the CPU."""
     path = run_dir / CHECKPOINT_FILE
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_tensors(path)
     except Exception as error:  # torch raises several types for corrupt files
         raise RunDirError(f"{path}: unreadable checkpoint ({error.__class__.__name__})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:

@@ -8,14 +8,16 @@ and the label an integer class index 0 to C-1::
 Keys: ``data.root``, ``data.train_list``, ``data.test_list`` and optionally
 ``data.val_list`` (without it the validation split is held out of the training
 images, at most a fifth of a class). A relative list path is looked up in the
-current directory first, then in ``data.root``. Images are decoded lazily, item
-by item, with Pillow (see :mod:`~longtail.data.image_files`).
+current directory first, then in ``data.root``. An image path may not leave
+``data.root``: an absolute path, or a ``..`` that climbs above it, is refused
+with ``file:line`` (a symlink inside the root may point anywhere). Images are
+decoded lazily, item by item, with Pillow (see :mod:`~longtail.data.image_files`).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -37,12 +39,31 @@ def _shown(line: str, limit: int = 120) -> str:
     return repr(line if len(line) <= limit else line[:limit] + "...")
 
 
-def read_split_lines(path: str | Path) -> tuple[list[str], np.ndarray]:
+def leaves_root(relative: str) -> str | None:
+    """Why the list path ``relative`` would name a file outside ``data.root``, or None when it stays inside.
+
+    Judged on the text alone: an absolute path, or a ``..`` that climbs above
+    the root. A symlink inside the root may point anywhere: whoever made the
+    root put it there, a list file from elsewhere cannot.
+    """
+    if PurePosixPath(relative).is_absolute() or Path(relative).is_absolute():
+        return "is absolute"
+    depth = 0
+    for part in PurePosixPath(relative).parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return "climbs above data.root with '..'"
+    return None
+
+
+def read_split_lines(path: str | Path, *, inside_root: bool = False) -> tuple[list[str], np.ndarray]:
     """The relative paths and (N,) int64 labels of a split file; blank lines are skipped.
 
     Lines end at line feeds only (a carriage return before one is dropped), so
     line numbers are an editor's; a UTF-8 byte-order mark is ignored. A path may contain spaces, the
-    label is the last field: ASCII digits.
+    label is the last field: ASCII digits. With ``inside_root``, a path that
+    would leave ``data.root`` (:func:`leaves_root`) is refused: a list from
+    elsewhere must not make longtail read, or report on, any other file.
 
     Raises:
         DataError: naming the file, the line number and the line of anything that is not ``path label``.
@@ -71,6 +92,12 @@ def read_split_lines(path: str | Path) -> tuple[list[str], np.ndarray]:
             raise DataError(f"{where}: label {label}, expected a class index >= 0 in {_shown(line)}")
         if label > MAX_LABEL:
             raise DataError(f"{where}: label {label}, expected a class index below 2^31 in {_shown(line)}")
+        outside = leaves_root(parts[0]) if inside_root else None
+        if outside is not None:
+            raise DataError(
+                f"{where}: path {_shown(parts[0])} {outside}; list paths are relative to data.root and stay "
+                "inside it (a symlink inside data.root may point elsewhere)"
+            )
         paths.append(parts[0])
         labels.append(label)
     if not paths:
@@ -126,7 +153,7 @@ def build_filelist(cfg: DataConfig) -> DatasetSplits:
     lists = {key: resolve_list(key, getattr(cfg, key), root) for key in ("train_list", "test_list")}
     if cfg.val_list is not None:
         lists["val_list"] = resolve_list("val_list", cfg.val_list, root)
-    read = {key: read_split_lines(path) for key, path in lists.items()}
+    read = {key: read_split_lines(path, inside_root=True) for key, path in lists.items()}
     train_paths, train_labels = read["train_list"]
     # With data.skip_bad the first image may be one of the bad ones; the image check then names a wrong root.
     _check_root(root, None if cfg.skip_bad else train_paths[0], lists["train_list"])

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from ..io import write_json_atomic, write_text_atomic
-from .image_files import PathTable
+from .image_files import PathTable, open_image
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def image_problem(path: Path) -> str | None:
             return "not found" if not path.exists() else "not a file"
         if path.stat().st_size == 0:
             return "empty file"
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.draft(None, (1, 1))  # JPEG: decode at 1/8 scale, still reading the whole stream
             image.load()
     except UnidentifiedImageError:

@@ -12,6 +12,7 @@ parallel too.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import zlib
 from collections.abc import Sequence
@@ -58,6 +59,23 @@ class PathTable:
         return PathTable([self[int(i)] for i in indices])
 
 
+# Pillow formats that decode by running another program: EPS is rendered by Ghostscript, so an "image" from
+# elsewhere would run PostScript. Image files are opened with every other format Pillow knows.
+EXTERNAL_PROGRAM_FORMATS = frozenset({"EPS"})
+
+
+@functools.cache
+def image_formats() -> tuple[str, ...]:
+    """The Pillow formats an image file may be in: all Pillow reads but :data:`EXTERNAL_PROGRAM_FORMATS`."""
+    Image.init()
+    return tuple(name for name in Image.OPEN if name not in EXTERNAL_PROGRAM_FORMATS)
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open(path)`` limited to :func:`image_formats`; an EPS file is "not an image" (UnidentifiedImageError)."""
+    return Image.open(path, formats=image_formats())
+
+
 class ImageReadError(DataError):
     """An image file that cannot be read, named in one line.
 
@@ -80,7 +98,7 @@ def read_image(path: Path, transform: ImageTransform, rng: np.random.Generator |
         ImageReadError: naming the file when it is missing or not a readable image.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return to_array(transform(image, rng))
     except FileNotFoundError:
         raise ImageReadError(f"{path}: image not found") from None

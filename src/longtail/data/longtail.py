@@ -45,9 +45,46 @@ def first_missing_class(labels: np.ndarray) -> int | None:
     return int(gaps[0]) if len(gaps) else None
 
 
+# A per-class table of this many classes costs under a megabyte, whatever the number of images.
+FREE_CLASSES = 100_000
+
+
+def implied_classes(labels: np.ndarray, source: str) -> int:
+    """The number of classes labels 0..max imply, refused when it is absurd for the images that carry them.
+
+    A table with one slot per class (``bincount``) is as long as the largest
+    label: a stray label of 2,147,483,646 in a small file would allocate 16 GiB.
+    Training refuses it because classes below it have no image
+    (:func:`first_missing_class`); where empty classes are fine (statistics of a
+    split file) the classes may not outnumber the images by more than
+    :data:`FREE_CLASSES`, so the table stays as small as the input.
+
+    Raises:
+        DataError: naming ``source`` and the label.
+    """
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return 0
+    largest = int(labels.max())
+    if largest + 1 > max(len(labels), FREE_CLASSES):
+        raise DataError(
+            f"{source}: label {largest} implies {largest + 1:,} classes for {len(labels):,} images; "
+            f"expected class indices 0 to C-1 (at most {max(len(labels), FREE_CLASSES):,} classes here)"
+        )
+    return largest + 1
+
+
 def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
-    """Images per class, shape (num_classes,)."""
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
+    """Images per class, shape (num_classes,); every label must be below ``num_classes``.
+
+    Raises:
+        DataError: for a label outside 0..num_classes-1, before any table is allocated.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    low, high = (int(labels.min()), int(labels.max())) if len(labels) else (0, -1)
+    if low < 0 or high >= num_classes:
+        raise DataError(f"label {low if low < 0 else high}: expected class indices 0 to {num_classes - 1}")
+    return np.bincount(labels, minlength=num_classes)[:num_classes]
 
 
 def longtail_subset(labels: np.ndarray, counts: Sequence[int], seed: int) -> np.ndarray:

@@ -6,13 +6,21 @@ or N x H x W x C (C from 1 to 4, e.g. RGB); labels are integers 0 to C-1, every
 class with at least one training image, and ``x_test`` (and ``x_val``) must not be
 empty. The data is used as given (no long-tailed subsetting). Without ``x_val`` the validation split is
 held out of the training images (at most a fifth of a class). The file is read
-without pickle, so it cannot run code.
+without pickle, so it cannot run code. Only the arrays above are read, and
+each array's size is checked from its header before it is decompressed: an
+array that is not what its role allows (labels that outnumber their images,
+a header that declares more data than its member holds, more data in all than
+this machine's memory) is refused unread, so a small file cannot make the
+reader allocate gigabytes.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -24,22 +32,36 @@ from .longtail import first_missing_class
 from .registry import register_dataset
 
 
+MAX_NAME_BYTES = 4096  # one class name (NumPy stores 4 bytes per character): longer is not a name
+Header = tuple[tuple[int, ...], np.dtype]  # what a .npy member declares: shape and dtype
+
+
+def _check_images(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Images are uint8, N x H x W or N x H x W x C with C from 1 to 4."""
+    if dtype != np.uint8 or len(shape) not in (3, 4):
+        raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected uint8 N x H x W (x C)")
+    if shape[1] < 1 or shape[2] < 1:
+        raise DataError(f"{path}: {key} has shape {shape}, expected images of at least 1 x 1 pixels")
+    if len(shape) == 4 and not 1 <= shape[3] <= 4:
+        hint = "; it looks like N x C x H x W, transpose it to channels last" if shape[1] <= 4 else ""
+        raise DataError(f"{path}: {key} has {shape[3]} channels (shape {shape}), expected 1 to 4{hint}")
+
+
+def _check_labels(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype, count: int) -> None:
+    """Labels are ``count`` integers, one per image of their split."""
+    if len(shape) != 1 or shape[0] != count or not np.issubdtype(dtype, np.integer):
+        raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected {count} integer labels")
+
+
 def _images(path: Path, key: str, array: np.ndarray) -> np.ndarray:
     """N x H x W or N x H x W x C uint8 -> (N, C, H, W)."""
-    if array.dtype != np.uint8 or array.ndim not in (3, 4):
-        raise DataError(f"{path}: {key} is {array.dtype} of shape {array.shape}, expected uint8 N x H x W (x C)")
-    if array.shape[1] < 1 or array.shape[2] < 1:
-        raise DataError(f"{path}: {key} has shape {array.shape}, expected images of at least 1 x 1 pixels")
-    if array.ndim == 4 and not 1 <= array.shape[3] <= 4:
-        hint = "; it looks like N x C x H x W, transpose it to channels last" if array.shape[1] <= 4 else ""
-        raise DataError(f"{path}: {key} has {array.shape[3]} channels (shape {array.shape}), expected 1 to 4{hint}")
+    _check_images(path, key, array.shape, array.dtype)
     return array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
 
 
 def _labels(path: Path, key: str, array: np.ndarray, count: int) -> np.ndarray:
     """(N,) integer labels >= 0, checked against the ``count`` images of their split; dtype kept."""
-    if array.ndim != 1 or len(array) != count or not np.issubdtype(array.dtype, np.integer):
-        raise DataError(f"{path}: {key} is {array.dtype} of shape {array.shape}, expected {count} integer labels")
+    _check_labels(path, key, array.shape, array.dtype, count)
     if count and array.min() < 0:
         raise DataError(f"{path}: {key} holds label {int(array.min())}, expected labels >= 0")
     return array
@@ -67,21 +89,7 @@ def load_npz(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: .npz file not found (data.path)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(f"{path}: a single .npy array, expected an .npz archive of x_train, y_train, ...")
-            raw = {key: archive[key] for key in archive.files}
-    except DataError:
-        raise
-    except Exception as error:  # noqa: BLE001 - NumPy and zipfile raise many types for a damaged archive
-        raise DataError(f"{path}: not a readable .npz file ({error.__class__.__name__}: {error})") from None
-    splits = ["train", "test"] + (["val"] if "x_val" in raw or "y_val" in raw else [])
-    for key in (f"{xy}_{split}" for split in splits for xy in "xy"):
-        if key not in raw:
-            raise DataError(f"{path}: no array {key!r}; expected x_train, y_train, x_test, y_test (x_val, y_val)")
-        if not isinstance(raw[key], np.ndarray):  # a member that is not a .npy file comes back as bytes
-            raise DataError(f"{path}: {key} is not a NumPy array (.npy member)")
+    raw, splits = _read_members(path)
     arrays: dict[str, Any] = {}
     for split in splits:
         images = _images(path, f"x_{split}", raw[f"x_{split}"])
@@ -111,6 +119,110 @@ def load_npz(path: str | Path) -> dict[str, Any]:
     arrays["num_classes"] = num_classes
     arrays["class_names"] = _class_names(path, raw, num_classes)
     return arrays
+
+
+def _read_members(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays the reader needs, each checked from its header before it is decompressed, and the splits."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = _member_names(archive)
+            splits = ["train", "test"] + (["val"] if "x_val" in members or "y_val" in members else [])
+            keys = [f"{xy}_{split}" for split in splits for xy in "xy"]
+            for key in keys:
+                if key not in members:
+                    raise DataError(
+                        f"{path}: no array {key!r}; expected x_train, y_train, x_test, y_test (x_val, y_val)"
+                    )
+            keys += ["class_names"] if "class_names" in members else []
+            headers = {key: _header(path, archive, members[key], key) for key in keys}
+            _check_declared(path, archive, members, headers, splits)
+            return {key: _read_array(archive, members[key]) for key in keys}, splits
+    except DataError:
+        raise
+    except zipfile.BadZipFile:
+        with open(path, "rb") as handle:
+            is_npy = handle.read(6) == b"\x93NUMPY"
+        kind = "a single .npy array, expected an .npz archive of x_train, y_train, ..." if is_npy else "not a zip"
+        raise DataError(f"{path}: not a readable .npz file ({kind})") from None
+    except Exception as error:  # noqa: BLE001 - NumPy and zipfile raise many types for a damaged archive
+        raise DataError(f"{path}: not a readable .npz file ({error.__class__.__name__}: {error})") from None
+
+
+def _member_names(archive: zipfile.ZipFile) -> dict[str, str]:
+    """Array name -> zip member (``x_train`` -> ``x_train.npy``), as ``np.load`` names them."""
+    names: dict[str, str] = {}
+    for name in archive.namelist():
+        names.setdefault(name[:-4] if name.endswith(".npy") else name, name)
+    return names
+
+
+def npy_header(handle: IO[bytes]) -> Header:
+    """Shape and dtype that a ``.npy`` stream declares, read from its first bytes (nothing is allocated).
+
+    Raises:
+        ValueError: when the stream is not a ``.npy`` array of format 1.0 or 2.0.
+    """
+    if handle.read(6) != b"\x93NUMPY":
+        raise ValueError("not a .npy array (no \\x93NUMPY magic)")
+    version = tuple(handle.read(2))
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(handle)
+    return tuple(int(n) for n in shape), dtype
+
+
+def _header(path: Path, archive: zipfile.ZipFile, member: str, key: str) -> Header:
+    """Shape and dtype of a ``.npy`` member, read from its first bytes only."""
+    with archive.open(member) as handle:
+        try:
+            shape, dtype = npy_header(handle)
+        except ValueError:  # what np.load would return as bytes, not an array
+            raise DataError(f"{path}: {key} is not a NumPy array (.npy member)") from None
+    if dtype.hasobject:  # stored as a pickle, which could run code: never read
+        raise DataError(f"{path}: not a readable .npz file ({key} holds Python objects, a pickle; refused)")
+    return shape, dtype
+
+
+def _check_declared(
+    path: Path, archive: zipfile.ZipFile, members: dict[str, str], headers: dict[str, Header], splits: list[str]
+) -> None:
+    """Refuse, before decompressing anything, an array whose declared size is absurd for its role."""
+    for split in splits:
+        images, labels = headers[f"x_{split}"], headers[f"y_{split}"]
+        _check_images(path, f"x_{split}", *images)
+        _check_labels(path, f"y_{split}", *labels, images[0][0])
+    if "class_names" in headers:  # one name per class, every class with a training image
+        shape, dtype = headers["class_names"]
+        if len(shape) != 1 or shape[0] > headers["x_train"][0][0] or dtype.itemsize > MAX_NAME_BYTES:
+            raise DataError(
+                f"{path}: class_names is {dtype} of shape {shape}, expected at most one name per training image, "
+                f"each under {MAX_NAME_BYTES // 4} characters"
+            )
+    total = 0
+    for key, (shape, dtype) in headers.items():
+        declared = math.prod(shape) * dtype.itemsize
+        held = archive.getinfo(members[key]).file_size
+        if declared > held:
+            raise DataError(f"{path}: {key} declares {declared:,} bytes of data, but its member holds {held:,}")
+        total += declared
+    memory = _memory_bytes()
+    if memory and total > memory:
+        raise DataError(f"{path}: its arrays declare {total / 2**30:.1f} GiB, more than this machine's memory")
+
+
+def _memory_bytes() -> int:
+    """Physical memory in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _read_array(archive: zipfile.ZipFile, member: str) -> np.ndarray:
+    """One checked ``.npy`` member: decompressed as it is read, never with pickle."""
+    with archive.open(member) as handle:
+        return np.lib.format.read_array(handle, allow_pickle=False)
 
 
 @register_dataset("npz")

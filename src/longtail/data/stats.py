@@ -10,7 +10,7 @@ import numpy as np
 
 from ..evaluation.metrics import shot_groups
 from ..io import write_binary_atomic
-from .longtail import class_counts
+from .longtail import class_counts, implied_classes
 
 
 def class_size_stats(counts: Sequence[int], *, many: int = 100, few: int = 20) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def split_file_counts(path: str | Path) -> list[int]:
     from .filelist import read_split_lines
 
     _, labels = read_split_lines(path)
-    return np.bincount(labels).tolist()
+    return class_counts(labels, implied_classes(labels, str(path))).tolist()
 
 
 def dataset_counts(config: Any, split: str = "train") -> tuple[list[int], str, dict[str, Any]]:

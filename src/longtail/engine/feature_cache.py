@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..io import save_torch_atomic
+from ..safe_torch import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,14 @@ def _read(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        stored = load_tensors(path, mmap=True)
     except Exception as error:  # a truncated or foreign file is a cache miss, not a failure
         log.warning("%s: unreadable feature cache (%s); recomputing", path, error.__class__.__name__)
         return None
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(k), torch.Tensor) for k in ("x", "y")):
+        log.warning("%s: not a feature cache (no x and y tensors); recomputing", path)
+        return None
+    return stored
 
 
 def cached_features(

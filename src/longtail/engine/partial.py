@@ -16,9 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..io import save_torch_atomic
+from ..safe_torch import load_tensors
 from .rng import restore_rng_state, rng_state
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class PartialTraining:
         if not self.path.is_file():
             return None
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            saved = load_tensors(self.path)
         except Exception:  # a file from a crashed write is not ours to trust: start afresh
             log.info("%s: unreadable; training from the start", self.path)
             return None

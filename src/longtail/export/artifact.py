@@ -12,6 +12,10 @@ needs PyTorch alone::
 
 The program takes images in [0, 1] *before* normalisation (the mean/std of the
 training data are baked in) and has a dynamic batch dimension.
+
+Plain ``torch.export.load`` trusts its file (it unpickles, runs guard code,
+evaluates expressions); :func:`load_artifact` checks a file from elsewhere
+first and refuses anything that could run code (:mod:`~longtail.export.safe_load`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 from ..io import write_binary_atomic
 from .errors import ExportError
 from .fold import FoldedHead
+from .safe_load import check_archive
 
 FORMAT = "longtail-export"
 FORMAT_VERSION = 1
@@ -85,9 +90,14 @@ def save_artifact(path: str | Path, program: torch.export.ExportedProgram, metad
 def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
     """The program and metadata of an artifact written by :func:`save_artifact`.
 
+    The archive is checked first (:func:`~longtail.export.safe_load.check_archive`):
+    one holding pickles, guard code, or anything but ATen operators on raw
+    tensors is refused unread, so a model file from elsewhere runs no code.
+
     Raises:
         ExportError: naming ``path`` when it is missing, not a ``torch.export``
-            archive, has no longtail metadata, or a newer format version.
+            archive, holds anything that could run code, has no longtail
+            metadata, or a newer format version.
     """
     path = Path(path)
     if not path.is_file():
@@ -98,15 +108,18 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
     logger = logging.getLogger("torch.export")
     level = logger.level
     logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; the raise is enough
-    try:
-        program = torch.export.load(path, extra_files=extra)
-    except Exception as error:
-        raise ExportError(
-            f"{path}: not a model exported by `longtail export` (a zip archive, but torch.export.load "
-            f"fails with {error.__class__.__name__})"
-        ) from None
-    finally:
-        logger.setLevel(level)
+    # One open file for the check and the load: what was checked is what is loaded, even if the path is replaced.
+    with open(path, "rb") as handle:
+        check_archive(handle, str(path))  # torch.export.load trusts its file; nothing in it may run
+        try:
+            program = torch.export.load(handle, extra_files=extra)
+        except Exception as error:
+            raise ExportError(
+                f"{path}: not a model exported by `longtail export` (a zip archive, but torch.export.load "
+                f"fails with {error.__class__.__name__})"
+            ) from None
+        finally:
+            logger.setLevel(level)
     try:
         metadata = json.loads(extra[METADATA_FILE])
     except (json.JSONDecodeError, TypeError):

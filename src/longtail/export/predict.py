@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from ..data.image_files import open_image
 from ..data.image_transforms import CenterCrop
+from ..data.npz import npy_header
 from ..errors import ConfigError, DataError
 
 BATCH = 64  # images per forward pass
@@ -32,8 +35,20 @@ class Prediction:
         }
 
 
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    """The shape a ``.npy`` file declares in its header, refused when larger than Pillow lets an image be."""
+    with open(path, "rb") as handle:
+        shape, _ = npy_header(handle)
+    # The bound Pillow sets image files (twice MAX_IMAGE_PIXELS is its decompression-bomb error), at 4 channels.
+    limit = Image.MAX_IMAGE_PIXELS  # None when the user turned Pillow's limit off
+    if limit is not None and math.prod(shape) > 2 * limit * 4:
+        raise Image.DecompressionBombError(f"shape {shape}: more values than an image of Pillow's size limit holds")
+    return shape
+
+
 def _npy_image(path: Path) -> Image.Image:
     """A ``.npy`` array as a Pillow image: (H, W), (H, W, C) or (C, H, W); uint8, or floats in [0, 1]."""
+    _npy_shape(path)  # before anything is allocated: the header may declare terabytes
     array = np.load(path, allow_pickle=False)
     if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
         array = array.transpose(1, 2, 0)  # channels first -> last
@@ -76,11 +91,13 @@ def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
         if path.suffix.lower() == ".npy":
             image = _transform(_npy_image(path), spec)
         else:
-            with Image.open(path) as opened:  # as the pipeline reads image files (see data.image_files.read_image)
+            with open_image(path) as opened:  # as the pipeline reads image files (see data.image_files.read_image)
                 image = _transform(opened, spec)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge declared size
+        raise DataError(f"{path}: image too large ({error})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
         raise DataError(f"{path}: cannot read image ({error.__class__.__name__}: {error})") from None
     array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)

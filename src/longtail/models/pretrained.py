@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..safe_torch import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def load_pretrained(backbone: nn.Module, path: str | Path, name: str = "backbone
     if not path.is_file():
         raise ConfigError(f"{where}: file not found")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_tensors(path)
     except Exception as error:  # torch raises many types for files it cannot read
         raise ConfigError(f"{where}: not a PyTorch weights file ({error.__class__.__name__})") from None
     state = {_strip(k): v for k, v in _unwrap(loaded, path).items()}

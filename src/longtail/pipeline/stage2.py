@@ -32,6 +32,7 @@ from ..engine.stage2_online import retrain_on_images
 from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError, RunDirError
 from ..io import save_torch_atomic
+from ..safe_torch import load_tensors
 from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of
 from ..models.serialize import head_from_dict, head_to_dict
 from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
@@ -196,7 +197,7 @@ def load_fitted(run: LoadedRun, fitted: dict[str, Fitted] | None = None) -> dict
 def _read_classifier(run: LoadedRun, method: str) -> Fitted:
     path = classifier_path(run.run_dir, method)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_tensors(path)
     except Exception as error:
         raise RunDirError(f"{path}: unreadable classifier ({error.__class__.__name__})") from None
     if not isinstance(saved, dict) or saved.get("checkpoint_sha256") != run.checkpoint_sha256:
