@@ -25,7 +25,7 @@ from ..losses import create_loss
 from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind
 from ..models.pretrained import configure_backbone
-from ..samplers import section_sampler
+from ..samplers import EpochSampler, section_sampler
 from . import distributed as dist
 from .device import seed_everything
 from .loops import make_loader, predict, train_one_epoch
@@ -242,6 +242,66 @@ def _restore(
     return int(state["sampler"]["epoch"]), list(state["metrics"])
 
 
+def _initial_model(config: Config, splits: DatasetSplits, device: torch.device) -> Classifier:
+    """The stage-1 network before training, seeded: ``model.*`` backbone (pretrained, frozen parts) and head."""
+    seed_everything(config.seed)
+    in_channels, head = splits.train.image_shape[0], joint_head_kind(config.train.loss)
+    model = create_model(config.model.backbone, in_channels, splits.num_classes, head)
+    m = config.model
+    configure_backbone(model, backbone=m.backbone, pretrained=m.pretrained, trainable=m.trainable)
+    return model.to(device)
+
+
+def _loaders(
+    config: Config, splits: DatasetSplits, batch_size: int, device: torch.device
+) -> tuple[EpochSampler, FirstSteps, DataLoader]:
+    """The ``train.sampler``, this process's training loader (``batch_size`` images per step, the epoch cut to
+    one process's length) and its shard of the validation split."""
+    cfg, replicas, rank = config.train, dist.world_size(), dist.rank()
+    sampler = section_sampler(
+        splits.train.labels,
+        cfg,
+        epochs=cfg.epochs,
+        seed=config.seed,
+        num_replicas=replicas,
+        rank=rank,
+        num_classes=splits.num_classes,
+    )
+    on_cuda = device.type == "cuda"
+    workers = config.data.num_workers
+    loader = make_loader(
+        splits.train, batch_size, sampler=sampler, drop_last=True, num_workers=workers, pin_memory=on_cuda
+    )
+    val_loader = make_loader(
+        splits.val,
+        config.eval.batch_size,
+        sampler=dist.shard(len(splits.val), replicas, rank),
+        num_workers=workers,
+        pin_memory=on_cuda,
+    )
+    # One process's epoch: len(train) // batch_size steps (one when the data is smaller than a batch).
+    return sampler, FirstSteps(loader, max(1, sampler.num_samples // cfg.batch_size)), val_loader
+
+
+def _epoch_record(
+    epoch: int, stats: dict[str, float], lr: float, val: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """One line of metrics.jsonl: the 1-based epoch, training loss and accuracy, lr, validation groups, time."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": stats["loss"],
+        "train_acc": stats["acc"],
+        "lr": lr,
+        "val_all": val["all"],
+        "val_macro": val["macro"],
+        "val_many": val["many"],
+        "val_medium": val["medium"],
+        "val_few": val["few"],
+        "seconds": seconds,
+        "rss_mb": resident_memory_mb(),
+    }
+
+
 def train_joint(
     config: Config,
     splits: DatasetSplits,
@@ -292,37 +352,10 @@ def train_joint(
     batch_size = check_train_setup(config, device, replicas)
     progress = progress and rank == 0
     train_counts = splits.train_counts
-    seed_everything(config.seed)
-    in_channels, head = splits.train.image_shape[0], joint_head_kind(cfg.loss)
-    model = create_model(config.model.backbone, in_channels, splits.num_classes, head)
-    m = config.model
-    configure_backbone(model, backbone=m.backbone, pretrained=m.pretrained, trainable=m.trainable)
-    model = model.to(device)
+    model = _initial_model(config, splits, device)
     net = training_module(model, config, device)
     criterion = stage1_loss(config, train_counts).to(device)
-    sampler = section_sampler(
-        splits.train.labels,
-        cfg,
-        epochs=cfg.epochs,
-        seed=config.seed,
-        num_replicas=replicas,
-        rank=rank,
-        num_classes=splits.num_classes,
-    )
-    on_cuda = device.type == "cuda"
-    workers = config.data.num_workers
-    loader = make_loader(
-        splits.train, batch_size, sampler=sampler, drop_last=True, num_workers=workers, pin_memory=on_cuda
-    )
-    # One process's epoch: len(train) // batch_size steps (one when the data is smaller than a batch).
-    loader = FirstSteps(loader, max(1, sampler.num_samples // cfg.batch_size))
-    val_loader = make_loader(
-        splits.val,
-        config.eval.batch_size,
-        sampler=dist.shard(len(splits.val), replicas, rank),
-        num_workers=workers,
-        pin_memory=on_cuda,
-    )
+    sampler, loader, val_loader = _loaders(config, splits, batch_size, device)
     augment = train_transform(splits, config.data, seed=config.seed, rank=rank).to(device)
     evaluate = eval_transform(splits).to(device)
     mixer, maxnorm = stage1_mixer(config, rank), stage1_maxnorm(config, model)
@@ -366,19 +399,7 @@ def train_joint(
             )
         predictions, labels = validation_predictions(model, val_loader, evaluate, device=device)
         val = accuracy_summary(predictions, labels, train_counts, many=config.eval.many, few=config.eval.few)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": stats["loss"],
-            "train_acc": stats["acc"],
-            "lr": lr,
-            "val_all": val["all"],
-            "val_macro": val["macro"],
-            "val_many": val["many"],
-            "val_medium": val["medium"],
-            "val_few": val["few"],
-            "seconds": time.perf_counter() - start,
-            "rss_mb": resident_memory_mb(),
-        }
+        record = _epoch_record(epoch, stats, lr, val, time.perf_counter() - start)
         history.append(record)
         bar.set_postfix(epoch=epoch + 1, loss=f"{stats['loss']:.3f}", val_macro=f"{val['macro'] or 0:.1f}")
         if rank == 0 and not progress:
