@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -27,8 +28,9 @@ from .config import EvalConfig, config_reference, config_to_dict, load_config
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
-from .evaluation.compare import comparison_rows, format_comparison
-from .evaluation.table import format_table
+from .evaluation.bootstrap import METRICS
+from .evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
+from .evaluation.table import INTERVAL_NOTE, format_table
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
 from .io import write_text_atomic
@@ -97,6 +99,8 @@ def _print_table(results: dict[str, Any], split: str = "test") -> None:
     counts = results.get("train_counts")
     print(f"\n{results.get('dataset', '')} — top-1 accuracy (%) on {split}; train class sizes {counts}")
     print(format_table(methods))
+    if any(isinstance(summary, dict) and summary.get("ci") for summary in methods.values()):
+        print(INTERVAL_NOTE)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -141,10 +145,18 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     if args.md:
         check_output_path(args.md, overwrite=args.overwrite, what="--md")
-    rows = comparison_rows(args.run_dirs)
-    print(format_comparison(rows))
+    if args.paired:
+        rows = paired_rows(args.run_dirs, *args.paired, metric=args.metric or "macro")
+        render = functools.partial(format_paired, rows)
+    elif args.metric:
+        raise ConfigError("--metric: chooses what --paired compares; give --paired A B too")
+    elif not args.run_dirs:
+        raise ConfigError("compare: give one or more RUN_DIRs")
+    else:
+        render = functools.partial(format_comparison, comparison_rows(args.run_dirs))
+    print(render())
     if args.md:
-        write_text_atomic(Path(args.md), format_comparison(rows, markdown=True) + "\n")
+        write_text_atomic(Path(args.md), render(markdown=True) + "\n")
         print(f"\nMarkdown table: {args.md}")
 
 
@@ -355,18 +367,28 @@ def _eval_parser(commands: Any, shared: argparse.Namespace) -> None:
 
 
 def _compare_parser(commands: Any, shared: argparse.Namespace) -> None:
-    """``longtail compare``: a table across runs."""
+    """``longtail compare``: a table across runs, or a paired bootstrap of two methods (``--paired``)."""
     p = commands.add_parser(
         "compare",
         parents=[shared.common],
-        help="one table across runs: every method, many/medium/few/all/macro, τ, wall time",
+        help="one table across runs: every method, many/medium/few/all/macro ± 95%% interval, τ, wall time",
         description="Compare the test results of several runs: one row per run and method, the best of each "
-        "column marked (highest accuracy, least wall time). A method's wall time is stage 1 plus, for stage-2 "
-        "methods, the feature pass and its own fitting (auto: all of them).",
+        "column marked (highest accuracy, least wall time), each accuracy with the half-width of its 95% "
+        "bootstrap interval over test images. A method's wall time is stage 1 plus, for stage-2 "
+        "methods, the feature pass and its own fitting (auto: all of them). With --paired A B: the paired "
+        "bootstrap of A − B instead (docs/statistics.md).",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `longtail train`")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories written by `longtail train`")
     p.add_argument("--md", metavar="FILE.md", help="also write the table as Markdown to FILE.md")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.md if it exists")
+    p.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("A", "B"),
+        help="paired bootstrap of A − B on the same test images: two method names (one line per RUN_DIR), "
+        "or RUN_A:METHOD RUN_B:METHOD (two runs scored on the same test set; no other RUN_DIR)",
+    )
+    p.add_argument("--metric", choices=METRICS, help="the accuracy --paired compares (default: macro)")
     p.set_defaults(func=_cmd_compare)
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from .errors import RunDirError
 
 # Accuracy (%) and τ entries of a method's summary and of a τ-sweep point; None marks an empty shot group.
-SCORE_KEYS = ("many", "medium", "few", "all", "macro", "tau")
+ACCURACY_KEYS = ("many", "medium", "few", "all", "macro")
+SCORE_KEYS = (*ACCURACY_KEYS, "tau")
 _SHOWN = 40  # characters of a value or key quoted in a message: a message stays one short line
 
 
@@ -82,6 +83,18 @@ def _key(name: str) -> str:
     return _cut(str(name))
 
 
+def _is_interval(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value)))
+
+
+def _check_intervals(check: _Checker, where: str, intervals: Any) -> None:
+    """A method's ``ci``: each accuracy's 95 % interval ``[low, high]`` in percent, or null (an empty group)."""
+    intervals = check.obj(where, intervals)
+    for key in ACCURACY_KEYS:
+        if key in intervals:
+            check.require(f"{where}.{key}", intervals[key], _is_interval, "[low, high] (two numbers) or null")
+
+
 def _check_methods(check: _Checker, where: str, methods: Any) -> None:
     for method, summary in check.obj(where, methods).items():
         at = f"{where}.{_key(method)}"
@@ -89,6 +102,8 @@ def _check_methods(check: _Checker, where: str, methods: Any) -> None:
         if "per_class" in summary:
             for i, value in enumerate(check.items(f"{at}.per_class", summary["per_class"])):
                 check.require(f"{at}.per_class[{i}]", value, lambda v: v is None or _is_number(v), "a number or null")
+        if "ci" in summary:
+            _check_intervals(check, f"{at}.ci", summary["ci"])
         if "chosen" in summary:  # auto: the label of the method it picked
             check.require(f"{at}.chosen", summary["chosen"], lambda v: isinstance(v, str), "a string")
 

@@ -6,20 +6,30 @@ has one, and wall time. A method's wall time is what it took from scratch:
 stage-1 training, plus (for stage-2 methods) the feature pass and its own
 fitting; ``auto`` needs every method fitted first, so it counts all of them.
 The best cell of a column (highest accuracy, least time; every tie) is bold in
-Markdown and starred in the terminal.
+Markdown and starred in the terminal; each accuracy carries the half-width of
+its 95 % bootstrap interval (``78.8 ±1.1``) where results.json has one.
+
+``compare --paired A B`` is the paired bootstrap of the difference between two
+methods (of each run, or of two runs on one test set) from the runs' per-image
+test predictions (:mod:`longtail.evaluation.predictions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunDirError
-from ..runs import read_results, require_run_dir
+import numpy as np
+
+from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, display_order, label_of
-from .table import COLUMNS, render_table
+from ..runs import read_results, require_run_dir
+from .bootstrap import METRICS, paired_bootstrap
+from .metrics import shot_groups
+from .predictions import read_predictions
+from .table import COLUMNS, INTERVAL_NOTE, render_table, with_interval
 
 HEADER = ("Run", "Method", "Many", "Medium", "Few", "All", "Macro", "τ", "Wall (s)")
 
@@ -33,6 +43,8 @@ class ComparisonRow:
     scores: dict[str, float | None]
     tau: float | None
     wall_seconds: float | None
+    # Column -> 95 % bootstrap interval [low, high] from results.json (empty for older results).
+    ci: dict[str, list[float] | None] = field(default_factory=dict)
 
 
 def _wall_seconds(method: str, timing: dict[str, Any]) -> float | None:
@@ -72,7 +84,9 @@ def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
         for method in display_order(methods):
             summary = methods[method]
             scores = {c: summary.get(c) for c in COLUMNS}
-            rows.append(ComparisonRow(label, method, scores, summary.get("tau"), _wall_seconds(method, timing)))
+            wall = _wall_seconds(method, timing)
+            ci = dict(summary.get("ci") or {})
+            rows.append(ComparisonRow(label, method, scores, summary.get("tau"), wall, ci))
     return rows
 
 
@@ -90,22 +104,192 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
     best = [_best(values, lowest=False) for values in columns[:-1]] + [_best(columns[-1], lowest=True)]
     digits = [1] * (len(COLUMNS) + 1)
 
-    def cell(value: float | None, column: int) -> str:
+    def cell(value: float | None, column: int, interval: list[float] | None) -> str:
         if value is None:
             return "–"
         # Compare what is shown: two cells that print alike are both best.
         text = f"{value:.{digits[column]}f}"
         if best[column] is not None and text == f"{best[column]:.{digits[column]}f}":
-            return f"**{text}**" if markdown else f"{text}*"
-        return text
+            text = f"**{text}**" if markdown else f"{text}*"
+        return with_interval(text, interval)
 
     table = []
     for index, row in enumerate(rows):
-        numbers = [cell(values[index], i) for i, values in enumerate(columns)]
+        intervals = [row.ci.get(c) for c in COLUMNS] + [None]  # wall time has no interval
+        numbers = [cell(values[index], i, intervals[i]) for i, values in enumerate(columns)]
         tau = "–" if row.tau is None else f"{row.tau:g}"
         label = label_of(row.method)
         table.append([row.run, label, *numbers[:-1], tau, numbers[-1]])
     rendered = render_table(HEADER, table, markdown=markdown, left={0, 1})
     if not markdown:
         rendered += "\n* best in its column (highest accuracy, least wall time)"
+        if any(r.ci for r in rows):
+            rendered += f"\n{INTERVAL_NOTE}"
     return rendered
+
+
+# --------------------------------------------------------------------------- compare --paired
+
+PAIRED_RESAMPLES = 1000
+PAIRED_HEADER = ("Run", "A", "B", "A − B", "95% interval", "A wins", "Ties", "")
+PAIRED_NOTE = (
+    "within noise: the 95% interval of A − B contains 0, so resampling the test images alone can reverse it\n"
+    "(differences between training seeds come on top: `longtail grid --seeds`)"
+)
+
+
+@dataclass
+class PairedRow:
+    """One paired comparison of A and B: two methods of one run (``run`` set) or of two runs (``run`` None).
+
+    ``result`` is :func:`~longtail.evaluation.bootstrap.paired_bootstrap`'s dict, None where the metric is
+    undefined on the test set (an empty shot group).
+    """
+
+    run: str | None
+    a: str
+    b: str
+    metric: str
+    result: dict[str, Any] | None
+
+
+@dataclass
+class _ScoredRun:
+    """What a paired comparison reads of a run: results.json and the per-image test predictions."""
+
+    path: Path
+    results: dict[str, Any]
+    labels: np.ndarray
+    predictions: dict[str, np.ndarray]
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> _ScoredRun:
+        path = require_run_dir(run_dir)
+        results = read_results(path)
+        if not isinstance(results.get("train_counts"), list):
+            raise RunDirError(f"{path}: no train_counts in results.json; finish `longtail train` first")
+        labels, predictions = read_predictions(path, "test")
+        return cls(path, results, labels, predictions)
+
+    def correct(self, method: str) -> np.ndarray:
+        """(N,) whether ``method`` got each test image right."""
+        if method not in self.predictions:
+            have = ", ".join(self.predictions) or "none"
+            raise RunDirError(f"{self.path}: no test predictions of method {method!r} (it has: {have})")
+        return self.predictions[method] == self.labels
+
+    def groups_setting(self) -> tuple[list[int], int, int]:
+        """Training class sizes and the many / few thresholds, which define the shot groups."""
+        thresholds = self.results.get("shot_thresholds", {})
+        return self.results["train_counts"], thresholds.get("many", 100), thresholds.get("few", 20)
+
+
+def _split_side(text: str) -> tuple[str | None, str]:
+    """``METHOD`` -> (None, METHOD); ``RUN_DIR:METHOD`` -> (RUN_DIR, METHOD) (a method name has no colon)."""
+    run, colon, method = text.rpartition(":")
+    if not method:
+        raise ConfigError(f"--paired {text!r}: expected METHOD or RUN_DIR:METHOD")
+    return (run, method) if colon else (None, method)
+
+
+def _paired(a: _ScoredRun, method_a: str, b: _ScoredRun, method_b: str, metric: str, resamples: int) -> Any:
+    """The paired bootstrap of A − B on their shared test set (A's seed), or None for an empty group."""
+    if not np.array_equal(a.labels, b.labels):
+        raise RunDirError(
+            f"{a.path} and {b.path}: not scored on the same test set (their test labels differ); "
+            "a paired comparison needs the same images in the same order"
+        )
+    counts, many, few = a.groups_setting()
+    if metric in ("many", "medium", "few") and b.groups_setting() != (counts, many, few):
+        raise RunDirError(
+            f"{a.path} and {b.path}: their {metric}-shot groups differ (other class sizes or thresholds); "
+            "compare --metric macro or all"
+        )
+    if len(b.groups_setting()[0]) != len(counts):
+        raise RunDirError(f"{a.path} and {b.path}: different numbers of classes")
+    members = shot_groups(counts, many, few).get(metric)
+    if members is not None and not np.isin(a.labels, members).any():
+        return None  # an empty group: no difference to measure
+    seed = a.results.get("seed")
+    options = {"metric": metric, "many": many, "few": few, "num_resamples": resamples}
+    options["seed"] = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0  # the run's seed
+    try:
+        return paired_bootstrap(a.correct(method_a), b.correct(method_b), a.labels, counts, **options)
+    except ValueError as error:  # labels beyond the class count: a damaged predictions file
+        raise RunDirError(f"{a.path}: {error}") from None
+
+
+def paired_rows(
+    run_dirs: Sequence[str | Path], a: str, b: str, *, metric: str = "macro", resamples: int = PAIRED_RESAMPLES
+) -> list[PairedRow]:
+    """``compare --paired A B``: A − B by paired bootstrap, for each run (A, B methods) or across two runs.
+
+    ``a`` and ``b`` are both method names (compared within every run of ``run_dirs``) or both
+    ``RUN_DIR:METHOD`` (one comparison across two runs scored on the same test set; no ``run_dirs``).
+
+    Raises:
+        ConfigError: A and B of different forms, no run to compare in, an unknown metric.
+        RunDirError: a run without per-image predictions or without the method, two runs whose test labels
+            differ.
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+    (run_a, method_a), (run_b, method_b) = _split_side(a), _split_side(b)
+    if (run_a is None) != (run_b is None):
+        raise ConfigError(f"--paired {a} {b}: give two method names, or two RUN_DIR:METHOD")
+    if run_a is not None and run_b is not None:
+        if run_dirs:
+            raise ConfigError(f"--paired {a} {b}: RUN_DIR:METHOD names its runs; give no other RUN_DIR")
+        first, second = _ScoredRun.read(run_a), _ScoredRun.read(run_b)
+        name_a, name_b = _run_labels([first.path, second.path])
+        result = _paired(first, method_a, second, method_b, metric, resamples)
+        return [PairedRow(None, f"{name_a}: {label_of(method_a)}", f"{name_b}: {label_of(method_b)}", metric, result)]
+    if not run_dirs:
+        raise ConfigError(f"--paired {a} {b}: give the RUN_DIR(s) to compare them in")
+    rows = []
+    for run_dir, label in zip(run_dirs, _run_labels([Path(d) for d in run_dirs]), strict=True):
+        run = _ScoredRun.read(run_dir)
+        result = _paired(run, method_a, run, method_b, metric, resamples)
+        rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result))
+    return rows
+
+
+def _points(value: float) -> str:
+    return f"{value + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0: an exact tie prints +0.0
+
+
+def _verdict(interval: list[float]) -> str:
+    low, high = interval
+    if low <= 0.0 <= high:
+        return "within noise"
+    return "A better" if low > 0 else "B better"
+
+
+def _paired_cells(row: PairedRow) -> list[str]:
+    result = row.result
+    if result is None or result["ci"] is None:
+        return ["–", "–", "–", "–", f"no {row.metric}-shot class"]
+    low, high = result["ci"]
+    return [
+        _points(result["difference"]),
+        f"[{_points(low)}, {_points(high)}]",
+        f"{100 * result['a_wins']:.1f}%",
+        f"{100 * result['ties']:.1f}%",
+        _verdict(result["ci"]),
+    ]
+
+
+def format_paired(rows: Sequence[PairedRow], *, markdown: bool = False) -> str:
+    """The paired comparisons as a titled Markdown or terminal table, with what "within noise" means."""
+    within_run = any(r.run is not None for r in rows)
+    header = list(PAIRED_HEADER if within_run else PAIRED_HEADER[1:])
+    table = [([r.run or ""] if within_run else []) + [r.a, r.b, *_paired_cells(r)] for r in rows]
+    metric = rows[0].metric if rows else "macro"
+    resamples = next((r.result["resamples"] for r in rows if r.result), PAIRED_RESAMPLES)
+    title = (
+        f"Paired bootstrap of A − B, {metric} top-1 accuracy in points on test\n"
+        f"({resamples} resamples of the test images within each class, the same for A and B)"
+    )
+    left = {0, 1, 2, len(header) - 1} if within_run else {0, 1, len(header) - 1}
+    rendered = render_table(header, table, markdown=markdown, left=left)
+    return f"{title}\n\n{rendered}\n\n{PAIRED_NOTE}"

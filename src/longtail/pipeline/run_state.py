@@ -20,6 +20,7 @@ from ..data.transforms import eval_transform
 from ..engine.device import resolve_device
 from ..engine.head_training import Features, extract_features
 from ..errors import ConfigError, RunDirError
+from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import Fitted
 from ..models.classifier import Classifier
@@ -41,6 +42,10 @@ RUN_TIME_KEYS = (
     "data.num_workers",
     "data.decode_threads",
 )
+# Resamples of every confidence interval in results.json. On the demo test set (10,000 images) the ends of
+# an interval from 1,000 move between bootstrap seeds by a standard deviation of 0.03 point (macro) to 0.08
+# (few), below the table's one decimal; each method takes about 6 ms.
+BOOTSTRAP_RESAMPLES = 1000
 
 
 @dataclass
@@ -77,17 +82,30 @@ def results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
 
 @torch.no_grad()
 def score_fitted(
-    fitted: dict[str, Fitted], features: Features, config: Config, train_counts: list[int]
+    fitted: dict[str, Fitted],
+    features: Features,
+    config: Config,
+    train_counts: list[int],
+    predictions: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Accuracy summary of each classifier's head on ``features``, plus its ``info`` (on the CPU; the heads
-    themselves are left where they are). Classifiers with a backbone of their own need features of it."""
+    themselves are left where they are). Classifiers with a backbone of their own need features of it.
+
+    Each summary has ``ci``: the 95 % stratified bootstrap interval of each accuracy over the images of
+    ``features`` (:data:`BOOTSTRAP_RESAMPLES` resamples seeded by the run's seed, so a re-score gives the
+    same intervals). When ``predictions`` is given, each classifier's (N,) predicted classes are put in it.
+    """
     scores = {}
     for method, fit in fitted.items():
-        predictions = copy.deepcopy(fit.head).cpu().eval()(features.x).argmax(1)
-        scores[method] = accuracy_summary(
-            predictions, features.y, train_counts, many=config.eval.many, few=config.eval.few
+        predicted = copy.deepcopy(fit.head).cpu().eval()(features.x).argmax(1)
+        thresholds = {"many": config.eval.many, "few": config.eval.few}
+        scores[method] = accuracy_summary(predicted, features.y, train_counts, **thresholds)
+        scores[method]["ci"] = bootstrap_ci_from_predictions(
+            predicted, features.y, train_counts, **thresholds, num_resamples=BOOTSTRAP_RESAMPLES, seed=config.seed
         )
         scores[method].update(fit.info)
+        if predictions is not None:
+            predictions[method] = predicted
     return scores
 
 

@@ -19,6 +19,7 @@ from ..engine.distributed import agree, barrier, broadcast_object, is_main, proc
 from ..engine.precision import make_grad_scaler
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError, StorageError
+from ..evaluation.predictions import write_predictions
 from ..io import make_dirs, write_json_atomic
 from ..models.backbones import BACKBONES
 from ..runs import (
@@ -206,7 +207,10 @@ def _stage1(
             scores = {}
             for split in SPLITS:
                 features = split_features(model.backbone, splits, split, config=config, device=device)
-                scores[split] = score_fitted({"joint": Fitted(model.head)}, features, config, splits.train_counts)
+                predictions: dict[str, Any] = {}
+                fitted = {"joint": Fitted(model.head)}
+                scores[split] = score_fitted(fitted, features, config, splits.train_counts, predictions)
+                write_predictions(out, split, features.y, predictions)  # per image, for `compare --paired`
             results = {
                 **results_header(config, splits),
                 "split": "test",

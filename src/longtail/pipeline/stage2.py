@@ -31,6 +31,7 @@ from ..engine.partial import PartialTraining
 from ..engine.stage2_online import retrain_on_images
 from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError, RunDirError
+from ..evaluation.predictions import write_predictions
 from ..io import save_torch_atomic
 from ..safe_torch import load_tensors
 from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of
@@ -235,16 +236,20 @@ def _save_classifier(run: LoadedRun, method: str, fitted: Fitted) -> None:
     save_torch_atomic(classifier_path(run.run_dir, method), saved)
 
 
-def _scores(run: LoadedRun, features: RunFeatures, fitted: dict[str, Fitted], split: str) -> dict[str, Any]:
-    """Every classifier scored on ``split``: on the run's backbone's features, or on its own backbone's."""
+def _scores(
+    run: LoadedRun, features: RunFeatures, fitted: dict[str, Fitted], split: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Every classifier scored on ``split`` (on the run's backbone's features, or on its own backbone's), and
+    its (N,) predictions."""
     counts = run.splits.train_counts
     shared = {m: f for m, f in fitted.items() if f.backbone is None}
-    scores = score_fitted(shared, features(split), run.config, counts)
+    predictions: dict[str, torch.Tensor] = {}
+    scores = score_fitted(shared, features(split), run.config, counts, predictions)
     for method, fit in fitted.items():
         if fit.backbone is not None:
             own = split_features(fit.backbone, run.splits, split, config=run.config, device=run.device)
-            scores.update(score_fitted({method: fit}, own, run.config, counts))
-    return scores
+            scores.update(score_fitted({method: fit}, own, run.config, counts, predictions))
+    return scores, predictions
 
 
 def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
@@ -263,8 +268,12 @@ def _refresh_scores(
     splits: Sequence[str] = SPLITS,
     extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score ``fitted`` on ``splits`` and merge the scores, and ``extras``, into results.json."""
-    scores = {split: _scores(run, features, fitted, split) for split in splits}
+    """Score ``fitted`` on ``splits`` and merge the scores, and ``extras``, into results.json; each split's
+    per-image predictions replace ``predictions/<split>.npz`` (what ``compare --paired`` reads)."""
+    scores = {}
+    for split in splits:
+        scores[split], predictions = _scores(run, features, fitted, split)
+        write_predictions(run.run_dir, split, features(split).y, predictions)
     extras = extras or {}
 
     def update(results: dict[str, Any]) -> None:
