@@ -283,6 +283,9 @@ class EvalConfig:
     many: int = option(100, "many-shot classes have more than this many training images")
     few: int = option(20, "few-shot classes have fewer than this many training images")
     batch_size: int = option(1000, "images per inference batch")
+    bootstrap_resamples: int = option(
+        1000, "resamples of the stratified bootstrap behind every 95% interval (at least 1000; seeded by seed)"
+    )
 
 
 @dataclass
@@ -643,6 +646,8 @@ def validate_config(config: Config) -> None:
     _require(e.few >= 0, "eval.few", e.few, "an integer >= 0")
     _require(e.many >= e.few, "eval.many", e.many, "an integer >= eval.few")
     _require(e.batch_size >= 1, "eval.batch_size", e.batch_size, "an integer >= 1")
+    resamples_ok = 1000 <= e.bootstrap_resamples <= 1_000_000
+    _require(resamples_ok, "eval.bootstrap_resamples", e.bootstrap_resamples, "an integer in [1000, 1,000,000]")
     device_ok = config.device in ("auto", "cpu", "cuda") or config.device.startswith("cuda:")
     _require(device_ok, "device", config.device, "auto, cpu, cuda or cuda:N")
     _check_upper_bounds(config)

@@ -45,7 +45,6 @@ RUN_TIME_KEYS = (
 # Resamples of every confidence interval in results.json. On the demo test set (10,000 images) the ends of
 # an interval from 1,000 move between bootstrap seeds by a standard deviation of 0.03 point (macro) to 0.08
 # (few), below the table's one decimal; each method takes about 6 ms.
-BOOTSTRAP_RESAMPLES = 1000
 
 
 @dataclass
@@ -92,7 +91,7 @@ def score_fitted(
     themselves are left where they are). Classifiers with a backbone of their own need features of it.
 
     Each summary has ``ci``: the 95 % stratified bootstrap interval of each accuracy over the images of
-    ``features`` (:data:`BOOTSTRAP_RESAMPLES` resamples seeded by the run's seed, so a re-score gives the
+    ``features`` (``eval.bootstrap_resamples`` resamples seeded by the run's seed, so a re-score gives the
     same intervals). When ``predictions`` is given, each classifier's (N,) predicted classes are put in it.
     """
     scores = {}
@@ -101,7 +100,7 @@ def score_fitted(
         thresholds = {"many": config.eval.many, "few": config.eval.few}
         scores[method] = accuracy_summary(predicted, features.y, train_counts, **thresholds)
         scores[method]["ci"] = bootstrap_ci_from_predictions(
-            predicted, features.y, train_counts, **thresholds, num_resamples=BOOTSTRAP_RESAMPLES, seed=config.seed
+            predicted, features.y, train_counts, **thresholds, num_resamples=config.eval.bootstrap_resamples, seed=config.seed
         )
         scores[method].update(fit.info)
         if predictions is not None:

@@ -27,7 +27,6 @@ from ..evaluation.table import format_table
 from ..methods import METHODS, display_order
 from ..io import write_binary_atomic, write_text_atomic
 from ..runs import require_run_dir, run_lock
-from ..pipeline.run_state import BOOTSTRAP_RESAMPLES
 from .collect import ReportData, collect, norm_methods
 from .confusion import RAREST_SHOWN, confusion_classes, confusion_matrix
 from .figures import (
@@ -337,7 +336,7 @@ def _with_intervals(data: ReportData) -> dict[str, dict[str, Any]]:
     """Each classifier's summary with its 95 % bootstrap intervals, computed as results.json computes them
     (stratified over the test images, the run's seed), on the predictions the report just made."""
     counts = data.train_counts.tolist()
-    options = {"many": data.many, "few": data.few, "num_resamples": BOOTSTRAP_RESAMPLES, "seed": data.seed}
+    options = {"many": data.many, "few": data.few, "num_resamples": data.bootstrap_resamples, "seed": data.seed}
     summaries = {}
     for method, out in data.outputs.items():
         ci = bootstrap_ci_from_predictions(out.predictions, data.labels, counts, **options)
@@ -352,7 +351,7 @@ def _results_section(data: ReportData, ece: dict[str, float]) -> Section:
             "Top-1 accuracy (%) on test. All: over all test images (micro); Macro: the mean of the per-class "
             "accuracies; Many / Medium / Few: the mean accuracy of the classes in each group. ± is half the "
             "width of the 95 % bootstrap interval over the test images (each class resampled within itself, "
-            f"{BOOTSTRAP_RESAMPLES:,} resamples): the noise of the test sample, not that of training "
+            f"{data.bootstrap_resamples:,} resamples): the noise of the test sample, not that of training "
             "(docs/statistics.md). Hyper-parameters "
             f"(τ, the automatic choice) were chosen on validation by {data.select}."
         ),

@@ -71,6 +71,7 @@ class ReportData:
     many: int
     few: int
     seed: int
+    bootstrap_resamples: int
     select: str
     labels: np.ndarray
     outputs: dict[str, MethodOutputs]
@@ -164,6 +165,7 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
         many=config.eval.many,
         few=config.eval.few,
         seed=config.seed,
+        bootstrap_resamples=config.eval.bootstrap_resamples,
         select=config.decouple.select,
         labels=test.y.numpy().astype(np.int64),
         outputs=outputs,
