@@ -54,6 +54,10 @@ class HeadTrainer(Protocol):
     ``method`` and ``lr_factor`` name the training (logs, resumable state);
     ``criterion`` replaces cross-entropy, ``after_step()`` runs after every
     optimiser step (e.g. a MaxNorm projection of the head's weights).
+    ``sampler`` replaces ``decouple.sampler`` for this training (weight balancing
+    re-weights its loss and draws instance-balanced); ``bn`` replaces
+    ``decouple.bn``: ``"train"`` runs the frozen backbone's BatchNorm on batch
+    statistics, so it needs images (MiSLAS's shift learning).
     """
 
     def __call__(
@@ -66,6 +70,8 @@ class HeadTrainer(Protocol):
         trainable: str = "classifier",
         criterion: nn.Module | None = None,
         after_step: Callable[[], None] | None = None,
+        sampler: str | None = None,
+        bn: str | None = None,
     ) -> Fitted: ...
 
 
@@ -119,10 +125,13 @@ class FitContext:
         trainable: str = "classifier",
         criterion: nn.Module | None = None,
         after_step: Callable[[], None] | None = None,
+        sampler: str | None = None,
+        bn: str | None = None,
     ) -> Fitted:
         """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used.
 
-        ``criterion``: the loss (cross-entropy when None); ``after_step()`` runs after every optimiser step.
+        ``criterion``: the loss (cross-entropy when None); ``after_step()`` runs after every optimiser step;
+        ``sampler`` / ``bn``: this training's ``decouple.sampler`` / ``decouple.bn`` (None: the configured ones).
         """
         fitted = self.trainer(
             head,
@@ -132,6 +141,8 @@ class FitContext:
             trainable=trainable,
             criterion=criterion,
             after_step=after_step,
+            sampler=sampler,
+            bn=bn,
         )
         fitted.params.setdefault("lr", section.lr)
         return fitted
@@ -218,16 +229,19 @@ def train_on_features(
         trainable: str = "classifier",
         criterion: nn.Module | None = None,
         after_step: Callable[[], None] | None = None,
+        sampler: str | None = None,
+        bn: str | None = None,
     ) -> Fitted:
-        if trainable != "classifier":
-            raise ValueError(f"{method}: trainable={trainable!r} needs images; features are all there is here")
+        if trainable != "classifier" or bn == "train":
+            what = f"trainable={trainable!r}" if trainable != "classifier" else "bn='train'"
+            raise ValueError(f"{method}: {what} needs images; features are all there is here")
         train = features("train")
         train = Features(train.x, train.y, views)
         head = train_head(
             head,
             train,
             section,
-            sampling=config.decouple,
+            sampling=with_sampler(config.decouple, sampler),
             seed=config.seed,
             device=device,
             criterion=criterion,
@@ -236,6 +250,11 @@ def train_on_features(
         return Fitted(head, settings={"features": "cached", "views": 0 if views is None else len(views)})
 
     return trainer
+
+
+def with_sampler(decouple: Any, sampler: str | None) -> Any:
+    """``decouple`` (the config section) with ``sampler`` in place of its ``sampler``; itself when None."""
+    return decouple if sampler is None else dataclasses.replace(decouple, sampler=sampler)
 
 
 # --- sweeps: one hyper-parameter chosen on validation -------------------------------------------------------

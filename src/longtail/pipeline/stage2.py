@@ -13,6 +13,7 @@ the methods.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import config_to_dict
+from ..config import Config, config_to_dict
 from ..data.transforms import train_transform
 from ..engine.feature_cache import cached_features
 from ..engine.head_training import Features, extract_views, train_head
@@ -35,6 +36,7 @@ from ..evaluation.predictions import write_predictions
 from ..io import save_torch_atomic
 from ..safe_torch import load_tensors
 from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of
+from ..methods.base import with_sampler
 from ..models.serialize import head_from_dict, head_to_dict
 from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
 from .run_state import SPLITS, LoadedRun, load_run, results_header, score_fitted, split_features
@@ -125,16 +127,22 @@ class RunTrainer:
         trainable: str = "classifier",
         criterion: nn.Module | None = None,
         after_step: Callable[[], None] | None = None,
+        sampler: str | None = None,
+        bn: str | None = None,
     ) -> Fitted:
-        run, cfg = self.run, self.run.config.decouple
+        run = self.run
+        # This training's decouple settings: the run's, with the method's sampler / BatchNorm mode if it asks.
+        cfg = with_sampler(run.config.decouple, sampler)
+        cfg = cfg if bn is None else dataclasses.replace(cfg, bn=bn)
+        config = dataclasses.replace(run.config, decouple=cfg)
         tag = method if lr_factor == 1.0 else f"{method}_lr_x{lr_factor:g}"
         on_epoch = functools.partial(self._log_epoch, f"decouple/{tag}/")
-        settings = config_to_dict(run.config)["decouple"]
+        settings = config_to_dict(config)["decouple"]
         key = {"checkpoint": run.checkpoint_sha256, "decouple": settings, "lr": section.lr, "seed": run.config.seed}
         resumable = PartialTraining(run.run_dir / CLASSIFIER_DIR / f"{tag}.partial", key)
         loss = {"criterion": criterion, "after_step": after_step}
-        if cfg.features == "online" or trainable != "classifier":
-            return self._on_images(head, section, trainable, on_epoch, resumable, loss)
+        if cfg.features == "online" or trainable != "classifier" or bn == "train":
+            return self._on_images(head, section, config, trainable, on_epoch, resumable, loss)
         train = self.features("train")
         views = self.features.train_views() if cfg.views > 0 else None
         head = train_head(
@@ -154,18 +162,20 @@ class RunTrainer:
         self,
         head: nn.Module,
         section: Any,
+        config: Config,
         trainable: str,
         on_epoch: Any,
         resumable: PartialTraining,
         loss: dict[str, Any],
     ) -> Fitted:
-        """The head trained with the backbone in the loop; the backbone is kept when training changed it."""
+        """The head trained with the backbone in the loop (``config``: the run's, with this training's
+        decouple settings); the backbone is kept when training changed it."""
         run = self.run
         tuned = retrain_on_images(
             run.model,
             head,
             run.splits,
-            run.config,
+            config,
             section,
             trainable=trainable,
             device=run.device,
@@ -175,8 +185,8 @@ class RunTrainer:
         )
         if trainable != "classifier":
             return Fitted(tuned.head, tuned.backbone, settings={"features": "online", "trainable": trainable})
-        drifted = run.config.decouple.bn == "train"  # BatchNorm statistics moved: the head needs that backbone
-        settings = {"features": "online", "bn": run.config.decouple.bn}
+        drifted = config.decouple.bn == "train"  # BatchNorm statistics moved: the head needs that backbone
+        settings = {"features": "online", "bn": config.decouple.bn}
         return Fitted(tuned.head, tuned.backbone if drifted else None, settings=settings)
 
     def _log_epoch(self, prefix: str, epoch: int, stats: dict[str, float]) -> None:

@@ -1,0 +1,132 @@
+"""MiSLAS's second stage (Zhong et al., "Improving Calibration for Long-Tailed Recognition", CVPR 2021).
+
+The classifier is re-trained with class-balanced sampling (``decouple.sampler``)
+and label-aware smoothing: class ``j`` gets smoothing ``ε_j``, from
+``eps_head`` for the largest class to ``eps_tail`` for the smallest, along
+``shape`` (MiSLAS's default, concave: ``ε_tail + (ε_head - ε_tail) sin(π/2 ·
+(n_j - n_min) / (n_max - n_min))``). The rarest classes get the least
+smoothing, so their scores are pushed up the most.
+
+What the reference (dvlab-research/MiSLAS, ``train_stage2.py``, ``methods.py``,
+``config/*stage2*``) does, and where this differs:
+
+- It fine-tunes the stage-1 classifier (``init=joint``, the default here), at
+  ``lr_factor × lr`` (CIFAR-10-LT IF 100: 0.5 × 0.1; CIFAR-100-LT: 0.2 × 0.1;
+  ImageNet-LT: 0.05 × 0.1), 10 epochs, per-epoch cosine, class-balanced
+  sampler, weight decay 2e-4 (CIFAR) / 5e-4 (ImageNet-LT). ``init=fresh``
+  re-initialises it instead, cRT-style.
+- It also learns an LWS-like scale per class on the logits, at the full lr.
+  A scale is absorbed by ``W`` and ``b`` (``s_j (w_j x + b_j)`` is linear), so
+  the head here is the linear classifier alone; only the scale's own learning
+  rate is lost.
+- Shift learning (``shift_bn``): the backbone runs in train mode under
+  ``no_grad`` during stage 2, so its BatchNorm normalises with batch statistics
+  and re-estimates its running statistics on class-balanced batches; no
+  BatchNorm parameter is trained (the affine ones stay as stage 1 left them).
+  Here ``decouple.las.shift_bn=true`` trains on images with the frozen
+  backbone's BatchNorm in train mode (``decouple.bn=train`` for this method
+  alone): slower than cached features, and the classifier is saved with its
+  re-estimated backbone.
+- Smoothing: CIFAR-10-LT IF 100 and ImageNet-LT use ε 0.3 / 0.0 (the defaults
+  here), CIFAR-100-LT 0.4 / 0.1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from ..config import HeadTrainingConfig, option
+from ..errors import ConfigError
+from ..losses import LABEL_AWARE_SHAPES, LabelAwareSmoothingLoss
+from . import register_method
+from .base import FitContext, Fitted, MethodSpec, lr_variants
+from .crt import fresh_linear_head
+from .wb import joint_copy
+
+
+@dataclass
+class LASConfig(HeadTrainingConfig):
+    """``decouple.las``: MiSLAS's stage 2 (reference CIFAR-10-LT: 10 epochs, batch 128, lr 0.05, wd 2e-4)."""
+
+    epochs: int = option(10, "LAS epochs (reference: 10)")
+    batch_size: int = option(128, "LAS batch size (reference: 128 on CIFAR, 256 on ImageNet-LT)")
+    lr: float = option(
+        0.05, "LAS peak learning rate, cosine to 0 (reference: lr_factor x lr = 0.05 on CIFAR-10-LT IF 100)"
+    )
+    weight_decay: float = option(5e-4, "LAS weight decay (reference: 2e-4 CIFAR, 5e-4 ImageNet-LT)")
+    eps_head: float = option(0.3, "label-aware smoothing of the largest class (reference: 0.3; CIFAR-100-LT 0.4)")
+    eps_tail: float = option(0.0, "label-aware smoothing of the smallest class (reference: 0.0; CIFAR-100-LT 0.1)")
+    shape: Literal["concave", "linear", "convex", "exp"] = option(
+        "concave", "how the smoothing goes from eps_tail to eps_head with the class size (reference: concave)"
+    )
+    power: float | None = option(None, "shape=exp: the exponent of (n_j - n_min) / (n_max - n_min)")
+    init: Literal["joint", "fresh"] = option(
+        "joint", "joint: fine-tune the stage-1 classifier (reference); fresh: re-initialise it (cRT-style)"
+    )
+    shift_bn: bool = option(
+        False,
+        "shift learning: the frozen backbone's BatchNorm in train mode during LAS (batch statistics, running "
+        "statistics re-estimated on class-balanced batches); trains on images, slower",
+    )
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        for key in ("eps_head", "eps_tail"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(f"{prefix}.{key}={value!r}: expected a number in [0, 1]")
+        if self.shape not in LABEL_AWARE_SHAPES:
+            raise ConfigError(f"{prefix}.shape={self.shape!r}: expected one of {', '.join(LABEL_AWARE_SHAPES)}")
+        power_ok = isinstance(self.power, int | float) and math.isfinite(self.power) and self.power > 0
+        if self.shape == "exp" and not power_ok:
+            raise ConfigError(f"{prefix}.power={self.power!r}: expected a number > 0 with {prefix}.shape=exp")
+
+
+def fit(context: FitContext) -> Fitted:
+    """Train the classifier with label-aware smoothing (``decouple.las``), from the joint one or afresh."""
+    section = context.section("las")
+    if section.init == "joint":
+        head = joint_copy(context.joint)
+    else:
+        head = fresh_linear_head(context.joint.weight.shape[1], context.num_classes, context.seed)
+    criterion = LabelAwareSmoothingLoss(
+        context.counts, section.eps_head, section.eps_tail, section.shape, section.power
+    )
+    bn = "train" if section.shift_bn else None
+    fitted = context.train_head(head, section, method="las", criterion=criterion, bn=bn)
+    fitted.info.update(
+        {"init": section.init, "eps_head": section.eps_head, "eps_tail": section.eps_tail, "shift_bn": section.shift_bn}
+    )
+    return fitted
+
+
+_lr_variants = lr_variants(fit)
+
+
+def variants(context: FitContext, fitted: Fitted) -> list[Fitted]:
+    """``auto``'s candidates: the fit at lr × each ``decouple.auto_lr_factors``; not with shift learning,
+    whose classifier needs its own re-estimated backbone while ``auto`` compares on the frozen one."""
+    if context.config.decouple.las.shift_bn:
+        raise ConfigError(
+            "--method auto: compares classifiers on the frozen backbone, and decouple.las.shift_bn=true changes "
+            "its BatchNorm statistics; set it false, or fit --method las alone"
+        )
+    return _lr_variants(context, fitted)
+
+
+SPEC = register_method(
+    MethodSpec(
+        name="las",
+        label="LAS",
+        color="tab:pink",
+        fit=fit,
+        order=70,
+        section="las",
+        config=LASConfig,
+        needs_linear_joint=True,
+        show_norms=True,
+        variants=variants,
+    )
+)
