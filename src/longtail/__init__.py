@@ -6,6 +6,7 @@ The public API, re-exported here (imported on first use, so that ``import longta
     from longtail.methods import METHODS, register_method                 # the stage-2 methods
     from longtail.report import write_report                             # longtail report
     from longtail.export import export_run, load_artifact                # longtail export / predict
+    from longtail import export_features                                 # longtail features
     from longtail.evaluation.compare import comparison_rows              # longtail compare
     from longtail.data import longtail_counts
     from longtail.evaluation import shot_groups
@@ -33,6 +34,7 @@ _EXPORTS = {
     "resume": "pipeline",
     "train": "pipeline",
     "demo": "demo",
+    "export_features": "pipeline.features_export",
 }
 
 __all__ = ["__version__", *_EXPORTS]

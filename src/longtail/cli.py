@@ -1,7 +1,7 @@
 """The ``longtail`` command: parse arguments, call the library, print tables.
 
 Subcommands: ``train`` (and ``train --resume``), ``decouple``, ``eval``, ``compare``, ``demo``, ``grid``,
-``config``, ``data stats``, ``export``, ``predict``, ``report``, ``illustrate``. Any
+``config``, ``data stats``, ``export``, ``predict``, ``report``, ``illustrate``, ``features``. Any
 :class:`~longtail.errors.LongtailError` becomes one line on stderr and exit status 1 (a traceback only
 with ``--debug``).
 """
@@ -38,6 +38,7 @@ from .runs import check_output_path
 from .methods import method_names
 from .demo import demo
 from .pipeline import decouple, evaluate, resume, train
+from .pipeline.features_export import export_features
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
@@ -241,11 +242,20 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"exported {what} to {result.path}  ({result.path.stat().st_size / 1e6:.1f} MB)")
     if result.onnx_path is not None:
         print(f"ONNX: {result.onnx_path}")
-    print(f"next: longtail predict {result.path} IMAGE...")
+    if result.metadata["input"].get("kind") == "features":
+        print(f"it maps (N, {result.metadata['input']['features']}) feature vectors to logits: "
+              f"torch.export.load('{result.path}').module()(features)")  # fmt: skip
+    else:
+        print(f"next: longtail predict {result.path} IMAGE...")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     module, metadata = load_artifact(args.model)
+    if metadata.get("input", {}).get("kind") == "features":
+        raise ConfigError(
+            f"{args.model}: takes (N, {metadata['input'].get('features')}) feature vectors, not images; "
+            "call it from Python: torch.export.load(MODEL).module()(features)"
+        )
     predictions = predict_images(module, metadata, args.images, args.topk)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions]))
@@ -265,6 +275,14 @@ def _cmd_illustrate(args: argparse.Namespace) -> None:
 
     out = check_output_path(args.out, overwrite=args.overwrite, what="--out")
     print(f"illustration: {write_illustration(out, seed=args.seed)}")
+
+
+def _cmd_features(args: argparse.Namespace) -> None:
+    written = export_features(args.run_dir, args.out, overwrite=args.overwrite, overrides=args.overrides)
+    counts = ", ".join(f"{split} {n}" for split, n in written.counts.items())
+    joint = " and the joint classifier" if written.joint else ""
+    print(f"features (d = {written.num_features}; {counts}){joint} written to {written.path}")
+    print(f"next: longtail train data.name=features data.path={written.path} --out RUN_DIR")
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
@@ -578,6 +596,25 @@ def _predict_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _features_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail features``: a run's features as an .npz."""
+    p = commands.add_parser(
+        "features",
+        parents=[shared.common],
+        help="write a run's frozen-backbone features of every split to an .npz (for data.name=features)",
+        description="Write the test-time features of RUN_DIR's train, val and test splits by its frozen backbone "
+        "(the ones stage 2 fits on, from RUN_DIR/features or computed there) to --out: x_train, y_train, x_val, "
+        "y_val, x_test, y_test, class_names, and the joint classifier (joint_weight, joint_bias) when it is "
+        "linear. `longtail train data.name=features data.path=FILE` trains a linear probe on them; with "
+        "model.joint=file it keeps this run's joint classifier, and its stage 2 gives this run's numbers.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
+    p.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE.npz if it exists")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time overrides such as data.root=DIR")
+    p.set_defaults(func=_cmd_features)
+
+
 _COMMAND_PARSERS = (
     _train_parser,
     _decouple_parser,
@@ -591,6 +628,7 @@ _COMMAND_PARSERS = (
     _data_parser,
     _export_parser,
     _predict_parser,
+    _features_parser,
 )
 
 

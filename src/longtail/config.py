@@ -44,14 +44,20 @@ class DataConfig:
     """Which dataset, where it lives, how its long-tailed subset is drawn and how images are transformed."""
 
     name: str = option(
-        "fashion_mnist_lt", "dataset reader: fashion_mnist_lt, cifar10_lt, cifar100_lt, npz, filelist or imagefolder"
+        "fashion_mnist_lt",
+        "dataset reader: fashion_mnist_lt, cifar10_lt, cifar100_lt, npz, filelist, imagefolder, or features "
+        "(precomputed feature vectors: no backbone, model.backbone=identity)",
     )
     root: str | None = option(
         None,
         "data directory (filelist: where the list paths start; imagefolder: holds train/, val/, test/; "
         "CIFAR: holds the python pickles); null: Debian's Fashion-MNIST for fashion_mnist_lt",
     )
-    path: str | None = option(None, "npz: the .npz file (x_train, y_train, x_test, y_test, optional x_val, y_val)")
+    path: str | None = option(
+        None,
+        "npz: the .npz file (x_train, y_train, x_test, y_test, optional x_val, y_val); features: the .npz or .pt "
+        "file of the same keys, x_* (N, d) float feature vectors",
+    )
     train_list: str | None = option(None, "filelist: training split file, one 'relative/path label' per line")
     val_list: str | None = option(None, "filelist: validation split file; null: held out of the training images")
     test_list: str | None = option(None, "filelist: test split file")
@@ -109,13 +115,22 @@ class ModelConfig:
     backbone: str = option(
         "resnet8",
         "backbone: resnet8, resnet14, resnet20, resnet32, resnet44, resnet56 (CIFAR-style, small images); "
-        "resnet10, resnet50, resnet152, resnext50_32x4d (ImageNet-style, 224 px)",
+        "resnet10, resnet50, resnet152, resnext50_32x4d (ImageNet-style, 224 px); identity (data.name=features, "
+        "its default); export:PATH (a torch.export .pt2 program) or torchscript:PATH (a TorchScript file) mapping "
+        "images to (N, d) features, used frozen, declared in PATH.json (num_features; optional input_size, mean, std)",
     )
     pretrained: str | None = option(
         None, "initial backbone weights: a local state-dict file (a 'module.' prefix and an 'fc.*' classifier are fine)"
     )
-    trainable: Literal["all", "last_stage"] = option(
-        "all", "stage 1 trains all layers, or only the last stage (the rest frozen, BatchNorm statistics too)"
+    trainable: Literal["all", "last_stage", "none"] = option(
+        "all",
+        "stage 1 trains all layers, only the last stage (the rest frozen, BatchNorm statistics too), or none "
+        "(the classifier alone: a linear probe; the default, and the only choice, for export:/torchscript: backbones)",
+    )
+    joint: Literal["train", "file"] = option(
+        "train",
+        "the joint classifier: train (stage 1 trains it), or file (data.name=features only: joint_weight and "
+        "joint_bias of data.path, as `longtail features` writes them; stage 1 trains nothing, train.* unused)",
     )
 
 
@@ -528,9 +543,58 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
+    _implied_model_keys(tree)
     config = _build(Config, tree)
     validate_config(config)
     return config
+
+
+EXTERNAL_BACKBONES = ("export:", "torchscript:")
+
+
+def _implied_model_keys(tree: dict[str, Any]) -> None:
+    """Model keys that follow from others when not given: ``model.backbone=identity`` for ``data.name=features``,
+    ``model.trainable=none`` for a backbone file, whose path is made absolute (a run is read from anywhere)."""
+    data, model = tree.get("data") or {}, tree.get("model") or {}
+    if not isinstance(data, dict) or not isinstance(model, dict):
+        return  # _build names the malformed section
+    if data.get("name") == "features" and "backbone" not in model:
+        model["backbone"] = "identity"
+    backbone = model.get("backbone")
+    if isinstance(backbone, str) and backbone.startswith(EXTERNAL_BACKBONES):
+        kind, _, path = backbone.partition(":")
+        model["backbone"] = f"{kind}:{Path(path).expanduser().absolute()}" if path else backbone
+        model.setdefault("trainable", "none")
+    if model:
+        tree["model"] = model
+
+
+def _check_representation(config: Config) -> None:
+    """Backbone, data and stage-2 keys that do not go together: features need the identity backbone and
+    nothing else; a backbone file is frozen; the joint classifier comes from a file only with features."""
+    d, m, dc = config.data, config.model, config.decouple
+    features, external = d.name == "features", m.backbone.startswith(EXTERNAL_BACKBONES)
+    if features and m.backbone != "identity":
+        raise ConfigError(
+            f"model.backbone={m.backbone!r}: data.name=features holds feature vectors, not images; "
+            "expected model.backbone=identity (its default)"
+        )
+    network = "a network (identity is for data.name=features)"
+    _require(features or m.backbone != "identity", "model.backbone", m.backbone, network)
+    _require(features or m.joint == "train", "model.joint", m.joint, "train (file is for data.name=features)")
+    linear = "train: train.loss=ldam_drw trains a cosine classifier, a file holds a linear one"
+    _require(m.joint == "train" or config.train.loss != "ldam_drw", "model.joint", m.joint, linear)
+    if external:
+        _require(m.trainable == "none", "model.trainable", m.trainable, "none: a backbone file is used frozen")
+        _require(m.pretrained is None, "model.pretrained", m.pretrained, "null: a backbone file has its weights")
+    if features:
+        _require(m.pretrained is None, "model.pretrained", m.pretrained, "null: features need no backbone weights")
+        _require(dc.views == 0, "decouple.views", dc.views, "0: precomputed features have no augmented views")
+    if external and dc.features == "online":  # a program keeps the BatchNorm mode it was exported in
+        _require(dc.bn == "eval", "decouple.bn", dc.bn, "eval: a backbone file's BatchNorm cannot switch to train")
+    if features or external:
+        frozen = "classifier: the backbone is " + ("the features" if features else "a frozen file")
+        _require(dc.trainable == "classifier", "decouple.trainable", dc.trainable, frozen)
 
 
 def _require(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -617,6 +681,7 @@ def validate_config(config: Config) -> None:
     _require(0 < d.scale_min <= 1, "data.scale_min", d.scale_min, "a number in (0, 1]")
     _require(d.color_jitter >= 0, "data.color_jitter", d.color_jitter, "a number >= 0")
     _check_training_keys(t, "train")
+    _check_representation(config)
     for name, section in dc.sections.items():
         if hasattr(section, "check"):
             section.check(f"decouple.{name}")

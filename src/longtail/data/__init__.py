@@ -1,7 +1,8 @@
 """Datasets: readers, long-tailed subsets, validation hold-out, image transforms, class-size statistics."""
 
 # The readers register themselves by name (data.name) when imported.
-from . import cifar, fashion_mnist, filelist, imagefolder, npz  # noqa: F401
+from . import cifar, fashion_mnist, features, filelist, imagefolder, npz  # noqa: F401
+from .features import FeatureDataset, load_features
 from .dataset import DatasetSplits, ImageDataset, TensorImageDataset, TensorPairDataset, channel_stats, keep_batch
 from .filelist import read_split_lines
 from .holdout import Holdout, holdout_validation
@@ -19,6 +20,7 @@ __all__ = [
     "BatchTransform",
     "CenterCrop",
     "DatasetSplits",
+    "FeatureDataset",
     "Holdout",
     "ImageDataset",
     "ImageFileDataset",
@@ -34,6 +36,7 @@ __all__ = [
     "create_dataset",
     "holdout_validation",
     "keep_batch",
+    "load_features",
     "longtail_counts",
     "longtail_subset",
     "plot_class_sizes",

@@ -91,13 +91,37 @@ class BatchTransform(nn.Module):
         return padded[batch, channel, rows, cols]
 
 
-def train_batch_transform(splits: DatasetSplits, *, crop_padding: int, hflip: bool, seed: int) -> BatchTransform:
+class FeatureTransform(nn.Module):
+    """The batch transform of precomputed features (``data.name=features``): (N, d) float32 as they are.
+
+    Features are neither augmented nor normalised: the linear probe and every
+    stage-2 method see exactly the vectors of the file, and an exported model
+    takes them as they are. ``generator`` is None, like an un-augmented :class:`BatchTransform`.
+    """
+
+    generator = None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def holds_features(splits: DatasetSplits) -> bool:
+    """Whether ``splits`` are feature vectors (``data.name=features``) rather than images."""
+    return bool(getattr(splits.train, "holds_features", False))
+
+
+def train_batch_transform(
+    splits: DatasetSplits, *, crop_padding: int, hflip: bool, seed: int
+) -> BatchTransform | FeatureTransform:
     """The on-device part of stage-1 augmentation for ``splits``.
 
     In-memory images: random crop after ``crop_padding`` zero pixels and a flip
     (``hflip``), drawn from a generator seeded with ``seed``, then normalisation.
     File-based images were augmented where they were decoded: normalisation only.
+    Feature vectors: the identity.
     """
+    if holds_features(splits):
+        return FeatureTransform()
     if splits.train.per_item_augmentation:
         return BatchTransform(splits.mean, splits.std)
     return BatchTransform(
@@ -109,12 +133,14 @@ def train_batch_transform(splits: DatasetSplits, *, crop_padding: int, hflip: bo
     )
 
 
-def eval_transform(splits: DatasetSplits) -> BatchTransform:
-    """The test-time transform: normalisation only."""
-    return BatchTransform(splits.mean, splits.std)
+def eval_transform(splits: DatasetSplits) -> BatchTransform | FeatureTransform:
+    """The test-time transform: normalisation only (feature vectors: the identity)."""
+    return FeatureTransform() if holds_features(splits) else BatchTransform(splits.mean, splits.std)
 
 
-def train_transform(splits: DatasetSplits, data: DataConfig, *, seed: int, rank: int = 0) -> BatchTransform:
+def train_transform(
+    splits: DatasetSplits, data: DataConfig, *, seed: int, rank: int = 0
+) -> BatchTransform | FeatureTransform:
     """The on-device stage-1 training transform of ``data`` (``crop_padding``, ``hflip``) seeded by ``seed``.
 
     Under DDP each ``rank`` draws from its own generator (rank 0's is the

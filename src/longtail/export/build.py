@@ -14,12 +14,13 @@ from torch import nn
 from ..version import __version__
 from ..data.dataset import DatasetSplits
 from ..data.image_transforms import CenterCrop
-from ..data.transforms import eval_transform
+from ..data.transforms import eval_transform, holds_features
 from ..methods import Fitted, method_names
 from ..pipeline import LoadedRun, load_fitted, load_run
 from ..runs import check_output_path, read_results, require_run_dir, run_lock
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
 from .errors import ExportError
+from .feature_program import export_feature_program, feature_input_spec
 from .fold import fold_head
 from .onnx_file import require_onnx, save_onnx
 
@@ -47,8 +48,11 @@ def input_spec(splits: DatasetSplits) -> dict[str, Any]:
     In-memory datasets (Fashion-MNIST, CIFAR, ``.npz``) have one image size:
     another size is resized to it. Image files are read as RGB, the shorter
     side resized to ``resize_shorter`` and the centre ``height`` x ``width`` kept.
+    Feature vectors (``data.name=features``) are taken as they are.
     """
     test = splits.split("test")
+    if holds_features(splits):
+        return feature_input_spec(test.image_shape[0])
     transform = getattr(test, "transform", None)
     if isinstance(transform, CenterCrop):
         channels, height, width = 3, transform.size, transform.size
@@ -88,9 +92,11 @@ def _pipeline_check(run: LoadedRun, backbone: nn.Module, head: nn.Module, progra
     """Max |exported - pipeline| logit on the first validation images; raises when beyond float tolerance."""
     val = run.splits.split("val")
     images, _ = val.__getitems__(list(range(min(CHECK_IMAGES, len(val)))))
+    # The program takes images in [0, 1], or feature vectors as they are.
+    inputs = images if holds_features(run.splits) else images.float() / 255.0
     with torch.no_grad():
         expected = head.cpu()(backbone.forward_features(eval_transform(run.splits)(images)))
-        got = program_module(images.float() / 255.0)
+        got = program_module(inputs)
     difference = float((got - expected).abs().max()) if len(images) else 0.0
     tolerance = 1e-4 * max(1.0, float(expected.abs().max()) if len(images) else 1.0)
     if difference > tolerance:
@@ -142,10 +148,21 @@ def export_run(
         check_output_path(target, overwrite=overwrite or out is None, what="--out")
     if onnx:
         require_onnx()  # before the work, not after
+    if isinstance(run_dir, LoadedRun) and run_dir.config.model.backbone.startswith("torchscript:"):
+        _refuse_torchscript(run_dir)
     inside = path.resolve().is_relative_to(where.resolve())  # writing into the run: nobody else may meanwhile
     with run_lock(where, "longtail export", exclusive=inside):
         run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
+        if run.config.model.backbone.startswith("torchscript:"):
+            _refuse_torchscript(run)
         return _export(run, method, path, onnx)
+
+
+def _refuse_torchscript(run: LoadedRun) -> None:
+    raise ExportError(
+        f"{run.run_dir}: model.backbone={run.config.model.backbone}: torch.export cannot trace a TorchScript "
+        "backbone; export the network with torch.export and train with model.backbone=export:PATH"
+    )
 
 
 def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult:
@@ -160,10 +177,14 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult
     head = copy.deepcopy(fitted[method].head).cpu().eval()
     spec = input_spec(run.splits)
     classifier = _describe_classifier(run, method, fitted[method])
+    if onnx and spec.get("kind") == "features":
+        raise ExportError(f"{run.run_dir}: --onnx: a run on features exports its .pt2 only (no image input to name)")
     folded = fold_head(head)
-    program = export_program(
-        ExportedClassifier(backbone, folded, spec["mean"], spec["std"]), spec["channels"], spec["height"], spec["width"]
-    )
+    if spec.get("kind") == "features":  # no backbone: the folded classifier on the feature vectors
+        program = export_feature_program(folded, spec["features"])
+    else:
+        classifier_module = ExportedClassifier(backbone, folded, spec["mean"], spec["std"])
+        program = export_program(classifier_module, spec["channels"], spec["height"], spec["width"])
     difference = _pipeline_check(run, backbone, head, program.module())
     metadata = {
         "format": FORMAT,

@@ -19,6 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..registry import Registry
+from .external import create_external, is_external
+from .identity import identity
 from .init import init_resnet_weights
 from .resnet import resnet10, resnet50, resnet152, resnext50_32x4d
 
@@ -140,7 +142,13 @@ for _depth in (8, 14, 20, 32, 44, 56):
 for _build in (resnet10, resnet50, resnet152, resnext50_32x4d):
     BACKBONES.register(_build.__name__)(_build)
 
+# Precomputed features (data.name=features): the representation is the data; ``in_channels`` is then d.
+BACKBONES.register("identity")(identity)
+
 
 def create_backbone(name: str, in_channels: int = 3) -> nn.Module:
-    """Build the backbone registered as ``name`` for images with ``in_channels`` channels."""
+    """Build the backbone registered as ``name`` for images with ``in_channels`` channels, or load the
+    frozen program that ``export:PATH`` / ``torchscript:PATH`` names (:mod:`longtail.models.external`)."""
+    if is_external(name):
+        return create_external(name)
     return BACKBONES.create(name, in_channels=in_channels)

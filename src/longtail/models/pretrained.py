@@ -105,7 +105,8 @@ def configure_backbone(model: nn.Module, *, backbone: str, pretrained: str | Non
 
     ``trainable="last_stage"`` freezes every backbone layer but the last stage:
     no gradients, and BatchNorm statistics kept as loaded (those layers stay in
-    eval mode); the last stage and the classifier train.
+    eval mode); the last stage and the classifier train. ``trainable="none"``
+    freezes the whole backbone: the classifier alone trains (a linear probe).
     """
     if pretrained is not None:
         load_pretrained(model.backbone, pretrained, backbone)
@@ -115,5 +116,9 @@ def configure_backbone(model: nn.Module, *, backbone: str, pretrained: str | Non
         if not hasattr(model.backbone, "last_stage"):
             raise ConfigError(f"model.trainable='last_stage': backbone {backbone!r} has no stages to keep")
         model.freeze_backbone(keep_last_stage=True)
+    elif trainable == "none":
+        if pretrained is None and any(True for _ in model.backbone.parameters()):
+            log.warning("model.trainable=none without model.pretrained: a linear probe on random features")
+        model.freeze_backbone()
     elif trainable != "all":
-        raise ConfigError(f"model.trainable={trainable!r}: expected 'all' or 'last_stage'")
+        raise ConfigError(f"model.trainable={trainable!r}: expected 'all', 'last_stage' or 'none'")

@@ -26,6 +26,7 @@ from ..methods import Fitted
 from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind
 from ..runs import CONFIG_FILE, file_sha256, load_checkpoint, require_run_dir
+from .representation import is_identity, representation_splits
 
 SPLITS = ("val", "test")
 # Keys that may change after stage 1: they do not alter what stage 1 learned.
@@ -111,7 +112,11 @@ def score_fitted(
 def split_features(
     backbone: nn.Module, splits: DatasetSplits, split: str, *, config: Config, device: torch.device
 ) -> Features:
-    """Backbone features of one split with the test-time transform."""
+    """Backbone features of one split with the test-time transform; for the identity backbone
+    (``data.name=features``) the split's own tensors, with no pass over them."""
+    if is_identity(backbone):
+        dataset = splits.split(split)
+        return Features(dataset.inputs, dataset.labels)
     transform = eval_transform(splits).to(device)
     return extract_features(
         backbone, splits.split(split), transform=transform, device=device, batch_size=config.eval.batch_size
@@ -191,13 +196,14 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
         )
     # train.epochs is judged below: an edit upwards reads as "did not finish", downwards as an edited key.
     check_stage1_config(run_dir, checkpoint.get("config"), config, skip=("train.epochs",))
-    splits = create_dataset(config.data)
+    splits = representation_splits(config, create_dataset(config.data))
     if checkpoint.get("train_counts") != splits.train_counts:
         raise RunDirError(
             f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
             f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
         )
-    done, planned = checkpoint.get("epoch"), config.train.epochs
+    # model.joint=file: the joint classifier came with the features, stage 1 trained for 0 epochs.
+    done, planned = checkpoint.get("epoch"), 0 if config.model.joint == "file" else config.train.epochs
     if isinstance(done, int) and done > planned:
         check_stage1_config(run_dir, checkpoint.get("config"), config)
     if done != planned:

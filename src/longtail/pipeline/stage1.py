@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..config import Config, config_to_dict, load_config, save_config
 from ..data.dataset import DatasetSplits
+from ..data.features import read_joint
 from ..data.image_check import write_skipped_images
 from ..data.registry import create_dataset
 from ..engine.device import resolve_device
@@ -21,7 +24,8 @@ from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError, StorageError
 from ..evaluation.predictions import write_predictions
 from ..io import make_dirs, write_json_atomic
-from ..models.backbones import BACKBONES
+from ..models.classifier import Classifier
+from ..models.factory import create_model, joint_head_kind
 from ..runs import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -38,9 +42,22 @@ from ..runs import (
 from ..engine.stage1 import check_train_setup, train_joint
 from ..methods import Fitted
 from ..samplers import section_sampler
+from .representation import check_representation, representation_splits
 from .run_state import SPLITS, check_stage1_config, results_header, score_fitted, split_features
 
 log = logging.getLogger(__name__)
+
+
+def joint_from_file(config: Config, splits: DatasetSplits, device: Any) -> Classifier:
+    """``model.joint=file``: the identity backbone with the joint classifier that ``data.path`` carries
+    (``joint_weight`` (C, d), ``joint_bias`` (C,)); nothing is trained."""
+    num_features = splits.train.image_shape[0]
+    weight, bias = read_joint(config.data.path, splits.num_classes, num_features)
+    model = create_model(config.model.backbone, num_features, splits.num_classes, joint_head_kind(config.train.loss))
+    with torch.no_grad():
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(bias)
+    return model.to(device).eval()
 
 
 def train(config: Config, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -136,10 +153,13 @@ def _finished(run_dir: Path, config: Config) -> bool:
 
 def _checked_inputs(config: Config, device: Any) -> DatasetSplits:
     """The data of ``config``, after every check that can fail before training: device and precision, the
-    backbone's name, the readers, and the sampler (which refuses a class-balanced law with an empty class)."""
+    readers, the backbone (by name, or a backbone file probed on images), a joint classifier from the features
+    file (``model.joint=file``), and the sampler (which refuses a class-balanced law with an empty class)."""
     check_train_setup(config, device, world_size())
-    BACKBONES.get(config.model.backbone)
-    splits = create_dataset(config.data)
+    splits = representation_splits(config, create_dataset(config.data))
+    check_representation(config, splits)
+    if config.model.joint == "file":
+        read_joint(config.data.path, splits.num_classes, splits.train.image_shape[0])
     section_sampler(
         splits.train.labels,
         config.train,
@@ -174,9 +194,7 @@ def _stage1(
         seconds_before = checkpoint.get("train_seconds", 0.0) if checkpoint else 0.0
         start = time.perf_counter()
 
-        def save_epoch(record: dict[str, Any], state: dict[str, Any]) -> None:
-            write_metrics(out, state["metrics"])
-            log_stage1_epoch(tensorboard, record)
+        def save_state(state: dict[str, Any]) -> None:
             checkpoint = {
                 **state,
                 "num_classes": splits.num_classes,
@@ -192,15 +210,27 @@ def _stage1(
                 then = f"continues after epoch {kept}" if kept else "starts it again"
                 raise StorageError(f"{error}; free some space, then `longtail train --resume {out}` {then}") from error
 
-        model, _ = train_joint(
-            config,
-            splits,
-            device=device,
-            on_epoch_end=save_epoch,
-            progress=progress,
-            grad_scaler=grad_scaler,
-            resume=checkpoint,
-        )
+        def save_epoch(record: dict[str, Any], state: dict[str, Any]) -> None:
+            write_metrics(out, state["metrics"])
+            log_stage1_epoch(tensorboard, record)
+            save_state(state)
+
+        if config.model.joint == "file":  # the joint classifier is given: a run of 0 epochs
+            log.info("model.joint=file: joint classifier read from %s; stage 1 trains nothing", config.data.path)
+            model = joint_from_file(config, splits, device)
+            if is_main():
+                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                save_state({"model": state, "epoch": 0, "metrics": [], "generators": [], "sampler": {"epoch": 0}})
+        else:
+            model, _ = train_joint(
+                config,
+                splits,
+                device=device,
+                on_epoch_end=save_epoch,
+                progress=progress,
+                grad_scaler=grad_scaler,
+                resume=checkpoint,
+            )
         train_seconds = seconds_before + time.perf_counter() - start
         results: dict[str, Any] | None = None
         if is_main():

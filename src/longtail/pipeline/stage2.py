@@ -39,6 +39,7 @@ from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of
 from ..methods.base import with_sampler
 from ..models.serialize import head_from_dict, head_to_dict
 from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
+from .representation import is_identity
 from .run_state import SPLITS, LoadedRun, load_run, results_header, score_fitted, split_features
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 
 def run_features(run: LoadedRun, split: str) -> Features:
     """Test-time features of ``split`` by the run's frozen backbone: from the run's feature cache
-    (``decouple.features=cached``) or computed afresh (``online``)."""
-    if run.config.decouple.features == "online":
+    (``decouple.features=cached``) or computed afresh (``online``). The identity backbone's features are the
+    dataset's own tensors: nothing to compute or cache."""
+    if run.config.decouple.features == "online" or is_identity(run.model.backbone):
         return split_features(run.model.backbone, run.splits, split, config=run.config, device=run.device)
 
     def compute() -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,256 @@
+"""Precomputed features as a dataset (``data.name=features``, ``data.path=FILE``): the second half of the recipe
+on a representation learned elsewhere.
+
+The file is an ``.npz`` archive or a ``.pt`` file (``torch.save`` of a dict of
+tensors) holding ``x_train`` (N, d) float, ``y_train`` (N,) int, ``x_test``,
+``y_test`` and optionally ``x_val``, ``y_val`` and ``class_names``; float16,
+float32 and float64 are accepted and held as float32. Labels are 0 to C-1, every
+class with at least one training vector. Without ``x_val`` the validation split
+is held out of the training vectors, class-balanced, as for the image readers
+(:mod:`longtail.data.holdout`), never from test. The features are used as given:
+no normalisation, no augmentation (the batch transform is the identity).
+
+``joint_weight`` (C, d) and ``joint_bias`` (C,), written by ``longtail
+features``, are the run's joint classifier; ``model.joint=file`` makes it the
+joint classifier of the new run (:func:`read_joint`).
+
+Reading never unpickles: ``np.load(allow_pickle=False)``, ``torch.load(weights_only=True)``.
+Memory: a ``.pt`` file is memory-mapped (``torch.load(mmap=True)``), so float32
+features of a file that brings its own ``x_val`` are never copied into memory
+and may exceed it; NumPy cannot memory-map the members of an ``.npz`` archive
+(``mmap_mode`` is ignored for archives), so ``.npz`` features are read whole. A
+float16 or float64 file, or a held-out validation split, copies to float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import DatasetSplits, TensorPairDataset
+from .holdout import holdout_validation, require_evaluation_images
+from .longtail import first_missing_class
+from .registry import register_dataset
+
+FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
+CHUNK_ROWS = 1 << 16  # rows checked for NaN / inf at a time: bounded temporaries on big memory-mapped files
+
+
+class FeatureDataset(TensorPairDataset):
+    """Feature vectors held in memory (or memory-mapped): (N, d) float32 with (N,) int64 labels.
+
+    Items are (d,) vectors. Nothing is augmented or normalised: the batch
+    transform of such a dataset is the identity
+    (:class:`~longtail.data.transforms.FeatureTransform`).
+    """
+
+    holds_features = True
+    per_item_augmentation = False
+
+    @property
+    def image_shape(self) -> tuple[int]:
+        """(d,): the shape of one item, where the image datasets have (C, H, W)."""
+        return (int(self.inputs.shape[1]),)
+
+    def set_epoch(self, epoch: int, seed: int = 0) -> None:
+        """Nothing to do: features are not augmented."""
+
+    def eval_view(self) -> FeatureDataset:
+        """The dataset as seen at test time: itself."""
+        return self
+
+
+def _read(path: Path) -> tuple[dict[str, Any], bool]:
+    """The raw entries of the file, NumPy arrays (.npz) or tensors and lists (.pt), and whether it is mapped."""
+    if not path.is_file():
+        raise DataError(f"{path}: features file not found (data.path)")
+    if path.suffix == ".pt":
+        return _read_pt(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise DataError(f"{path}: a single .npy array, expected an .npz archive of x_train, y_train, ...")
+            return {key: archive[key] for key in archive.files}, False
+    except DataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - NumPy and zipfile raise many types for a damaged archive
+        raise DataError(
+            f"{path}: not a readable .npz file ({error.__class__.__name__}: {error}); expected .npz or .pt"
+        ) from None
+
+
+def _read_pt(path: Path) -> tuple[dict[str, Any], bool]:
+    mapped = True
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file in the legacy (non-zip) format cannot be memory-mapped
+            loaded, mapped = torch.load(path, map_location="cpu", weights_only=True), False
+    except Exception as error:  # noqa: BLE001 - torch raises many types for files it refuses
+        raise DataError(
+            f"{path}: not a .pt file of tensors readable without pickle ({error.__class__.__name__})"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise DataError(f"{path}: holds a {type(loaded).__name__}, expected a dict of x_train, y_train, ...")
+    return loaded, mapped
+
+
+def _features(path: Path, key: str, value: Any) -> torch.Tensor:
+    """(N, d) float32, checked finite; float32 tensors are kept as they are (memory-mapped stays mapped)."""
+    tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) and value.dtype.kind == "f" else value
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype not in FLOAT_DTYPES or tensor.dim() != 2:
+        dtype, shape = getattr(value, "dtype", type(value).__name__), tuple(getattr(value, "shape", ()))
+        raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected float16/32/64 features of shape (N, d)")
+    tensor = tensor.to(torch.float32)
+    for start in range(0, len(tensor), CHUNK_ROWS):
+        bad = ~torch.isfinite(tensor[start : start + CHUNK_ROWS])
+        if bad.any():
+            row = start + int(bad.any(1).nonzero()[0])
+            raise DataError(f"{path}: {key} row {row} holds NaN or infinite values; expected finite features")
+    return tensor
+
+
+def _labels(path: Path, key: str, value: Any, count: int) -> np.ndarray:
+    """(N,) int64 labels >= 0 of a split with ``count`` feature vectors."""
+    array = value.numpy() if isinstance(value, torch.Tensor) else value
+    ok = isinstance(array, np.ndarray) and array.ndim == 1 and len(array) == count
+    if not ok or not np.issubdtype(array.dtype, np.integer):
+        dtype, shape = getattr(value, "dtype", type(value).__name__), tuple(getattr(value, "shape", ()))
+        raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected {count} integer labels (one per row)")
+    if count and array.min() < 0:
+        raise DataError(f"{path}: {key} holds label {int(array.min())}, expected labels >= 0")
+    return array.astype(np.int64)
+
+
+def _class_names(path: Path, raw: dict[str, Any], num_classes: int) -> list[str]:
+    if "class_names" not in raw:
+        return [str(c) for c in range(num_classes)]
+    names = raw["class_names"]
+    if isinstance(names, np.ndarray) and names.ndim == 1:
+        names = names.tolist()
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        raise DataError(f"{path}: class_names has {_length(names)} entries, expected {num_classes} (one per class)")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _length(value: Any) -> str:
+    return str(len(value)) if isinstance(value, Sequence) else f"shape {getattr(value, 'shape', '?')}"
+
+
+def _num_classes(path: Path, labels: dict[str, np.ndarray]) -> int:
+    """C: the largest training label + 1; every class below it must have a training vector."""
+    y_train = labels["train"]
+    if len(y_train) == 0:
+        raise DataError(f"{path}: x_train is empty")
+    missing = first_missing_class(y_train)
+    if missing is not None:
+        raise DataError(
+            f"{path}: class {missing} has no training vector in y_train (labels run up to {int(y_train.max())}); "
+            "expected labels 0 to C-1 with every class in the training split"
+        )
+    num_classes = int(y_train.max()) + 1
+    for split, y in labels.items():
+        if len(y) and y.max() >= num_classes:
+            raise DataError(
+                f"{path}: y_{split} holds label {int(y.max())}, but y_train has labels 0 to {num_classes - 1} only"
+            )
+    return num_classes
+
+
+def load_features(path: str | Path) -> dict[str, Any]:
+    """The checked contents of a features file.
+
+    Returns:
+        ``{"x": {split: (N, d) float32}, "y": {split: (N,) int64 array}, "num_classes", "class_names",
+        "memory_mapped"}`` with splits ``train``, ``test`` and ``val`` when the file has one.
+
+    Raises:
+        DataError: one line naming the file and the entry that is missing or malformed.
+    """
+    path = Path(path)
+    raw, mapped = _read(path)
+    splits = ["train", "test"] + (["val"] if "x_val" in raw or "y_val" in raw else [])
+    for key in (f"{xy}_{split}" for split in splits for xy in "xy"):
+        if key not in raw:
+            raise DataError(f"{path}: no entry {key!r}; expected x_train, y_train, x_test, y_test (x_val, y_val)")
+    # Float32 tensors of a mapped file stay mapped (``.to(float32)`` returns them as they are).
+    mapped = mapped and all(getattr(raw[f"x_{split}"], "dtype", None) == torch.float32 for split in splits)
+    x = {split: _features(path, f"x_{split}", raw[f"x_{split}"]) for split in splits}
+    y = {split: _labels(path, f"y_{split}", raw[f"y_{split}"], len(x[split])) for split in splits}
+    dims = {split: int(x[split].shape[1]) for split in splits}
+    if len(set(dims.values())) != 1:
+        found = ", ".join(f"x_{split} has {d}" for split, d in dims.items())
+        raise DataError(f"{path}: the splits' feature dimensions differ ({found}); expected one d")
+    num_classes = _num_classes(path, y)
+    return {
+        "x": x,
+        "y": y,
+        "num_classes": num_classes,
+        "class_names": _class_names(path, raw, num_classes),
+        "memory_mapped": mapped,
+    }
+
+
+def read_joint(path: str | Path, num_classes: int, num_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The joint classifier a features file carries: ``joint_weight`` (C, d) and ``joint_bias`` (C,), float32.
+
+    Raises:
+        DataError: when the file lacks them, or their shapes do not fit the file's classes and features.
+    """
+    path = Path(path)
+    raw, _ = _read(path)
+    if "joint_weight" not in raw or "joint_bias" not in raw:
+        raise DataError(
+            f"{path}: no joint_weight / joint_bias (model.joint=file reads the joint classifier from data.path; "
+            "`longtail features RUN` writes them), or use model.joint=train to train a linear probe"
+        )
+    weight = _features(path, "joint_weight", raw["joint_weight"])
+    bias = raw["joint_bias"]
+    bias = bias.reshape(1, -1) if isinstance(bias, (np.ndarray, torch.Tensor)) and bias.ndim == 1 else bias
+    bias = _features(path, "joint_bias", bias)[0]
+    if tuple(weight.shape) != (num_classes, num_features) or len(bias) != num_classes:
+        raise DataError(
+            f"{path}: joint_weight has shape {tuple(weight.shape)} and joint_bias {tuple(bias.shape)}, expected "
+            f"({num_classes}, {num_features}) and ({num_classes},): {num_classes} classes, {num_features} features"
+        )
+    return weight.clone(), bias.clone()
+
+
+def _holdout(cfg: DataConfig, x: torch.Tensor, y: np.ndarray, num_classes: int) -> tuple[Any, Any, str]:
+    """(train, val) datasets and where val came from: up to ``data.val_per_class`` vectors of each class."""
+    holdout = holdout_validation(y, None, cfg.val_per_class, num_classes, cfg.seed + 1)
+    train = FeatureDataset(x[torch.from_numpy(holdout.train)], torch.from_numpy(y[holdout.train]))
+    val = FeatureDataset(x[torch.from_numpy(holdout.val)], torch.from_numpy(y[holdout.val]))
+    return train, val, holdout.describe()
+
+
+@register_dataset("features")
+def build_features(cfg: DataConfig) -> DatasetSplits:
+    """The features in the file ``data.path``."""
+    if cfg.path is None:
+        raise DataError("data.path is not set: the features reader needs the .npz or .pt file (data.path=FILE)")
+    path = Path(cfg.path)
+    loaded = load_features(path)
+    x, y, num_classes = loaded["x"], loaded["y"], loaded["num_classes"]
+    name = "features:" + path.stem
+    if "val" in x:
+        train = FeatureDataset(x["train"], torch.from_numpy(y["train"]))
+        val = FeatureDataset(x["val"], torch.from_numpy(y["val"]))
+        val_source = "the file's own validation split (x_val, y_val)"
+    else:
+        train, val, val_source = _holdout(cfg, x["train"], y["train"], num_classes)
+    test = FeatureDataset(x["test"], torch.from_numpy(y["test"]))
+    require_evaluation_images(name, val.labels, test.labels, held_out="val" not in x)
+    info = {
+        "path": str(path),
+        "val_source": val_source,
+        "feature_dim": int(x["train"].shape[1]),
+        "memory_mapped": loaded["memory_mapped"],
+    }
+    return DatasetSplits(name, train, val, test, num_classes, loaded["class_names"], (), (), info)

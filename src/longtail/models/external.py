@@ -1,0 +1,235 @@
+"""A backbone exported elsewhere, used frozen: ``model.backbone=export:PATH`` (a ``torch.export`` ``.pt2``
+program) or ``model.backbone=torchscript:PATH`` (a TorchScript file).
+
+The program maps an image batch (N, C, H, W), float32 and normalised, to
+features (N, d). What longtail cannot read from the program is declared in a
+JSON file beside it, ``PATH.json``::
+
+    {"num_features": 512,                  # d, required: the width of the features
+     "input_size": [3, 224, 224],          # optional: (C, H, W) the program takes, checked against the data
+     "mean": [0.485, 0.456, 0.406],        # optional, with std: per-channel statistics of images in [0, 1]
+     "std": [0.229, 0.224, 0.225]}         #   the program expects; default: the data's (data.normalize)
+
+Loading runs no code from the file. A ``.pt2`` archive is first checked by
+:func:`~longtail.models.program_check.check_program_archive` (no pickled
+weights or constants, no guard code, only operator calls), then read with
+``torch.export.load``. A TorchScript file is read with ``torch.jit.load``,
+whose unpickler resolves names as TorchScript types and refuses Python
+callables (a ``data.pkl`` calling ``os.system`` fails with "Unknown type name
+'posix.system'"), and whose code is TorchScript, compiled, not Python.
+
+The program is not part of the model's parameters or state dict: checkpoints
+keep the file's SHA-256 instead, and a run whose file has changed is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .program_check import check_program_archive
+
+KINDS = ("export", "torchscript")
+SPEC_KEYS = ("num_features", "input_size", "mean", "std")
+
+
+def is_external(name: str) -> bool:
+    """Whether ``model.backbone`` names a file (``export:PATH``, ``torchscript:PATH``), not a registered network."""
+    return name.partition(":")[0] in KINDS and ":" in name
+
+
+def external_path(name: str) -> tuple[str, Path]:
+    """``export:PATH`` -> ("export", PATH)."""
+    kind, _, path = name.partition(":")
+    if kind not in KINDS or not path:
+        raise ConfigError(f"model.backbone={name!r}: expected export:PATH or torchscript:PATH")
+    return kind, Path(path)
+
+
+def spec_path(path: Path) -> Path:
+    """The JSON beside a backbone file: ``PATH.json``."""
+    return Path(str(path) + ".json")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What ``PATH.json`` declares about a backbone file (see the module docstring)."""
+
+    num_features: int
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def _numbers(where: str, key: str, value: Any, length: int | None, *, integer: bool, positive: bool) -> tuple:
+    kind = "integers" if integer else "numbers"
+    ok = isinstance(value, list) and (length is None or len(value) == length) and len(value) > 0
+    ok = ok and all(isinstance(v, int) if integer else isinstance(v, (int, float)) for v in value)
+    ok = ok and all(not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive) for v in value)
+    if not ok:
+        count = f"{length} " if length else ""
+        sign = "positive " if positive else ""
+        raise ConfigError(f"{where}: {key}={value!r}, expected a list of {count}{sign}{kind}")
+    return tuple(value)
+
+
+def read_spec(path: Path) -> BackboneSpec:
+    """The checked contents of ``PATH.json``.
+
+    Raises:
+        ConfigError: one line naming the JSON file and the key that is missing or wrong.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: backbone file not found (model.backbone)")
+    where = spec_path(path)
+    if not where.is_file():
+        raise ConfigError(
+            f"{where}: not found; a backbone file needs a JSON beside it declaring at least "
+            '{"num_features": d} (optional: input_size [C, H, W], mean, std)'
+        )
+    try:
+        spec = json.loads(where.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{where}: not valid JSON ({error.__class__.__name__})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a JSON object with keys {', '.join(SPEC_KEYS)}")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; expected {', '.join(SPEC_KEYS)}")
+    d = spec.get("num_features")
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+        raise ConfigError(f"{where}: num_features={d!r}, expected an integer >= 1 (the width of the features)")
+    size = spec.get("input_size")
+    size = None if size is None else _numbers(str(where), "input_size", size, 3, integer=True, positive=True)
+    if ("mean" in spec) != ("std" in spec):
+        raise ConfigError(f"{where}: give both mean and std, or neither (the data's own normalisation)")
+    channels = size[0] if size else None
+    mean = std = None
+    if "mean" in spec:
+        mean = _numbers(str(where), "mean", spec["mean"], channels, integer=False, positive=False)
+        std = _numbers(str(where), "std", spec["std"], len(mean), integer=False, positive=True)
+    return BackboneSpec(d, size, mean, std)  # type: ignore[arg-type]
+
+
+def file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def _load_export(path: Path) -> nn.Module:
+    check_program_archive(path)
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; our one line is enough
+    try:
+        return torch.export.load(path).module()
+    except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
+        raise ConfigError(
+            f"model.backbone=export:{path}: torch.export.load fails ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0][:120] if str(error) else ''})"
+        ) from None
+    finally:
+        logger.setLevel(level)
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"model.backbone=torchscript:{path}: not a TorchScript file (torch.jit.save writes a zip)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - TorchScript raises RuntimeError with multi-line context
+        first = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise ConfigError(
+            f"model.backbone=torchscript:{path}: torch.jit.load fails ({error.__class__.__name__}: {first[:120]})"
+        ) from None
+    return module.eval()
+
+
+class ExternalBackbone(nn.Module):
+    """A frozen program as a backbone: ``forward_features`` (N, C, H, W) -> (N, num_features), checked.
+
+    The program is held outside the module tree: its weights are not
+    parameters (nothing trains them, optimisers and DDP never see them) nor in
+    the state dict, which holds ``file_sha256`` instead; ``train()`` leaves it
+    alone (an exported program's mode is fixed at export); ``.to()`` moves it.
+
+    Args:
+        name: the ``model.backbone`` value, for messages.
+        program: the loaded module.
+        spec: what ``PATH.json`` declares.
+        sha256: the file's SHA-256 digest (32 bytes).
+    """
+
+    def __init__(self, name: str, program: nn.Module, spec: BackboneSpec, sha256: bytes) -> None:
+        super().__init__()
+        self.name = name
+        for parameter in program.parameters():  # (ScriptModules refuse requires_grad_ on the module)
+            parameter.requires_grad_(False)
+        object.__setattr__(self, "program", program)
+        self.spec = spec
+        self.num_features = spec.num_features
+        self.register_buffer("file_sha256", torch.tensor(list(sha256), dtype=torch.uint8))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, num_features); a program that returns another shape is a one-line error."""
+        features = self.program(x)
+        # x.shape[0], not len(x): len() would make torch.export (longtail export) specialise the batch size.
+        ok = isinstance(features, torch.Tensor) and features.dim() == 2
+        if not ok or features.shape[0] != x.shape[0] or features.shape[1] != self.num_features:
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            expected = (int(x.shape[0]), self.num_features)
+            raise ConfigError(
+                f"model.backbone={self.name}: the program returns {shape} for a batch of {expected[0]}, but "
+                f"{spec_path(external_path(self.name)[1]).name} declares num_features={self.num_features}: "
+                f"expected {expected}"
+            )
+        return features.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def train(self, mode: bool = True) -> ExternalBackbone:
+        self.training = mode  # the program keeps the mode it was exported in
+        return self
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ExternalBackbone:  # .to(), .cuda(), memory formats
+        super()._apply(fn, recurse)
+        self.program._apply(fn)
+        return self
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        stored = state_dict.get(prefix + "file_sha256")
+        if stored is not None and not torch.equal(stored.cpu(), self.file_sha256.cpu()):
+            raise ConfigError(
+                f"model.backbone={self.name}: the file changed since this run was trained (its SHA-256 differs "
+                "from the checkpoint's); the run's features and classifiers belong to the old file"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, num_features={self.num_features}"
+
+
+def create_external(name: str) -> ExternalBackbone:
+    """Load the backbone file that ``model.backbone=export:PATH`` / ``torchscript:PATH`` names, frozen.
+
+    Raises:
+        ConfigError: one line, when the file or its JSON is missing or malformed, or would run code.
+    """
+    kind, path = external_path(name)
+    spec = read_spec(path)
+    program = _load_export(path) if kind == "export" else _load_torchscript(path)
+    return ExternalBackbone(name, program, spec, file_sha256(path))

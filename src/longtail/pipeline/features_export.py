@@ -1,0 +1,87 @@
+"""``longtail features``: a run's frozen-backbone features of every split as one ``.npz``, the input of
+``data.name=features``.
+
+The file holds ``x_train``, ``x_val``, ``x_test`` ((N, d) float32, the
+test-time features that stage 2 fits on: from the run's feature cache, or
+computed and cached), ``y_*`` ((N,) int64), ``class_names`` and, when the run's
+joint classifier is linear, ``joint_weight`` (C, d) and ``joint_bias`` (C,).
+``longtail train data.name=features data.path=FILE model.joint=file`` then
+makes a run whose stage 2 is the original run's, number for number; with
+``model.joint=train`` (the default) stage 1 trains a new linear probe instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..io import write_binary_atomic
+from .run_state import LoadedRun, load_run
+from .stage2 import run_features
+
+log = logging.getLogger(__name__)
+
+FEATURE_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FeaturesFile:
+    """What :func:`export_features` wrote: the file, items per split, d, and whether the joint classifier is in it."""
+
+    path: Path
+    counts: dict[str, int]
+    num_features: int
+    joint: bool
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.suffix != ".npz":
+        raise ConfigError(f"--out {out}: expected a file name ending in .npz")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory; expected a .npz file name")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out}: exists; pass --overwrite to replace it, or choose another name")
+
+
+def _joint_arrays(run: LoadedRun) -> dict[str, np.ndarray]:
+    """``joint_weight`` (C, d) and ``joint_bias`` (C,) of a linear joint classifier; none for a cosine one."""
+    head = run.model.head
+    if head.kind != "linear":
+        log.info("the joint classifier is %s, not linear: the file holds no joint_weight / joint_bias", head.kind)
+        return {}
+    form = head.as_linear()
+    bias = form.bias if form.bias is not None else form.weight.new_zeros(len(form.weight))
+    return {"joint_weight": form.weight.cpu().numpy(), "joint_bias": bias.cpu().numpy()}
+
+
+def export_features(
+    run_dir: str | Path, out: str | Path, *, overwrite: bool = False, overrides: Sequence[str] = ()
+) -> FeaturesFile:
+    """Write the test-time features of every split of ``run_dir``, by its frozen backbone, to ``out`` (.npz).
+
+    ``overrides`` are the run-time keys of :func:`~longtail.pipeline.load_run`
+    (``data.root=DIR`` where the data moved, ``device=cpu``). An existing
+    ``out`` is refused unless ``overwrite``; the file is replaced atomically.
+
+    Raises:
+        ConfigError: ``out`` is not a .npz name, or exists without ``overwrite``.
+        RunDirError: ``run_dir`` is not a finished run.
+    """
+    out = Path(out)
+    _check_out(out, overwrite)
+    run = load_run(run_dir, overrides)
+    arrays: dict[str, np.ndarray] = {}
+    for split in FEATURE_SPLITS:
+        features = run_features(run, split)
+        arrays[f"x_{split}"] = features.x.numpy()
+        arrays[f"y_{split}"] = features.y.numpy()
+    arrays["class_names"] = np.array([str(name) for name in run.splits.class_names])
+    arrays.update(_joint_arrays(run))
+    write_binary_atomic(out, lambda handle: np.savez(handle, **arrays))
+    counts = {split: len(arrays[f"y_{split}"]) for split in FEATURE_SPLITS}
+    return FeaturesFile(out, counts, int(arrays["x_train"].shape[1]), "joint_weight" in arrays)

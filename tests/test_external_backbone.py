@@ -1,0 +1,254 @@
+"""Any exported backbone: model.backbone=export:PATH (torch.export) and torchscript:PATH, used frozen for the
+linear probe and stage 2, and refused when loading the file could run code from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import copy_run, tiny_overrides
+from longtail.cli import main
+from longtail.errors import ConfigError
+from longtail.models.external import create_external
+from longtail.models.program_check import check_program_archive
+
+
+class SmallBackbone(nn.Module):
+    """(N, 1, 28, 28) -> (N, 64): a strided conv, BatchNorm, ReLU and 4 x 4 pooling (the bars' rows survive)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, 2, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(torch.relu(self.bn(self.conv(x)))).flatten(1)
+
+
+def _spec(path: Path, **spec) -> Path:
+    Path(str(path) + ".json").write_text(json.dumps({"num_features": 64, "input_size": [1, 28, 28], **spec}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same small network, exported with torch.export and with torch.jit.script, each with its JSON."""
+    root = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(0)
+    model = SmallBackbone().eval()
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(model, (torch.rand(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, root / "net.pt2")
+    torch.jit.script(model).save(str(root / "net.ts"))
+    return {"export": _spec(root / "net.pt2"), "torchscript": _spec(root / "net.ts")}
+
+
+def _train(backbone: str, fmnist: Path, out: Path, *extra: str) -> int:
+    overrides = [*tiny_overrides(fmnist), "train.epochs=2", "train.lr=0.5", f"model.backbone={backbone}", *extra]
+    return main(["train", *overrides, "--out", str(out), "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def export_run(backbone_files: dict[str, Path], tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("export") / "run"
+    assert _train(f"export:{backbone_files['export']}", tiny_fmnist, run) == 0
+    assert main(["decouple", str(run), "--method", "all"]) == 0
+    return run
+
+
+def test_an_exported_backbone_trains_a_linear_probe_and_decouples(export_run: Path, backbone_files) -> None:
+    from longtail.methods import expand_methods
+
+    results = json.loads((export_run / "results.json").read_text())
+    assert set(results["methods"]) == {"joint", *expand_methods(["all"])}
+    assert results["methods"]["crt"]["macro"] > 30  # ten classes: chance is 10
+    config = (export_run / "config.yaml").read_text()
+    assert "trainable: none" in config and str(backbone_files["export"].absolute()) in config
+    # The program is not in the checkpoint (the file is): its SHA-256 is, and the head.
+    state = torch.load(export_run / "checkpoint.pt", weights_only=True)["model"]
+    assert sorted(state) == ["backbone.file_sha256", "head.bias", "head.weight"]
+
+
+def test_the_backbone_stays_frozen_and_matches_the_program(export_run: Path, backbone_files) -> None:
+    from longtail.pipeline import load_run
+
+    run = load_run(export_run)
+    images = torch.rand(3, 1, 28, 28)
+    program = torch.export.load(backbone_files["export"]).module()
+    # allclose, not equal: the run keeps the weights channels-last, which changes the convolution's summation order.
+    assert torch.allclose(run.model.backbone.forward_features(images), program(images), atol=1e-6)
+    assert list(run.model.backbone.parameters()) == []
+
+
+def test_a_torchscript_backbone_trains_and_decouples(backbone_files, tiny_fmnist: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(f"torchscript:{backbone_files['torchscript']}", tiny_fmnist, run) == 0
+    assert main(["decouple", str(run), "--method", "crt,tau_norm"]) == 0
+    methods = json.loads((run / "results.json").read_text())["methods"]
+    assert {"joint", "crt", "tau_norm"} <= set(methods)
+
+
+def test_a_run_on_an_exported_backbone_exports_and_writes_its_features(export_run: Path, tmp_path: Path) -> None:
+    from longtail.export import load_artifact
+
+    run = copy_run(export_run, tmp_path / "run")
+    assert main(["export", str(run), "--method", "crt", "--out", str(tmp_path / "crt.pt2")]) == 0
+    module, metadata = load_artifact(tmp_path / "crt.pt2")
+    assert module(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    assert main(["features", str(run), "--out", str(tmp_path / "f.npz")]) == 0
+
+
+def _error(capsys, *args: str) -> str:
+    """The error line of a failing command (log lines before it aside)."""
+    capsys.readouterr()
+    assert main(list(args)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("longtail: error: ")
+    return message
+
+
+def test_declared_and_produced_sizes_must_agree(backbone_files, tiny_fmnist: Path, tmp_path: Path, capsys) -> None:
+    wrong = tmp_path / "wrong.pt2"
+    wrong.write_bytes(backbone_files["export"].read_bytes())
+    out = str(tmp_path / "run")
+    base = ["train", *tiny_overrides(tiny_fmnist), "--out", out]
+    _spec(wrong, num_features=32)
+    assert "returns (2, 64) for a batch of 2, but wrong.pt2.json declares num_features=32" in _error(
+        capsys, *base, f"model.backbone=export:{wrong}"
+    )
+    _spec(wrong, input_size=[3, 32, 32])
+    assert "declares input_size [3, 32, 32], the data's test-time images are [1, 28, 28]" in _error(
+        capsys, *base, f"model.backbone=export:{wrong}"
+    )
+    Path(str(wrong) + ".json").unlink()
+    assert "wrong.pt2.json: not found" in _error(capsys, *base, f"model.backbone=export:{wrong}")
+    assert "expected none: a backbone file is used frozen" in _error(
+        capsys, *base, f"model.backbone=export:{backbone_files['export']}", "model.trainable=all"
+    )
+    assert not Path(out).exists()
+
+
+def test_a_changed_backbone_file_is_refused(backbone_files, tiny_fmnist: Path, tmp_path: Path, capsys) -> None:
+    mine = _spec(tmp_path / "net.pt2")
+    mine.write_bytes(backbone_files["export"].read_bytes())
+    run = tmp_path / "run"
+    assert _train(f"export:{mine}", tiny_fmnist, run, "train.epochs=1") == 0
+    assert main(["eval", str(run)]) == 0
+    capsys.readouterr()
+    torch.manual_seed(1)
+    torch.export.save(torch.export.export(SmallBackbone().eval(), (torch.rand(2, 1, 28, 28),)), mine)
+    assert "the file changed since this run was trained" in _error(capsys, "eval", str(run))
+
+
+# --- loading runs no code from the file ----------------------------------------------------------------------
+
+
+def _rewrite(source: Path, target: Path, edit) -> Path:
+    """A copy of zip ``source`` at ``target`` with ``edit(relative_name, bytes) -> bytes | None`` per member."""
+    with zipfile.ZipFile(source) as archive:
+        members = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
+    with zipfile.ZipFile(target, "w") as out:
+        for name, data in members:
+            data = edit(name.partition("/")[2], data)
+            if data is not None:
+                out.writestr(name, data)
+    return target
+
+
+def _edit_json(member: str, change):
+    def edit(name: str, data: bytes) -> bytes:
+        if name != member and not (member.endswith("*") and name.startswith(member[:-1])):
+            return data
+        tree = json.loads(data)
+        change(tree)
+        return json.dumps(tree).encode()
+
+    return edit
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _set_node_target(tree) -> None:
+    tree["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+
+
+def _set_expression(tree) -> None:
+    values = tree["graph_module"]["graph"]["tensor_values"]
+    next(iter(values.values()))["sizes"][0] = {"as_expr": {"expr_str": "eval(chr(49))", "hint": None}}
+
+
+def _pickle_a_weight(tree) -> None:
+    next(iter(tree["config"].values()))["use_pickle"] = True
+
+
+REFUSED = {
+    "pickled weight": (_edit_json("data/weights/model_weights_config.json", _pickle_a_weight), "is pickled"),
+    "guard code": (_edit_json("models/model.json", lambda t: t.update(guards_code=["import os"])), "guard code"),
+    "node target": (_edit_json("models/model.json", _set_node_target), "calls 'torch.os.system'"),
+    "expression": (_edit_json("models/model.json", _set_expression), "not plain arithmetic"),
+    "sample inputs": (
+        lambda n, d: pickle.dumps(_RunsCode()) if n.startswith("data/sample_inputs/") else d,
+        "does not load with weights_only=True",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ["pickled weight", "guard code", "node target", "expression", "sample inputs"])
+def test_a_pt2_that_would_run_code_is_refused(backbone_files, tmp_path: Path, case: str) -> None:
+    edit, expected = REFUSED[case]
+    evil = _spec(_rewrite(backbone_files["export"], tmp_path / "evil.pt2", edit))
+    with pytest.raises(ConfigError, match=expected) as error:
+        create_external(f"export:{evil}")
+    assert "refusing it" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_pt2_with_members_beyond_a_plain_program_is_refused(backbone_files, tmp_path: Path) -> None:
+    with zipfile.ZipFile(backbone_files["export"]) as archive:
+        top = archive.namelist()[0].partition("/")[0]
+    evil = _rewrite(backbone_files["export"], tmp_path / "evil.pt2", lambda n, d: d)
+    with zipfile.ZipFile(evil, "a") as archive:
+        archive.writestr(f"{top}/data/aotinductor/model/model.so", b"\x7fELF")
+    with pytest.raises(ConfigError, match="data/aotinductor/model/model.so' is not part of a plain torch.export"):
+        check_program_archive(evil)
+    check_program_archive(backbone_files["export"])  # the plain one passes
+
+
+def test_torchscript_loading_refuses_a_pickle_that_calls_python(backbone_files, tmp_path: Path) -> None:
+    """torch.jit.load's unpickler resolves names as TorchScript types: os.system is an unknown type, not called."""
+    marker = tmp_path / "ran"
+
+    class Touch:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = _spec(_rewrite(
+        backbone_files["torchscript"], tmp_path / "evil.ts",
+        lambda n, d: pickle.dumps(Touch(), protocol=2) if n == "data.pkl" else d,
+    ))  # fmt: skip
+    with pytest.raises(ConfigError, match="torch.jit.load fails") as error:
+        create_external(f"torchscript:{evil}")
+    assert "\n" not in str(error.value) and not marker.exists()
+
+
+def test_trainable_none_freezes_a_registered_backbone_too() -> None:
+    from longtail.models import create_model
+    from longtail.models.pretrained import configure_backbone
+
+    model = create_model("resnet8", 1, 10)
+    configure_backbone(model, backbone="resnet8", pretrained=None, trainable="none")
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert not model.train().backbone.training  # BatchNorm statistics stay as they are
