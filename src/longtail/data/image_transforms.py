@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image, ImageEnhance
 
 Box = tuple[float, float, float, float]  # left, top, width, height in source pixels

@@ -206,7 +206,7 @@ def _stage1(
             try:
                 save_checkpoint(out, checkpoint)
             except StorageError as error:  # the last checkpoint is intact: say how to go on from it
-                kept = record["epoch"] - 1
+                kept = state["epoch"] - 1
                 then = f"continues after epoch {kept}" if kept else "starts it again"
                 raise StorageError(f"{error}; free some space, then `longtail train --resume {out}` {then}") from error
 
