@@ -207,7 +207,7 @@ def _stage1(
                 save_checkpoint(out, checkpoint)
             except StorageError as error:  # the last checkpoint is intact: say how to go on from it
                 kept = state["epoch"] - 1
-                then = f"continues after epoch {kept}" if kept else "starts it again"
+                then = f"continues after epoch {kept}" if kept > 0 else "starts it again"
                 raise StorageError(f"{error}; free some space, then `longtail train --resume {out}` {then}") from error
 
         def save_epoch(record: dict[str, Any], state: dict[str, Any]) -> None:
