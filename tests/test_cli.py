@@ -12,11 +12,12 @@ import yaml
 
 from conftest import copy_run, tiny_overrides
 from longtail.cli import main
+from longtail.methods import expand_methods
 from longtail.data import longtail_counts
 from longtail.runs import read_metrics
 
 EXPECTED_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"}
-METHODS = {"joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust"}
+METHODS = {"joint", *expand_methods(["all"])}  # every registered method of `all`
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -332,11 +333,15 @@ def config_reference(cls: type = Config, prefix: str = "") -> list[tuple[str, An
 
 def _field_types(cls: type) -> dict[str, Any]:
     """Key -> type of a config dataclass, in order; the decouple section's registered method sections last."""
+    sections = tuple(_DECOUPLE_SECTIONS.items()) if cls is DecoupleConfig else ()
+    return dict(_cached_field_types(cls, sections))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_field_types(cls: type, sections: tuple[tuple[str, type], ...]) -> tuple[tuple[str, Any], ...]:
+    # Resolving type hints is slow and every key=value override needs them: once per class (and sections).
     hints = typing.get_type_hints(cls)
-    types_ = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != "sections"}
-    if cls is DecoupleConfig:
-        types_.update(_DECOUPLE_SECTIONS)
-    return types_
+    return (*((f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "sections"), *sections)
 
 
 def config_markdown_table() -> str:
