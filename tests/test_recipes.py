@@ -34,7 +34,7 @@ def test_recipes_keep_the_papers_stage_2_and_comment_every_departure():
         path = CONFIGS[0].parent / name
         config = load_config(path)
         crt, lws, tau = config.decouple.crt, config.decouple.lws, config.decouple.tau
-        assert (crt.epochs, lws.epochs, config.decouple.sampler) == (10, 5, "class")
+        assert (crt.epochs, lws.epochs, config.decouple.sampler) == (10, 5, "class_aware")
         assert (tau.min, tau.max, tau.steps) == (0.0, 2.0, 21)
         text = path.read_text()
         if name.startswith("imagenet_lt"):

@@ -15,7 +15,7 @@ training data are baked in) and has a dynamic batch dimension.
 
 Plain ``torch.export.load`` trusts its file (it unpickles, runs guard code,
 evaluates expressions); :func:`load_artifact` checks a file from elsewhere
-first and refuses anything that could run code (:mod:`~longtail.export.safe_load`).
+first and refuses anything that could run code (:mod:`~longtail.safe_program`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import nn
 from ..io import write_binary_atomic
 from .errors import ExportError
 from .fold import FoldedHead
-from .safe_load import check_archive
+from ..safe_program import UnsafeProgramError, check_archive
 
 FORMAT = "longtail-export"
 FORMAT_VERSION = 1
@@ -90,7 +90,7 @@ def save_artifact(path: str | Path, program: torch.export.ExportedProgram, metad
 def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
     """The program and metadata of an artifact written by :func:`save_artifact`.
 
-    The archive is checked first (:func:`~longtail.export.safe_load.check_archive`):
+    The archive is checked first (:func:`~longtail.safe_program.check_archive`):
     one holding pickles, guard code, or anything but ATen operators on raw
     tensors is refused unread, so a model file from elsewhere runs no code.
 
@@ -110,7 +110,10 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
     logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; the raise is enough
     # One open file for the check and the load: what was checked is what is loaded, even if the path is replaced.
     with open(path, "rb") as handle:
-        check_archive(handle, str(path))  # torch.export.load trusts its file; nothing in it may run
+        try:
+            check_archive(handle, str(path))  # torch.export.load trusts its file; nothing in it may run
+        except UnsafeProgramError as error:
+            raise ExportError(str(error)) from None
         try:
             program = torch.export.load(handle, extra_files=extra)
         except Exception as error:

@@ -11,7 +11,7 @@ JSON file beside it, ``PATH.json``::
      "std": [0.229, 0.224, 0.225]}         #   the program expects; default: the data's (data.normalize)
 
 Loading runs no code from the file. A ``.pt2`` archive is first checked by
-:func:`~longtail.models.program_check.check_program_archive` (no pickled
+:func:`~longtail.safe_program.check_archive` (no pickled
 weights or constants, no guard code, only operator calls), then read with
 ``torch.export.load``. A TorchScript file is read with ``torch.jit.load``,
 whose unpickler resolves names as TorchScript types and refuses Python
@@ -24,7 +24,6 @@ keep the file's SHA-256 instead, and a run whose file has changed is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -37,7 +36,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .program_check import check_program_archive
+from ..runs import file_sha256
+from ..safe_program import UnsafeProgramError, check_archive
 
 KINDS = ("export", "torchscript")
 SPEC_KEYS = ("num_features", "input_size", "mean", "std")
@@ -121,28 +121,27 @@ def read_spec(path: Path) -> BackboneSpec:
     return BackboneSpec(d, size, mean, std)  # type: ignore[arg-type]
 
 
-def file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
-
-
 def _load_export(path: Path) -> nn.Module:
-    check_program_archive(path)
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"model.backbone=export:{path}: not a torch.export program (torch.export.save writes a zip)")
     logger = logging.getLogger("torch.export")
     level = logger.level
     logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; our one line is enough
-    try:
-        return torch.export.load(path).module()
-    except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
-        raise ConfigError(
-            f"model.backbone=export:{path}: torch.export.load fails ({error.__class__.__name__}: "
-            f"{str(error).splitlines()[0][:120] if str(error) else ''})"
-        ) from None
-    finally:
-        logger.setLevel(level)
+    # One open file for the check and the load: what was checked is what is loaded, even if the path is replaced.
+    with open(path, "rb") as handle:
+        try:
+            check_archive(handle, str(path))  # torch.export.load trusts its file; nothing in it may run
+        except UnsafeProgramError as error:
+            raise ConfigError(f"model.backbone=export:{error}") from None
+        try:
+            return torch.export.load(handle).module()
+        except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
+            raise ConfigError(
+                f"model.backbone=export:{path}: torch.export.load fails ({error.__class__.__name__}: "
+                f"{str(error).splitlines()[0][:120] if str(error) else ''})"
+            ) from None
+        finally:
+            logger.setLevel(level)
 
 
 def _load_torchscript(path: Path) -> nn.Module:
@@ -232,4 +231,4 @@ def create_external(name: str) -> ExternalBackbone:
     kind, path = external_path(name)
     spec = read_spec(path)
     program = _load_export(path) if kind == "export" else _load_torchscript(path)
-    return ExternalBackbone(name, program, spec, file_sha256(path))
+    return ExternalBackbone(name, program, spec, bytes.fromhex(file_sha256(path)))

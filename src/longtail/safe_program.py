@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import torch
 
-from ..safe_torch import load_tensors
-from .errors import ExportError
+from .errors import LongtailError
+from .safe_torch import load_tensors
 
 MODEL = "model"  # the program's name inside the archive (torch.export.save writes one, "model")
 # Entries of the archive, relative to its top folder: what torch.export.save writes for one raw-tensor program.
@@ -81,14 +81,21 @@ MAX_EXPR = 400  # characters of one shape expression
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # a carriage return would end a comment in generated code
 
 
-def _fail(path: str, why: str) -> ExportError:
+class UnsafeProgramError(LongtailError):
+    """A ``.pt2`` archive that ``torch.export.load`` could run code from, or that is not a plain program.
+
+    Callers re-raise it as their own kind (an export artifact, a backbone file) with the same one line.
+    """
+
+
+def _fail(path: str, why: str) -> UnsafeProgramError:
     """A file laid out as torch.export.save writes one, holding something that could run code or is malformed."""
-    return ExportError(f"{path}: refusing to load this model file: {why}")
+    return UnsafeProgramError(f"{path}: refusing to load this program file: {why}")
 
 
-def _foreign(path: str, why: str) -> ExportError:
+def _foreign(path: str, why: str) -> UnsafeProgramError:
     """A zip archive that is not laid out as torch.export.save writes one."""
-    return ExportError(f"{path}: not a model exported by `longtail export` ({why})")
+    return UnsafeProgramError(f"{path}: not a torch.export program ({why})")
 
 
 def check_archive(handle: IO[bytes], path: str) -> None:
@@ -97,7 +104,7 @@ def check_archive(handle: IO[bytes], path: str) -> None:
     ``handle`` is the open file, read here and rewound; load from the very same handle afterwards.
 
     Raises:
-        ExportError: naming the entry, the weight or the field that is refused.
+        UnsafeProgramError: naming the entry, the weight or the field that is refused.
     """
     names = _zip_entries(handle, path)
     handle.seek(0)
