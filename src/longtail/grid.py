@@ -61,6 +61,7 @@ GRID_DEFAULTS = (
     "data.imbalance_factor=100",
     "data.val_per_class=20",
     "train.epochs=20",
+    "train.weight_decay=5e-4",  # the paper's (the demo's default is larger, tuned)
     "eval.many=1000",
     "eval.few=200",
 )
