@@ -8,8 +8,8 @@ from torch import nn
 
 from longtail.errors import ConfigError
 from longtail.models import create_backbone
-from longtail.models.pretrained import configure_backbone, load_pretrained
 from longtail.models import create_model as build_model
+from longtail.models.pretrained import configure_backbone, load_pretrained
 
 
 def parameters(module: nn.Module) -> int:

@@ -12,8 +12,8 @@ import yaml
 
 from conftest import copy_run, tiny_overrides
 from longtail.cli import main
-from longtail.methods import expand_methods
 from longtail.data import longtail_counts
+from longtail.methods import expand_methods
 from longtail.runs import read_metrics
 
 EXPECTED_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"}

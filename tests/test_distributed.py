@@ -21,17 +21,17 @@ from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.config import load_config
 from longtail.data.registry import create_dataset
+from longtail.data.transforms import train_transform
 from longtail.engine import distributed as dist
 from longtail.engine.device import one_thread, seed_everything
 from longtail.engine.loops import make_loader
 from longtail.engine.optim import cosine_schedule, sgd
-from longtail.errors import ConfigError
-from longtail.models.pretrained import configure_backbone
-from longtail.runs import read_metrics
-from longtail.data.transforms import train_transform
 from longtail.engine.stage1 import check_train_setup, stage1_loss
+from longtail.errors import ConfigError
 from longtail.models.factory import create_model as build_model
 from longtail.models.factory import joint_head_kind
+from longtail.models.pretrained import configure_backbone
+from longtail.runs import read_metrics
 from longtail.samplers import section_sampler
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -15,11 +15,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import copy_run, tiny_overrides
+from conftest import copy_run
 from longtail.cli import main
 from longtail.data.dataset import DatasetSplits
 from longtail.data.image_files import ImageFileDataset, PathTable
 from longtail.data.image_transforms import CenterCrop
+from longtail.data.transforms import eval_transform
 from longtail.export import (
     ExportError,
     export_run,
@@ -30,15 +31,13 @@ from longtail.export import (
     read_metadata,
 )
 from longtail.export.artifact import METADATA_FILE
-from longtail.models.classifier import Classifier
 from longtail.methods.logit_adjust import LogitAdjustedHead
 from longtail.methods.lws import LWSHead
+from longtail.methods.ncm import NCMClassifier
 from longtail.methods.tau_norm import TauNormHead
 from longtail.models.heads import CosineHead, LinearHead
-from longtail.methods.ncm import NCMClassifier
 from longtail.pipeline import load_fitted, load_run, run_features
 from longtail.runs import read_results
-from longtail.data.transforms import eval_transform
 
 METHODS = ("auto", "joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust")
 

@@ -9,10 +9,10 @@ import torch
 from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.config import config_to_dict, load_config
+from longtail.engine.stage1 import stage1_loss
 from longtail.errors import ConfigError
 from longtail.grid import NOTES_MARKER, grid_markdown, reading
 from longtail.pipeline import decouple, train
-from longtail.engine.stage1 import stage1_loss
 
 
 @pytest.mark.parametrize("loss", ["focal", "class_balanced", "balanced_softmax", "logit_adjusted"])

@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 from longtail.errors import DataError
+from longtail.methods.logit_adjust import LogitAdjustedHead
 from longtail.methods.lws import LWSHead
 from longtail.methods.ncm import NCMClassifier
 from longtail.methods.tau_norm import TauNormHead, tau_normalize, tau_sweep
 from longtail.models import Classifier, LinearHead, create_backbone, weight_norms
-from longtail.methods.logit_adjust import LogitAdjustedHead
 from longtail.models.heads import CosineHead
 from longtail.models.serialize import head_from_dict, head_to_dict
 

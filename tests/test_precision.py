@@ -19,10 +19,10 @@ from longtail.config import load_config
 from longtail.data.registry import create_dataset
 from longtail.engine.loops import make_loader, train_one_epoch
 from longtail.engine.precision import autocast, make_grad_scaler
+from longtail.engine.stage1 import train_joint
 from longtail.errors import ConfigError
 from longtail.pipeline import stage1, train
 from longtail.runs import read_metrics
-from longtail.engine.stage1 import train_joint
 
 CPU = torch.device("cpu")
 

@@ -3,7 +3,6 @@
 import base64
 import json
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,18 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from longtail.models.heads import LinearHead
-from torch import nn
-
-from conftest import copy_run, tiny_overrides
+from conftest import copy_run
 from longtail.cli import main
 from longtail.data.fashion_mnist import CLASS_NAMES
 from longtail.evaluation.calibration import reliability
+from longtail.methods import expand_methods
 from longtail.methods.lws import LWSHead
 from longtail.methods.tau_norm import TauNormHead
-from longtail.methods.ncm import NCMHead
+from longtail.models.heads import LinearHead
 from longtail.report import collect
-from longtail.methods import expand_methods
 from longtail.report.collect import classifier_weight_norms, norm_methods
 from longtail.report.confusion import confusion_classes, confusion_matrix
 from longtail.report.figures import (

@@ -14,8 +14,8 @@ import torch
 
 from conftest import tiny_overrides
 from longtail.cli import main
-from longtail.errors import TrainingError
 from longtail.engine import stage1 as joint
+from longtail.errors import TrainingError
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMING_KEYS = ("seconds", "rss_mb")

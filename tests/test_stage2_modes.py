@@ -11,10 +11,10 @@ from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.engine.feature_cache import feature_path
 from longtail.errors import ConfigError
-from longtail.pipeline import decouple
-from longtail.runs import file_sha256
 from longtail.methods import METHODS, Fitted, expand_methods
 from longtail.methods.auto import Candidate, pick_best
+from longtail.pipeline import decouple
+from longtail.runs import file_sha256
 
 NO_AUGMENTATION = ["data.hflip=false", "data.crop_padding=0"]
 

@@ -6,8 +6,6 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_overrides
-from longtail.cli import main
 from longtail.engine.tensorboard import TENSORBOARD_DIR, ScalarLog
 
 

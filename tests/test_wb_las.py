@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -60,9 +61,9 @@ class RecordingTrainer:
         self.trainer = trainer
         self.calls: list[dict] = []
 
-    def __call__(self, head, section, **kwargs):
-        self.calls.append({"section": section, **kwargs})
-        return self.trainer(head, section, **kwargs)
+    def __call__(self, head, section, how):
+        self.calls.append({"section": section, **{f.name: getattr(how, f.name) for f in dataclasses.fields(how)}})
+        return self.trainer(head, section, how)
 
 
 def recording(ctx: FitContext) -> tuple[FitContext, RecordingTrainer]:

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from .version import __version__
 from .config import EvalConfig, config_reference, config_to_dict, load_config
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
+from .demo import demo
 from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
 from .evaluation.bootstrap import METRICS
@@ -34,11 +34,11 @@ from .evaluation.table import INTERVAL_NOTE, format_table
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
 from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
 from .io import write_text_atomic
-from .runs import check_output_path
 from .methods import method_names
-from .demo import demo
 from .pipeline import decouple, evaluate, resume, train
 from .pipeline.features_export import export_features
+from .runs import check_output_path
+from .version import __version__
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "

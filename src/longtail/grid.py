@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
-from .version import __version__
 from .config import Config, config_to_dict, load_config, parse_override
 from .errors import ConfigError
-from .methods import METHODS, display_order, label_of, method_names
 from .io import write_text_atomic
+from .methods import METHODS, display_order, label_of, method_names
 from .pipeline import RUN_TIME_KEYS, decouple, evaluate, train
 from .runs import RESULTS_FILE, is_run_dir, read_results
+from .version import __version__
 
 log = logging.getLogger(__name__)
 

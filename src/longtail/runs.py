@@ -34,9 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .version import __version__
 from .errors import OutputPathError, RunDirError, RunInUseError, StorageError
-from .safe_torch import load_tensors
 from .io import (
     make_dirs,
     os_error_reason,
@@ -49,6 +47,8 @@ from .io import (
     write_json_atomic,
     write_text_atomic,
 )
+from .safe_torch import load_tensors
+from .version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 # The readers register themselves by name (data.name) when imported.
 from . import cifar, fashion_mnist, features, filelist, imagefolder, npz  # noqa: F401
-from .features import FeatureDataset, load_features
 from .dataset import DatasetSplits, ImageDataset, TensorImageDataset, TensorPairDataset, channel_stats, keep_batch
+from .features import FeatureDataset, load_features
 from .filelist import read_split_lines
 from .holdout import Holdout, holdout_validation
 from .idx import read_idx, write_idx

@@ -31,7 +31,6 @@ from .in_memory import in_memory_splits
 from .longtail import first_missing_class
 from .registry import register_dataset
 
-
 MAX_NAME_BYTES = 4096  # one class name (NumPy stores 4 bytes per character): longer is not a name
 Header = tuple[tuple[int, ...], np.dtype]  # what a .npy member declares: shape and dtype
 

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-
 # The accuracies of a summary, in table order.
 SUMMARY_KEYS = ("many", "medium", "few", "all", "macro")
 

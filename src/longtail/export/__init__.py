@@ -7,7 +7,7 @@
 """
 
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, load_artifact, read_metadata, save_artifact
-from .build import ExportResult, export_methods, default_out, export_run, input_spec
+from .build import ExportResult, default_out, export_methods, export_run, input_spec
 from .errors import ExportError
 from .fold import FoldedHead, fold_head
 from .onnx_file import require_onnx, save_onnx

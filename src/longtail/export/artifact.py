@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from ..io import write_binary_atomic
+from ..safe_program import UnsafeProgramError, check_archive
 from .errors import ExportError
 from .fold import FoldedHead
-from ..safe_program import UnsafeProgramError, check_archive
 
 FORMAT = "longtail-export"
 FORMAT_VERSION = 1

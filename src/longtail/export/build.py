@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..version import __version__
 from ..data.dataset import DatasetSplits
 from ..data.image_transforms import CenterCrop
 from ..data.transforms import eval_transform, holds_features
 from ..methods import Fitted, method_names
 from ..pipeline import LoadedRun, load_fitted, load_run
 from ..runs import check_output_path, read_results, require_run_dir, run_lock
+from ..version import __version__
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
 from .errors import ExportError
 from .feature_program import export_feature_program, feature_input_spec

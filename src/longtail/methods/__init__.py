@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 
 from ..config import register_decouple_section, unregister_decouple_section
 from ..errors import ConfigError
-from .base import FitContext, Fitted, MethodSpec, choose_on_validation, lr_variants, train_on_features
+from .base import FitContext, Fitted, HeadTraining, MethodSpec, choose_on_validation, lr_variants, train_on_features
 
 METHODS: dict[str, MethodSpec] = {}
 
@@ -127,6 +127,7 @@ __all__ = [
     "METHODS",
     "FitContext",
     "Fitted",
+    "HeadTraining",
     "MethodSpec",
     "choose_on_validation",
     "display_order",

@@ -45,34 +45,49 @@ class Fitted:
         return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items())
 
 
+@dataclass(frozen=True)
+class HeadTraining:
+    """How one head is trained, beside its section's epochs, batch size and SGD keys.
+
+    Attributes:
+        method: names the training (its TensorBoard scalars, its resumable state), e.g. ``crt`` or ``wb_wd0.01_t0.5``.
+        lr_factor: the section's lr has been multiplied by this (``auto`` tries several); part of the name.
+        trainable: ``classifier`` (frozen backbone), or ``last_stage`` / ``all`` of the backbone too (needs images).
+        criterion: the loss, cross-entropy when None.
+        after_step: run after every optimiser step (e.g. a MaxNorm projection of the head's weights).
+        sampler: replaces ``decouple.sampler`` for this training (weight balancing re-weights its loss and
+            draws instance-balanced); None: the configured one.
+        bn: replaces ``decouple.bn``: ``"train"`` runs the frozen backbone's BatchNorm on batch statistics, so
+            it needs images (MiSLAS's shift learning); None: the configured one.
+    """
+
+    method: str
+    lr_factor: float = 1.0
+    trainable: str = "classifier"
+    criterion: nn.Module | None = None
+    after_step: Callable[[], None] | None = None
+    sampler: str | None = None
+    bn: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """``method``, or ``method_lr_x<factor>`` at another learning rate: file-name safe."""
+        return self.method if self.lr_factor == 1.0 else f"{self.method}_lr_x{self.lr_factor:g}"
+
+    def needs_images(self) -> bool:
+        """Whether the backbone must run in the loop: part of it trains, or its BatchNorm does."""
+        return self.trainable != "classifier" or self.bn == "train"
+
+
 class HeadTrainer(Protocol):
-    """Trains ``head`` with a method's ``section`` (epochs, batch size, SGD keys) and returns it fitted.
+    """Trains ``head`` with a method's ``section`` (epochs, batch size, SGD keys) as ``how`` says; returns it fitted.
 
     Where the training examples come from is the trainer's business: cached
     features (and augmented views), or images through the backbone
-    (``decouple.features=online``, ``trainable`` other than ``classifier``).
-    ``method`` and ``lr_factor`` name the training (logs, resumable state);
-    ``criterion`` replaces cross-entropy, ``after_step()`` runs after every
-    optimiser step (e.g. a MaxNorm projection of the head's weights).
-    ``sampler`` replaces ``decouple.sampler`` for this training (weight balancing
-    re-weights its loss and draws instance-balanced); ``bn`` replaces
-    ``decouple.bn``: ``"train"`` runs the frozen backbone's BatchNorm on batch
-    statistics, so it needs images (MiSLAS's shift learning).
+    (``decouple.features=online``, :meth:`HeadTraining.needs_images`).
     """
 
-    def __call__(
-        self,
-        head: nn.Module,
-        section: Any,
-        *,
-        method: str,
-        lr_factor: float,
-        trainable: str = "classifier",
-        criterion: nn.Module | None = None,
-        after_step: Callable[[], None] | None = None,
-        sampler: str | None = None,
-        bn: str | None = None,
-    ) -> Fitted: ...
+    def __call__(self, head: nn.Module, section: Any, how: HeadTraining) -> Fitted: ...
 
 
 @dataclass
@@ -130,20 +145,12 @@ class FitContext:
     ) -> Fitted:
         """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used.
 
-        ``criterion``: the loss (cross-entropy when None); ``after_step()`` runs after every optimiser step;
-        ``sampler`` / ``bn``: this training's ``decouple.sampler`` / ``decouple.bn`` (None: the configured ones).
+        The keywords are :class:`HeadTraining`'s (``criterion``: the loss, cross-entropy when None;
+        ``after_step()`` runs after every optimiser step; ``sampler`` / ``bn``: this training's
+        ``decouple.sampler`` / ``decouple.bn``, None: the configured ones).
         """
-        fitted = self.trainer(
-            head,
-            section,
-            method=method,
-            lr_factor=self.lr_factor,
-            trainable=trainable,
-            criterion=criterion,
-            after_step=after_step,
-            sampler=sampler,
-            bn=bn,
-        )
+        how = HeadTraining(method, self.lr_factor, trainable, criterion, after_step, sampler, bn)
+        fitted = self.trainer(head, section, how)
         fitted.params.setdefault("lr", section.lr)
         return fitted
 
@@ -220,32 +227,21 @@ def train_on_features(
 ) -> HeadTrainer:
     """A :class:`HeadTrainer` on test-time training features (and ``views`` (K, N, d), if given), in memory."""
 
-    def trainer(
-        head: nn.Module,
-        section: Any,
-        *,
-        method: str,
-        lr_factor: float,
-        trainable: str = "classifier",
-        criterion: nn.Module | None = None,
-        after_step: Callable[[], None] | None = None,
-        sampler: str | None = None,
-        bn: str | None = None,
-    ) -> Fitted:
-        if trainable != "classifier" or bn == "train":
-            what = f"trainable={trainable!r}" if trainable != "classifier" else "bn='train'"
-            raise ValueError(f"{method}: {what} needs images; features are all there is here")
+    def trainer(head: nn.Module, section: Any, how: HeadTraining) -> Fitted:
+        if how.needs_images():
+            what = f"trainable={how.trainable!r}" if how.trainable != "classifier" else "bn='train'"
+            raise ValueError(f"{how.method}: {what} needs images; features are all there is here")
         train = features("train")
         train = Features(train.x, train.y, views)
         head = train_head(
             head,
             train,
             section,
-            sampling=with_sampler(config.decouple, sampler),
+            sampling=with_sampler(config.decouple, how.sampler),
             seed=config.seed,
             device=device,
-            criterion=criterion,
-            after_step=after_step,
+            criterion=how.criterion,
+            after_step=how.after_step,
         )
         return Fitted(head, settings={"features": "cached", "views": 0 if views is None else len(views)})
 

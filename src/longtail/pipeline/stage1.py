@@ -20,10 +20,12 @@ from ..data.registry import create_dataset
 from ..engine.device import resolve_device
 from ..engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
 from ..engine.precision import make_grad_scaler
+from ..engine.stage1 import check_train_setup, train_joint
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError, StorageError
 from ..evaluation.predictions import write_predictions
 from ..io import make_dirs, write_json_atomic
+from ..methods import Fitted
 from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind
 from ..runs import (
@@ -39,8 +41,6 @@ from ..runs import (
     save_checkpoint,
     write_metrics,
 )
-from ..engine.stage1 import check_train_setup, train_joint
-from ..methods import Fitted
 from ..samplers import section_sampler
 from .representation import check_representation, representation_splits
 from .run_state import SPLITS, check_stage1_config, results_header, score_fitted, split_features

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,11 @@ from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError, RunDirError
 from ..evaluation.predictions import write_predictions
 from ..io import save_torch_atomic
-from ..safe_torch import load_tensors
-from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of
+from ..methods import FitContext, Fitted, HeadTraining, expand_methods, iter_specs, spec_of
 from ..methods.base import with_sampler
 from ..models.serialize import head_from_dict, head_to_dict
 from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
+from ..safe_torch import load_tensors
 from .representation import is_identity
 from .run_state import SPLITS, LoadedRun, load_run, results_header, score_fitted, split_features
 
@@ -119,32 +119,20 @@ class RunTrainer:
         self.features = features
         self.tensorboard = tensorboard
 
-    def __call__(
-        self,
-        head: nn.Module,
-        section: Any,
-        *,
-        method: str,
-        lr_factor: float,
-        trainable: str = "classifier",
-        criterion: nn.Module | None = None,
-        after_step: Callable[[], None] | None = None,
-        sampler: str | None = None,
-        bn: str | None = None,
-    ) -> Fitted:
+    def __call__(self, head: nn.Module, section: Any, how: HeadTraining) -> Fitted:
         run = self.run
         # This training's decouple settings: the run's, with the method's sampler / BatchNorm mode if it asks.
-        cfg = with_sampler(run.config.decouple, sampler)
-        cfg = cfg if bn is None else dataclasses.replace(cfg, bn=bn)
+        cfg = with_sampler(run.config.decouple, how.sampler)
+        cfg = cfg if how.bn is None else dataclasses.replace(cfg, bn=how.bn)
         config = dataclasses.replace(run.config, decouple=cfg)
-        tag = method if lr_factor == 1.0 else f"{method}_lr_x{lr_factor:g}"
+        tag = how.tag
         on_epoch = functools.partial(self._log_epoch, f"decouple/{tag}/")
         settings = config_to_dict(config)["decouple"]
         key = {"checkpoint": run.checkpoint_sha256, "decouple": settings, "lr": section.lr, "seed": run.config.seed}
         resumable = PartialTraining(run.run_dir / CLASSIFIER_DIR / f"{tag}.partial", key)
-        loss = {"criterion": criterion, "after_step": after_step}
-        if cfg.features == "online" or trainable != "classifier" or bn == "train":
-            return self._on_images(head, section, config, trainable, on_epoch, resumable, loss)
+        loss = {"criterion": how.criterion, "after_step": how.after_step}
+        if cfg.features == "online" or how.needs_images():
+            return self._on_images(head, section, config, how.trainable, on_epoch, resumable, loss)
         train = self.features("train")
         views = self.features.train_views() if cfg.views > 0 else None
         head = train_head(

@@ -24,8 +24,8 @@ from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.calibration import DEFAULT_BINS, reliability
 from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
-from ..methods import METHODS, display_order
 from ..io import write_binary_atomic, write_text_atomic
+from ..methods import METHODS, display_order
 from ..runs import require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
 from .confusion import RAREST_SHOWN, confusion_classes, confusion_matrix
