@@ -94,9 +94,7 @@ RECIPES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
     "demo": ("the demo recipe as shipped (`longtail demo`'s defaults)", DEMO_STAGE1, ()),
 }
-# On the demo profile the demo's defaults are the paper's stage-1 recipe (config.py), so `demo` would only repeat
-# `paper` under another directory name: it is left out by default.
-DEFAULT_RECIPES = ("paper", "paper_views", "wb", "mixup", "mixup_views")
+DEFAULT_RECIPES = ("paper", "paper_views", "wb", "mixup", "mixup_views", "demo")
 SWEEP_KEY, SWEEP_VALUES = "train.weight_decay", ("5e-4", "2e-3", "5e-3")
 # The method rows shown per recipe (those a recipe lacks are skipped).
 SHOWN = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "wb", "las", "auto")
@@ -395,11 +393,6 @@ def main() -> None:
             f"Profile base overrides: `{' '.join(PROFILES[profile]['base']) or '(none: the demo defaults)'}`. "
             + (f"Not run for this profile: {', '.join(f'`{r}`' for r in not_run)}. " if not_run else "")
             + ("The weight-decay sweep was not run. " if args.no_sweep else "")
-            + (
-                "On this profile the demo's defaults are the paper's stage-1 recipe: `demo` is `paper`. "
-                if profile == "demo"
-                else ""
-            )
             + args.note,
             "",
             *target_lines(profile, summaries),
