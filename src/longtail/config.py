@@ -225,7 +225,8 @@ class TauConfig:
 
     def values(self) -> list[float]:
         """The τ values of the sweep, ascending."""
-        return [float(tau) for tau in np.linspace(self.min, self.max, self.steps)]
+        # Rounded: linspace's 1.2000000000000002 is 1.2 in the curve, the chosen τ and the results row alike.
+        return [round(float(tau), 9) for tau in np.linspace(self.min, self.max, self.steps)]
 
 
 # decouple.<name> sections of the stage-2 methods, in registration order: each method file registers its own
