@@ -115,6 +115,7 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
         except UnsafeProgramError as error:
             raise ExportError(str(error)) from None
         try:
+            # Trusted only after check_archive above refused everything in it that could run: same handle.
             program = torch.export.load(handle, extra_files=extra)
         except Exception as error:
             raise ExportError(

@@ -134,6 +134,7 @@ def _load_export(path: Path) -> nn.Module:
         except UnsafeProgramError as error:
             raise ConfigError(f"model.backbone=export:{error}") from None
         try:
+            # Trusted only after check_archive above refused everything in it that could run: same handle.
             return torch.export.load(handle).module()
         except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
             raise ConfigError(
@@ -148,6 +149,8 @@ def _load_torchscript(path: Path) -> nn.Module:
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"model.backbone=torchscript:{path}: not a TorchScript file (torch.jit.save writes a zip)")
     try:
+        # TorchScript's unpickler resolves names as TorchScript types and calls no Python (a data.pkl calling
+        # os.system fails to load: tests/test_external_backbone.py); the code it runs is TorchScript.
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # noqa: BLE001 - TorchScript raises RuntimeError with multi-line context
         first = next((line for line in str(error).splitlines() if line.strip()), "")
