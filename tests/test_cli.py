@@ -132,6 +132,7 @@ def test_unfinished_stage1_is_refused(trained_run: Path, tmp_path: Path, capsys:
     assert "stage 1 did not finish (checkpoint.pt is from epoch 4 of 10)" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two demos: make test runs it
 def test_demo_replaces_its_output_and_says_so(tiny_fmnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--no-progress", *tiny_overrides(tiny_fmnist)]

@@ -148,6 +148,7 @@ def test_single_process_decouple_on_a_ddp_run(ddp_run, tmp_path: Path):
     assert (run / "classifiers" / "crt.pt").is_file()
 
 
+@pytest.mark.slow  # a torchrun group: make test runs it
 def test_ddp_with_frozen_layers_and_bf16(tiny_fmnist: Path, tmp_path: Path):
     out = tmp_path / "run"
     extra = ["model.trainable=last_stage", "train.precision=bf16", "train.epochs=1"]
@@ -162,6 +163,7 @@ def test_ddp_with_frozen_layers_and_bf16(tiny_fmnist: Path, tmp_path: Path):
     assert not torch.equal(trained["head.weight"], fresh["head.weight"])
 
 
+@pytest.mark.slow  # a torchrun group: make test runs it
 def test_occupied_out_fails_on_every_rank_and_writes_nothing(tiny_fmnist: Path, tmp_path: Path):
     out = tmp_path / "taken"
     out.mkdir()

@@ -63,6 +63,7 @@ def export_run(backbone_files: dict[str, Path], tiny_fmnist: Path, tmp_path_fact
     return run
 
 
+@pytest.mark.slow  # trains and decouples: make test runs it
 def test_an_exported_backbone_trains_a_linear_probe_and_decouples(export_run: Path, backbone_files) -> None:
     from longtail.methods import expand_methods
 

@@ -100,6 +100,7 @@ def test_features_file_holds_every_split_and_the_joint_classifier(image_run: Pat
     assert names == results["class_names"]
 
 
+@pytest.mark.slow  # an image run and its features run: make test runs it
 def test_features_run_reproduces_the_image_run_stage2_numbers(image_run: Path, features_run: Path) -> None:
     image, features = _results(image_run), _results(features_run)
     assert features["train_counts"] == image["train_counts"]

@@ -15,6 +15,7 @@ from longtail.grid import NOTES_MARKER, grid_markdown, reading
 from longtail.pipeline import decouple, train
 
 
+@pytest.mark.slow  # a training per case: make test runs it
 @pytest.mark.parametrize("loss", ["focal", "class_balanced", "balanced_softmax", "logit_adjusted"])
 def test_stage1_trains_with_each_loss(loss: str, tiny_fmnist: Path, tmp_path: Path):
     overrides = [*tiny_overrides(tiny_fmnist), f"train.loss={loss}"]
@@ -23,6 +24,7 @@ def test_stage1_trains_with_each_loss(loss: str, tiny_fmnist: Path, tmp_path: Pa
     assert load_config(tmp_path / "run" / "config.yaml").train.loss == loss
 
 
+@pytest.mark.slow  # a training per case: make test runs it
 def test_ldam_drw_run_uses_a_cosine_classifier_and_decouples(tiny_fmnist: Path, tmp_path: Path):
     overrides = [*tiny_overrides(tiny_fmnist), "train.loss=ldam_drw", "train.drw_epoch=2"]
     train(load_config(None, overrides), tmp_path / "run", progress=False)
@@ -43,6 +45,7 @@ def test_drw_switches_on_at_the_configured_epoch():
     assert loss.drw_active
 
 
+@pytest.mark.slow  # a training per case: make test runs it
 @pytest.mark.parametrize("sampler", ["class_aware", "progressive"])
 def test_stage1_trains_with_the_new_samplers(sampler: str, tiny_fmnist: Path, tmp_path: Path):
     overrides = [*tiny_overrides(tiny_fmnist), "train.epochs=2", f"train.sampler={sampler}"]
@@ -86,6 +89,7 @@ def test_grid_miniature(tiny_fmnist: Path, tmp_path: Path, capsys: pytest.Captur
     assert "reusing" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a training per case: make test runs it
 def test_crt_fine_tuning_saves_and_reloads_its_backbone(tiny_fmnist: Path, tmp_path: Path):
     run = tmp_path / "run"
     train(load_config(None, [*tiny_overrides(tiny_fmnist), "train.epochs=2"]), run, progress=False)

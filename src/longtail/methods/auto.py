@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..config import Config
 from ..errors import ConfigError
 from ..evaluation.metrics import SUMMARY_KEYS
 from . import register_method, spec_of
@@ -81,14 +82,20 @@ def _record(candidates: list[Candidate], winner: Candidate, select: str) -> dict
     }
 
 
-def fit(context: FitContext) -> Fitted:
-    """The best of ``context.fitted`` and their variants on validation (``decouple.select``)."""
-    cfg = context.config.decouple
+def check(config: Config) -> None:
+    """auto compares classifiers on the cached features of the frozen backbone: refuse anything else at once."""
+    cfg = config.decouple
     if cfg.features != "cached" or cfg.trainable != "classifier":
         raise ConfigError(
             "--method auto: works on cached features with a frozen backbone; "
             f"got decouple.features={cfg.features}, decouple.trainable={cfg.trainable}"
         )
+
+
+def fit(context: FitContext) -> Fitted:
+    """The best of ``context.fitted`` and their variants on validation (``decouple.select``)."""
+    check(context.config)
+    cfg = context.config.decouple
     candidates: list[Candidate] = []
     for method, fitted in context.fitted.items():
         spec = spec_of(method)
@@ -115,5 +122,6 @@ SPEC = register_method(
         order=1000,
         in_all=False,
         chooses_among_others=True,
+        check=check,
     )
 )

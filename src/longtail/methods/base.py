@@ -190,6 +190,7 @@ class MethodSpec:
         show_norms: the report draws its weight norms (the paper's Figure 4).
         sweep: ``(results.json key, figure caption)`` of the validation curve over its grid, if any.
         variants: what ``--method auto`` tries of it, given the context and the configured fit; None: the fit alone.
+        check: refuses a config it cannot work with (a one-line ConfigError), called before any method is fit.
     """
 
     name: str
@@ -206,6 +207,7 @@ class MethodSpec:
     show_norms: bool = False
     sweep: tuple[str, str] | None = None
     variants: Callable[[FitContext, Fitted], list[Fitted]] | None = None
+    check: Callable[[Config], None] | None = None
 
 
 def lr_variants(spec_fit: FitFunction) -> Callable[[FitContext, Fitted], list[Fitted]]:

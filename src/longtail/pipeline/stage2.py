@@ -325,6 +325,9 @@ def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: 
 def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str]) -> dict[str, Any]:
     """:func:`decouple` on a loaded run, under its lock."""
     names = _applicable(run, names, asked_all=any(m == "all" or spec_of(m).chooses_among_others for m in methods))
+    for spec in iter_specs(names):  # refuse a config a method cannot work with before fitting any
+        if spec.check is not None:
+            spec.check(run.config)
     features = RunFeatures(run)
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {"stage2": {}}
