@@ -41,7 +41,7 @@ def fast(method="auto", **params) -> DecoupledClassifier:
 # --- scikit-learn's estimator checks -------------------------------------------------------------------------
 # No check needed an expected failure: every one applies and passes, for every method. The two checks that
 # skip do so by themselves when an optional library is missing (pandas; SCIPY_ARRAY_API for array-API input).
-# ``auto`` fits every other method on each check's data, so it stands for all of them in the fast run, with
+# ``auto`` fits every other method on each check's data, so it stands for all of them, with
 # its grids cut to one point each (WB's weight decay x radius grid, the lr factors): the checks test the
 # estimator's contract, not the grids. Every method value with its default grids is checked by the slow run.
 ONE_POINT_GRIDS = {
@@ -51,6 +51,7 @@ ONE_POINT_GRIDS = {
 }
 
 
+@pytest.mark.slow  # about 80 checks, each fitting every method: make test runs them
 @parametrize_with_checks([DecoupledClassifier("auto", config=ONE_POINT_GRIDS)])
 def test_sklearn_checks_auto(estimator, check):
     check(estimator)
