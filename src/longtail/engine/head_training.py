@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..data.dataset import ImageDataset, TensorPairDataset
 from ..samplers import epoch_generator, section_sampler
@@ -158,7 +157,7 @@ def train_head(
         on_epoch=on_epoch,
         partial=partial,
         name="stage 2 head training",
-        criterion=F.cross_entropy if criterion is None else criterion.to(device),
+        criterion=criterion,
         after_step=after_step,
     )
     return head.eval()

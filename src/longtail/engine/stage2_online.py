@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..config import Config, HeadTrainingConfig
 from ..data.dataset import DatasetSplits
@@ -101,7 +100,7 @@ def retrain_on_images(
         on_epoch=on_epoch,
         partial=partial,
         name="stage 2 training on images",
-        criterion=F.cross_entropy if criterion is None else criterion.to(device),
+        criterion=criterion,
         after_step=after_step,
     )
     tuned.fine_tuned = trainable
