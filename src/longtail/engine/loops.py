@@ -191,7 +191,7 @@ def train_epochs(
     on_epoch: EpochStatsCallback | None = None,
     partial: PartialTraining | None = None,
     name: str = "stage 2",
-    criterion: nn.Module | None = None,
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> None:
     """``epochs`` of :func:`train_one_epoch` (a stage-2 training), resumable through ``partial``.
@@ -200,7 +200,8 @@ def train_epochs(
     ``on_epoch(epoch, {"loss", "acc", "lr"})`` (1-based) follows each epoch.
     With ``partial``, the state after every epoch is saved there, and a state
     left by a killed run of the same training is continued from.
-    ``criterion`` (cross-entropy when None; moved to ``device``) and ``after_step`` go to :func:`train_one_epoch` (e.g. a
+    ``criterion`` (cross-entropy when None; a module is moved to ``device``) and ``after_step`` go to
+    :func:`train_one_epoch` (e.g. a
     label-aware smoothing loss, a MaxNorm projection); both must be stateless
     across epochs for the resume to be exact (a loss with a schedule gets its
     epoch from ``start_epoch``).
@@ -208,7 +209,9 @@ def train_epochs(
     Raises:
         TrainingError: a NaN or infinite loss, named with ``name`` and the epoch.
     """
-    loss = F.cross_entropy if criterion is None else criterion.to(device)  # None: cross-entropy
+    loss = F.cross_entropy if criterion is None else criterion
+    if isinstance(loss, nn.Module):  # a loss with buffers (class weights, ε per class) computes on the device
+        loss = loss.to(device)
     first = 0
     saved = partial.load() if partial is not None else None
     if saved is not None:
