@@ -98,7 +98,9 @@ def simulated_ddp_curve(overrides: list[str], replicas: int = 2) -> list[float]:
     splits = create_dataset(config.data)
     cfg = config.train
     seed_everything(config.seed)
-    model = build_model(config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config.train.loss))
+    model = build_model(
+        config.model.backbone, splits.train.image_shape[0], splits.num_classes, joint_head_kind(config.train.loss)
+    )
     configure_backbone(model, backbone=config.model.backbone, pretrained=None, trainable="all")
     criterion = stage1_loss(config, splits.train_counts)
     sampler = section_sampler(splits.train.labels, cfg, epochs=cfg.epochs, seed=config.seed, num_replicas=1, rank=0)

@@ -77,6 +77,7 @@ def test_an_exported_backbone_trains_a_linear_probe_and_decouples(export_run: Pa
     assert sorted(state) == ["backbone.file_sha256", "head.bias", "head.weight"]
 
 
+@pytest.mark.slow  # trains on the exported backbone (export_run): make test runs it
 def test_the_backbone_stays_frozen_and_matches_the_program(export_run: Path, backbone_files) -> None:
     from longtail.pipeline import load_run
 
@@ -96,6 +97,7 @@ def test_a_torchscript_backbone_trains_and_decouples(backbone_files, tiny_fmnist
     assert {"joint", "crt", "tau_norm"} <= set(methods)
 
 
+@pytest.mark.slow  # trains on the exported backbone (export_run): make test runs it
 def test_a_run_on_an_exported_backbone_exports_and_writes_its_features(export_run: Path, tmp_path: Path) -> None:
     from longtail.export import load_artifact
 

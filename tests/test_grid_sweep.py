@@ -147,8 +147,9 @@ def test_paper_grid_over_seeds_gives_mean_and_std_per_cell(fake: FakeRuns, tmp_p
     grid = run_grid(
         tmp_path, samplers=["instance", "class"], losses=["focal"], trainable=[], seeds=[0, 2], say=lambda _: None
     )
-    assert set(fake.trained) == {f"{kind}-seed{s}" for kind in ("sampler-instance", "sampler-class", "loss-focal")
-                                 for s in (0, 2)}
+    assert set(fake.trained) == {
+        f"{kind}-seed{s}" for kind in ("sampler-instance", "sampler-class", "loss-focal") for s in (0, 2)
+    }
     crt = grid["samplers"]["instance"]["crt"]  # test 60 - 1 (+ seed 0 or 2)
     assert crt["macro"] == pytest.approx(60.0) and crt["std"]["macro"] == pytest.approx(statistics.stdev([59, 61]))
     assert grid["losses"]["focal"]["n"] == 2
@@ -189,8 +190,20 @@ def test_bad_sweeps_and_seeds_fail_before_anything_runs(kwargs, message, fake: F
 
 def test_cli_sweep_and_seeds(fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture):
     doc = tmp_path / "sweep.md"
-    argv = ["grid", "--out", str(tmp_path / "runs"), "--sweep", "train.weight_decay=5e-4,1e-3", "--doc", str(doc),
-            "--no-progress", "--seeds", "0", "1", "train.epochs=3"]
+    argv = [
+        "grid",
+        "--out",
+        str(tmp_path / "runs"),
+        "--sweep",
+        "train.weight_decay=5e-4,1e-3",
+        "--doc",
+        str(doc),
+        "--no-progress",
+        "--seeds",
+        "0",
+        "1",
+        "train.epochs=3",
+    ]
     assert main(argv) == 0
     assert {keys["train.epochs"] for keys in fake.trained.values()} == {3} and len(fake.trained) == 4
     assert "(chosen)" in capsys.readouterr().out and "n = 2" in doc.read_text()
@@ -200,8 +213,19 @@ def test_cli_sweep_and_seeds(fake: FakeRuns, tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.slow
 def test_sweep_over_seeds_end_to_end(tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     out = tmp_path / "runs"
-    argv = ["grid", "--out", str(out), "--sweep", "train.weight_decay=5e-4,5e-3", "--seeds", "0", "1",
-            *tiny_overrides(tiny_fmnist), "train.epochs=2", "--no-progress"]
+    argv = [
+        "grid",
+        "--out",
+        str(out),
+        "--sweep",
+        "train.weight_decay=5e-4,5e-3",
+        "--seeds",
+        "0",
+        "1",
+        *tiny_overrides(tiny_fmnist),
+        "train.epochs=2",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     runs = sorted(p.name for p in out.iterdir())
     assert runs == [f"sweep-train.weight_decay={wd}-seed{s}" for wd in ("5e-3", "5e-4") for s in (0, 1)]
@@ -219,6 +243,11 @@ def test_sweep_over_seeds_end_to_end(tiny_fmnist: Path, tmp_path: Path, capsys: 
 def test_grid_markdown_of_a_grid_without_the_new_keys():
     """A grid dict of the earlier shape (no "seeds", no "sweep") still renders as before."""
     row = {m: _cell(50.0) for m in ("joint", "ncm", "crt", "tau_norm", "lws")}
-    grid = {"samplers": {"instance": row}, "trainable": {}, "losses": {}, "config": config_to_dict(load_config()),
-            "seconds": 1.0}
+    grid = {
+        "samplers": {"instance": row},
+        "trainable": {},
+        "losses": {},
+        "config": config_to_dict(load_config()),
+        "seconds": 1.0,
+    }
     assert "| Instance-balanced | 50.0 / 50.0 / 50.0 / 50.0 / 50.0 |" in grid_markdown(grid, "longtail grid")

@@ -67,9 +67,7 @@ def test_loss_by_hand():
     targets = torch.tensor([0, 2, 1])
     eps = label_aware_epsilons(counts, 0.4, 0.1).double()[targets]
     log_p = F.log_softmax(logits, dim=1)
-    per_sample = [
-        (1 - eps[i]) * -log_p[i, targets[i]] + eps[i] * -log_p[i].mean() for i in range(3)
-    ]
+    per_sample = [(1 - eps[i]) * -log_p[i, targets[i]] + eps[i] * -log_p[i].mean() for i in range(3)]
     torch.testing.assert_close(loss_fn(logits, targets), torch.stack(per_sample).mean())
 
 

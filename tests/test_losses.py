@@ -141,7 +141,6 @@ def test_class_balanced_loss_matches_hand_value():
     assert value(ClassBalancedLoss(COUNTS, beta=0.999)) == pytest.approx(expected, rel=1e-6)
 
 
-
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
 def test_class_balanced_focal_is_cao_et_al_weighted_focal(gamma: float):
     # LDAM-DRW losses.py: ce = F.cross_entropy(z, y, weight=w, reduction="none"); p = exp(-ce);

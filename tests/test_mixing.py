@@ -37,9 +37,7 @@ def batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_mixup_is_lam_x_plus_one_minus_lam_partner():
     images, labels = batch()
     for seed in range(20):
-        mixed, a, b, lam = mix_batch(
-            images, labels, mixup_alpha=0.4, generator=torch.Generator().manual_seed(seed)
-        )
+        mixed, a, b, lam = mix_batch(images, labels, mixup_alpha=0.4, generator=torch.Generator().manual_seed(seed))
         assert 0.0 <= lam <= 1.0
         assert torch.equal(a, labels) and sorted(b.tolist()) == labels.tolist()  # b is a permutation
         torch.testing.assert_close(mixed, lam * images + (1 - lam) * images[b], rtol=0, atol=1e-6)

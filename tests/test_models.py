@@ -58,7 +58,9 @@ def test_ncm_cl2n_by_hand():
     assert torch.allclose(ncm.centroids_[0], a)
     query = torch.tensor([[3.0, 0.5]])
     q = torch.nn.functional.normalize(query - ncm.mean_, dim=1)
-    assert torch.allclose(ncm.decision_function(query)[0, 0], -torch.linalg.norm(q[0] - a).pow(2))  # squared, as official
+    assert torch.allclose(
+        ncm.decision_function(query)[0, 0], -torch.linalg.norm(q[0] - a).pow(2)
+    )  # squared, as official
     assert ncm.predict(torch.tensor([[5.0, 0.0], [0.0, 5.0]])).tolist() == [0, 1]
 
 

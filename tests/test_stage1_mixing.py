@@ -134,8 +134,13 @@ def test_keys_off_train_exactly_as_without_them(tiny_run: Path, tiny_fmnist: Pat
     assert torch.load(run / "checkpoint.pt", weights_only=True)["generators"][0]["mix"] is None
 
 
-@pytest.mark.parametrize("extra", [["train.loss=class_balanced", "train.sampler=class_aware"],
-                                   ["train.loss=ldam_drw", "train.drw_epoch=1", "train.sampler=progressive"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["train.loss=class_balanced", "train.sampler=class_aware"],
+        ["train.loss=ldam_drw", "train.drw_epoch=1", "train.sampler=progressive"],
+    ],
+)
 def test_mixing_trains_with_other_losses_and_samplers(extra: list[str], tiny_fmnist: Path, tmp_path: Path):
     argv = ["train", *tiny_overrides(tiny_fmnist), "train.epochs=2", *MIX, *extra, "--out", str(tmp_path / "r")]
     assert main([*argv, "--no-progress"]) == 0

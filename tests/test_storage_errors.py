@@ -46,14 +46,6 @@ def _temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*.tmp")]
 
 
-@pytest.fixture(scope="module")
-def stage1_run(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-epoch run on the tiny data."""
-    run = tmp_path_factory.mktemp("storage") / "run"
-    assert main(["train", *tiny_overrides(tiny_fmnist), "train.epochs=1", "--out", str(run), "--no-progress"]) == 0
-    return run
-
-
 # --- the write layer -----------------------------------------------------------------------------------------
 
 
@@ -166,11 +158,12 @@ def test_tensorboard_on_a_full_disk_is_one_line(tmp_path: Path):
 # --- commands on a full disk ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains twice on a filled tmpfs: make test runs it
 def test_train_on_a_full_disk_keeps_the_last_checkpoint_and_resumes(
-    stage1_run: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     # Room for one checkpoint and the small files, not for the second checkpoint's temporary copy.
-    size = int((stage1_run / "checkpoint.pt").stat().st_size * 1.5) + 64 * 1024
+    size = int((tiny_run / "checkpoint.pt").stat().st_size * 1.5) + 64 * 1024
     with small_tmpfs(tmp_path / "disk", size) as disk:
         run = disk / "run"
         args = ["train", *tiny_overrides(tiny_fmnist), "train.epochs=3", "--out", str(run), "--no-progress"]
@@ -197,12 +190,12 @@ def test_train_into_a_full_disk_fails_before_training(
 
 
 @pytest.fixture(scope="module")
-def full_disk_run(stage1_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A copy of ``stage1_run`` with cached features and a tau_norm classifier, on a tmpfs filled to the brim."""
-    size = 8 * (stage1_run / "checkpoint.pt").stat().st_size + (1 << 20)
+def full_disk_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A copy of ``tiny_run`` with cached features and a tau_norm classifier, on a tmpfs filled to the brim."""
+    size = 8 * (tiny_run / "checkpoint.pt").stat().st_size + (1 << 20)
     with small_tmpfs(tmp_path_factory.mktemp("full") / "disk", size) as disk:
         run = disk / "run"
-        shutil.copytree(stage1_run, run)
+        shutil.copytree(tiny_run, run)
         assert main(["decouple", str(run), "--method", "tau_norm"]) == 0  # features cached: later commands write more
         fill(disk)
         yield run
@@ -249,9 +242,9 @@ def test_export_on_a_full_disk_fails_in_one_line(full_disk_run: Path):
 
 
 @pytest.fixture(scope="module")
-def read_only_run(stage1_run: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``stage1_run`` seen through a read-only bind mount."""
-    with read_only_view(stage1_run, tmp_path_factory.mktemp("ro") / "run") as view:
+def read_only_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_run`` seen through a read-only bind mount."""
+    with read_only_view(tiny_run, tmp_path_factory.mktemp("ro") / "run") as view:
         yield view
 
 
@@ -279,11 +272,11 @@ def test_a_read_only_run_can_be_read(read_only_run: Path, tmp_path: Path, capsys
 
 
 def test_resume_and_train_on_a_read_only_directory(
-    stage1_run: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     unfinished = tmp_path / "unfinished"  # killed before its first checkpoint: resume would train
     unfinished.mkdir()
-    shutil.copy(stage1_run / "config.yaml", unfinished / "config.yaml")
+    shutil.copy(tiny_run / "config.yaml", unfinished / "config.yaml")
     with read_only_view(unfinished, tmp_path / "ro") as view:
         assert main(["train", "--resume", str(view), "--no-progress"]) == 1
         _error_line(capsys, f"{view}: the run directory is on a read-only file system", "longtail train --resume")

@@ -136,8 +136,8 @@ def test_wb_grid_is_chosen_on_validation_and_each_point_is_its_own_training():
 
 
 def test_wb_grid_choice_never_reads_test():
-    clean = METHODS["wb"].fit(context(*SMALL_GRID))
-    ctx = context(*SMALL_GRID)
+    clean = METHODS["wb"].fit(context(*SMALL_GRID, "decouple.wb.epochs=2"))
+    ctx = context(*SMALL_GRID, "decouple.wb.epochs=2")
     features = ctx.features
     g = torch.Generator().manual_seed(3)
 

@@ -53,6 +53,7 @@ def paper_classifiers() -> list[str]:
     """The paper's decoupled classifiers (NCM, cRT, τ-norm, LWS), the grid's columns after Joint."""
     return [name for name in method_names() if METHODS[name].in_paper]
 
+
 # Fashion-MNIST-LT with the CIFAR-10-LT profile: 5000 in the largest class, imbalance 100 (12,406 images).
 # Its smallest class has 50 images, so the default shot thresholds (100 / 20) would leave "few" empty;
 # ten times larger ones split its 10 classes 4 / 3 / 3.
@@ -136,7 +137,7 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
 def sweep_combinations(sweeps: Sequence[tuple[str, list[str]]]) -> list[dict[str, str]]:
     """Every combination of the sweeps' values, ``{key: value}`` in order (the first key varies slowest)."""
     keys = [key for key, _ in sweeps]
-    return [dict(zip(keys, values)) for values in itertools.product(*(values for _, values in sweeps))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(values for _, values in sweeps))]
 
 
 def sweep_dir_name(combination: dict[str, str]) -> str:
@@ -316,7 +317,7 @@ def _run_sweep(
     for combination in sweep_combinations(sweeps):
         name, settings = sweep_dir_name(combination), [f"{k}={v}" for k, v in combination.items()]
         runs, per_seed = [out / _seeded(name, seed) for seed in seeds], []
-        for seed, run_dir in zip(seeds, runs):
+        for seed, run_dir in zip(seeds, runs, strict=True):
             _stage1(run_dir, [*base, *settings, *_seed_overrides(seed)], say, progress)
             used.append(run_dir)
             per_seed.append(decouple(run_dir, ["all", "auto"], run_time))
@@ -458,9 +459,7 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
     seeds, sweep = grid.get("seeds"), grid.get("sweep")
     seed_text = f"seed {cfg['seed']}" if not seeds else f"training seeds {', '.join(map(str, seeds))}"
     if sweep:
-        cells_text = (
-            f"Cells: {sweep['select']} top-1 % of each combination's run decoupled with `--method all,auto`; "
-        )
+        cells_text = f"Cells: {sweep['select']} top-1 % of each combination's run decoupled with `--method all,auto`; "
     else:
         cells_text = "Cells: top-1 % on test, many / medium / few / all / macro; "
     lines = [

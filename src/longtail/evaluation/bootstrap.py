@@ -106,9 +106,7 @@ def _split_multinomial(rng: np.random.Generator, totals: np.ndarray, probabiliti
     return counts
 
 
-def _resampled_cells(
-    rng: np.random.Generator, cells: np.ndarray, num_resamples: int, stratified: bool
-) -> np.ndarray:
+def _resampled_cells(rng: np.random.Generator, cells: np.ndarray, num_resamples: int, stratified: bool) -> np.ndarray:
     """(C, K) cell counts of the test set -> (B, C, K) cell counts of ``num_resamples`` resamples.
 
     Stratified: class c keeps its ``m_c`` images, split over outcomes as
@@ -290,7 +288,7 @@ def _paired_difference(cells: np.ndarray, groups: dict[str, list[int]], metric: 
     sizes = cells.sum(axis=-1)
     hits_a = cells[..., 2] + cells[..., 3]
     hits_b = cells[..., 1] + cells[..., 3]
-    difference = _metrics_from_counts(hits_a, sizes, groups)[metric] - _metrics_from_counts(hits_b, sizes, groups)[
-        metric
-    ]
+    difference = (
+        _metrics_from_counts(hits_a, sizes, groups)[metric] - _metrics_from_counts(hits_b, sizes, groups)[metric]
+    )
     return float(difference) if np.ndim(difference) == 0 else difference

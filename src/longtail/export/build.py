@@ -29,6 +29,7 @@ def export_methods() -> list[str]:
     """What ``--method`` accepts: ``auto``, ``joint`` and every registered stage-2 method."""
     return ["auto", "joint", *(name for name in method_names() if name != "auto")]
 
+
 CHECK_IMAGES = 32  # validation images the exported program is checked on against the pipeline
 SUFFIX = ".pt2"
 

@@ -75,7 +75,9 @@ class FoldedHead(nn.Module):
         )
         return {
             "features": ", then ".join(steps) or "as they are",
-            "output": "negative squared Euclidean distance to each centroid" if self.squared_distance else "linear logits",
+            "output": "negative squared Euclidean distance to each centroid"
+            if self.squared_distance
+            else "linear logits",
         }
 
 

@@ -76,9 +76,7 @@ def _record(candidates: list[Candidate], winner: Candidate, select: str) -> dict
     return {
         "select": f"val {select}",
         "chosen": entry(winner),
-        "candidates": [
-            {**entry(c), "val": summary(c.val), "test_display_only": summary(c.test)} for c in candidates
-        ],
+        "candidates": [{**entry(c), "val": summary(c.val), "test_display_only": summary(c.test)} for c in candidates],
     }
 
 

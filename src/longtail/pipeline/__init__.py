@@ -8,4 +8,14 @@ from .run_state import RUN_TIME_KEYS, LoadedRun, load_run
 from .stage1 import resume, train
 from .stage2 import decouple, evaluate, load_fitted, run_features
 
-__all__ = ["RUN_TIME_KEYS", "LoadedRun", "decouple", "evaluate", "load_fitted", "load_run", "resume", "run_features", "train"]
+__all__ = [
+    "RUN_TIME_KEYS",
+    "LoadedRun",
+    "decouple",
+    "evaluate",
+    "load_fitted",
+    "load_run",
+    "resume",
+    "run_features",
+    "train",
+]

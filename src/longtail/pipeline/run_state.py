@@ -101,7 +101,12 @@ def score_fitted(
         thresholds = {"many": config.eval.many, "few": config.eval.few}
         scores[method] = accuracy_summary(predicted, features.y, train_counts, **thresholds)
         scores[method]["ci"] = bootstrap_ci_from_predictions(
-            predicted, features.y, train_counts, **thresholds, num_resamples=config.eval.bootstrap_resamples, seed=config.seed
+            predicted,
+            features.y,
+            train_counts,
+            **thresholds,
+            num_resamples=config.eval.bootstrap_resamples,
+            seed=config.seed,
         )
         scores[method].update(fit.info)
         if predictions is not None:

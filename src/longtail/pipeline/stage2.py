@@ -300,7 +300,9 @@ def _applicable(run: LoadedRun, names: list[str], asked_all: bool) -> list[str]:
             f"(train.loss={run.config.train.loss}); use crt or ncm"
         )
     if needs_linear:  # `all` is every method that applies: a cosine classifier has no norms or bias to adjust
-        log.info("joint classifier is cosine (train.loss=%s): skipping %s", run.config.train.loss, ", ".join(needs_linear))
+        log.info(
+            "joint classifier is cosine (train.loss=%s): skipping %s", run.config.train.loss, ", ".join(needs_linear)
+        )
     return [n for n in names if n not in needs_linear]
 
 
