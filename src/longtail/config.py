@@ -140,8 +140,8 @@ class TrainConfig:
     """Stage 1: joint training of backbone and linear classifier (SGD, cosine to 0 per step)."""
 
     epochs: int = option(
-        60,
-        "training epochs; an epoch is len(train) // batch_size steps whatever the sampler (the demo's 60 with "
+        80,
+        "training epochs; an epoch is len(train) // batch_size steps whatever the sampler (the demo's 80 with "
         "weight decay 5e-3 beat 30 with 5e-4 by 3-4 points macro after re-balancing: docs/results/beyond.md)",
     )
     batch_size: int = option(128, "images per step")
