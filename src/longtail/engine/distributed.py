@@ -115,7 +115,8 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
 
     Without torchrun (or when the caller already started a group) nothing is
     started or stopped and ``device`` comes back unchanged. The group is
-    destroyed on leaving the block, also when an error escapes it.
+    destroyed on leaving the block: after a barrier on a clean exit, at once
+    when an error escapes it.
     """
     env = launch_env()
     if not env.distributed or is_initialized():
@@ -130,6 +131,14 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
         dist.init_process_group("gloo")
     try:
         yield device
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: the other ranks may never reach one
+        raise
+    # A clean exit: every rank's last collective is complete before any rank tears the group down. Without
+    # this, rank 1 may close its sockets while rank 0's gloo threads still finish the final broadcast, and
+    # rank 0 aborted once ("terminate called without an active exception", exit -6) in a full test run.
+    try:
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
