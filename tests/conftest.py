@@ -49,6 +49,10 @@ def tiny_fmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_fashion_mnist_like(tmp_path_factory.mktemp("fmnist"))
 
 
+# wb fitted once, at its configured point, instead of over its weight-decay x radius grid.
+WB_NO_GRID = ("decouple.wb.weight_decay_grid=[]", "decouple.wb.thresh_grid=[]")
+
+
 # Overrides for a run on ``tiny_fmnist`` that takes a few seconds.
 def tiny_overrides(root: Path) -> list[str]:
     return [

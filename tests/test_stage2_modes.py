@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_overrides
+from conftest import WB_NO_GRID, tiny_overrides
 from longtail.cli import main
 from longtail.engine.feature_cache import feature_path
 from longtail.errors import ConfigError
@@ -17,8 +17,6 @@ from longtail.pipeline import decouple
 from longtail.runs import file_sha256
 
 NO_AUGMENTATION = ["data.hflip=false", "data.crop_padding=0"]
-# wb fitted once per candidate instead of over its weight-decay x radius grid (tested in test_wb_las).
-NO_WB_GRID = ["decouple.wb.weight_decay_grid=[]", "decouple.wb.thresh_grid=[]"]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +129,7 @@ def test_tau_curves_hold_val_and_test_and_the_choice_follows_val(run: Path):
 
 
 def test_method_auto_keeps_the_best_candidate_on_val(run: Path, capsys: pytest.CaptureFixture):
-    assert main(["decouple", str(run), "--method", "auto", "decouple.auto_lr_factors=[0.5, 1, 2]", *NO_WB_GRID]) == 0
+    assert main(["decouple", str(run), "--method", "auto", "decouple.auto_lr_factors=[0.5, 1, 2]", *WB_NO_GRID]) == 0
     assert "Auto (best on val)" in capsys.readouterr().out
     results = _results(run)
     auto = results["auto"]

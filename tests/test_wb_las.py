@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import copy_run
+from conftest import WB_NO_GRID, copy_run
 from longtail.cli import main
 from longtail.config import load_config
 from longtail.engine.head_training import Features
@@ -25,7 +25,6 @@ COUNTS = [200, 50, 10, 4]
 
 # A small grid, so that the grid tests stay fast: (0.1, 0.1) configured, then 2 x 2 more.
 SMALL_GRID = ("decouple.wb.weight_decay_grid=[0.001,0.1]", "decouple.wb.thresh_grid=[0.0,0.1]")
-NO_GRID = ("decouple.wb.weight_decay_grid=[]", "decouple.wb.thresh_grid=[]")
 
 
 def blobs(counts: list[int], seed: int = 0, spread: float = 0.6) -> Features:
@@ -81,7 +80,7 @@ def few_accuracy(ctx: FitContext, head, split: str = "test") -> float:
 
 def test_wb_keeps_every_weight_row_inside_the_radius():
     joint = biased_joint_head()  # row norms 4, 1, 0.5, 0.3
-    fitted = METHODS["wb"].fit(context(*NO_GRID, "decouple.wb.radius=0.8", "decouple.wb.lr=0.5", joint=joint))
+    fitted = METHODS["wb"].fit(context(*WB_NO_GRID, "decouple.wb.radius=0.8", "decouple.wb.lr=0.5", joint=joint))
     norms = weight_norms(fitted.head.weight.detach())
     assert (norms <= 0.8 + 1e-6).all()
     assert norms.max() == pytest.approx(0.8, abs=1e-5)  # the head class's row was projected onto the sphere
@@ -91,7 +90,7 @@ def test_wb_keeps_every_weight_row_inside_the_radius():
 
 def test_wb_relative_radius_is_measured_on_the_joint_weights():
     joint = biased_joint_head()
-    fitted = METHODS["wb"].fit(context(*NO_GRID, "decouple.wb.thresh=0.25", joint=joint))
+    fitted = METHODS["wb"].fit(context(*WB_NO_GRID, "decouple.wb.thresh=0.25", joint=joint))
     radius = relative_radius(joint.weight, 0.25)
     assert radius == pytest.approx(0.3 + 0.25 * (4 - 0.3))
     assert fitted.info["radius"] == pytest.approx(radius, abs=1e-6) and fitted.info["thresh"] == 0.25
@@ -100,15 +99,15 @@ def test_wb_relative_radius_is_measured_on_the_joint_weights():
 
 def test_wb_leaves_rows_inside_a_large_ball_untouched():
     """A radius no row reaches changes nothing, bit for bit: the same training as without MaxNorm."""
-    free = METHODS["wb"].fit(context(*NO_GRID, "decouple.wb.radius=0")).head  # radius 0: no projection
-    loose = METHODS["wb"].fit(context(*NO_GRID, "decouple.wb.radius=1000")).head
+    free = METHODS["wb"].fit(context(*WB_NO_GRID, "decouple.wb.radius=0")).head  # radius 0: no projection
+    loose = METHODS["wb"].fit(context(*WB_NO_GRID, "decouple.wb.radius=1000")).head
     assert torch.equal(free.weight, loose.weight) and torch.equal(free.bias, loose.bias)
-    tight = METHODS["wb"].fit(context(*NO_GRID, "decouple.wb.radius=0.5")).head
+    tight = METHODS["wb"].fit(context(*WB_NO_GRID, "decouple.wb.radius=0.5")).head
     assert not torch.equal(free.weight, tight.weight)
 
 
 def test_wb_fine_tunes_the_joint_classifier_with_the_class_balanced_loss_and_instance_sampling():
-    ctx, trainer = recording(context(*NO_GRID, "decouple.wb.beta=0.99", "decouple.wb.gamma=1.5"))
+    ctx, trainer = recording(context(*WB_NO_GRID, "decouple.wb.beta=0.99", "decouple.wb.gamma=1.5"))
     METHODS["wb"].fit(ctx)
     (call,) = trainer.calls
     assert call["method"] == "wb" and call["sampler"] == "instance" and call["bn"] is None
@@ -136,8 +135,9 @@ def test_wb_grid_is_chosen_on_validation_and_each_point_is_its_own_training():
 
 
 def test_wb_grid_choice_never_reads_test():
-    clean = METHODS["wb"].fit(context(*SMALL_GRID, "decouple.wb.epochs=2"))
-    ctx = context(*SMALL_GRID, "decouple.wb.epochs=2")
+    overrides = (*SMALL_GRID, "decouple.wb.epochs=2")
+    clean = METHODS["wb"].fit(context(*overrides))
+    ctx = context(*overrides)
     features = ctx.features
     g = torch.Generator().manual_seed(3)
 
@@ -289,5 +289,5 @@ def test_wb_grid_refuses_a_backbone_changed_by_batchnorm_in_train_mode(tiny_run:
     online = ["decouple.features=online", "decouple.bn=train", "decouple.wb.epochs=1"]
     assert main(["decouple", str(run), "--method", "wb", *online]) != 0
     assert "decouple.wb: its validation grid needs the frozen backbone" in capsys.readouterr().err
-    assert main(["decouple", str(run), "--method", "wb", *online, *NO_GRID]) == 0  # one point: nothing to choose
+    assert main(["decouple", str(run), "--method", "wb", *online, *WB_NO_GRID]) == 0  # one point: nothing to choose
     assert "backbone" in torch.load(run / "classifiers" / "wb.pt", weights_only=True)
