@@ -76,12 +76,27 @@ def test_decouple_all_then_eval(trained_run: Path, tmp_path: Path, capsys: pytes
     assert "on val" in capsys.readouterr().out
 
 
-def test_decouple_replaces_one_method(trained_run: Path, tmp_path: Path):
+def test_decouple_keeps_a_finished_classifier_unless_overwrite(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     assert main(["decouple", str(run), "--method", "crt", "decouple.crt.epochs=1"]) == 0
     first = json.loads((run / "results.json").read_text())["methods"]["crt"]
-    assert main(["decouple", str(run), "--method", "crt", "decouple.crt.epochs=6", "decouple.crt.lr=0.5"]) == 0
+    mtime = (run / "classifiers" / "crt.pt").stat().st_mtime_ns
+    # The same settings again: the classifier is reused, its scores kept, nothing fit.
+    assert main(["decouple", str(run), "--method", "crt", "decouple.crt.epochs=1", "decouple.lws.lr=9"]) == 0
+    assert (run / "classifiers" / "crt.pt").stat().st_mtime_ns == mtime
+    assert json.loads((run / "results.json").read_text())["methods"]["crt"] == first
+    capsys.readouterr()
+    # Other settings: refused by name, nothing changed.
+    assert main(["decouple", str(run), "--method", "crt", "decouple.crt.epochs=6", "decouple.crt.lr=0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "crt.pt" in err and "decouple.crt.epochs=1 (now 6)" in err and "--overwrite" in err
+    assert (run / "classifiers" / "crt.pt").stat().st_mtime_ns == mtime
+    # --overwrite fits it again and replaces it.
+    args = ["decouple", str(run), "--method", "crt", "decouple.crt.epochs=6", "decouple.crt.lr=0.5", "--overwrite"]
+    assert main(args) == 0
     results = json.loads((run / "results.json").read_text())
     assert set(results["methods"]) == {"joint", "crt"}
     assert results["methods"]["crt"] != first

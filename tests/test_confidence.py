@@ -25,8 +25,8 @@ def _results(run: Path) -> dict:
 def other_labels_run(tiny_decoupled_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the decoupled run whose test labels are those of another test set (rolled by one)."""
     run = copy_run(tiny_decoupled_run, tmp_path_factory.mktemp("confidence") / "other_labels")
-    labels, predictions = read_predictions(run)
-    write_predictions(run, "test", np.roll(labels, 1), predictions)
+    labels, predictions, fingerprint = read_predictions(run)
+    write_predictions(run, "test", np.roll(labels, 1), predictions, fingerprint=fingerprint)
     return run
 
 
@@ -52,14 +52,14 @@ def test_stage_1_writes_intervals_and_predictions(tiny_run: Path):
     results = _results(tiny_run)
     for key, split in (("methods", "test"), ("val_methods", "val")):
         assert set(results[key]["joint"]["ci"]) == set(METRICS)
-        labels, predictions = read_predictions(tiny_run, split)
+        labels, predictions, _ = read_predictions(tiny_run, split)
         assert list(predictions) == ["joint"] and predictions["joint"].shape == labels.shape
 
 
 def test_predictions_file_holds_every_method_and_gives_its_scores(tiny_decoupled_run: Path):
     results = _results(tiny_decoupled_run)
     for split, key in (("test", "methods"), ("val", "val_methods")):
-        labels, predictions = read_predictions(tiny_decoupled_run, split)
+        labels, predictions, _ = read_predictions(tiny_decoupled_run, split)
         assert set(predictions) == set(results[key])
         for method, predicted in predictions.items():
             assert 100.0 * np.mean(predicted == labels) == pytest.approx(results[key][method]["all"])

@@ -149,7 +149,7 @@ def test_a_changed_backbone_file_is_refused(backbone_files, tiny_fmnist: Path, t
     capsys.readouterr()
     torch.manual_seed(1)
     torch.export.save(torch.export.export(SmallBackbone().eval(), (torch.rand(2, 1, 28, 28),)), mine)
-    assert "the file changed since this run was trained" in _error(capsys, "eval", str(run))
+    assert "the file or its PATH.json changed since this run was trained" in _error(capsys, "eval", str(run))
 
 
 # --- loading runs no code from the file ----------------------------------------------------------------------

@@ -49,7 +49,7 @@ class FakeRuns:
         self.trained: dict[str, dict[str, Any]] = {}  # run name -> {key: parsed value}
         self.decoupled: list[tuple[str, list[str]]] = []
 
-    def stage1(self, run_dir: Path, overrides: list[str], say, progress) -> None:
+    def stage1(self, run_dir: Path, overrides: list[str], say, progress, overwrite=False) -> None:
         self.trained[run_dir.name] = dict(parse_override(text) for text in overrides)
         load_config(None, overrides)  # the overrides a real run would get must be a valid config
 
@@ -59,7 +59,7 @@ class FakeRuns:
         wd = float(keys.get("train.weight_decay", 5e-4))  # YAML reads "1e-3" as text; the config as a float
         return self.VAL.get(wd, 50.0) + seed, self.TEST.get(wd, 50.0) + seed
 
-    def decouple(self, run_dir: Path, methods: list[str], overrides: list[str]) -> dict[str, Any]:
+    def decouple(self, run_dir: Path, methods: list[str], overrides: list[str], overwrite=False) -> dict[str, Any]:
         self.decoupled.append((run_dir.name, list(methods)))
         val, test = self.scores(run_dir)
         return {

@@ -76,8 +76,8 @@ def test_decouple_report_and_export_take_it(registered, tiny_run: Path, tmp_path
     row = results["methods"]["debias"]
     assert row["strength"] == 0.5 and 0 <= row["macro"] <= 100 and "debias" in results["val_methods"]
     assert (run / "classifiers" / "debias.pt").is_file()
-    # --method all includes it
-    assert main(["decouple", str(run), "--method", "all"]) == 0
+    # --method all includes it (at its default strength: the saved one is fit again, with --overwrite)
+    assert main(["decouple", str(run), "--method", "all", "--overwrite"]) == 0
     assert "Debiased" in capsys.readouterr().out
     # the report shows it in its table and figures
     assert main(["report", str(run)]) == 0

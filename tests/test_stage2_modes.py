@@ -51,7 +51,8 @@ def test_features_are_cached_once_and_reused(run: Path):
         stored = torch.load(feature_path(run, split), weights_only=True)
         assert stored["key"]["checkpoint_sha256"] == sha and stored["key"]["split"] == split
         assert stored["x"].dim() == 2 and len(stored["x"]) == len(stored["y"])
-    second = decouple(run, ["crt", "tau_norm"])
+    assert decouple(run, ["crt", "tau_norm"])["methods"] == first["methods"]  # the same settings: reused
+    second = decouple(run, ["crt", "tau_norm"], overwrite=True)  # fit again: on the cached features
     assert second["timing"]["feature_cache_hits"] == {"train": True, "val": True, "test": True}
     assert second["methods"] == first["methods"]
 
@@ -65,7 +66,7 @@ def test_a_stale_or_corrupt_cache_is_recomputed_not_used(run: Path):
         {**stored, "x": torch.randn_like(stored["x"]), "key": {**stored["key"], "checkpoint_sha256": "0" * 64}}, path
     )
     feature_path(run, "test").write_bytes(b"truncated")
-    again = decouple(run, ["ncm"])
+    again = decouple(run, ["ncm"], overwrite=True)
     assert again["timing"]["feature_cache_hits"] == {"train": False, "val": True, "test": False}
     assert again["methods"]["ncm"] == reference
     assert torch.load(path, weights_only=True)["key"]["checkpoint_sha256"] == file_sha256(run / "checkpoint.pt")
@@ -75,7 +76,7 @@ def test_online_crt_with_eval_batchnorm_matches_cached_without_augmentation(run:
     """Same images, sampler, seed and initialisation: the backbone in the loop changes nothing but time."""
     cached = decouple(run, ["crt", "lws"])
     cached_heads = {m: _classifier(run, m)["head"] for m in ("crt", "lws")}
-    online = decouple(run, ["crt", "lws"], ["decouple.features=online"])
+    online = decouple(run, ["crt", "lws"], ["decouple.features=online"], overwrite=True)
     assert online["stage2"]["crt"] == {"features": "online", "bn": "eval"}
     for method in ("crt", "lws"):
         saved = _classifier(run, method)

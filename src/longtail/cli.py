@@ -32,7 +32,17 @@ from .evaluation.bootstrap import METRICS
 from .evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
 from .evaluation.table import INTERVAL_NOTE, format_table
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
-from .grid import GRID_DEFAULTS, LOSSES, NOTES_MARKER, SAMPLERS, TRAINABLE, grid_markdown, run_grid, write_grid_doc
+from .grid import (
+    GRID_DEFAULTS,
+    LOSSES,
+    NOTES_MARKER,
+    SAMPLERS,
+    TRAINABLE,
+    check_grid_doc,
+    grid_markdown,
+    run_grid,
+    write_grid_doc,
+)
 from .io import write_text_atomic
 from .methods import method_names
 from .pipeline import decouple, evaluate, resume, train
@@ -127,7 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_decouple(args: argparse.Namespace) -> None:
     methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
     overrides = list(args.overrides) + ([f"decouple.features={args.features}"] if args.features else [])
-    results = decouple(args.run_dir, methods, overrides)
+    results = decouple(args.run_dir, methods, overrides, overwrite=args.overwrite)
     _print_table(results)
 
 
@@ -182,8 +192,9 @@ def _grid_seeds(tokens: list[str] | None) -> tuple[list[int] | None, list[str]]:
 
 
 def _cmd_grid(args: argparse.Namespace) -> None:
-    if args.doc:  # regenerated in place (its notes kept), so an existing one is fine; a run's files are not
+    if args.doc:  # a grid document is regenerated in place (its notes kept); any other file needs --overwrite
         check_output_path(args.doc, overwrite=True, what="--doc")
+        check_grid_doc(args.doc, overwrite=args.overwrite)
     start = time.perf_counter()
     seeds, overrides = _grid_seeds(args.seeds)
     rows = {name: getattr(args, name) for name in ("samplers", "losses", "trainable")}
@@ -195,6 +206,7 @@ def _cmd_grid(args: argparse.Namespace) -> None:
         seeds=seeds,
         progress=args.progress,
         say=logging.getLogger("longtail").info,
+        overwrite=args.overwrite,
     )
     command = shlex.join(["longtail", *args.argv])
     markdown = grid_markdown(grid, command)
@@ -344,7 +356,8 @@ def _decouple_parser(commands: Any, shared: argparse.Namespace) -> None:
         "split and its features are cached in RUN_DIR/features (--features cached, the default); --features online "
         "runs it in every cRT/LWS epoch on augmented images, as the official code. --method auto tries every "
         "method and hyper-parameter on the cache and keeps the best on val (decouple.select) as 'auto'. Saves "
-        "classifiers/METHOD.pt and merges the metrics of every classifier into results.json. Only "
+        "classifiers/METHOD.pt and merges the metrics of every classifier into results.json. A classifier already "
+        "saved with the same settings is reused; one saved with other settings is refused unless --overwrite. Only "
         "decouple.*, eval.*, device and where the data lives (data.root, data.path, data.*_list, "
         "data.num_workers, data.decode_threads) can be overridden.",
         epilog=shared.keys,
@@ -365,6 +378,11 @@ def _decouple_parser(commands: Any, shared: argparse.Namespace) -> None:
         default=None,
         help="cached (default): one backbone pass per split, kept in RUN_DIR/features; online: backbone forward in "
         "every cRT/LWS epoch with training augmentation (decouple.bn=eval|train); same as decouple.features=",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="fit again, and replace, the requested methods' classifiers even where they are already saved",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)
@@ -445,6 +463,12 @@ def _grid_parser(commands: Any, shared: argparse.Namespace) -> None:
     )
     p.add_argument("--out", default="runs/grid", metavar="DIR", help="directory of the runs (default: runs/grid)")
     p.add_argument("--doc", metavar="FILE.md", help="also write the Markdown tables to FILE.md")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain a finished run under --out that holds other settings or data than its cell (else refused), "
+        "and replace a --doc file that is not a grid document",
+    )
     p.add_argument("--samplers", help=f"stage-1 rows (default: {','.join(SAMPLERS)})")
     p.add_argument("--losses", help=f"loss rows, or none (default: {','.join(LOSSES)})")
     p.add_argument("--trainable", help=f"cRT fine-tuning rows, or none (default: {','.join(TRAINABLE)})")

@@ -28,6 +28,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,16 @@ from typing import Any
 import torch
 
 from .config import Config, config_to_dict, load_config, parse_override
-from .errors import ConfigError
+from .data.fingerprint import short
+from .data.registry import create_dataset
+from .errors import ConfigError, OutputPathError, RunDirError
 from .io import write_text_atomic
 from .methods import METHODS, display_order, label_of, method_names
-from .pipeline import RUN_TIME_KEYS, decouple, evaluate, train
-from .runs import RESULTS_FILE, is_run_dir, read_results
+from .pipeline import RUN_TIME_KEYS, decouple, evaluate, resume, train
+from .pipeline.provenance import KEY as PROVENANCE_KEY
+from .pipeline.provenance import differences, stage1_keys, stage1_provenance
+from .pipeline.representation import representation_splits
+from .runs import is_run_dir, load_checkpoint, read_results
 from .version import __version__
 
 log = logging.getLogger(__name__)
@@ -96,31 +102,48 @@ def _choices(values: Sequence[str], allowed: Sequence[str], option: str) -> list
     return list(values)
 
 
-def _stage1_keys(config: Config) -> dict[str, Any]:
-    """The config as ``{dotted key: value}`` without the keys that may change after stage 1 (``eval.*``, ...)."""
-    flat: dict[str, Any] = {}
-
-    def walk(tree: dict[str, Any], prefix: str) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif not f"{prefix}{key}".startswith(RUN_TIME_KEYS):
-                flat[f"{prefix}{key}"] = value
-
-    walk(config_to_dict(config), "")
-    return flat
-
-
-def _stage1(run_dir: Path, overrides: list[str], say: Callable[[str], None], progress: bool) -> None:
-    """Train ``run_dir`` unless it already holds a finished run whose stage-1 config is this one."""
+def _stage1(run_dir: Path, overrides: list[str], say: Callable[[str], None], progress: bool, overwrite: bool) -> None:
+    """Make ``run_dir`` a finished stage-1 run of ``overrides``: reuse a finished run of the same provenance
+    (config, data, program, version), resume an interrupted one, train where there is none; a run of anything
+    else is refused by name unless ``overwrite`` (then retrained)."""
     config = load_config(None, overrides)
-    if is_run_dir(run_dir) and (run_dir / RESULTS_FILE).is_file():
-        done = load_config(run_dir / "config.yaml")
-        if _stage1_keys(done) == _stage1_keys(config) and "joint" in read_results(run_dir).get("methods", {}):
-            say(f"reusing {run_dir}")
+    if (run_dir / "config.yaml").is_file() and not is_run_dir(run_dir):  # killed before its first checkpoint
+        if _stage1_difference(run_dir, config) == "config":
+            say(f"resuming {run_dir}")
+            resume(run_dir, progress=progress)
             return
-    say(f"training {run_dir}")
+    if not is_run_dir(run_dir):
+        say(f"training {run_dir}")
+        train(config, run_dir, overwrite=overwrite, progress=progress)  # an occupied non-run is refused there
+        return
+    splits = representation_splits(config, create_dataset(config.data))
+    wanted = stage1_provenance(config, splits)
+    recorded = load_checkpoint(run_dir).get(PROVENANCE_KEY)
+    differs = differences(recorded, wanted)
+    if not differs:
+        if "joint" in read_results(run_dir).get("methods", {}):
+            say(f"reusing {run_dir} (fingerprint {wanted['fingerprint']})")
+        else:
+            say(f"resuming {run_dir}")
+            resume(run_dir, progress=progress)
+        return
+    if not overwrite:
+        what = _stage1_difference(run_dir, config) if "config" in differs else ", ".join(differs)
+        raise RunDirError(
+            f"{run_dir}: holds a run of other {what} than this grid cell (fingerprint "
+            f"{short((recorded or {}).get('fingerprint'))}, wanted {wanted['fingerprint']}); pass --overwrite to "
+            "retrain it, or choose another --out"
+        )
+    say(f"retraining {run_dir} (--overwrite; it held a run of other {', '.join(differs)})")
     train(config, run_dir, overwrite=True, progress=progress)
+
+
+def _stage1_difference(run_dir: Path, config: Config) -> str:
+    """The first stage-1 key whose value differs between the run's config.yaml and ``config``, as text."""
+    done = stage1_keys(config_to_dict(load_config(run_dir / "config.yaml")))
+    wanted = stage1_keys(config_to_dict(config))
+    key = next((k for k in wanted if done.get(k, "<absent>") != wanted[k]), None)
+    return "config" if key is None else f"config ({key}={done.get(key, '<absent>')!r}, wanted {wanted[key]!r})"
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
@@ -241,42 +264,53 @@ def _mean_std_grid(grids: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _paper_grid(
-    out: Path,
-    base: list[str],
-    run_time: list[str],
-    seed: int | None,
-    rows: tuple[list[str], list[str], list[str]],
-    used: list[Path],
-    say: Callable[[str], None],
-    progress: bool,
-) -> dict[str, Any]:
-    """The paper's rows for one training seed; the run directories it uses are appended to ``used``."""
+@dataclass
+class _Grid:
+    """What every cell of one grid invocation shares: where its runs go, the overrides of every run (``base``)
+    and of their scoring (``run_time``), whether finished runs of other settings may be replaced, and the run
+    directories used so far."""
+
+    out: Path
+    base: list[str]
+    run_time: list[str]
+    say: Callable[[str], None]
+    progress: bool
+    overwrite: bool
+    used: list[Path] = field(default_factory=list)
+
+    def stage1(self, name: str, overrides: list[str]) -> Path:
+        """The finished stage-1 run ``out/name`` of ``base`` + ``overrides`` (reused, resumed or trained)."""
+        run_dir = self.out / name
+        _stage1(run_dir, [*self.base, *overrides], self.say, self.progress, self.overwrite)
+        self.used.append(run_dir)
+        return run_dir
+
+    def decouple(self, run_dir: Path, methods: list[str], overrides: Sequence[str] = (), **kw: Any) -> dict[str, Any]:
+        """``decouple`` with the grid's run-time keys (a classifier of the same settings is reused)."""
+        return decouple(run_dir, methods, [*self.run_time, *overrides], overwrite=kw.get("overwrite", self.overwrite))
+
+
+def _paper_grid(grid_run: _Grid, seed: int | None, rows: tuple[list[str], list[str], list[str]]) -> dict[str, Any]:
+    """The paper's rows for one training seed."""
     samplers, losses, trainable = rows
-    base = [*base, *_seed_overrides(seed)]
+    seeded = _seed_overrides(seed)
     grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
     for sampler in samplers:
-        run_dir = out / _seeded(f"sampler-{sampler}", seed)
-        _stage1(run_dir, [*base, f"train.sampler={sampler}"], say, progress)
-        used.append(run_dir)
+        run_dir = grid_run.stage1(_seeded(f"sampler-{sampler}", seed), [*seeded, f"train.sampler={sampler}"])
         methods = paper_classifiers() + (["logit_adjust"] if sampler == "instance" else [])
-        grid["samplers"][sampler] = decouple(run_dir, methods, [*run_time, "decouple.trainable=classifier"])["methods"]
+        grid["samplers"][sampler] = grid_run.decouple(run_dir, methods, ["decouple.trainable=classifier"])["methods"]
     if trainable:
-        run_dir = out / _seeded("sampler-instance", seed)
-        if "instance" not in samplers:
-            _stage1(run_dir, [*base, "train.sampler=instance"], say, progress)
-            used.append(run_dir)
-        # Classifier-only last, so the run directory's saved cRT is the paper's.
+        run_dir = grid_run.stage1(_seeded("sampler-instance", seed), [*seeded, "train.sampler=instance"])
+        # Classifier-only last, so the run directory's saved cRT is the paper's. Each row replaces the one
+        # before it in classifiers/crt.pt: the grid's own sequence, so it always overwrites.
         for part in sorted(trainable, key=lambda p: p == "classifier"):
-            say(f"cRT re-training {part} on {run_dir}")
-            results = decouple(run_dir, ["crt"], [*run_time, f"decouple.trainable={part}"])
+            grid_run.say(f"cRT re-training {part} on {run_dir}")
+            results = grid_run.decouple(run_dir, ["crt"], [f"decouple.trainable={part}"], overwrite=True)
             grid["trainable"][part] = results["methods"]["crt"]
         grid["trainable"]["joint"] = results["methods"]["joint"]
     for loss in losses:
-        run_dir = out / _seeded(f"loss-{loss}", seed)
-        _stage1(run_dir, [*base, f"train.loss={loss}"], say, progress)
-        used.append(run_dir)
-        grid["losses"][loss] = evaluate(run_dir, "test", run_time)["methods"]["joint"]
+        run_dir = grid_run.stage1(_seeded(f"loss-{loss}", seed), [*seeded, f"train.loss={loss}"])
+        grid["losses"][loss] = evaluate(run_dir, "test", grid_run.run_time)["methods"]["joint"]
     if "instance" in samplers:
         grid["losses"]["ce"] = grid["samplers"]["instance"]["joint"]
         grid["losses"]["post_hoc"] = grid["samplers"]["instance"]["logit_adjust"]
@@ -295,16 +329,7 @@ def _sweep_row(combination: dict[str, str], runs: list[Path], per_seed: list[dic
     }
 
 
-def _run_sweep(
-    out: Path,
-    sweeps: list[tuple[str, list[str]]],
-    base: list[str],
-    run_time: list[str],
-    seeds: list[int | None],
-    used: list[Path],
-    say: Callable[[str], None],
-    progress: bool,
-) -> dict[str, Any]:
+def _run_sweep(grid_run: _Grid, sweeps: list[tuple[str, list[str]]], seeds: list[int | None]) -> dict[str, Any]:
     """Train and decouple (every method, then ``auto``) one run per combination and seed; choose on validation.
 
     Returns:
@@ -312,15 +337,14 @@ def _run_sweep(
         :func:`_sweep_row`) and the index of the row whose ``auto`` has the best
         mean validation ``decouple.select`` score (the first on a tie).
     """
-    select = load_config(None, base).decouple.select
+    select = load_config(None, grid_run.base).decouple.select
     rows = []
     for combination in sweep_combinations(sweeps):
         name, settings = sweep_dir_name(combination), [f"{k}={v}" for k, v in combination.items()]
-        runs, per_seed = [out / _seeded(name, seed) for seed in seeds], []
-        for seed, run_dir in zip(seeds, runs, strict=True):
-            _stage1(run_dir, [*base, *settings, *_seed_overrides(seed)], say, progress)
-            used.append(run_dir)
-            per_seed.append(decouple(run_dir, ["all", "auto"], run_time))
+        runs, per_seed = [], []
+        for seed in seeds:
+            runs.append(grid_run.stage1(_seeded(name, seed), [*settings, *_seed_overrides(seed)]))
+            per_seed.append(grid_run.decouple(runs[-1], ["all", "auto"]))
         rows.append(_sweep_row(combination, runs, per_seed))
     # Validation only: the test cells are in the rows for display and never enter this choice.
     chosen = max(range(len(rows)), key=lambda i: rows[i]["val"]["auto"][select])
@@ -338,9 +362,14 @@ def run_grid(
     seeds: Sequence[int] | None = None,
     progress: bool = False,
     say: Callable[[str], None] = log.info,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the grid into ``out``; returns ``{"samplers", "trainable", "losses", "sweep", "seeds", "config",
-    "seconds", "train_seconds"}``.
+    "fingerprints", "seconds", "train_seconds"}``.
+
+    A finished run under ``out`` whose provenance (stage-1 config, data, program, version) is a cell's is
+    reused, an interrupted one resumed; one of anything else is refused by name unless ``overwrite``
+    (then retrained). Every cell must be scored on the same test data: the table says which (its fingerprint).
 
     ``samplers`` rows (default :data:`SAMPLERS`) get every classifier;
     ``trainable`` rows (:data:`TRAINABLE`) re-train cRT on the instance-balanced
@@ -372,22 +401,45 @@ def run_grid(
     # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
     run_time = [text for text in base if parse_override(text)[0].startswith(RUN_TIME_KEYS)]
     start = time.perf_counter()
-    used: list[Path] = []
+    grid_run = _Grid(out, base, run_time, say, progress, overwrite)
     grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
     if parsed:
-        grid["sweep"] = _run_sweep(out, parsed, base, run_time, seed_list, used, say, progress)
+        grid["sweep"] = _run_sweep(grid_run, parsed, seed_list)
     else:
         rows = (samplers, losses, trainable)
-        per_seed = [_paper_grid(out, base, run_time, seed, rows, used, say, progress) for seed in seed_list]
+        per_seed = [_paper_grid(grid_run, seed, rows) for seed in seed_list]
         grid.update(per_seed[0] if seeds is None else _mean_std_grid(per_seed))
+    used = list(dict.fromkeys(grid_run.used))
+    grid["fingerprints"] = _fingerprints(used)
     grid["seeds"] = None if seeds is None else list(seed_list)
     grid["config"] = config_to_dict(load_config(None, base))
     grid["seconds"] = time.perf_counter() - start
     # Reused runs were trained by an earlier invocation: report their training time as well.
-    grid["train_seconds"] = sum(
-        read_results(run_dir).get("timing", {}).get("train_seconds", 0.0) for run_dir in dict.fromkeys(used)
-    )
+    grid["train_seconds"] = sum(read_results(run_dir).get("timing", {}).get("train_seconds", 0.0) for run_dir in used)
     return grid
+
+
+def _fingerprints(runs: Sequence[Path]) -> dict[str, Any]:
+    """``{"test", "val": [short fingerprints], "runs": {name: fingerprint}}`` of the grid's runs.
+
+    Raises:
+        RunDirError: when two cells were scored on different test data: one table cannot hold them.
+    """
+    provenance = {run.name: read_results(run).get(PROVENANCE_KEY) or {} for run in runs}
+    data = {name: record.get("data") or {} for name, record in provenance.items()}
+    tests = {name: short(d.get("test")) for name, d in data.items()}
+    names = list(tests)
+    odd = next((name for name in names if tests[name] != tests[names[0]]), None)
+    if odd is not None:
+        raise RunDirError(
+            f"grid: {names[0]} and {odd} were scored on different test data ({tests[names[0]]} vs {tests[odd]}); "
+            "one table cannot compare them"
+        )
+    return {
+        "test": sorted(set(tests.values())),
+        "val": sorted({short(d.get("val")) for d in data.values()}),
+        "runs": {name: short(record.get("fingerprint")) for name, record in provenance.items()},
+    }
 
 
 def _value(metrics: dict[str, Any], key: str) -> str:
@@ -479,6 +531,8 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
         f"many-shot classes have more than {cfg['eval']['many']} training images, few-shot fewer than "
         f"{cfg['eval']['few']}.",
     ]
+    if grid.get("fingerprints"):
+        lines += ["", _fingerprint_caption(grid["fingerprints"])]
     if seeds:
         lines += ["", _seeds_caption(seeds, data["seed"])]
         if not sweep:
@@ -513,6 +567,16 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
             lines.append(f"| CE + post-hoc logit adjustment ({_tau(post_hoc)}) | {_row(post_hoc)} |")
     lines += ["", "## Reading (computed from the tables above)", "", *reading(grid), "", NOTES_MARKER, notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _fingerprint_caption(fingerprints: dict[str, Any]) -> str:
+    """Which data every cell was scored on, and each run's fingerprint (longtail.pipeline.provenance)."""
+    val = fingerprints["val"]
+    val_text = (
+        f"validation data {val[0]}" if len(val) == 1 else f"validation data differ across runs ({', '.join(val)})"
+    )
+    runs = ", ".join(f"`{name}` {fingerprint}" for name, fingerprint in fingerprints["runs"].items())
+    return f"Fingerprints: every cell scored on test data {', '.join(fingerprints['test'])}; {val_text}. Runs: {runs}."
 
 
 def _seeds_caption(seeds: Sequence[int], data_seed: int) -> str:
@@ -563,11 +627,28 @@ def sweep_markdown(sweep: dict[str, Any]) -> list[str]:
     ]
 
 
+def check_grid_doc(path: str | Path, *, overwrite: bool) -> None:
+    """Refuse ``--doc FILE`` that exists and is not a grid document (no notes marker), unless ``overwrite``;
+    a grid document is regenerated in place, its notes kept."""
+    path = Path(path)
+    if path.is_file() and not overwrite and NOTES_MARKER not in _text(path):
+        raise OutputPathError(
+            f"{path}: exists and is not a document `longtail grid` wrote; pass --overwrite to replace it, "
+            "or choose another --doc"
+        )
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def write_grid_doc(grid: dict[str, Any], path: str | Path, command: str) -> Path:
     """Write :func:`grid_markdown` to ``path``, keeping the notes below the marker of an existing file."""
     path = Path(path)
-    notes = ""
-    if path.is_file() and NOTES_MARKER in path.read_text():
-        notes = path.read_text().split(NOTES_MARKER, 1)[1].strip("\n")
+    text = _text(path) if path.is_file() else ""
+    notes = text.split(NOTES_MARKER, 1)[1].strip("\n") if NOTES_MARKER in text else ""
     write_text_atomic(path, grid_markdown(grid, command, notes))
     return path

@@ -70,6 +70,7 @@ RUN_OWN_NAMES = frozenset(
         CLASSIFIER_DIR,
         LOCK_FILE,
         "features",
+        "predictions",
         "tensorboard",
         "skipped_images.txt",
         "report.html",

@@ -115,6 +115,8 @@ class DatasetSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    # Values computed once per process from the splits (their fingerprints: longtail.data.fingerprint).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def train_counts(self) -> list[int]:

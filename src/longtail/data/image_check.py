@@ -90,7 +90,7 @@ def cache_dir() -> Path:
     return Path(base) / "longtail"
 
 
-def _stat_signature(root: Path, paths: PathTable, threads: int) -> str:
+def stat_signature(root: Path, paths: PathTable, threads: int) -> str:
     """SHA-256 of every file's (size, modification time); a missing file counts as (-1, -1)."""
 
     def stat(i: int) -> tuple[int, int]:
@@ -123,7 +123,7 @@ def find_bad_images(root: Path, paths: PathTable, *, threads: int = 1) -> list[P
     """``(index, problem)`` of every image under ``root`` that is missing or does not decode, in order."""
     use_cache = len(paths) >= CACHE_MIN_IMAGES
     if use_cache:
-        signature = _stat_signature(root, paths, threads)
+        signature = stat_signature(root, paths, threads)
         file = _cache_file(root, paths)
         cached = _read_cache(file, signature, len(paths))
         if cached is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.fingerprint import short
 from ..errors import ConfigError, RunDirError
 from ..methods import METHODS, display_order, label_of
 from ..runs import read_results, require_run_dir
@@ -45,6 +46,18 @@ class ComparisonRow:
     wall_seconds: float | None
     # Column -> 95 % bootstrap interval [low, high] from results.json (empty for older results).
     ci: dict[str, list[float] | None] = field(default_factory=dict)
+    # The run's fingerprint and its test data's (short forms; "none" for a run of an older longtail).
+    fingerprint: str = "none"
+    test_data: str = "none"
+
+
+def run_fingerprints(results: dict[str, Any]) -> tuple[str, str]:
+    """(run fingerprint, test-data fingerprint) of a results.json, short forms; "none" where it records none."""
+    provenance = results.get("provenance")
+    if not isinstance(provenance, dict):
+        return "none", "none"
+    data = provenance.get("data") if isinstance(provenance.get("data"), dict) else {}
+    return short(provenance.get("fingerprint")), short(data.get("test"))
 
 
 def _wall_seconds(method: str, timing: dict[str, Any]) -> float | None:
@@ -81,12 +94,13 @@ def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
         if not methods:
             raise RunDirError(f"{run_dir}: no results.json scores yet; finish `longtail train` first")
         timing = results.get("timing", {})
+        fingerprint, test_data = run_fingerprints(results)
         for method in display_order(methods):
             summary = methods[method]
             scores = {c: summary.get(c) for c in COLUMNS}
             wall = _wall_seconds(method, timing)
             ci = dict(summary.get("ci") or {})
-            rows.append(ComparisonRow(label, method, scores, summary.get("tau"), wall, ci))
+            rows.append(ComparisonRow(label, method, scores, summary.get("tau"), wall, ci, fingerprint, test_data))
     return rows
 
 
@@ -113,19 +127,35 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
             text = f"**{text}**" if markdown else f"{text}*"
         return with_interval(text, interval)
 
+    # Runs scored on different test data are marked in a column of their own: their numbers are not
+    # comparable image for image (and `compare --paired` refuses them).
+    mixed = len({r.test_data for r in rows}) > 1
+    header = (*HEADER, "Test data") if mixed else HEADER
     table = []
     for index, row in enumerate(rows):
         intervals = [row.ci.get(c) for c in COLUMNS] + [None]  # wall time has no interval
         numbers = [cell(values[index], i, intervals[i]) for i, values in enumerate(columns)]
         tau = "–" if row.tau is None else f"{row.tau:g}"
         label = label_of(row.method)
-        table.append([row.run, label, *numbers[:-1], tau, numbers[-1]])
-    rendered = render_table(HEADER, table, markdown=markdown, left={0, 1})
+        table.append([row.run, label, *numbers[:-1], tau, numbers[-1], *([row.test_data] if mixed else [])])
+    rendered = render_table(header, table, markdown=markdown, left={0, 1, len(HEADER)})
+    notes = [_fingerprint_note(rows)]
+    if mixed:
+        notes.append(
+            "the runs were scored on different test data (the Test data column): their numbers are not comparable "
+            "image for image"
+        )
     if not markdown:
-        rendered += "\n* best in its column (highest accuracy, least wall time)"
+        notes.append("* best in its column (highest accuracy, least wall time)")
         if any(r.ci for r in rows):
-            rendered += f"\n{INTERVAL_NOTE}"
-    return rendered
+            notes.append(INTERVAL_NOTE)
+    return rendered + "\n" + ("\n\n" if markdown else "\n").join(notes)
+
+
+def _fingerprint_note(rows: Sequence[ComparisonRow]) -> str:
+    """ "fingerprints: run_a 3f2a9c1e07b4 (test data 9a8b…), ...", each run once."""
+    seen = dict.fromkeys((r.run, r.fingerprint, r.test_data) for r in rows)
+    return "fingerprints: " + ", ".join(f"{run} {fp} (test data {test})" for run, fp, test in seen)
 
 
 # --------------------------------------------------------------------------- compare --paired
@@ -151,6 +181,7 @@ class PairedRow:
     b: str
     metric: str
     result: dict[str, Any] | None
+    test_data: str = "none"  # the test data's fingerprint (short form)
 
 
 @dataclass
@@ -161,6 +192,7 @@ class _ScoredRun:
     results: dict[str, Any]
     labels: np.ndarray
     predictions: dict[str, np.ndarray]
+    test_data: str  # the full data fingerprint of the test split both results.json and the predictions record
 
     @classmethod
     def read(cls, run_dir: str | Path) -> _ScoredRun:
@@ -168,8 +200,18 @@ class _ScoredRun:
         results = read_results(path)
         if not isinstance(results.get("train_counts"), list):
             raise RunDirError(f"{path}: no train_counts in results.json; finish `longtail train` first")
-        labels, predictions = read_predictions(path, "test")
-        return cls(path, results, labels, predictions)
+        labels, predictions, fingerprint = read_predictions(path, "test")
+        provenance = results.get("provenance") if isinstance(results.get("provenance"), dict) else {}
+        recorded = (provenance.get("data") or {}).get("test") if isinstance(provenance.get("data"), dict) else None
+        rescore = f"run `longtail eval {path}` to score it again and record them"
+        if not isinstance(recorded, str) or fingerprint is None:
+            raise RunDirError(f"{path}: its test scores record no data fingerprint (an older longtail); {rescore}")
+        if fingerprint != recorded:
+            raise RunDirError(
+                f"{path}: predictions/test.npz was scored on other test data than results.json records "
+                f"({short(fingerprint)} vs {short(recorded)}); {rescore}"
+            )
+        return cls(path, results, labels, predictions, recorded)
 
     def correct(self, method: str) -> np.ndarray:
         """(N,) whether ``method`` got each test image right."""
@@ -194,6 +236,11 @@ def _split_side(text: str) -> tuple[str | None, str]:
 
 def _paired(a: _ScoredRun, method_a: str, b: _ScoredRun, method_b: str, metric: str, resamples: int) -> Any:
     """The paired bootstrap of A − B on their shared test set (A's seed), or None for an empty group."""
+    if a.test_data != b.test_data:
+        raise RunDirError(
+            f"{a.path} and {b.path}: scored on different test data (fingerprints {short(a.test_data)} and "
+            f"{short(b.test_data)}); a paired comparison needs the same images in the same order"
+        )
     if not np.array_equal(a.labels, b.labels):
         raise RunDirError(
             f"{a.path} and {b.path}: not scored on the same test set (their test labels differ); "
@@ -243,14 +290,15 @@ def paired_rows(
         first, second = _ScoredRun.read(run_a), _ScoredRun.read(run_b)
         name_a, name_b = _run_labels([first.path, second.path])
         result = _paired(first, method_a, second, method_b, metric, resamples)
-        return [PairedRow(None, f"{name_a}: {label_of(method_a)}", f"{name_b}: {label_of(method_b)}", metric, result)]
+        sides = f"{name_a}: {label_of(method_a)}", f"{name_b}: {label_of(method_b)}"
+        return [PairedRow(None, *sides, metric, result, short(first.test_data))]
     if not run_dirs:
         raise ConfigError(f"--paired {a} {b}: give the RUN_DIR(s) to compare them in")
     rows = []
     for run_dir, label in zip(run_dirs, _run_labels([Path(d) for d in run_dirs]), strict=True):
         run = _ScoredRun.read(run_dir)
         result = _paired(run, method_a, run, method_b, metric, resamples)
-        rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result))
+        rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result, short(run.test_data)))
     return rows
 
 
@@ -286,8 +334,9 @@ def format_paired(rows: Sequence[PairedRow], *, markdown: bool = False) -> str:
     table = [([r.run or ""] if within_run else []) + [r.a, r.b, *_paired_cells(r)] for r in rows]
     metric = rows[0].metric if rows else "macro"
     resamples = next((r.result["resamples"] for r in rows if r.result), PAIRED_RESAMPLES)
+    data = ", ".join(dict.fromkeys(r.test_data for r in rows))
     title = (
-        f"Paired bootstrap of A − B, {metric} top-1 accuracy in points on test\n"
+        f"Paired bootstrap of A − B, {metric} top-1 accuracy in points on test (data fingerprint {data})\n"
         f"({resamples} resamples of the test images within each class, the same for A and B)"
     )
     left = {0, 1, 2, len(header) - 1} if within_run else {0, 1, len(header) - 1}

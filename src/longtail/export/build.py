@@ -130,8 +130,8 @@ def export_run(
     and the validation images the export is checked on. ``run_dir`` may be a
     run already loaded by :func:`~longtail.pipeline.load_run` (``overrides``
     are then ignored), to export several methods without reading it again.
-    A user-named ``out`` (and its ``.onnx``) may not be one of a run's own files,
-    nor an existing file unless ``overwrite`` (the default path is ours to replace).
+    ``out`` (and its ``.onnx``) may not be one of a run's own files, nor an existing file unless ``overwrite``
+    (the default path included: an export is a finished result). The metadata records the run's provenance.
 
     Raises:
         ExportError: an unknown method, one the run has not fit, or the ONNX packages missing.
@@ -146,7 +146,7 @@ def export_run(
     if path.suffix == ".onnx":
         raise ExportError(f"--out {path}: expected the .pt2 file's name; the ONNX file goes beside it (--onnx)")
     for target in [path, *([path.with_suffix(".onnx")] if onnx else [])]:
-        check_output_path(target, overwrite=overwrite or out is None, what="--out")
+        check_output_path(target, overwrite=overwrite, what="--out")
     if onnx:
         require_onnx()  # before the work, not after
     if isinstance(run_dir, LoadedRun) and run_dir.config.model.backbone.startswith("torchscript:"):
@@ -201,6 +201,7 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult
         "dataset": run.splits.name,
         "run_dir": str(run.run_dir),
         "checkpoint_sha256": run.checkpoint_sha256,
+        "provenance": run.provenance,
         "check": {"images": min(CHECK_IMAGES, len(run.splits.split("val"))), "max_abs_logit_difference": difference},
     }
     save_artifact(path, program, metadata)

@@ -191,6 +191,9 @@ class MethodSpec:
         sweep: ``(results.json key, figure caption)`` of the validation curve over its grid, if any.
         variants: what ``--method auto`` tries of it, given the context and the configured fit; None: the fit alone.
         check: refuses a config it cannot work with (a one-line ConfigError), called before any method is fit.
+        reads: the general ``decouple`` keys (not of a section) its fit depends on, beside its own section: a
+            saved classifier is reused when these are unchanged (:mod:`longtail.pipeline.classifiers`); None:
+            every one of them (the safe answer for a method that does not say).
     """
 
     name: str
@@ -208,6 +211,11 @@ class MethodSpec:
     sweep: tuple[str, str] | None = None
     variants: Callable[[FitContext, Fitted], list[Fitted]] | None = None
     check: Callable[[Config], None] | None = None
+    reads: tuple[str, ...] | None = None
+
+
+# The general decouple keys of every head trained by FitContext.train_head: how examples are drawn and seen.
+TRAINED_HEAD_KEYS = ("sampler", "sampler_q", "num_samples_cls", "features", "bn", "views")
 
 
 def lr_variants(spec_fit: FitFunction) -> Callable[[FitContext, Fitted], list[Fitted]]:

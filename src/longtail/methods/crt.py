@@ -16,7 +16,7 @@ import torch
 from ..config import HeadTrainingConfig, option
 from ..models.heads import LinearHead
 from . import register_method
-from .base import FitContext, Fitted, MethodSpec, lr_variants
+from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec, lr_variants
 
 
 @dataclass
@@ -55,5 +55,6 @@ SPEC = register_method(
         in_paper=True,
         show_norms=True,
         variants=lr_variants(fit),
+        reads=(*TRAINED_HEAD_KEYS, "trainable"),
     )
 )

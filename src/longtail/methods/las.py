@@ -41,7 +41,7 @@ from ..config import HeadTrainingConfig, option
 from ..errors import ConfigError
 from ..losses import LABEL_AWARE_SHAPES, LabelAwareSmoothingLoss
 from . import register_method
-from .base import FitContext, Fitted, MethodSpec, lr_variants
+from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec, lr_variants
 from .crt import fresh_linear_head
 from .wb import joint_copy
 
@@ -128,5 +128,6 @@ SPEC = register_method(
         needs_linear_joint=True,
         show_norms=True,
         variants=variants,
+        reads=TRAINED_HEAD_KEYS,
     )
 )

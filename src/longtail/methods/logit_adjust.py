@@ -85,6 +85,7 @@ SPEC = register_method(
         section="logit_adjust",
         config=TauConfig,
         needs_linear_joint=True,
+        reads=("select",),
         sweep=("logit_adjust_curve", r"logit adjustment: $w_j \cdot x + b_j - \tau \log \pi_j$"),
     )
 )

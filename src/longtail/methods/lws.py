@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from ..config import HeadTrainingConfig, option
 from ..models.heads import LinearForm, frozen_copy, register_head
 from . import register_method
-from .base import FitContext, Fitted, MethodSpec, lr_variants
+from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec, lr_variants
 
 
 @dataclass
@@ -93,5 +93,6 @@ SPEC = register_method(
         in_paper=True,
         show_norms=True,
         variants=lr_variants(fit),
+        reads=TRAINED_HEAD_KEYS,
     )
 )

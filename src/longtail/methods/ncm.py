@@ -153,4 +153,6 @@ def fit(context: FitContext) -> Fitted:
     return Fitted(head)
 
 
-SPEC = register_method(MethodSpec(name="ncm", label="NCM", color="tab:purple", fit=fit, order=10, in_paper=True))
+SPEC = register_method(
+    MethodSpec(name="ncm", label="NCM", color="tab:purple", fit=fit, order=10, in_paper=True, reads=("ncm_metric",))
+)

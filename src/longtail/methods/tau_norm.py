@@ -229,6 +229,7 @@ SPEC = register_method(
         needs_linear_joint=True,
         in_paper=True,
         show_norms=True,
+        reads=("select",),
         sweep=("tau_curve", r"τ-norm: weights $w_j\,/\,\Vert w_j\Vert^{\tau}$"),
     )
 )

@@ -47,7 +47,7 @@ from ..evaluation.metrics import SUMMARY_KEYS
 from ..losses import ClassBalancedLoss
 from ..models.heads import LinearHead
 from . import register_method
-from .base import FitContext, Fitted, MethodSpec
+from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec
 
 
 @dataclass
@@ -232,5 +232,6 @@ SPEC = register_method(
         config=WBConfig,
         needs_linear_joint=True,
         show_norms=True,
+        reads=(*TRAINED_HEAD_KEYS, "select"),
     )
 )

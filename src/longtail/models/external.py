@@ -24,6 +24,7 @@ keep the file's SHA-256 instead, and a run whose file has changed is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -172,7 +173,7 @@ class ExternalBackbone(nn.Module):
         name: the ``model.backbone`` value, for messages.
         program: the loaded module.
         spec: what ``PATH.json`` declares.
-        sha256: the file's SHA-256 digest (32 bytes).
+        sha256: the SHA-256 digest (32 bytes) of the file and its PATH.json (:func:`program_sha256`).
     """
 
     def __init__(self, name: str, program: nn.Module, spec: BackboneSpec, sha256: bytes) -> None:
@@ -216,13 +217,22 @@ class ExternalBackbone(nn.Module):
         stored = state_dict.get(prefix + "file_sha256")
         if stored is not None and not torch.equal(stored.cpu(), self.file_sha256.cpu()):
             raise ConfigError(
-                f"model.backbone={self.name}: the file changed since this run was trained (its SHA-256 differs "
-                "from the checkpoint's); the run's features and classifiers belong to the old file"
+                f"model.backbone={self.name}: the file or its PATH.json changed since this run was trained (their "
+                "SHA-256 differs from the checkpoint's); the run's features and classifiers belong to the old ones"
             )
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def extra_repr(self) -> str:
         return f"{self.name}, num_features={self.num_features}"
+
+
+def program_sha256(path: Path) -> str:
+    """Hex SHA-256 of a backbone file and its ``PATH.json``: the JSON's mean and std are part of the program
+    (editing them changes every feature), so a run records and checks both."""
+    digest = hashlib.sha256(bytes.fromhex(file_sha256(path)))
+    sidecar = spec_path(path)
+    digest.update(bytes.fromhex(file_sha256(sidecar)) if sidecar.is_file() else b"no PATH.json")
+    return digest.hexdigest()
 
 
 def create_external(name: str) -> ExternalBackbone:
@@ -234,4 +244,4 @@ def create_external(name: str) -> ExternalBackbone:
     kind, path = external_path(name)
     spec = read_spec(path)
     program = _load_export(path) if kind == "export" else _load_torchscript(path)
-    return ExternalBackbone(name, program, spec, bytes.fromhex(file_sha256(path)))
+    return ExternalBackbone(name, program, spec, bytes.fromhex(program_sha256(path)))

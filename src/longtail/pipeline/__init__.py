@@ -4,9 +4,10 @@ Each reads and writes a run directory (see :mod:`longtail.runs`); the CLI only
 parses arguments and calls these.
 """
 
+from .classifiers import load_fitted
 from .run_state import RUN_TIME_KEYS, LoadedRun, load_run
 from .stage1 import resume, train
-from .stage2 import decouple, evaluate, load_fitted, run_features
+from .stage2 import decouple, evaluate, run_features
 
 __all__ = [
     "RUN_TIME_KEYS",

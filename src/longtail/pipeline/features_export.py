@@ -3,8 +3,10 @@
 
 The file holds ``x_train``, ``x_val``, ``x_test`` ((N, d) float32, the
 test-time features that stage 2 fits on: from the run's feature cache, or
-computed and cached), ``y_*`` ((N,) int64), ``class_names`` and, when the run's
-joint classifier is linear, ``joint_weight`` (C, d) and ``joint_bias`` (C,).
+computed and cached), ``y_*`` ((N,) int64), ``class_names``, ``provenance``
+(the run's provenance record as JSON text: what the features were computed
+from) and, when the run's joint classifier is linear, ``joint_weight`` (C, d)
+and ``joint_bias`` (C,).
 ``longtail train data.name=features data.path=FILE model.joint=file`` then
 makes a run whose stage 2 is the original run's, number for number; with
 ``model.joint=train`` (the default) stage 1 trains a new linear probe instead.
@@ -12,6 +14,7 @@ makes a run whose stage 2 is the original run's, number for number; with
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +24,14 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import write_binary_atomic
+from ..runs import check_output_path, require_run_dir, run_lock
 from .run_state import LoadedRun, load_run
 from .stage2 import run_features
 
 log = logging.getLogger(__name__)
 
 FEATURE_SPLITS = ("train", "val", "test")
+PROVENANCE_MEMBER = "provenance"
 
 
 @dataclass
@@ -42,10 +47,7 @@ class FeaturesFile:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out}: expected a file name ending in .npz")
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a directory; expected a .npz file name")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out {out}: exists; pass --overwrite to replace it, or choose another name")
+    check_output_path(out, overwrite=overwrite)  # not a run's own file; an existing one only with --overwrite
 
 
 def _joint_arrays(run: LoadedRun) -> dict[str, np.ndarray]:
@@ -74,14 +76,18 @@ def export_features(
     """
     out = Path(out)
     _check_out(out, overwrite)
-    run = load_run(run_dir, overrides)
-    arrays: dict[str, np.ndarray] = {}
-    for split in FEATURE_SPLITS:
-        features = run_features(run, split)
-        arrays[f"x_{split}"] = features.x.numpy()
-        arrays[f"y_{split}"] = features.y.numpy()
-    arrays["class_names"] = np.array([str(name) for name in run.splits.class_names])
-    arrays.update(_joint_arrays(run))
-    write_binary_atomic(out, lambda handle: np.savez(handle, **arrays))
+    # Exclusive: the features may be computed and cached in the run, which no other command may write meanwhile.
+    with run_lock(require_run_dir(run_dir), "longtail features"):
+        run = load_run(run_dir, overrides)
+        arrays: dict[str, np.ndarray] = {}
+        for split in FEATURE_SPLITS:
+            features = run_features(run, split)
+            arrays[f"x_{split}"] = features.x.numpy()
+            arrays[f"y_{split}"] = features.y.numpy()
+        arrays["class_names"] = np.array([str(name) for name in run.splits.class_names])
+        arrays.update(_joint_arrays(run))
+        # Where the features came from: the run's provenance (its data, config, program), as JSON text.
+        arrays[PROVENANCE_MEMBER] = np.array(json.dumps(run.provenance, sort_keys=True))
+        write_binary_atomic(out, lambda handle: np.savez(handle, **arrays))
     counts = {split: len(arrays[f"y_{split}"]) for split in FEATURE_SPLITS}
     return FeaturesFile(out, counts, int(arrays["x_train"].shape[1]), "joint_weight" in arrays)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import Config, config_to_dict, load_config, parse_override
 from ..data.dataset import DatasetSplits
+from ..data.fingerprint import begin_fingerprints
 from ..data.image_check import skipped_images_record
 from ..data.registry import create_dataset
 from ..data.transforms import eval_transform
@@ -26,23 +27,11 @@ from ..methods import Fitted
 from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind
 from ..runs import CONFIG_FILE, file_sha256, load_checkpoint, require_run_dir
+from .provenance import KEY as PROVENANCE_KEY
+from .provenance import RUN_TIME_KEYS, check_same_data, flatten, stage1_provenance
 from .representation import is_identity, representation_splits
 
 SPLITS = ("val", "test")
-# Keys that may change after stage 1: they do not alter what stage 1 learned.
-# Where the data lives may change too (a moved dataset); the class sizes are checked against the checkpoint.
-RUN_TIME_KEYS = (
-    "decouple.",
-    "eval.",
-    "device",
-    "data.root",
-    "data.path",
-    "data.train_list",
-    "data.val_list",
-    "data.test_list",
-    "data.num_workers",
-    "data.decode_threads",
-)
 # Resamples of every confidence interval in results.json. On the demo test set (10,000 images) the ends of
 # an interval from 1,000 move between bootstrap seeds by a standard deviation of 0.03 point (macro) to 0.08
 # (few), below the table's one decimal; each method takes about 6 ms.
@@ -58,13 +47,17 @@ class LoadedRun:
     model: Classifier
     checkpoint_sha256: str
     device: torch.device
+    # What the run was computed from (longtail.pipeline.provenance): stage 1's record, checked against the data.
+    provenance: dict[str, Any]
     # Feature-cache use per split in this process (True: read from the cache), for results.json.
     cache_hits: dict[str, bool] = field(default_factory=dict)
 
 
-def results_header(config: Config, splits: DatasetSplits) -> dict[str, Any]:
+def results_header(config: Config, splits: DatasetSplits, provenance: dict[str, Any]) -> dict[str, Any]:
+    """What results.json says of the run beside its scores: data, classes, seeds, shot groups, provenance."""
     counts = splits.train_counts
     header = {
+        PROVENANCE_KEY: provenance,
         "dataset": splits.name,
         "num_classes": splits.num_classes,
         "class_names": splits.class_names,
@@ -138,17 +131,6 @@ def _check_run_time_overrides(overrides: Sequence[str]) -> None:
             )
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _shown(value: Any, limit: int = 60) -> str:
     """A config value as an override would write it, cut to ``limit`` characters."""
     text = value if isinstance(value, str) else json.dumps(value)
@@ -169,7 +151,7 @@ def check_stage1_config(
     """
     if not isinstance(saved, dict):
         return  # a checkpoint of an older longtail without its config: the backbone and data checks remain
-    trained, current = _flatten(saved), _flatten(config_to_dict(config))
+    trained, current = flatten(saved), flatten(config_to_dict(config))
     for key, value in current.items():
         if key.startswith(RUN_TIME_KEYS) or key in skip or key not in trained or trained[key] == value:
             continue
@@ -202,6 +184,7 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     # train.epochs is judged below: an edit upwards reads as "did not finish", downwards as an edited key.
     check_stage1_config(run_dir, checkpoint.get("config"), config, skip=("train.epochs",))
     splits = representation_splits(config, create_dataset(config.data))
+    begin_fingerprints(splits)  # hashed in the background while the model loads
     if checkpoint.get("train_counts") != splits.train_counts:
         raise RunDirError(
             f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
@@ -221,4 +204,17 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
         raise RunDirError(f"{run_dir}: checkpoint.pt does not match model.backbone={config.model.backbone!r}") from None
     device = resolve_device(config.device)
     model = model.to(device).freeze_backbone().eval()
-    return LoadedRun(run_dir, config, splits, model, file_sha256(run_dir / "checkpoint.pt"), device)
+    provenance = _checked_provenance(run_dir, checkpoint, config, splits)
+    return LoadedRun(run_dir, config, splits, model, file_sha256(run_dir / "checkpoint.pt"), device, provenance)
+
+
+def _checked_provenance(run_dir: Path, checkpoint: dict[str, Any], config: Config, splits: DatasetSplits) -> Any:
+    """The provenance stage 1 recorded, once the data now read is shown to be the same; a run of an older
+    longtail, which recorded none, gets the provenance of the data as it is now."""
+    current = stage1_provenance(config, splits)
+    recorded = checkpoint.get(PROVENANCE_KEY)
+    hint = (
+        "data.root / data.path / data.*_list point at other data than stage 1 used: point them back, or train a new run"
+    )
+    check_same_data(run_dir, recorded, current, hint=hint)
+    return recorded if isinstance(recorded, dict) and "fingerprint" in recorded else current

@@ -15,6 +15,7 @@ import torch
 from ..config import Config, config_to_dict, load_config, save_config
 from ..data.dataset import DatasetSplits
 from ..data.features import read_joint
+from ..data.fingerprint import begin_fingerprints
 from ..data.image_check import write_skipped_images
 from ..data.registry import create_dataset
 from ..engine.device import resolve_device
@@ -34,6 +35,7 @@ from ..runs import (
     RESULTS_FILE,
     check_new_run_dir,
     environment,
+    file_sha256,
     load_checkpoint,
     prepare_new_run_dir,
     read_results,
@@ -42,8 +44,11 @@ from ..runs import (
     write_metrics,
 )
 from ..samplers import section_sampler
+from .provenance import KEY as PROVENANCE_KEY
+from .provenance import check_same_data, stage1_provenance
 from .representation import check_representation, representation_splits
 from .run_state import SPLITS, check_stage1_config, results_header, score_fitted, split_features
+from .scores import SCORED_KEY, scored_record
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +162,7 @@ def _checked_inputs(config: Config, device: Any) -> DatasetSplits:
     file (``model.joint=file``), and the sampler (which refuses a class-balanced law with an empty class)."""
     check_train_setup(config, device, world_size())
     splits = representation_splits(config, create_dataset(config.data))
+    begin_fingerprints(splits)  # hashed in the background; recorded with the first checkpoint
     check_representation(config, splits)
     if config.model.joint == "file":
         read_joint(config.data.path, splits.num_classes, splits.train.image_shape[0])
@@ -187,6 +193,10 @@ def _stage1(
         splits = agree(lambda: _checked_inputs(config, device))
         # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
         checkpoint = broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
+        provenance = stage1_provenance(config, splits)
+        if checkpoint is not None:  # a resumed run goes on only on the data it started on
+            hint = "point data.* back at the data it was trained on, or train a new run"
+            agree(lambda: check_same_data(out, checkpoint.get(PROVENANCE_KEY), provenance, hint=hint))
         if is_main():
             write_skipped_images(out, splits.info)  # images data.skip_bad left out, if any
         tensorboard = ScalarLog(out, enabled=is_main())
@@ -201,6 +211,7 @@ def _stage1(
                 "in_channels": splits.train.image_shape[0],
                 "train_counts": splits.train_counts,
                 "config": config_to_dict(config),
+                PROVENANCE_KEY: provenance,
                 "train_seconds": seconds_before + time.perf_counter() - start,
             }
             try:
@@ -234,18 +245,23 @@ def _stage1(
         train_seconds = seconds_before + time.perf_counter() - start
         results: dict[str, Any] | None = None
         if is_main():
-            scores = {}
+            scores, records = {}, {}
+            checkpoint_sha256 = file_sha256(out / CHECKPOINT_FILE)
             for split in SPLITS:
                 features = split_features(model.backbone, splits, split, config=config, device=device)
                 predictions: dict[str, Any] = {}
                 fitted = {"joint": Fitted(model.head)}
                 scores[split] = score_fitted(fitted, features, config, splits.train_counts, predictions)
-                write_predictions(out, split, features.y, predictions)  # per image, for `compare --paired`
+                data = provenance["data"][split]
+                records[split] = {"joint": scored_record(config, classifier_sha256=checkpoint_sha256, data=data)}
+                # per image, for `compare --paired`
+                write_predictions(out, split, features.y, predictions, fingerprint=data)
             results = {
-                **results_header(config, splits),
+                **results_header(config, splits, provenance),
                 "split": "test",
                 "methods": scores["test"],
                 "val_methods": scores["val"],
+                SCORED_KEY: records,
                 "timing": {"train_seconds": round(train_seconds, 2)},
                 "environment": environment(),
             }

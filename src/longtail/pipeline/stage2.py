@@ -12,7 +12,6 @@ the methods.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import logging
@@ -31,16 +30,14 @@ from ..engine.head_training import Features, extract_views, train_head
 from ..engine.partial import PartialTraining
 from ..engine.stage2_online import retrain_on_images
 from ..engine.tensorboard import ScalarLog, log_scores
-from ..errors import ConfigError, RunDirError
-from ..evaluation.predictions import write_predictions
-from ..io import save_torch_atomic
+from ..errors import ConfigError
 from ..methods import FitContext, Fitted, HeadTraining, expand_methods, iter_specs, spec_of
 from ..methods.base import with_sampler
-from ..models.serialize import head_from_dict, head_to_dict
-from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
-from ..safe_torch import load_tensors
+from ..runs import CLASSIFIER_DIR, require_run_dir, run_lock
+from .classifiers import load_fitted, reusable, save_classifier
 from .representation import is_identity
-from .run_state import SPLITS, LoadedRun, load_run, results_header, score_fitted, split_features
+from .run_state import SPLITS, LoadedRun, load_run, results_header, split_features
+from .scores import refresh_scores
 
 log = logging.getLogger(__name__)
 
@@ -183,111 +180,6 @@ class RunTrainer:
         self.tensorboard.scalars(stats, epoch, prefix=prefix)
 
 
-def load_fitted(run: LoadedRun, fitted: dict[str, Fitted] | None = None) -> dict[str, Fitted]:
-    """The joint classifier and every stage-2 classifier of the run; ``fitted`` ones are taken as given.
-
-    A classifier saved with its own backbone (cRT with ``decouple.trainable``,
-    ``decouple.bn=train``) comes back with that backbone, frozen.
-    """
-    result: dict[str, Fitted] = {"joint": Fitted(run.model.head), **(fitted or {})}
-    for method in set(saved_methods(run.run_dir)) - set(result):
-        result[method] = _read_classifier(run, method)
-    return result
-
-
-def _read_classifier(run: LoadedRun, method: str) -> Fitted:
-    path = classifier_path(run.run_dir, method)
-    try:
-        saved = load_tensors(path)
-    except Exception as error:
-        raise RunDirError(f"{path}: unreadable classifier ({error.__class__.__name__})") from None
-    if not isinstance(saved, dict) or saved.get("checkpoint_sha256") != run.checkpoint_sha256:
-        raise RunDirError(
-            f"{path}: fit on another checkpoint.pt; re-run `longtail decouple {run.run_dir} --method {method}`"
-        )
-    head = head_from_dict(saved.get("head"), run.model.num_features, run.splits.num_classes, str(path))
-    backbone = None
-    if "backbone" in saved:
-        backbone = copy.deepcopy(run.model.backbone)
-        try:
-            backbone.load_state_dict(saved["backbone"])
-        except (RuntimeError, TypeError):
-            raise RunDirError(f"{path}: its backbone does not match model.backbone") from None
-        backbone = backbone.requires_grad_(False).eval()
-    info = dict(saved.get("info") or {})
-    return Fitted(head.to(run.device), backbone, dict(saved.get("params") or {}), info)
-
-
-def _save_classifier(run: LoadedRun, method: str, fitted: Fitted) -> None:
-    """``classifiers/<method>.pt``: the head (and a backbone it changed), the checkpoint hash it was fit on,
-    the decouple settings, its parameters and results row entries."""
-    saved = {
-        "method": method,
-        "head": head_to_dict(fitted.head),
-        "checkpoint_sha256": run.checkpoint_sha256,
-        "decouple": config_to_dict(run.config)["decouple"],
-        "params": fitted.params,
-        "info": fitted.info,
-    }
-    if "auto" in fitted.record:
-        saved["chosen"] = fitted.record["auto"]["chosen"]
-    if fitted.backbone is not None:
-        saved["backbone"] = {k: v.detach().cpu() for k, v in fitted.backbone.state_dict().items()}
-    save_torch_atomic(classifier_path(run.run_dir, method), saved)
-
-
-def _scores(
-    run: LoadedRun, features: RunFeatures, fitted: dict[str, Fitted], split: str
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Every classifier scored on ``split`` (on the run's backbone's features, or on its own backbone's), and
-    its (N,) predictions."""
-    counts = run.splits.train_counts
-    shared = {m: f for m, f in fitted.items() if f.backbone is None}
-    predictions: dict[str, torch.Tensor] = {}
-    scores = score_fitted(shared, features(split), run.config, counts, predictions)
-    for method, fit in fitted.items():
-        if fit.backbone is not None:
-            own = split_features(fit.backbone, run.splits, split, config=run.config, device=run.device)
-            scores.update(score_fitted({method: fit}, own, run.config, counts, predictions))
-    return scores, predictions
-
-
-def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
-    """Recursive dict update: nested dicts are merged key by key, anything else replaced."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def _refresh_scores(
-    run: LoadedRun,
-    features: RunFeatures,
-    fitted: dict[str, Fitted],
-    splits: Sequence[str] = SPLITS,
-    extras: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Score ``fitted`` on ``splits`` and merge the scores, and ``extras``, into results.json; each split's
-    per-image predictions replace ``predictions/<split>.npz`` (what ``compare --paired`` reads)."""
-    scores = {}
-    for split in splits:
-        scores[split], predictions = _scores(run, features, fitted, split)
-        write_predictions(run.run_dir, split, features(split).y, predictions)
-    extras = extras or {}
-
-    def update(results: dict[str, Any]) -> None:
-        results.update(results_header(run.config, run.splits))
-        for split, by_method in scores.items():
-            results["methods" if split == "test" else "val_methods"] = by_method
-        results["split"] = "test"
-        for method in extras.get("stage2", {}):  # how a method was fit is replaced, not merged
-            results.get("stage2", {}).pop(method, None)
-        _merge(results, extras)
-
-    return update_results(run.run_dir, update)
-
-
 def _applicable(run: LoadedRun, names: list[str], asked_all: bool) -> list[str]:
     """``names`` less the methods that transform the joint classifier when it is cosine (LDAM) and ``all`` was
     asked for; asked for by name, such a method is an error."""
@@ -306,30 +198,37 @@ def _applicable(run: LoadedRun, names: list[str], asked_all: bool) -> list[str]:
     return [n for n in names if n not in needs_linear]
 
 
-def decouple(run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: Sequence[str] = ()) -> dict[str, Any]:
+def decouple(
+    run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: Sequence[str] = (), *, overwrite: bool = False
+) -> dict[str, Any]:
     """Stage 2: fit ``methods`` on the frozen backbone of a stage-1 run.
 
     ``all`` is every stage-2 method; ``auto`` is every method and its
     hyper-parameters, the best on validation saved as ``auto`` (see
     :mod:`longtail.methods.auto`). Each classifier is saved as
-    ``classifiers/<method>.pt``; every classifier of the run (including earlier
-    ones) is then re-scored on val and test and ``results.json`` updated. Head
-    training and the scores also go to TensorBoard (:mod:`longtail.engine.tensorboard`).
+    ``classifiers/<method>.pt``. A method already saved with the same fit
+    settings on the same data is reused as it is; one saved with other
+    settings is refused by name unless ``overwrite`` (then it is fit again)
+    (:mod:`longtail.pipeline.classifiers`). Every classifier of the run is then
+    scored on val and test (scores that still hold are kept:
+    :mod:`longtail.pipeline.scores`) and ``results.json`` updated. Head training
+    and the scores also go to TensorBoard (:mod:`longtail.engine.tensorboard`).
 
     Returns:
         The updated results dict.
     """
     names = expand_methods(methods)
     with run_lock(require_run_dir(run_dir), "longtail decouple"):
-        return _decouple(load_run(run_dir, overrides), names, methods)
+        return _decouple(load_run(run_dir, overrides), names, methods, overwrite)
 
 
-def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str]) -> dict[str, Any]:
+def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str], overwrite: bool) -> dict[str, Any]:
     """:func:`decouple` on a loaded run, under its lock."""
     names = _applicable(run, names, asked_all=any(m == "all" or spec_of(m).chooses_among_others for m in methods))
     for spec in iter_specs(names):  # refuse a config a method cannot work with before fitting any
         if spec.check is not None:
             spec.check(run.config)
+    kept = reusable(run, names, overwrite=overwrite)  # refuses a finished classifier of other settings, up front
     features = RunFeatures(run)
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {"stage2": {}}
@@ -337,6 +236,9 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str]) -> dict[
         trainer = RunTrainer(run, features, tensorboard)
         context = FitContext(features, run.model.head, run.splits.train_counts, run.config, run.device, trainer)
         for spec in iter_specs(names):
+            if spec.name in kept:
+                context.fitted[spec.name] = kept[spec.name]
+                continue
             begin, features_before = time.perf_counter(), features.seconds
             fitted = spec.fit(context)
             context.fitted[spec.name] = fitted
@@ -345,13 +247,21 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str]) -> dict[
             log.info("%s fitted in %.2fs", spec.name, seconds[spec.name])
             extras.update(fitted.record)
             extras["stage2"][spec.name] = fitted.settings or {"features": "test-time, " + run.config.decouple.features}
-            _save_classifier(run, spec.name, fitted)
+            save_classifier(run, spec.name, fitted)
         timing = {
             "decouple_seconds": seconds,
             "features_seconds": round(features.seconds, 2),
             "feature_cache_hits": run.cache_hits,
         }
-        results = _refresh_scores(run, features, load_fitted(run, context.fitted), extras={**extras, "timing": timing})
+        fresh = [name for name in names if name not in kept]
+        results = refresh_scores(
+            run,
+            features,
+            load_fitted(run, context.fitted),
+            extras={**extras, "timing": timing},
+            fresh=fresh,
+            header=results_header(run.config, run.splits, run.provenance),
+        )
         log_scores(tensorboard, results, run.config.train.epochs)
     return results
 
@@ -362,4 +272,5 @@ def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] 
         raise ConfigError(f"--split {split!r}: expected val or test")
     with run_lock(require_run_dir(run_dir), "longtail eval"):
         run = load_run(run_dir, overrides)
-        return _refresh_scores(run, RunFeatures(run), load_fitted(run), splits=(split,))
+        header = results_header(run.config, run.splits, run.provenance)
+        return refresh_scores(run, RunFeatures(run), load_fitted(run), splits=(split,), header=header)

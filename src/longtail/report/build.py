@@ -278,6 +278,7 @@ def _run_section(data: ReportData) -> Section:
     env = data.environment
     rows = [
         ["run directory", str(data.run_dir)],
+        ["fingerprint", f"{data.fingerprint} (data, config and program of stage 1; results.json has the parts)"],
         ["dataset", data.dataset],
         ["classes", str(len(data.train_counts))],
         ["training / test images", f"{int(data.train_counts.sum()):,} / {len(data.labels):,}"],
@@ -516,7 +517,7 @@ def _write_report(data: ReportData) -> dict[str, Path]:
     try:
         figures, ece = report_figures(data)
         sections = report_sections(data, figures, ece)
-        title = f"longtail report: {data.dataset}, {data.run_dir.name}"
+        title = f"longtail report: {data.dataset}, {data.run_dir.name} (fingerprint {data.fingerprint})"
         markdown, page = render_markdown(title, sections, FILES_DIR), render_html(title, sections)
         _write_staged(staging, data.run_dir, figures, markdown, page)
         _swap_into_place(staging, data.run_dir)

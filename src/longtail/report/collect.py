@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from ..data.stats import class_size_stats
+from ..errors import RunDirError
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
 from ..methods import METHODS, Fitted, display_order, method_names
 from ..pipeline import load_fitted, load_run, run_features
+from ..pipeline.provenance import KEY as PROVENANCE_KEY
 from ..pipeline.run_state import split_features
 from ..runs import CONFIG_FILE, read_metrics, read_results
 
@@ -65,6 +67,7 @@ class ReportData:
     """
 
     run_dir: Path
+    fingerprint: str  # the run's (longtail.pipeline.provenance), short form
     dataset: str
     class_names: list[str]
     train_counts: np.ndarray
@@ -131,6 +134,12 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
     """
     run = load_run(run_dir, overrides)
     results = read_results(run.run_dir)
+    recorded = (results.get(PROVENANCE_KEY) or {}).get("fingerprint")
+    if recorded is not None and recorded != run.provenance["fingerprint"]:  # numbers of other data: not combined
+        raise RunDirError(
+            f"{run.run_dir}: results.json records fingerprint {recorded}, the run is {run.provenance['fingerprint']}; "
+            f"run `longtail eval {run.run_dir}` to score it again"
+        )
     config = run.config
     counts = list(run.splits.train_counts)
     fitted = load_fitted(run)
@@ -159,6 +168,7 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
             curves[method] = results[key]
     return ReportData(
         run_dir=run.run_dir,
+        fingerprint=run.provenance["fingerprint"],
         dataset=run.splits.name,
         class_names=[str(name) for name in run.splits.class_names],
         train_counts=np.asarray(counts, dtype=np.int64),
