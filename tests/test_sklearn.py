@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,16 +12,20 @@ import torch
 pytest.importorskip("sklearn")
 
 from sklearn.base import clone  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+from longtail.engine.exact_linear import fit_linear_exact  # noqa: E402
 from longtail.methods import expand_methods, method_names  # noqa: E402
 from longtail.sklearn import DecoupledClassifier, HoldoutWarning, shot_accuracy  # noqa: E402
+from longtail.sklearn.exact_heads import class_probabilities  # noqa: E402
 from longtail.sklearn.fitting import auto_batch_size, probe_config, validation_split  # noqa: E402
+from longtail.sklearn.selection import calibrated_log_loss, stratified_folds  # noqa: E402
 
-METHODS = ["joint", *method_names()]  # every method value: the probe alone and each registered method
+METHODS = ["joint", "joint_balanced", *method_names()]  # every method value: the probes alone, each registered method
 COUNTS = [150, 60, 20, 8]
 
 
@@ -82,21 +87,50 @@ def test_any_labels_come_back_as_given():
 def test_fitted_attributes():
     x, y = long_tailed_blobs()
     clf = fast("tau_norm", many=100, few=20).fit(x, y)
-    assert clf.n_features_in_ == 6 and clf.method_ == "tau_norm" and clf.validation_ == "held out"
+    assert clf.n_features_in_ == 6 and clf.method_ == "tau_norm" and clf.validation_ == "cross-validated"
     assert clf.tau_ == clf.params_["tau"] and 0 <= clf.tau_ <= 2
     assert list(clf.class_counts_) == COUNTS
     assert {k: list(v) for k, v in clf.shot_groups_.items()} == {"many": [0], "medium": [1, 2], "few": [3]}
-    assert clf.candidates_ is None and fast("crt").fit(x, y).tau_ is None
+    # tau_norm chooses τ (and the probe's penalty) among candidates; cRT chooses nothing.
+    assert {c["method"] for c in clf.candidates_} == {"tau_norm"} and len(clf.candidates_) > 21
+    crt = fast("crt").fit(x, y)
+    assert crt.tau_ is None and crt.candidates_ is None and crt.validation_ == "none"
 
 
 def test_auto_says_what_it_chose_among_every_method():
     x, y = long_tailed_blobs()
     clf = fast("auto").fit(x, y)
     tried = {c["method"] for c in clf.candidates_}
-    assert tried == set(expand_methods(["all"]))
-    assert clf.method_ in tried and all("val" in c and "test_display_only" not in c for c in clf.candidates_)
-    best = max(c["val"]["macro"] for c in clf.candidates_)
-    assert next(c for c in clf.candidates_ if c["method"] == clf.method_)["val"]["macro"] == best
+    # Under lbfgs, auto leaves out the heads only SGD trains, and says why.
+    assert set(clf.skipped_) == {"lws", "wb", "las"} and "weight decay" in clf.skipped_["lws"]
+    assert tried == {"joint", "joint_balanced", *expand_methods(["all"])} - set(clf.skipped_)
+    assert clf.method_ in tried and all("val" in c and "log_loss" in c for c in clf.candidates_)
+    assert clf.params_["joint_weight_decay"] in {round(f / len(y), 8) for f in (1, 3, 1 / 3)}  # the probe is chosen too
+    best = min(c["log_loss"] for c in clf.candidates_)
+    assert next(c for c in clf.candidates_ if c["label"] == _label(clf))["log_loss"] == best
+    # Under sgd every method is a candidate; by accuracy, the chosen one has the best macro accuracy.
+    sgd = fast("auto", solver="sgd", selection="accuracy").fit(x, y)
+    assert {c["method"] for c in sgd.candidates_} == {"joint", "joint_balanced", *expand_methods(["all"])}
+    assert sgd.skipped_ == {} and all("log_loss" not in c for c in sgd.candidates_)
+    best = max(c["val"]["macro"] for c in sgd.candidates_)
+    assert next(c for c in sgd.candidates_ if c["label"] == _label(sgd))["val"]["macro"] == best
+
+
+def _label(clf: DecoupledClassifier) -> str:
+    """The label of the chosen candidate in ``candidates_``, from ``method_`` and ``params_``."""
+    text = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in clf.params_.items())
+    return f"{clf.method_} ({text})" if text else clf.method_
+
+
+def test_the_class_weighted_joint_classifier_is_a_candidate_and_is_the_balanced_logistic_regression():
+    x, y = long_tailed_blobs()
+    clf = fast("auto").fit(x, y)
+    assert {c["method"] for c in clf.candidates_} >= {"joint", "joint_balanced"}
+    balanced = DecoupledClassifier("joint_balanced", tol=1e-8).fit(x, y)
+    reference = LogisticRegression(class_weight="balanced", tol=1e-10, max_iter=10_000).fit(x, y)
+    assert balanced.validation_ == "none" and balanced.params_ == {} and balanced.method_ == "joint_balanced"
+    np.testing.assert_allclose(balanced.head_.weight.numpy(), reference.coef_, atol=1e-5)
+    np.testing.assert_array_equal(balanced.predict(x), reference.predict(x))
 
 
 def test_probabilities_are_the_softmax_of_the_scores():
@@ -151,7 +185,7 @@ def test_choices_read_only_the_held_out_split(method):
     the choice sees the validation samples and nothing else."""
     x, y = long_tailed_blobs()
     train, val = validation_split(y, 4, val_per_class=None, validation_fraction=0.2, seed=0)
-    held_out = fast(method).fit(x, y)
+    held_out = fast(method, cv=None).fit(x, y)
     given = fast(method).fit(x[train], y[train], X_val=x[val], y_val=y[val])
     assert held_out.validation_ == "held out" and given.validation_ == "given"
     assert held_out.method_ == given.method_ and held_out.params_ == given.params_
@@ -168,23 +202,68 @@ def test_given_validation_split_is_checked():
         fast().fit(x, y, X_val=x[:2, :5], y_val=[0, 1])
 
 
-def test_methods_that_choose_nothing_train_on_all_of_x():
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_methods_that_choose_nothing_train_on_all_of_x(solver):
     x, y = long_tailed_blobs()
-    joint = fast("joint").fit(x, y)
+    joint = fast("joint", solver=solver, weight_decay=0.01).fit(x, y)
     assert joint.validation_ == "none"
     # Given a validation split, a method that chooses trains its probe on all of X too: the same probe.
-    given = fast("tau_norm").fit(x, y, X_val=x[:10], y_val=y[:10])
+    given = fast("tau_norm", solver=solver, weight_decay=0.01).fit(x, y, X_val=x[:10], y_val=y[:10])
     np.testing.assert_array_equal(joint.joint_.weight.numpy(), given.joint_.weight.numpy())
+
+
+def test_k_fold_choice_then_refit_on_all_of_x():
+    """The chosen classifier is refit on all of X: logit adjustment at the chosen τ on the probe fit on all of X."""
+    x, y = long_tailed_blobs()
+    two_taus = {"decouple.logit_adjust.min": 0.0, "decouple.logit_adjust.max": 1.0, "decouple.logit_adjust.steps": 2}
+    chosen = fast("logit_adjust", weight_decay=0.01, config=two_taus).fit(x, y)
+    probe = fast("joint", weight_decay=0.01).fit(x, y)
+    assert chosen.validation_ == "cross-validated" and [c["tau"] for c in chosen.candidates_] == [0.0, 1.0]
+    np.testing.assert_array_equal(chosen.joint_.weight.numpy(), probe.joint_.weight.numpy())
+    prior = np.log(np.array(COUNTS) / sum(COUNTS))
+    expected = probe.decision_function(x) - chosen.tau_ * prior
+    np.testing.assert_allclose(chosen.decision_function(x), expected, atol=1e-5)
+    # One τ and a fixed penalty: a single candidate, nothing to choose, no folds to fit.
+    one_tau = {**two_taus, "decouple.logit_adjust.min": 1.0, "decouple.logit_adjust.steps": 1}
+    single = fast("logit_adjust", weight_decay=0.01, config=one_tau).fit(x, y)
+    assert single.validation_ == "none" and single.candidates_ is None and single.params_ == {"tau": 1.0}
+    np.testing.assert_allclose(single.decision_function(x), probe.decision_function(x) - prior, atol=1e-5)
+
+
+def test_k_fold_selection_works_on_a_tail_of_two_samples():
+    x, y = long_tailed_blobs(counts=[60, 20, 2])
+    clf = fast("auto").fit(x, y)
+    assert clf.validation_ == "cross-validated"
+    # Both samples of the 2-sample class were held out (in two different folds), so it is scored.
+    assert all(c["val"]["few"] is not None for c in clf.candidates_)
+    folds = stratified_folds(y, 5, seed=0)
+    tail = folds[y == 2]
+    assert len(set(tail)) == 2 and (tail >= 0).all()
+
+
+def test_stratified_folds_deal_each_class_round_the_folds():
+    y = np.repeat(np.arange(5), [23, 9, 5, 2, 1])
+    folds = stratified_folds(y, 5, seed=3)
+    assert np.array_equal(folds, stratified_folds(y, 5, seed=3))  # seeded
+    assert folds[y == 4].tolist() == [-1]  # a class's only sample is never held out
+    for cls, n in enumerate([23, 9, 5, 2]):
+        per_fold = np.bincount(folds[y == cls], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1 and per_fold.sum() == n  # dealt evenly, all held out once
+        assert (n - per_fold).min() >= 1  # every training fold keeps the class
+    sizes = np.bincount(folds[folds >= 0])
+    assert sizes.max() - sizes.min() <= 1  # folds of even size
 
 
 def test_tiny_data_chooses_on_training_data_and_says_so():
     x = np.array([[0.0, 1.0], [1.0, 0.0], [0.1, 0.9], [0.9, 0.2]])
-    with pytest.warns(HoldoutWarning, match="no validation sample could be held out"):
-        clf = fast("auto").fit(x, ["a", "b", "a", "b"])
-    assert clf.validation_ == "training data" and list(clf.predict(x)) == ["a", "b", "a", "b"]
-    with pytest.warns(HoldoutWarning):
+    clf = fast("auto").fit(x, ["a", "b", "a", "b"])  # two samples per class: each held out in turn
+    assert clf.validation_ == "cross-validated" and list(clf.predict(x)) == ["a", "b", "a", "b"]
+    with pytest.warns(HoldoutWarning, match="a class's only sample is never held out"):
         clf = fast("auto").fit(x[:2], ["a", "b"])  # one sample per class
-    assert set(clf.predict(x[:2])) <= {"a", "b"}
+    assert clf.validation_ == "training data" and set(clf.predict(x[:2])) <= {"a", "b"}
+    with pytest.warns(HoldoutWarning, match="a class gives one only from 5 samples"):
+        clf = fast("auto", cv=None).fit(x, ["a", "b", "a", "b"])
+    assert clf.validation_ == "training data" and list(clf.predict(x)) == ["a", "b", "a", "b"]
 
 
 def test_one_class_is_a_clear_error():
@@ -201,8 +280,9 @@ def test_config_overrides_reach_the_method():
     x, y = long_tailed_blobs()
     clf = fast("tau_norm", config={"decouple.tau.min": 0.5, "decouple.tau.max": 0.5, "decouple.tau.steps": 1})
     assert clf.fit(x, y).tau_ == 0.5
-    slow_lr = fast("crt", config={"decouple.crt.lr": 0.01}).fit(x, y)
+    slow_lr = fast("crt", solver="sgd", config={"decouple.crt.lr": 0.01}).fit(x, y)
     assert slow_lr.params_ == {"lr": 0.01}
+    assert fast("crt", config={"decouple.crt.lr": 0.01}).fit(x, y).params_ == {}  # solved exactly: no lr
 
 
 def test_batch_size_reaches_every_trained_head_unless_configured():
@@ -227,6 +307,14 @@ def test_batch_size_reaches_every_trained_head_unless_configured():
         ({"config": {"decouple.bogus": 1}}, r"decouple\.bogus"),
         ({"device": "cuda:99"}, r"device='cuda:99'"),
         ({"device": "gpu"}, r"device='gpu': expected cpu, cuda"),
+        ({"solver": "adam"}, r"solver='adam': expected one of lbfgs, sgd"),
+        ({"selection": "macro"}, r"selection='macro': expected one of log_loss, accuracy"),
+        ({"cv": 1}, r"cv=1: expected an integer >= 2"),
+        ({"cv": 2.5}, r"cv=2.5: expected an integer >= 2"),
+        ({"tol": 0}, r"tol=0: expected a number > 0"),
+        ({"max_iter": 0}, r"max_iter=0: expected an integer >= 1"),
+        ({"weight_decay": "big"}, r"weight_decay='big': expected 'auto' or a number >= 0"),
+        ({"weight_decay": -1.0}, r"weight_decay=-1.0: expected 'auto' or a number >= 0"),
     ],
 )
 def test_bad_parameters_are_one_line_errors_at_fit(params, message):
@@ -241,17 +329,20 @@ def test_fit_is_seeded_and_leaves_the_global_random_streams_alone():
     x, y = long_tailed_blobs()
     torch.manual_seed(123)
     np.random.seed(123)
-    # cRT draws from every stream a fit uses (initialisation, sampler, shuffling); scikit-learn's
-    # check_fit_idempotent (above, fast suite) refits auto, and with it every method, on the same data.
-    a = fast("crt").fit(x, y)
+    # cRT by SGD draws from every stream a fit uses (initialisation, sampler, shuffling); scikit-learn's
+    # check_fit_idempotent (above) refits auto, and with it every method, on the same data.
+    a = fast("crt", solver="sgd").fit(x, y)
     after = torch.rand(1), np.random.rand()
     torch.manual_seed(123)
     np.random.seed(123)
     assert (torch.rand(1), np.random.rand()) == after
-    b = fast("crt").fit(x, y)
+    b = fast("crt", solver="sgd").fit(x, y)
     np.testing.assert_array_equal(a.decision_function(x), b.decision_function(x))
-    c = fast("crt", random_state=1).fit(x, y)
+    c = fast("crt", solver="sgd", random_state=1).fit(x, y)
     assert not np.array_equal(a.joint_.weight.numpy(), c.joint_.weight.numpy())
+    # Solved exactly, the probe and cRT do not depend on the seed at all (the folds of auto do).
+    exact = [fast("crt", random_state=seed).fit(x, y) for seed in (0, 1)]
+    np.testing.assert_array_equal(exact[0].decision_function(x), exact[1].decision_function(x))
 
 
 def test_feature_names_from_a_dataframe():
@@ -286,3 +377,45 @@ def test_pipeline_grid_search_and_cross_validation():
     assert grid.best_params_["decoupledclassifier__method"] in ("crt", "tau_norm")
     scores = cross_val_score(fast("ncm"), x, labels, cv=3, scoring="balanced_accuracy")
     assert scores.shape == (3,) and scores.min() > 0.7
+
+
+# --- the choice's score, and heads solved exactly ------------------------------------------------------------
+
+
+def test_calibrated_log_loss_is_the_best_temperature_of_the_balanced_log_loss():
+    rng = np.random.default_rng(0)
+    y = torch.tensor(np.repeat(np.arange(3), [30, 10, 3]))
+    scores = torch.tensor(rng.normal(size=(len(y), 3))) + 2.0 * torch.nn.functional.one_hot(y, 3)
+    (loss,), (beta,) = calibrated_log_loss(scores.unsqueeze(0), y)
+
+    def balanced(b: float) -> float:
+        nll = -torch.log_softmax(b * scores, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
+        return float(torch.stack([nll[y == c].mean() for c in range(3)]).mean())
+
+    grid = np.linspace(float(beta) - 0.05, float(beta) + 0.05, 21)  # a brute-force search around it finds no better
+    assert min(balanced(b) for b in grid) >= float(loss) - 1e-12
+    assert balanced(float(beta) * 0.5) > float(loss) and balanced(float(beta) * 2) > float(loss)
+    assert float(loss) == pytest.approx(balanced(float(beta)), abs=1e-9)
+    # The same for scores of another scale (only the temperature changes), and none for useless scores.
+    (scaled,), (beta3,) = calibrated_log_loss(3 * scores.unsqueeze(0), y)
+    assert float(scaled) == pytest.approx(float(loss), abs=1e-9) and float(beta3) == pytest.approx(float(beta) / 3)
+    (useless,), (zero,) = calibrated_log_loss(-scores.unsqueeze(0), y)
+    assert float(zero) == 0 and float(useless) == pytest.approx(np.log(3))
+
+
+def test_a_head_solved_exactly_minimises_the_samplers_expected_loss():
+    """cRT with class-aware sampling and weight decay 5e-4, solved exactly: class-balanced logistic regression."""
+    x, y = long_tailed_blobs()
+    crt = DecoupledClassifier("crt", tol=1e-7).fit(x, y)
+    weight, bias = fit_linear_exact(
+        torch.tensor(x), torch.tensor(y), 4, 5e-4, class_weight="balanced", tol=1e-7, dtype=torch.float64
+    )
+    np.testing.assert_allclose(crt.head_.weight.numpy(), weight.numpy(), atol=1e-4)
+    counts = torch.tensor([150, 50, 10, 0])
+    sampling = SimpleNamespace(sampler="sqrt", sampler_q=0.5)
+    assert torch.allclose(class_probabilities(counts, sampling), counts.double().sqrt() / counts.double().sqrt().sum())
+    sampling.sampler = "class_aware"
+    assert class_probabilities(counts, sampling).tolist() == [1 / 3, 1 / 3, 1 / 3, 0.0]
+    sampling.sampler = "progressive"
+    expected = 0.5 * counts.double() / 210 + 0.5 * torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0], dtype=torch.float64)
+    assert torch.allclose(class_probabilities(counts, sampling), expected)

@@ -19,8 +19,13 @@ from ..engine.device import resolve_device
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
 from . import fitting
+from .candidates import JOINT_METHODS, Solver
+from .selection import SELECTIONS, stratified_folds
 
 FLOATS = [np.float32, np.float64]  # accepted as they are; anything else numeric is cast to float32
+SOLVERS = ("lbfgs", "sgd")
+SGD_WEIGHT_DECAY = 5e-4  # the probe's weight decay under sgd, weight_decay="auto" (the official stage-1 value)
+AUTO_GRID = (1.0, 3.0, 1.0 / 3.0)  # weight_decay="auto", lbfgs, a method that chooses: (1, 3, 1/3) / n, C = 1, 1/3, 3
 
 
 class HoldoutWarning(UserWarning):
@@ -30,41 +35,67 @@ class HoldoutWarning(UserWarning):
 class DecoupledClassifier(ClassifierMixin, BaseEstimator):
     """A joint linear classifier on features, then a re-balancing method (Kang et al., ICLR 2020).
 
-    ``fit(X, y)`` trains the joint linear classifier on ``X`` (a linear probe:
-    instance-balanced SGD, cross-entropy, cosine learning rate), then re-balances
-    it with ``method`` through longtail's method protocol. Hyper-parameters (τ of
-    τ-normalisation and logit adjustment, ``auto``'s choice of method and
-    learning rate) are chosen on a class-balanced validation split held out of
-    ``X``, or on ``X_val, y_val`` passed to ``fit``; never on anything else.
+    ``fit(X, y)`` trains the joint linear classifier on ``X`` (a linear probe,
+    multinomial logistic regression solved exactly by default), then re-balances
+    it with ``method`` through longtail's method protocol. Choices (τ of
+    τ-normalisation and logit adjustment, ``auto``'s choice of method) are made
+    by stratified k-fold cross-validation on ``X``, then the chosen classifier
+    is refit on all of ``X``; or on ``X_val, y_val`` passed to ``fit``; never
+    on anything else.
 
     Parameters
     ----------
     method : str, default="auto"
         ``ncm``, ``crt``, ``tau_norm``, ``lws``, ``logit_adjust``, any other
-        registered method, ``auto`` (every method of ``all`` and their
-        variants, the best on validation) or ``joint`` (the linear probe alone).
-    epochs, lr, weight_decay : the joint probe's training (``train.*``):
-        epochs of ``len(X)`` draws, peak SGD learning rate (momentum 0.9,
-        cosine to 0 per step), weight decay.
+        registered method, ``joint`` (the linear probe alone), ``joint_balanced``
+        (the probe with class weights ``n / (C n_c)``: under ``lbfgs``, scikit-learn's
+        ``LogisticRegression(class_weight="balanced")``) or ``auto`` (all of them and
+        their variants, the best by ``selection``).
+    solver : {"lbfgs", "sgd"}, default="lbfgs"
+        ``lbfgs``: the joint classifiers, and every head whose training has a unique
+        optimum (cRT), are solved exactly by full-batch L-BFGS; the heads that only
+        SGD trains (LWS, WB, LAS) train by SGD when asked for by name and are left
+        out of ``auto``. ``sgd``: the probe is trained by SGD (``epochs``, ``lr``,
+        ``batch_size``) and ``auto`` tries every method.
+    weight_decay : float or "auto", default="auto"
+        The probe's L2 penalty ``weight_decay / 2 * ||W||^2`` on the mean loss (the
+        bias is not penalised under ``lbfgs``). ``"auto"`` under ``lbfgs``: ``1 / n`` on
+        ``n`` training samples (``LogisticRegression``'s default ``C=1``) and, for a
+        method that chooses, also ``3 / n`` and ``1 / (3 n)`` (``C`` of 1/3 and 3): each
+        probe's candidates are candidates, the probe part of the choice. Under ``sgd``:
+        the official 5e-4.
+    tol, max_iter : ``lbfgs``: converged when every |gradient| entry is at most
+        ``tol`` (``LogisticRegression``'s default, 1e-4); at most ``max_iter`` iterations.
+    epochs, lr : ``sgd``: the probe's epochs of ``len(X)`` draws and peak SGD
+        learning rate (momentum 0.9, cosine to 0 per step).
     batch_size : int or "auto", default="auto"
-        Samples per SGD step of the probe and of every trained head (cRT, LWS, ...;
-        ``config`` may set ``decouple.<method>.batch_size``). ``"auto"``:
+        Samples per SGD step of the probe (``sgd``) and of every head trained by SGD
+        (``config`` may set ``decouple.<method>.batch_size``). ``"auto"``:
         ``min(512, max(32, n_samples // 32))``: 32 steps per epoch, kept
         within 32 and the official 512 (which assumes ImageNet-scale data: on a
         few hundred samples it would make one step per epoch).
+    cv : int or None, default=5
+        Folds of the stratified k-fold selection (methods that choose: ``auto``,
+        ``tau_norm``, ``logit_adjust``). Each class's samples are dealt round the
+        folds; a class's only sample is never held out. None: one class-balanced
+        validation split held out of ``X`` (``val_per_class``,
+        ``validation_fraction``), and no refit.
+    selection : {"log_loss", "accuracy"}, default="log_loss"
+        What the choice maximises on the pooled held-out scores: ``log_loss``, minus
+        the class-balanced log-loss at each candidate's best temperature (smooth
+        where tails have a handful of samples); ``accuracy``, ``decouple.select``
+        (macro by default).
     val_per_class : int or None, default=None
-        Validation samples held out of each class; None: ``validation_fraction``.
+        ``cv=None``: validation samples held out of each class; None: ``validation_fraction``.
     validation_fraction : float, default=0.2
-        Share of ``X`` held out for validation, spread evenly over the classes.
-        Either way no class gives more than a fifth of its samples nor its last
-        one, so classes of fewer than five samples give none. Only methods that
-        choose on validation hold anything out (``ncm``, ``crt``, ``lws``,
-        ``joint`` train on all of ``X``).
+        ``cv=None``: share of ``X`` held out for validation, spread evenly over the
+        classes. Either way no class gives more than a fifth of its samples nor its
+        last one, so classes of fewer than five samples give none.
     many, few : int, default=100, 20
         Shot groups by training samples per class: many ``n > many``, medium
         ``few <= n <= many``, few ``n < few``.
     random_state : int, RandomState or None, default=None
-        Seed of the split, initialisation and sampling (an int is longtail's ``seed``).
+        Seed of the folds, split, initialisation and sampling (an int is longtail's ``seed``).
     device : str, default="cpu"
         Where heads train: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
     config : dict or None, default=None
@@ -79,18 +110,25 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
     method_ : str
         The method that predicts: ``method``, or what ``auto`` chose.
     params_ : dict
-        Its hyper-parameters, e.g. ``{"tau": 0.8}`` or ``{"lr": 0.05}``.
+        Its hyper-parameters, e.g. ``{"tau": 0.8}``, ``{"lr": 0.05}`` (a head trained by SGD), and
+        ``joint_weight_decay`` where the probe's penalty was chosen too.
     tau_ : float or None
         The chosen τ (``tau_norm``, ``logit_adjust``); None where no τ applies.
     head_ : torch.nn.Module
         (N, d) float64 features -> (N, C) scores, on the CPU.
     joint_ : torch.nn.Module
-        The joint linear classifier (the probe), likewise.
+        The joint linear classifier (the probe) the chosen classifier was fit on, likewise.
+    n_iter_ : int
+        Iterations of that probe's training: L-BFGS iterations (``lbfgs``), epochs (``sgd``).
     candidates_ : list of dict or None
-        ``auto``: every candidate with its validation scores (%); None otherwise.
+        Methods that choose: every candidate with its held-out accuracies (``val``, %)
+        and, with ``selection="log_loss"``, ``log_loss`` and ``temperature``; None otherwise.
+    skipped_ : dict
+        Methods ``auto`` left out, and why (under ``lbfgs``: heads that only SGD trains).
     validation_ : str
-        Where choices were made: ``"held out"``, ``"given"`` (``X_val``), ``"training data"``
-        (nothing could be held out; a :class:`HoldoutWarning` says so) or ``"none"`` (nothing to choose).
+        Where choices were made: ``"cross-validated"``, ``"held out"`` (``cv=None``),
+        ``"given"`` (``X_val``), ``"training data"`` (nothing could be held out; a
+        :class:`HoldoutWarning` says so) or ``"none"`` (nothing to choose).
     class_counts_ : ndarray of shape (n_classes,)
         Samples per class in ``y``.
     shot_groups_ : dict
@@ -101,10 +139,15 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         self,
         method: str = "auto",
         *,
+        solver: str = "lbfgs",
+        weight_decay: float | str = "auto",
+        tol: float = 1e-4,
+        max_iter: int = 1000,
         epochs: int = 30,
         lr: float = 0.1,
         batch_size: int | str = "auto",
-        weight_decay: float = 5e-4,
+        cv: int | None = 5,
+        selection: str = "log_loss",
         val_per_class: int | None = None,
         validation_fraction: float = 0.2,
         many: int = 100,
@@ -114,10 +157,15 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         config: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
+        self.solver = solver
+        self.weight_decay = weight_decay
+        self.tol = tol
+        self.max_iter = max_iter
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
-        self.weight_decay = weight_decay
+        self.cv = cv
+        self.selection = selection
         self.val_per_class = val_per_class
         self.validation_fraction = validation_fraction
         self.many = many
@@ -146,19 +194,30 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         codes = encoder.transform(y)
         seed = self._seed()
         device = _device(self.device)
+        overrides = fitting.override_strings(self.config)
         config = fitting.probe_config(
             seed=seed,
             epochs=self.epochs,
             lr=float(self.lr),
             batch_size=self._batch_size(len(codes)),
-            weight_decay=float(self.weight_decay),
+            weight_decay=SGD_WEIGHT_DECAY if self.weight_decay == "auto" else float(self.weight_decay),
             many=self.many,
             few=self.few,
-            overrides=fitting.override_strings(self.config),
+            overrides=overrides,
         )
-        splits = self._splits(X, codes, X_val, y_val, encoder, seed)
-        with fitting.preserved_rng(device):
-            self._fit_features(splits, config, device)
+        train, where = self._where_to_choose(X, codes, X_val, y_val, encoder, seed)
+        with fitting.preserved_rng(device), fitting.small_fit_threads(X.size):
+            choice = fitting.choose(
+                self.method,
+                train,
+                len(self.classes_),
+                config,
+                device,
+                self._solver(),
+                selection=self.selection,
+                **where,
+            )
+        self._set_fitted(choice)
         self.class_counts_ = np.bincount(codes, minlength=len(self.classes_))
         groups = shot_groups(self.class_counts_, many=self.many, few=self.few)
         self.shot_groups_ = {name: self.classes_[members] for name, members in groups.items()}
@@ -166,9 +225,16 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         """One-line errors for impossible parameters (scikit-learn checks them in ``fit``, not ``__init__``)."""
-        known = [*method_names(), "joint"]
+        known = [*method_names(), *JOINT_METHODS]
         if self.method not in known:
             raise ValueError(f"method={self.method!r}: expected one of {', '.join(known)}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver={self.solver!r}: expected one of {', '.join(SOLVERS)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection={self.selection!r}: expected one of {', '.join(SELECTIONS)}")
+        if self.cv is not None:
+            _require_int(self.cv, "cv", 2)
+        _require_int(self.max_iter, "max_iter", 1)
         _require_int(self.epochs, "epochs", 1)
         if self.batch_size != "auto":
             _require_int(self.batch_size, "batch_size", 1)
@@ -178,16 +244,32 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"few={self.few!r}: expected at most many={self.many!r}")
         if self.val_per_class is not None:
             _require_int(self.val_per_class, "val_per_class", 0)
-        if not isinstance(self.lr, Real) or not self.lr > 0:
+        if not _is_number(self.lr) or not self.lr > 0:
             raise ValueError(f"lr={self.lr!r}: expected a number > 0")
-        if not isinstance(self.weight_decay, Real) or not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r}: expected a number >= 0")
-        if not isinstance(self.validation_fraction, Real) or not 0 <= self.validation_fraction < 1:
+        if self.weight_decay != "auto" and (not _is_number(self.weight_decay) or not self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r}: expected 'auto' or a number >= 0")
+        if not _is_number(self.tol) or not self.tol > 0:
+            raise ValueError(f"tol={self.tol!r}: expected a number > 0")
+        if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction={self.validation_fraction!r}: expected a number in [0, 1)")
 
     def _batch_size(self, num_samples: int) -> int:
         """Samples per SGD step; ``"auto"``: see :func:`~longtail.sklearn.fitting.auto_batch_size`."""
         return fitting.auto_batch_size(num_samples) if self.batch_size == "auto" else int(self.batch_size)
+
+    def _solver(self) -> Solver:
+        """How the joint classifiers learn; ``weight_decay="auto"`` under ``lbfgs`` is ``1 / n`` per fit, or the
+        grid ``AUTO_GRID`` of it for a method that chooses."""
+        grid: tuple[float, ...] = (1.0,)
+        if self.weight_decay != "auto":
+            l2 = float(self.weight_decay)
+        elif self.solver == "sgd":
+            l2 = SGD_WEIGHT_DECAY
+        else:
+            l2 = None
+            if fitting.chooses_on_validation(self.method):
+                grid = AUTO_GRID
+        return Solver(self.solver, l2, tol=float(self.tol), max_iter=int(self.max_iter), grid=grid)
 
     def _seed(self) -> int:
         """longtail's seed: ``random_state`` itself when an int, else drawn from it (None: the global stream)."""
@@ -195,41 +277,52 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _splits(
+    def _where_to_choose(
         self, X: np.ndarray, codes: np.ndarray, X_val: Any, y_val: Any, encoder: LabelEncoder, seed: int
-    ) -> dict[str, Any]:
-        """``train`` and ``val`` features, the validation split given, held out, or the training data again."""
+    ) -> tuple[Any, dict[str, Any]]:
+        """The training features and the ``val`` / ``folds`` keywords of :func:`~longtail.sklearn.fitting.choose`:
+        the given validation split, stratified folds, a held-out split, or the training data again."""
         if (X_val is None) != (y_val is None):
             raise ValueError("X_val and y_val: give both or neither")
         if X_val is not None:
             self.validation_ = "given"
-            return {"train": fitting.as_features(X, codes), "val": self._given_validation(X_val, y_val, encoder)}
+            return fitting.as_features(X, codes), {"val": self._given_validation(X_val, y_val, encoder)}
+        train = fitting.as_features(X, codes)
         if not fitting.chooses_on_validation(self.method):
             self.validation_ = "none"
-            train = fitting.as_features(X, codes)
-            return {"train": train, "val": train}  # nothing reads it: the method chooses nothing
-        train_index, val_index = fitting.validation_split(
-            codes,
-            len(self.classes_),
-            val_per_class=self.val_per_class,
-            validation_fraction=self.validation_fraction,
-            seed=seed,
-        )
-        if len(val_index) == 0:
-            warnings.warn(
-                f"{type(self).__name__}(method={self.method!r}): no validation sample could be held out "
-                "(a class gives one only from 5 samples); choosing on the training data instead; pass X_val, y_val",
-                HoldoutWarning,
-                stacklevel=3,
+            return train, {}
+        if self.cv is not None:
+            folds = stratified_folds(codes, int(self.cv), seed)
+            if (folds >= 0).any():
+                self.validation_ = "cross-validated"
+                return train, {"folds": folds}
+        else:
+            train_index, val_index = fitting.validation_split(
+                codes,
+                len(self.classes_),
+                val_per_class=self.val_per_class,
+                validation_fraction=self.validation_fraction,
+                seed=seed,
             )
-            self.validation_ = "training data"
-            train = fitting.as_features(X, codes)
-            return {"train": train, "val": train}
-        self.validation_ = "held out"
-        return {
-            "train": fitting.as_features(X[train_index], codes[train_index]),
-            "val": fitting.as_features(X[val_index], codes[val_index]),
-        }
+            if len(val_index):
+                self.validation_ = "held out"
+                return fitting.as_features(X[train_index], codes[train_index]), {
+                    "val": fitting.as_features(X[val_index], codes[val_index])
+                }
+        warnings.warn(
+            f"{type(self).__name__}(method={self.method!r}): no validation sample could be held out "
+            f"({self._holdout_rule()}); choosing on the training data instead; pass X_val, y_val",
+            HoldoutWarning,
+            stacklevel=3,
+        )
+        self.validation_ = "training data"
+        return train, {"val": train}
+
+    def _holdout_rule(self) -> str:
+        """Which samples a class can give for validation, in words."""
+        if self.cv is not None:
+            return "a class's only sample is never held out"
+        return "a class gives one only from 5 samples"
 
     def _given_validation(self, X_val: Any, y_val: Any, encoder: LabelEncoder) -> Any:
         """``X_val``, ``y_val`` checked like ``X`` (same features) and encoded with the training labels."""
@@ -242,18 +335,19 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y_val: label {_plain(unknown[0])!r} is not in y; expected labels among classes_")
         return fitting.as_features(X_val, encoder.transform(y_val))
 
-    def _fit_features(self, splits: dict[str, Any], config: Any, device: torch.device) -> None:
-        """Train the joint probe and the method on tensors; set the fitted attributes."""
-        counts = torch.bincount(splits["train"].y, minlength=len(self.classes_)).tolist()
-        joint = fitting.train_joint(splits["train"], len(self.classes_), config, device)
-        fitted = fitting.fit_method(self.method, splits, joint, counts, config, device)
-        self.head_ = fitting.for_inference(fitted.head)
-        self.joint_ = fitting.for_inference(joint)
-        self.params_ = dict(fitted.params)
-        self.tau_ = fitted.params.get("tau")
-        chosen = fitted.record.get("auto", {}).get("chosen")
-        self.method_ = self.method if chosen is None else chosen["method"]
-        self.candidates_ = None if chosen is None else _candidates(fitted.record["auto"])
+    def _set_fitted(self, choice: fitting.Choice) -> None:
+        """The fitted attributes, from the chosen candidate."""
+        winner = choice.winner
+        self.head_ = fitting.for_inference(winner.head())
+        self.joint_ = fitting.for_inference(choice.joint)
+        self.n_iter_ = int(choice.joint.n_iter)
+        self.method_ = winner.method
+        self.params_ = winner.params
+        self.tau_ = self.params_.get("tau")
+        self.candidates_ = choice.records
+        if choice.records is None:
+            self.validation_ = "none"  # a single candidate: nothing was chosen
+        self.skipped_ = dict(choice.skipped)
 
     # --- predict -----------------------------------------------------------------------------------------
 
@@ -317,12 +411,6 @@ def shot_accuracy(
     return summary
 
 
-def _candidates(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """``auto``'s candidates with their validation scores (the record's display-only test scores are the
-    validation split again here, so they are dropped)."""
-    return [{key: value for key, value in c.items() if key != "test_display_only"} for c in record["candidates"]]
-
-
 def _device(name: Any) -> torch.device:
     """``device`` as a torch device that exists on this machine (``auto``: CUDA when available)."""
     try:
@@ -337,6 +425,10 @@ def _device(name: Any) -> torch.device:
 def _plain(label: Any) -> Any:
     """A label as Python writes it in a message: ``9``, not ``np.int64(9)``."""
     return label.item() if isinstance(label, np.generic) else label
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def _require_int(value: Any, name: str, minimum: int) -> None:

@@ -1,14 +1,13 @@
 """The recipe behind :class:`~longtail.sklearn.DecoupledClassifier`, on tensors: no scikit-learn here.
 
-1. a class-balanced validation split held out of the training matrix
+1. where choices are made: stratified k-fold (:func:`~longtail.sklearn.selection.stratified_folds`)
+   or a class-balanced validation split held out of the training matrix
    (:func:`validation_split`, the rule of :mod:`longtail.data.holdout`);
-2. the joint linear classifier, a linear probe: instance-balanced SGD with
-   cross-entropy (:func:`train_joint`, the engine's ``train_head`` with the
-   ``train`` section);
-3. the stage-2 method through the method protocol (:func:`fit_method`): a
-   :class:`~longtail.methods.FitContext` over in-memory features, trained with
-   :func:`~longtail.methods.train_on_features`, ``auto`` after every method of
-   ``all`` as ``longtail decouple`` does.
+2. per training split, the joint linear classifier and every candidate
+   classifier (:func:`~longtail.sklearn.candidates.fit_pass`: the stage-2
+   methods through the method protocol, on in-memory features);
+3. the choice among the candidates on held-out scores, then the refit
+   (:func:`choose`).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,11 +24,14 @@ import torch
 
 from ..config import Config, load_config
 from ..data.holdout import holdout_validation
-from ..engine.head_training import Features, train_head
-from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of, train_on_features
-from ..methods.crt import fresh_linear_head
+from ..engine.device import one_thread
+from ..engine.head_training import Features
+from ..methods import spec_of
 from ..models.heads import LinearHead
+from .candidates import JOINT_METHODS, Candidate, Pass, Solver, fit_pass, split_sweeps
+from .selection import best, score_candidates
 
+SMALL_FIT = 2**22  # feature values (N x d) below which a fit runs torch on one thread (small_fit_threads)
 # decouple.* keys that need images through a backbone: a feature matrix has none.
 IMAGE_ONLY_KEYS = ("decouple.features", "decouple.trainable", "decouple.bn", "decouple.views")
 
@@ -105,7 +108,7 @@ def probe_config(
 
 def chooses_on_validation(method: str) -> bool:
     """Whether ``method`` chooses anything on validation: a swept τ, or ``auto``'s choice among methods."""
-    if method == "joint":
+    if method in JOINT_METHODS:
         return False
     spec = spec_of(method)
     return spec.chooses_among_others or spec.sweep is not None
@@ -135,37 +138,134 @@ def as_features(x: np.ndarray, codes: np.ndarray) -> Features:
     return Features(torch.tensor(x, dtype=torch.float32), torch.tensor(codes, dtype=torch.int64))
 
 
-def train_joint(train: Features, num_classes: int, config: Config, device: torch.device) -> LinearHead:
-    """The joint linear classifier: a fresh (seeded) linear layer trained with ``config.train``
-    (instance-balanced sampling, cross-entropy, SGD, cosine), in eval mode on ``device``."""
-    head = fresh_linear_head(train.x.shape[1], num_classes, config.seed)
-    return train_head(head, train, config.train, sampling=config.train, seed=config.seed, device=device)
+@dataclass
+class Choice:
+    """The classifier a fit ends with, the pass it comes from, and how it was chosen.
 
-
-def fit_method(
-    method: str, splits: dict[str, Features], joint: LinearHead, counts: list[int], config: Config, device: torch.device
-) -> Fitted:
-    """Fit ``method`` (and, for ``auto``, every method of ``all`` first) on in-memory features.
-
-    Args:
-        splits: ``train`` and ``val`` features; ``test`` is the val split again (the methods compute a
-            display-only test curve; nothing is chosen on it).
-        joint: the joint classifier (frozen).
-        counts: (C,) training samples per class of ``splits["train"]``.
+    Attributes:
+        winner: the chosen candidate (the only one when nothing is chosen).
+        joint: the joint probe of the pass the winner belongs to.
+        records: every candidate with its held-out scores (``method``, its params, ``label``, ``val``
+            accuracies, and ``log_loss`` / ``temperature`` when chosen by log-loss); None: nothing was chosen.
+        skipped: methods that are no candidate, and why (``auto`` under ``lbfgs``: heads only SGD trains).
     """
-    if method == "joint":
-        return Fitted(joint)
-    features = {**splits, "test": splits["val"]}.__getitem__
-    trainer = train_on_features(features, config, device)
-    context = FitContext(features, joint.requires_grad_(False), counts, config, device, trainer)
-    for spec in iter_specs(expand_methods([method])):
-        context.fitted[spec.name] = spec.fit(context)
-    return context.fitted[method]
+
+    winner: Candidate
+    joint: LinearHead
+    records: list[dict[str, Any]] | None
+    skipped: dict[str, str]
+
+
+def choose(
+    method: str,
+    train: Features,
+    num_classes: int,
+    config: Config,
+    device: torch.device,
+    solver: Solver,
+    *,
+    val: Features | None = None,
+    folds: np.ndarray | None = None,
+    selection: str = "log_loss",
+) -> Choice:
+    """Fit ``method``'s candidates and choose one.
+
+    - ``folds`` (N,) (``-1``: never held out): k-fold selection, then the refit: one pass on all of
+      ``train`` and one per fold; each candidate's held-out scores of all folds are pooled and scored;
+      the winner is the chosen candidate of the pass on all the data.
+    - else ``val``: one pass on ``train``, candidates scored on ``val`` (held out, given, or ``train``
+      itself when nothing could be held out).
+    - neither, or a single candidate (a one-point τ grid, a fixed penalty): one pass on ``train``, its one
+      candidate is the answer (``records`` None).
+    """
+    config, sweeps = split_sweeps(method, config)
+    whole = fit_pass(
+        method, train, val if val is not None else train, num_classes, config, device, solver, sweeps=sweeps
+    )
+    if (folds is None and val is None) or len(whole.candidates) == 1:  # nothing to choose: no folds to fit
+        winner = whole.candidates[0]
+        return Choice(winner, winner.joint, None, whole.skipped)
+    if folds is None:
+        held_out = {c.key: c.scores(val.x).float() for c in whole.candidates}
+        truth = val.y
+    else:
+        held_out, truth = _pooled_fold_scores(method, train, folds, num_classes, config, device, solver, whole, sweeps)
+    counts = torch.bincount(train.y, minlength=num_classes).tolist()
+    candidates = _distinct([c for c in whole.candidates if c.key in held_out], held_out)
+    scored = score_candidates(
+        [held_out[c.key] for c in candidates],
+        truth,
+        counts,
+        selection=selection,
+        select=config.decouple.select,
+        many=config.eval.many,
+        few=config.eval.few,
+    )
+    records = [{"method": c.method, **c.params, "label": c.label, **s} for c, s in zip(candidates, scored, strict=True)]
+    for record in records:
+        record.pop("score")
+    winner = candidates[best(scored)]
+    return Choice(winner, winner.joint, records, whole.skipped)
+
+
+def _distinct(candidates: list[Candidate], held_out: dict[tuple, torch.Tensor]) -> list[Candidate]:
+    """``candidates`` less those whose held-out scores repeat an earlier one's exactly (a method that does not
+    use the joint classifier, such as cRT, gives the same classifier on every probe of the grid)."""
+    kept: list[Candidate] = []
+    for candidate in candidates:
+        scores = held_out[candidate.key]
+        if not any(c.method == candidate.method and torch.equal(held_out[c.key], scores) for c in kept):
+            kept.append(candidate)
+    return kept
+
+
+def _pooled_fold_scores(
+    method: str,
+    train: Features,
+    folds: np.ndarray,
+    num_classes: int,
+    config: Config,
+    device: torch.device,
+    solver: Solver,
+    whole: Pass,
+    sweeps: dict[str, list[float]],
+) -> tuple[dict[tuple, torch.Tensor], torch.Tensor]:
+    """Each candidate key -> its (M, C) scores on every held-out sample (fold by fold), and their (M,) classes."""
+    parts: dict[tuple, list[torch.Tensor]] = {c.key: [] for c in whole.candidates}
+    truth = []
+    for fold in range(int(folds.max()) + 1):
+        held = torch.as_tensor(np.flatnonzero(folds == fold))
+        if len(held) == 0:
+            continue
+        kept = torch.as_tensor(np.flatnonzero(folds != fold))
+        fold_train = Features(train.x[kept], train.y[kept])
+        fold_val = Features(train.x[held], train.y[held])
+        fitted = fit_pass(method, fold_train, fold_val, num_classes, config, device, solver, sweeps=sweeps, warm=whole)
+        for candidate in fitted.candidates:
+            if candidate.key in parts:
+                parts[candidate.key].append(candidate.scores(fold_val.x).float())  # float32: K x N x C of them
+        truth.append(fold_val.y)
+    complete = {key: torch.cat(chunks) for key, chunks in parts.items() if len(chunks) == len(truth)}
+    return complete, torch.cat(truth)
 
 
 def for_inference(head: torch.nn.Module) -> torch.nn.Module:
     """``head`` on the CPU in float64, eval mode, no gradients: predictions that do not depend on batch size."""
     return head.cpu().double().eval().requires_grad_(False)
+
+
+@contextmanager
+def small_fit_threads(num_values: int) -> Iterator[None]:
+    """Torch on one thread while fitting on fewer than ``SMALL_FIT`` feature values (N x d), else as set.
+
+    Every operation of such a fit is tiny; the threads of a pool then wait on each other at each one, and on
+    a busy machine that dominates (``auto`` on 405 x 64 digits, 2 shared cores: 3 s on one thread, 43 s on two).
+    """
+    if num_values >= SMALL_FIT:
+        yield
+        return
+    with one_thread():
+        yield
 
 
 @contextmanager
