@@ -163,12 +163,13 @@ class _ScoredRun:
     predictions: dict[str, np.ndarray]
 
     @classmethod
-    def read(cls, run_dir: str | Path) -> _ScoredRun:
+    def read(cls, run_dir: str | Path, methods: Sequence[str]) -> _ScoredRun:
+        """The run's results and the test predictions of ``methods`` (no other member is decompressed)."""
         path = require_run_dir(run_dir)
         results = read_results(path)
         if not isinstance(results.get("train_counts"), list):
             raise RunDirError(f"{path}: no train_counts in results.json; finish `longtail train` first")
-        labels, predictions = read_predictions(path, "test")
+        labels, predictions = read_predictions(path, "test", methods)
         return cls(path, results, labels, predictions)
 
     def correct(self, method: str) -> np.ndarray:
@@ -240,7 +241,7 @@ def paired_rows(
     if run_a is not None and run_b is not None:
         if run_dirs:
             raise ConfigError(f"--paired {a} {b}: RUN_DIR:METHOD names its runs; give no other RUN_DIR")
-        first, second = _ScoredRun.read(run_a), _ScoredRun.read(run_b)
+        first, second = _ScoredRun.read(run_a, [method_a]), _ScoredRun.read(run_b, [method_b])
         name_a, name_b = _run_labels([first.path, second.path])
         result = _paired(first, method_a, second, method_b, metric, resamples)
         return [PairedRow(None, f"{name_a}: {label_of(method_a)}", f"{name_b}: {label_of(method_b)}", metric, result)]
@@ -248,7 +249,7 @@ def paired_rows(
         raise ConfigError(f"--paired {a} {b}: give the RUN_DIR(s) to compare them in")
     rows = []
     for run_dir, label in zip(run_dirs, _run_labels([Path(d) for d in run_dirs]), strict=True):
-        run = _ScoredRun.read(run_dir)
+        run = _ScoredRun.read(run_dir, [method_a, method_b])
         result = _paired(run, method_a, run, method_b, metric, resamples)
         rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result))
     return rows

@@ -11,8 +11,7 @@ do not say.
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 from ..errors import RunDirError
 from ..io import write_binary_atomic
+from ..safe_npz import Member, open_npz
 
 PREDICTIONS_DIR = "predictions"
 LABELS_KEY = "labels"
@@ -47,26 +47,49 @@ def write_predictions(run_dir: Path, split: str, labels: Any, predictions: Mappi
     return path
 
 
-def read_predictions(run_dir: Path, split: str = "test") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def read_predictions(
+    run_dir: Path, split: str = "test", methods: Sequence[str] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(N,) labels and method -> (N,) predictions (int64) of ``predictions/<split>.npz``.
 
+    Only the ``labels`` and the predictions of ``methods`` (None: every method) are
+    decompressed, each after its header is checked (:mod:`longtail.safe_npz`).
+
     Raises:
-        RunDirError: the file is absent (the run was scored by an older longtail), unreadable, or
-            holds arrays of the wrong shape.
+        RunDirError: the file is absent (the run was scored by an older longtail), unreadable, holds
+            arrays of the wrong shape, or lacks a method of ``methods``.
     """
     path = predictions_path(run_dir, split)
     rescore = f"`longtail eval {run_dir} --split {split}`"
     if not path.is_file():
         raise RunDirError(f"{path}: no per-image predictions; run {rescore} to write them")
+    missing = None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        raise RunDirError(f"{path}: unreadable; run {rescore} to rewrite it") from None
-    labels = arrays.pop(LABELS_KEY, None)
-    if labels is None or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise RunDirError(f"{path}: no 1-D integer {LABELS_KEY!r} array; run {rescore} to rewrite it")
-    for method, values in arrays.items():
-        if values.shape != labels.shape or not np.issubdtype(values.dtype, np.integer):
-            raise RunDirError(f"{path}: {method!r} is not {len(labels)} integer predictions, one per label")
-    return labels.astype(np.int64), {m: v.astype(np.int64) for m, v in arrays.items()}
+        with open_npz(path, what="predictions file", error=RunDirError) as archive:
+            available = [name for name in archive.names if name != LABELS_KEY]
+            wanted = available if methods is None else list(dict.fromkeys(methods))
+            missing = next((method for method in wanted if method not in archive), None)
+            if missing is not None:  # not damage: said below, without the advice to re-score
+                raise RunDirError(f"{run_dir}: no {split} predictions of method {missing!r}")
+            if LABELS_KEY not in archive:
+                raise RunDirError(f"{path}: no 1-D integer {LABELS_KEY!r} array")
+            labels = _checked(path, LABELS_KEY, archive.header(LABELS_KEY), None)
+            members = {method: _checked(path, method, archive.header(method), labels) for method in wanted}
+            archive.check([LABELS_KEY, *wanted])
+            arrays = {name: archive.read(name) for name in [LABELS_KEY, *members]}
+    except RunDirError as error:
+        if missing is not None:
+            raise RunDirError(f"{error} (it has: {', '.join(available) or 'none'})") from None
+        raise RunDirError(f"{error}; run {rescore} to rewrite it") from None
+    labels_array = arrays.pop(LABELS_KEY)
+    return labels_array.astype(np.int64), {m: v.astype(np.int64) for m, v in arrays.items()}
+
+
+def _checked(path: Path, name: str, member: Member, labels: Member | None) -> Member:
+    """A member's header as a predictions file's: labels 1-D integers, each method's as many as the labels."""
+    integer = np.issubdtype(member.dtype, np.integer)
+    if labels is None and (len(member.shape) != 1 or not integer):
+        raise RunDirError(f"{path}: no 1-D integer {LABELS_KEY!r} array")
+    if labels is not None and (member.shape != labels.shape or not integer):
+        raise RunDirError(f"{path}: {name!r} is not {labels.shape[0]} integer predictions, one per label")
+    return member
