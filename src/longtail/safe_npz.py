@@ -138,13 +138,13 @@ class NpzArchive:
         for name in names:
             member = self.header(name)
             if member.nbytes > member.held:
-                raise self.error(
-                    f"{self.path}: {name} declares {member.nbytes:,} bytes of data, but its member holds {member.held:,}"
-                )
+                declared, held = f"{member.nbytes:,}", f"{member.held:,}"
+                raise self.error(f"{self.path}: {name} declares {declared} bytes of data, but its member holds {held}")
             total += member.nbytes
         memory = memory_bytes()
         if memory and total > memory:
-            raise self.error(f"{self.path}: its arrays declare {total / 2**30:.1f} GiB, more than this machine's memory")
+            gib = f"{total / 2**30:.1f}"
+            raise self.error(f"{self.path}: its arrays declare {gib} GiB, more than this machine's memory")
 
     def read(self, name: str) -> np.ndarray:
         """Member ``name``, checked (:meth:`header`, :meth:`check`), then decompressed; never with pickle."""
@@ -158,7 +158,7 @@ class NpzArchive:
         return array
 
     def _damaged(self, error: Exception) -> LongtailError:
-        return self.error(f"{self.path}: not a readable .npz file ({error.__class__.__name__}: {_first_line(error)})")
+        return self.error(f"{self.path}: not a readable .npz file ({_described(error)})")
 
 
 @contextlib.contextmanager
@@ -184,7 +184,7 @@ def open_npz(path: str | Path, *, what: str, error: type[LongtailError] = DataEr
         kind = "a single .npy array, expected an .npz archive" if _starts_with(path, NPY_MAGIC) else "not a zip"
         raise error(f"{path}: not a readable .npz file ({kind})") from None
     except (OSError, ValueError, EOFError) as failure:
-        raise error(f"{path}: not a readable .npz file ({failure.__class__.__name__}: {_first_line(failure)})") from None
+        raise error(f"{path}: not a readable .npz file ({_described(failure)})") from None
     with archive:
         yield NpzArchive(path, archive, error)
 
@@ -207,11 +207,12 @@ def read_npy(path: str | Path, *, error: type[LongtailError] = DataError) -> np.
             memory = memory_bytes()
             if memory and declared > memory:
                 raise error(f"{path}: declares {declared / 2**30:.1f} GiB, more than this machine's memory")
+            handle.seek(0)  # read_array reads the header again
             return np.lib.format.read_array(handle, allow_pickle=False)
     except LongtailError:
         raise
     except (OSError, ValueError, EOFError) as failure:
-        raise error(f"{path}: not a readable .npy file ({failure.__class__.__name__}: {_first_line(failure)})") from None
+        raise error(f"{path}: not a readable .npy file ({_described(failure)})") from None
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
@@ -222,5 +223,7 @@ def _starts_with(path: Path, magic: bytes) -> bool:
         return False
 
 
-def _first_line(error: Exception) -> str:
-    return next((line for line in str(error).splitlines() if line.strip()), "")[:160]
+def _described(error: Exception) -> str:
+    """``Type: first line of the message``, cut: the one-line reason of a damaged file."""
+    first = next((line for line in str(error).splitlines() if line.strip()), "")[:160]
+    return f"{error.__class__.__name__}: {first}" if first else error.__class__.__name__

@@ -232,5 +232,6 @@ SPEC = register_method(
         config=WBConfig,
         needs_linear_joint=True,
         show_norms=True,
+        selects=True,
     )
 )

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import write_binary_atomic
+from ..runs import check_output_path
 from .run_state import LoadedRun, load_run
 from .stage2 import run_features
 
@@ -42,10 +43,7 @@ class FeaturesFile:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out}: expected a file name ending in .npz")
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a directory; expected a .npz file name")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out {out}: exists; pass --overwrite to replace it, or choose another name")
+    check_output_path(out, overwrite=overwrite, what="--out")  # a directory, an existing file, a name too long
 
 
 def _joint_arrays(run: LoadedRun) -> dict[str, np.ndarray]:
@@ -69,7 +67,9 @@ def export_features(
     ``out`` is refused unless ``overwrite``; the file is replaced atomically.
 
     Raises:
-        ConfigError: ``out`` is not a .npz name, or exists without ``overwrite``.
+        ConfigError: ``out`` is not a .npz name.
+        OutputPathError: ``out`` is a directory, a run's own file, exists without ``overwrite``, or cannot be
+            examined (a name too long); see :func:`~longtail.runs.check_output_path`.
         RunDirError: ``run_dir`` is not a finished run.
     """
     out = Path(out)

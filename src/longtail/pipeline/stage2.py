@@ -36,6 +36,7 @@ from ..evaluation.predictions import write_predictions
 from ..io import save_torch_atomic
 from ..methods import FitContext, Fitted, HeadTraining, expand_methods, iter_specs, spec_of
 from ..methods.base import with_sampler
+from ..methods.selection import check_select_group, chooses_on_validation
 from ..models.serialize import head_from_dict, head_to_dict
 from ..runs import CLASSIFIER_DIR, classifier_path, require_run_dir, run_lock, saved_methods, update_results
 from ..safe_torch import load_tensors
@@ -330,6 +331,11 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str]) -> dict[
     for spec in iter_specs(names):  # refuse a config a method cannot work with before fitting any
         if spec.check is not None:
             spec.check(run.config)
+    if any(chooses_on_validation(spec) for spec in iter_specs(names)):  # a choice over an empty group: refused
+        cfg = run.config
+        check_select_group(
+            cfg.decouple.select, run.splits.train_counts, run.splits.val.labels, many=cfg.eval.many, few=cfg.eval.few
+        )
     features = RunFeatures(run)
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {"stage2": {}}

@@ -157,6 +157,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             overrides=fitting.override_strings(self.config),
         )
         splits = self._splits(X, codes, X_val, y_val, encoder, seed)
+        fitting.check_selection(self.method, splits, len(self.classes_), config)  # before anything trains
         with fitting.preserved_rng(device):
             self._fit_features(splits, config, device)
         self.class_counts_ = np.bincount(codes, minlength=len(self.classes_))

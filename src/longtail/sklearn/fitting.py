@@ -25,7 +25,7 @@ import torch
 from ..config import Config, load_config
 from ..data.holdout import holdout_validation
 from ..engine.head_training import Features, train_head
-from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of, train_on_features
+from ..methods import FitContext, Fitted, expand_methods, iter_specs, selection, spec_of, train_on_features
 from ..methods.crt import fresh_linear_head
 from ..models.heads import LinearHead
 
@@ -104,11 +104,18 @@ def probe_config(
 
 
 def chooses_on_validation(method: str) -> bool:
-    """Whether ``method`` chooses anything on validation: a swept τ, or ``auto``'s choice among methods."""
-    if method == "joint":
-        return False
-    spec = spec_of(method)
-    return spec.chooses_among_others or spec.sweep is not None
+    """Whether ``method`` chooses anything on validation: a swept τ, WB's grid, or ``auto``'s choice."""
+    return method != "joint" and selection.chooses_on_validation(spec_of(method))
+
+
+def check_selection(method: str, splits: dict[str, Features], num_classes: int, config: Config) -> None:
+    """Refuse, before anything trains, ``decouple.select`` over a shot group that is empty in ``splits["train"]``
+    or has no sample in ``splits["val"]``, for a method that chooses on validation (the choice would be arbitrary)."""
+    if chooses_on_validation(method):
+        counts = torch.bincount(splits["train"].y, minlength=num_classes).tolist()
+        many, few = config.eval.many, config.eval.few
+        names = ("decouple.select", "many", "few")
+        selection.check_select_group(config.decouple.select, counts, splits["val"].y, many=many, few=few, names=names)
 
 
 def validation_split(
