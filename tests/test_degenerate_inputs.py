@@ -117,8 +117,8 @@ def test_decouple_refuses_select_few_without_a_few_shot_class(tiny_run: Path, tm
     args = ["decouple", str(run), "--method", "auto", "decouple.select=few", "eval.few=1"]
     one_error_line(args, capsys, "decouple.select=few: the few-shot group is empty", "eval.few=1")
     assert not (run / "classifiers").exists()
-    # crt chooses nothing on validation: the same keys are fine for it.
-    assert main(["decouple", str(run), "--method", "crt", "decouple.select=few", "eval.few=1"]) == 0
+    # NCM chooses nothing on validation: the same keys are fine for it.
+    assert main(["decouple", str(run), "--method", "ncm", "decouple.select=few", "eval.few=1"]) == 0
 
 
 def test_decouple_refuses_select_few_when_no_few_shot_class_has_a_validation_image(tmp_path: Path, capsys):
@@ -155,7 +155,8 @@ def test_the_estimator_refuses_select_few_over_an_empty_group_before_training():
         clf.fit(X, y)
     assert isinstance(error.value, ValueError) and not hasattr(clf, "head_")
     # WB chooses its grid point on validation too: it now holds a validation split out, as documented.
-    wb = DecoupledClassifier(method="wb", epochs=1, random_state=0, config={"decouple.wb.epochs": 1}).fit(X, y)
+    one_point = {"decouple.wb.epochs": 1, "decouple.wb.weight_decay_grid": [], "decouple.wb.thresh_grid": []}
+    wb = DecoupledClassifier(method="wb", epochs=1, random_state=0, config=one_point).fit(X, y)
     assert wb.validation_ == "held out"
 
 
