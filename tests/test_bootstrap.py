@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from longtail.evaluation.bootstrap import (
+    MAX_BLOCK_CELLS,
     METRICS,
     bootstrap_ci,
     bootstrap_ci_from_predictions,
     paired_bootstrap,
+    resample_blocks,
 )
 from longtail.evaluation.metrics import accuracy_summary, shot_groups
 
@@ -215,3 +217,55 @@ def test_groups_follow_shot_groups_thresholds():
     predictions = torch.from_numpy(np.where(correct, labels, (labels + 1) % 8))
     summary = accuracy_summary(predictions, torch.from_numpy(labels), COUNTS, many=300, few=50)
     assert ci["many"][0] < summary["many"] < ci["many"][1]
+
+
+# --- memory: resamples in blocks ------------------------------------------------------------------------------
+
+
+def test_resamples_are_drawn_in_blocks_one_after_the_other():
+    """The default 1000 resamples are one block: bit for bit the numbers of drawing them all at once. More are
+    drawn block by block from the same generator, so the intervals depend on the seed and C, not the machine."""
+    from longtail.evaluation.bootstrap import _cell_counts, _interval, _metrics_from_counts, _resampled_cells
+
+    correct, labels = balanced_test(30, ACCURACIES)
+    cells = _cell_counts(labels, correct.astype(np.int64), len(COUNTS), 2)
+    groups = shot_groups(COUNTS, 100, 20)
+
+    def reference(blocks: list[int]) -> dict[str, list[float] | None]:
+        rng = np.random.default_rng(3)
+        drawn = np.concatenate([_resampled_cells(rng, cells, size, True) for size in blocks])  # (B, C, 2) at once
+        samples = _metrics_from_counts(drawn[..., 1], drawn.sum(axis=-1), groups)
+        return {metric: _interval(samples[metric], 0.95) for metric in METRICS}
+
+    assert resample_blocks(1000, len(COUNTS), 2) == [1000]
+    assert bootstrap_ci(correct, labels, COUNTS, num_resamples=1000, seed=3) == reference([1000])
+    assert resample_blocks(2500, len(COUNTS), 2) == [1000, 1000, 500]
+    assert bootstrap_ci(correct, labels, COUNTS, num_resamples=2500, seed=3) == reference([1000, 1000, 500])
+
+
+def test_the_block_depends_on_the_classes_only():
+    assert resample_blocks(10**6, 200, 2) == [1000] * 1000  # 1000 x 200 x 2 counts per block
+    assert resample_blocks(2500, 2097, 2) == [1000, 1000, 500]  # the largest C whose default count is one block
+    assert resample_blocks(2500, 2098, 2) == [999, 999, 502]
+    assert resample_blocks(3, 10**7, 4) == [1, 1, 1]  # at least one resample per block, whatever C
+    assert max(resample_blocks(10**6, 5000, 4)) * 5000 * 4 <= MAX_BLOCK_CELLS
+
+
+def test_many_resamples_at_many_classes_stay_in_bounded_memory():
+    """`eval.bootstrap_resamples=1000000` at 200 classes needed a 3 GiB array; now one block of counts at a time.
+    20,000 resamples (64 MiB of counts drawn at once, more with the binomial's temporaries) stay under 24 MiB."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(200), 10)
+    correct = rng.random(len(labels)) < 0.6
+    counts = list(range(400, 0, -2))
+    tracemalloc.start()
+    try:
+        intervals = bootstrap_ci(correct, labels, counts, num_resamples=20_000, seed=0)
+        paired = paired_bootstrap(correct, rng.random(len(labels)) < 0.6, labels, counts, num_resamples=5_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert all(intervals[m] is not None for m in ("all", "macro")) and paired["resamples"] == 5_000

@@ -175,7 +175,7 @@ def test_run_without_predictions_says_how_to_write_them(tiny_decoupled_run: Path
     with pytest.raises(RunDirError, match=r"no per-image predictions; run `longtail eval .* --split test`"):
         paired_rows([run], "crt", "joint")
     predictions_path(run, "test").write_bytes(b"not a zip file")
-    with pytest.raises(RunDirError, match="unreadable"):
+    with pytest.raises(RunDirError, match="not a readable .npz file.*to rewrite it"):
         paired_rows([run], "crt", "joint")
 
 

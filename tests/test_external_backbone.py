@@ -1,11 +1,12 @@
-"""Any exported backbone: model.backbone=export:PATH (torch.export) and torchscript:PATH, used frozen for the
-linear probe and stage 2, and refused when loading the file could run code from it."""
+"""Any exported backbone: model.backbone=export:PATH (torch.export), used frozen for the linear probe and
+stage 2, and refused when loading the file could run code from it (TorchScript: tests/test_program_files.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -39,15 +40,14 @@ def _spec(path: Path, **spec) -> Path:
 
 @pytest.fixture(scope="module")
 def backbone_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same small network, exported with torch.export and with torch.jit.script, each with its JSON."""
+    """The small network exported with torch.export (a dynamic batch), with its JSON."""
     root = tmp_path_factory.mktemp("backbones")
     torch.manual_seed(0)
     model = SmallBackbone().eval()
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(model, (torch.rand(2, 1, 28, 28),), dynamic_shapes=({0: batch},))
     torch.export.save(program, root / "net.pt2")
-    torch.jit.script(model).save(str(root / "net.ts"))
-    return {"export": _spec(root / "net.pt2"), "torchscript": _spec(root / "net.ts")}
+    return {"export": _spec(root / "net.pt2")}
 
 
 def _train(backbone: str, fmnist: Path, out: Path, *extra: str) -> int:
@@ -87,14 +87,6 @@ def test_the_backbone_stays_frozen_and_matches_the_program(export_run: Path, bac
     # allclose, not equal: the run keeps the weights channels-last, which changes the convolution's summation order.
     assert torch.allclose(run.model.backbone.forward_features(images), program(images), atol=1e-6)
     assert list(run.model.backbone.parameters()) == []
-
-
-def test_a_torchscript_backbone_trains_and_decouples(backbone_files, tiny_fmnist: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    assert _train(f"torchscript:{backbone_files['torchscript']}", tiny_fmnist, run) == 0
-    assert main(["decouple", str(run), "--method", "crt,tau_norm"]) == 0
-    methods = json.loads((run / "results.json").read_text())["methods"]
-    assert {"joint", "crt", "tau_norm"} <= set(methods)
 
 
 @pytest.mark.slow  # trains on the exported backbone (export_run): make test runs it
@@ -230,21 +222,109 @@ def test_a_pt2_with_members_beyond_a_plain_program_is_refused(backbone_files, tm
     create_external(f"export:{backbone_files['export']}")  # the plain one passes
 
 
-def test_torchscript_loading_refuses_a_pickle_that_calls_python(backbone_files, tmp_path: Path) -> None:
-    """torch.jit.load's unpickler resolves names as TorchScript types: os.system is an unknown type, not called."""
-    marker = tmp_path / "ran"
+@pytest.mark.parametrize(
+    "target, why",
+    [
+        ("torch.ops.aten.save.default", "reaches outside its tensors"),  # writes a file
+        ("torch.ops.aten.from_file.default", "reaches outside its tensors"),  # reads (or maps) a file
+        ("torch.ops.aten.manual_seed.default", "is a TorchScript built-in"),  # the process's random stream
+        ("torch.ops.aten.lower.default", "is a TorchScript built-in"),  # string operations
+        ("torch.ops.aten.set_.source_Storage", "takes Storage 'source'"),  # raw storage
+        ("torch.ops.aten._cufft_set_plan_cache_max_size.default", "reaches outside its tensors"),  # a global cache
+    ],
+)
+def test_program_operators_are_an_allow_list(target: str, why: str, backbone_files, tmp_path: Path) -> None:
+    """Only native ATen operators on tensors, numbers and mode names: none that opens a file or runs Python."""
 
-    class Touch:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
+    def retarget(tree) -> None:
+        node = next(n for n in tree["graph_module"]["graph"]["nodes"] if n["target"].startswith("torch.ops.aten"))
+        node["target"] = target
 
-    evil = _spec(_rewrite(
-        backbone_files["torchscript"], tmp_path / "evil.ts",
-        lambda n, d: pickle.dumps(Touch(), protocol=2) if n == "data.pkl" else d,
-    ))  # fmt: skip
-    with pytest.raises(ConfigError, match="torch.jit.load fails") as error:
-        create_external(f"torchscript:{evil}")
-    assert "\n" not in str(error.value) and not marker.exists()
+    evil = _spec(_rewrite(backbone_files["export"], tmp_path / "evil.pt2", _edit_json("models/model.json", retarget)))
+    with pytest.raises(ConfigError, match=f"operator '{re.escape(target)}' {re.escape(why)}") as error:
+        create_external(f"export:{evil}")
+    assert "\n" not in str(error.value)
+
+
+def test_every_operator_of_an_exported_resnet_is_allowed(tmp_path: Path) -> None:
+    """The allow-list keeps what torch.export writes for a real network (convolutions, BatchNorm, pooling...)."""
+    from longtail.models import create_backbone
+
+    model = create_backbone("resnet8").eval()
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(model, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "resnet8.pt2")
+    _spec(tmp_path / "resnet8.pt2", num_features=model.num_features, input_size=[3, 32, 32])
+    backbone = create_external(f"export:{tmp_path / 'resnet8.pt2'}")
+    assert backbone.forward_features(torch.rand(3, 3, 32, 32)).shape == (3, model.num_features)
+
+
+class PlantedTorchScript(nn.Module):
+    """A TorchScript module whose ``__setstate__`` writes a file (aten::save) when torch.jit.load reads it."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.weight = torch.zeros(1)
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, bool, str]:
+        return (self.weight, self.training, self.marker)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, bool, str]) -> None:
+        self.weight, self.training, self.marker = state[0], state[1], state[2]
+        torch.ops.aten.save(self.weight, self.marker)
+
+
+def test_a_torchscript_backbone_is_refused_without_being_loaded(tiny_fmnist: Path, tmp_path: Path, capsys) -> None:
+    """torch.jit.load ran the file's own __setstate__: a backbone file wrote a path of its choosing."""
+    marker = tmp_path / "written"
+    planted = tmp_path / "planted.ts"
+    torch.jit.script(PlantedTorchScript(str(marker))).save(str(planted))
+    _spec(planted)
+    message = _error(capsys, "train", *tiny_overrides(tiny_fmnist), f"model.backbone=torchscript:{planted}",
+                     "--out", str(tmp_path / "run"))  # fmt: skip
+    assert "TorchScript files are not loaded" in message and "torch.export.export" in message
+    assert "dynamic_shapes" in message and "model.backbone=export:" in message
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    torch.jit.load(str(planted))  # the plant is live: loading the file is what writes the marker
+    assert marker.exists()
+
+
+def test_a_program_with_a_fixed_batch_size_is_refused_before_anything_is_written(
+    tiny_fmnist: Path, tmp_path: Path, capsys
+) -> None:
+    """It passed a probe of 2 images, then stopped training at its first other batch with a guard traceback."""
+    fixed = _spec(tmp_path / "fixed.pt2")
+    torch.export.save(torch.export.export(SmallBackbone().eval(), (torch.rand(2, 1, 28, 28),)), fixed)
+    out = tmp_path / "run"
+    message = _error(capsys, "train", *tiny_overrides(tiny_fmnist), f"model.backbone=export:{fixed}", "--out", str(out))
+    assert "runs on a batch of 2 images [1, 28, 28] but fails on a batch of 3" in message
+    assert "exported for a fixed batch size; export it with dynamic_shapes=({0: torch.export.Dim('batch')},)" in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[" * 20_000 + "]" * 20_000, "nested 20000 levels deep, at most 64"),  # a RecursionError before
+        ("[" * 100_000 + "]" * 100_000, "200,000 bytes, more than a backbone JSON holds (65,536)"),
+        (b'{"num_features": "\xff"}', "1: not UTF-8 text"),
+    ],
+    ids=["nested", "large", "not-utf8"],
+)
+def test_a_backbone_json_from_elsewhere_is_bounded(text, expected: str, backbone_files, tmp_path: Path) -> None:
+    program = tmp_path / "net.pt2"
+    program.write_bytes(backbone_files["export"].read_bytes())
+    sidecar = Path(str(program) + ".json")
+    sidecar.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError, match=re.escape(expected)) as error:
+        create_external(f"export:{program}")
+    assert str(sidecar) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_trainable_none_freezes_a_registered_backbone_too() -> None:

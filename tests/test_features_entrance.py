@@ -144,14 +144,13 @@ def test_validation_is_held_out_of_training_class_balanced_never_from_test(tmp_p
     assert "held out" in splits.info["val_source"]
 
 
-def test_own_validation_split_class_names_and_pt_files_memory_mapped(tmp_path: Path) -> None:
+def test_own_validation_split_class_names_and_pt_files(tmp_path: Path) -> None:
     names = np.array(["cat", "dog", "eel", "fox", "gnu"])
     npz = create_dataset(_config(write_features(tmp_path / "f.npz", val=True, class_names=names)).data)
     pt = create_dataset(_config(write_features(tmp_path / "f.pt", val=True, class_names=names.tolist())).data)
     assert npz.class_names == pt.class_names == names.tolist()
     assert len(npz.val) == 25 and npz.info["val_source"].startswith("the file's own")
     assert torch.equal(npz.train.inputs, pt.train.inputs) and torch.equal(npz.test.labels, pt.test.labels)
-    assert pt.info["memory_mapped"] and not npz.info["memory_mapped"]
 
 
 BAD_FILES = {

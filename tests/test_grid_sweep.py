@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,29 @@ def test_bad_sweeps_and_seeds_fail_before_anything_runs(kwargs, message, fake: F
     with pytest.raises(ConfigError, match=message):
         run_grid(out, **kwargs)
     assert not out.exists() and not fake.trained
+
+
+def test_a_sweep_of_a_million_runs_is_counted_and_refused_at_once(fake: FakeRuns, tmp_path: Path):
+    """It spent minutes listing the product, then would have trained a million runs."""
+    values = ",".join(str(n) for n in range(1, 1001))
+    out = tmp_path / "grid"
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"1,000,000 stage-1 runs .*more than --max-runs 100"):
+        run_grid(out, sweeps=[f"train.epochs={values}", f"train.batch_size={values}"])
+    assert time.perf_counter() - start < 2.0  # counted, never listed
+    with pytest.raises(ConfigError, match=r"180 stage-1 runs"):  # the paper's 9 rows over 20 seeds
+        run_grid(out, seeds=list(range(20)))
+    assert not out.exists() and not fake.trained
+
+
+def test_max_runs_raises_the_cap(fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture):
+    sweep = ["--sweep", "train.weight_decay=5e-4,1e-3,5e-3", "--seeds", "0", "1", "--no-progress"]
+    out = ["--out", str(tmp_path / "runs")]
+    assert main(["grid", *out, "--max-runs", "5", *sweep]) == 1
+    assert "6 stage-1 runs" in capsys.readouterr().err and not fake.trained
+    assert main(["grid", *out, "--max-runs", "6", *sweep]) == 0 and len(fake.trained) == 6
+    assert main(["grid", *out, "--max-runs", "0", *sweep]) == 1
+    assert "--max-runs 0: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_cli_sweep_and_seeds(fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -217,6 +217,7 @@ def _umask() -> int:
         ('{"epoch": 1, "train_loss": 2.0', ["metrics.jsonl:2", "not valid JSON"]),
         ("[1, 2]", ["metrics.jsonl:2", "a list of 2 items", "expected an object"]),
         ('{"epoch": "one"}', ["metrics.jsonl:2", "epoch is a string ('one')", "expected an integer"]),
+        ("[" * 100_000 + "]" * 100_000, ["metrics.jsonl:2", "nested 100000 levels deep, at most 64"]),
     ],
 )
 def test_damaged_metrics_line_is_one_error_and_keeps_the_report(copy: Path, line: str, expected, capsys):
@@ -296,12 +297,20 @@ def test_compare_on_results_of_the_wrong_shape_is_one_error(change: str, tmp_pat
     one_error_line(capsys, str(results), *CHANGES[change], "longtail eval")
 
 
-@pytest.mark.parametrize("content", [b'{"methods": {"joint": ', b'{"methods": "\xff\xfe"}', b"[" * 100_000])
-def test_compare_on_results_that_are_not_json_is_one_error(content: bytes, tmp_path: Path, capsys):
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b'{"methods": {"joint": ', "not valid JSON (JSONDecodeError)"),
+        (b'{"methods": "\xff\xfe"}', "results.json:1: not UTF-8 text"),
+        (b"[" * 100_000, "not valid JSON for longtail (nested 100000 levels deep, at most 64)"),
+    ],
+    ids=["truncated", "not-utf8", "nested"],
+)
+def test_compare_on_results_that_are_not_json_is_one_error(content: bytes, expected: str, tmp_path: Path, capsys):
     bad = _compare_run(tmp_path / "bad")
     (bad / "results.json").write_bytes(content)
     assert main(["compare", str(bad)]) == 1
-    one_error_line(capsys, str(bad / "results.json"), "not valid JSON")
+    one_error_line(capsys, str(bad / "results.json"), expected)
 
 
 def test_compare_still_reads_extra_keys_and_nulls(tmp_path: Path, capsys):

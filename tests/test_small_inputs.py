@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import copy_run
 from hostile import TINY, one_error_line, train_tiny_run
 from longtail.cli import main
 from longtail.config import MAX_CONFIG_BYTES, SHOWN_CHARS
@@ -187,21 +188,19 @@ def _stored(name: str, data: bytes) -> tuple[str, bytes, int, int, int]:
     return name, data, 0, zlib.crc32(data), len(data)
 
 
-def _bomb(path: Path, size: int = 1 << 30) -> Path:
-    """A valid .npz with an unused member ``notes.npy`` of ``size`` zero bytes, about a megabyte on disk."""
+def _bomb(path: Path, members: dict[str, bytes] | None = None, size: int = 1 << 30) -> Path:
+    """A valid .npz of ``members`` (default: an image dataset's) and an unused member ``notes.npy`` of ``size``
+    zero bytes, about a megabyte on disk."""
     crc = 0
     for _ in range(size >> 24):
         crc = zlib.crc32(bytes(1 << 24), crc)
-    members = [_stored(name, data) for name, data in _arrays().items()]
-    members.append(("notes.npy", _zeros_deflated(size), 8, crc, size))
-    return _write_zip(path, members)
+    stored = [_stored(name, data) for name, data in (_arrays() if members is None else members).items()]
+    stored.append(("notes.npy", _zeros_deflated(size), 8, crc, size))
+    return _write_zip(path, stored)
 
 
-def test_an_unused_member_of_a_gibibyte_is_never_decompressed(tmp_path: Path):
-    path = _bomb(tmp_path / "bomb.npz")
-    assert path.stat().st_size < 2 << 20
-    with zipfile.ZipFile(path) as archive:  # a well-formed archive: the member does inflate to 1 GiB
-        assert archive.getinfo("notes.npy").file_size == 1 << 30 and archive.testzip() is None
+def _peak_growth_kib(*args: str) -> tuple[str, int, str]:
+    """Run ``longtail ARGS`` in a fresh interpreter: (exit status, growth of its peak memory in KiB, stderr)."""
     probe = (
         "import resource, sys\n"
         "from longtail.cli import main\n"
@@ -210,11 +209,69 @@ def test_an_unused_member_of_a_gibibyte_is_never_decompressed(tmp_path: Path):
         "print(status, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-c", probe, "data", "stats", "data.name=npz", f"data.path={path}", "--json"]
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True, timeout=300)
     status, grown_kib = result.stdout.split()[-2:]
-    assert status == "0", result.stderr
-    assert int(grown_kib) < 100 * 1024, f"peak memory grew by {int(grown_kib) // 1024} MiB"
+    return status, int(grown_kib), result.stderr
+
+
+def test_an_unused_member_of_a_gibibyte_is_never_decompressed(tmp_path: Path):
+    path = _bomb(tmp_path / "bomb.npz")
+    assert path.stat().st_size < 2 << 20
+    with zipfile.ZipFile(path) as archive:  # a well-formed archive: the member does inflate to 1 GiB
+        assert archive.getinfo("notes.npy").file_size == 1 << 30 and archive.testzip() is None
+    status, grown_kib, err = _peak_growth_kib("data", "stats", "data.name=npz", f"data.path={path}", "--json")
+    assert status == "0", err
+    assert grown_kib < 100 * 1024, f"peak memory grew by {grown_kib // 1024} MiB"
+
+
+def _feature_arrays() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    return {
+        "x_train.npy": _npy(rng.normal(size=(12, 4)).astype(np.float32)),
+        "y_train.npy": _npy(np.repeat(np.arange(2), 6)),
+        "x_test.npy": _npy(rng.normal(size=(2, 4)).astype(np.float32)),
+        "y_test.npy": _npy(np.array([0, 1])),
+    }
+
+
+def test_the_features_reader_never_decompresses_an_unused_member(tmp_path: Path):
+    """data.name=features read every member of an .npz whole: a 1 MB file took a gibibyte."""
+    path = _bomb(tmp_path / "features.npz", _feature_arrays())
+    assert path.stat().st_size < 2 << 20
+    status, grown_kib, err = _peak_growth_kib("data", "stats", "data.name=features", f"data.path={path}", "--json")
+    assert status == "0", err
+    assert grown_kib < 100 * 1024, f"peak memory grew by {grown_kib // 1024} MiB"
+
+
+def test_compare_never_decompresses_an_unused_predictions_member(tiny_decoupled_run: Path, tmp_path: Path):
+    """`compare --paired` read every method's predictions whole: a 1 MB predictions/test.npz took a gibibyte."""
+    run = copy_run(tiny_decoupled_run, tmp_path / "run")
+    predictions = run / "predictions" / "test.npz"
+    with zipfile.ZipFile(predictions) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    _bomb(predictions, members)
+    status, grown_kib, err = _peak_growth_kib("compare", str(run), "--paired", "crt", "joint")
+    assert status == "0", err
+    assert grown_kib < 100 * 1024, f"peak memory grew by {grown_kib // 1024} MiB"
+
+
+def test_a_predictions_member_of_an_absurd_size_is_refused_unread(tiny_decoupled_run: Path, tmp_path, capsys):
+    run = copy_run(tiny_decoupled_run, tmp_path / "run")
+    path = run / "predictions" / "test.npz"
+    with np.load(path) as archive:
+        members = {f"{name}.npy": _npy(archive[name]) for name in archive.files}
+    members["crt.npy"] = _npy_header((10**9,), "<i4") + bytes(64)
+    _write_zip(path, [_stored(name, data) for name, data in members.items()])
+    one_error_line(["compare", str(run), "--paired", "crt", "joint"], capsys, "crt", "is not")
+    members["crt.npy"] = _npy_header((len(np.load(path)["labels"]),), "<i4")  # 200 labels, none of their bytes
+    _write_zip(path, [_stored(name, data) for name, data in members.items()])
+    one_error_line(["compare", str(run), "--paired", "crt", "joint"], capsys, "crt declares", "its member holds")
+
+
+def test_a_features_member_declaring_more_than_memory_is_refused_unread(tmp_path: Path, capsys):
+    members = {**_feature_arrays(), "x_train.npy": _npy_header((10**9, 10**4), "<f4") + bytes(64)}
+    path = _write_zip(tmp_path / "f.npz", [_stored(name, data) for name, data in members.items()])
+    one_error_line(["data", "stats", "data.name=features", f"data.path={path}"], capsys, "x_train declares")
 
 
 @pytest.mark.parametrize(
@@ -288,6 +345,31 @@ def test_predict_refuses_a_decompression_bomb_in_one_line(model: Path, tmp_path:
     path = tmp_path / "huge.png"
     path.write_bytes(_png_header(50_000, 50_000))
     one_error_line(["predict", str(model), str(path)], capsys, "huge.png: image too large")
+
+
+def _rewritten_artifact(model: Path, target: Path, member: str, data: bytes) -> Path:
+    """A copy of the artifact ``model`` whose entry ending in ``member`` holds ``data`` (stored, as torch writes)."""
+    with zipfile.ZipFile(model) as archive, zipfile.ZipFile(target, "w") as out:
+        for info in archive.infolist():
+            out.writestr(info.filename, data if info.filename.endswith(member) else archive.read(info.filename))
+    return target
+
+
+@pytest.mark.parametrize("member", ["extra/longtail.json", "models/model.json"])
+def test_predict_refuses_json_nested_deeper_than_a_program(member: str, model: Path, tmp_path: Path, capsys):
+    """A 200 KB JSON entry nested 100,000 deep was a RecursionError in the metadata reader."""
+    evil = _rewritten_artifact(model, tmp_path / "evil.pt2", member, b"[" * 100_000 + b"]" * 100_000)
+    image = tmp_path / "i.npy"
+    np.save(image, np.zeros((28, 28), np.uint8))
+    one_error_line(["predict", str(evil), str(image)], capsys, Path(member).name, "nested 100000 levels deep")
+
+
+def test_an_image_check_cache_nested_too_deeply_is_ignored(tmp_path: Path):
+    from longtail.data.image_check import _read_cache
+
+    cache = tmp_path / "cache.json"
+    cache.write_text("[" * 100_000 + "]" * 100_000)
+    assert _read_cache(cache, "signature", 10) is None  # checked again, as for any cache it cannot use
 
 
 def test_predict_refuses_an_npy_declaring_a_huge_image(model: Path, tmp_path: Path, capsys):

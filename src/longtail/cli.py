@@ -35,6 +35,7 @@ from .export import export_methods, export_run, format_predictions, load_artifac
 from .grid import (
     GRID_DEFAULTS,
     LOSSES,
+    MAX_RUNS,
     NOTES_MARKER,
     SAMPLERS,
     TRAINABLE,
@@ -204,6 +205,7 @@ def _cmd_grid(args: argparse.Namespace) -> None:
         overrides=[*args.overrides, *overrides],
         sweeps=args.sweep or (),
         seeds=seeds,
+        max_runs=args.max_runs,
         progress=args.progress,
         say=logging.getLogger("longtail").info,
         overwrite=args.overwrite,
@@ -486,6 +488,14 @@ def _grid_parser(commands: Any, shared: argparse.Namespace) -> None:
         metavar="N",
         help="repeat every run with each training seed (seed=N; data.seed fixed) and show each cell as mean ± "
         "sample standard deviation (n-1) over them; a sweep then chooses by mean validation. Runs: ...-seedN",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=MAX_RUNS,
+        metavar="N",
+        help=f"refuse, before training anything, a grid of more than N stage-1 runs (default {MAX_RUNS}); the "
+        "count (sweep values multiplied, times seeds) is computed without listing the combinations",
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     _progress_flag(p)

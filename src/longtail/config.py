@@ -25,6 +25,7 @@ import yaml
 
 from .errors import ConfigError
 from .io import write_text_atomic
+from .safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
 
 Sampler = Literal["instance", "class", "sqrt", "power", "progressive", "class_aware"]
 SAMPLER_HELP = (
@@ -117,8 +118,8 @@ class ModelConfig:
         "resnet8",
         "backbone: resnet8, resnet14, resnet20, resnet32, resnet44, resnet56 (CIFAR-style, small images); "
         "resnet10, resnet50, resnet152, resnext50_32x4d (ImageNet-style, 224 px); identity (data.name=features, "
-        "its default); export:PATH (a torch.export .pt2 program) or torchscript:PATH (a TorchScript file) mapping "
-        "images to (N, d) features, used frozen, declared in PATH.json (num_features; optional input_size, mean, std)",
+        "its default); export:PATH (a torch.export .pt2 program of ATen operators) mapping images to (N, d) "
+        "features, used frozen, declared in PATH.json (num_features; optional input_size, mean, std)",
     )
     pretrained: str | None = option(
         None, "initial backbone weights: a local state-dict file (a 'module.' prefix and an 'fc.*' classifier are fine)"
@@ -126,7 +127,7 @@ class ModelConfig:
     trainable: Literal["all", "last_stage", "none"] = option(
         "all",
         "stage 1 trains all layers, only the last stage (the rest frozen, BatchNorm statistics too), or none "
-        "(the classifier alone: a linear probe; the default, and the only choice, for export:/torchscript: backbones)",
+        "(the classifier alone: a linear probe; the default, and the only choice, for export: backbones)",
     )
     joint: Literal["train", "file"] = option(
         "train",
@@ -491,36 +492,14 @@ def parse_override(text: str) -> tuple[str, Any]:
             raise ConfigError(f"{key}: is a section, not a key; set one of its keys, e.g. {section[0]}=...")
         raise _unknown_key(key)
     try:
-        value = _read_yaml(raw) if raw.strip() else ""
-    except (yaml.YAMLError, _AliasRefused, ValueError, RecursionError):
+        value = parse_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, ValueError, RecursionError):
         value = raw
     # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
     return key, raw if isinstance(value, str) else value
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not one, and is not read
-
-
-class _AliasRefused(Exception):
-    """A YAML alias (``*name``) in a config, where it is refused."""
-
-    def __init__(self, event: yaml.AliasEvent) -> None:
-        super().__init__(event.anchor)
-        self.anchor, self.line = event.anchor, event.start_mark.line + 1
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases: nested ``&a``/``*a`` turn 285 bytes into gigabytes ("billion laughs")."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise _AliasRefused(self.peek_event())
-        return super().compose_node(parent, index)
-
-
-def _read_yaml(text: str) -> Any:
-    """``text`` as YAML data, with :class:`_ConfigLoader`."""
-    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: plain data only
 
 
 def _read_config_file(path: Path) -> Any:
@@ -530,14 +509,14 @@ def _read_config_file(path: Path) -> Any:
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path}: {size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
-    try:
-        return _read_yaml(path.read_text())
-    except _AliasRefused as alias:
+    try:  # YAML's safe loader, without aliases, bounded in nesting (longtail.safe_text)
+        return parse_yaml(path.read_text())
+    except YamlAliasRefused as alias:
         raise ConfigError(
             f"config file {path}: line {alias.line}: YAML alias {_shown('*' + alias.anchor)} refused; "
             "write the value out (aliases can expand a small file without bound)"
         ) from None
-    except RecursionError:
+    except (YamlTooDeep, RecursionError):
         raise ConfigError(f"config file {path}: nested too deeply to be a config") from None
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as error:  # ValueError: an integer of 4300+ digits
         raise ConfigError(f"config file {path}: not valid YAML ({error.__class__.__name__})") from None
@@ -561,7 +540,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return config
 
 
-EXTERNAL_BACKBONES = ("export:", "torchscript:")
+EXTERNAL_BACKBONES = ("export:",)
+# Why a TorchScript file is refused, and how to convert it: torch.jit.load runs the file's own code while loading.
+TORCHSCRIPT_REFUSED = (
+    "TorchScript files are not loaded: torch.jit.load runs code from the file (its __setstate__, operators "
+    "such as aten::save and aten::from_file that write and read any path) before anything can check it; "
+    "convert it with program = torch.export.export(module, (example_batch,), "
+    "dynamic_shapes=({0: torch.export.Dim('batch')},)) and torch.export.save(program, 'backbone.pt2'), "
+    "then use model.backbone=export:backbone.pt2"
+)
 
 
 def _implied_model_keys(tree: dict[str, Any]) -> None:
@@ -585,6 +572,8 @@ def _check_representation(config: Config) -> None:
     """Backbone, data and stage-2 keys that do not go together: features need the identity backbone and
     nothing else; a backbone file is frozen; the joint classifier comes from a file only with features."""
     d, m, dc = config.data, config.model, config.decouple
+    if m.backbone.startswith("torchscript:"):
+        raise ConfigError(f"model.backbone={m.backbone}: {TORCHSCRIPT_REFUSED}")
     features, external = d.name == "features", m.backbone.startswith(EXTERNAL_BACKBONES)
     if features and m.backbone != "identity":
         raise ConfigError(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import platform
 import re
 import statistics
@@ -41,6 +42,7 @@ from .data.registry import create_dataset
 from .errors import ConfigError, OutputPathError, RunDirError
 from .io import write_text_atomic
 from .methods import METHODS, display_order, label_of, method_names
+from .methods.selection import check_select_on_data
 from .pipeline import RUN_TIME_KEYS, decouple, evaluate, resume, train
 from .pipeline.provenance import KEY as PROVENANCE_KEY
 from .pipeline.provenance import differences, stage1_keys, stage1_provenance
@@ -91,6 +93,9 @@ LOSS_LABELS = {
 # Characters kept in a sweep's run-directory names; anything else (a slash, a space, a quote) becomes "_".
 UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=-]")
 MAX_NAME_LENGTH = 120  # longer names are cut and made unique by a hash of the whole combination
+# Stage-1 runs a grid may train unless --max-runs says more: a sweep's product grows fast (three keys of ten
+# values are a thousand runs), and each run is minutes to hours; the count is checked before anything trains.
+MAX_RUNS = 100
 NOTES_MARKER = "<!-- notes: text below this line is kept when the file is regenerated -->"
 COLUMNS = ("many", "medium", "few", "all", "macro")
 
@@ -196,6 +201,18 @@ def _check_seeds(seeds: Sequence[int] | None, overrides: Sequence[str]) -> list[
     if any(parse_override(text)[0] == "seed" for text in overrides):
         raise ConfigError("seed=...: give the training seeds with --seeds alone")
     return seeds
+
+
+def _check_run_count(per_seed: int, seeds: int, max_runs: int) -> None:
+    """Refuse more than ``max_runs`` stage-1 runs: ``per_seed`` (a sweep's product, counted, never listed) x seeds."""
+    runs = per_seed * seeds
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        raise ConfigError(f"--max-runs {max_runs!r}: expected an integer >= 1")
+    if runs > max_runs:
+        raise ConfigError(
+            f"grid: {runs:,} stage-1 runs (rows or sweep combinations, times the seeds), more than --max-runs "
+            f"{max_runs:,}; sweep fewer values, or pass --max-runs {runs} if you mean it"
+        )
 
 
 def _check_sweeps(
@@ -360,6 +377,7 @@ def run_grid(
     overrides: Sequence[str] = (),
     sweeps: Sequence[str] = (),
     seeds: Sequence[int] | None = None,
+    max_runs: int = MAX_RUNS,
     progress: bool = False,
     say: Callable[[str], None] = log.info,
     overwrite: bool = False,
@@ -384,6 +402,8 @@ def run_grid(
     ``seeds`` run everything once per training seed (directories ``...-seedN``)
     and make each cell :func:`mean_std` over them; ``"seeds"`` is the list
     (None without). Without ``seeds`` the runs use the config's ``seed``.
+
+    A grid of more than ``max_runs`` stage-1 runs is refused before anything trains.
     """
     rows_given = any(rows is not None for rows in (samplers, losses, trainable))
     samplers = _choices(SAMPLERS if samplers is None else samplers, SAMPLERS + ("class_aware", "power"), "--samplers")
@@ -392,10 +412,14 @@ def run_grid(
     base = [*GRID_DEFAULTS, *overrides]
     seed_list = _check_seeds(seeds, overrides)
     parsed = [parse_sweep(text) for text in sweeps]
+    rows_run = len(samplers) + len(losses) + (1 if trainable and "instance" not in samplers else 0)
+    _check_run_count(math.prod(len(v) for _, v in parsed) if parsed else rows_run, len(seed_list), max_runs)
     if parsed:
         if rows_given:
             raise ConfigError("--sweep runs the sweep alone: give no --samplers, --losses or --trainable with it")
         _check_sweeps(parsed, base, overrides, seed_list)
+    combinations = sweep_combinations(parsed) if parsed else [{}]  # decouple.select over an empty group: refused
+    check_select_on_data(load_config(None, [*base, *(f"{k}={v}" for k, v in c.items())]) for c in combinations)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.

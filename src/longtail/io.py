@@ -293,9 +293,3 @@ def write_binary_atomic(path: Path, write: Callable[[Any], None]) -> None:
 def save_torch_atomic(path: Path, obj: Any) -> None:
     """``torch.save`` into ``path`` atomically."""
     write_binary_atomic(path, lambda handle: torch.save(obj, handle))
-
-
-def read_json(path: Path) -> Any:
-    """Read a JSON file."""
-    with open(path) as handle:
-        return json.load(handle)

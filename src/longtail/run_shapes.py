@@ -10,12 +10,12 @@ file with extra keys (a newer version, a user's notes) still reads.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import RunDirError
+from .safe_text import parse_json
 
 # Accuracy (%) and τ entries of a method's summary and of a τ-sweep point; None marks an empty shot group.
 ACCURACY_KEYS = ("many", "medium", "few", "all", "macro")
@@ -173,10 +173,7 @@ def parse_metrics_line(path: Path, number: int, line: str) -> dict[str, Any]:
     """One line of ``metrics.jsonl`` as its epoch record, or a RunDirError naming ``path:number``."""
     where = f"{path}:{number}"
     hint = "; repair or delete that line (or the file: the report then draws no training curves)"
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
-        raise RunDirError(f"{where}: not valid JSON, expected one JSON object per line{hint}") from None
+    record = parse_json(line, where, error=RunDirError, hint=f", expected one JSON object per line{hint}")
     if not isinstance(record, dict):
         raise RunDirError(f"{where}: the line is {describe(record)}, expected an object {{...}} per epoch{hint}")
     if "epoch" in record and not _is_integer(record["epoch"]):

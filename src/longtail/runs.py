@@ -39,7 +39,6 @@ from .io import (
     make_dirs,
     os_error_reason,
     pid_alive,
-    read_json,
     remove_stale_temporaries,
     remove_tree,
     save_torch_atomic,
@@ -47,6 +46,7 @@ from .io import (
     write_json_atomic,
     write_text_atomic,
 )
+from .safe_text import parse_json, read_json_file, read_text_file
 from .safe_torch import load_tensors
 from .version import __version__
 
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
+MAX_RUN_JSON = 64 << 20  # bytes of results.json or metrics.jsonl: a run's are well under a megabyte
 RESULTS_FILE = "results.json"
 CLASSIFIER_DIR = "classifiers"
 LOCK_FILE = ".longtail.lock"
@@ -172,11 +173,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        number = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise RunDirError(f"{path}:{number}: not UTF-8 text, expected one JSON object per line") from None
+    text = read_text_file(path, "metrics file (one JSON object per line)", max_bytes=MAX_RUN_JSON, error=RunDirError)
     return [parse_metrics_line(path, n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -192,10 +189,8 @@ def read_results(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     hint = f"; delete it and run `longtail eval {run_dir}` to rebuild it"
-    try:
-        results = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # not JSON, not UTF-8, nested too deeply
-        raise RunDirError(f"{path}: not valid JSON{hint}") from None
+    # Not JSON, not UTF-8, larger or nested deeper than a results file: one line (longtail.safe_text).
+    results = read_json_file(path, "results file", max_bytes=MAX_RUN_JSON, error=RunDirError, hint=hint)
     return check_results(path, results, hint)
 
 
@@ -272,11 +267,11 @@ def _holder(path: Path) -> str:
     """Who holds the lock file ``path``, as "PID n (longtail decouple)", from what the holder wrote into it."""
     for _ in range(5):  # the holder writes its record just after taking the lock: give it a moment
         try:
-            record = json.loads(path.read_text())
+            record = read_json_file(path, "lock record", max_bytes=4096, error=RunDirError)
             if pid_alive(int(record["pid"])):  # else a killed holder's record, the live one could not write its own
                 return f"PID {int(record['pid'])} ({record['command']})"
             break
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, RunDirError, ValueError, KeyError, TypeError):
             time.sleep(0.02)
     return "another longtail process"
 
@@ -284,8 +279,8 @@ def _holder(path: Path) -> str:
 def _recorded_pid(fd: int) -> int | None:
     """The PID recorded in the lock file, if any."""
     try:
-        return int(json.loads(os.pread(fd, 4096, 0))["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(parse_json(os.pread(fd, 4096, 0), "", error=RunDirError)["pid"])
+    except (OSError, RunDirError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -470,9 +465,24 @@ def check_output_path(path: str | Path, *, overwrite: bool, what: str = "--out")
         ``path`` as a Path.
 
     Raises:
-        OutputPathError: with one line naming ``path`` and the rule.
+        OutputPathError: with one line naming ``path`` and the rule, or why the path cannot be looked at
+            (a name longer than the file system allows, a folder that may not be searched).
     """
     path = Path(path)
+    try:
+        return _checked_output_path(path, overwrite, what)
+    except OSError as error:  # ENAMETOOLONG, EACCES, ELOOP...: the path cannot even be examined
+        raise OutputPathError(f"{_cut_path(path)}: cannot be used as {what} ({os_error_reason(error)})") from None
+
+
+def _cut_path(path: Path, limit: int = 160) -> str:
+    """``path`` as text, its middle elided past ``limit`` characters (a refused name may be thousands long)."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
+def _checked_output_path(path: Path, overwrite: bool, what: str) -> Path:
+    """:func:`check_output_path`'s rules; OSError escapes (the caller makes it one line)."""
     target = path.resolve()
     run = owning_run(target)
     if run == target:

@@ -12,13 +12,16 @@ names from the file end up in the Python source that ``.module()`` generates.
 program of plain ATen operators with raw tensor weights, which is what
 ``longtail export`` writes, and refuses anything else with one line. Every rule
 is an allow-list: an entry, a field or an operator that is not known to be inert
-is refused, so a newer PyTorch that adds one fails closed.
+is refused, so a newer PyTorch that adds one fails closed. Operators: native
+ATen functions whose signatures take and give only tensors, numbers and mode
+names (:func:`_refused_operator`), so the program computes tensors and can open
+no file, run no Python, start no process and reach no network.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-import json
 import re
 import zipfile
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from typing import IO, Any
 import torch
 
 from .errors import LongtailError
+from .safe_text import parse_json
 from .safe_torch import load_tensors
 
 MODEL = "model"  # the program's name inside the archive (torch.export.save writes one, "model")
@@ -57,14 +61,26 @@ _OPERATOR_TARGETS = {  # node targets outside torch.ops.aten: Python's arithmeti
     + ("eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "not_")
 } | {f"math.{name}" for name in ("ceil", "floor", "trunc", "sqrt")}
 _ATEN_TARGET = re.compile(r"torch\.ops\.aten\.([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)")
-# ATen operators that reach outside their tensors: aten.save writes a file, aten.from_file reads (or with
-# shared=True maps writably) one; the others print, warn or wait on futures.
-_REFUSED_OPERATORS = frozenset({"save", "from_file", "_print", "warn", "wait", "record_stream"})
+# An ATen operator is allowed when (1) it is a native ATen function (registered with the dispatcher; the
+# TorchScript built-ins that share the aten namespace, aten::save, aten::warn, aten::manual_seed, string and
+# list operations, are not) and (2) its signature takes and gives only tensors, numbers, dtypes, layouts,
+# devices and memory formats, with strings only as the mode arguments below: no file name (aten::from_file),
+# no storage, stream, future or script object. (3) These native ones pass both and still touch
+# the process (a global FFT plan cache, a warning, printing); with aten.save and aten.from_file for clarity.
+_REFUSED_OPERATORS = frozenset(
+    {"save", "from_file", "_print", "warn", "wait", "record_stream", "_test_warn_in_autograd"}
+    | {"_cufft_clear_plan_cache", "_cufft_set_plan_cache_max_size"}
+)
+_VALUE_TYPE = re.compile(
+    r"(Optional\[)?(List\[)?(Optional\[)?(Tensor|SymInt|int|float|bool|complex|number|Scalar|ScalarType|Layout|Device"
+    r"|MemoryFormat|Generator)\]?\]?\]?"  # a Generator cannot be serialized: random operators take none from a file
+)
 # An operator's string arguments: only these, which name a mode of the computation (gelu's "tanh", a padding
-# "reflect", einsum's equation); any other (a file name) is refused.
+# "reflect", einsum's equation, searchsorted's side, a LAPACK driver) or the text of a failed runtime shape
+# assertion; any other (a file name) is refused.
 _STRING_ARGUMENTS = frozenset(
     "approximate mode padding pad_mode padding_side reduce reduction rounding_mode interpolation UPLO ord "
-    "indexing equation algorithm".split()
+    "indexing equation algorithm side driver assert_msg".split()
 )
 # Shape expressions, as sympy's srepr writes them ("Add(Symbol('s34', integer=True), Integer(1))"); sympy.sympify
 # evaluates them. Allowed: size symbols, small numbers, these functions and keywords; no attribute access, no
@@ -148,10 +164,12 @@ def _zip_entries(handle: IO[bytes], path: str) -> set[str]:
 
 
 def _read_json(reader: Any, name: str, path: str) -> Any:
+    """An entry as JSON, bounded in nesting (:func:`~longtail.safe_text.parse_json`; a program nests about 10)."""
     try:
-        return json.loads(reader.get_record(name))
-    except (ValueError, RecursionError, RuntimeError) as error:  # RecursionError: nesting deeper than the stack
-        raise _fail(path, f"{name} is not valid JSON ({error.__class__.__name__})") from None
+        record = reader.get_record(name)
+    except RuntimeError as error:
+        raise _fail(path, f"{name} cannot be read ({error.__class__.__name__})") from None
+    return parse_json(record, f"{path}: refusing to load this program file: {name}", error=UnsafeProgramError)
 
 
 def _check_payloads(path: str, config: Any, kind: str, records: set[str]) -> None:
@@ -251,14 +269,36 @@ def _check_target(target: Any, path: str) -> None:
     match = _ATEN_TARGET.fullmatch(target) if isinstance(target, str) else None
     if match is None or "__" in target:
         raise _fail(path, f"operator {_cut(target)} is not an ATen operator")
-    if match.group(1) in _REFUSED_OPERATORS:
-        raise _fail(path, f"operator {_cut(target)} reaches outside its tensors (files, printing, futures)")
+    why = _refused_operator(match.group(1), match.group(2))
+    if why:
+        raise _fail(path, f"operator {_cut(target)} {why}")
+
+
+@functools.lru_cache(maxsize=4096)  # a program uses a few dozen; a crafted one may name thousands
+def _refused_operator(name: str, overload_name: str) -> str | None:
+    """Why ``torch.ops.aten.<name>.<overload_name>`` is refused (see :data:`_REFUSED_OPERATORS`), or None."""
+    if name in _REFUSED_OPERATORS:
+        return "reaches outside its tensors (files, printing, process-wide settings)"
     try:
-        overload = getattr(getattr(torch.ops.aten, match.group(1)), match.group(2))
+        overload = getattr(getattr(torch.ops.aten, name), overload_name)
     except (AttributeError, RuntimeError):
-        raise _fail(path, f"operator {_cut(target)} does not exist in this PyTorch") from None
+        return "does not exist in this PyTorch"
     if not isinstance(overload, torch._ops.OpOverload):
-        raise _fail(path, f"{_cut(target)} is not an ATen operator overload")
+        return "is not an ATen operator overload"
+    schema = overload._schema
+    qualified = schema.name + (f".{schema.overload_name}" if schema.overload_name else "")
+    if not torch._C._dispatch_has_kernel(qualified):
+        return "is a TorchScript built-in, not an ATen tensor operator"
+    for argument in schema.arguments:
+        kind = str(argument.type)
+        if not _VALUE_TYPE.fullmatch(kind) and not (
+            kind in ("str", "Optional[str]") and argument.name in _STRING_ARGUMENTS
+        ):
+            return f"takes {kind} {argument.name!r}: only tensors, numbers and mode names are allowed"
+    for returned in schema.returns:
+        if not _VALUE_TYPE.fullmatch(str(returned.type)):
+            return f"returns {returned.type}: only tensors and numbers are allowed"
+    return None
 
 
 def _check_expression(expression: Any, path: str) -> None:

@@ -14,17 +14,23 @@ no normalisation, no augmentation (the batch transform is the identity).
 features``, are the run's joint classifier; ``model.joint=file`` makes it the
 joint classifier of the new run (:func:`read_joint`).
 
-Reading never unpickles: ``np.load(allow_pickle=False)``, ``torch.load(weights_only=True)``.
-Memory: a ``.pt`` file is memory-mapped (``torch.load(mmap=True)``), so float32
-features of a file that brings its own ``x_val`` are never copied into memory
-and may exceed it; NumPy cannot memory-map the members of an ``.npz`` archive
-(``mmap_mode`` is ignored for archives), so ``.npz`` features are read whole. A
-float16 or float64 file, or a held-out validation split, copies to float32.
+Reading never unpickles and never decompresses what it does not use: an ``.npz``
+goes through :func:`~longtail.safe_npz.open_npz` (each member's header checked
+before it is read; only the entries above are read), a ``.pt`` through
+``torch.load(weights_only=True)`` after its zip directory is checked (every entry
+stored uncompressed, so what is loaded is no larger than the file).
+
+Memory: the file is read once, into memory, and not memory-mapped: a mapped file
+that another program rewrites while longtail trains on it would end the process
+with SIGBUS and no message; a copy cannot change under the reader. A file is
+refused, before it is read, when it declares more data than this machine's
+memory. A float16 or float64 file, or a held-out validation split, copies to float32.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +39,21 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..safe_npz import memory_bytes, open_npz
+from ..safe_torch import load_tensors
+from .class_names import decode_class_names
 from .dataset import DatasetSplits, TensorPairDataset
 from .holdout import holdout_validation, require_evaluation_images
 from .longtail import first_missing_class
 from .registry import register_dataset
 
 FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
-CHUNK_ROWS = 1 << 16  # rows checked for NaN / inf at a time: bounded temporaries on big memory-mapped files
+CHUNK_ROWS = 1 << 16  # rows checked for NaN / inf at a time: bounded temporaries on big files
+DATA_KEYS = tuple(f"{xy}_{split}" for split in ("train", "val", "test") for xy in "xy")
 
 
 class FeatureDataset(TensorPairDataset):
-    """Feature vectors held in memory (or memory-mapped): (N, d) float32 with (N,) int64 labels.
+    """Feature vectors held in memory: (N, d) float32 with (N,) int64 labels.
 
     Items are (d,) vectors. Nothing is augmented or normalised: the batch
     transform of such a dataset is the identity
@@ -66,47 +76,80 @@ class FeatureDataset(TensorPairDataset):
         return self
 
 
-def _read(path: Path) -> tuple[dict[str, Any], bool]:
-    """The raw entries of the file, NumPy arrays (.npz) or tensors and lists (.pt), and whether it is mapped."""
+def _read(path: Path, wanted: Callable[[list[str]], list[str]]) -> dict[str, Any]:
+    """The entries ``wanted(names)`` picks of the file's entries: NumPy arrays (.npz), tensors and lists (.pt)."""
+    if path.suffix == ".pt":
+        loaded = _read_pt(path)
+        return {key: loaded[key] for key in wanted(list(loaded)) if key in loaded}
+    with open_npz(path, what="features file (data.path)") as archive:
+        keys = [key for key in wanted(archive.names) if key in archive]
+        archive.check(keys)  # before any is decompressed: each within its member, all within memory
+        return {key: archive.read(key) for key in keys}
+
+
+def _read_pt(path: Path) -> dict[str, Any]:
+    """A ``.pt`` file's dict, loaded into memory (not mapped) without pickle, after its zip directory is checked."""
     if not path.is_file():
         raise DataError(f"{path}: features file not found (data.path)")
-    if path.suffix == ".pt":
-        return _read_pt(path)
+    _check_pt_entries(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise DataError(f"{path}: a single .npy array, expected an .npz archive of x_train, y_train, ...")
-            return {key: archive[key] for key in archive.files}, False
-    except DataError:
-        raise
-    except Exception as error:  # noqa: BLE001 - NumPy and zipfile raise many types for a damaged archive
-        raise DataError(
-            f"{path}: not a readable .npz file ({error.__class__.__name__}: {error}); expected .npz or .pt"
-        ) from None
-
-
-def _read_pt(path: Path) -> tuple[dict[str, Any], bool]:
-    mapped = True
-    try:
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a file in the legacy (non-zip) format cannot be memory-mapped
-            loaded, mapped = torch.load(path, map_location="cpu", weights_only=True), False
+        loaded = load_tensors(path)
     except Exception as error:  # noqa: BLE001 - torch raises many types for files it refuses
         raise DataError(
             f"{path}: not a .pt file of tensors readable without pickle ({error.__class__.__name__})"
         ) from None
     if not isinstance(loaded, dict):
         raise DataError(f"{path}: holds a {type(loaded).__name__}, expected a dict of x_train, y_train, ...")
-    return loaded, mapped
+    return loaded
+
+
+def _check_pt_entries(path: Path) -> None:
+    """``torch.save`` stores every entry uncompressed: a compressed one could inflate without bound, so it is
+    refused, and the file must fit in memory (it is read whole)."""
+    size = path.stat().st_size
+    memory = memory_bytes()
+    if memory and size > memory:
+        raise DataError(f"{path}: {size / 2**30:.1f} GiB, more than this machine's memory (the file is read whole)")
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: a plain pickle stream, nothing compressed
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .pt file ({error.__class__.__name__})") from None
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise DataError(f"{path}: entry {info.filename[:80]!r} is compressed; torch.save stores entries raw")
+
+
+def _tensor(path: Path, key: str, value: Any) -> Any:
+    """A ``.pt`` entry as a plain dense tensor (detached), or ``value`` as it is when it is no tensor."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.layout != torch.strided:
+        raise DataError(f"{path}: {key} is a {value.layout} tensor, expected a dense one (save tensor.to_dense())")
+    if value.is_quantized or value.is_complex():
+        raise DataError(f"{path}: {key} is a {value.dtype} tensor, expected real numbers")
+    # Strides may address fewer bytes than the shape declares (a stride-0 view of one value as 10**12 rows):
+    # copying such a tensor would allocate what the file never held.
+    needed = value.numel() * value.element_size()
+    if needed > value.untyped_storage().nbytes() and value.numel() > 0:
+        raise DataError(
+            f"{path}: {key} has shape {tuple(value.shape)} ({needed:,} bytes) over a storage of "
+            f"{value.untyped_storage().nbytes():,} bytes (overlapping strides); expected a plain tensor"
+        )
+    return value.detach()
 
 
 def _features(path: Path, key: str, value: Any) -> torch.Tensor:
-    """(N, d) float32, checked finite; float32 tensors are kept as they are (memory-mapped stays mapped)."""
+    """(N, d) float32 with d >= 1, checked finite; float32 tensors are kept as they are."""
+    value = _tensor(path, key, value)
     tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) and value.dtype.kind == "f" else value
     if not isinstance(tensor, torch.Tensor) or tensor.dtype not in FLOAT_DTYPES or tensor.dim() != 2:
         dtype, shape = getattr(value, "dtype", type(value).__name__), tuple(getattr(value, "shape", ()))
         raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected float16/32/64 features of shape (N, d)")
+    if tensor.shape[1] == 0:
+        raise DataError(f"{path}: {key} has shape {tuple(tensor.shape)}: no feature per row; expected d >= 1")
     tensor = tensor.to(torch.float32)
     for start in range(0, len(tensor), CHUNK_ROWS):
         bad = ~torch.isfinite(tensor[start : start + CHUNK_ROWS])
@@ -118,6 +161,7 @@ def _features(path: Path, key: str, value: Any) -> torch.Tensor:
 
 def _labels(path: Path, key: str, value: Any, count: int) -> np.ndarray:
     """(N,) int64 labels >= 0 of a split with ``count`` feature vectors."""
+    value = _tensor(path, key, value)
     array = value.numpy() if isinstance(value, torch.Tensor) else value
     ok = isinstance(array, np.ndarray) and array.ndim == 1 and len(array) == count
     if not ok or not np.issubdtype(array.dtype, np.integer):
@@ -136,7 +180,7 @@ def _class_names(path: Path, raw: dict[str, Any], num_classes: int) -> list[str]
         names = names.tolist()
     if not isinstance(names, (list, tuple)) or len(names) != num_classes:
         raise DataError(f"{path}: class_names has {_length(names)} entries, expected {num_classes} (one per class)")
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return decode_class_names(path, names)
 
 
 def _length(value: Any) -> str:
@@ -167,20 +211,18 @@ def load_features(path: str | Path) -> dict[str, Any]:
     """The checked contents of a features file.
 
     Returns:
-        ``{"x": {split: (N, d) float32}, "y": {split: (N,) int64 array}, "num_classes", "class_names",
-        "memory_mapped"}`` with splits ``train``, ``test`` and ``val`` when the file has one.
+        ``{"x": {split: (N, d) float32}, "y": {split: (N,) int64 array}, "num_classes", "class_names"}``
+        with splits ``train``, ``test`` and ``val`` when the file has one.
 
     Raises:
         DataError: one line naming the file and the entry that is missing or malformed.
     """
     path = Path(path)
-    raw, mapped = _read(path)
+    raw = _read(path, lambda names: [*DATA_KEYS, "class_names"])
     splits = ["train", "test"] + (["val"] if "x_val" in raw or "y_val" in raw else [])
     for key in (f"{xy}_{split}" for split in splits for xy in "xy"):
         if key not in raw:
             raise DataError(f"{path}: no entry {key!r}; expected x_train, y_train, x_test, y_test (x_val, y_val)")
-    # Float32 tensors of a mapped file stay mapped (``.to(float32)`` returns them as they are).
-    mapped = mapped and all(getattr(raw[f"x_{split}"], "dtype", None) == torch.float32 for split in splits)
     x = {split: _features(path, f"x_{split}", raw[f"x_{split}"]) for split in splits}
     y = {split: _labels(path, f"y_{split}", raw[f"y_{split}"], len(x[split])) for split in splits}
     dims = {split: int(x[split].shape[1]) for split in splits}
@@ -193,7 +235,6 @@ def load_features(path: str | Path) -> dict[str, Any]:
         "y": y,
         "num_classes": num_classes,
         "class_names": _class_names(path, raw, num_classes),
-        "memory_mapped": mapped,
     }
 
 
@@ -204,7 +245,7 @@ def read_joint(path: str | Path, num_classes: int, num_features: int) -> tuple[t
         DataError: when the file lacks them, or their shapes do not fit the file's classes and features.
     """
     path = Path(path)
-    raw, _ = _read(path)
+    raw = _read(path, lambda names: ["joint_weight", "joint_bias"])
     if "joint_weight" not in raw or "joint_bias" not in raw:
         raise DataError(
             f"{path}: no joint_weight / joint_bias (model.joint=file reads the joint classifier from data.path; "
@@ -251,6 +292,5 @@ def build_features(cfg: DataConfig) -> DatasetSplits:
         "path": str(path),
         "val_source": val_source,
         "feature_dim": int(x["train"].shape[1]),
-        "memory_mapped": loaded["memory_mapped"],
     }
     return DatasetSplits(name, train, val, test, num_classes, loaded["class_names"], (), (), info)

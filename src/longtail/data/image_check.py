@@ -23,7 +23,6 @@ afresh every time and write nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -35,8 +34,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, LongtailError
 from ..io import write_json_atomic, write_text_atomic
+from ..safe_text import read_json_file
 from .image_files import PathTable, open_image
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # Splits at least this large keep their verdict in the cache (smaller ones are checked in well under a second).
 CACHE_MIN_IMAGES = 2000
 CACHE_VERSION = 1
+MAX_CACHE_BYTES = 256 << 20  # a verdict lists the bad images only: far less for any real folder
 # Skipped images named in the log line and in results.json; skipped_images.txt lists all of them.
 SHOWN = 5
 RECORDED = 20
@@ -109,13 +110,17 @@ def _cache_file(root: Path, paths: PathTable) -> Path:
     return cache_dir() / "image-checks" / f"{key[:32]}.json"
 
 
+class _CacheRefused(LongtailError):
+    """A cache file that is too large, not UTF-8 or not JSON: ignored, the images are checked again."""
+
+
 def _read_cache(file: Path, signature: str, count: int) -> list[Problem] | None:
-    try:
-        cached = json.loads(file.read_text())
+    try:  # longtail's own cache, but in a folder others may write: bounded like any file from elsewhere
+        cached = read_json_file(file, "image-check cache", max_bytes=MAX_CACHE_BYTES, error=_CacheRefused)
         if cached["version"] != CACHE_VERSION or cached["signature"] != signature or cached["images"] != count:
             return None
         return [(int(i), str(reason)) for i, reason in cached["problems"]]
-    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or from another version: check again
+    except (OSError, _CacheRefused, ValueError, KeyError, TypeError):  # absent, damaged, another version: check again
         return None
 
 

@@ -16,23 +16,21 @@ reader allocate gigabytes.
 
 from __future__ import annotations
 
-import math
-import os
-import zipfile
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..safe_npz import Header, Member, open_npz
+from .class_names import decode_class_names
 from .dataset import DatasetSplits
 from .in_memory import in_memory_splits
 from .longtail import first_missing_class
 from .registry import register_dataset
 
 MAX_NAME_BYTES = 4096  # one class name (NumPy stores 4 bytes per character): longer is not a name
-Header = tuple[tuple[int, ...], np.dtype]  # what a .npy member declares: shape and dtype
 
 
 def _check_images(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -73,7 +71,7 @@ def _class_names(path: Path, raw: dict[str, Any], num_classes: int) -> list[str]
     if not isinstance(names, np.ndarray) or names.ndim != 1 or len(names) != num_classes:
         shape = getattr(names, "shape", None)
         raise DataError(f"{path}: class_names has shape {shape}, expected {num_classes} names (one per class)")
-    return [str(n) for n in names]
+    return decode_class_names(path, names.tolist())
 
 
 def load_npz(path: str | Path) -> dict[str, Any]:
@@ -121,72 +119,28 @@ def load_npz(path: str | Path) -> dict[str, Any]:
 
 
 def _read_members(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The arrays the reader needs, each checked from its header before it is decompressed, and the splits."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = _member_names(archive)
-            splits = ["train", "test"] + (["val"] if "x_val" in members or "y_val" in members else [])
-            keys = [f"{xy}_{split}" for split in splits for xy in "xy"]
-            for key in keys:
-                if key not in members:
-                    raise DataError(
-                        f"{path}: no array {key!r}; expected x_train, y_train, x_test, y_test (x_val, y_val)"
-                    )
-            keys += ["class_names"] if "class_names" in members else []
-            headers = {key: _header(path, archive, members[key], key) for key in keys}
-            _check_declared(path, archive, members, headers, splits)
-            return {key: _read_array(archive, members[key]) for key in keys}, splits
-    except DataError:
-        raise
-    except zipfile.BadZipFile:
-        with open(path, "rb") as handle:
-            is_npy = handle.read(6) == b"\x93NUMPY"
-        kind = "a single .npy array, expected an .npz archive of x_train, y_train, ..." if is_npy else "not a zip"
-        raise DataError(f"{path}: not a readable .npz file ({kind})") from None
-    except Exception as error:  # noqa: BLE001 - NumPy and zipfile raise many types for a damaged archive
-        raise DataError(f"{path}: not a readable .npz file ({error.__class__.__name__}: {error})") from None
+    """The arrays the reader needs, each checked from its header before it is decompressed, and the splits.
+
+    Members the reader does not use are never decompressed (:mod:`longtail.safe_npz`)."""
+    with open_npz(path, what=".npz file (data.path)") as archive:
+        splits = ["train", "test"] + (["val"] if "x_val" in archive or "y_val" in archive else [])
+        keys = [f"{xy}_{split}" for split in splits for xy in "xy"]
+        for key in keys:
+            if key not in archive:
+                raise DataError(f"{path}: no array {key!r}; expected x_train, y_train, x_test, y_test (x_val, y_val)")
+        keys += ["class_names"] if "class_names" in archive else []
+        headers = {key: _header(archive.header(key)) for key in keys}
+        _check_roles(path, headers, splits)
+        archive.check(keys)
+        return {key: archive.read(key) for key in keys}, splits
 
 
-def _member_names(archive: zipfile.ZipFile) -> dict[str, str]:
-    """Array name -> zip member (``x_train`` -> ``x_train.npy``), as ``np.load`` names them."""
-    names: dict[str, str] = {}
-    for name in archive.namelist():
-        names.setdefault(name[:-4] if name.endswith(".npy") else name, name)
-    return names
+def _header(member: Member) -> Header:
+    return member.shape, member.dtype
 
 
-def npy_header(handle: IO[bytes]) -> Header:
-    """Shape and dtype that a ``.npy`` stream declares, read from its first bytes (nothing is allocated).
-
-    Raises:
-        ValueError: when the stream is not a ``.npy`` array of format 1.0 or 2.0.
-    """
-    if handle.read(6) != b"\x93NUMPY":
-        raise ValueError("not a .npy array (no \\x93NUMPY magic)")
-    version = tuple(handle.read(2))
-    if version not in ((1, 0), (2, 0)):
-        raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read(handle)
-    return tuple(int(n) for n in shape), dtype
-
-
-def _header(path: Path, archive: zipfile.ZipFile, member: str, key: str) -> Header:
-    """Shape and dtype of a ``.npy`` member, read from its first bytes only."""
-    with archive.open(member) as handle:
-        try:
-            shape, dtype = npy_header(handle)
-        except ValueError:  # what np.load would return as bytes, not an array
-            raise DataError(f"{path}: {key} is not a NumPy array (.npy member)") from None
-    if dtype.hasobject:  # stored as a pickle, which could run code: never read
-        raise DataError(f"{path}: not a readable .npz file ({key} holds Python objects, a pickle; refused)")
-    return shape, dtype
-
-
-def _check_declared(
-    path: Path, archive: zipfile.ZipFile, members: dict[str, str], headers: dict[str, Header], splits: list[str]
-) -> None:
-    """Refuse, before decompressing anything, an array whose declared size is absurd for its role."""
+def _check_roles(path: Path, headers: dict[str, Header], splits: list[str]) -> None:
+    """Refuse, before decompressing anything, an array whose declared shape or dtype is absurd for its role."""
     for split in splits:
         images, labels = headers[f"x_{split}"], headers[f"y_{split}"]
         _check_images(path, f"x_{split}", *images)
@@ -198,30 +152,6 @@ def _check_declared(
                 f"{path}: class_names is {dtype} of shape {shape}, expected at most one name per training image, "
                 f"each under {MAX_NAME_BYTES // 4} characters"
             )
-    total = 0
-    for key, (shape, dtype) in headers.items():
-        declared = math.prod(shape) * dtype.itemsize
-        held = archive.getinfo(members[key]).file_size
-        if declared > held:
-            raise DataError(f"{path}: {key} declares {declared:,} bytes of data, but its member holds {held:,}")
-        total += declared
-    memory = _memory_bytes()
-    if memory and total > memory:
-        raise DataError(f"{path}: its arrays declare {total / 2**30:.1f} GiB, more than this machine's memory")
-
-
-def _memory_bytes() -> int:
-    """Physical memory in bytes (0 where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
-def _read_array(archive: zipfile.ZipFile, member: str) -> np.ndarray:
-    """One checked ``.npy`` member: decompressed as it is read, never with pickle."""
-    with archive.open(member) as handle:
-        return np.lib.format.read_array(handle, allow_pickle=False)
 
 
 @register_dataset("npz")

@@ -17,6 +17,16 @@ cells over resampled indices (the bincount of indexing ``correct`` with
 counts of the four joint outcomes (both right, A only, B only, neither) per
 class, which is the same as resampling the same image indices for A and B.
 
+Memory: resamples are drawn in blocks (:func:`resample_blocks`), one block of
+(block, C, K) counts alive at a time, so memory stays bounded by
+:data:`MAX_BLOCK_CELLS` counts plus the B values of each metric (8 bytes each),
+whatever ``num_resamples``: a million resamples at 200 classes need about 40 MB,
+not the 3 GiB of drawing them all at once. The block size depends only on C and
+K, never on the machine, and the blocks are drawn one after the other from the
+one seeded generator: the same inputs and seed give the same intervals
+everywhere. Up to 1000 resamples (the default) at up to 2,097 classes (1,048 for
+a paired bootstrap) form one block, the draws of an unchunked computation.
+
 Resampling scheme (``stratified``, default True): each class is resampled
 within itself, keeping its number of test images. The long-tail test sets
 (CIFAR-LT, ImageNet-LT, Fashion-MNIST-LT) are balanced by design: the class
@@ -43,6 +53,10 @@ from .metrics import shot_groups
 
 METRICS = ("many", "medium", "few", "all", "macro")
 """The metrics bootstrapped, in the order of the results table."""
+
+# Resampled (resample, class, outcome) counts held at a time: 32 MiB of int64 (and a few temporaries of that size).
+MAX_BLOCK_CELLS = 1 << 22
+BLOCK_RESAMPLES = 1000  # at most this many resamples per block: the default count is one block
 
 # A paired difference within this many points of 0 is a tie (the differences are sums of
 # fractions, so two equal metrics can differ by a rounding error).
@@ -125,6 +139,29 @@ def _resampled_cells(rng: np.random.Generator, cells: np.ndarray, num_resamples:
     return _split_multinomial(rng, drawn_sizes, within)
 
 
+def resample_blocks(num_resamples: int, num_classes: int, num_outcomes: int) -> list[int]:
+    """The resamples of each block: :data:`BLOCK_RESAMPLES` or fewer, so that a block's (block, C, K) counts
+    hold at most :data:`MAX_BLOCK_CELLS` values (and at least one resample); the last block takes the rest."""
+    block = max(1, min(BLOCK_RESAMPLES, MAX_BLOCK_CELLS // max(1, num_classes * num_outcomes)))
+    full, rest = divmod(num_resamples, block)
+    return [block] * full + ([rest] if rest else [])
+
+
+def _blockwise(
+    seed: int, cells: np.ndarray, num_resamples: int, stratified: bool, reduce: Any
+) -> dict[str, np.ndarray]:
+    """``reduce((b, C, K) resampled counts) -> {name: (b,) values}`` over every block, concatenated per name.
+
+    The blocks are drawn in order from one generator seeded with ``seed``: only one block's counts are alive.
+    """
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {}
+    for size in resample_blocks(num_resamples, *cells.shape):
+        for name, values in reduce(_resampled_cells(rng, cells, size, stratified)).items():
+            parts.setdefault(name, []).append(values)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
 # --------------------------------------------------------------------------- metrics from counts
 
 
@@ -202,8 +239,12 @@ def bootstrap_ci(
     if not len(labels_np):
         return dict.fromkeys(METRICS)
     cells = _cell_counts(labels_np, correct_np.astype(np.int64), num_classes, 2)  # (C, 2): wrong, right
-    drawn = _resampled_cells(np.random.default_rng(seed), cells, num_resamples, stratified)  # (B, C, 2)
-    samples = _metrics_from_counts(drawn[..., 1], drawn.sum(axis=-1), shot_groups(train_counts, many, few))
+    groups = shot_groups(train_counts, many, few)
+
+    def metrics(drawn: np.ndarray) -> dict[str, np.ndarray]:  # (b, C, 2) -> each metric (b,)
+        return _metrics_from_counts(drawn[..., 1], drawn.sum(axis=-1), groups)
+
+    samples = _blockwise(seed, cells, num_resamples, stratified, metrics)
     return {metric: _interval(samples[metric], confidence) for metric in METRICS}
 
 
@@ -269,8 +310,9 @@ def paired_bootstrap(
     observed = _paired_difference(cells, groups, metric)
     if math.isnan(observed):
         raise ValueError(f"metric {metric!r} is undefined on this test set (no class or no test image in it)")
-    drawn = _resampled_cells(np.random.default_rng(seed), cells, num_resamples, stratified)  # (B, C, 4)
-    differences = _paired_difference(drawn, groups, metric)
+    differences = _blockwise(  # (B,) from (b, C, 4) blocks
+        seed, cells, num_resamples, stratified, lambda drawn: {metric: _paired_difference(drawn, groups, metric)}
+    )[metric]
     differences = differences[~np.isnan(differences)]
     return {
         "metric": metric,

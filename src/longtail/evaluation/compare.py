@@ -195,12 +195,13 @@ class _ScoredRun:
     test_data: str  # the full data fingerprint of the test split both results.json and the predictions record
 
     @classmethod
-    def read(cls, run_dir: str | Path) -> _ScoredRun:
+    def read(cls, run_dir: str | Path, methods: Sequence[str]) -> _ScoredRun:
+        """The run's results and the test predictions of ``methods`` (no other member is decompressed)."""
         path = require_run_dir(run_dir)
         results = read_results(path)
         if not isinstance(results.get("train_counts"), list):
             raise RunDirError(f"{path}: no train_counts in results.json; finish `longtail train` first")
-        labels, predictions, fingerprint = read_predictions(path, "test")
+        labels, predictions, fingerprint = read_predictions(path, "test", methods)
         provenance = results.get("provenance") if isinstance(results.get("provenance"), dict) else {}
         recorded = (provenance.get("data") or {}).get("test") if isinstance(provenance.get("data"), dict) else None
         rescore = f"run `longtail eval {path}` to score it again and record them"
@@ -287,7 +288,7 @@ def paired_rows(
     if run_a is not None and run_b is not None:
         if run_dirs:
             raise ConfigError(f"--paired {a} {b}: RUN_DIR:METHOD names its runs; give no other RUN_DIR")
-        first, second = _ScoredRun.read(run_a), _ScoredRun.read(run_b)
+        first, second = _ScoredRun.read(run_a, [method_a]), _ScoredRun.read(run_b, [method_b])
         name_a, name_b = _run_labels([first.path, second.path])
         result = _paired(first, method_a, second, method_b, metric, resamples)
         sides = f"{name_a}: {label_of(method_a)}", f"{name_b}: {label_of(method_b)}"
@@ -296,7 +297,7 @@ def paired_rows(
         raise ConfigError(f"--paired {a} {b}: give the RUN_DIR(s) to compare them in")
     rows = []
     for run_dir, label in zip(run_dirs, _run_labels([Path(d) for d in run_dirs]), strict=True):
-        run = _ScoredRun.read(run_dir)
+        run = _ScoredRun.read(run_dir, [method_a, method_b])
         result = _paired(run, method_a, run, method_b, metric, resamples)
         rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result, short(run.test_data)))
     return rows

@@ -12,8 +12,7 @@ do not say.
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,13 @@ import torch
 
 from ..errors import RunDirError
 from ..io import write_binary_atomic
+from ..safe_npz import Member, open_npz
 
 PREDICTIONS_DIR = "predictions"
 LABELS_KEY = "labels"
 FINGERPRINT_KEY = "fingerprint"  # the data fingerprint of the split scored (longtail.data.fingerprint)
 RESERVED = (LABELS_KEY, FINGERPRINT_KEY)
+MAX_FINGERPRINT_CHARS = 128
 
 
 def predictions_path(run_dir: Path, split: str) -> Path:
@@ -55,31 +56,60 @@ def write_predictions(
     return path
 
 
-def read_predictions(run_dir: Path, split: str = "test") -> tuple[np.ndarray, dict[str, np.ndarray], str | None]:
-    """(N,) labels, method -> (N,) predictions (int64) and the data fingerprint of ``predictions/<split>.npz``
-    (None in a file of an older longtail).
+def read_predictions(
+    run_dir: Path, split: str = "test", methods: Sequence[str] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray], str | None]:
+    """(N,) labels, method -> (N,) predictions (int64) and the data fingerprint (None in a file of an older
+    longtail) of ``predictions/<split>.npz``.
+
+    Only the ``labels`` and the predictions of ``methods`` (None: every method) are
+    decompressed, each after its header is checked (:mod:`longtail.safe_npz`).
 
     Raises:
-        RunDirError: the file is absent (the run was scored by an older longtail), unreadable, or
-            holds arrays of the wrong shape.
+        RunDirError: the file is absent (the run was scored by an older longtail), unreadable, holds
+            arrays of the wrong shape, or lacks a method of ``methods``.
     """
     path = predictions_path(run_dir, split)
     rescore = f"`longtail eval {run_dir} --split {split}`"
     if not path.is_file():
         raise RunDirError(f"{path}: no per-image predictions; run {rescore} to write them")
+    missing = None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        raise RunDirError(f"{path}: unreadable; run {rescore} to rewrite it") from None
-    fingerprint = arrays.pop(FINGERPRINT_KEY, None)
-    if fingerprint is not None and (fingerprint.ndim != 0 or fingerprint.dtype.kind != "U"):
-        raise RunDirError(f"{path}: {FINGERPRINT_KEY!r} is not a fingerprint string; run {rescore} to rewrite it")
-    labels = arrays.pop(LABELS_KEY, None)
-    if labels is None or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise RunDirError(f"{path}: no 1-D integer {LABELS_KEY!r} array; run {rescore} to rewrite it")
-    for method, values in arrays.items():
-        if values.shape != labels.shape or not np.issubdtype(values.dtype, np.integer):
-            raise RunDirError(f"{path}: {method!r} is not {len(labels)} integer predictions, one per label")
-    fingerprint = None if fingerprint is None else str(fingerprint)
-    return labels.astype(np.int64), {m: v.astype(np.int64) for m, v in arrays.items()}, fingerprint
+        with open_npz(path, what="predictions file", error=RunDirError) as archive:
+            available = [name for name in archive.names if name not in RESERVED]
+            wanted = available if methods is None else list(dict.fromkeys(methods))
+            missing = next((method for method in wanted if method not in archive), None)
+            if missing is not None:  # not damage: said below, without the advice to re-score
+                raise RunDirError(f"{run_dir}: no {split} predictions of method {missing!r}")
+            if LABELS_KEY not in archive:
+                raise RunDirError(f"{path}: no 1-D integer {LABELS_KEY!r} array")
+            labels = _checked(path, LABELS_KEY, archive.header(LABELS_KEY), None)
+            members = {method: _checked(path, method, archive.header(method), labels) for method in wanted}
+            fingerprint = _fingerprint(path, archive) if FINGERPRINT_KEY in archive else None
+            archive.check([LABELS_KEY, *wanted])
+            arrays = {name: archive.read(name) for name in [LABELS_KEY, *members]}
+    except RunDirError as error:
+        if missing is not None:
+            raise RunDirError(f"{error} (it has: {', '.join(available) or 'none'})") from None
+        raise RunDirError(f"{error}; run {rescore} to rewrite it") from None
+    labels_array = arrays.pop(LABELS_KEY)
+    return labels_array.astype(np.int64), {m: v.astype(np.int64) for m, v in arrays.items()}, fingerprint
+
+
+def _fingerprint(path: Path, archive: Any) -> str:
+    """The ``fingerprint`` member: a 0-d string of hex digits."""
+    member = archive.header(FINGERPRINT_KEY)
+    if member.shape != () or member.dtype.kind != "U" or member.dtype.itemsize > 4 * MAX_FINGERPRINT_CHARS:
+        raise RunDirError(f"{path}: {FINGERPRINT_KEY!r} is not a fingerprint string")
+    archive.check([FINGERPRINT_KEY])
+    return str(archive.read(FINGERPRINT_KEY))
+
+
+def _checked(path: Path, name: str, member: Member, labels: Member | None) -> Member:
+    """A member's header as a predictions file's: labels 1-D integers, each method's as many as the labels."""
+    integer = np.issubdtype(member.dtype, np.integer)
+    if labels is None and (len(member.shape) != 1 or not integer):
+        raise RunDirError(f"{path}: no 1-D integer {LABELS_KEY!r} array")
+    if labels is not None and (member.shape != labels.shape or not integer):
+        raise RunDirError(f"{path}: {name!r} is not {labels.shape[0]} integer predictions, one per label")
+    return member

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..io import write_binary_atomic
 from ..safe_program import UnsafeProgramError, check_archive
+from ..safe_text import parse_json
 from .errors import ExportError
 from .fold import FoldedHead
 
@@ -124,10 +125,9 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
             ) from None
         finally:
             logger.setLevel(level)
-    try:
-        metadata = json.loads(extra[METADATA_FILE])
-    except (json.JSONDecodeError, TypeError):
-        raise ExportError(f"{path}: a torch.export archive without longtail metadata ({METADATA_FILE})") from None
+    if not isinstance(extra.get(METADATA_FILE), (str, bytes)) or not extra[METADATA_FILE]:
+        raise ExportError(f"{path}: a torch.export archive without longtail metadata ({METADATA_FILE})")
+    metadata = parse_json(extra[METADATA_FILE], f"{path}: {METADATA_FILE}", error=ExportError)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ExportError(f"{path}: {METADATA_FILE} is not longtail export metadata (format != {FORMAT!r})")
     version = metadata.get("format_version")

@@ -149,21 +149,10 @@ def export_run(
         check_output_path(target, overwrite=overwrite, what="--out")
     if onnx:
         require_onnx()  # before the work, not after
-    if isinstance(run_dir, LoadedRun) and run_dir.config.model.backbone.startswith("torchscript:"):
-        _refuse_torchscript(run_dir)
     inside = path.resolve().is_relative_to(where.resolve())  # writing into the run: nobody else may meanwhile
     with run_lock(where, "longtail export", exclusive=inside):
         run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
-        if run.config.model.backbone.startswith("torchscript:"):
-            _refuse_torchscript(run)
         return _export(run, method, path, onnx)
-
-
-def _refuse_torchscript(run: LoadedRun) -> None:
-    raise ExportError(
-        f"{run.run_dir}: model.backbone={run.config.model.backbone}: torch.export cannot trace a TorchScript "
-        "backbone; export the network with torch.export and train with model.backbone=export:PATH"
-    )
 
 
 def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult:

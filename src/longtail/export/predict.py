@@ -15,10 +15,14 @@ from torch import nn
 
 from ..data.image_files import open_image
 from ..data.image_transforms import CenterCrop
-from ..data.npz import npy_header
 from ..errors import ConfigError, DataError
+from ..safe_npz import npy_header, read_npy
 
 BATCH = 64  # images per forward pass
+
+
+class _NpyRefused(DataError):
+    """An ``.npy`` image the checked reader refuses: reported as "cannot read image" with the reason."""
 
 
 @dataclass
@@ -38,7 +42,7 @@ class Prediction:
 def _npy_shape(path: Path) -> tuple[int, ...]:
     """The shape a ``.npy`` file declares in its header, refused when larger than Pillow lets an image be."""
     with open(path, "rb") as handle:
-        shape, _ = npy_header(handle)
+        shape, _ = npy_header(handle)  # ValueError when it is not a .npy array: "cannot read image"
     # The bound Pillow sets image files (twice MAX_IMAGE_PIXELS is its decompression-bomb error), at 4 channels.
     limit = Image.MAX_IMAGE_PIXELS  # None when the user turned Pillow's limit off
     if limit is not None and math.prod(shape) > 2 * limit * 4:
@@ -49,7 +53,7 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
 def _npy_image(path: Path) -> Image.Image:
     """A ``.npy`` array as a Pillow image: (H, W), (H, W, C) or (C, H, W); uint8, or floats in [0, 1]."""
     _npy_shape(path)  # before anything is allocated: the header may declare terabytes
-    array = np.load(path, allow_pickle=False)
+    array = read_npy(path, error=_NpyRefused)  # no pickle; declared data within the file and memory
     if array.ndim == 3 and array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
         array = array.transpose(1, 2, 0)  # channels first -> last
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -95,6 +99,8 @@ def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
                 image = _transform(opened, spec)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
+    except _NpyRefused as error:
+        raise DataError(f"{path}: cannot read image ({str(error).removeprefix(f'{path}: ')})") from None
     except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge declared size
         raise DataError(f"{path}: image too large ({error})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:

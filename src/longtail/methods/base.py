@@ -189,6 +189,8 @@ class MethodSpec:
         in_paper: one of the paper's four decoupled classifiers (NCM, cRT, τ-norm, LWS), the grid's columns.
         show_norms: the report draws its weight norms (the paper's Figure 4).
         sweep: ``(results.json key, figure caption)`` of the validation curve over its grid, if any.
+        selects: it chooses hyper-parameters of its own on validation by ``decouple.select`` without a τ
+            ``sweep`` (WB's grid); see :func:`~longtail.methods.selection.chooses_on_validation`.
         variants: what ``--method auto`` tries of it, given the context and the configured fit; None: the fit alone.
         check: refuses a config it cannot work with (a one-line ConfigError), called before any method is fit.
         reads: the general ``decouple`` keys (not of a section) its fit depends on, beside its own section: a
@@ -209,6 +211,7 @@ class MethodSpec:
     in_paper: bool = False
     show_norms: bool = False
     sweep: tuple[str, str] | None = None
+    selects: bool = False
     variants: Callable[[FitContext, Fitted], list[Fitted]] | None = None
     check: Callable[[Config], None] | None = None
     reads: tuple[str, ...] | None = None

@@ -233,5 +233,6 @@ SPEC = register_method(
         needs_linear_joint=True,
         show_norms=True,
         reads=(*TRAINED_HEAD_KEYS, "select"),
+        selects=True,
     )
 )

@@ -148,7 +148,7 @@ BACKBONES.register("identity")(identity)
 
 def create_backbone(name: str, in_channels: int = 3) -> nn.Module:
     """Build the backbone registered as ``name`` for images with ``in_channels`` channels, or load the
-    frozen program that ``export:PATH`` / ``torchscript:PATH`` names (:mod:`longtail.models.external`)."""
+    frozen program that ``export:PATH`` names (:mod:`longtail.models.external`)."""
     if is_external(name):
         return create_external(name)
     return BACKBONES.create(name, in_channels=in_channels)

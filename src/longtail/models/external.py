@@ -1,22 +1,27 @@
-"""A backbone exported elsewhere, used frozen: ``model.backbone=export:PATH`` (a ``torch.export`` ``.pt2``
-program) or ``model.backbone=torchscript:PATH`` (a TorchScript file).
+"""A backbone exported elsewhere, used frozen: ``model.backbone=export:PATH``, a ``torch.export`` ``.pt2`` program.
 
 The program maps an image batch (N, C, H, W), float32 and normalised, to
-features (N, d). What longtail cannot read from the program is declared in a
-JSON file beside it, ``PATH.json``::
+features (N, d), for any batch size (exported with a dynamic batch dimension,
+``dynamic_shapes=({0: torch.export.Dim("batch")},)``). What longtail cannot read
+from the program is declared in a JSON file beside it, ``PATH.json``::
 
     {"num_features": 512,                  # d, required: the width of the features
      "input_size": [3, 224, 224],          # optional: (C, H, W) the program takes, checked against the data
      "mean": [0.485, 0.456, 0.406],        # optional, with std: per-channel statistics of images in [0, 1]
      "std": [0.229, 0.224, 0.225]}         #   the program expects; default: the data's (data.normalize)
 
-Loading runs no code from the file. A ``.pt2`` archive is first checked by
-:func:`~longtail.safe_program.check_archive` (no pickled
-weights or constants, no guard code, only operator calls), then read with
-``torch.export.load``. A TorchScript file is read with ``torch.jit.load``,
-whose unpickler resolves names as TorchScript types and refuses Python
-callables (a ``data.pkl`` calling ``os.system`` fails with "Unknown type name
-'posix.system'"), and whose code is TorchScript, compiled, not Python.
+What a program file can do: compute tensors from tensors with ATen operators.
+Loading runs no code from the file: the archive is first checked by
+:func:`~longtail.safe_program.check_archive` (no pickled weights, constants or
+inputs, no guard code, only arithmetic on sizes, and only ATen operators that
+take tensors, numbers and mode names, so none that opens a file, prints, runs
+Python or reaches a network), then read with ``torch.export.load``. ``PATH.json``
+is read as bounded JSON (:mod:`longtail.safe_text`).
+
+TorchScript files (``torchscript:PATH``) are refused, not loaded:
+``torch.jit.load`` runs the file's own ``__setstate__`` and any operator it calls
+(``aten::save`` writes, ``aten::from_file`` reads any path) while loading, before
+anything could check it; the error says how to convert one to ``export:``.
 
 The program is not part of the model's parameters or state dict: checkpoints
 keep the file's SHA-256 instead, and a run whose file has changed is refused.
@@ -25,7 +30,6 @@ keep the file's SHA-256 instead, and a run whose file has changed is refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import zipfile
@@ -39,13 +43,15 @@ from torch import nn
 from ..errors import ConfigError
 from ..runs import file_sha256
 from ..safe_program import UnsafeProgramError, check_archive
+from ..safe_text import read_json_file
 
-KINDS = ("export", "torchscript")
+KINDS = ("export",)
 SPEC_KEYS = ("num_features", "input_size", "mean", "std")
+MAX_SPEC_BYTES = 64 << 10  # PATH.json declares four keys: a few hundred bytes
 
 
 def is_external(name: str) -> bool:
-    """Whether ``model.backbone`` names a file (``export:PATH``, ``torchscript:PATH``), not a registered network."""
+    """Whether ``model.backbone`` names a program file (``export:PATH``), not a registered network."""
     return name.partition(":")[0] in KINDS and ":" in name
 
 
@@ -53,7 +59,7 @@ def external_path(name: str) -> tuple[str, Path]:
     """``export:PATH`` -> ("export", PATH)."""
     kind, _, path = name.partition(":")
     if kind not in KINDS or not path:
-        raise ConfigError(f"model.backbone={name!r}: expected export:PATH or torchscript:PATH")
+        raise ConfigError(f"model.backbone={name!r}: expected export:PATH")
     return kind, Path(path)
 
 
@@ -98,10 +104,10 @@ def read_spec(path: Path) -> BackboneSpec:
             f"{where}: not found; a backbone file needs a JSON beside it declaring at least "
             '{"num_features": d} (optional: input_size [C, H, W], mean, std)'
         )
-    try:
-        spec = json.loads(where.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{where}: not valid JSON ({error.__class__.__name__})") from None
+    try:  # bounded in size and nesting (a 200 KB file nested 100,000 deep is one line, not a RecursionError)
+        spec = read_json_file(where, "backbone JSON", max_bytes=MAX_SPEC_BYTES, error=ConfigError)
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot be read ({error.strerror or error.__class__.__name__})") from None
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a JSON object with keys {', '.join(SPEC_KEYS)}")
     unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -146,21 +152,6 @@ def _load_export(path: Path) -> nn.Module:
             logger.setLevel(level)
 
 
-def _load_torchscript(path: Path) -> nn.Module:
-    if not zipfile.is_zipfile(path):
-        raise ConfigError(f"model.backbone=torchscript:{path}: not a TorchScript file (torch.jit.save writes a zip)")
-    try:
-        # TorchScript's unpickler resolves names as TorchScript types and calls no Python (a data.pkl calling
-        # os.system fails to load: tests/test_external_backbone.py); the code it runs is TorchScript.
-        module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:  # noqa: BLE001 - TorchScript raises RuntimeError with multi-line context
-        first = next((line for line in str(error).splitlines() if line.strip()), "")
-        raise ConfigError(
-            f"model.backbone=torchscript:{path}: torch.jit.load fails ({error.__class__.__name__}: {first[:120]})"
-        ) from None
-    return module.eval()
-
-
 class ExternalBackbone(nn.Module):
     """A frozen program as a backbone: ``forward_features`` (N, C, H, W) -> (N, num_features), checked.
 
@@ -179,8 +170,7 @@ class ExternalBackbone(nn.Module):
     def __init__(self, name: str, program: nn.Module, spec: BackboneSpec, sha256: bytes) -> None:
         super().__init__()
         self.name = name
-        for parameter in program.parameters():  # (ScriptModules refuse requires_grad_ on the module)
-            parameter.requires_grad_(False)
+        program.requires_grad_(False)
         object.__setattr__(self, "program", program)
         self.spec = spec
         self.num_features = spec.num_features
@@ -236,12 +226,12 @@ def program_sha256(path: Path) -> str:
 
 
 def create_external(name: str) -> ExternalBackbone:
-    """Load the backbone file that ``model.backbone=export:PATH`` / ``torchscript:PATH`` names, frozen.
+    """Load the program file that ``model.backbone=export:PATH`` names, frozen.
 
     Raises:
         ConfigError: one line, when the file or its JSON is missing or malformed, or would run code.
     """
-    kind, path = external_path(name)
+    _, path = external_path(name)
     spec = read_spec(path)
-    program = _load_export(path) if kind == "export" else _load_torchscript(path)
+    program = _load_export(path)
     return ExternalBackbone(name, program, spec, bytes.fromhex(program_sha256(path)))

@@ -47,7 +47,8 @@ class FeaturesFile:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out}: expected a file name ending in .npz")
-    check_output_path(out, overwrite=overwrite)  # not a run's own file; an existing one only with --overwrite
+    # Not a run's own file, a directory, an existing file without --overwrite, or a name too long.
+    check_output_path(out, overwrite=overwrite, what="--out")
 
 
 def _joint_arrays(run: LoadedRun) -> dict[str, np.ndarray]:
@@ -71,7 +72,9 @@ def export_features(
     ``out`` is refused unless ``overwrite``; the file is replaced atomically.
 
     Raises:
-        ConfigError: ``out`` is not a .npz name, or exists without ``overwrite``.
+        ConfigError: ``out`` is not a .npz name.
+        OutputPathError: ``out`` is a directory, a run's own file, exists without ``overwrite``, or cannot be
+            examined (a name too long); see :func:`~longtail.runs.check_output_path`.
         RunDirError: ``run_dir`` is not a finished run.
     """
     out = Path(out)

@@ -33,6 +33,7 @@ from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError
 from ..methods import FitContext, Fitted, HeadTraining, expand_methods, iter_specs, spec_of
 from ..methods.base import with_sampler
+from ..methods.selection import check_select_group, chooses_on_validation
 from ..runs import CLASSIFIER_DIR, require_run_dir, run_lock
 from .classifiers import load_fitted, reusable, save_classifier
 from .representation import is_identity
@@ -228,6 +229,11 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str], overwrit
     for spec in iter_specs(names):  # refuse a config a method cannot work with before fitting any
         if spec.check is not None:
             spec.check(run.config)
+    if any(chooses_on_validation(spec) for spec in iter_specs(names)):  # a choice over an empty group: refused
+        cfg = run.config
+        check_select_group(
+            cfg.decouple.select, run.splits.train_counts, run.splits.val.labels, many=cfg.eval.many, few=cfg.eval.few
+        )
     kept = reusable(run, names, overwrite=overwrite)  # refuses a finished classifier of other settings, up front
     features = RunFeatures(run)
     seconds: dict[str, float] = {}

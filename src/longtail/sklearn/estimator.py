@@ -206,6 +206,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             overrides=overrides,
         )
         train, where = self._where_to_choose(X, codes, X_val, y_val, encoder, seed)
+        fitting.check_selection(self.method, train, where, len(self.classes_), config)  # before anything trains
         with fitting.preserved_rng(device), fitting.small_fit_threads(X.size):
             choice = fitting.choose(
                 self.method,

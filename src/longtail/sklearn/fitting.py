@@ -26,7 +26,7 @@ from ..config import Config, load_config
 from ..data.holdout import holdout_validation
 from ..engine.device import one_thread
 from ..engine.head_training import Features
-from ..methods import spec_of
+from ..methods import selection, spec_of
 from ..models.heads import LinearHead
 from .candidates import JOINT_METHODS, Candidate, Pass, Solver, fit_pass, split_sweeps
 from .selection import best, score_candidates
@@ -107,11 +107,21 @@ def probe_config(
 
 
 def chooses_on_validation(method: str) -> bool:
-    """Whether ``method`` chooses anything on validation: a swept τ, or ``auto``'s choice among methods."""
-    if method in JOINT_METHODS:
-        return False
-    spec = spec_of(method)
-    return spec.chooses_among_others or spec.sweep is not None
+    """Whether ``method`` chooses anything on validation: a swept τ, WB's grid, or ``auto``'s choice."""
+    return method not in JOINT_METHODS and selection.chooses_on_validation(spec_of(method))
+
+
+def check_selection(method: str, train: Features, where: dict[str, Any], num_classes: int, config: Config) -> None:
+    """Refuse, before anything trains, ``decouple.select`` over a shot group that is empty in ``train`` or has
+    no sample to choose on (``where``: the given or held-out ``val`` split, or ``folds``, where every training
+    sample is scored once), for a method that chooses on validation (the choice would be arbitrary)."""
+    if not chooses_on_validation(method) or not where:
+        return
+    counts = torch.bincount(train.y, minlength=num_classes).tolist()
+    scored = where["val"].y if "val" in where else train.y[torch.from_numpy(where["folds"] >= 0)]
+    many, few = config.eval.many, config.eval.few
+    names = ("decouple.select", "many", "few")
+    selection.check_select_group(config.decouple.select, counts, scored, many=many, few=few, names=names)
 
 
 def validation_split(
