@@ -16,6 +16,7 @@ from ..config import Config, config_to_dict, load_config, parse_override
 from ..data.dataset import DatasetSplits
 from ..data.image_check import skipped_images_record
 from ..data.registry import create_dataset
+from ..data.stats import count_difference
 from ..data.transforms import eval_transform
 from ..engine.device import resolve_device
 from ..engine.head_training import Features, extract_features
@@ -204,8 +205,9 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     splits = representation_splits(config, create_dataset(config.data))
     if checkpoint.get("train_counts") != splits.train_counts:
         raise RunDirError(
-            f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
-            f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
+            f"{run_dir}: the data differs from what stage 1 trained on (class sizes: "
+            f"{count_difference(splits.train_counts, checkpoint.get('train_counts') or [])}); "
+            "check data.root and config.yaml"
         )
     # model.joint=file: the joint classifier came with the features, stage 1 trained for 0 epochs.
     done, planned = checkpoint.get("epoch"), 0 if config.model.joint == "file" else config.train.epochs
