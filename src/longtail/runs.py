@@ -10,6 +10,7 @@ or copied:
     metrics.jsonl        one JSON line per stage-1 epoch
     results.json         metrics per method on test ("methods") and val ("val_methods"),
                          train_counts, seed, shot groups, timing, versions
+    per_class.csv        one row per class: size, shot group, each method's accuracy per split
     classifiers/M.pt     the stage-2 classifier of method M and the checkpoint hash it was fit on
     features/*.pt        the stage-2 feature cache (see :mod:`longtail.engine.feature_cache`)
     .longtail.lock       while a command holds the run: its lock, and who holds it (see :func:`run_lock`)
@@ -56,6 +57,7 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
+PER_CLASS_FILE = "per_class.csv"  # written beside results.json (longtail.evaluation.per_class)
 CLASSIFIER_DIR = "classifiers"
 LOCK_FILE = ".longtail.lock"
 # Every name a run writes at its top level; no command may write a user-named output over one of them.
@@ -67,6 +69,7 @@ RUN_OWN_NAMES = frozenset(
         CHECKPOINT_FILE,
         METRICS_FILE,
         RESULTS_FILE,
+        PER_CLASS_FILE,
         CLASSIFIER_DIR,
         LOCK_FILE,
         "features",
