@@ -32,6 +32,7 @@ from ..engine.partial import PartialTraining
 from ..engine.stage2_online import retrain_on_images
 from ..engine.tensorboard import ScalarLog, log_scores
 from ..errors import ConfigError, RunDirError
+from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import write_predictions
 from ..io import save_torch_atomic
 from ..methods import FitContext, Fitted, HeadTraining, expand_methods, iter_specs, spec_of
@@ -75,8 +76,12 @@ class RunFeatures:
             start = time.perf_counter()
             self._features[split] = run_features(self.run, split)
             self.seconds += time.perf_counter() - start
-            source = "read from the cache" if self.run.cache_hits.get(split) else "extracted"
-            log.info("features of %s %s (%d images)", split, source, len(self._features[split].y))
+            count = len(self._features[split].y)
+            if is_identity(self.run.model.backbone):  # data.name=features: the file's vectors, nothing extracted
+                log.info("features of %s: %d vectors of the features file", split, count)
+            else:
+                source = "read from the cache" if self.run.cache_hits.get(split) else "extracted"
+                log.info("features of %s %s (%d images)", split, source, count)
         return self._features[split]
 
     def train_views(self) -> torch.Tensor:
@@ -285,7 +290,9 @@ def _refresh_scores(
             results.get("stage2", {}).pop(method, None)
         _merge(results, extras)
 
-    return update_results(run.run_dir, update)
+    results = update_results(run.run_dir, update)
+    write_per_class_csv(run.run_dir, results)  # per_class.csv: every class's numbers, beside results.json
+    return results
 
 
 def _applicable(run: LoadedRun, names: list[str], asked_all: bool) -> list[str]:
