@@ -16,11 +16,13 @@ import torch
 from longtail.cli import main
 from longtail.data.features import features_dataset_name
 from longtail.data.stats import count_difference
+from longtail.evaluation.calibration import reliability
 from longtail.evaluation.metrics import accuracy_summary, shot_groups
 from longtail.evaluation.per_class import per_class_csv, per_class_rows, write_per_class_csv
 from longtail.evaluation.table import format_table, table_title
 from longtail.report.confusion import group_confusion, most_confused_pairs
 from longtail.report.confusion_figures import group_confusion_figure
+from longtail.report.figures import calibration_figure
 from longtail.runs import PER_CLASS_FILE, RUN_OWN_NAMES
 
 DEMO_COUNTS = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
@@ -175,6 +177,19 @@ def test_most_confused_pairs_at_8142_classes_without_a_matrix():
     pairs = most_confused_pairs(labels, predictions, 8142)
     assert (pairs[0].true, pairs[0].predicted, pairs[0].count, pairs[0].share) == (8141, 3, 10, 1.0)
     assert len(pairs) == 20 and all(p.count <= pairs[0].count for p in pairs)
+
+
+def test_reliability_at_8142_classes_is_drawn_on_log_bins_from_one_over_c():
+    rng = np.random.default_rng(0)
+    confidence = np.clip(rng.lognormal(np.log(0.01), 1.0, 5000), 1 / 8142, 1.0)  # most far below 1/15
+    correct = rng.uniform(size=5000) < confidence
+    edges = np.geomspace(1 / 8142, 1.0, 16)
+    figure = calibration_figure({"joint": reliability(confidence, correct, edges=edges)}, log_confidence=True)
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "log" and axes.get_xlim()[0] == pytest.approx(1 / 8142)
+    equal_width = reliability(confidence, correct)
+    assert equal_width.counts[0] / 5000 > 0.9  # equal-width bins: nearly everything in the first
+    assert reliability(confidence, correct, edges=edges).counts.max() / 5000 < 0.5
 
 
 # --- data.name=features: its name and its messages -----------------------------------------------------------------

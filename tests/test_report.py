@@ -200,8 +200,9 @@ def test_weight_norms_are_bars_for_few_classes_and_lines_for_many():
     assert [line.get_label() for line in medians] == ["Joint", "τ-norm", "LWS"]
     for line in axes.lines:
         assert (np.diff(line.get_ydata()) <= 0).all()
-    bands = [t.get_text() for t in axes.texts]
-    assert bands == [f"{g} ({n:,})" for g, n in zip(("many", "medium", "few"), _group_sizes(counts), strict=True)]
+    legend = [t.get_text() for t in many.legends[0].get_texts()]
+    groups = [f"{g}-shot: {n:,} classes" for g, n in zip(("many", "medium", "few"), _group_sizes(counts), strict=True)]
+    assert legend[-3:] == groups
     assert figure_png(many).startswith(PNG_SIGNATURE)
 
 

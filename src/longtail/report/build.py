@@ -9,6 +9,7 @@ and how to read it: ``docs/report.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import os
@@ -30,6 +31,7 @@ from ..runs import PER_CLASS_FILE, require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
 from .confusion_blocks import confusion_block, with_confused_pairs
 from .figures import (
+    LOG_CONFIDENCE_FROM,
     SMOOTHED_FROM,
     calibration_figure,
     figure_png,
@@ -170,11 +172,31 @@ def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]
         m: reliability(out.confidence, out.predictions == data.labels, DEFAULT_BINS) for m, out in data.outputs.items()
     }
     diagrams = {m: d for m, d in every.items() if in_figures(m)}
+    num_classes = len(data.train_counts)
+    logarithmic = num_classes > LOG_CONFIDENCE_FROM
+    if logarithmic:  # drawn in log-spaced bins from 1/C, titled with the ECE of the standard bins
+        edges = np.geomspace(1.0 / num_classes, 1.0, DEFAULT_BINS + 1)
+        diagrams = {
+            m: dataclasses.replace(
+                reliability(data.outputs[m].confidence, data.outputs[m].predictions == data.labels, edges=edges),
+                ece=every[m].ece,
+            )
+            for m in diagrams
+        }
+    bins = (
+        f"{DEFAULT_BINS} log-spaced confidence bins from 1/{num_classes:,} to 1 (the top softmax probability of "
+        f"{num_classes:,} classes is at least 1/{num_classes:,}, and most lie below 0.1: equal-width bins would put "
+        "nearly every prediction in the first)"
+        if logarithmic
+        else f"{DEFAULT_BINS} equal-width confidence bins"
+    )
     caption = (
-        f"Reliability diagrams ({DEFAULT_BINS} equal-width confidence bins; bar: accuracy in the bin, dot: mean "
+        f"Reliability diagrams ({bins}; bar: accuracy in the bin, dot: mean "
         "confidence, dashed: perfect calibration, black steps: the share of the test samples in each bin, on the "
         "same 0 to 1 scale) and the expected calibration error (ECE, the gap between "
-        "confidence and accuracy weighted by the share of test samples in each bin) per method. Confidence is the "
+        "confidence and accuracy weighted by the share of test samples in each bin"
+        + (f", over {DEFAULT_BINS} equal-width bins as everywhere" if logarithmic else "")
+        + ") per method. Confidence is the "
         "largest softmax probability of the classifier's logits. Re-balancing moves the logits, and with them "
         "calibration, not only accuracy."
         + (
@@ -184,7 +206,8 @@ def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]
             else ""
         )
     )
-    block = FigureBlock(7, "Calibration", caption, "fig7_calibration.png", figure_png(calibration_figure(diagrams)))
+    figure = calibration_figure(diagrams, log_confidence=logarithmic)
+    block = FigureBlock(7, "Calibration", caption, "fig7_calibration.png", figure_png(figure))
     return block, {m: d.ece for m, d in every.items()}
 
 

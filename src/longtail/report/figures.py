@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from ..evaluation.calibration import Reliability
@@ -31,6 +32,9 @@ NAMES_ON_TOP_UP_TO = 20  # figure 2 names the classes above the plot up to this 
 # More classes than this: figure 1's per-class lines are drawn faint, with a running median over neighbouring
 # classes on top; at 1,000 classes six raw lines of per-class noise cover one another.
 SMOOTHED_FROM = 200
+# More classes than this: figure 7's bins are log-spaced from 1/C (below about 0.01 the top softmax probability of
+# most predictions sits in the first of 15 equal-width bins).
+LOG_CONFIDENCE_FROM = 100
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -152,8 +156,7 @@ def weight_norm_figure(
             axes.plot(positions, values, color=color, linewidth=1.6 if smoothed else 1.2, label=label)
     axes.set_ylabel("weight norm of the class" + (" (line: running median)" if num_classes > SMOOTHED_FROM else ""))
     axes.set_xlim(-0.6, num_classes - 0.4)
-    if many is not None and few is not None:
-        _rank_bands(axes, counts[order], many, few)
+    bands = _rank_bands(axes, counts[order], many, few) if many is not None and few is not None else []
     _class_axis(axes, order, counts, class_names)
     # The training sizes on a second axis: the norms are meant to be read against them.
     sizes = axes.twinx()
@@ -164,26 +167,28 @@ def weight_norm_figure(
     handles, names = axes.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.55", linestyle=":"))
     names.append("training images")
+    handles += [patch for patch, _ in bands]
+    names += [name for _, name in bands]
     # Outside the axes: inside, it would hide the bars of some class.
-    figure.legend(handles, names, loc="outside lower center", fontsize=9, ncol=len(names), frameon=False)
+    columns = len(names) if len(names) <= 7 else -(-len(names) // 2)
+    figure.legend(handles, names, loc="outside lower center", fontsize=9, ncol=columns, frameon=False)
     axes.set_title("Classifier weight norm per class (classes sorted by training size)")
     return figure
 
 
-def _rank_bands(axes: Any, sizes: np.ndarray, many: int, few: int) -> None:
-    """Shade the many / medium / few-shot classes of an axis of classes sorted by (C,) ``sizes``, largest first,
-    and name each group, with its number of classes, in a strip left free at the top."""
-    top = axes.get_ylim()[1]
-    axes.set_ylim(top=top * 1.1)  # the strip for the names
+def _rank_bands(axes: Any, sizes: np.ndarray, many: int, few: int) -> list[tuple[Patch, str]]:
+    """Shade the many / medium / few-shot classes of an axis of classes sorted by (C,) ``sizes``, largest first;
+    returns a legend entry per group with its number of classes (in the legend, not on the axes: at 8,142 classes
+    the 80 many-shot ones are a sliver no name fits over)."""
     spans = (("many", sizes > many), ("medium", (sizes >= few) & (sizes <= many)), ("few", sizes < few))
+    entries = []
     for group, members in spans:
         ranks = np.flatnonzero(members)  # contiguous: the classes are sorted by size
         if len(ranks) == 0:
             continue
-        start, stop = ranks[0] - 0.5, ranks[-1] + 0.5
-        axes.axvspan(start, stop, color=GROUP_COLORS[group], zorder=0, linewidth=0)
-        axes.text((start + stop) / 2, 0.985, f"{group} ({len(ranks):,})", ha="center", va="top", fontsize=8,
-                  color="0.3", transform=axes.get_xaxis_transform(), clip_on=True)  # fmt: skip
+        axes.axvspan(ranks[0] - 0.5, ranks[-1] + 0.5, color=GROUP_COLORS[group], zorder=0, linewidth=0)
+        entries.append((Patch(color=GROUP_COLORS[group]), f"{group}-shot: {len(ranks):,} classes"))
+    return entries
 
 
 def smoothing_window(num_classes: int) -> int:
@@ -475,12 +480,15 @@ def training_curves_figure(history: Sequence[Mapping[str, Any]], *, augmented: b
     return figure
 
 
-def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str, str] | None = None) -> Figure:
+def calibration_figure(
+    diagrams: Mapping[str, Reliability], labels: Mapping[str, str] | None = None, *, log_confidence: bool = False
+) -> Figure:
     """Figure 7: a reliability diagram per method and the expected calibration error (ECE) of each.
 
     Args:
         diagrams: method -> reliability data (see :func:`longtail.evaluation.calibration.reliability`).
         labels: method -> panel title.
+        log_confidence: a log confidence axis, for diagrams of log-spaced bins (many classes).
     """
     methods = display_order(diagrams)
     slots = len(methods) + 1  # one panel more: the ECE bars
@@ -508,11 +516,14 @@ def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str,
         axes.plot(
             ((lower + width / 2)[filled]), diagram.confidence[filled], "k.", markersize=4, label="mean confidence"
         )
-        axes.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1)
+        diagonal = np.geomspace(diagram.edges[0], 1, 50) if log_confidence else np.array([0.0, 1.0])
+        axes.plot(diagonal, diagonal, linestyle="--", color="0.5", linewidth=1)
         # Where the predictions are: at a thousand classes most confidences can sit in the lowest bins.
         share = diagram.counts / max(int(diagram.counts.sum()), 1)
         axes.stairs(share, diagram.edges, color="0.15", linewidth=1.1, label="share of samples")
-        axes.set_xlim(0, 1)
+        if log_confidence:
+            axes.set_xscale("log")
+        axes.set_xlim(diagram.edges[0], 1)
         axes.set_ylim(0, 1)
         axes.set_title(f"{_label(method, labels)}: ECE {100 * diagram.ece:.1f}%", fontsize=10)
         axes.set_xlabel("confidence", fontsize=9)
