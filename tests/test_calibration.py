@@ -31,6 +31,19 @@ def test_bins_are_closed_on_the_right_and_zero_goes_to_the_first():
     assert diagram.accuracy.tolist() == [0.5, 1.0]
 
 
+def test_given_edges_bin_in_them_and_below_the_first_counts_in_the_first():
+    edges = np.geomspace(1e-3, 1.0, 4)  # 0.001, 0.01, 0.1, 1
+    diagram = reliability([0.0005, 0.005, 0.05, 0.5, 1.0], [0, 0, 1, 1, 1], edges=edges)
+    assert diagram.edges.tolist() == pytest.approx(edges.tolist())
+    assert diagram.counts.tolist() == [2, 1, 2]
+    assert diagram.accuracy.tolist() == [0.0, 1.0, 1.0]
+    # ECE over these bins: |0.00275 - 0| * 2/5 + |0.05 - 1| * 1/5 + |0.75 - 1| * 2/5.
+    assert diagram.ece == pytest.approx(0.0011 + 0.19 + 0.1)
+    for bad in ([0.5], [0.2, 0.1], [0.0, 1.5], [[0.0, 1.0]]):
+        with pytest.raises(ValueError, match="edges"):
+            reliability([0.5], [1], edges=np.array(bad))
+
+
 def test_empty_bins_are_nan_and_counts_add_up():
     diagram = reliability([0.95, 0.91, 0.12], [1, 0, 0], num_bins=10)
     assert diagram.counts.sum() == 3

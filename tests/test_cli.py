@@ -16,7 +16,7 @@ from longtail.data import longtail_counts
 from longtail.methods import expand_methods
 from longtail.runs import read_metrics
 
-EXPECTED_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json"}
+EXPECTED_FILES = {"config.yaml", "checkpoint.pt", "metrics.jsonl", "results.json", "per_class.csv"}
 METHODS = {"joint", *expand_methods(["all"])}  # every registered method of `all`
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.collections import PathCollection
 
 from conftest import copy_run
 from longtail.cli import main
@@ -20,10 +21,10 @@ from longtail.methods.tau_norm import TauNormHead
 from longtail.models.heads import LinearHead
 from longtail.report import collect
 from longtail.report.collect import classifier_weight_norms, norm_methods
-from longtail.report.confusion import confusion_classes, confusion_matrix
+from longtail.report.confusion import confusion_matrix
+from longtail.report.confusion_figures import confusion_figure
 from longtail.report.figures import (
     calibration_figure,
-    confusion_figure,
     figure_png,
     per_class_accuracy_figure,
     shot_group_figure,
@@ -149,20 +150,6 @@ def test_report_on_a_directory_that_is_not_a_run_is_one_line_and_status_1(tmp_pa
 # --- the arrays and figures, without a run ---------------------------------------------------------------------------
 
 
-def test_confusion_shows_every_class_up_to_50_else_the_30_rarest():
-    counts = np.arange(40, 0, -1)
-    assert confusion_classes(counts).tolist() == list(range(40))  # already largest first
-    rng = np.random.default_rng(1)
-    counts = rng.permutation(np.repeat(np.arange(5, 505, 10), 2))  # 100 classes, sizes in pairs
-    chosen = confusion_classes(counts)
-    assert len(chosen) == 30
-    assert sorted(counts[chosen].tolist()) == sorted(counts.tolist())[:30]
-    assert (np.diff(counts[chosen]) <= 0).all()  # largest first
-    for a, b in zip(chosen[:-1], chosen[1:], strict=True):
-        if counts[a] == counts[b]:
-            assert a < b  # ties keep class order
-
-
 def test_confusion_matrix_rows_sum_to_one_with_an_other_column():
     labels = np.array([0, 0, 0, 1, 1, 2, 3, 3])
     predictions = np.array([0, 1, 3, 1, 1, 0, 3, 2])
@@ -192,7 +179,8 @@ def test_effective_weight_norms_of_each_head():
 
 
 def _bars(axes) -> int:
-    return sum(1 for p in axes.patches if p.get_width() > 0 and p.get_height() > 0)
+    """Bars drawn with ``bar`` (not the shaded spans of the shot groups)."""
+    return sum(1 for c in axes.containers for p in c.patches if p.get_width() > 0 and p.get_height() > 0)
 
 
 def test_weight_norms_are_bars_for_few_classes_and_lines_for_many():
@@ -202,11 +190,24 @@ def test_weight_norms_are_bars_for_few_classes_and_lines_for_many():
     counts = rng.integers(5, 1300, size=1000)
     # Norms that grow with the class size: drawn largest class first, each line falls.
     norms = {m: np.sqrt(counts) * k for k, m in enumerate(("joint", "tau_norm", "lws"), start=1)}
-    many = weight_norm_figure(norms, counts)
-    assert _bars(many.axes[0]) == 0 and len(many.axes[0].lines) == 3
-    for line in many.axes[0].lines:
+    some = weight_norm_figure({m: v[:100] for m, v in norms.items()}, counts[:100])
+    assert _bars(some.axes[0]) == 0 and len(some.axes[0].lines) == 3  # 100 classes: one plain line per method
+    many = weight_norm_figure(norms, counts, many=100, few=20)
+    # 1,000 classes: per method a faint line of every class and, labelled, its running median.
+    axes = many.axes[0]
+    assert _bars(axes) == 0 and len(axes.lines) == 6
+    medians = [line for line in axes.lines if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in medians] == ["Joint", "τ-norm", "LWS"]
+    for line in axes.lines:
         assert (np.diff(line.get_ydata()) <= 0).all()
+    legend = [t.get_text() for t in many.legends[0].get_texts()]
+    groups = [f"{g}-shot: {n:,} classes" for g, n in zip(("many", "medium", "few"), _group_sizes(counts), strict=True)]
+    assert legend[-3:] == groups
     assert figure_png(many).startswith(PNG_SIGNATURE)
+
+
+def _group_sizes(counts: np.ndarray) -> list[int]:
+    return [int((counts > 100).sum()), int(((counts >= 20) & (counts <= 100)).sum()), int((counts < 20).sum())]
 
 
 def test_per_class_accuracy_has_one_series_per_method_and_bins_beyond_50_classes():
@@ -222,6 +223,10 @@ def test_per_class_accuracy_has_one_series_per_method_and_bins_beyond_50_classes
     assert labels == ["few-shot (< 20)", "medium (20 to 100)", "many-shot (> 100)"]
     big = per_class_accuracy_figure({"joint": rng.uniform(0, 100, 300)}, rng.integers(1, 1000, 300), many=100, few=20)
     assert 1 < len(big.axes[0].lines[0].get_xdata()) <= 12
+    # Binned, a marker's area grows with the classes of its bin: the fullest bin gets the largest.
+    (markers,) = [c for c in big.axes[0].collections if isinstance(c, PathCollection)]
+    assert markers.get_sizes().max() == pytest.approx(160) and markers.get_sizes().min() >= 12
+    assert any(t.get_text().startswith("marker area: classes in the bin") for t in big.axes[0].texts)
 
 
 def test_shot_bars_print_their_numbers_and_mark_an_empty_group():
@@ -252,8 +257,7 @@ def test_tau_sweep_marks_the_chosen_tau_and_training_curves_handle_missing_keys(
 def test_confusion_and_calibration_figures_from_arrays():
     labels = np.repeat(np.arange(100), 3)
     predictions = np.where(np.arange(300) % 3 == 0, 0, labels)
-    counts = np.arange(100, 0, -1)
-    classes = confusion_classes(counts)
+    classes = np.arange(70, 100)  # 30 of the 100 classes, and "other"
     matrix = confusion_matrix(labels, predictions, classes, 100)
     figure = confusion_figure({"joint": matrix}, [f"class {c}" for c in classes])
     axes = figure.axes[0]

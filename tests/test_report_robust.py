@@ -21,8 +21,8 @@ import pytest
 from datagen import write_imagefolder_dataset
 from longtail.cli import main
 from longtail.report import build
+from longtail.report.confusion_figures import confusion_figure
 from longtail.report.figures import (
-    confusion_figure,
     figure_png,
     per_class_accuracy_figure,
     training_curves_figure,

@@ -30,7 +30,7 @@ from .engine.distributed import launch_env, reported_by_rank0, single_process
 from .errors import ConfigError, LongtailError
 from .evaluation.bootstrap import METRICS
 from .evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
-from .evaluation.table import INTERVAL_NOTE, format_table
+from .evaluation.table import INTERVAL_NOTE, format_table, table_title
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
 from .grid import (
     GRID_DEFAULTS,
@@ -108,8 +108,7 @@ def _split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[
 
 def _print_table(results: dict[str, Any], split: str = "test") -> None:
     methods = results.get("methods" if split == "test" else "val_methods", {})
-    counts = results.get("train_counts")
-    print(f"\n{results.get('dataset', '')} — top-1 accuracy (%) on {split}; train class sizes {counts}")
+    print(f"\n{table_title(results, split)}")
     print(format_table(methods))
     if any(isinstance(summary, dict) and summary.get("ci") for summary in methods.values()):
         print(INTERVAL_NOTE)
@@ -242,7 +241,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(stats))
         return
-    print(format_stats(stats, source))
+    print(format_stats(stats, source, unit="images" if is_list else info.get("unit", "images")))
     if args.plot:
         print(f"  class-size plot: {stats['plot']}")
 
@@ -510,7 +509,8 @@ def _report_parser(commands: Any, shared: argparse.Namespace) -> None:
         help="the run's figures and tables: RUN_DIR/report.html and report.md",
         description="Write RUN_DIR/report.html (one self-contained file, figures embedded, readable offline) and "
         "RUN_DIR/report.md with its PNGs in RUN_DIR/report_files: the classifier weight norms, per-class accuracy "
-        "against class size, many/medium/few bars, the tau sweep, the training curves, a confusion matrix, "
+        "against class size, many/medium/few bars, the tau sweep, the training curves, a confusion matrix (per "
+        "shot group beyond 30 classes) and the most-confused class pairs, "
         "calibration (ECE, reliability diagrams) and the paper's decision-region illustration, with the run's "
         "config, versions, dataset statistics and timing. Every classifier of the run is scored on test afresh. "
         "See docs/report.md.",
@@ -562,7 +562,7 @@ def _data_parser(commands: Any, shared: argparse.Namespace) -> None:
     p = data_commands.add_parser(
         "stats",
         parents=[shared.common],
-        help="classes, images, imbalance factor, many/medium/few-shot classes; --plot for a chart",
+        help="classes, images, imbalance factor, many/medium/few; --plot for a chart",
         description="Class-size statistics of a split file (one 'relative/path label' per line) or of "
         "the dataset a config describes (a YAML file and/or key=value overrides; --split chooses "
         "which split): classes, images, largest and smallest class, imbalance factor (largest / "

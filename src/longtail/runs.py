@@ -10,6 +10,7 @@ or copied:
     metrics.jsonl        one JSON line per stage-1 epoch
     results.json         metrics per method on test ("methods") and val ("val_methods"),
                          train_counts, seed, shot groups, timing, versions
+    per_class.csv        one row per class: size, shot group, each method's accuracy per split
     classifiers/M.pt     the stage-2 classifier of method M and the checkpoint hash it was fit on
     features/*.pt        the stage-2 feature cache (see :mod:`longtail.engine.feature_cache`)
     .longtail.lock       while a command holds the run: its lock, and who holds it (see :func:`run_lock`)
@@ -57,6 +58,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
 MAX_RUN_JSON = 64 << 20  # bytes of results.json or metrics.jsonl: a run's are well under a megabyte
 RESULTS_FILE = "results.json"
+PER_CLASS_FILE = "per_class.csv"  # written beside results.json (longtail.evaluation.per_class)
 CLASSIFIER_DIR = "classifiers"
 LOCK_FILE = ".longtail.lock"
 # Every name a run writes at its top level; no command may write a user-named output over one of them.
@@ -68,6 +70,7 @@ RUN_OWN_NAMES = frozenset(
         CHECKPOINT_FILE,
         METRICS_FILE,
         RESULTS_FILE,
+        PER_CLASS_FILE,
         CLASSIFIER_DIR,
         LOCK_FILE,
         "features",

@@ -263,6 +263,15 @@ def read_joint(path: str | Path, num_classes: int, num_features: int) -> tuple[t
     return weight.clone(), bias.clone()
 
 
+def features_dataset_name(path: str | Path) -> str:
+    """The dataset name of a features file, as tables and reports show it: ``features (FILE)``.
+
+    The file's whole name, suffix included: ``features (inat.npz)``, and ``features (features.npz)`` for a file
+    literally called so (the ``kind:stem`` form of the image readers would read ``features:features``).
+    """
+    return f"features ({Path(path).name})"
+
+
 def _holdout(cfg: DataConfig, x: torch.Tensor, y: np.ndarray, num_classes: int) -> tuple[Any, Any, str]:
     """(train, val) datasets and where val came from: up to ``data.val_per_class`` vectors of each class."""
     holdout = holdout_validation(y, None, cfg.val_per_class, num_classes, cfg.seed + 1)
@@ -279,7 +288,7 @@ def build_features(cfg: DataConfig) -> DatasetSplits:
     path = Path(cfg.path)
     loaded = load_features(path)
     x, y, num_classes = loaded["x"], loaded["y"], loaded["num_classes"]
-    name = "features:" + path.stem
+    name = features_dataset_name(path)
     if "val" in x:
         train = FeatureDataset(x["train"], torch.from_numpy(y["train"]))
         val = FeatureDataset(x["val"], torch.from_numpy(y["val"]))
@@ -287,7 +296,7 @@ def build_features(cfg: DataConfig) -> DatasetSplits:
     else:
         train, val, val_source = _holdout(cfg, x["train"], y["train"], num_classes)
     test = FeatureDataset(x["test"], torch.from_numpy(y["test"]))
-    require_evaluation_images(name, val.labels, test.labels, held_out="val" not in x)
+    require_evaluation_images(name, val.labels, test.labels, held_out="val" not in x, unit="vectors")
     info = {
         "path": str(path),
         "val_source": val_source,

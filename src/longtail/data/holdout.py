@@ -96,26 +96,29 @@ def holdout_validation(
     return Holdout(train, val.astype(np.int64), from_unused, from_train, taken)
 
 
-def require_evaluation_images(name: str, val_labels: Any, test_labels: Any, *, held_out: bool) -> None:
+def require_evaluation_images(
+    name: str, val_labels: Any, test_labels: Any, *, held_out: bool, unit: str = "images"
+) -> None:
     """Refuse a dataset whose validation or test split came out empty: nothing could be chosen or scored.
 
     Args:
         name: the dataset, for the message.
         val_labels, test_labels: (N,) labels of the two splits (anything with ``len``).
         held_out: whether validation was held out of the training images (else it is the dataset's own).
+        unit: what the samples are, for the message: "images", or "vectors" for a features file.
 
     Raises:
         DataError: naming the empty split and what would fill it.
     """
     if len(test_labels) == 0:
-        raise DataError(f"{name}: the test split has no images; expected at least one")
+        raise DataError(f"{name}: the test split has no {unit}; expected at least one")
     if len(val_labels) == 0:
         why = (
-            "held out of the training images, a class needs at least 5 of them to give one"
+            f"held out of the training {unit}, a class needs at least 5 of them to give one"
             if held_out
             else "the dataset's own validation split is empty"
         )
         raise DataError(
-            f"{name}: the validation split has no images ({why}); τ and the epoch records are chosen on it: "
-            "give a validation split (x_val/y_val in the .npz, data.val_list, a val/ folder) or more training images"
+            f"{name}: the validation split has no {unit} ({why}); τ and the epoch records are chosen on it: "
+            f"give a validation split (x_val/y_val in the .npz, data.val_list, a val/ folder) or more training {unit}"
         )

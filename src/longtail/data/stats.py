@@ -46,18 +46,38 @@ def class_size_stats(counts: Sequence[int], *, many: int = 100, few: int = 20) -
     }
 
 
-def format_stats(stats: dict[str, Any], source: str) -> str:
-    """The figures as a few readable lines."""
+def count_difference(now: Sequence[int], then: Sequence[int]) -> str:
+    """Where two lists of class sizes first differ, in a phrase of bounded length whatever the number of classes.
+
+    >>> count_difference([5, 4, 3], [5, 4, 2])
+    'class 2 has 3 training samples now, 2 before'
+    >>> count_difference([5, 4], [5, 4, 3])
+    '2 classes now, 3 before'
+    """
+    now, then = list(now), list(then)
+    if len(now) != len(then):
+        return f"{len(now):,} classes now, {len(then):,} before"
+    first = next((c for c, (a, b) in enumerate(zip(now, then, strict=True)) if a != b), None)
+    if first is None:
+        return "the same class sizes"
+    others = sum(a != b for a, b in zip(now, then, strict=True)) - 1
+    more = f" (and {others:,} other classes)" if others else ""
+    return f"class {first} has {now[first]:,} training samples now, {then[first]:,} before{more}"
+
+
+def format_stats(stats: dict[str, Any], source: str, unit: str = "images") -> str:
+    """The figures as a few readable lines, as long at 10,000 classes as at 10; ``unit``: what the samples are
+    ("images", or "vectors" for a features file)."""
     many, few = stats["thresholds"]["many"], stats["thresholds"]["few"]
     factor = "n/a" if stats["imbalance_factor"] is None else f"{stats['imbalance_factor']:g}"
     lines = [
-        f"{source}: {stats['classes']:,} classes, {stats['images']:,} images",
-        f"  images per class: max {stats['max']:,}, min {stats['min']:,}, imbalance factor {factor}",
-        f"  many-shot (> {many}): {stats['many']} classes, medium ({few} to {many}): {stats['medium']}, "
-        f"few-shot (< {few}): {stats['few']}",
+        f"{source}: {stats['classes']:,} classes, {stats['images']:,} {unit}",
+        f"  {unit} per class: max {stats['max']:,}, min {stats['min']:,}, imbalance factor {factor}",
+        f"  many-shot (> {many}): {stats['many']:,} classes, medium ({few} to {many}): {stats['medium']:,}, "
+        f"few-shot (< {few}): {stats['few']:,}",
     ]
     if stats["empty_classes"]:
-        lines.append(f"  {stats['empty_classes']} class(es) without images (counted as few-shot)")
+        lines.append(f"  {stats['empty_classes']:,} class(es) without {unit} (counted as few-shot)")
     if "val_source" in stats:
         lines.append(f"  validation split: {stats['val_source']}")
     return "\n".join(lines)
@@ -101,9 +121,12 @@ def split_file_counts(path: str | Path) -> list[int]:
 
 
 def dataset_counts(config: Any, split: str = "train") -> tuple[list[int], str, dict[str, Any]]:
-    """Images per class of ``split`` of the dataset a config describes, its name, and its info (val source...)."""
+    """Images per class of ``split`` of the dataset a config describes, its name, and its info (val source...,
+    and ``unit``: "images", or "vectors" for a features file)."""
     from .registry import create_dataset
+    from .transforms import holds_features
 
     splits = create_dataset(config.data)
     counts = class_counts(splits.split(split).labels.numpy(), splits.num_classes)
-    return counts.tolist(), f"{splits.name} ({split})", splits.info
+    info = {**splits.info, "unit": "vectors" if holds_features(splits) else "images"}
+    return counts.tolist(), f"{splits.name} ({split})", info

@@ -48,23 +48,35 @@ def _as_numpy(values: np.ndarray | torch.Tensor, dtype: type) -> np.ndarray:
 
 
 def reliability(
-    confidence: np.ndarray | torch.Tensor, correct: np.ndarray | torch.Tensor, num_bins: int = DEFAULT_BINS
+    confidence: np.ndarray | torch.Tensor,
+    correct: np.ndarray | torch.Tensor,
+    num_bins: int = DEFAULT_BINS,
+    *,
+    edges: np.ndarray | None = None,
 ) -> Reliability:
     """Bin (N,) confidences in [0, 1] and (N,) right/wrong flags into ``num_bins`` equal-width bins.
 
+    ``edges``: (B + 1,) increasing bin edges in [0, 1] instead (the report's log-spaced bins at many classes);
+    a confidence below the first edge counts in the first bin, and the ECE is then over these bins.
+
     Raises:
-        ValueError: on a bin count below 1, arrays of different lengths, or a
-            confidence outside [0, 1].
+        ValueError: on a bin count below 1, arrays of different lengths, a
+            confidence outside [0, 1], or edges that do not increase within [0, 1].
     """
     if num_bins < 1:
         raise ValueError(f"num_bins={num_bins!r}: expected an integer >= 1")
+    if edges is not None:
+        edges = np.asarray(edges, dtype=np.float64)
+        if edges.ndim != 1 or len(edges) < 2 or (np.diff(edges) <= 0).any() or edges[0] < 0 or edges[-1] > 1:
+            raise ValueError("edges: expected at least two increasing values in [0, 1]")
+        num_bins = len(edges) - 1
     conf = _as_numpy(confidence, np.float64)
     right = _as_numpy(correct, np.float64)
     if conf.shape != right.shape:
         raise ValueError(f"confidence has {conf.size} values but correct has {right.size}")
     if conf.size and (np.isnan(conf).any() or conf.min() < 0.0 or conf.max() > 1.0):
         raise ValueError("confidence: expected values in [0, 1]")
-    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    edges = np.linspace(0.0, 1.0, num_bins + 1) if edges is None else edges
     # side="left" puts a confidence equal to an edge in the bin that edge closes: bins are (lo, hi].
     index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, num_bins - 1)
     counts = np.bincount(index, minlength=num_bins)

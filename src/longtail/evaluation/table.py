@@ -5,11 +5,53 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..data.stats import class_size_stats
 from ..methods import display_order, label_of
 from .metrics import SUMMARY_KEYS as COLUMNS
 
 # Under every table whose cells carry intervals: what ± means, and what it leaves out.
-INTERVAL_NOTE = "±: half-width of the 95% bootstrap interval over the images scored (not training-seed noise)"
+INTERVAL_NOTE = "±: half-width of the 95% bootstrap interval over the samples scored (not training-seed noise)"
+
+
+# Up to this many classes the title also lists every class size: a short list a reader can still match to the
+# classes (the demo's ten). Beyond, the summary alone (per_class.csv has every class); 8,142 sizes made a
+# 30,000-character line.
+SIZES_LISTED_UP_TO = 20
+
+
+def _factor(value: float) -> str:
+    """An imbalance factor with at most one decimal: ``100``, ``12.8``, ``333.3``."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def class_size_summary(train_counts: Sequence[int], *, many: int = 100, few: int = 20) -> str:
+    """The training class sizes in one short phrase, whatever the number of classes.
+
+    >>> class_size_summary([1000, 599, 359, 215, 129, 77, 46, 27, 16, 10])
+    '10 classes, 1,000 to 10 training samples (imbalance 100), many/medium/few 5/3/2'
+    """
+    stats = class_size_stats(train_counts, many=many, few=few)
+    factor = "n/a" if stats["imbalance_factor"] is None else _factor(stats["imbalance_factor"])
+    empty = f", {stats['empty_classes']:,} without images" if stats["empty_classes"] else ""
+    return (
+        f"{stats['classes']:,} classes, {stats['max']:,} to {stats['min']:,} training samples (imbalance {factor}), "
+        f"many/medium/few {stats['many']:,}/{stats['medium']:,}/{stats['few']:,}{empty}"
+    )
+
+
+def table_title(results: Mapping[str, Any], split: str = "test") -> str:
+    """The line above the results table: the dataset, the split, and a summary of the class sizes.
+
+    Up to :data:`SIZES_LISTED_UP_TO` classes a second line lists every training class size (by class index).
+    """
+    title = f"{results.get('dataset', '')} — top-1 accuracy (%) on {split}"
+    counts = results.get("train_counts")
+    if not isinstance(counts, list) or not counts:
+        return title
+    thresholds = results.get("shot_thresholds") or {}
+    summary = class_size_summary(counts, many=thresholds.get("many", 100), few=thresholds.get("few", 20))
+    listed = f"\ntrain class sizes (class 0 first) {counts}" if len(counts) <= SIZES_LISTED_UP_TO else ""
+    return f"{title}; {summary}{listed}"
 
 
 def with_interval(text: str, interval: Sequence[float] | None) -> str:

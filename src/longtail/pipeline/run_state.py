@@ -17,6 +17,7 @@ from ..data.dataset import DatasetSplits
 from ..data.fingerprint import begin_fingerprints
 from ..data.image_check import skipped_images_record
 from ..data.registry import create_dataset
+from ..data.stats import count_difference
 from ..data.transforms import eval_transform
 from ..engine.device import resolve_device
 from ..engine.head_training import Features, extract_features
@@ -187,8 +188,9 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     begin_fingerprints(splits)  # hashed in the background while the model loads
     if checkpoint.get("train_counts") != splits.train_counts:
         raise RunDirError(
-            f"{run_dir}: the data differs from what stage 1 trained on (class sizes {splits.train_counts} "
-            f"vs {checkpoint.get('train_counts')}); check data.root and config.yaml"
+            f"{run_dir}: the data differs from what stage 1 trained on (class sizes: "
+            f"{count_difference(splits.train_counts, checkpoint.get('train_counts') or [])}); "
+            "check data.root and config.yaml"
         )
     # model.joint=file: the joint classifier came with the features, stage 1 trained for 0 epochs.
     done, planned = checkpoint.get("epoch"), 0 if config.model.joint == "file" else config.train.epochs

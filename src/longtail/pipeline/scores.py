@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import RunDirError
+from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import read_predictions, write_predictions
 from ..methods import Fitted
 from ..runs import classifier_path, file_sha256, read_results, update_results
@@ -134,4 +135,6 @@ def refresh_scores(
             results.get("stage2", {}).pop(method, None)
         _merge(results, extras)
 
-    return update_results(run.run_dir, update)
+    results = update_results(run.run_dir, update)
+    write_per_class_csv(run.run_dir, results)  # per_class.csv: every class's numbers, beside results.json
+    return results

@@ -24,6 +24,7 @@ from ..engine.precision import make_grad_scaler
 from ..engine.stage1 import check_train_setup, train_joint
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError, StorageError
+from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import write_predictions
 from ..io import make_dirs, write_json_atomic
 from ..methods import Fitted
@@ -266,6 +267,7 @@ def _stage1(
                 "environment": environment(),
             }
             write_json_atomic(out / RESULTS_FILE, results)
+            write_per_class_csv(out, results)  # per_class.csv: every class's numbers, beside results.json
             log_scores(tensorboard, results, config.train.epochs)
         tensorboard.close()
         barrier()  # the other ranks wait for rank 0's scoring

@@ -73,8 +73,12 @@ class RunFeatures:
             start = time.perf_counter()
             self._features[split] = run_features(self.run, split)
             self.seconds += time.perf_counter() - start
-            source = "read from the cache" if self.run.cache_hits.get(split) else "extracted"
-            log.info("features of %s %s (%d images)", split, source, len(self._features[split].y))
+            count = len(self._features[split].y)
+            if is_identity(self.run.model.backbone):  # data.name=features: the file's vectors, nothing extracted
+                log.info("features of %s: %d vectors of the features file", split, count)
+            else:
+                source = "read from the cache" if self.run.cache_hits.get(split) else "extracted"
+                log.info("features of %s %s (%d images)", split, source, count)
         return self._features[split]
 
     def train_views(self) -> torch.Tensor:

@@ -9,6 +9,7 @@ and how to read it: ``docs/report.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import os
@@ -25,17 +26,20 @@ from ..evaluation.calibration import DEFAULT_BINS, reliability
 from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
 from ..io import write_binary_atomic, write_text_atomic
-from ..methods import METHODS, display_order
-from ..runs import require_run_dir, run_lock
+from ..methods import display_order
+from ..runs import PER_CLASS_FILE, require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
-from .confusion import RAREST_SHOWN, confusion_classes, confusion_matrix
+from .confusion_blocks import confusion_block, with_confused_pairs
 from .figures import (
+    LOG_CONFIDENCE_FROM,
+    SMOOTHED_FROM,
     calibration_figure,
-    confusion_figure,
     figure_png,
+    in_figures,
     method_label,
     per_class_accuracy_figure,
     shot_group_figure,
+    smoothing_window,
     tau_sweep_figure,
     training_curves_figure,
     weight_norm_figure,
@@ -46,12 +50,6 @@ HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 FILES_DIR = "report_files"  # the PNGs that report.md links
 _STAGING_PREFIX = ".report."  # + PID + random + ".tmp": the folder a report is built in before it is moved into place
-
-
-def _in_figures(method: str) -> bool:
-    """Whether a method gets its own line or bar: not ``auto``, a copy of another method's classifier, which
-    drawn again would hide that method's line."""
-    return not (method in METHODS and METHODS[method].chooses_among_others)
 
 
 def _decouple_hint(data: ReportData, method: str) -> str:
@@ -69,10 +67,21 @@ def _norm_figure(data: ReportData) -> FigureBlock:
         if isinstance(out.summary.get("tau"), (int, float))
     }
     absent = [method_label(m) for m in norm_methods() if m not in data.weight_norms]
-    block.png = figure_png(weight_norm_figure(data.weight_norms, data.train_counts, data.class_names, labels))
+    figure = weight_norm_figure(
+        data.weight_norms, data.train_counts, data.class_names, labels, many=data.many, few=data.few
+    )
+    block.png = figure_png(figure)
     block.caption = (
         "The norm of each class's weight vector, classes from the largest training class to the smallest "
-        "(the paper's Figure 4, left); the dotted line is the class's training size. Joint training with "
+        "(the paper's Figure 4, left); the dotted line is the class's training size, the shaded bands the "
+        "many-, medium- and few-shot classes"
+        + (
+            f"; with {len(data.train_counts):,} classes each method's per-class norms are drawn faint and the bold "
+            f"line is their running median over {smoothing_window(len(data.train_counts))} neighbouring classes"
+            if len(data.train_counts) > SMOOTHED_FROM
+            else ""
+        )
+        + ". Joint training with "
         "instance-balanced sampling gives the head classes the largest norms, so their logits tend to win: the "
         "paper's evidence that the bias toward the head lives in the classifier. cRT re-learns the weights with "
         "class-balanced sampling; τ-norm divides each by its norm to the power τ (shown: ||w_j||^(1−τ)); LWS "
@@ -86,7 +95,7 @@ def _per_class(data: ReportData) -> dict[str, np.ndarray]:
     return {
         m: np.array([np.nan if v is None else v for v in out.summary["per_class"]], dtype=np.float64)
         for m, out in data.outputs.items()
-        if _in_figures(m)
+        if in_figures(m)
     }
 
 
@@ -98,9 +107,9 @@ def _accuracy_figure(data: ReportData) -> FigureBlock:
     return FigureBlock(
         2,
         "Per-class accuracy against training-class size",
-        "Test accuracy of each class against its number of training images (log scale)"
+        f"Test accuracy of each class against its number of training {data.unit} (log scale)"
         + (", averaged in bins of class size" if binned else "")
-        + f"; shaded: few-shot (< {data.few} images), medium-shot ({data.few} to {data.many}) and many-shot "
+        + f"; shaded: few-shot (< {data.few} {data.unit}), medium-shot ({data.few} to {data.many}) and many-shot "
         f"(> {data.many}). Joint's accuracy falls with the class size; a re-balanced classifier on the same "
         "features lifts the tail classes at a small cost on the head ones, which is the paper's main finding.",
         "fig2_per_class_accuracy.png",
@@ -113,7 +122,7 @@ def _groups_figure(data: ReportData) -> FigureBlock:
     return FigureBlock(
         3,
         "Many / medium / few / all per method",
-        "Top-1 test accuracy (%) per shot group (the mean of its classes' accuracies) and over all test images "
+        "Top-1 test accuracy (%) per shot group (the mean of its classes' accuracies) and over all test samples "
         "(micro), the numbers of the results table. An empty group is marked –. The paper's claim in one chart: "
         "the re-balanced classifiers trade a little many-shot accuracy for much more few-shot accuracy.",
         "fig3_shot_groups.png",
@@ -142,77 +151,52 @@ def _curves_figure(data: ReportData) -> FigureBlock:
     if not data.history:
         block.missing = "no metrics.jsonl in the run directory"
         return block
-    block.png = figure_png(training_curves_figure(data.history))
+    block.png = figure_png(training_curves_figure(data.history, augmented=not data.holds_features))
     block.caption = (
-        "Stage 1, joint training of backbone and classifier (instance-balanced unless the config says otherwise), "
-        "from metrics.jsonl: training loss, training and validation accuracy (val_all micro, val_macro the mean "
+        (
+            "Stage 1, a linear classifier trained on the file's feature vectors (the features are the "
+            "representation; instance-balanced unless the config says otherwise), "
+            if data.holds_features
+            else "Stage 1, joint training of backbone and classifier (instance-balanced unless the config says "
+            "otherwise), "
+        )
+        + "from metrics.jsonl: training loss, training and validation accuracy (val_all micro, val_macro the mean "
         "per-class accuracy), and the learning rate, per epoch. This is the representation every stage-2 "
         "classifier reuses."
     )
     return block
 
 
-def _second_confusion_method(data: ReportData) -> str | None:
-    """The re-balanced classifier best on validation (by ``decouple.select``); ties go to the paper's order."""
-    others = [m for m in data.outputs if m != "joint"]
-    if not others:
-        return None
-
-    def rank(method: str) -> tuple[float, int]:
-        value = data.val_scores.get(method, {}).get(data.select)
-        return (-(value if value is not None else -np.inf), order.index(method))
-
-    order = display_order(others)
-
-    return min(others, key=rank)
-
-
-def _confusion_figure(data: ReportData) -> FigureBlock:
-    classes = confusion_classes(data.train_counts)
-    num_classes = len(data.train_counts)
-    methods = ["joint"] + [m for m in [_second_confusion_method(data)] if m]
-    matrices = {
-        m: confusion_matrix(data.labels, data.outputs[m].predictions, classes, num_classes)
-        for m in methods
-        if m in data.outputs
-    }
-    labels = {m: f"{method_label(m)}{' (best on val)' if m != 'joint' and m != 'auto' else ''}" for m in matrices}
-    figure = confusion_figure(matrices, [data.class_names[i] for i in classes], labels=labels)
-    subset = len(classes) < num_classes
-    caption = (
-        "Row-normalised confusion matrices on test: entry (i, j) is the share of class i's test images predicted "
-        "as class j; classes from the largest training class to the smallest. "
-        + (
-            f"Only the {RAREST_SHOWN} rarest of the {num_classes} classes are shown; the column 'other' "
-            "collects predictions of any class not shown, so every row still sums to 1. "
-            if subset
-            else ""
-        )
-        + (
-            "Joint tends to send images of these rare classes to the larger classes not shown (the 'other' column); "
-            if subset
-            else "Joint tends to send images of the tail classes to head classes (mass left of the diagonal in the "
-            "lower rows); "
-        )
-        + (
-            f"{method_label(methods[1])}, the re-balanced classifier best on validation {data.select}, moves it "
-            "back toward the diagonal."
-            if len(methods) > 1
-            else "no re-balanced classifier in this run to compare with."
-        )
-    )
-    return FigureBlock(6, "Confusion matrix", caption, "fig6_confusion.png", figure_png(figure))
-
-
 def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]]:
     every = {
         m: reliability(out.confidence, out.predictions == data.labels, DEFAULT_BINS) for m, out in data.outputs.items()
     }
-    diagrams = {m: d for m, d in every.items() if _in_figures(m)}
+    diagrams = {m: d for m, d in every.items() if in_figures(m)}
+    num_classes = len(data.train_counts)
+    logarithmic = num_classes > LOG_CONFIDENCE_FROM
+    if logarithmic:  # drawn in log-spaced bins from 1/C, titled with the ECE of the standard bins
+        edges = np.geomspace(1.0 / num_classes, 1.0, DEFAULT_BINS + 1)
+        diagrams = {
+            m: dataclasses.replace(
+                reliability(data.outputs[m].confidence, data.outputs[m].predictions == data.labels, edges=edges),
+                ece=every[m].ece,
+            )
+            for m in diagrams
+        }
+    bins = (
+        f"{DEFAULT_BINS} log-spaced confidence bins from 1/{num_classes:,} to 1 (the top softmax probability of "
+        f"{num_classes:,} classes is at least 1/{num_classes:,}, and most lie below 0.1: equal-width bins would put "
+        "nearly every prediction in the first)"
+        if logarithmic
+        else f"{DEFAULT_BINS} equal-width confidence bins"
+    )
     caption = (
-        f"Reliability diagrams ({DEFAULT_BINS} equal-width confidence bins; bar: accuracy in the bin, dot: mean "
-        "confidence, dashed: perfect calibration) and the expected calibration error (ECE, the gap between "
-        "confidence and accuracy weighted by the share of images in each bin) per method. Confidence is the "
+        f"Reliability diagrams ({bins}; bar: accuracy in the bin, dot: mean "
+        "confidence, dashed: perfect calibration, black steps: the share of the test samples in each bin, on the "
+        "same 0 to 1 scale) and the expected calibration error (ECE, the gap between "
+        "confidence and accuracy weighted by the share of test samples in each bin"
+        + (f", over {DEFAULT_BINS} equal-width bins as everywhere" if logarithmic else "")
+        + ") per method. Confidence is the "
         "largest softmax probability of the classifier's logits. Re-balancing moves the logits, and with them "
         "calibration, not only accuracy."
         + (
@@ -222,7 +206,8 @@ def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]
             else ""
         )
     )
-    block = FigureBlock(7, "Calibration", caption, "fig7_calibration.png", figure_png(calibration_figure(diagrams)))
+    figure = calibration_figure(diagrams, log_confidence=logarithmic)
+    block = FigureBlock(7, "Calibration", caption, "fig7_calibration.png", figure_png(figure))
     return block, {m: d.ece for m, d in every.items()}
 
 
@@ -259,7 +244,7 @@ def report_figures(data: ReportData) -> tuple[list[FigureBlock], dict[str, float
         _groups_figure(data),
         _tau_figure(data),
         _curves_figure(data),
-        _confusion_figure(data),
+        confusion_block(data),
         calibration,
         _illustration_figure(data),
     ]
@@ -281,7 +266,7 @@ def _run_section(data: ReportData) -> Section:
         ["fingerprint", f"{data.fingerprint} (data, config and program of stage 1; results.json has the parts)"],
         ["dataset", data.dataset],
         ["classes", str(len(data.train_counts))],
-        ["training / test images", f"{int(data.train_counts.sum()):,} / {len(data.labels):,}"],
+        [f"training / test {data.unit}", f"{int(data.train_counts.sum()):,} / {len(data.labels):,}"],
         ["seed", str(data.seed)],
         ["stage-1 command", f"`{env['command']}`" if env.get("command") else "unknown"],
         ["this report", f"`longtail report {data.run_dir}{''.join(' ' + o for o in data.overrides)}`"],
@@ -305,10 +290,10 @@ def _dataset_section(data: ReportData) -> Section:
         ["training split", ""],
         [
             ["classes", f"{s['classes']:,}"],
-            ["images", f"{s['images']:,}"],
+            [data.unit, f"{s['images']:,}"],
             ["largest / smallest class", f"{s['max']:,} / {s['min']:,}"],
             ["imbalance factor (largest / smallest)", factor],
-            [f"many-shot classes (> {data.many} images)", str(s["many"])],
+            [f"many-shot classes (> {data.many} {data.unit})", str(s["many"])],
             [f"medium-shot classes ({data.few} to {data.many})", str(s["medium"])],
             [f"few-shot classes (< {data.few})", str(s["few"])],
         ],
@@ -316,7 +301,7 @@ def _dataset_section(data: ReportData) -> Section:
     )
     blocks: list = [summary]
     if len(data.train_counts) <= 50:
-        methods = [m for m in data.outputs if _in_figures(m)]
+        methods = [m for m in data.outputs if in_figures(m)]
         test_counts = np.bincount(data.labels, minlength=len(data.train_counts))
         groups = shot_groups(data.train_counts, data.many, data.few)
         group_of = {c: g for g, members in groups.items() for c in members}
@@ -327,9 +312,18 @@ def _dataset_section(data: ReportData) -> Section:
                 [str(c), data.class_names[c], f"{data.train_counts[c]:,}", group_of.get(c, ""), f"{test_counts[c]:,}"]
                 + ["–" if a is None else f"{a:.1f}" for a in accuracies]
             )
-        header = ["class", "name", "train images", "group", "test images"] + [method_label(m) for m in methods]
+        header = ["class", "name", f"train {data.unit}", "group", f"test {data.unit}"]
+        header += [method_label(m) for m in methods]
         blocks.append(Paragraph("Per class, largest first, with the test accuracy (%) of each classifier:"))
         blocks.append(Table(header, rows, "rlrlr" + "r" * len(methods)))
+    else:  # a table of thousands of rows is no read: the numbers are in a file for the tools that read them
+        blocks.append(
+            Paragraph(
+                f"Per class ({len(data.train_counts):,} classes): `{PER_CLASS_FILE}` in the run directory has one row "
+                "per class with its training size, shot group and each classifier's accuracy on test and val, as "
+                "`results.json` records them."
+            )
+        )
     return Section("Dataset", "dataset", blocks)
 
 
@@ -375,7 +369,8 @@ def _timing_section(data: ReportData) -> Section:
     if "train_seconds" in timing:
         rows.append(["stage 1 (joint training)", f"{timing['train_seconds']:.1f}"])
     if "features_seconds" in timing:
-        rows.append(["stage 2: features (extracted or read from the cache)", f"{timing['features_seconds']:.2f}"])
+        how = "read from the features file" if data.holds_features else "extracted or read from the cache"
+        rows.append([f"stage 2: features ({how})", f"{timing['features_seconds']:.2f}"])
     for method, seconds in (timing.get("decouple_seconds") or {}).items():
         rows.append([f"stage 2: {method_label(method)}", f"{seconds:.3f}"])
     blocks: list = [Table(["step", "seconds"], rows, "lr")] if rows else [Paragraph("No timing in results.json.")]
@@ -400,7 +395,7 @@ def report_sections(data: ReportData, figures: list[FigureBlock], ece: dict[str,
         _run_section(data),
         _dataset_section(data),
         _results_section(data, ece),
-        Section("Figures", "figures", list(figures)),
+        Section("Figures", "figures", with_confused_pairs(data, figures)),
         _timing_section(data),
         _config_section(data),
     ]

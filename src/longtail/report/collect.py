@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..data.stats import class_size_stats
+from ..data.transforms import holds_features
 from ..errors import RunDirError
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
@@ -89,6 +90,12 @@ class ReportData:
     stage2: dict[str, Any] = field(default_factory=dict)
     val_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    holds_features: bool = False  # data.name=features: the samples are feature vectors, not images
+
+    @property
+    def unit(self) -> str:
+        """What the samples are, for captions and tables: "images", or "vectors" for a features file."""
+        return "vectors" if self.holds_features else "images"
 
 
 def classifier_weight_norms(head: nn.Module) -> np.ndarray:
@@ -190,4 +197,5 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
         stage2=dict(results.get("stage2", {})),
         val_scores=dict(results.get("val_methods", {})),
         notes=notes,
+        holds_features=holds_features(run.splits),
     )

@@ -1,30 +1,21 @@
-"""The confusion matrix of the report: which classes it shows, and the row-normalised matrix itself."""
+"""Where the test images go: the per-class confusion matrix (few classes), the shot-group matrix and the
+most-confused class pairs (any number of classes)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-ALL_CLASSES_UP_TO = 50  # beyond this a matrix is unreadable: show the rarest classes only
-RAREST_SHOWN = 30
+from ..evaluation.metrics import shot_groups
 
-
-def confusion_classes(
-    train_counts: Sequence[int], *, all_up_to: int = ALL_CLASSES_UP_TO, rarest: int = RAREST_SHOWN
-) -> np.ndarray:
-    """Class indices the matrix shows, largest training class first.
-
-    Every class when there are at most ``all_up_to``; else the ``rarest``
-    classes with the fewest training images (ties: the smaller class index).
-    """
-    counts = np.asarray(train_counts, dtype=np.int64)
-    if len(counts) <= all_up_to:
-        chosen = np.arange(len(counts))
-    else:
-        chosen = np.argsort(counts, kind="stable")[:rarest]
-    # Head to tail, as in every figure of the report; stable, so equal sizes keep index order.
-    return chosen[np.argsort(-counts[chosen], kind="stable")]
+# Up to this many classes the report draws the per-class matrix; beyond, the shot-group matrix. At 30 classes two
+# panels side by side give each row about 15 pt at the page's width, room for a class name in a 7 pt font; at 50
+# the names overlap, and at 1,000 a matrix of 1,000,000 cells shows nothing at all.
+PER_CLASS_UP_TO = 30
+GROUPS = ("many", "medium", "few")
+PAIRS_SHOWN = 20
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
@@ -58,3 +49,77 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: np.nd
     totals = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, counts / totals, np.nan)
+
+
+@dataclass
+class GroupConfusion:
+    """Where each shot group's test images go.
+
+    Attributes:
+        matrix: (3, 3) row-normalised, rows and columns many / medium / few: ``[g, h]`` is the share of the test
+            images of group g's classes predicted as a class of group h; a row of a group without test images
+            is NaN.
+        correct: (3,) the share of each group's test images predicted as their own class (part of the diagonal,
+            which also holds the confusions between two classes of one group).
+        images: (3,) test images per group.
+        classes: (3,) classes per group.
+    """
+
+    matrix: np.ndarray
+    correct: np.ndarray
+    images: np.ndarray
+    classes: np.ndarray
+
+
+def group_confusion(
+    labels: np.ndarray, predictions: np.ndarray, train_counts: Sequence[int], *, many: int = 100, few: int = 20
+) -> GroupConfusion:
+    """The shot-group confusion of (N,) ``predictions`` against (N,) ``labels``; groups by (C,) ``train_counts``.
+
+    The rows are weighted by images, not by classes: a row is where the group's test images went.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    group_of = np.zeros(len(train_counts), dtype=np.int64)
+    groups = shot_groups(train_counts, many, few)
+    for index, name in enumerate(GROUPS):
+        group_of[groups[name]] = index
+    counts = np.zeros((3, 3), dtype=np.float64)
+    np.add.at(counts, (group_of[labels], group_of[predictions]), 1.0)
+    images = counts.sum(axis=1)
+    right = np.bincount(group_of[labels[labels == predictions]], minlength=3).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.where(images[:, None] > 0, counts / images[:, None], np.nan)
+        correct = np.where(images > 0, right / images, np.nan)
+    classes = np.array([len(groups[name]) for name in GROUPS], dtype=np.int64)
+    return GroupConfusion(matrix, correct, images.astype(np.int64), classes)
+
+
+@dataclass
+class ConfusedPair:
+    """Test images of class ``true`` predicted as class ``predicted``: how many, and their share of the class's."""
+
+    true: int
+    predicted: int
+    count: int
+    share: float
+
+
+def most_confused_pairs(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, *, top: int = PAIRS_SHOWN
+) -> list[ConfusedPair]:
+    """The ``top`` (true, predicted) pairs of different classes with the most test images, most first.
+
+    Ties: the larger share of the true class's test images first, then the smaller class indices. Pairs that
+    never happen are not listed, so there may be fewer than ``top``. Linear in N, whatever C: the pairs are
+    counted as codes ``true * C + predicted``, never as a (C, C) matrix.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    predictions = np.asarray(predictions, dtype=np.int64)
+    wrong = labels != predictions
+    codes, counts = np.unique(labels[wrong] * num_classes + predictions[wrong], return_counts=True)
+    true, predicted = codes // num_classes, codes % num_classes
+    sizes = np.bincount(labels, minlength=num_classes)
+    shares = counts / sizes[true] if len(codes) else np.zeros(0)
+    order = np.lexsort((predicted, true, -shares, -counts))[:top]
+    return [ConfusedPair(int(true[i]), int(predicted[i]), int(counts[i]), float(shares[i])) for i in order]

@@ -10,6 +10,7 @@ in the paper's figures.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from ..evaluation.calibration import Reliability
@@ -27,6 +29,12 @@ GROUP_COLORS = {"many": "#d8e7f5", "medium": "#fdf1d6", "few": "#f8d9d7"}
 BARS_UP_TO = 30  # more classes than this: lines instead of bars
 NAMES_UP_TO = 50  # more classes than this: class ranks on the axis instead of names
 NAMES_ON_TOP_UP_TO = 20  # figure 2 names the classes above the plot up to this many
+# More classes than this: figure 1's per-class lines are drawn faint, with a running median over neighbouring
+# classes on top; at 1,000 classes six raw lines of per-class noise cover one another.
+SMOOTHED_FROM = 200
+# More classes than this: figure 7's bins are log-spaced from 1/C (below about 0.01 the top softmax probability of
+# most predictions sits in the first of 15 equal-width bins).
+LOG_CONFIDENCE_FROM = 100
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -48,6 +56,12 @@ def method_color(method: str) -> str:
     if method == "joint" or method in METHODS:
         return spec_of(method).color
     return _SPARE_COLORS[sum(map(ord, method)) % len(_SPARE_COLORS)]
+
+
+def in_figures(method: str) -> bool:
+    """Whether a method gets its own line, bar or panel: not ``auto``, a copy of another method's classifier,
+    which drawn again would hide that method's."""
+    return not (method in METHODS and METHODS[method].chooses_among_others)
 
 
 def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:
@@ -94,6 +108,9 @@ def weight_norm_figure(
     train_counts: Sequence[int],
     class_names: Sequence[str] | None = None,
     labels: Mapping[str, str] | None = None,
+    *,
+    many: int | None = None,
+    few: int | None = None,
 ) -> Figure:
     """Figure 1: the classifier's weight norm per class, classes sorted by training size (the paper's Figure 4, left).
 
@@ -103,6 +120,10 @@ def weight_norm_figure(
         train_counts: (C,) training images per class.
         class_names: C names, shown on the axis up to 50 classes.
         labels: method -> legend label, overriding the table's names.
+        many, few: the shot-group thresholds; when given, each group's classes are shaded.
+
+    Up to 30 classes a bar per class and method; beyond, a line per method; beyond 200, each line is faint
+    and a running median over about 2 % of the classes is drawn on top.
     """
     counts = np.asarray(train_counts, dtype=np.int64)
     order = size_order(counts)
@@ -125,16 +146,17 @@ def weight_norm_figure(
                 label=_label(method, labels),
             )
     else:
+        smoothed = num_classes > SMOOTHED_FROM
         for method in methods:
-            axes.plot(
-                positions,
-                np.asarray(norms[method])[order],
-                color=method_color(method),
-                linewidth=1.2,
-                label=_label(method, labels),
-            )
-    axes.set_ylabel("weight norm of the class")
+            values = np.asarray(norms[method], dtype=np.float64)[order]
+            color, label = method_color(method), _label(method, labels)
+            if smoothed:  # every class faint, the trend over neighbouring classes on top
+                axes.plot(positions, values, color=color, linewidth=0.5, alpha=0.25)
+                values = running_median(values, smoothing_window(num_classes))
+            axes.plot(positions, values, color=color, linewidth=1.6 if smoothed else 1.2, label=label)
+    axes.set_ylabel("weight norm of the class" + (" (line: running median)" if num_classes > SMOOTHED_FROM else ""))
     axes.set_xlim(-0.6, num_classes - 0.4)
+    bands = _rank_bands(axes, counts[order], many, few) if many is not None and few is not None else []
     _class_axis(axes, order, counts, class_names)
     # The training sizes on a second axis: the norms are meant to be read against them.
     sizes = axes.twinx()
@@ -145,10 +167,44 @@ def weight_norm_figure(
     handles, names = axes.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.55", linestyle=":"))
     names.append("training images")
+    handles += [patch for patch, _ in bands]
+    names += [name for _, name in bands]
     # Outside the axes: inside, it would hide the bars of some class.
-    figure.legend(handles, names, loc="outside lower center", fontsize=9, ncol=len(names), frameon=False)
+    columns = len(names) if len(names) <= 7 else -(-len(names) // 2)
+    figure.legend(handles, names, loc="outside lower center", fontsize=9, ncol=columns, frameon=False)
     axes.set_title("Classifier weight norm per class (classes sorted by training size)")
     return figure
+
+
+def _rank_bands(axes: Any, sizes: np.ndarray, many: int, few: int) -> list[tuple[Patch, str]]:
+    """Shade the many / medium / few-shot classes of an axis of classes sorted by (C,) ``sizes``, largest first;
+    returns a legend entry per group with its number of classes (in the legend, not on the axes: at 8,142 classes
+    the 80 many-shot ones are a sliver no name fits over)."""
+    spans = (("many", sizes > many), ("medium", (sizes >= few) & (sizes <= many)), ("few", sizes < few))
+    entries = []
+    for group, members in spans:
+        ranks = np.flatnonzero(members)  # contiguous: the classes are sorted by size
+        if len(ranks) == 0:
+            continue
+        axes.axvspan(ranks[0] - 0.5, ranks[-1] + 0.5, color=GROUP_COLORS[group], zorder=0, linewidth=0)
+        entries.append((Patch(color=GROUP_COLORS[group]), f"{group}-shot: {len(ranks):,} classes"))
+    return entries
+
+
+def smoothing_window(num_classes: int) -> int:
+    """An odd window of about 2 % of the classes (at least 5) for :func:`running_median`."""
+    return max(5, num_classes // 50) | 1
+
+
+def running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """(C,) median of each value's ``window`` neighbours (centred, the ends repeated), NaN ignored."""
+    values = np.asarray(values, dtype=np.float64)
+    half = window // 2
+    padded = np.pad(values, (half, half), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
+    with warnings.catch_warnings():  # a window of NaN only (classes without a value) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(windows, axis=1)
 
 
 def _class_axis(axes: Any, order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None) -> None:
@@ -194,21 +250,28 @@ def _names_on_top(axes: Any, counts: np.ndarray, class_names: Sequence[str]) -> 
         label.set_horizontalalignment("left")
 
 
-def _binned_means(x: np.ndarray, y: np.ndarray, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of y in log-spaced bins of x: (B,) geometric-mean x and (B,) mean y of the non-empty bins."""
+def _binned_means(x: np.ndarray, y: np.ndarray, bins: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of y in log-spaced bins of x: (B,) geometric-mean x, (B,) mean y and (B,) members of the non-empty
+    bins."""
     keep = ~np.isnan(y)
     x, y = x[keep], y[keep]
     if len(x) == 0:
-        return np.zeros(0), np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64)
     edges = np.geomspace(x.min(), x.max() * 1.0001, bins + 1)
     index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
-    centres, means = [], []
+    centres, means, sizes = [], [], []
     for b in range(bins):
         members = index == b
         if members.any():
             centres.append(np.exp(np.log(x[members]).mean()))
             means.append(y[members].mean())
-    return np.asarray(centres), np.asarray(means)
+            sizes.append(int(members.sum()))
+    return np.asarray(centres), np.asarray(means), np.asarray(sizes, dtype=np.int64)
+
+
+def _marker_areas(members: np.ndarray, largest: int) -> np.ndarray:
+    """Marker areas (pt²) that grow with the classes a point averages: 12 for one class, 160 for the fullest bin."""
+    return 12 + 148 * np.sqrt(members / max(largest, 1))
 
 
 def per_class_accuracy_figure(
@@ -237,21 +300,19 @@ def per_class_accuracy_figure(
     figure = new_figure(10, 5)
     axes = figure.add_subplot()
     binned = len(counts) > NAMES_UP_TO
-    for method in display_order(per_class):
-        accuracy = np.asarray(per_class[method], dtype=np.float64)
-        if binned:
-            x, y = _binned_means(counts, accuracy)
+    methods = display_order(per_class)
+    accuracies = {m: np.asarray(per_class[m], dtype=np.float64) for m in methods}
+    bins = {m: _binned_means(counts, accuracies[m]) for m in methods} if binned else {}
+    largest = max((int(b[2].max(initial=0)) for b in bins.values()), default=0)
+    for method in methods:
+        color, label = method_color(method), _label(method, labels)
+        if binned:  # a marker's area says how many classes the bin's mean is over
+            x, y, members = bins[method]
+            axes.plot(x, y, linewidth=1.2, color=color, label=label)
+            axes.scatter(x, y, s=_marker_areas(members, largest), color=color, alpha=0.7, linewidths=0, zorder=3)
         else:
-            x, y = counts[ascending], accuracy[ascending]
-        axes.plot(
-            x,
-            y,
-            marker="o",
-            markersize=4,
-            linewidth=1.2,
-            color=method_color(method),
-            label=_label(method, labels),
-        )
+            x, y = counts[ascending], accuracies[method][ascending]
+            axes.plot(x, y, marker="o", markersize=4, linewidth=1.2, color=color, label=label)
     axes.set_xscale("log")
     _group_bands(axes, counts.min() / 1.25, counts.max() * 1.25, many, few)
     if class_names is not None and len(counts) <= NAMES_ON_TOP_UP_TO:
@@ -260,6 +321,9 @@ def per_class_accuracy_figure(
     axes.set_yticks(range(0, 101, 20))
     axes.set_xlabel("training images of the class (log scale)")
     axes.set_ylabel("test accuracy of the class (%)" + (", mean per size bin" if binned else ""))
+    if binned:  # what the marker sizes mean, with the classes of the fullest bin
+        axes.text(0.01, 0.99, f"marker area: classes in the bin (largest: {largest:,})", ha="left", va="top",
+                  fontsize=8, color="0.3", transform=axes.transAxes)  # fmt: skip
     methods = len(per_class)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, ncol=min(methods, 7), frameon=False)
     axes.grid(True, axis="y", alpha=0.3)
@@ -377,15 +441,16 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
 
 
-def training_curves_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
+def training_curves_figure(history: Sequence[Mapping[str, Any]], *, augmented: bool = True) -> Figure:
     """Figure 5: stage-1 training curves from ``metrics.jsonl``: loss, accuracy, learning rate per epoch.
 
     Args:
         history: one record per epoch with ``epoch`` and any of ``train_loss``,
             ``train_acc``, ``val_all``, ``val_macro``, ``val_many`` (...), ``lr`` (other ``*_loss``
             / ``*_acc`` / ``val_*`` keys are drawn too).
+        augmented: whether the training batches were augmented (not for precomputed features), for the legend.
     """
-    figure = new_figure(12, 3.8)
+    figure = new_figure(12, 4.8)
     if not history:
         return _no_data(figure, "no metrics.jsonl in this run")
     epochs = [r["epoch"] if isinstance(r.get("epoch"), int) else i + 1 for i, r in enumerate(history)]
@@ -399,78 +464,31 @@ def training_curves_figure(history: Sequence[Mapping[str, Any]]) -> Figure:
         for name in names:
             values = [_number(r.get(name)) for r in history]
             label, style = CURVE_LABELS.get(name, (plain_text(name), "-"))  # other keys are the file's own
+            if name == "train_acc" and not augmented:
+                label = "training (running)"
             marker = "o" if len(epochs) <= 40 else None
             axes.plot(epochs, values, linestyle=style, marker=marker, markersize=3, linewidth=1.3, label=label)
         axes.set_title(title, fontsize=10)
         axes.set_xlabel("epoch")
         axes.grid(True, alpha=0.3)
-        if names:
+        if len(names) > 2:  # below the panel: inside, six entries hide the curves they name
+            axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+        elif names:
             axes.legend(fontsize=8)
         else:
             axes.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=axes.transAxes)
     return figure
 
 
-def _shorten(name: str, limit: int = 18) -> str:
-    """A class name cut to ``limit`` characters (an ellipsis marks the cut), so that long names leave room."""
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-def confusion_figure(
-    matrices: Mapping[str, np.ndarray], class_labels: Sequence[str], *, labels: Mapping[str, str] | None = None
+def calibration_figure(
+    diagrams: Mapping[str, Reliability], labels: Mapping[str, str] | None = None, *, log_confidence: bool = False
 ) -> Figure:
-    """Figure 6: row-normalised confusion matrices side by side, one per method.
-
-    Args:
-        matrices: method -> (K, K) or (K, K + 1) matrix of
-            :func:`longtail.report.confusion.confusion_matrix` (last column
-            "other" when K < C).
-        class_labels: the K row labels (class names).
-        labels: method -> panel title.
-    """
-    methods = list(matrices)
-    size = len(class_labels)
-    # At most about 14 inches wide, the width a page shows without shrinking the text much.
-    side = min(max(3.5, 0.42 * size + 2.2), 12.8 / max(len(methods), 1))
-    figure = new_figure(side * len(methods) + 1.2, side + 0.6)
-    panels = figure.subplots(1, len(methods), squeeze=False)[0]
-    image = None
-    names = [plain_text(_shorten(str(name))) for name in class_labels]  # cut first, so a cut never splits an escape
-    font = 8 if size <= 20 else 7
-    for axes, method in zip(panels, methods, strict=True):
-        matrix = np.asarray(matrices[method], dtype=np.float64)
-        image = axes.imshow(np.nan_to_num(matrix, nan=0.0), cmap="Blues", vmin=0.0, vmax=1.0, aspect="equal")
-        columns = names + (["other"] if matrix.shape[1] > size else [])
-        axes.set_xticks(range(len(columns)))
-        axes.set_xticklabels(columns, rotation=60, ha="right", fontsize=font)
-        axes.set_yticks(range(size))
-        axes.set_yticklabels(names, fontsize=font)
-        axes.set_xlabel("predicted class")
-        axes.set_ylabel("true class")
-        axes.set_title(_label(method, labels), fontsize=10)
-        if size <= 12:  # few enough cells to print the percentages in them
-            for (i, j), value in np.ndenumerate(matrix):
-                if not np.isnan(value) and value >= 0.01:  # '0' cells would only add noise
-                    axes.text(
-                        j,
-                        i,
-                        f"{100 * value:.0f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if value > 0.6 else "black",
-                    )
-    if image is not None:
-        figure.colorbar(image, ax=list(panels), shrink=0.8, label="fraction of the true class's test images")
-    return figure
-
-
-def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str, str] | None = None) -> Figure:
     """Figure 7: a reliability diagram per method and the expected calibration error (ECE) of each.
 
     Args:
         diagrams: method -> reliability data (see :func:`longtail.evaluation.calibration.reliability`).
         labels: method -> panel title.
+        log_confidence: a log confidence axis, for diagrams of log-spaced bins (many classes).
     """
     methods = display_order(diagrams)
     slots = len(methods) + 1  # one panel more: the ECE bars
@@ -498,8 +516,14 @@ def calibration_figure(diagrams: Mapping[str, Reliability], labels: Mapping[str,
         axes.plot(
             ((lower + width / 2)[filled]), diagram.confidence[filled], "k.", markersize=4, label="mean confidence"
         )
-        axes.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1)
-        axes.set_xlim(0, 1)
+        diagonal = np.geomspace(diagram.edges[0], 1, 50) if log_confidence else np.array([0.0, 1.0])
+        axes.plot(diagonal, diagonal, linestyle="--", color="0.5", linewidth=1)
+        # Where the predictions are: at a thousand classes most confidences can sit in the lowest bins.
+        share = diagram.counts / max(int(diagram.counts.sum()), 1)
+        axes.stairs(share, diagram.edges, color="0.15", linewidth=1.1, label="share of samples")
+        if log_confidence:
+            axes.set_xscale("log")
+        axes.set_xlim(diagram.edges[0], 1)
         axes.set_ylim(0, 1)
         axes.set_title(f"{_label(method, labels)}: ECE {100 * diagram.ece:.1f}%", fontsize=10)
         axes.set_xlabel("confidence", fontsize=9)
