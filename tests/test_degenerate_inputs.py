@@ -154,10 +154,10 @@ def test_the_estimator_refuses_select_few_over_an_empty_group_before_training():
     with pytest.raises(ConfigError, match=r"decouple.select=few: the few-shot group is empty .*few=5") as error:
         clf.fit(X, y)
     assert isinstance(error.value, ValueError) and not hasattr(clf, "head_")
-    # WB chooses its grid point on validation too: it now holds a validation split out, as documented.
+    # WB chooses its grid point on validation too: it chooses on held-out folds (cv), as documented.
     one_point = {"decouple.wb.epochs": 1, "decouple.wb.weight_decay_grid": [], "decouple.wb.thresh_grid": []}
     wb = DecoupledClassifier(method="wb", epochs=1, random_state=0, config=one_point).fit(X, y)
-    assert wb.validation_ == "held out"
+    assert wb.validation_ == "cross-validated"
 
 
 # --- a damaged predictions member ------------------------------------------------------------------------------
