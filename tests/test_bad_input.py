@@ -67,7 +67,7 @@ def fails_cleanly(args: list[str], out: Path | None, capsys: pytest.CaptureFixtu
         ("decouple.crt.epochs=-1", ["decouple.crt.epochs=-1", "expected an integer >= 1"]),
         ("decouple.tau.min=-0.5", ["decouple.tau.min=-0.5", "expected a number >= 0"]),
         ("decouple.logit_adjust.min=-1", ["decouple.logit_adjust.min=-1.0", "expected a number >= 0"]),
-        ("train.la_tau=-1", ["train.la_tau=-1.0", "expected a number >= 0"]),
+        ("train.logit_adjusted.tau=-1", ["train.logit_adjusted.tau=-1.0", "expected a number >= 0"]),
         ("data.imbalance_factor=0.5", ["data.imbalance_factor=0.5", "expected a number >= 1"]),
         ("data.seed=-1", ["data.seed=-1", "expected an integer >= 0"]),
         ("seed=-7", ["seed=-7", "expected an integer >= 0"]),
@@ -184,7 +184,7 @@ def image_lists(tmp_path: Path) -> dict[str, Path]:
 
 
 def filelist_overrides(root: Path, lists: dict[str, Path], *extra: str) -> list[str]:
-    keys = [f"data.{split}_list={path}" for split, path in lists.items()]
+    keys = [f"data.filelist.{split}_list={path}" for split, path in lists.items()]
     sizes = ["data.image_size=16", "data.resize=16", "data.augment=cifar", "data.val_per_class=2"]
     return ["data.name=filelist", f"data.root={root}", *sizes, *keys, *extra]
 

@@ -26,7 +26,7 @@ def test_stage1_trains_with_each_loss(loss: str, tiny_fmnist: Path, tmp_path: Pa
 
 @pytest.mark.slow  # a training per case: make test runs it
 def test_ldam_drw_run_uses_a_cosine_classifier_and_decouples(tiny_fmnist: Path, tmp_path: Path):
-    overrides = [*tiny_overrides(tiny_fmnist), "train.loss=ldam_drw", "train.drw_epoch=2"]
+    overrides = [*tiny_overrides(tiny_fmnist), "train.loss=ldam_drw", "train.ldam_drw.drw_epoch=2"]
     train(load_config(None, overrides), tmp_path / "run", progress=False)
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert "head.bias" not in checkpoint["model"]  # the cosine classifier has no bias

@@ -301,20 +301,23 @@ def test_create_loss_builds_every_name(name: str):
 
 
 def test_registry_names_and_create_loss_passes_each_loss_its_own_options():
-    assert LOSSES.names() == sorted(NAMES)
-    options = dict(focal_gamma=0.5, cb_beta=0.99, ldam_max_margin=0.3, ldam_scale=16.0, drw_epoch=4, la_tau=1.5)
-    assert type(create_loss("ce", COUNTS, **options)) is CrossEntropyLoss
-    focal = create_loss("focal", COUNTS, **options)
+    assert sorted(LOSSES.names()) == sorted(NAMES)
+    assert type(create_loss("ce", COUNTS)) is CrossEntropyLoss
+    focal = create_loss("focal", COUNTS, gamma=0.5)
     assert type(focal) is FocalLoss and focal.gamma == 0.5 and focal.weight is None
-    cb = create_loss("class_balanced", COUNTS, **options)
+    cb = create_loss("class_balanced", COUNTS, beta=0.99)
     assert type(cb) is ClassBalancedLoss and cb.gamma == 0.0 and cb.beta == 0.99
     assert cb.weight.numpy() == pytest.approx(np_cb_weights(COUNTS, 0.99), rel=1e-6)
-    ldam = create_loss("ldam_drw", COUNTS, **options)
+    ldam = create_loss("ldam_drw", COUNTS, max_margin=0.3, scale=16.0, drw_epoch=4, beta=0.99)
     assert type(ldam) is LDAMLoss and ldam.scale == 16.0 and ldam.drw_epoch == 4 and ldam.beta == 0.99
     assert float(ldam.margins.max()) == pytest.approx(0.3)
-    assert type(create_loss("balanced_softmax", COUNTS, **options)) is BalancedSoftmaxLoss
-    la = create_loss("logit_adjusted", COUNTS, **options)
+    assert create_loss("ldam_drw", COUNTS, epochs=10).drw_epoch == 8  # by default 80 % of the training
+    assert type(create_loss("balanced_softmax", COUNTS)) is BalancedSoftmaxLoss
+    la = create_loss("logit_adjusted", COUNTS, tau=1.5)
     assert type(la) is LogitAdjustedLoss and la.tau == 1.5
+    assert create_loss("focal", COUNTS, tau=9.0).gamma == 2.0  # another loss's key: not focal's, ignored
+    with pytest.raises(ConfigError, match="loss 'focal': unknown option 'gama'"):
+        create_loss("focal", COUNTS, gama=1.5)  # no loss has it: a typo, named
 
 
 def test_unknown_loss_name_names_the_key_and_the_choices():
@@ -331,19 +334,19 @@ def test_unknown_loss_name_names_the_key_and_the_choices():
     [
         (lambda: FocalLoss(gamma=-1.0), "gamma=-1.0"),
         (lambda: FocalLoss(gamma=float("nan")), "gamma=nan"),
-        (lambda: create_loss("focal", COUNTS, focal_gamma=-0.5), "gamma=-0.5"),
+        (lambda: create_loss("focal", COUNTS, gamma=-0.5), "gamma=-0.5"),
         (lambda: class_balanced_weights(COUNTS, 1.0), "beta=1.0"),
         (lambda: ClassBalancedLoss(COUNTS, beta=-0.1), "beta=-0.1"),
         (lambda: ClassBalancedLoss(COUNTS, gamma=-2), "gamma=-2"),
-        (lambda: create_loss("class_balanced", COUNTS, cb_beta=1.5), "beta=1.5"),
+        (lambda: create_loss("class_balanced", COUNTS, beta=1.5), "beta=1.5"),
         (lambda: LDAMLoss(COUNTS, max_margin=0.0), "max_margin=0.0"),
         (lambda: LDAMLoss(COUNTS, scale=-30.0), "scale=-30.0"),
         (lambda: LDAMLoss(COUNTS, scale=0), "scale=0"),
         (lambda: LDAMLoss(COUNTS, drw_epoch=-1), "drw_epoch=-1"),
         (lambda: LDAMLoss(COUNTS, drw_epoch=1.5), "drw_epoch=1.5"),
-        (lambda: create_loss("ldam_drw", COUNTS, ldam_max_margin=-1), "max_margin=-1"),
+        (lambda: create_loss("ldam_drw", COUNTS, max_margin=-1), "max_margin=-1"),
         (lambda: LogitAdjustedLoss(COUNTS, tau=-1.0), "tau=-1.0"),
-        (lambda: create_loss("logit_adjusted", COUNTS, la_tau="big"), "tau='big'"),
+        (lambda: create_loss("logit_adjusted", COUNTS, tau="big"), "tau='big'"),
         (lambda: create_loss("ce", []), "class_counts"),
         (lambda: BalancedSoftmaxLoss([]), "class_counts"),
         (lambda: LogitAdjustedLoss([5, -1, 3]), "class_counts"),

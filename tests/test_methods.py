@@ -136,7 +136,7 @@ def test_crt_accepts_every_sampler(sampler: str):
 
 def test_stage2_defaults_to_the_official_class_aware_sampler():
     cfg = load_config(None).decouple
-    assert cfg.sampler == "class_aware" and cfg.num_samples_cls == 4
+    assert cfg.sampler == "class_aware" and cfg.class_aware.num_samples_cls == 4
 
 
 def test_auto_picks_the_best_on_validation_among_every_method_and_lr():

@@ -173,7 +173,11 @@ def test_filelist_keeps_exactly_the_readable_listed_images(image_root, scratch: 
     listed = [pairs[c] if isinstance(c, int) else (f"gone/{c[1]}.png", c[1]) for c in chosen]
     train = scratch / "train.txt"
     train.write_text("".join(f"{rel} {label}\n" for rel, label in listed))
-    overrides = [f"data.root={root}", f"data.train_list={train}", f"data.test_list={root / 'test.txt'}"]
+    overrides = [
+        f"data.root={root}",
+        f"data.filelist.train_list={train}",
+        f"data.filelist.test_list={root / 'test.txt'}",
+    ]
     sizes = ["data.image_size=8", "data.resize=8", "data.val_per_class=1", "data.decode_threads=1"]
     config = load_config(None, ["data.name=filelist", *overrides, *sizes, f"data.skip_bad={skip_bad}"])
     readable = [(rel, label) for rel, label in listed if not rel.startswith("gone/")]

@@ -19,7 +19,7 @@ from longtail.errors import ConfigError, DataError
 
 
 def filelist_overrides(root: Path, lists: dict[str, Path], *extra: str) -> list[str]:
-    keys = [f"data.{split}_list={path}" for split, path in lists.items()]
+    keys = [f"data.filelist.{split}_list={path}" for split, path in lists.items()]
     return ["data.name=filelist", f"data.root={root}", "data.image_size=16", "data.resize=18", *keys, *extra]
 
 
@@ -106,13 +106,13 @@ def test_malformed_split_lines_name_file_and_line(tmp_path: Path, line: str, mes
 
 def test_filelist_errors_name_what_is_wrong(tmp_path: Path):
     lists = write_filelist_dataset(tmp_path, [3, 3], test_per_class=1, size=16)
-    with pytest.raises(DataError, match=r"data\.test_list is not set"):
+    with pytest.raises(DataError, match=r"data\.filelist\.test_list is not set"):
         create_dataset(load_config(None, filelist_overrides(tmp_path, {"train": lists["train"]})).data)
     with pytest.raises(
         DataError, match=r"lists/train/\d+/img_\d+\.jpg: not found \(first image of .*train\.txt\); data\.root"
     ):
         create_dataset(load_config(None, filelist_overrides(tmp_path / "lists", lists)).data)
-    with pytest.raises(DataError, match=r"data\.train_list='nope\.txt': split file not found"):
+    with pytest.raises(DataError, match=r"data\.filelist\.train_list='nope\.txt': split file not found"):
         create_dataset(load_config(None, filelist_overrides(tmp_path, {**lists, "train": Path("nope.txt")})).data)
     write_list(tmp_path / "bad_test.txt", [("test/000/x.jpg", 7)])
     with pytest.raises(DataError, match=r"bad_test\.txt: label 7, but the training split has classes 0 to 1"):

@@ -57,7 +57,7 @@ def _stand_in(config_path: Path, tmp_path: Path, cifar_root: Path, fmnist: Path)
     data = load_config(config_path).data
     if data.name == "filelist":
         for key in ("train_list", "val_list", "test_list"):  # the recipe's own list names, found in data.root
-            name = getattr(data, key)
+            name = getattr(data.filelist, key)
             if name is not None:
                 labels = labels_for([6, 3, 2] if key == "train_list" else [1, 1, 1], seed=len(key))
                 write_list(tmp_path / name, write_images(tmp_path, key, labels, size=40, fmt="jpg"))

@@ -71,7 +71,7 @@ def test_accepts_lists_arrays_and_tensors():
 def test_errors():
     with pytest.raises(DataError, match="class 1 has no training images"):
         ClassPowerSampler([0, 0, 2], q=0.0)
-    with pytest.raises(ConfigError, match="sampler 'uniform'"):
+    with pytest.raises(ConfigError, match="sampler='uniform': unknown sampler"):
         make_sampler(LABELS, "uniform")
     with pytest.raises(ConfigError, match="q=1.5"):
         make_sampler(LABELS, "power", q=1.5)

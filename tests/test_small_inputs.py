@@ -114,7 +114,10 @@ HUGE = 10**23
         (["data.decode_threads=100000"], "data.decode_threads=100000: expected an integer <= 256"),
         (["decouple.views=100000"], "decouple.views=100000: expected an integer <= 256"),
         (["decouple.tau.steps=1000000000"], "decouple.tau.steps=1000000000: expected an integer <= 10,001"),
-        (["train.num_samples_cls=1099511627776"], "train.num_samples_cls=1099511627776: expected an integer <="),
+        (
+            ["train.class_aware.num_samples_cls=1099511627776"],
+            "train.class_aware.num_samples_cls=1099511627776: expected an integer in",
+        ),
         (["train.epochs=1000000000"], "train.epochs=1000000000: expected an integer <= 100,000"),
         (["decouple.auto_lr_factors=[" + ",".join(["1"] * 65) + "]"], "expected at most 64 factors"),
     ],

@@ -138,7 +138,7 @@ def test_keys_off_train_exactly_as_without_them(tiny_run: Path, tiny_fmnist: Pat
     "extra",
     [
         ["train.loss=class_balanced", "train.sampler=class_aware"],
-        ["train.loss=ldam_drw", "train.drw_epoch=1", "train.sampler=progressive"],
+        ["train.loss=ldam_drw", "train.ldam_drw.drw_epoch=1", "train.sampler=progressive"],
     ],
 )
 def test_mixing_trains_with_other_losses_and_samplers(extra: list[str], tiny_fmnist: Path, tmp_path: Path):

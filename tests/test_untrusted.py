@@ -381,7 +381,12 @@ def test_list_paths_that_leave_the_root_are_refused_by_line(path: str, why: str,
     train, test = tmp_path / "train.txt", tmp_path / "test.txt"
     train.write_text(f"a/ok.png 0\n\n{path} 1\n")
     test.write_text("a/ok.png 0\n")
-    args = ["data.name=filelist", f"data.root={root}", f"data.train_list={train}", f"data.test_list={test}"]
+    args = [
+        "data.name=filelist",
+        f"data.root={root}",
+        f"data.filelist.train_list={train}",
+        f"data.filelist.test_list={test}",
+    ]
     one_error_line(["data", "stats", *args], capsys, f"{train}:3: path {path!r} {why}")
 
 
@@ -401,7 +406,11 @@ def test_a_symlink_inside_the_root_may_point_elsewhere(tmp_path: Path, capsys):
     lines = [f"link/c{c}/{i}.png {c}\n" for c in (0, 1) for i in range(6)]
     (tmp_path / "train.txt").write_text("".join(lines))
     (tmp_path / "test.txt").write_text("link/c0/0.png 0\nlink/c1/0.png 1\n")
-    args = [f"data.root={root}", f"data.train_list={tmp_path / 'train.txt'}", f"data.test_list={tmp_path / 'test.txt'}"]
+    args = [
+        f"data.root={root}",
+        f"data.filelist.train_list={tmp_path / 'train.txt'}",
+        f"data.filelist.test_list={tmp_path / 'test.txt'}",
+    ]
     sizes = ["data.image_size=8", "data.resize=8", "data.val_per_class=1"]
     assert main(["data", "stats", "data.name=filelist", *args, *sizes]) == 0
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .config import EvalConfig, config_reference, config_to_dict, load_config
+from .config.reference import components_text
 from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from .demo import demo
 from .engine.distributed import launch_env, reported_by_rank0, single_process
@@ -34,13 +35,13 @@ from .evaluation.table import INTERVAL_NOTE, format_table, table_title
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
 from .grid import (
     GRID_DEFAULTS,
-    LOSSES,
     MAX_RUNS,
     NOTES_MARKER,
-    SAMPLERS,
     TRAINABLE,
     check_grid_doc,
     grid_markdown,
+    paper_samplers,
+    rebalancing_losses,
     run_grid,
     write_grid_doc,
 )
@@ -93,7 +94,7 @@ def _key_listing() -> str:
     rows = config_reference()
     width = max(len(f"{key} = {default!r}") for key, default, _ in rows)
     lines = [f"  {f'{key} = {default!r}'.ljust(width)}  {help}" for key, default, help in rows]
-    return "config keys (key = default):\n" + "\n".join(lines)
+    return "config keys (key = default):\n" + "\n".join(lines) + "\n\n" + components_text()
 
 
 def _split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -470,8 +471,8 @@ def _grid_parser(commands: Any, shared: argparse.Namespace) -> None:
         help="retrain a finished run under --out that holds other settings or data than its cell (else refused), "
         "and replace a --doc file that is not a grid document",
     )
-    p.add_argument("--samplers", help=f"stage-1 rows (default: {','.join(SAMPLERS)})")
-    p.add_argument("--losses", help=f"loss rows, or none (default: {','.join(LOSSES)})")
+    p.add_argument("--samplers", help=f"stage-1 rows (default: {','.join(paper_samplers())})")
+    p.add_argument("--losses", help=f"loss rows, or none (default: {','.join(rebalancing_losses())})")
     p.add_argument("--trainable", help=f"cRT fine-tuning rows, or none (default: {','.join(TRAINABLE)})")
     p.add_argument(
         "--sweep",

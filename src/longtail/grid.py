@@ -43,18 +43,36 @@ from .errors import ConfigError, OutputPathError, RunDirError
 from .io import write_text_atomic
 from .methods import METHODS, display_order, label_of, method_names
 from .methods.selection import check_select_on_data
-from .pipeline import RUN_TIME_KEYS, decouple, evaluate, resume, train
+from .pipeline import decouple, evaluate, resume, run_time_keys, train
 from .pipeline.provenance import KEY as PROVENANCE_KEY
 from .pipeline.provenance import differences, stage1_keys, stage1_provenance
 from .pipeline.representation import representation_splits
+from .registry import LOSSES as LOSS_SPECS
+from .registry import SAMPLERS as SAMPLER_SPECS
 from .runs import is_run_dir, load_checkpoint, read_results
 from .version import __version__
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("instance", "class", "sqrt", "progressive")
-LOSSES = ("focal", "class_balanced", "ldam_drw", "balanced_softmax", "logit_adjusted")
 TRAINABLE = ("classifier", "last_stage", "all")
+
+
+def paper_samplers() -> list[str]:
+    """The four stage-1 strategies the paper compares (the grid's default rows), from their specs."""
+    return [spec.name for spec in SAMPLER_SPECS.values() if spec.in_paper]
+
+
+def rebalancing_losses() -> list[str]:
+    """Every registered loss but the cross-entropy baseline (the grid's loss rows)."""
+    return [spec.name for spec in LOSS_SPECS.values() if not spec.baseline]
+
+
+def sampler_label(name: str) -> str:
+    return SAMPLER_SPECS.get(name).label
+
+
+def loss_label(name: str) -> str:
+    return LOSS_SPECS.get(name).label
 
 
 def paper_classifiers() -> list[str]:
@@ -74,22 +92,6 @@ GRID_DEFAULTS = (
     "eval.many=1000",
     "eval.few=200",
 )
-SAMPLER_LABELS = {
-    "instance": "Instance-balanced",
-    "class": "Class-balanced",
-    "sqrt": "Square-root",
-    "progressive": "Progressively-balanced",
-    "class_aware": "Class-aware (blocked)",
-    "power": "Power",
-}
-LOSS_LABELS = {
-    "ce": "Cross-entropy",
-    "focal": "Focal",
-    "class_balanced": "Class-balanced CE",
-    "ldam_drw": "LDAM-DRW",
-    "balanced_softmax": "Balanced softmax",
-    "logit_adjusted": "Logit-adjusted CE",
-}
 # Characters kept in a sweep's run-directory names; anything else (a slash, a space, a quote) becomes "_".
 UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._+=-]")
 MAX_NAME_LENGTH = 120  # longer names are cut and made unique by a hash of the whole combination
@@ -225,7 +227,7 @@ def _check_sweeps(
     for key in keys:
         if key == "seed":
             raise ConfigError("--sweep seed: a training seed is not chosen on validation; average with --seeds")
-        if key.startswith(RUN_TIME_KEYS):
+        if key.startswith(run_time_keys()):
             raise ConfigError(
                 f"--sweep {key}: not a stage-1 key (it can change on a trained run; "
                 "`longtail decouple RUN --method auto` tunes stage 2 on validation)"
@@ -389,10 +391,10 @@ def run_grid(
     reused, an interrupted one resumed; one of anything else is refused by name unless ``overwrite``
     (then retrained). Every cell must be scored on the same test data: the table says which (its fingerprint).
 
-    ``samplers`` rows (default :data:`SAMPLERS`) get every classifier;
+    ``samplers`` rows (default :func:`paper_samplers`) get every classifier;
     ``trainable`` rows (:data:`TRAINABLE`) re-train cRT on the instance-balanced
     run (the classifier-only cRT is restored last, so that run directory ends as
-    the paper's); ``losses`` rows (:data:`LOSSES`) train jointly with each loss.
+    the paper's); ``losses`` rows (:func:`rebalancing_losses`) train jointly with each loss.
     ``overrides`` apply to every run, after :data:`GRID_DEFAULTS`.
 
     ``sweeps`` (``"KEY=v1,v2,..."`` each, stage-1 keys) run a sweep instead of
@@ -406,8 +408,8 @@ def run_grid(
     A grid of more than ``max_runs`` stage-1 runs is refused before anything trains.
     """
     rows_given = any(rows is not None for rows in (samplers, losses, trainable))
-    samplers = _choices(SAMPLERS if samplers is None else samplers, SAMPLERS + ("class_aware", "power"), "--samplers")
-    losses = _choices(LOSSES if losses is None else losses, LOSSES + ("ce",), "--losses")
+    samplers = _choices(paper_samplers() if samplers is None else samplers, SAMPLER_SPECS.names(), "--samplers")
+    losses = _choices(rebalancing_losses() if losses is None else losses, LOSS_SPECS.names(), "--losses")
     trainable = _choices(TRAINABLE if trainable is None else trainable, TRAINABLE, "--trainable")
     base = [*GRID_DEFAULTS, *overrides]
     seed_list = _check_seeds(seeds, overrides)
@@ -423,7 +425,7 @@ def run_grid(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
-    run_time = [text for text in base if parse_override(text)[0].startswith(RUN_TIME_KEYS)]
+    run_time = [text for text in base if parse_override(text)[0].startswith(run_time_keys())]
     start = time.perf_counter()
     grid_run = _Grid(out, base, run_time, say, progress, overwrite)
     grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
@@ -508,7 +510,7 @@ def reading(grid: dict[str, Any]) -> list[str]:
     first = (
         f"- **Finding 1, joint training: better balancing helps.** Joint macro accuracy is "
         f"{joint['instance']:.1f} with instance-balanced sampling and {joint[balanced_best]:.1f} with "
-        f"{SAMPLER_LABELS[balanced_best].lower()} sampling (the best other row): "
+        f"{sampler_label(balanced_best).lower()} sampling (the best other row): "
         + ("**reproduced**." if helps else "**not reproduced** here.")
     )
     decoupled = {s: _best_decoupled(rows[s]) for s in rows}
@@ -518,7 +520,7 @@ def reading(grid: dict[str, Any]) -> list[str]:
         f"- **Finding 2, after decoupling: the instance-balanced representation is best.** The best decoupled "
         f"classifier reaches {value:.1f} macro on the instance-balanced representation "
         f"({label_of(method)}); the best over all rows is {decoupled[winner][1]:.1f} "
-        f"({SAMPLER_LABELS[winner].lower()}, {label_of(decoupled[winner][0])}): "
+        f"({sampler_label(winner).lower()}, {label_of(decoupled[winner][0])}): "
         + ("**reproduced**." if winner == "instance" else "**not reproduced** here.")
     )
     return [first, second]
@@ -571,7 +573,7 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
         lines += ["|---" * (len(columns) + 1) + "|"]
         for sampler, methods in grid["samplers"].items():
             cells = [_cell(methods.get(m)) for m in columns]
-            lines.append(f"| {SAMPLER_LABELS[sampler]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {sampler_label(sampler)} | " + " | ".join(cells) + " |")
     if grid["trainable"]:
         lines += ["", "## Frozen versus fine-tuned representation in stage 2 (cRT, instance-balanced stage 1)", ""]
         lines += ["| Stage 2 re-trains | Many | Medium | Few | All | Macro |", "|---|---|---|---|---|---|"]
@@ -583,9 +585,9 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
     if grid["losses"]:
         lines += ["", "## Joint training with re-weighting losses (instance-balanced sampling)", ""]
         lines += ["| Loss | Many | Medium | Few | All | Macro |", "|---|---|---|---|---|---|"]
-        for loss in ("ce", *LOSSES):
+        for loss in sorted(LOSS_SPECS.names(), key=lambda name: not LOSS_SPECS.get(name).baseline):
             if loss in grid["losses"]:
-                lines.append(f"| {LOSS_LABELS[loss]} | {_row(grid['losses'][loss])} |")
+                lines.append(f"| {loss_label(loss)} | {_row(grid['losses'][loss])} |")
         if "post_hoc" in grid["losses"]:
             post_hoc = grid["losses"]["post_hoc"]
             lines.append(f"| CE + post-hoc logit adjustment ({_tau(post_hoc)}) | {_row(post_hoc)} |")

@@ -35,7 +35,7 @@ from ..errors import DataError
 from .dataset import DatasetSplits
 from .in_memory import in_memory_splits
 from .longtail import class_counts, longtail_counts, longtail_subset
-from .registry import register_dataset
+from .registry import DatasetSpec, register_dataset
 
 DOWNLOAD_HINT = "download {archive} from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into data.root"
 
@@ -205,13 +205,33 @@ def build_cifar_lt(cfg: DataConfig, kind: str) -> DatasetSplits:
     )
 
 
-@register_dataset("cifar10_lt")
 def build_cifar10_lt(cfg: DataConfig) -> DatasetSplits:
     """CIFAR-10-LT from ``cifar-10-batches-py`` in ``data.root``."""
     return build_cifar_lt(cfg, "cifar10")
 
 
-@register_dataset("cifar100_lt")
 def build_cifar100_lt(cfg: DataConfig) -> DatasetSplits:
     """CIFAR-100-LT from ``cifar-100-python`` in ``data.root``."""
     return build_cifar_lt(cfg, "cifar100")
+
+
+CIFAR10 = register_dataset(
+    DatasetSpec(
+        name="cifar10_lt",
+        label="CIFAR-10-LT",
+        summary="CIFAR-10's python pickles (cifar-10-batches-py) in data.root, a long-tailed subset drawn the CIFAR-LT "
+        "way",
+        create=build_cifar10_lt,
+        draws_subset=True,
+    )
+)
+CIFAR100 = register_dataset(
+    DatasetSpec(
+        name="cifar100_lt",
+        label="CIFAR-100-LT",
+        summary="CIFAR-100's python pickles (cifar-100-python) in data.root, a long-tailed subset drawn the "
+        "CIFAR-LT way",
+        create=build_cifar100_lt,
+        draws_subset=True,
+    )
+)

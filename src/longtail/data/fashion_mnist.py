@@ -12,7 +12,7 @@ from .dataset import DatasetSplits
 from .idx import read_idx
 from .in_memory import in_memory_splits
 from .longtail import longtail_counts, longtail_subset
-from .registry import register_dataset
+from .registry import DatasetSpec, register_dataset
 
 # Where Debian's package `dataset-fashion-mnist` puts the files.
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -58,7 +58,6 @@ def load_fashion_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
     return arrays
 
 
-@register_dataset("fashion_mnist_lt")
 def build_fashion_mnist_lt(cfg: DataConfig) -> DatasetSplits:
     """Fashion-MNIST-LT: a seeded long-tailed subset of the training set.
 
@@ -81,3 +80,15 @@ def build_fashion_mnist_lt(cfg: DataConfig) -> DatasetSplits:
         class_names=list(CLASS_NAMES),
         info={"root": str(Path(cfg.root) if cfg.root else DEFAULT_ROOT)},
     )
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="fashion_mnist_lt",
+        create=build_fashion_mnist_lt,
+        label="Fashion-MNIST-LT",
+        summary="Fashion-MNIST's four IDX files in data.root (default: Debian's /usr/share/datasets/fashion-mnist), a "
+        "long-tailed subset of its training set drawn the CIFAR-LT way; the full test set",
+        draws_subset=True,
+    )
+)

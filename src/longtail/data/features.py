@@ -45,7 +45,7 @@ from .class_names import decode_class_names
 from .dataset import DatasetSplits, TensorPairDataset
 from .holdout import holdout_validation, require_evaluation_images
 from .longtail import first_missing_class
-from .registry import register_dataset
+from .registry import DatasetSpec, register_dataset
 
 FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
 CHUNK_ROWS = 1 << 16  # rows checked for NaN / inf at a time: bounded temporaries on big files
@@ -280,7 +280,6 @@ def _holdout(cfg: DataConfig, x: torch.Tensor, y: np.ndarray, num_classes: int) 
     return train, val, holdout.describe()
 
 
-@register_dataset("features")
 def build_features(cfg: DataConfig) -> DatasetSplits:
     """The features in the file ``data.path``."""
     if cfg.path is None:
@@ -303,3 +302,15 @@ def build_features(cfg: DataConfig) -> DatasetSplits:
         "feature_dim": int(x["train"].shape[1]),
     }
     return DatasetSplits(name, train, val, test, num_classes, loaded["class_names"], (), (), info)
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="features",
+        create=build_features,
+        label="feature vectors",
+        summary="precomputed feature vectors of every split in the .npz or .pt file data.path (no backbone: "
+        "model.backbone=identity)",
+        holds_features=True,
+    )
+)

@@ -5,8 +5,8 @@ and the label an integer class index 0 to C-1::
 
     train/n01440764/n01440764_190.JPEG 0
 
-Keys: ``data.root``, ``data.train_list``, ``data.test_list`` and optionally
-``data.val_list`` (without it the validation split is held out of the training
+Keys: ``data.root``, ``data.filelist.train_list``, ``data.filelist.test_list`` and
+optionally ``data.filelist.val_list`` (without it the validation split is held out of the training
 images, at most a fifth of a class). A relative list path is looked up in the
 current directory first, then in ``data.root``. An image path may not leave
 ``data.root``: an absolute path, or a ``..`` that climbs above it, is refused
@@ -17,17 +17,18 @@ decoded lazily, item by item, with Pillow (see :mod:`~longtail.data.image_files`
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import DataConfig, option
 from ..errors import DataError
 from .dataset import DatasetSplits
 from .file_splits import Split, check_labels, file_splits
 from .image_files import PathTable
 from .longtail import first_missing_class
-from .registry import register_dataset
+from .registry import DatasetSpec, register_dataset
 
 # A class index: ASCII digits (int() would also take "٣", "1_0" and "+1"), a minus sign to name a negative one.
 _LABEL = re.compile(r"-?[0-9]+", re.ASCII)
@@ -106,16 +107,19 @@ def read_split_lines(path: str | Path, *, inside_root: bool = False) -> tuple[li
 
 
 def resolve_list(key: str, value: str | None, root: Path | None) -> Path:
-    """The split file of ``data.<key>``: as given (absolute or from the current directory), else in ``root``."""
+    """The split file of ``data.filelist.<key>``: as given (absolute or from the current directory), else in
+    ``root``."""
     if value is None:
-        raise DataError(f"data.{key} is not set: the filelist reader needs it (a 'relative/path label' file)")
+        raise DataError(f"data.filelist.{key} is not set: the filelist reader needs it (a 'relative/path label' file)")
     given = Path(value)
     if given.is_file() or given.is_absolute() or root is None:
         return given
     in_root = root / given
     if in_root.is_file():
         return in_root
-    raise DataError(f"data.{key}={value!r}: split file not found (looked in the current directory and in {root})")
+    raise DataError(
+        f"data.filelist.{key}={value!r}: split file not found (looked in the current directory and in {root})"
+    )
 
 
 def class_names_from_paths(paths: list[str], labels: np.ndarray, num_classes: int) -> list[str]:
@@ -144,15 +148,14 @@ def _check_root(root: Path, first: str | None, list_path: Path) -> None:
         )
 
 
-@register_dataset("filelist")
 def build_filelist(cfg: DataConfig) -> DatasetSplits:
-    """The dataset described by the split files ``data.train_list``, ``data.val_list``, ``data.test_list``."""
+    """The dataset described by the split files ``data.filelist.train_list``, ``val_list``, ``test_list``."""
     if cfg.root is None:
         raise DataError("data.root is not set: the filelist reader needs the directory the list paths start from")
-    root = Path(cfg.root)
-    lists = {key: resolve_list(key, getattr(cfg, key), root) for key in ("train_list", "test_list")}
-    if cfg.val_list is not None:
-        lists["val_list"] = resolve_list("val_list", cfg.val_list, root)
+    root, own = Path(cfg.root), cfg.filelist
+    lists = {key: resolve_list(key, getattr(own, key), root) for key in ("train_list", "test_list")}
+    if own.val_list is not None:
+        lists["val_list"] = resolve_list("val_list", own.val_list, root)
     read = {key: read_split_lines(path, inside_root=True) for key, path in lists.items()}
     train_paths, train_labels = read["train_list"]
     # With data.skip_bad the first image may be one of the bad ones; the image check then names a wrong root.
@@ -181,3 +184,27 @@ def build_filelist(cfg: DataConfig) -> DatasetSplits:
         class_names=class_names_from_paths(train_paths, train_labels, num_classes),
         info={"root": str(root), **{key: str(path) for key, path in lists.items()}},
     )
+
+
+@dataclass
+class FilelistConfig:
+    """data.filelist: the split files, one ``relative/path label`` per line."""
+
+    train_list: str | None = option(None, "training split file (required)")
+    val_list: str | None = option(None, "validation split file; null: held out of the training images")
+    test_list: str | None = option(None, "test split file (required)")
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="filelist",
+        label="split files",
+        summary="image files listed in split files, one 'relative/path label' per line (the ImageNet-LT, "
+        "Places-LT and iNaturalist 2018 format), paths relative to data.root",
+        create=build_filelist,
+        config=FilelistConfig,
+        locations=("train_list", "val_list", "test_list"),
+        image_files=True,
+        renamed={"train_list": "train_list", "val_list": "val_list", "test_list": "test_list"},
+    )
+)

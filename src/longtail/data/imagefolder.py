@@ -22,7 +22,7 @@ from ..errors import DataError
 from .dataset import DatasetSplits
 from .file_splits import Split, file_splits
 from .image_files import PathTable
-from .registry import register_dataset
+from .registry import DatasetSpec, register_dataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -72,7 +72,6 @@ def scan_split(root: Path, split: str, classes: list[str]) -> Split:
     return PathTable(paths), np.asarray(labels, dtype=np.int64)
 
 
-@register_dataset("imagefolder")
 def build_imagefolder(cfg: DataConfig) -> DatasetSplits:
     """The dataset in ``data.root``'s ``train/``, ``val/`` (optional) and ``test/`` class folders."""
     if cfg.root is None:
@@ -97,3 +96,14 @@ def build_imagefolder(cfg: DataConfig) -> DatasetSplits:
         class_names=classes,
         info={"root": str(root)},
     )
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="imagefolder",
+        create=build_imagefolder,
+        label="image folders",
+        summary="image files in data.root's train/, val/ (optional) and test/, one folder per class",
+        image_files=True,
+    )
+)

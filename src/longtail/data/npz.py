@@ -28,7 +28,7 @@ from .class_names import decode_class_names
 from .dataset import DatasetSplits
 from .in_memory import in_memory_splits
 from .longtail import first_missing_class
-from .registry import register_dataset
+from .registry import DatasetSpec, register_dataset
 
 MAX_NAME_BYTES = 4096  # one class name (NumPy stores 4 bytes per character): longer is not a name
 
@@ -154,7 +154,6 @@ def _check_roles(path: Path, headers: dict[str, Header], splits: list[str]) -> N
             )
 
 
-@register_dataset("npz")
 def build_npz(cfg: DataConfig) -> DatasetSplits:
     """The dataset in the ``.npz`` file ``data.path``."""
     if cfg.path is None:
@@ -174,3 +173,14 @@ def build_npz(cfg: DataConfig) -> DatasetSplits:
         class_names=arrays["class_names"],
         info={"path": str(path)},
     )
+
+
+SPEC = register_dataset(
+    DatasetSpec(
+        name="npz",
+        create=build_npz,
+        label="images in an .npz",
+        summary="uint8 images of every split in the .npz file data.path (x_train, y_train, x_test, y_test, optional "
+        "x_val, y_val, class_names), used as given",
+    )
+)

@@ -123,7 +123,7 @@ def train_head(
     ``weight_decay`` (a :class:`~longtail.config.HeadTrainingConfig`). The head
     trains on ``train.views`` when there are any, else on ``train.x``. Epochs
     have ``len(train)`` draws of the sampler that ``sampling`` names
-    (``decouple``: ``sampler``, ``sampler_q``, ``num_samples_cls``).
+    (``decouple``: ``sampler``, and that strategy's own section).
     ``on_epoch(epoch, {"loss", "acc", "lr"})`` follows every epoch (1-based, for
     logging); ``partial`` keeps the state after every epoch so that a killed run
     continues exactly (see :func:`~longtail.engine.loops.train_epochs`).

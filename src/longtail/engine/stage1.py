@@ -21,7 +21,7 @@ from ..data.dataset import DatasetSplits
 from ..data.transforms import BatchTransform, eval_transform, train_transform
 from ..errors import ConfigError, TrainingError
 from ..evaluation.metrics import accuracy_summary
-from ..losses import create_loss
+from ..losses import stage1_loss
 from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind
 from ..models.pretrained import configure_backbone
@@ -45,22 +45,6 @@ EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 # Added to the per-rank augmentation seed (seed + 1_000_003 * rank) to seed the mixer: its draws must not
 # repeat the crop-and-flip generator's, and every rank mixes its own shard differently.
 MIX_SEED_OFFSET = 7
-
-
-def stage1_loss(config: Config, train_counts: list[int]) -> torch.nn.Module:
-    """The ``train.loss`` criterion with its parameters, for the training class sizes."""
-    cfg = config.train
-    drw_epoch = cfg.drw_epoch if cfg.drw_epoch is not None else int(0.8 * cfg.epochs)
-    return create_loss(
-        cfg.loss,
-        train_counts,
-        focal_gamma=cfg.focal_gamma,
-        cb_beta=cfg.cb_beta,
-        ldam_max_margin=cfg.ldam_max_margin,
-        ldam_scale=cfg.ldam_scale,
-        drw_epoch=drw_epoch,
-        la_tau=cfg.la_tau,
-    )
 
 
 def stage1_mixer(config: Config, rank: int = 0) -> Mixer | None:

@@ -24,7 +24,7 @@ A method is a function ``fit(context: FitContext) -> Fitted``
 
 The registry
 ------------
-:data:`METHODS` maps each name to its :class:`~longtail.methods.base.MethodSpec`:
+:data:`~longtail.registry.METHODS` maps each name to its :class:`~longtail.methods.base.MethodSpec`:
 table label, figure colour, order, config section, whether it needs a linear
 joint classifier, whether ``all`` and ``auto`` include it. Every list of method
 names in longtail is read from it. A method file registers itself with
@@ -38,11 +38,10 @@ import importlib
 import pkgutil
 from collections.abc import Iterable, Iterator
 
-from ..config import register_decouple_section, unregister_decouple_section
+from ..config import register_section, unregister_section
 from ..errors import ConfigError
+from ..registry import METHODS
 from .base import FitContext, Fitted, HeadTraining, MethodSpec, choose_on_validation, lr_variants, train_on_features
-
-METHODS: dict[str, MethodSpec] = {}
 
 # The stage-1 classifier: not a stage-2 method, but a row of every table and a line of every figure.
 JOINT = MethodSpec(name="joint", label="Joint", color="#444444", fit=lambda context: None, order=0, in_all=False)  # type: ignore[arg-type, return-value]
@@ -50,19 +49,20 @@ JOINT = MethodSpec(name="joint", label="Joint", color="#444444", fit=lambda cont
 
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Add ``spec`` to :data:`METHODS` (and its config section, if it brings one); returns it."""
-    if spec.name in METHODS or spec.name in ("joint", "all"):
-        raise ValueError(f"stage-2 method {spec.name!r} is registered twice or reserved")
+    if spec.name in ("joint", "all"):
+        raise ValueError(f"stage-2 method {spec.name!r} is reserved")
+    METHODS.register(spec.name, spec)
     if spec.config is not None:
-        register_decouple_section(spec.section or spec.name, spec.config)
-    METHODS[spec.name] = spec
+        renamed = {f"decouple.{old}": new for old, new in spec.renamed.items()}
+        register_section("decouple", spec.section or spec.name, spec.config, renamed=renamed)
     return spec
 
 
 def unregister_method(name: str) -> None:
     """Remove a method added by :func:`register_method` (tests, plugins)."""
-    spec = METHODS.pop(name, None)
+    spec = METHODS.unregister(name)
     if spec is not None and spec.config is not None:
-        unregister_decouple_section(spec.section or spec.name)
+        unregister_section("decouple", spec.section or spec.name)
 
 
 def method_names() -> list[str]:

@@ -114,6 +114,7 @@ def fit(context: FitContext) -> Fitted:
 SPEC = register_method(
     MethodSpec(
         name="auto",
+        summary="every method and its hyper-parameters, the best on validation kept",
         label="Auto (best on val)",
         color="tab:brown",
         fit=fit,

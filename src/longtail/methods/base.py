@@ -176,6 +176,7 @@ class MethodSpec:
     Attributes:
         name: ``--method`` name, file name in ``classifiers/``, key in results.json.
         label: its row label in tables, e.g. ``cRT``.
+        summary: what it does, in one line (``longtail config --help``, docs/configuration.md).
         color: its colour in figures (a matplotlib colour).
         fit: the method itself.
         order: position in tables, figures and ``--method all`` (ascending).
@@ -195,7 +196,10 @@ class MethodSpec:
         check: refuses a config it cannot work with (a one-line ConfigError), called before any method is fit.
         reads: the general ``decouple`` keys (not of a section) its fit depends on, beside its own section: a
             saved classifier is reused when these are unchanged (:mod:`longtail.pipeline.classifiers`); None:
-            every one of them (the safe answer for a method that does not say).
+            every one of them (the safe answer for a method that does not say). ``sampler`` also covers the
+            samplers' own sections (``decouple.class_aware.num_samples_cls``, ...).
+        renamed: its keys' names before they were in its section (``{"ncm_metric": "metric"}``:
+            ``decouple.ncm_metric`` is read as ``decouple.ncm.metric``), so older config files still load.
     """
 
     name: str
@@ -203,6 +207,7 @@ class MethodSpec:
     color: str
     fit: FitFunction
     order: int = 100
+    summary: str = ""
     section: str | None = None
     config: type | None = None
     needs_linear_joint: bool = False
@@ -215,10 +220,11 @@ class MethodSpec:
     variants: Callable[[FitContext, Fitted], list[Fitted]] | None = None
     check: Callable[[Config], None] | None = None
     reads: tuple[str, ...] | None = None
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 # The general decouple keys of every head trained by FitContext.train_head: how examples are drawn and seen.
-TRAINED_HEAD_KEYS = ("sampler", "sampler_q", "num_samples_cls", "features", "bn", "views")
+TRAINED_HEAD_KEYS = ("sampler", "features", "bn", "views")
 
 
 def lr_variants(spec_fit: FitFunction) -> Callable[[FitContext, Fitted], list[Fitted]]:

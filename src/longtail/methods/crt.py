@@ -46,6 +46,7 @@ def fit(context: FitContext) -> Fitted:
 SPEC = register_method(
     MethodSpec(
         name="crt",
+        summary="classifier re-training: a fresh linear classifier trained on the frozen features, class-balanced",
         label="cRT",
         color="tab:blue",
         fit=fit,

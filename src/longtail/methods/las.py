@@ -33,13 +33,12 @@ What the reference (dvlab-research/MiSLAS, ``train_stage2.py``, ``methods.py``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config import HeadTrainingConfig, option
+from ..config import HeadTrainingConfig, Interval, option, require
 from ..errors import ConfigError
-from ..losses import LABEL_AWARE_SHAPES, LabelAwareSmoothingLoss
+from ..losses import LabelAwareSmoothingLoss
 from . import register_method
 from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec, lr_variants
 from .crt import fresh_linear_head
@@ -56,12 +55,18 @@ class LASConfig(HeadTrainingConfig):
         0.05, "LAS peak learning rate, cosine to 0 (reference: lr_factor x lr = 0.05 on CIFAR-10-LT IF 100)"
     )
     weight_decay: float = option(5e-4, "LAS weight decay (reference: 2e-4 CIFAR, 5e-4 ImageNet-LT)")
-    eps_head: float = option(0.3, "label-aware smoothing of the largest class (reference: 0.3; CIFAR-100-LT 0.4)")
-    eps_tail: float = option(0.0, "label-aware smoothing of the smallest class (reference: 0.0; CIFAR-100-LT 0.1)")
+    eps_head: float = option(
+        0.3, "label-aware smoothing of the largest class (reference: 0.3; CIFAR-100-LT 0.4)", Interval(0, 1)
+    )
+    eps_tail: float = option(
+        0.0, "label-aware smoothing of the smallest class (reference: 0.0; CIFAR-100-LT 0.1)", Interval(0, 1)
+    )
     shape: Literal["concave", "linear", "convex", "exp"] = option(
         "concave", "how the smoothing goes from eps_tail to eps_head with the class size (reference: concave)"
     )
-    power: float | None = option(None, "shape=exp: the exponent of (n_j - n_min) / (n_max - n_min)")
+    power: float | None = option(
+        None, "shape=exp: the exponent of (n_j - n_min) / (n_max - n_min)", Interval(0, None, "neither")
+    )
     init: Literal["joint", "fresh"] = option(
         "joint", "joint: fine-tune the stage-1 classifier (reference); fresh: re-initialise it (cRT-style)"
     )
@@ -72,16 +77,13 @@ class LASConfig(HeadTrainingConfig):
     )
 
     def check(self, prefix: str) -> None:
-        super().check(prefix)
-        for key in ("eps_head", "eps_tail"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ConfigError(f"{prefix}.{key}={value!r}: expected a number in [0, 1]")
-        if self.shape not in LABEL_AWARE_SHAPES:
-            raise ConfigError(f"{prefix}.shape={self.shape!r}: expected one of {', '.join(LABEL_AWARE_SHAPES)}")
-        power_ok = isinstance(self.power, int | float) and math.isfinite(self.power) and self.power > 0
-        if self.shape == "exp" and not power_ok:
-            raise ConfigError(f"{prefix}.power={self.power!r}: expected a number > 0 with {prefix}.shape=exp")
+        """shape=exp needs its exponent."""
+        require(
+            self.shape != "exp" or self.power is not None,
+            f"{prefix}.power",
+            self.power,
+            f"a number > 0 with {prefix}.shape=exp",
+        )
 
 
 def fit(context: FitContext) -> Fitted:
@@ -119,6 +121,7 @@ def variants(context: FitContext, fitted: Fitted) -> list[Fitted]:
 SPEC = register_method(
     MethodSpec(
         name="las",
+        summary="MiSLAS's stage 2: the classifier fine-tuned with label-aware smoothing (Zhong et al. 2021)",
         label="LAS",
         color="tab:pink",
         fit=fit,

@@ -78,6 +78,7 @@ def fit(context: FitContext) -> Fitted:
 SPEC = register_method(
     MethodSpec(
         name="logit_adjust",
+        summary="post-hoc logit adjustment: logits − τ log prior, τ chosen on validation (Menon et al. 2021)",
         label="Logit adj.",
         color="tab:red",
         fit=fit,

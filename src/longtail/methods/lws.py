@@ -83,6 +83,7 @@ def fit(context: FitContext) -> Fitted:
 SPEC = register_method(
     MethodSpec(
         name="lws",
+        summary="learnable weight scaling: one scale per class on the joint classifier, learned class-balanced",
         label="LWS",
         color="tab:green",
         fit=fit,

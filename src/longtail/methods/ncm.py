@@ -1,6 +1,6 @@
 """NCM, nearest class mean (Kang et al. 2020, Section 4): class centroids of the training features, no training.
 
-Metrics (``decouple.ncm_metric``):
+Metrics (``decouple.ncm.metric``):
 
 - ``cl2n`` (the official default): subtract the global training-feature mean,
   L2-normalise, average per class (centroids not re-normalised); score by the
@@ -19,12 +19,14 @@ probabilities): ours are the official ones.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import option
 from ..errors import ConfigError, DataError
 from ..models.heads import LinearForm, register_head
 from . import register_method
@@ -145,14 +147,33 @@ class NCMHead(nn.Module):
         return head
 
 
+@dataclass
+class NCMConfig:
+    """decouple.ncm: how a feature is compared with the class means."""
+
+    metric: Literal["cl2n", "l2", "cosine"] = option("cl2n", "cl2n (official), l2 or cosine")
+
+
 def fit(context: FitContext) -> Fitted:
-    """Centroids of the training features (test-time transform) under ``decouple.ncm_metric``."""
+    """Centroids of the training features (test-time transform) under ``decouple.ncm.metric``."""
     train = context.features("train")
-    metric = context.config.decouple.ncm_metric
+    metric = context.config.decouple.ncm.metric
     head = NCMClassifier(metric).fit(train.x, train.y, context.num_classes).to_head()
     return Fitted(head)
 
 
 SPEC = register_method(
-    MethodSpec(name="ncm", label="NCM", color="tab:purple", fit=fit, order=10, in_paper=True, reads=("ncm_metric",))
+    MethodSpec(
+        name="ncm",
+        summary="nearest class mean: classify by the (centred, L2-normalised) class means of the training features",
+        label="NCM",
+        color="tab:purple",
+        fit=fit,
+        order=10,
+        section="ncm",
+        config=NCMConfig,
+        in_paper=True,
+        reads=(),
+        renamed={"ncm_metric": "metric"},
+    )
 )

@@ -220,6 +220,8 @@ def fit(context: FitContext) -> Fitted:
 SPEC = register_method(
     MethodSpec(
         name="tau_norm",
+        summary="τ-normalised classifier: each class's weights divided by their norm to the power τ (bias dropped), "
+        "τ chosen on validation",
         label="τ-norm",
         color="tab:orange",
         fit=fit,

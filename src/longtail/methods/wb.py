@@ -40,12 +40,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import HeadTrainingConfig, Sampler, option
+from ..config import Each, HeadTrainingConfig, Interval, OneOf, option
 from ..engine.maxnorm import MaxNorm, project_rows_, relative_radius
 from ..errors import ConfigError
 from ..evaluation.metrics import SUMMARY_KEYS
 from ..losses import ClassBalancedLoss
 from ..models.heads import LinearHead
+from ..registry import SAMPLERS
 from . import register_method
 from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec
 
@@ -59,52 +60,37 @@ class WBConfig(HeadTrainingConfig):
     lr: float = option(0.01, "WB peak learning rate, cosine to 0 per step (reference: 0.01)")
     weight_decay: float = option(0.1, "WB weight decay, the grid point tried first (reference: 0.1)")
     weight_decay_grid: list[float] = option(
-        [0.001, 0.01, 0.1], "WB weight decays chosen among on validation, with weight_decay ([]: weight_decay alone)"
+        [0.001, 0.01, 0.1],
+        "WB weight decays chosen among on validation, with weight_decay ([]: weight_decay alone)",
+        Each(Interval(0)),
     )
     thresh: float = option(
         0.1,
         "WB MaxNorm radius relative to the joint weight norms, min + thresh * (max - min), tried first "
         "(reference: 0.1)",
+        Interval(0),
     )
     thresh_grid: list[float] = option(
-        [0.0, 0.1, 0.5], "WB relative radii chosen among on validation, with thresh ([]: thresh alone)"
+        [0.0, 0.1, 0.5],
+        "WB relative radii chosen among on validation, with thresh ([]: thresh alone)",
+        Each(Interval(0)),
     )
     radius: float | None = option(
-        None, "WB absolute MaxNorm radius; set, it replaces thresh and thresh_grid (0: no MaxNorm); null: relative"
+        None,
+        "WB absolute MaxNorm radius; set, it replaces thresh and thresh_grid (0: no MaxNorm); null: relative",
+        Interval(0),
     )
-    beta: float = option(0.9999, "WB class-balanced loss: effective-number β (reference: 0.9999)")
-    gamma: float = option(0.0, "WB class-balanced loss: focal γ (0: weighted cross-entropy, as the reference)")
-    sampler: Sampler = option(
-        "instance", "WB sampling, in place of decouple.sampler (reference: instance; the loss re-balances)"
+    beta: float = option(
+        0.9999, "WB class-balanced loss: effective-number β (reference: 0.9999)", Interval(0, 1, "left")
     )
-
-    def check(self, prefix: str) -> None:
-        super().check(prefix)
-        _check_number(f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
-        _check_numbers(f"{prefix}.weight_decay_grid", self.weight_decay_grid)
-        _check_number(f"{prefix}.thresh", self.thresh, "a number >= 0")
-        _check_numbers(f"{prefix}.thresh_grid", self.thresh_grid)
-        if self.radius is not None:
-            _check_number(f"{prefix}.radius", self.radius, "a number >= 0 or null")
-        if not (isinstance(self.beta, int | float) and 0 <= self.beta < 1):
-            raise ConfigError(f"{prefix}.beta={self.beta!r}: expected a number in [0, 1)")
-        _check_number(f"{prefix}.gamma", self.gamma, "a number >= 0")
-
-
-def _check_number(key: str, value: Any, expected: str) -> None:
-    """A one-line ConfigError unless ``value`` is a finite number >= 0."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    if not ok:
-        raise ConfigError(f"{key}={value!r}: expected {expected}")
-
-
-def _check_numbers(key: str, values: list[Any]) -> None:
-    """A one-line ConfigError unless every value of the list is a finite number >= 0."""
-    try:
-        for value in values:
-            _check_number(key, value, "")
-    except ConfigError:
-        raise ConfigError(f"{key}={values!r}: expected a list of numbers >= 0") from None
+    gamma: float = option(
+        0.0, "WB class-balanced loss: focal γ (0: weighted cross-entropy, as the reference)", Interval(0)
+    )
+    sampler: str = option(
+        "instance",
+        "WB sampling, in place of decouple.sampler (reference: instance; the loss re-balances)",
+        OneOf(SAMPLERS),
+    )
 
 
 @dataclass(frozen=True)
@@ -224,6 +210,8 @@ def fit(context: FitContext) -> Fitted:
 SPEC = register_method(
     MethodSpec(
         name="wb",
+        summary="weight balancing's stage 2: the joint classifier fine-tuned with the class-balanced loss and MaxNorm "
+        "(Alshammari et al. 2022)",
         label="WB",
         color="tab:olive",
         fit=fit,

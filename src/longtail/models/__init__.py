@@ -3,11 +3,11 @@
 from .backbones import BACKBONES, BasicBlock, CifarResNet, create_backbone
 from .classifier import Classifier
 from .factory import create_model
-from .heads import HEAD_KINDS, CosineHead, LinearForm, LinearHead, register_head, weight_norms
+from .heads import HEADS, CosineHead, LinearForm, LinearHead, register_head, weight_norms
 
 __all__ = [
     "BACKBONES",
-    "HEAD_KINDS",
+    "HEADS",
     "BasicBlock",
     "Classifier",
     "CifarResNet",

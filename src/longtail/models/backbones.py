@@ -18,13 +18,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..registry import Registry
+from ..registry import BACKBONES
 from .external import create_external, is_external
 from .identity import identity
 from .init import init_resnet_weights
 from .resnet import resnet10, resnet50, resnet152, resnext50_32x4d
-
-BACKBONES: Registry[nn.Module] = Registry("backbone", "model.backbone")
 
 
 class SubsampleShortcut(nn.Module):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from ..registry import LOSSES
 from .backbones import create_backbone
 from .classifier import Classifier
 from .heads import create_head
 
 
 def joint_head_kind(loss: str) -> str:
-    """The stage-1 head a loss expects: ``cosine`` for LDAM (cosine logits, as in Cao et al.), else ``linear``."""
-    return "cosine" if loss == "ldam_drw" else "linear"
+    """The stage-1 head a loss trains, as its spec says (``cosine`` for LDAM's cosine logits, else ``linear``)."""
+    return LOSSES.get(loss).head
 
 
 def create_model(backbone: str, in_channels: int, num_classes: int, head: str = "linear") -> Classifier:

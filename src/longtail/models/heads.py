@@ -25,20 +25,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..registry import HEADS
+
 _NORM_EPS = 1e-12  # keeps an all-zero weight row from dividing by zero
 
-HEAD_KINDS: dict[str, type[nn.Module]] = {}
 H = TypeVar("H", bound=type)
 
 
 def register_head(kind: str) -> Callable[[H], H]:
-    """Class decorator: classifier files name this head ``kind``."""
+    """Class decorator: classifier files name this head ``kind`` (:data:`~longtail.registry.HEADS`)."""
 
     def add(cls: H) -> H:
-        if HEAD_KINDS.get(kind, cls) is not cls:
-            raise ValueError(f"head kind {kind!r} is registered twice")
         cls.kind = kind  # type: ignore[attr-defined]
-        HEAD_KINDS[kind] = cls
+        HEADS.register(kind, cls)
         return cls
 
     return add

@@ -5,12 +5,12 @@ parses arguments and calls these.
 """
 
 from .classifiers import load_fitted
-from .run_state import RUN_TIME_KEYS, LoadedRun, load_run
+from .run_state import LoadedRun, load_run, run_time_keys
 from .stage1 import resume, train
 from .stage2 import decouple, evaluate, run_features
 
 __all__ = [
-    "RUN_TIME_KEYS",
+    "run_time_keys",
     "LoadedRun",
     "decouple",
     "evaluate",

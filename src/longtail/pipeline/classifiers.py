@@ -20,6 +20,7 @@ from ..errors import RunDirError
 from ..io import save_torch_atomic
 from ..methods import Fitted, spec_of
 from ..models.serialize import head_from_dict, head_to_dict
+from ..registry import SAMPLERS
 from ..runs import classifier_path, saved_methods
 from ..safe_torch import load_tensors
 from ..version import __version__
@@ -42,8 +43,9 @@ def fit_settings(config: Config, method: str) -> dict[str, Any]:
     kept = {key: decouple[key] for key in reads}
     if spec.chooses_among_others:  # it fits or compares every method: all their settings
         kept.update({key: decouple[key] for key in sections})
-    elif own in sections:
-        kept[own] = decouple[own]
+    else:
+        samplers = [name for name in SAMPLERS.names() if name in sections] if "sampler" in reads else []
+        kept.update({key: decouple[key] for key in [own, *samplers] if key in sections})
     return {**flatten(kept, "decouple."), "seed": config.seed, "longtail": __version__}
 
 

@@ -26,25 +26,30 @@ from typing import Any
 from ..config import Config, config_to_dict
 from ..data.dataset import DatasetSplits
 from ..data.fingerprint import SHORT, SPLITS, data_fingerprints, short
+from ..data.registry import location_keys
 from ..errors import RunDirError
 from ..models.external import external_path, is_external, program_sha256
 from ..runs import file_sha256
 from ..version import __version__
 
-# Keys that may change after stage 1: they do not alter what stage 1 learned.
-# Where the data lives may change too (a moved dataset): its content is checked against stage 1's fingerprints.
-RUN_TIME_KEYS = (
+# Keys that may change after stage 1: they do not alter what stage 1 learned. Where the data lives may change
+# too (a moved dataset): its content is checked against stage 1's fingerprints. A reader's own location keys
+# (``data.filelist.train_list``, ...) are added from its spec (:func:`run_time_keys`).
+GENERAL_RUN_TIME_KEYS = (
     "decouple.",
     "eval.",
     "device",
     "data.root",
     "data.path",
-    "data.train_list",
-    "data.val_list",
-    "data.test_list",
     "data.num_workers",
     "data.decode_threads",
 )
+
+
+def run_time_keys() -> tuple[str, ...]:
+    """The dotted keys (a trailing dot: a whole section) that may change on a trained run."""
+    return (*GENERAL_RUN_TIME_KEYS, *location_keys())
+
 
 KEY = "provenance"
 
@@ -61,8 +66,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def stage1_keys(tree: dict[str, Any]) -> dict[str, Any]:
-    """A config tree as ``{dotted key: value}`` without :data:`RUN_TIME_KEYS` (what may change after stage 1)."""
-    return {key: value for key, value in flatten(tree).items() if not key.startswith(RUN_TIME_KEYS)}
+    """A config tree as ``{dotted key: value}`` without :func:`run_time_keys` (what may change after stage 1)."""
+    keys = run_time_keys()
+    return {key: value for key, value in flatten(tree).items() if not key.startswith(keys)}
 
 
 def config_digest(config: Config) -> str:

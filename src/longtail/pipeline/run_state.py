@@ -29,7 +29,7 @@ from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind
 from ..runs import CONFIG_FILE, file_sha256, load_checkpoint, require_run_dir
 from .provenance import KEY as PROVENANCE_KEY
-from .provenance import RUN_TIME_KEYS, check_same_data, flatten, stage1_provenance
+from .provenance import check_same_data, flatten, run_time_keys, stage1_provenance
 from .representation import is_identity, representation_splits
 
 SPLITS = ("val", "test")
@@ -125,10 +125,10 @@ def split_features(
 def _check_run_time_overrides(overrides: Sequence[str]) -> None:
     for text in overrides:
         key, _ = parse_override(text)
-        if not key.startswith(RUN_TIME_KEYS):
+        if not key.startswith(run_time_keys()):
             raise ConfigError(
                 f"{key}: fixed by stage 1 and cannot change on an existing run; "
-                f"only {', '.join(k.rstrip('.') for k in RUN_TIME_KEYS)} keys can (start a new run to change it)"
+                f"only {', '.join(k.rstrip('.') for k in run_time_keys())} keys can (start a new run to change it)"
             )
 
 
@@ -143,7 +143,7 @@ def check_stage1_config(
 ) -> None:
     """Refuse a ``config.yaml`` whose stage-1 keys differ from the config stored in the checkpoint.
 
-    Stage-1 keys are all but :data:`RUN_TIME_KEYS` (the rule of command-line
+    Stage-1 keys are all but :data:`run_time_keys()` (the rule of command-line
     overrides). A key missing on either side (a longtail version with other
     keys) is not compared; nor are the keys in ``skip``.
 
@@ -154,7 +154,7 @@ def check_stage1_config(
         return  # a checkpoint of an older longtail without its config: the backbone and data checks remain
     trained, current = flatten(saved), flatten(config_to_dict(config))
     for key, value in current.items():
-        if key.startswith(RUN_TIME_KEYS) or key in skip or key not in trained or trained[key] == value:
+        if key.startswith(run_time_keys()) or key in skip or key not in trained or trained[key] == value:
             continue
         raise RunDirError(
             f"{run_dir / CONFIG_FILE}: {key}={_shown(value)} differs from the checkpoint's {_shown(trained[key])}; "

@@ -29,10 +29,11 @@ from torch import nn
 from ..config import Config
 from ..engine.exact_linear import fit_linear_exact, minimize_cross_entropy
 from ..engine.head_training import Features
+from ..errors import ConfigError
 from ..methods import Fitted, HeadTraining
 from ..methods.base import HeadTrainer, with_sampler
 from ..models.heads import LinearHead
-from ..samplers import SAMPLER_Q, power_law
+from ..registry import SAMPLERS
 
 
 class NeedsSGD(Exception):
@@ -53,18 +54,17 @@ def why_not_exact(section: Any, how: HeadTraining) -> str | None:
 
 
 def class_probabilities(counts: torch.Tensor, sampling: Any) -> torch.Tensor:
-    """(C,) float64 probability of drawing each class under the sampler that ``sampling`` names.
+    """(C,) float64 probability of drawing each class under the sampler that ``sampling`` (a ``decouple``
+    section) names, over a whole training: its spec's ``class_shares``.
 
-    ``instance`` / ``sqrt`` / ``class`` / ``power``: ``n_j^q / sum n^q``; ``class_aware``: uniform;
-    ``progressive``: its average over the epochs, half instance-balanced, half class-balanced.
+    Raises:
+        ConfigError: a sampler whose spec does not say its class shares (no exact solution for it).
     """
-    name = sampling.sampler
-    if name == "class_aware":
-        return power_law(counts, 0.0)
-    if name == "progressive":
-        return 0.5 * power_law(counts, 1.0) + 0.5 * power_law(counts, 0.0)
-    q = sampling.sampler_q if name == "power" else SAMPLER_Q[name]
-    return power_law(counts, float(q))
+    spec = SAMPLERS.get(sampling.sampler)
+    if spec.class_shares is None:
+        raise ConfigError(f"decouple.sampler={spec.name}: its class shares are unknown; use solver='sgd'")
+    section = getattr(sampling, spec.name) if spec.config is not None else None
+    return spec.class_shares(counts, section).to(torch.float64)
 
 
 def sample_weights(y: torch.Tensor, num_classes: int, sampling: Any) -> torch.Tensor:
@@ -103,7 +103,8 @@ def exact_trainer(
         sampling = with_sampler(config.decouple, how.sampler)
         if type(head) is LinearHead and all(p.requires_grad for p in head.parameters()):
             # A unique optimum: the same training (data, sampler, decay) gives the same head, whatever its start.
-            key = (how.tag, sampling.sampler, sampling.sampler_q, float(section.weight_decay), *head.weight.shape)
+            sampler_section = repr(getattr(sampling, sampling.sampler, None))  # the strategy's own keys, if any
+            key = (how.tag, sampling.sampler, sampler_section, float(section.weight_decay), *head.weight.shape)
             if key not in solved:
                 start = starts.get(how.tag)
                 usable = isinstance(start, nn.Linear) and start.weight.shape == head.weight.shape

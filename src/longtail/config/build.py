@@ -1,0 +1,132 @@
+"""A config built from defaults, a YAML file and ``key=value`` overrides: every key and type checked."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..registry import DATASETS
+from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
+from .fields import coerce, field_types, is_section
+from .options import SHOWN_CHARS, shown
+from .reference import config_keys
+from .schema import Config
+from .sections import RENAMED, apply_renamed, load_components
+from .validate import validate_config
+from .yaml_file import read_config_file
+
+EXTERNAL_BACKBONES = ("export:",)
+
+
+def unknown_key(key: str) -> ConfigError:
+    """The error of a key that does not exist, naming the closest one that does."""
+    close = difflib.get_close_matches(key[:SHOWN_CHARS], config_keys(), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {shown(key)}{hint}")
+
+
+def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking every key and type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {shown(values)}")
+    hints = field_types(cls)
+    kwargs: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            raise unknown_key(key)
+        hint = hints[name]
+        if is_section(cls, name):
+            sections[name] = build(hint, value, f"{key}.")
+        elif dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, value, f"{key}.")
+        else:
+            kwargs[name] = coerce(key, value, hint)
+    built = cls(**kwargs)
+    if sections:
+        built.sections.update(sections)
+    return built
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict."""
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise unknown_key(key)
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key=value``; the value is read as YAML (``[1, 2]``, ``null``, ``true``). A renamed key is
+    accepted under its old name (:data:`~longtail.config.sections.RENAMED`)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {shown(text)}: expected key=value, e.g. train.epochs=5")
+    load_components()
+    if key not in config_keys() and key not in RENAMED:
+        section = [k for k in config_keys() if k.startswith(key + ".")]
+        if section:
+            raise ConfigError(f"{key}: is a section, not a key; set one of its keys, e.g. {section[0]}=...")
+        raise unknown_key(key)
+    try:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, ValueError, RecursionError):
+        value = raw
+    # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
+    return key, raw if isinstance(value, str) else value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides; validated."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        loaded = read_config_file(path)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of keys, got {type(loaded).__name__}")
+        tree = loaded or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(tree, key, value)
+    return config_from_dict(tree)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A validated config from a nested dict (the inverse of :func:`~longtail.config.config_to_dict`)."""
+    tree = copy.deepcopy(values)
+    apply_renamed(tree)
+    _implied_model_keys(tree)
+    config = build(Config, tree)
+    validate_config(config)
+    return config
+
+
+def _implied_model_keys(tree: dict[str, Any]) -> None:
+    """Model keys that follow from others when not given: ``model.backbone=identity`` for a reader of feature
+    vectors, ``model.trainable=none`` for a backbone file, whose path is made absolute (a run is read from
+    anywhere)."""
+    data, model = tree.get("data") or {}, tree.get("model") or {}
+    if not isinstance(data, dict) or not isinstance(model, dict):
+        return  # build names the malformed section
+    name = data.get("name")
+    if isinstance(name, str) and name in DATASETS and DATASETS.get(name).holds_features and "backbone" not in model:
+        model["backbone"] = "identity"
+    backbone = model.get("backbone")
+    if isinstance(backbone, str) and backbone.startswith(EXTERNAL_BACKBONES):
+        kind, _, path = backbone.partition(":")
+        model["backbone"] = f"{kind}:{Path(path).expanduser().absolute()}" if path else backbone
+        model.setdefault("trainable", "none")
+    if model:
+        tree["model"] = model

@@ -1,0 +1,94 @@
+"""The keys of a config section and their types, and the conversion of a value to its key's type."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from typing import Any, Literal, Union
+
+from ..errors import ConfigError
+from .options import shown
+from .sections import sections_of
+
+PARENT_NAMES = {"DataConfig": "data", "TrainConfig": "train", "DecoupleConfig": "decouple"}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Key -> type of a config dataclass, in order; a parent's registered sections last (their dataclasses)."""
+    parent = PARENT_NAMES.get(cls.__name__)
+    sections = tuple(sections_of(parent).items()) if parent else ()
+    return dict(_cached_field_types(cls, sections))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_field_types(cls: type, sections: tuple[tuple[str, type], ...]) -> tuple[tuple[str, Any], ...]:
+    # Resolving type hints is slow and every key=value override needs them: once per class (and sections).
+    hints = typing.get_type_hints(cls)
+    return (*((f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "sections"), *sections)
+
+
+def is_section(cls: type, name: str) -> bool:
+    """Whether ``name`` of ``cls`` is a registered component section (held in ``sections``)."""
+    parent = PARENT_NAMES.get(cls.__name__)
+    return parent is not None and name in sections_of(parent)
+
+
+def type_name(hint: Any) -> str:
+    """A type in words, as an error message says what was expected."""
+    if typing.get_origin(hint) is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {type_name(typing.get_args(hint)[0])}"
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against ``hint``; strings from the command line are converted."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return coerce(key, value, option)
+            except ConfigError:
+                continue
+    elif origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+    elif origin is list:
+        if isinstance(value, str):  # from the command line: "0.5,1,2" or "[0.5, 1, 2]"
+            value = [part for part in value.strip("[] ").split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            (item_hint,) = typing.get_args(hint)
+            return [coerce(f"{key}[{i}]", item, item_hint) for i, item in enumerate(value)]
+    elif hint is type(None):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}={shown(value)}: expected {type_name(hint)}")

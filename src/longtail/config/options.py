@@ -1,0 +1,201 @@
+"""Declarative options: every config key states its default, help and constraint once, where it is declared.
+
+``option(default, help, within=Interval(0, 1, closed="left"))`` is a dataclass
+field; one routine (:func:`check_value`) turns its constraint into the check of
+a config value, the "expected ..." of the one-line error, the "valid" column of
+docs/configuration.md, and the parameter validation of the scikit-learn
+estimator, in the spirit of scikit-learn's ``_parameter_constraints``.
+
+A bound may name a sibling key of the same section (``Interval(0, "epochs",
+closed="left")``: at least 0 and below the section's ``epochs``); rules across
+sections are ``check(config)`` functions of the specs that need them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import ConfigError
+
+INT64 = 2**63  # NumPy, torch and the DataLoader take integers in [-2**63, 2**63); more overflows deep inside
+SHOWN_CHARS = 80  # a value in a message is cut to this: a config file can hold a value of any size
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` with its full length said."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's 4300-digit limit of int -> str
+        return f"<an integer of {value.bit_length():,} bits>"
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deep to show>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
+
+
+class Constraint(Protocol):
+    """What a value of one key may be: ``allows`` it (given its section, for sibling bounds), and says so."""
+
+    def allows(self, value: Any, section: Any) -> bool: ...
+
+    def describe(self, prefix: str) -> str: ...
+
+
+def _number(value: float) -> str:
+    if value == INT64:
+        return "2**63"
+    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number between ``low`` and ``high`` (None: unbounded; a string: that sibling key's value).
+
+    ``closed`` says which ends belong to it: ``both``, ``left``, ``right`` or ``neither``;
+    ``integer`` makes it "an integer in ..." in messages (the type already requires one).
+    Floats must be finite.
+    """
+
+    low: float | str | None = None
+    high: float | str | None = None
+    closed: str = "both"
+    integer: bool = False
+
+    def _bound(self, bound: float | str | None, section: Any) -> float | None:
+        return getattr(section, bound) if isinstance(bound, str) else bound
+
+    def allows(self, value: Any, section: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        low, high = self._bound(self.low, section), self._bound(self.high, section)
+        if low is not None and (value < low or (value == low and self.closed in ("right", "neither"))):
+            return False
+        return high is None or not (value > high or (value == high and self.closed in ("left", "neither")))
+
+    def describe(self, prefix: str) -> str:
+        noun = "an integer" if self.integer else "a number"
+        low, high = (
+            f"{prefix}{b}" if isinstance(b, str) else None if b is None else _number(b) for b in (self.low, self.high)
+        )
+        if low is not None and high is not None:
+            left = "[" if self.closed in ("both", "left") else "("
+            right = "]" if self.closed in ("both", "right") else ")"
+            return f"{noun} in {left}{low}, {high}{right}"
+        if low is not None:
+            return f"{noun} {'>=' if self.closed in ('both', 'left') else '>'} {low}"
+        if high is not None:
+            return f"{noun} {'<=' if self.closed in ('both', 'right') else '<'} {high}"
+        return f"a finite {noun.split()[-1]}"
+
+
+@dataclass(frozen=True)
+class Each:
+    """A list of ``min_items`` to ``max_items`` items, each allowed by ``item``."""
+
+    item: Interval
+    min_items: int = 0
+    max_items: int | None = None
+
+    def allows(self, value: Any, section: Any) -> bool:
+        if not isinstance(value, list | tuple):
+            return False
+        count_ok = len(value) >= self.min_items and (self.max_items is None or len(value) <= self.max_items)
+        return count_ok and all(self.item.allows(v, section) for v in value)
+
+    def describe(self, prefix: str) -> str:
+        most = "" if self.max_items is None else f" and at most {self.max_items:,}"
+        least = "a non-empty list" if self.min_items >= 1 else "a list"
+        items = self.item.describe(prefix).replace("a number", "numbers").replace("an integer", "integers")
+        return f"{least}{most} of {items}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A name registered in ``registry`` (a :class:`~longtail.registry.Registry`), listed in the message."""
+
+    registry: Any
+
+    def allows(self, value: Any, section: Any) -> bool:
+        return value in self.registry
+
+    def describe(self, prefix: str) -> str:
+        return "one of " + ", ".join(self.registry.names())
+
+
+@dataclass(frozen=True)
+class Satisfies:
+    """Whatever ``test(value)`` accepts, described as ``expected``."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+    def allows(self, value: Any, section: Any) -> bool:
+        return self.test(value)
+
+    def describe(self, prefix: str) -> str:
+        return self.expected
+
+
+def option(default: Any, help: str, within: Constraint | None = None) -> Any:
+    """A config field: its default, the help text of ``--help`` and the docs, and its constraint (if any)."""
+    metadata = {"help": help, "within": within}
+    if isinstance(default, list):  # a mutable default needs a factory
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def constraint_of(cls: type, name: str) -> Constraint | None:
+    """The constraint of field ``name`` of dataclass ``cls``: its own, or, when a subclass redeclares the field
+    with another default and help only, the nearest base class's (``decouple.crt.lr`` keeps ``lr > 0``)."""
+    for klass in cls.__mro__:
+        found = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if found is not None and found.metadata.get("within") is not None:
+            return found.metadata["within"]
+    return None
+
+
+def expected(within: Constraint | None, prefix: str = "", *, nullable: bool = False) -> str:
+    """What a key accepts, in words: ``an integer >= 1``, ``null or a number in [0, 1)``."""
+    text = within.describe(prefix) if within is not None else ""
+    return f"null or {text}" if nullable and text else text
+
+
+def check_value(key: str, value: Any, within: Constraint | None, section: Any = None, *, prefix: str = "") -> None:
+    """Refuse ``value`` of ``key`` unless ``within`` allows it (None passes: the type said whether it may be).
+
+    Raises:
+        ConfigError: ``"{key}={value}: expected {what within allows}"``.
+    """
+    if within is None or value is None:
+        return
+    if not within.allows(value, section):
+        raise ConfigError(f"{key}={shown(value)}: expected {within.describe(prefix)}")
+
+
+def require(ok: bool, key: str, value: Any, expected_text: str) -> None:
+    """A rule across keys: refuse ``value`` of ``key`` unless ``ok``, saying what was expected."""
+    if not ok:
+        raise ConfigError(f"{key}={shown(value)}: expected {expected_text}")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Named constraints outside the config (an estimator's ``__init__`` parameters), checked the same way."""
+
+    constraints: dict[str, Constraint] = field(default_factory=dict)
+
+    def check(self, values: dict[str, Any], skip: Sequence[str] = ()) -> None:
+        for name, within in self.constraints.items():
+            if name not in skip:
+                check_value(name, values[name], within, _Values(values))
+
+
+class _Values:
+    """Attribute access to a dict, for sibling bounds of :class:`Parameters`."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)

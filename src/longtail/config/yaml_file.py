@@ -1,0 +1,34 @@
+"""A config file read as YAML data, hardened: bounded in size and nesting, without aliases (longtail.safe_text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
+from .options import shown
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not one, and is not read
+
+
+def read_config_file(path: Path) -> Any:
+    """The YAML data of a config file, refused with one line when too large, aliased, too deep or not YAML."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: {size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
+    try:  # YAML's safe loader, without aliases, bounded in nesting (longtail.safe_text)
+        return parse_yaml(path.read_text())
+    except YamlAliasRefused as alias:
+        raise ConfigError(
+            f"config file {path}: line {alias.line}: YAML alias {shown('*' + alias.anchor)} refused; "
+            "write the value out (aliases can expand a small file without bound)"
+        ) from None
+    except (YamlTooDeep, RecursionError):
+        raise ConfigError(f"config file {path}: nested too deeply to be a config") from None
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as error:  # ValueError: an integer of 4300+ digits
+        raise ConfigError(f"config file {path}: not valid YAML ({error.__class__.__name__})") from None
