@@ -63,14 +63,14 @@ def fails_cleanly(args: list[str], out: Path | None, capsys: pytest.CaptureFixtu
         ("train.lr=fast", ["train.lr='fast'", "expected float"]),
         ("train.batch_size=1.5", ["train.batch_size=1.5", "expected int"]),
         ("data.skip_bad=maybe", ["data.skip_bad='maybe'", "expected bool"]),
-        ("train.epochs=-3", ["train.epochs=-3", "expected an integer >= 1"]),
-        ("decouple.crt.epochs=-1", ["decouple.crt.epochs=-1", "expected an integer >= 1"]),
+        ("train.epochs=-3", ["train.epochs=-3", "expected an integer in [1, 100,000]"]),
+        ("decouple.crt.epochs=-1", ["decouple.crt.epochs=-1", "expected an integer in [1, 100,000]"]),
         ("decouple.tau.min=-0.5", ["decouple.tau.min=-0.5", "expected a number >= 0"]),
         ("decouple.logit_adjust.min=-1", ["decouple.logit_adjust.min=-1.0", "expected a number >= 0"]),
         ("train.logit_adjusted.tau=-1", ["train.logit_adjusted.tau=-1.0", "expected a number >= 0"]),
         ("data.imbalance_factor=0.5", ["data.imbalance_factor=0.5", "expected a number >= 1"]),
-        ("data.seed=-1", ["data.seed=-1", "expected an integer >= 0"]),
-        ("seed=-7", ["seed=-7", "expected an integer >= 0"]),
+        ("data.seed=-1", ["data.seed=-1", "expected an integer in [0, 2**63)"]),
+        ("seed=-7", ["seed=-7", "expected an integer in [0, 2**63)"]),
         ("train.lr=nan", ["train.lr=nan", "expected a finite number"]),
         ("decouple.tau.max=inf", ["decouple.tau.max=inf", "expected a finite number"]),
     ],
@@ -84,7 +84,9 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epochs: -2\n")
     out = tmp_path / "run"
-    fails_cleanly(["train", str(config), *NO_DATA, "--out", str(out)], out, capsys, "train.epochs=-2", ">= 1")
+    fails_cleanly(
+        ["train", str(config), *NO_DATA, "--out", str(out)], out, capsys, "train.epochs=-2", "in [1, 100,000]"
+    )
     config.write_text("data:\n  imbalanse_factor: 10\n")
     fails_cleanly(
         ["train", str(config), *NO_DATA, "--out", str(out)], out, capsys, "did you mean 'data.imbalance_factor'"

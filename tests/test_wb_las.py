@@ -158,7 +158,7 @@ def test_wb_grid_choice_never_reads_test():
 def test_wb_config_is_checked():
     with pytest.raises(ConfigError, match=r"^decouple.wb.thresh_grid=\[0.1, -1.0\]: expected a list of numbers >= 0$"):
         load_config(None, ["decouple.wb.thresh_grid=[0.1,-1]"])
-    with pytest.raises(ConfigError, match=r"^decouple.wb.radius=-1.0: expected a number >= 0 or null$"):
+    with pytest.raises(ConfigError, match=r"^decouple.wb.radius=-1.0: expected null or a number >= 0$"):
         load_config(None, ["decouple.wb.radius=-1"])
     with pytest.raises(ConfigError, match=r"^decouple.wb.beta=1.0: expected a number in \[0, 1\)$"):
         load_config(None, ["decouple.wb.beta=1"])

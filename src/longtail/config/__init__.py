@@ -14,7 +14,7 @@ and :mod:`~longtail.config.yaml_file` (the hardened YAML reader).
 """
 
 from .build import EXTERNAL_BACKBONES, config_from_dict, load_config, parse_override
-from .options import Each, Interval, OneOf, Parameters, Satisfies, check_value, option, require, shown
+from .options import SHOWN_CHARS, Each, Interval, OneOf, Parameters, Satisfies, check_value, option, require, shown
 from .reference import KeyDoc, config_keys, config_markdown_table, config_reference, key_docs
 from .schema import (
     Config,
@@ -29,9 +29,12 @@ from .schema import (
 from .sections import register_section, unregister_section
 from .serialize import config_to_dict, save_config
 from .validate import validate_config
+from .yaml_file import MAX_CONFIG_BYTES
 
 __all__ = [
     "EXTERNAL_BACKBONES",
+    "MAX_CONFIG_BYTES",
+    "SHOWN_CHARS",
     "Config",
     "DataConfig",
     "DecoupleConfig",

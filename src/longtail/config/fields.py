@@ -35,6 +35,11 @@ def is_section(cls: type, name: str) -> bool:
     return parent is not None and name in sections_of(parent)
 
 
+def is_nullable(hint: Any) -> bool:
+    """Whether a key of type ``hint`` may be null (``int | None``)."""
+    return typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
 def type_name(hint: Any) -> str:
     """A type in words, as an error message says what was expected."""
     if typing.get_origin(hint) is Literal:

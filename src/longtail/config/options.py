@@ -46,7 +46,7 @@ class Constraint(Protocol):
 def _number(value: float) -> str:
     if value == INT64:
         return "2**63"
-    return f"{value:,}" if isinstance(value, int) and abs(value) >= 10_000 else f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,10 @@ class Each:
         return count_ok and all(self.item.allows(v, section) for v in value)
 
     def describe(self, prefix: str) -> str:
-        most = "" if self.max_items is None else f" and at most {self.max_items:,}"
-        least = "a non-empty list" if self.min_items >= 1 else "a list"
         items = self.item.describe(prefix).replace("a number", "numbers").replace("an integer", "integers")
-        return f"{least}{most} of {items}"
+        if self.max_items is None:
+            return f"{'a non-empty list' if self.min_items else 'a list'} of {items}"
+        return f"a list of {self.min_items} to {self.max_items:,} {items}"
 
 
 @dataclass(frozen=True)
@@ -164,16 +164,18 @@ def expected(within: Constraint | None, prefix: str = "", *, nullable: bool = Fa
     return f"null or {text}" if nullable and text else text
 
 
-def check_value(key: str, value: Any, within: Constraint | None, section: Any = None, *, prefix: str = "") -> None:
+def check_value(
+    key: str, value: Any, within: Constraint | None, section: Any = None, *, prefix: str = "", nullable: bool = False
+) -> None:
     """Refuse ``value`` of ``key`` unless ``within`` allows it (None passes: the type said whether it may be).
 
     Raises:
-        ConfigError: ``"{key}={value}: expected {what within allows}"``.
+        ConfigError: ``"{key}={value}: expected {what within allows}"`` (``null or ...`` for a ``nullable`` key).
     """
     if within is None or value is None:
         return
     if not within.allows(value, section):
-        raise ConfigError(f"{key}={shown(value)}: expected {within.describe(prefix)}")
+        raise ConfigError(f"{key}={shown(value)}: expected {expected(within, prefix, nullable=nullable)}")
 
 
 def require(ok: bool, key: str, value: Any, expected_text: str) -> None:

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-from .fields import field_types, type_name
+from .fields import field_types, is_nullable, type_name
 from .options import constraint_of, expected
 from .schema import Config
 
@@ -24,10 +22,6 @@ class KeyDoc:
     accepts: str
 
 
-def _nullable(hint: Any) -> bool:
-    return typing.get_origin(hint) in (Union, types.UnionType) and type(None) in typing.get_args(hint)
-
-
 def key_docs(cls: type = Config, prefix: str = "") -> list[KeyDoc]:
     """Every leaf key of ``cls`` (default: the whole config), in declaration order, sections after their parent."""
     docs: list[KeyDoc] = []
@@ -37,7 +31,7 @@ def key_docs(cls: type = Config, prefix: str = "") -> list[KeyDoc]:
         if dataclasses.is_dataclass(hint):
             docs += key_docs(hint, f"{prefix}{name}.")
             continue
-        within = expected(constraint_of(cls, name), prefix, nullable=_nullable(hint))
+        within = expected(constraint_of(cls, name), prefix, nullable=is_nullable(hint))
         help_text = fields[name].metadata.get("help", "")
         docs.append(KeyDoc(f"{prefix}{name}", getattr(defaults, name), help_text, within or type_name(hint)))
     return docs

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..registry import DATASETS, LOSSES, SAMPLERS
-from .fields import field_types, is_section
+from .fields import field_types, is_nullable, is_section
 from .options import INT64, check_value, constraint_of, require
 from .schema import Config
 
@@ -26,17 +26,20 @@ def check_section(section: Any, prefix: str) -> None:
     """Each key of one section (and of its sub-sections) against its constraint; floats finite; integers in
     64 bits; then the section's own ``check(prefix)``, if it has one."""
     fields = {f.name for f in dataclasses.fields(section)}
-    for name in field_types(type(section)):
+    for name, hint in field_types(type(section)).items():
         value, key = getattr(section, name), f"{prefix}{name}"
         if dataclasses.is_dataclass(value):
             check_section(value, f"{key}.")
             continue
-        for item in value if isinstance(value, list) else [value]:
+        items = value if isinstance(value, list) else [value]
+        for item in items:  # nan or inf passes no range check meaningfully
             require(not isinstance(item, float) or math.isfinite(item), key, value, "a finite number")
+        if name in fields and not is_section(type(section), name):  # then the key's own constraint
+            within = constraint_of(type(section), name)
+            check_value(key, value, within, section, prefix=prefix, nullable=is_nullable(hint))
+        for item in items:  # an unconstrained integer still fits in 64 bits: nothing overflows deep inside
             fits = not isinstance(item, int) or isinstance(item, bool) or -INT64 <= item < INT64
             require(fits, key, value, "an integer in [-2**63, 2**63)")
-        if name in fields and not is_section(type(section), name):
-            check_value(key, value, constraint_of(type(section), name), section, prefix=prefix)
     if hasattr(section, "check"):
         section.check(prefix.rstrip("."))
 
@@ -66,9 +69,10 @@ def _check_representation(config: Config) -> None:
             f"model.backbone={m.backbone!r}: data.name={d.name} holds feature vectors, not images; "
             "expected model.backbone=identity (its default)"
         )
-    network = "a network (identity is for readers of feature vectors)"
+    vectors = ", ".join(f"data.name={spec.name}" for spec in DATASETS.values() if spec.holds_features)
+    network = f"a network (identity is for {vectors or 'readers of feature vectors'})"
     require(features or m.backbone != "identity", "model.backbone", m.backbone, network)
-    require(features or m.joint == "train", "model.joint", m.joint, "train (file is for feature vectors)")
+    require(features or m.joint == "train", "model.joint", m.joint, f"train (file is for {vectors})")
     head = LOSSES.get(config.train.loss).head
     linear = f"train: train.loss={config.train.loss} trains a {head} classifier, a file holds a linear one"
     require(m.joint == "train" or head == "linear", "model.joint", m.joint, linear)

@@ -120,5 +120,6 @@ def require_evaluation_images(
         )
         raise DataError(
             f"{name}: the validation split has no {unit} ({why}); τ and the epoch records are chosen on it: "
-            f"give a validation split (x_val/y_val in the .npz, data.filelist.val_list, a val/ folder) or more training {unit}"
+            f"give a validation split (x_val/y_val in the .npz, data.filelist.val_list, a val/ folder) or more "
+            f"training {unit}"
         )

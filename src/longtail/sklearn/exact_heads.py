@@ -63,7 +63,7 @@ def class_probabilities(counts: torch.Tensor, sampling: Any) -> torch.Tensor:
     spec = SAMPLERS.get(sampling.sampler)
     if spec.class_shares is None:
         raise ConfigError(f"decouple.sampler={spec.name}: its class shares are unknown; use solver='sgd'")
-    section = getattr(sampling, spec.name) if spec.config is not None else None
+    section = getattr(sampling, spec.name, None) if spec.config is not None else None
     return spec.class_shares(counts, section).to(torch.float64)
 
 
