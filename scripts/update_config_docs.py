@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from longtail.config import config_markdown_table
-from longtail.io import write_text_atomic
+from longtail.fs.atomic import write_text_atomic
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -32,6 +32,7 @@ from .evaluation.bootstrap import METRICS
 from .evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
 from .evaluation.table import INTERVAL_NOTE, format_table, table_title
 from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
+from .fs.atomic import write_text_atomic
 from .grid import (
     GRID_DEFAULTS,
     LOSSES,
@@ -44,7 +45,6 @@ from .grid import (
     run_grid,
     write_grid_doc,
 )
-from .io import write_text_atomic
 from .methods import method_names
 from .pipeline import decouple, evaluate, resume, train
 from .pipeline.features_export import export_features

@@ -40,7 +40,7 @@ from .config import Config, config_to_dict, load_config, parse_override
 from .data.fingerprint import short
 from .data.registry import create_dataset
 from .errors import ConfigError, OutputPathError, RunDirError
-from .io import write_text_atomic
+from .fs.atomic import write_text_atomic
 from .methods import METHODS, display_order, label_of, method_names
 from .methods.selection import check_select_on_data
 from .pipeline import RUN_TIME_KEYS, decouple, evaluate, resume, train

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .errors import OutputPathError, RunDirError, RunInUseError, StorageError
-from .io import (
+from .fs.atomic import (
     make_dirs,
     os_error_reason,
     pid_alive,

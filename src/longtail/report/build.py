@@ -25,7 +25,7 @@ from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.calibration import DEFAULT_BINS, reliability
 from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
-from ..io import write_binary_atomic, write_text_atomic
+from ..fs.atomic import write_binary_atomic, write_text_atomic
 from ..methods import display_order
 from ..runs import PER_CLASS_FILE, require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
