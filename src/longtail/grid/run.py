@@ -36,19 +36,19 @@ from typing import Any
 
 import torch
 
-from .config import Config, config_to_dict, load_config, parse_override
-from .data.fingerprint import short
-from .data.registry import create_dataset
-from .errors import ConfigError, OutputPathError, RunDirError
-from .fs.atomic import write_text_atomic
-from .methods import METHODS, display_order, label_of, method_names
-from .methods.selection import check_select_on_data
-from .pipeline import RUN_TIME_KEYS, decouple, evaluate, resume, train
-from .pipeline.provenance import KEY as PROVENANCE_KEY
-from .pipeline.provenance import differences, stage1_keys, stage1_provenance
-from .pipeline.representation import representation_splits
-from .runs import is_run_dir, load_checkpoint, read_results
-from .version import __version__
+from ..config import Config, config_to_dict, load_config, parse_override
+from ..data.fingerprint import short
+from ..data.registry import create_dataset
+from ..errors import ConfigError, OutputPathError, RunDirError
+from ..fs.atomic import write_text_atomic
+from ..methods import METHODS, display_order, label_of, method_names
+from ..methods.selection import check_select_on_data
+from ..pipeline import RUN_TIME_KEYS, decouple, evaluate, resume, train
+from ..pipeline.provenance import KEY as PROVENANCE_KEY
+from ..pipeline.provenance import differences, stage1_keys, stage1_provenance
+from ..pipeline.representation import representation_splits
+from ..runs import is_run_dir, load_checkpoint, read_results
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,17 @@ from typing import Any
 
 import yaml
 
-from .config import EvalConfig, config_reference, config_to_dict, load_config
-from .data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
-from .demo import demo
-from .engine.distributed import launch_env, reported_by_rank0, single_process
-from .errors import ConfigError, LongtailError
-from .evaluation.bootstrap import METRICS
-from .evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
-from .evaluation.table import INTERVAL_NOTE, format_table, table_title
-from .export import export_methods, export_run, format_predictions, load_artifact, predict_images
-from .fs.atomic import write_text_atomic
-from .grid import (
+from ..config import EvalConfig, config_reference, config_to_dict, load_config
+from ..data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
+from ..demo import demo
+from ..engine.distributed import launch_env, reported_by_rank0, single_process
+from ..errors import ConfigError, LongtailError
+from ..evaluation.bootstrap import METRICS
+from ..evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
+from ..evaluation.table import INTERVAL_NOTE, format_table, table_title
+from ..export import export_methods, export_run, format_predictions, load_artifact, predict_images
+from ..fs.atomic import write_text_atomic
+from ..grid import (
     GRID_DEFAULTS,
     LOSSES,
     MAX_RUNS,
@@ -45,11 +45,11 @@ from .grid import (
     run_grid,
     write_grid_doc,
 )
-from .methods import method_names
-from .pipeline import decouple, evaluate, resume, train
-from .pipeline.features_export import export_features
-from .runs import check_output_path
-from .version import __version__
+from ..methods import method_names
+from ..pipeline import decouple, evaluate, resume, train
+from ..pipeline.features_export import export_features
+from ..runs import check_output_path
+from ..version import __version__
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
@@ -277,14 +277,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report  # matplotlib is imported only by the commands that draw
+    from ..report import write_report  # matplotlib is imported only by the commands that draw
 
     paths = write_report(args.run_dir, args.overrides)
     print(f"report: {paths['html']} (self-contained) and {paths['markdown']} (figures in {paths['figures']})")
 
 
 def _cmd_illustrate(args: argparse.Namespace) -> None:
-    from .report.illustration import write_illustration  # matplotlib is imported only by the commands that draw
+    from ..report.illustration import write_illustration  # matplotlib is imported only by the commands that draw
 
     out = check_output_path(args.out, overwrite=args.overwrite, what="--out")
     print(f"illustration: {write_illustration(out, seed=args.seed)}")

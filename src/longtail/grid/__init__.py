@@ -1,0 +1,43 @@
+"""``longtail grid``: the paper's representation-learning grid, stage-1 sweeps and seeds (see :mod:`.run`)."""
+
+from .run import (
+    GRID_DEFAULTS,
+    LOSS_LABELS,
+    LOSSES,
+    MAX_NAME_LENGTH,
+    MAX_RUNS,
+    NOTES_MARKER,
+    SAMPLER_LABELS,
+    SAMPLERS,
+    TRAINABLE,
+    check_grid_doc,
+    grid_markdown,
+    mean_std,
+    parse_sweep,
+    reading,
+    run_grid,
+    sweep_combinations,
+    sweep_dir_name,
+    write_grid_doc,
+)
+
+__all__ = [
+    "GRID_DEFAULTS",
+    "LOSSES",
+    "LOSS_LABELS",
+    "MAX_NAME_LENGTH",
+    "MAX_RUNS",
+    "NOTES_MARKER",
+    "SAMPLERS",
+    "SAMPLER_LABELS",
+    "TRAINABLE",
+    "check_grid_doc",
+    "grid_markdown",
+    "mean_std",
+    "parse_sweep",
+    "reading",
+    "run_grid",
+    "sweep_combinations",
+    "sweep_dir_name",
+    "write_grid_doc",
+]
