@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from conftest import tiny_overrides
-from longtail.cli import _grid_seeds, main
+from longtail.cli import main
+from longtail.cli.experiments import _grid_seeds
 from longtail.config import config_to_dict, load_config, parse_override
 from longtail.errors import ConfigError
 from longtail.grid import (
