@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import OutputPathError, RunDirError, RunInUseError, StorageError
+from .errors import OutputPathError, RunDirError, RunInUseError, StorageError, shown
 from .fs.atomic import (
     make_dirs,
     os_error_reason,
@@ -331,13 +331,9 @@ def check_output_path(path: str | Path, *, overwrite: bool, what: str = "--out")
     try:
         return _checked_output_path(path, overwrite, what)
     except OSError as error:  # ENAMETOOLONG, EACCES, ELOOP...: the path cannot even be examined
-        raise OutputPathError(f"{_cut_path(path)}: cannot be used as {what} ({os_error_reason(error)})") from None
-
-
-def _cut_path(path: Path, limit: int = 160) -> str:
-    """``path`` as text, its middle elided past ``limit`` characters (a refused name may be thousands long)."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+        # A refused name may be thousands of characters long: its middle is cut, its file name kept.
+        where = shown(path, 160, quote=False, middle=True)
+        raise OutputPathError(f"{where}: cannot be used as {what} ({os_error_reason(error)})") from None
 
 
 def _checked_output_path(path: Path, overwrite: bool, what: str) -> Path:
