@@ -1,31 +1,49 @@
-"""Regenerate the key table of docs/configuration.md from the config dataclasses.
+"""Regenerate the key table of docs/configuration.md from the config dataclasses (`make docs` runs this).
 
-    python scripts/update_config_docs.py
+    python scripts/update_config_docs.py            # rewrite the table if it changed
+    python scripts/update_config_docs.py --check    # exit 1 if it is stale, writing nothing
 
 The table runs from its header line to the first line that is not a table row;
-the prose around it is left as written. A test fails when the table is stale.
+the prose around it is left as written. `make test` and `make demo` run
+`make docs` first, so a changed option never leaves the page stale; run alone,
+pytest fails on a stale table and names this command (tests/test_config.py).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from longtail.config import config_markdown_table
-from longtail.io import write_text_atomic
+from longtail.fs.atomic import write_text_atomic
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
-def main() -> None:
-    lines = DOC.read_text().splitlines()
+def regenerated(text: str) -> str:
+    """``text`` (docs/configuration.md) with its key table replaced by the one the code generates."""
+    lines = text.splitlines()
     table = config_markdown_table().splitlines()
     start = lines.index(table[0])
     end = start
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
-    write_text_atomic(DOC, "\n".join(lines[:start] + table + lines[end:]) + "\n")
+    return "\n".join(lines[:start] + table + lines[end:]) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = DOC.read_text(encoding="utf-8")
+    fresh = regenerated(text)
+    if fresh == text:
+        print(f"{DOC}: up to date")
+        return 0
+    if "--check" in argv:
+        print(f"{DOC}: stale; run `make docs` (or python scripts/update_config_docs.py)", file=sys.stderr)
+        return 1
+    write_text_atomic(DOC, fresh)
     print(f"updated {DOC}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))
