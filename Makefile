@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 # The data directory reaches longtail only when it is not the default.
 DATA_ROOT_ARG := $(if $(filter-out /usr/share/datasets/fashion-mnist,$(FASHION_MNIST_DIR)),data.root=$(FASHION_MNIST_DIR))
 
-.PHONY: install data demo test test-fast clean
+.PHONY: install data docs demo test test-fast clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,19 @@ install: $(STAMP)
 data:
 	@sh scripts/ensure_fashion_mnist.sh "$(FASHION_MNIST_DIR)"
 
-demo: install data
+# Generated documentation: the key table of docs/configuration.md comes from the config dataclasses. A build
+# step, not a hand step: the demo and the tests (CI runs `make test`) regenerate it first, so adding or changing
+# an option changes the page with it.
+docs: install
+	$(BIN)/python scripts/update_config_docs.py
+
+demo: install data docs
 	$(BIN)/longtail demo --out runs/demo $(DATA_ROOT_ARG)
 
-test: install data
+test: install data docs
 	$(BIN)/python -m pytest -m "slow or not slow"
 
-test-fast: install data
+test-fast: install data docs
 	$(BIN)/python -m pytest
 
 clean:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from longtail.io import write_text_atomic
+from longtail.fs.atomic import write_text_atomic
 
 
 def write_section(doc: Path, heading: str, section: str) -> None:

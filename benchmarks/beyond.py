@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import machine_line, write_section  # noqa: E402
 
-from longtail.grid import GRID_DEFAULTS, _stage1  # noqa: E402
+from longtail.grid.run import GRID_DEFAULTS, _stage1  # noqa: E402
 from longtail.methods import display_order, label_of  # noqa: E402
 from longtail.pipeline import decouple  # noqa: E402
 from longtail.runs import read_results  # noqa: E402

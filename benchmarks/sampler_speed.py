@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longtail.io import write_text_atomic
+from longtail.fs.atomic import write_text_atomic
 from longtail.samplers import make_sampler
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "sampler_speed.md"

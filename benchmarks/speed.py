@@ -13,7 +13,7 @@ docs/performance.md (other sections are kept):
   official code (from benchmarks/sampler_speed.py).
 - ``tau``: the τ sweep at ImageNet-LT test scale (50,000 x 2,048 features,
   1,000 classes, 21 τ): one evaluation, the one-product sweep
-  (:func:`longtail.models.heads.tau_sweep_predictions`) and 21 separate
+  (:func:`longtail.methods.norm_sweep.tau_sweep_predictions`) and 21 separate
   evaluations.
 - ``stage2``: stage 2 on cached features against the official online way, as
   whole ``longtail`` processes on the demo and a 6,000-image profile (time and
@@ -61,7 +61,8 @@ from longtail.data import DatasetSplits, TensorImageDataset, channel_stats, trai
 from longtail.engine.loops import make_loader, train_one_epoch
 from longtail.engine.optim import cosine_schedule, sgd
 from longtail.engine.stage1 import stage1_loss
-from longtail.methods.tau_norm import tau_normalize, tau_sweep_predictions
+from longtail.methods.norm_sweep import tau_sweep_predictions
+from longtail.methods.tau_norm import tau_normalize
 from longtail.models import create_model as build_model
 from longtail.samplers import EpochSampler, make_sampler
 

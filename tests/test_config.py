@@ -94,8 +94,11 @@ def test_every_key_has_help_and_the_docs_list_them_all():
     assert all(help_text for _, _, help_text in rows)
     reference = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     for key, _, _ in rows:
-        assert f"`{key}`" in reference, f"docs/configuration.md lacks {key}"
-    assert reference_markdown() in reference, "stale reference: run `make docs` (python scripts/update_config_docs.py)"
+        assert f"`{key}`" in reference, f"docs/configuration.md lacks {key}; regenerate it with `make docs`"
+    assert reference_markdown() in reference, (
+        "docs/configuration.md: its reference is stale; regenerate it with `make docs` "
+        "(or python scripts/update_config_docs.py; `make test` and `make demo` run it first)"
+    )
 
 
 def test_shipped_configs_load():

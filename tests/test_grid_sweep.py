@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import tiny_overrides
-from longtail import grid as grid_module
-from longtail.cli import _grid_seeds, main
+from longtail.cli import main
+from longtail.cli.experiments import _grid_seeds
 from longtail.config import config_to_dict, load_config, parse_override
 from longtail.errors import ConfigError
 from longtail.grid import (
@@ -28,6 +28,7 @@ from longtail.grid import (
     sweep_combinations,
     sweep_dir_name,
 )
+from longtail.grid import run as grid_module
 
 METHODS = ("joint", "ncm", "crt", "tau_norm", "lws", "logit_adjust", "auto")
 

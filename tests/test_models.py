@@ -207,7 +207,7 @@ def _sweep_argmax(features: torch.Tensor, weight: torch.Tensor, taus: list[float
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
 def test_tau_sweep_predictions_match_tau_sweep_with_ties(chunk_rows):
-    from longtail.methods.tau_norm import tau_sweep_predictions
+    from longtail.methods.norm_sweep import tau_sweep_predictions
 
     # Small integers make every product exact, so both sides compute bit-identical scores and the
     # many exact ties (equal logits, equal norms) must be broken the same way: smallest class index.
@@ -225,7 +225,7 @@ def test_tau_sweep_predictions_match_tau_sweep_with_ties(chunk_rows):
 
 @pytest.mark.parametrize("chunk_rows", [5, 33, 200])
 def test_tau_sweep_predictions_equal_normalised_weights(chunk_rows):
-    from longtail.methods.tau_norm import tau_sweep_predictions
+    from longtail.methods.norm_sweep import tau_sweep_predictions
 
     torch.manual_seed(1)
     # float64 keeps the two ways of rounding ((x·w)·||w||^-τ against x·(w/||w||^τ)) far below any score gap.
@@ -241,7 +241,7 @@ def test_tau_sweep_predictions_equal_normalised_weights(chunk_rows):
 
 
 def test_tau_sweep_predictions_zero_norm_class_wins_only_over_negative_logits():
-    from longtail.methods.tau_norm import tau_sweep_predictions
+    from longtail.methods.norm_sweep import tau_sweep_predictions
 
     weight = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]])  # class 1 has norm 0
     features = torch.tensor([[-1.0, -1.0], [3.0, -1.0], [0.0, 0.0]])
@@ -252,7 +252,7 @@ def test_tau_sweep_predictions_zero_norm_class_wins_only_over_negative_logits():
 
 
 def test_tau_sweep_predictions_edge_shapes():
-    from longtail.methods.tau_norm import tau_sweep_predictions
+    from longtail.methods.norm_sweep import tau_sweep_predictions
 
     features, weight = torch.randn(4, 3), torch.randn(5, 3)
     assert tau_sweep_predictions(features, weight, []).shape == (0, 4)

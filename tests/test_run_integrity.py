@@ -20,7 +20,7 @@ import yaml
 from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.errors import OutputPathError, RunInUseError, StorageError
-from longtail.io import write_bytes_atomic, write_text_atomic
+from longtail.fs.atomic import write_bytes_atomic, write_text_atomic
 from longtail.pipeline import load_run
 from longtail.runs import LOCK_FILE, RUN_OWN_NAMES, check_output_path, run_lock
 from mounts import read_only_view
@@ -357,7 +357,7 @@ def test_stale_temporaries_are_removed_by_the_next_writer(run_copy: Path):
 
 WRITER = """
 import sys, time
-from longtail.io import write_binary_atomic
+from longtail.fs.atomic import write_binary_atomic
 def slow(handle):
     handle.write(b"x" * 100000)
     handle.flush()

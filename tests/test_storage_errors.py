@@ -21,7 +21,7 @@ import torch
 from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.errors import StorageError
-from longtail.io import save_torch_atomic, write_binary_atomic, write_json_atomic, write_text_atomic
+from longtail.fs.atomic import save_torch_atomic, write_binary_atomic, write_json_atomic, write_text_atomic
 from mounts import fill, read_only_view, resize_tmpfs, small_tmpfs, tree
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -83,7 +83,7 @@ def test_injected_storage_errors_are_one_line(
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(f"longtail.io.{target}", fail)
+    monkeypatch.setattr(f"longtail.fs.atomic.{target}", fail)
     with pytest.raises(StorageError) as caught:
         write_text_atomic(path, "seed: 1\n")
     assert str(caught.value) == f"{path}: {reason}; nothing was replaced"
@@ -108,7 +108,7 @@ def test_torch_export_on_a_full_disk_is_an_error_not_an_abort(tmp_path: Path):
     """torch.export.save writes from C++; an exception there aborted the process (exit 134)."""
     script = (
         "import sys, torch\n"
-        "from longtail.io import write_binary_atomic\n"
+        "from longtail.fs.atomic import write_binary_atomic\n"
         "from longtail.errors import StorageError\n"
         "program = torch.export.export(torch.nn.Linear(300, 300), (torch.zeros(1, 300),))\n"
         "try:\n"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from longtail.engine.tensorboard import TENSORBOARD_DIR, ScalarLog
+from longtail.engine.tensorboard import TENSORBOARD_DIR, ScalarLog, log_scores
+from longtail.pipeline.scores import sweep_keys
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,20 @@ def test_stage2_head_training_and_scores(run: Path):
             assert scalars[f"test/{method}/{group}"][-1] == (epochs, pytest.approx(expected, rel=1e-6))
     curve = results["tau_curve"]["val"]
     assert [step for step, _ in scalars["tau_sweep/val/all"]] == [round(100 * p["tau"]) for p in curve]
+    curve = results["logit_adjust_curve"]["test"]
+    assert [v for _, v in scalars["logit_adjust_sweep/test/few"]] == pytest.approx([p["few"] for p in curve])
+
+
+def test_the_curves_logged_are_the_registry_sweeps(tmp_path: Path):
+    """The τ curves come from MethodSpec.sweep (a plugin's included), not from a list in the engine."""
+    assert {"tau_curve", "logit_adjust_curve"} <= set(sweep_keys())
+    point = {"tau": 0.5, "many": 80.0, "medium": 60.0, "few": 40.0, "all": 70.0, "macro": 60.0}
+    results = {"debias_curve": {"val": [point], "test": []}, "tau_curve": {"val": [point]}}
+    with ScalarLog(tmp_path) as log:
+        log_scores(log, results, 4, sweeps=["debias_curve"])
+    scalars = _scalars(tmp_path)
+    assert scalars["debias_sweep/val/few"] == [(50, 40.0)]
+    assert not any(tag.startswith("tau_sweep") for tag in scalars)  # not asked for: not logged
 
 
 def test_disabled_log_writes_nothing(tmp_path: Path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import methods as _methods  # noqa: F401  (registers the stage-2 methods and their config sections)
 from .version import __version__
 
 # name -> module that defines it

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
+from .fs.staging import replace_directory
 from .pipeline import decouple, train
 from .report import write_report
 from .runs import check_replaceable, read_results
@@ -41,8 +42,7 @@ def demo(
         decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
         if out.exists():
             say(f"replacing existing run directory {out}")
-            shutil.rmtree(out)
-        partial.rename(out)
+        replace_directory(partial, out)  # the old run goes only once the new one is in place
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     paths = write_report(out)

@@ -1,4 +1,4 @@
-"""The error type of everything a user can get wrong.
+"""The error type of everything a user can get wrong, and how a value is shown in its message.
 
 A :class:`LongtailError` carries one readable line that names the culprit (a
 file, a config key, a value) and says what was expected. The CLI prints that
@@ -49,3 +49,45 @@ class TrainingError(LongtailError):
     def __init__(self, message: str, step: int = 0) -> None:
         super().__init__(message)
         self.step = step
+
+
+# --- how a value appears in an error's one line ------------------------------------------------------------
+
+SHOWN_CHARS = 80  # a value in a message is cut to this: a file or a config can hold a value of any size
+
+
+def shown(value: object, limit: int = SHOWN_CHARS, *, quote: bool = True, middle: bool = False) -> str:
+    """``value`` for a one-line message: ``repr(value)`` (``str`` with ``quote=False``), cut past ``limit`` characters.
+
+    A cut text says its full length: ``'abcdef... (12,345 characters)``; with
+    ``middle`` its middle is cut instead and its end stays, as a path's file
+    name does: ``/data/sub...dir/name.png (9,000 characters)``. Never fails: an
+    integer past Python's 4,300-digit limit of int -> str, and a structure
+    nested too deep for ``repr``, are described instead.
+
+    The one message-shortening helper of longtail: every error that quotes a
+    value from a file, a config or a command line shows it through this.
+    """
+    try:
+        text = repr(value) if quote else str(value)
+    except ValueError:  # int -> str refuses more than 4300 digits
+        if isinstance(value, int):
+            return f"<an integer of {value.bit_length():,} bits>"
+        return f"<a {type(value).__name__} that cannot be shown>"
+    except RecursionError:
+        return f"<a {type(value).__name__} nested too deep to show>"
+    if len(text) <= limit:
+        return text
+    size = f" ({len(text):,} characters)"
+    if not middle:
+        return f"{text[: max(limit - 3, 1)]}...{size}"
+    head = max(limit - 3, 2) // 2
+    tail = max(limit - 3 - head, 1)
+    return f"{text[:head]}...{text[-tail:]}{size}"
+
+
+def described(error: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message`` of an exception from a library, :func:`shown` to ``limit`` characters:
+    the one-line reason of a failure whose message may run to pages (a damaged file, a program refusing input)."""
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{error.__class__.__name__}: {shown(first, limit, quote=False)}" if first else error.__class__.__name__

@@ -14,17 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import RunDirError
+from .errors import RunDirError, shown
 from .safe_text import parse_json
 
 # Accuracy (%) and τ entries of a method's summary and of a τ-sweep point; None marks an empty shot group.
 ACCURACY_KEYS = ("many", "medium", "few", "all", "macro")
 SCORE_KEYS = (*ACCURACY_KEYS, "tau")
 _SHOWN = 40  # characters of a value or key quoted in a message: a message stays one short line
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
 def describe(value: Any) -> str:
@@ -34,12 +30,12 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, (int, float)):
-        return f"the number {_cut(repr(value))}"
+        return f"the number {shown(value, _SHOWN)}"
     if isinstance(value, str):
-        return f"a string ({_cut(repr(value))})"
+        return f"a string ({shown(value, _SHOWN)})"
     if isinstance(value, list):
         return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
-    return "an object" if isinstance(value, dict) else _cut(type(value).__name__)
+    return "an object" if isinstance(value, dict) else shown(type(value).__name__, _SHOWN, quote=False)
 
 
 def _is_number(value: Any) -> bool:
@@ -80,7 +76,7 @@ class _Checker:
 
 
 def _key(name: str) -> str:
-    return _cut(str(name))
+    return shown(name, _SHOWN, quote=False)
 
 
 def _is_interval(value: Any) -> bool:

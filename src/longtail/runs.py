@@ -20,34 +20,30 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import platform
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import OutputPathError, RunDirError, RunInUseError, StorageError
-from .io import (
+from .errors import OutputPathError, RunDirError, RunInUseError, StorageError, shown
+from .fs.atomic import (
     make_dirs,
     os_error_reason,
-    pid_alive,
     remove_stale_temporaries,
     remove_tree,
     save_torch_atomic,
-    storage_error,
     write_json_atomic,
     write_text_atomic,
 )
-from .safe_text import parse_json, read_json_file, read_text_file
+from .fs.locks import LockPolicy, directory_lock
+from .safe_text import read_json_file, read_text_file
 from .safe_torch import load_tensors
 from .version import __version__
 
@@ -241,65 +237,9 @@ def saved_methods(run_dir: Path) -> list[str]:
 
 
 # --- The run lock -------------------------------------------------------------------------------------------
-# An flock on RUN/.longtail.lock: the kernel drops it when the holder exits in any way (SIGKILL included), so a
-# lock is never stale. A second command fails at once rather than waiting: a waiting `decouple` would silently
-# run on what the first one left, and a failure tells the user what is going on. The last holder removes the
-# file, so a run at rest holds only its own files; whoever locks a file that was removed meanwhile (its inode
-# is no longer the path's) locks the new one instead.
-
-# Locks this process holds: real path of the run directory -> (lock fd, exclusive).
-_HELD: dict[str, tuple[int, bool]] = {}
-
-
-def _close_inherited_locks() -> None:
-    """In a forked child (DataLoader workers), drop the copies of the lock fds.
-
-    The parent keeps its locks; without this a worker that outlives a
-    SIGKILLed parent for a few seconds would keep the run locked.
-    """
-    for fd, _ in _HELD.values():
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _HELD.clear()
-
-
-os.register_at_fork(after_in_child=_close_inherited_locks)
-
-
-def _holder(path: Path) -> str:
-    """Who holds the lock file ``path``, as "PID n (longtail decouple)", from what the holder wrote into it."""
-    for _ in range(5):  # the holder writes its record just after taking the lock: give it a moment
-        try:
-            record = read_json_file(path, "lock record", max_bytes=4096, error=RunDirError)
-            if pid_alive(int(record["pid"])):  # else a killed holder's record, the live one could not write its own
-                return f"PID {int(record['pid'])} ({record['command']})"
-            break
-        except (OSError, RunDirError, ValueError, KeyError, TypeError):
-            time.sleep(0.02)
-    return "another longtail process"
-
-
-def _recorded_pid(fd: int) -> int | None:
-    """The PID recorded in the lock file, if any."""
-    try:
-        return int(parse_json(os.pread(fd, 4096, 0), "", error=RunDirError)["pid"])
-    except (OSError, RunDirError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _record_holder(fd: int, command: str, *, exclusive: bool) -> None:
-    """Write who holds the lock into the lock file; best effort (a full disk or a read-only fd skips it).
-
-    A reader keeps the record of another live reader: the message then names one that is still there.
-    """
-    if not exclusive:
-        pid = _recorded_pid(fd)
-        if pid is not None and pid != os.getpid() and pid_alive(pid):
-            return
-    record = json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}).encode()
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+# longtail.fs.locks' directory lock on RUN/.longtail.lock, in a run's words. A second command fails at once rather
+# than waiting: a waiting `decouple` would silently run on what the first one left, and a failure tells the user
+# what is going on.
 
 
 def _read_only_error(run_dir: Path, error: OSError, command: str) -> StorageError:
@@ -312,93 +252,27 @@ def _read_only_error(run_dir: Path, error: OSError, command: str) -> StorageErro
     )
 
 
-def _open_lock_file(run_dir: Path, *, exclusive: bool, command: str) -> int | None:
-    """The fd of ``run_dir``'s lock file, created if absent; None for a reader of a directory nobody can write."""
-    path = run_dir / LOCK_FILE
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: run directory not found")
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError as error:
-        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise storage_error(path, error, existed=path.exists()) from error
-        if exclusive:
-            raise _read_only_error(run_dir, error, command) from error
-        try:  # a reader locks an existing lock file read-only, so that writers still see it
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None  # no lock file and none can be made: no process can write this directory either
+def _remove_interrupted_writes(run_dir: Path) -> None:
+    for path in remove_stale_temporaries(run_dir):
+        log.info("%s: removed a temporary file left by an interrupted write", path)
 
 
-def _flock(fd: int, run_dir: Path, *, exclusive: bool, deadline: float) -> bool:
-    """flock ``fd``, retrying until ``deadline`` (monotonic); False where the file system has no locks."""
-    while True:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = _holder(run_dir / LOCK_FILE)
-                raise RunInUseError(f"{run_dir}: run directory is in use by {holder}; wait for it to finish") from None
-            time.sleep(0.05)
-        except OSError as error:  # ENOLCK, EOPNOTSUPP: some network file systems cannot lock
-            log.warning("%s: cannot lock the run directory (%s); going on without", run_dir, os_error_reason(error))
-            return False
+RUN_LOCK = LockPolicy(
+    file_name=LOCK_FILE,
+    noun="run",
+    missing=lambda run_dir: RunDirError(f"{run_dir}: run directory not found"),
+    in_use=lambda run_dir, holder: RunInUseError(
+        f"{run_dir}: run directory is in use by {holder}; wait for it to finish"
+    ),
+    unwritable=_read_only_error,
+    on_exclusive=_remove_interrupted_writes,
+)
 
 
-def _is_current(fd: int, path: Path) -> bool:
-    """Whether ``fd`` is still the file at ``path`` (the last holder removes it on release)."""
-    try:
-        opened, current = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
-
-
-def _lock(run_dir: Path, command: str, *, exclusive: bool, wait: float) -> int | None:
-    """Open and flock ``run_dir``'s lock file; the fd, or None where no lock can be had (read-only, for a reader)."""
-    deadline = time.monotonic() + wait
-    while True:
-        fd = _open_lock_file(run_dir, exclusive=exclusive, command=command)
-        if fd is None:
-            return None
-        try:
-            locked = _flock(fd, run_dir, exclusive=exclusive, deadline=deadline)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not locked or _is_current(fd, run_dir / LOCK_FILE):
-            if locked:
-                _record_holder(fd, command, exclusive=exclusive)
-            return fd
-        os.close(fd)  # its holder removed it as we locked it: lock the file now at the path
-
-
-def _alone(fd: int) -> bool:
-    """Whether a reader holds the lock alone (it can take it exclusive without waiting)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
-
-
-def _release(fd: int, path: Path, *, exclusive: bool) -> None:
-    """Unlock; the last holder (exclusive, or a reader alone) removes the lock file first."""
-    try:
-        if (exclusive or _alone(fd)) and _is_current(fd, path):
-            path.unlink()
-    except OSError:
-        pass  # a read-only directory keeps its lock file; the next holder reuses it
-    finally:
-        os.close(fd)  # closing the last fd of the lock file releases the flock
-
-
-@contextlib.contextmanager
 def run_lock(
     run_dir: str | Path, command: str = "longtail", *, exclusive: bool = True, wait: float = 0.0
-) -> Iterator[None]:
-    """Hold the lock of run directory ``run_dir`` for the block.
+) -> contextlib.AbstractContextManager[None]:
+    """Hold the lock of run directory ``run_dir`` for the block (:func:`longtail.fs.locks.directory_lock`).
 
     A command that changes the run takes it ``exclusive`` for its whole run;
     one that only reads it may take it shared (``exclusive=False``): readers
@@ -414,29 +288,11 @@ def run_lock(
         command: what this process is, for the message another one gets ("longtail decouple").
 
     Raises:
+        RunDirError: ``run_dir`` does not exist.
         StorageError: exclusive on a directory that cannot be written (read-only file system, permissions).
         RunInUseError: another process holds the lock.
     """
-    run_dir = Path(run_dir)
-    key = os.path.realpath(run_dir)
-    if key in _HELD:
-        if exclusive and not _HELD[key][1]:
-            raise RuntimeError(f"{run_dir}: a shared run lock cannot become exclusive; take it exclusive first")
-        yield
-        return
-    fd = _lock(run_dir, command, exclusive=exclusive, wait=wait)
-    if fd is None:
-        yield
-        return
-    try:
-        _HELD[key] = (fd, exclusive)
-        if exclusive:
-            for path in remove_stale_temporaries(run_dir):
-                log.info("%s: removed a temporary file left by an interrupted write", path)
-        yield
-    finally:
-        _HELD.pop(key, None)
-        _release(fd, run_dir / LOCK_FILE, exclusive=exclusive)
+    return directory_lock(run_dir, RUN_LOCK, command, exclusive=exclusive, wait=wait)
 
 
 # --- Output paths -------------------------------------------------------------------------------------------
@@ -475,13 +331,9 @@ def check_output_path(path: str | Path, *, overwrite: bool, what: str = "--out")
     try:
         return _checked_output_path(path, overwrite, what)
     except OSError as error:  # ENAMETOOLONG, EACCES, ELOOP...: the path cannot even be examined
-        raise OutputPathError(f"{_cut_path(path)}: cannot be used as {what} ({os_error_reason(error)})") from None
-
-
-def _cut_path(path: Path, limit: int = 160) -> str:
-    """``path`` as text, its middle elided past ``limit`` characters (a refused name may be thousands long)."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+        # A refused name may be thousands of characters long: its middle is cut, its file name kept.
+        where = shown(path, 160, quote=False, middle=True)
+        raise OutputPathError(f"{where}: cannot be used as {what} ({os_error_reason(error)})") from None
 
 
 def _checked_output_path(path: Path, overwrite: bool, what: str) -> Path:

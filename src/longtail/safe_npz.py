@@ -34,7 +34,7 @@ from typing import IO
 
 import numpy as np
 
-from .errors import DataError, LongtailError
+from .errors import DataError, LongtailError, described
 
 Header = tuple[tuple[int, ...], np.dtype]  # what a .npy member declares: shape and dtype
 NPY_MAGIC = b"\x93NUMPY"
@@ -158,7 +158,7 @@ class NpzArchive:
         return array
 
     def _damaged(self, error: Exception) -> LongtailError:
-        return self.error(f"{self.path}: not a readable .npz file ({_described(error)})")
+        return self.error(f"{self.path}: not a readable .npz file ({described(error)})")
 
 
 @contextlib.contextmanager
@@ -184,7 +184,7 @@ def open_npz(path: str | Path, *, what: str, error: type[LongtailError] = DataEr
         kind = "a single .npy array, expected an .npz archive" if _starts_with(path, NPY_MAGIC) else "not a zip"
         raise error(f"{path}: not a readable .npz file ({kind})") from None
     except (OSError, ValueError, EOFError) as failure:
-        raise error(f"{path}: not a readable .npz file ({_described(failure)})") from None
+        raise error(f"{path}: not a readable .npz file ({described(failure)})") from None
     with archive:
         yield NpzArchive(path, archive, error)
 
@@ -212,7 +212,7 @@ def read_npy(path: str | Path, *, error: type[LongtailError] = DataError) -> np.
     except LongtailError:
         raise
     except (OSError, ValueError, EOFError) as failure:
-        raise error(f"{path}: not a readable .npy file ({_described(failure)})") from None
+        raise error(f"{path}: not a readable .npy file ({described(failure)})") from None
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
@@ -221,9 +221,3 @@ def _starts_with(path: Path, magic: bytes) -> bool:
             return handle.read(len(magic)) == magic
     except OSError:
         return False
-
-
-def _described(error: Exception) -> str:
-    """``Type: first line of the message``, cut: the one-line reason of a damaged file."""
-    first = next((line for line in str(error).splitlines() if line.strip()), "")[:160]
-    return f"{error.__class__.__name__}: {first}" if first else error.__class__.__name__

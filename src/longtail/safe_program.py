@@ -29,10 +29,11 @@ from typing import IO, Any
 
 import torch
 
-from .errors import LongtailError
+from .errors import LongtailError, shown
 from .safe_text import parse_json
 from .safe_torch import load_tensors
 
+_SHOWN = 60  # characters of a name quoted in a message: a crafted file's names can be any length
 MODEL = "model"  # the program's name inside the archive (torch.export.save writes one, "model")
 # Entries of the archive, relative to its top folder: what torch.export.save writes for one raw-tensor program.
 _ENTRY = re.compile(
@@ -152,13 +153,14 @@ def _zip_entries(handle: IO[bytes], path: str) -> set[str]:
     names: set[str] = set()
     for info in infos:
         folder, _, name = info.filename.partition("/")
+        entry = shown(info.filename, _SHOWN)
         if folder != top or not _ENTRY.fullmatch(name):
-            raise _foreign(path, f"unexpected entry {_cut(info.filename)}; only torch.export.save's tensors and JSON")
+            raise _foreign(path, f"unexpected entry {entry}; only torch.export.save's tensors and JSON")
         if name in names:
-            raise _fail(path, f"entry {_cut(info.filename)} appears twice")
+            raise _fail(path, f"entry {entry} appears twice")
         # torch.export.save stores entries as they are; a compressed one could inflate without bound.
         if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise _fail(path, f"entry {_cut(info.filename)} is compressed (torch.export.save stores entries raw)")
+            raise _fail(path, f"entry {entry} is compressed (torch.export.save stores entries raw)")
         names.add(name)
     return names
 
@@ -180,14 +182,14 @@ def _check_payloads(path: str, config: Any, kind: str, records: set[str]) -> Non
     folder, prefix = ("data/weights/", "weight_") if kind == "weight" else ("data/constants/", "tensor_")
     for fqn, meta in entries.items():
         if not _DOTTED.fullmatch(fqn):
-            raise _fail(path, f"{kind} name {_cut(fqn)} is not a dotted identifier")
+            raise _fail(path, f"{kind} name {shown(fqn, _SHOWN)} is not a dotted identifier")
         if not isinstance(meta, dict):
             raise _fail(path, f"{kind} {fqn}: its entry is not a mapping")
         if meta.get("use_pickle") is not False:
             raise _fail(path, f"{kind} {fqn} is stored as a pickle, which can run code; only raw tensors are loaded")
         record = meta.get("path_name")
         if not isinstance(record, str) or not record.startswith(prefix) or folder + record not in records:
-            raise _fail(path, f"{kind} {fqn}: record {_cut(record)} is not a raw tensor entry of the archive")
+            raise _fail(path, f"{kind} {fqn}: record {shown(record, _SHOWN)} is not a raw tensor entry of the archive")
         if not isinstance(meta.get("tensor_meta"), dict):
             raise _fail(path, f"{kind} {fqn}: no tensor description")
 
@@ -212,7 +214,7 @@ def _check_program(program: Any, path: str) -> None:
         raise _fail(path, "its inputs or outputs are named tuples (longtail exports take and give one tensor)")
     for symbol in program.get("range_constraints") or {}:
         if not _SYMBOL.fullmatch(symbol):
-            raise _fail(path, f"range constraint on {_cut(symbol)}, not a size symbol")
+            raise _fail(path, f"range constraint on {shown(symbol, _SHOWN)}, not a size symbol")
     for key, value in _fields(program):
         _check_field(key, value, path)
     for node in program["graph_module"].get("graph", {}).get("nodes", []):
@@ -238,7 +240,7 @@ def _fields(tree: Any) -> Iterator[tuple[str, Any]]:
 def _check_field(key: str, value: Any, path: str) -> None:
     """One entry of the program: names, operators and expressions as :func:`check_archive` allows them."""
     if _CONTROL.search(key) or isinstance(value, str) and _CONTROL.search(value):
-        raise _fail(path, f"field {_cut(key)} holds control characters")
+        raise _fail(path, f"field {shown(key, _SHOWN)} holds control characters")
     if key in _REFUSED_FIELDS and value:
         raise _fail(path, f"its graph uses {key} (script objects, sub-graphs or operator arguments)")
     if isinstance(value, (dict, list)):
@@ -250,7 +252,7 @@ def _check_field(key: str, value: Any, path: str) -> None:
     elif key in _NAME_FIELDS and value is not None and not (key == "fqn" and value == ""):
         pattern = _IDENTIFIER if key in _IDENTIFIER_FIELDS else _DOTTED
         if not isinstance(value, str) or not pattern.fullmatch(value):
-            raise _fail(path, f"{key} {_cut(value)} is not a plain identifier")
+            raise _fail(path, f"{key} {shown(value, _SHOWN)} is not a plain identifier")
 
 
 def _check_string_arguments(node: Any, path: str) -> None:
@@ -259,7 +261,8 @@ def _check_string_arguments(node: Any, path: str) -> None:
         value = argument.get("arg") if isinstance(argument, dict) else None
         if isinstance(value, dict) and {"as_string", "as_strings"} & set(value):
             if argument.get("name") not in _STRING_ARGUMENTS:
-                raise _fail(path, f"operator {_cut(node.get('target'))} takes a string as {_cut(argument.get('name'))}")
+                operator, name = shown(node.get("target"), _SHOWN), shown(argument.get("name"), _SHOWN)
+                raise _fail(path, f"operator {operator} takes a string as {name}")
 
 
 def _check_target(target: Any, path: str) -> None:
@@ -268,10 +271,10 @@ def _check_target(target: Any, path: str) -> None:
         return
     match = _ATEN_TARGET.fullmatch(target) if isinstance(target, str) else None
     if match is None or "__" in target:
-        raise _fail(path, f"operator {_cut(target)} is not an ATen operator")
+        raise _fail(path, f"operator {shown(target, _SHOWN)} is not an ATen operator")
     why = _refused_operator(match.group(1), match.group(2))
     if why:
-        raise _fail(path, f"operator {_cut(target)} {why}")
+        raise _fail(path, f"operator {shown(target, _SHOWN)} {why}")
 
 
 @functools.lru_cache(maxsize=4096)  # a program uses a few dozen; a crafted one may name thousands
@@ -304,13 +307,13 @@ def _refused_operator(name: str, overload_name: str) -> str | None:
 def _check_expression(expression: Any, path: str) -> None:
     """A size expression made of symbols, small numbers, arithmetic and a few sympy functions."""
     if not isinstance(expression, str) or len(expression) > MAX_EXPR:
-        raise _fail(path, f"size expression {_cut(expression)} is not a short string")
+        raise _fail(path, f"size expression {shown(expression, _SHOWN)} is not a short string")
     position = 0
     while position < len(expression):
         match = _EXPR_TOKEN.match(expression, position)
         if match is None or not _allowed_token(match.group()):
             token = expression[position] if match is None else match.group()
-            raise _fail(path, f"size expression {_cut(expression)}: {_cut(token)} is not allowed")
+            raise _fail(path, f"size expression {shown(expression, _SHOWN)}: {shown(token, _SHOWN)} is not allowed")
         position = match.end()
 
 
@@ -323,9 +326,3 @@ def _allowed_token(token: str) -> bool:
     if token[0].isalpha() or token[0] == "_":
         return token in _EXPR_NAMES or bool(_SYMBOL.fullmatch(token))
     return True
-
-
-def _cut(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters: a crafted file's names can be any length."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

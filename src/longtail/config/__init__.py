@@ -13,8 +13,9 @@ once), :mod:`~longtail.config.schema` (the sections and their keys),
 and :mod:`~longtail.config.yaml_file` (the hardened YAML reader).
 """
 
+from ..errors import SHOWN_CHARS, shown
 from .build import EXTERNAL_BACKBONES, config_from_dict, load_config, parse_override
-from .options import SHOWN_CHARS, Each, Interval, OneOf, Parameters, Satisfies, check_value, option, require, shown
+from .options import Each, Interval, OneOf, Parameters, Satisfies, check_value, option, require
 from .reference import KeyDoc, config_keys, config_markdown_table, config_reference, key_docs
 from .schema import (
     Config,

@@ -10,11 +10,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import SHOWN_CHARS, ConfigError, shown
 from ..registry import DATASETS
 from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
 from .fields import coerce, field_types, is_section
-from .options import SHOWN_CHARS, shown
 from .reference import config_keys
 from .schema import Config
 from .sections import RENAMED, apply_renamed, load_components

@@ -8,8 +8,7 @@ import types
 import typing
 from typing import Any, Literal, Union
 
-from ..errors import ConfigError
-from .options import shown
+from ..errors import ConfigError, shown
 from .sections import sections_of
 
 PARENT_NAMES = {"DataConfig": "data", "TrainConfig": "train", "DecoupleConfig": "decouple"}

@@ -18,21 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 
 INT64 = 2**63  # NumPy, torch and the DataLoader take integers in [-2**63, 2**63); more overflows deep inside
-SHOWN_CHARS = 80  # a value in a message is cut to this: a config file can hold a value of any size
-
-
-def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
-    """``repr(value)`` for an error message, cut to ``limit`` with its full length said."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer past Python's 4300-digit limit of int -> str
-        return f"<an integer of {value.bit_length():,} bits>"
-    except RecursionError:
-        return f"<a {type(value).__name__} nested too deep to show>"
-    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text):,} characters)"
 
 
 class Constraint(Protocol):

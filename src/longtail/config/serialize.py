@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..io import write_text_atomic
+from ..fs.atomic import write_text_atomic
 from .fields import field_types
 
 

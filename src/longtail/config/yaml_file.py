@@ -7,9 +7,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
-from .options import shown
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not one, and is not read
 

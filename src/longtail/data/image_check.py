@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, LongtailError
-from ..io import write_json_atomic, write_text_atomic
+from ..fs.atomic import write_json_atomic, write_text_atomic
 from ..safe_text import read_json_file
 from .image_files import PathTable, open_image
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.metrics import shot_groups
-from ..io import write_binary_atomic
+from ..fs.atomic import write_binary_atomic
 from .longtail import class_counts, implied_classes
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..io import save_torch_atomic
+from ..fs.atomic import save_torch_atomic
 from ..safe_torch import load_tensors
 
 log = logging.getLogger(__name__)

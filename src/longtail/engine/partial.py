@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..io import save_torch_atomic
+from ..fs.atomic import save_torch_atomic
 from ..safe_torch import load_tensors
 from .rng import restore_rng_state, rng_state
 

@@ -13,12 +13,13 @@ Tags:
     step = epoch.
     ``<split>/<method>/<group>`` (split val or test; group many, medium, few, all, macro): the scores of every
     method, step = the stage-1 epochs.
-    ``tau_sweep/<split>/<group>`` and ``logit_adjust_sweep/<split>/<group>``: the τ curves, step = round(100 τ).
+    ``<name>_sweep/<split>/<group>``: each τ curve ``<name>_curve`` of results.json (the ``MethodSpec.sweep`` of a
+    method: ``tau_sweep``, ``logit_adjust_sweep``), step = round(100 τ).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,18 @@ def log_stage1_epoch(log: ScalarLog, record: Mapping[str, Any]) -> None:
     log.scalars(val, record["epoch"], prefix="val/")
 
 
-def log_scores(log: ScalarLog, results: Mapping[str, Any], step: int) -> None:
-    """Every method's group accuracies on val and test, and the τ curves, from a results dict."""
+def log_scores(log: ScalarLog, results: Mapping[str, Any], step: int, sweeps: Iterable[str] = ()) -> None:
+    """Every method's group accuracies on val and test, and the τ curves, from a results dict.
+
+    Args:
+        sweeps: the results keys of τ curves (``tau_curve``...): the engine does not know the methods, so the
+            caller reads them from the registry (:func:`longtail.pipeline.scores.sweep_keys`).
+    """
     for split, key in (("val", "val_methods"), ("test", "methods")):
         for method, summary in results.get(key, {}).items():
             log.scalars({g: summary.get(g) for g in GROUPS}, step, prefix=f"{split}/{method}/")
-    for curve_key, tag in (("tau_curve", "tau_sweep"), ("logit_adjust_curve", "logit_adjust_sweep")):
-        curve = results.get(curve_key)
+    for curve_key in sweeps:
+        curve, tag = results.get(curve_key), curve_key.removesuffix("_curve") + "_sweep"
         if not curve:
             continue
         for split in ("val", "test"):

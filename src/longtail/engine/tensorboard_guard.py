@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StorageError
-from ..io import os_error_reason
+from ..fs.atomic import os_error_reason
 
 _previous_hook = threading.excepthook  # replaced by the one in place when the guard is installed
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..io import write_text_atomic
+from ..fs.atomic import write_text_atomic
 from ..methods import display_order
 from ..runs import PER_CLASS_FILE
 from .metrics import shot_groups

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import RunDirError
-from ..io import write_binary_atomic
+from ..fs.atomic import write_binary_atomic
 from ..safe_npz import Member, open_npz
 
 PREDICTIONS_DIR = "predictions"

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import write_binary_atomic
+from ..fs.atomic import write_binary_atomic
 from ..safe_program import UnsafeProgramError, check_archive
 from ..safe_text import parse_json
 from .errors import ExportError

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..io import write_binary_atomic
+from ..fs.atomic import write_binary_atomic
 from .errors import ExportError
 
 ONNX_PACKAGES = ("onnx", "onnxscript")

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, described
 from ..runs import file_sha256
 from ..safe_program import UnsafeProgramError, check_archive
 from ..safe_text import read_json_file
@@ -145,8 +145,7 @@ def _load_export(path: Path) -> nn.Module:
             return torch.export.load(handle).module()
         except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
             raise ConfigError(
-                f"model.backbone=export:{path}: torch.export.load fails ({error.__class__.__name__}: "
-                f"{str(error).splitlines()[0][:120] if str(error) else ''})"
+                f"model.backbone=export:{path}: torch.export.load fails ({described(error, 120)})"
             ) from None
         finally:
             logger.setLevel(level)

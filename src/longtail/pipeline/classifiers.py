@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import Config, config_to_dict
 from ..errors import RunDirError
-from ..io import save_torch_atomic
+from ..fs.atomic import save_torch_atomic
 from ..methods import Fitted, spec_of
 from ..models.serialize import head_from_dict, head_to_dict
 from ..registry import SAMPLERS

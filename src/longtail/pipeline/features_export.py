@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import write_binary_atomic
+from ..fs.atomic import write_binary_atomic
 from ..runs import check_output_path, require_run_dir, run_lock
 from .run_state import LoadedRun, load_run
 from .stage2 import run_features

@@ -10,7 +10,7 @@ import torch
 from ..config import Config
 from ..data.dataset import DatasetSplits
 from ..data.transforms import eval_transform
-from ..errors import ConfigError
+from ..errors import ConfigError, described
 from ..models.backbones import BACKBONES, create_backbone
 from ..models.external import external_path, is_external, read_spec, spec_path
 from ..models.identity import IdentityBackbone
@@ -81,8 +81,7 @@ def check_representation(config: Config, splits: DatasetSplits) -> None:
         except ConfigError:
             raise
         except Exception as error:  # noqa: BLE001 - a program refuses a wrong input with many error types
-            first = next((line for line in str(error).splitlines() if line.strip()), "")[:120]
-            failures[size] = f"{error.__class__.__name__}: {first}"
+            failures[size] = described(error, 120)
     shape = list(batch.shape[1:])
     if failures and len(failures) < len(PROBE_BATCHES):
         size, why = next(iter(failures.items()))

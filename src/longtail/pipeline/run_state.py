@@ -21,7 +21,7 @@ from ..data.stats import count_difference
 from ..data.transforms import eval_transform
 from ..engine.device import resolve_device
 from ..engine.head_training import Features, extract_features
-from ..errors import ConfigError, RunDirError
+from ..errors import ConfigError, RunDirError, shown
 from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import Fitted
@@ -132,10 +132,9 @@ def _check_run_time_overrides(overrides: Sequence[str]) -> None:
             )
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """A config value as an override would write it, cut to ``limit`` characters."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _as_override(value: Any) -> str:
+    """A config value as an override would write it, cut to 60 characters (:func:`~longtail.errors.shown`)."""
+    return shown(value if isinstance(value, str) else json.dumps(value), 60, quote=False)
 
 
 def check_stage1_config(
@@ -156,8 +155,9 @@ def check_stage1_config(
     for key, value in current.items():
         if key.startswith(run_time_keys()) or key in skip or key not in trained or trained[key] == value:
             continue
+        now, then = _as_override(value), _as_override(trained[key])
         raise RunDirError(
-            f"{run_dir / CONFIG_FILE}: {key}={_shown(value)} differs from the checkpoint's {_shown(trained[key])}; "
+            f"{run_dir / CONFIG_FILE}: {key}={now} differs from the checkpoint's {then}; "
             "stage-1 keys cannot change after training (start a new run to change them)"
         )
 

@@ -21,11 +21,16 @@ from ..config import Config
 from ..errors import RunDirError
 from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import read_predictions, write_predictions
-from ..methods import Fitted
+from ..methods import Fitted, method_names, spec_of
 from ..runs import classifier_path, file_sha256, read_results, update_results
 from .run_state import SPLITS, LoadedRun, score_fitted, split_features
 
 SCORED_KEY = "scored"
+
+
+def sweep_keys() -> list[str]:
+    """The results.json keys of every registered method's τ curve (``MethodSpec.sweep``): ``tau_curve``, ..."""
+    return [spec_of(name).sweep[0] for name in method_names() if spec_of(name).sweep]
 
 
 def scored_record(config: Config, *, classifier_sha256: str, data: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError, StorageError
 from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import write_predictions
-from ..io import make_dirs, write_json_atomic
+from ..fs.atomic import make_dirs, write_json_atomic
 from ..methods import Fitted
 from ..models.classifier import Classifier
 from ..models.factory import create_model, joint_head_kind

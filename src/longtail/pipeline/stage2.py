@@ -38,7 +38,7 @@ from ..runs import CLASSIFIER_DIR, require_run_dir, run_lock
 from .classifiers import load_fitted, reusable, save_classifier
 from .representation import is_identity
 from .run_state import SPLITS, LoadedRun, load_run, results_header, split_features
-from .scores import refresh_scores
+from .scores import refresh_scores, sweep_keys
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str], overwrit
             fresh=fresh,
             header=results_header(run.config, run.splits, run.provenance),
         )
-        log_scores(tensorboard, results, run.config.train.epochs)
+        log_scores(tensorboard, results, run.config.train.epochs, sweep_keys())
     return results
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.calibration import DEFAULT_BINS, reliability
 from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
-from ..io import write_binary_atomic, write_text_atomic
+from ..fs.atomic import write_binary_atomic, write_text_atomic
+from ..fs.staging import staging_dir, swap_into_place
 from ..methods import display_order
 from ..runs import PER_CLASS_FILE, require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
@@ -49,7 +48,7 @@ from .render import Code, FigureBlock, Paragraph, Section, Table, render_html, r
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
 FILES_DIR = "report_files"  # the PNGs that report.md links
-_STAGING_PREFIX = ".report."  # + PID + random + ".tmp": the folder a report is built in before it is moved into place
+STAGING_PREFIX = ".report."  # + PID + random + ".tmp": the folder a report is built in before it is moved into place
 
 
 def _decouple_hint(data: ReportData, method: str) -> str:
@@ -401,30 +400,6 @@ def report_sections(data: ReportData, figures: list[FigureBlock], ece: dict[str,
     ]
 
 
-def _staging_dir(run_dir: Path) -> Path:
-    """A fresh hidden folder in ``run_dir`` to build the report in; the PID in its name tells whose it is."""
-    return Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}.", suffix=".tmp", dir=run_dir))
-
-
-def _is_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def remove_stale_staging(run_dir: Path) -> None:
-    """Remove the staging folders of reports whose process died (killed while building); a live one is left alone."""
-    for folder in run_dir.glob(f"{_STAGING_PREFIX}*.tmp"):
-        pid = folder.name[len(_STAGING_PREFIX) :].split(".", 1)[0]
-        if folder.is_dir() and pid.isdigit() and not _is_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
 def _carry_over(old: Path, new: Path) -> None:
     """Copy into ``new`` what a user put in the old ``report_files/``: only figures are the report's to replace."""
     if not old.is_dir():
@@ -450,40 +425,6 @@ def _write_staged(staging: Path, run_dir: Path, figures: list[FigureBlock], mark
     write_text_atomic(staging / HTML_FILE, page)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Flush a directory's entries, so that the renames into it survive a power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_into_place(staging: Path, run_dir: Path) -> None:
-    """Move the staged report over the old one by renames alone: everything that can fail for a long time is done.
-
-    ``report_files/`` goes first; should the Markdown not be replaceable, the old
-    folder is put back, so the old report stays whole. The old folder ends in
-    ``staging`` and is removed with it.
-    """
-    target, new, old = run_dir / FILES_DIR, staging / FILES_DIR, staging / "previous_files"
-    had_old, placed = target.exists() or target.is_symlink(), False
-    if had_old:
-        os.rename(target, old)
-    try:
-        os.rename(new, target)
-        placed = True
-        os.replace(staging / MARKDOWN_FILE, run_dir / MARKDOWN_FILE)
-    except BaseException:
-        if placed:
-            os.rename(target, new)
-        if had_old:
-            os.rename(old, target)
-        raise
-    os.replace(staging / HTML_FILE, run_dir / HTML_FILE)  # self-contained: it needs nothing beside it
-    _fsync_dir(run_dir)
-
-
 def write_report(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``RUN_DIR/report.html`` (self-contained) and ``RUN_DIR/report.md`` with its PNGs in ``report_files/``.
 
@@ -507,16 +448,15 @@ def write_report(run_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str
 
 def _write_report(data: ReportData) -> dict[str, Path]:
     """:func:`write_report` of collected ``data``, under the run's lock."""
-    remove_stale_staging(data.run_dir)
-    staging = _staging_dir(data.run_dir)
-    try:
+    with staging_dir(data.run_dir, STAGING_PREFIX) as staging:
         figures, ece = report_figures(data)
         sections = report_sections(data, figures, ece)
         title = f"longtail report: {data.dataset}, {data.run_dir.name} (fingerprint {data.fingerprint})"
         markdown, page = render_markdown(title, sections, FILES_DIR), render_html(title, sections)
         _write_staged(staging, data.run_dir, figures, markdown, page)
-        _swap_into_place(staging, data.run_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # report_files/ first; should the Markdown not be replaceable, the old folder is put back, so the old
+        # report stays whole. The HTML is self-contained: it needs nothing beside it, and goes last, alone.
+        swap_into_place(staging, data.run_dir, [FILES_DIR, MARKDOWN_FILE])
+        swap_into_place(staging, data.run_dir, [HTML_FILE])
     run = data.run_dir
     return {"html": run / HTML_FILE, "markdown": run / MARKDOWN_FILE, "figures": run / FILES_DIR}

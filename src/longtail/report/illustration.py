@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 from ..engine.device import one_thread
 from ..errors import ConfigError
-from ..io import write_binary_atomic
+from ..fs.atomic import write_binary_atomic
 from ..methods.ncm import NCMClassifier
 from ..methods.tau_norm import TauNormHead, tau_normalize
 from ..models.heads import CosineHead, weight_norms

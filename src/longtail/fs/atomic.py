@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .errors import StorageError
+from ..errors import StorageError
 
 # Temporary files of a longtail older than this process (no PID in their name) are stale when older than this.
 _PROCESS_START = time.time()

@@ -1,0 +1,132 @@
+"""The ``longtail`` command: parse arguments, call the library, print tables.
+
+Subcommands: ``train`` (and ``train --resume``), ``decouple``, ``eval``, ``compare``, ``demo``, ``grid``,
+``config``, ``data stats``, ``export``, ``predict``, ``report``, ``illustrate``, ``features``. Any
+:class:`~longtail.errors.LongtailError` becomes one line on stderr and exit status 1 (a traceback only
+with ``--debug``).
+
+Each group of commands is one module (:mod:`.stages`, :mod:`.experiments`,
+:mod:`.results`, :mod:`.tools`): a ``_cmd_<command>`` function that calls the
+library and prints, and a ``<command>_parser`` function that adds its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..engine.distributed import launch_env, reported_by_rank0, single_process
+from ..errors import LongtailError
+from ..version import __version__
+from .common import key_listing
+from .experiments import demo_parser, grid_parser
+from .results import compare_parser, illustrate_parser, report_parser
+from .stages import decouple_parser, eval_parser, train_parser
+from .tools import config_parser, data_parser, export_parser, features_parser, predict_parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    """Status lines of the ``longtail`` loggers go to stderr as plain messages."""
+    logger = logging.getLogger("longtail")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+
+
+_COMMAND_PARSERS = (
+    train_parser,
+    decouple_parser,
+    eval_parser,
+    compare_parser,
+    demo_parser,
+    grid_parser,
+    report_parser,
+    illustrate_parser,
+    config_parser,
+    data_parser,
+    export_parser,
+    predict_parser,
+    features_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``longtail`` and its subcommands (one ``_<command>_parser`` function each)."""
+    parser = argparse.ArgumentParser(
+        prog="longtail",
+        description="Long-tailed recognition by decoupling representation and classifier (Kang et al., ICLR 2020).",
+        epilog="Run `longtail COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"longtail {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # --debug is accepted after the command too; SUPPRESS keeps an absent one from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of errors")
+    shared = argparse.Namespace(common=common, keys=key_listing())
+    for add_parser in _COMMAND_PARSERS:
+        add_parser(commands, shared)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``longtail`` command; returns the exit status."""
+    parser = build_parser()
+    # argparse stops filling a nargs="*" positional at the first option, so
+    # key=value pairs after e.g. `--method crt` come back as extras: keep them.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(argv)
+    args.argv = argv
+    stray = [e for e in extras if "=" not in e or e.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    target = "items" if hasattr(args, "items") else "overrides"
+    if extras and hasattr(args, target):
+        setattr(args, target, list(getattr(args, target)) + extras)
+    _configure_logging()
+    if getattr(args, "method", "") is None:
+        args.method = ["all"]
+    try:
+        env = launch_env()
+        if env.distributed and args.command != "train" and env.rank != 0:
+            # Stage 2, evaluation and the tools are cheap and single-process: rank 0 runs them.
+            logging.getLogger("longtail").info("rank %d: `longtail %s` runs on rank 0 only", env.rank, args.command)
+            return 0
+        with contextlib.ExitStack() as scope:
+            if env.distributed and args.command != "train":
+                scope.enter_context(single_process())  # so that the train() inside demo or grid does not wait for peers
+            elif env.distributed and env.rank != 0:
+                args.progress = False
+                scope.enter_context(contextlib.redirect_stdout(io.StringIO()))  # rank 0 prints the table
+            args.func(args)
+    except LongtailError as error:
+        if args.debug:
+            raise
+        if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
+            print(f"longtail: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # DataLoader workers have been shut down on the way out; checkpoints are only ever replaced whole.
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+        hint = f"; continue with `longtail train --resume {run_dir}`" if args.command == "train" and run_dir else ""
+        print(f"longtail: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
