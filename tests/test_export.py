@@ -231,7 +231,8 @@ def test_a_fine_tuned_crt_is_exported_with_its_own_backbone(run_dir: Path, tmp_p
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     overrides = ["decouple.trainable=last_stage", "decouple.crt.epochs=1"]
-    assert main(["decouple", str(run), "--method", "crt", *overrides]) == 0
+    # The shared run already holds a cRT fit on the frozen backbone: replacing it is asked for by name.
+    assert main(["decouple", str(run), "--method", "crt", "--overwrite", *overrides]) == 0
     result = export_run(run, "crt", tmp_path / "crt.pt2")
     assert result.metadata["classifier"]["params"] == {"lr": 0.2, "trainable": "last_stage"}
     loaded = load_run(run)
