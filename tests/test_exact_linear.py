@@ -7,11 +7,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from longtail.engine.device import one_thread
 from longtail.engine.exact_linear import (
     ABSENT_CLASS_MARGIN,
     NotConvergedWarning,
     class_weights,
     fit_linear_exact,
+    lbfgs,
     minimize_cross_entropy,
 )
 
@@ -104,6 +106,8 @@ def test_stopping_early_warns():
         ({"num_classes": 3}, r"labels must lie in \[0, 3\); got 0..3"),
         ({"class_weight": "inverse"}, r"class_weight='inverse': expected None, 'balanced'"),
         ({"class_weight": [1.0, -1.0, 1.0, 1.0]}, r"expected 4 finite weights >= 0"),
+        ({"backend": "scipy"}, r"backend='scipy', expected one of auto, numpy, torch"),
+        ({"backend": "numpy", "dtype": torch.float32}, r"backend='numpy' needs x on the CPU and dtype float64"),
     ],
 )
 def test_bad_input_is_a_one_line_error(kwargs, message):
@@ -112,3 +116,44 @@ def test_bad_input_is_a_one_line_error(kwargs, message):
     with pytest.raises(ValueError, match=message) as error:
         fit_linear_exact(x, y, **arguments)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_numpy_and_torch_backends_agree(class_weight):
+    """One L-BFGS, the objective computed in NumPy (the CPU default in float64) or in torch."""
+    x, y = problem(6)
+    kwargs = {"class_weight": class_weight, "tol": 1e-8, "return_solution": True}
+    w_np, b_np, on_numpy = fit_linear_exact(x, y, 4, 0.01, backend="numpy", **kwargs)
+    with one_thread():  # tiny operations: a pool's threads would only wait on each other
+        w_t, b_t, on_torch = fit_linear_exact(x, y, 4, 0.01, backend="torch", **kwargs)
+    assert on_numpy.converged and on_torch.converged and w_np.dtype == w_t.dtype == torch.float64
+    np.testing.assert_allclose(w_np.numpy(), w_t.numpy(), atol=1e-6)
+    np.testing.assert_allclose(b_np.numpy(), b_t.numpy(), atol=1e-6)
+    # The same objective: equal losses, and the same answer from chunks of rows.
+    assert on_numpy.loss == pytest.approx(on_torch.loss, abs=1e-12)
+    chunked = fit_linear_exact(x, y, 4, 0.01, backend="numpy", chunk_rows=7, **kwargs)
+    np.testing.assert_allclose(chunked[0].numpy(), w_np.numpy(), atol=1e-6)
+    # "auto" is NumPy on the CPU in float64, torch in float32.
+    assert torch.equal(fit_linear_exact(x, y, 4, 0.01, tol=1e-8, class_weight=class_weight)[0], w_np)
+    with one_thread():
+        single = fit_linear_exact(x, y, 4, 0.01, tol=1e-4, class_weight=class_weight, dtype=torch.float32)
+    assert single[0].dtype == torch.float32
+    np.testing.assert_allclose(single[0].numpy(), w_np.numpy(), atol=1e-2)
+
+
+def test_lbfgs_minimises_on_numpy_arrays_and_tensors_alike():
+    """A convex quadratic 0.5 x'Ax - b'x: the minimum solves Ax = b, whatever the kind of vector."""
+    rng = np.random.default_rng(7)
+    m = rng.normal(size=(12, 12))
+    a, b = m @ m.T + 12 * np.eye(12), rng.normal(size=12)
+    expected = np.linalg.solve(a, b)
+    for kind in (np.asarray, torch.as_tensor):
+        matrix, vector = kind(a), kind(b)
+
+        def objective(v, matrix=matrix, vector=vector):
+            gradient = matrix @ v - vector
+            return float(0.5 * v.dot(matrix @ v) - vector.dot(v)), gradient
+
+        found, solution = lbfgs(objective, kind(np.zeros(12)), tol=1e-10)
+        assert solution.converged and type(found) is type(vector)
+        np.testing.assert_allclose(np.asarray(found), expected, atol=1e-8)

@@ -19,11 +19,18 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from longtail.engine.exact_linear import fit_linear_exact  # noqa: E402
+from longtail.evaluation.metrics import accuracy_summary  # noqa: E402
 from longtail.methods import expand_methods, method_names  # noqa: E402
 from longtail.sklearn import DecoupledClassifier, HoldoutWarning, shot_accuracy  # noqa: E402
 from longtail.sklearn.exact_heads import class_probabilities  # noqa: E402
 from longtail.sklearn.fitting import auto_batch_size, probe_config, validation_split  # noqa: E402
-from longtail.sklearn.selection import calibrated_log_loss, stratified_folds  # noqa: E402
+from longtail.sklearn.selection import (  # noqa: E402
+    accuracy_summaries,
+    calibrated_log_loss,
+    clearly_better,
+    sample_log_losses,
+    stratified_folds,
+)
 
 METHODS = ["joint", "joint_balanced", *method_names()]  # every method value: the probes alone, each registered method
 COUNTS = [150, 60, 20, 8]
@@ -46,24 +53,30 @@ def fast(method="auto", **params) -> DecoupledClassifier:
 # --- scikit-learn's estimator checks -------------------------------------------------------------------------
 # No check needed an expected failure: every one applies and passes, for every method. The two checks that
 # skip do so by themselves when an optional library is missing (pandas; SCIPY_ARRAY_API for array-API input).
-# ``auto`` fits every other method on each check's data, so it stands for all of them, with
-# its grids cut to one point each (WB's weight decay x radius grid, the lr factors): the checks test the
-# estimator's contract, not the grids. Every method value with its default grids is checked by the slow run.
+# Each method is checked with cheap parameters: the checks test the estimator's contract (about 80 of them,
+# each fitting several times), not the recipe, so a well-conditioned fixed penalty, 2 folds, a 2-point τ grid,
+# one epoch for the heads SGD trains and one-point grids for WB and the lr factors.
 ONE_POINT_GRIDS = {
     "decouple.auto_lr_factors": [1.0],
     "decouple.wb.weight_decay_grid": [],
     "decouple.wb.thresh_grid": [],
 }
+CHEAP = {
+    "weight_decay": 0.1,
+    "max_iter": 200,
+    "cv": 2,
+    "epochs": 2,
+    "config": {
+        **ONE_POINT_GRIDS,
+        **{f"decouple.{m}.epochs": 1 for m in ("crt", "lws", "wb", "las")},
+        "decouple.tau.steps": 2,
+        "decouple.logit_adjust.steps": 2,
+    },
+}
 
 
-@pytest.mark.slow  # about 80 checks, each fitting every method: make test runs them
-@parametrize_with_checks([DecoupledClassifier("auto", config=ONE_POINT_GRIDS)])
-def test_sklearn_checks_auto(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.slow
-@parametrize_with_checks([DecoupledClassifier(m) for m in METHODS])
+@pytest.mark.slow  # about 80 checks per method, each fitting several times: make test runs them
+@parametrize_with_checks([DecoupledClassifier(m, **CHEAP) for m in METHODS])
 def test_sklearn_checks_each_method(estimator, check):
     check(estimator)
 
@@ -91,8 +104,8 @@ def test_fitted_attributes():
     assert clf.tau_ == clf.params_["tau"] and 0 <= clf.tau_ <= 2
     assert list(clf.class_counts_) == COUNTS
     assert {k: list(v) for k, v in clf.shot_groups_.items()} == {"many": [0], "medium": [1, 2], "few": [3]}
-    # tau_norm chooses τ (and the probe's penalty) among candidates; cRT chooses nothing.
-    assert {c["method"] for c in clf.candidates_} == {"tau_norm"} and len(clf.candidates_) > 21
+    # tau_norm chooses τ among candidates (the estimator's grid: 0, 0.5, ..., 2); cRT chooses nothing.
+    assert [(c["method"], c["tau"]) for c in clf.candidates_] == [("tau_norm", t) for t in (0, 0.5, 1, 1.5, 2)]
     crt = fast("crt").fit(x, y)
     assert crt.tau_ is None and crt.candidates_ is None and crt.validation_ == "none"
 
@@ -101,13 +114,20 @@ def test_auto_says_what_it_chose_among_every_method():
     x, y = long_tailed_blobs()
     clf = fast("auto").fit(x, y)
     tried = {c["method"] for c in clf.candidates_}
-    # Under lbfgs, auto leaves out the heads only SGD trains, and says why.
-    assert set(clf.skipped_) == {"lws", "wb", "las"} and "weight decay" in clf.skipped_["lws"]
-    assert tried == {"joint", "joint_balanced", *expand_methods(["all"])} - set(clf.skipped_)
+    # Under lbfgs, auto leaves out every candidate that needs a solve of its own on each fold, and says why.
+    assert set(clf.skipped_) == {"joint_balanced", "crt", "lws", "wb", "las"}
+    assert "weight decay" in clf.skipped_["lws"] and "train_heads=True adds it" in clf.skipped_["crt"]
+    assert tried == {"joint", *expand_methods(["all"])} - set(clf.skipped_)
+    # train_heads=True adds the class-weighted probe and the heads solved exactly, not those only SGD trains.
+    heads = fast("auto", train_heads=True).fit(x, y)
+    assert set(heads.skipped_) == {"lws", "wb", "las"}
+    assert {c["method"] for c in heads.candidates_} == tried | {"joint_balanced", "crt"}
     assert clf.method_ in tried and all("val" in c and "log_loss" in c for c in clf.candidates_)
-    assert clf.params_["joint_weight_decay"] in {round(f / len(y), 8) for f in (1, 3, 1 / 3)}  # the probe is chosen too
+    assert "joint_weight_decay" not in clf.params_  # one probe (C=1): nothing to say about it
+    # The lowest log-loss wins, or the reference (logit adjustment at τ = 1) when that is within noise of it.
     best = min(c["log_loss"] for c in clf.candidates_)
-    assert next(c for c in clf.candidates_ if c["label"] == _label(clf))["log_loss"] == best
+    chosen = next(c for c in clf.candidates_ if c["label"] == _label(clf))
+    assert chosen["log_loss"] == best or (clf.method_, clf.tau_) == ("logit_adjust", 1.0)
     # Under sgd every method is a candidate; by accuracy, the chosen one has the best macro accuracy.
     sgd = fast("auto", solver="sgd", selection="accuracy").fit(x, y)
     assert {c["method"] for c in sgd.candidates_} == {"joint", "joint_balanced", *expand_methods(["all"])}
@@ -116,16 +136,24 @@ def test_auto_says_what_it_chose_among_every_method():
     assert next(c for c in sgd.candidates_ if c["label"] == _label(sgd))["val"]["macro"] == best
 
 
+def test_a_list_of_penalties_is_a_grid_of_probes_to_choose_among():
+    x, y = long_tailed_blobs()
+    clf = fast("logit_adjust", weight_decay=[0.01, 0.1]).fit(x, y)
+    assert {c["joint_weight_decay"] for c in clf.candidates_} == {0.01, 0.1}
+    assert clf.params_["joint_weight_decay"] in (0.01, 0.1) and len(clf.candidates_) == 10
+    # A method that chooses nothing takes the first value: the probe at 0.01.
+    joint = fast("joint", weight_decay=[0.01, 0.1]).fit(x, y)
+    np.testing.assert_array_equal(joint.joint_.weight.numpy(), fast("joint", weight_decay=0.01).fit(x, y).joint_.weight)
+
+
 def _label(clf: DecoupledClassifier) -> str:
     """The label of the chosen candidate in ``candidates_``, from ``method_`` and ``params_``."""
     text = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in clf.params_.items())
     return f"{clf.method_} ({text})" if text else clf.method_
 
 
-def test_the_class_weighted_joint_classifier_is_a_candidate_and_is_the_balanced_logistic_regression():
+def test_the_class_weighted_joint_classifier_is_the_balanced_logistic_regression():
     x, y = long_tailed_blobs()
-    clf = fast("auto").fit(x, y)
-    assert {c["method"] for c in clf.candidates_} >= {"joint", "joint_balanced"}
     balanced = DecoupledClassifier("joint_balanced", tol=1e-8).fit(x, y)
     reference = LogisticRegression(class_weight="balanced", tol=1e-10, max_iter=10_000).fit(x, y)
     assert balanced.validation_ == "none" and balanced.params_ == {} and balanced.method_ == "joint_balanced"
@@ -313,8 +341,11 @@ def test_batch_size_reaches_every_trained_head_unless_configured():
         ({"cv": 2.5}, r"cv=2.5: expected an integer >= 2"),
         ({"tol": 0}, r"tol=0: expected a number > 0"),
         ({"max_iter": 0}, r"max_iter=0: expected an integer >= 1"),
-        ({"weight_decay": "big"}, r"weight_decay='big': expected 'auto' or a number >= 0"),
-        ({"weight_decay": -1.0}, r"weight_decay=-1.0: expected 'auto' or a number >= 0"),
+        ({"train_heads": "yes"}, r"train_heads='yes': expected True or False"),
+        ({"weight_decay": "big"}, r"weight_decay='big': expected 'auto', a number >= 0 or a list of them"),
+        ({"weight_decay": -1.0}, r"weight_decay=-1.0: expected 'auto', a number >= 0 or a list"),
+        ({"weight_decay": []}, r"weight_decay=\[\]: expected 'auto', a number >= 0 or a list"),
+        ({"weight_decay": [0.1, -1]}, r"weight_decay=\[0.1, -1\]: expected"),
     ],
 )
 def test_bad_parameters_are_one_line_errors_at_fit(params, message):
@@ -419,3 +450,51 @@ def test_a_head_solved_exactly_minimises_the_samplers_expected_loss():
     sampling.sampler = "progressive"
     expected = 0.5 * counts.double() / 210 + 0.5 * torch.tensor([1 / 3, 1 / 3, 1 / 3, 0.0], dtype=torch.float64)
     assert torch.allclose(class_probabilities(counts, sampling), expected)
+
+
+def test_the_reference_wins_unless_clearly_beaten():
+    """The lowest held-out log-loss beats the reference only by more than 2 standard errors of the paired loss."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), [60, 20, 6])
+    reference = rng.normal(size=(len(y), 3)) + 1.5 * np.eye(3)[y]
+    nudged = reference + 0.02 * np.eye(3)[y]  # better on every sample, by a hair
+    noisy = reference + rng.normal(scale=0.3, size=reference.shape)  # better or worse by chance
+    sharp = reference + 3.0 * np.eye(3)[y]  # much better
+    (ref_loss, noisy_loss), betas = calibrated_log_loss(np.stack([reference, noisy]), y)
+    if noisy_loss < ref_loss:  # the luckier one, but not clearly
+        assert not clearly_better(noisy, reference, y, betas=(betas[1], betas[0]))
+    for candidate, expected in ((sharp, True), (nudged, True), (reference, False)):
+        _, (beta, beta_ref) = calibrated_log_loss(np.stack([candidate, reference]), y)
+        assert clearly_better(candidate, reference, y, betas=(beta, beta_ref)) is expected
+    # With a margin too large for any difference, nothing is clearly better.
+    _, (beta, beta_ref) = calibrated_log_loss(np.stack([sharp, reference]), y)
+    assert not clearly_better(sharp, reference, y, betas=(beta, beta_ref), margin=1e6)
+    # The per-sample losses are the log-loss: their class-balanced mean is calibrated_log_loss's value.
+    (loss,), (beta,) = calibrated_log_loss(reference[None], y)
+    weights = 1.0 / (np.bincount(y)[y] * 3)
+    assert weights @ sample_log_losses(reference, y, beta) == pytest.approx(loss)
+
+
+def test_accuracy_summaries_of_many_candidates_match_accuracy_summary():
+    rng = np.random.default_rng(1)
+    counts = [150, 60, 20, 8, 3]
+    y = np.repeat(np.arange(5), [9, 7, 5, 0, 2])  # class 3 absent from the held-out samples
+    predictions = rng.integers(0, 5, size=(4, len(y)))
+    for many, few in ((100, 20), (1000, 0)):  # the second leaves "many" and "few" empty
+        batch = accuracy_summaries(predictions, y, counts, many=many, few=few)
+        for row, summary in zip(predictions, batch, strict=True):
+            expected = accuracy_summary(torch.tensor(row), torch.tensor(y), counts, many=many, few=few)
+            expected.pop("per_class")
+            assert summary.keys() == expected.keys()
+            for key, value in expected.items():
+                assert summary[key] == (None if value is None else pytest.approx(value))
+
+
+def test_the_estimators_tau_grids_have_five_points_unless_configured():
+    x, y = long_tailed_blobs()
+    clf = fast("logit_adjust", weight_decay=0.01, config={"decouple.logit_adjust.steps": 3}).fit(x, y)
+    assert [c["tau"] for c in clf.candidates_] == [0.0, 1.0, 2.0]
+    config = probe_config(
+        seed=0, epochs=1, lr=0.1, batch_size=32, weight_decay=0.0, many=100, few=20, overrides=["decouple.tau.max=1"]
+    )
+    assert config.decouple.tau.values() == [0.0, 0.25, 0.5, 0.75, 1.0] and config.decouple.logit_adjust.steps == 5

@@ -28,7 +28,7 @@ from ..engine.head_training import Features, train_head
 from ..methods import FitContext, Fitted, expand_methods, iter_specs, spec_of, train_on_features
 from ..methods.crt import fresh_linear_head
 from ..models.heads import LinearHead
-from .exact_heads import NeedsSGD, exact_trainer
+from .exact_heads import WITH_HEADS, NotACandidate, exact_trainer, refusing_trainer
 
 JOINT_METHODS = ("joint", "joint_balanced")  # the estimator's own candidates, beside the registered methods
 
@@ -39,8 +39,11 @@ class Solver:
     to ``tol`` within ``max_iter`` iterations) or ``sgd`` (the ``train`` section's recipe, weight decay ``l2``).
 
     ``l2=None``: ``1 / n`` on ``n`` training samples, scikit-learn's ``LogisticRegression`` at ``C=1``.
-    ``grid``: factors on that penalty, one probe each (``(3, 1, 1/3)``: ``C`` of 1/3, 1 and 3); every
-    method's candidates are fit on every probe, and the choice includes the probe.
+    ``grid``: factors on that penalty, one probe each (the estimator's list of ``weight_decay`` values is
+    ``l2=1`` and the values); every method's candidates are fit on every probe, and the choice includes it.
+    ``train_heads``: under ``lbfgs``, ``auto`` also tries the class-weighted probe and every head solved
+    exactly (cRT), each a solve of its own on every fold; without, only what is built on the probe (see
+    :func:`fit_pass`). Under ``sgd`` ``auto`` tries everything.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Solver:
     tol: float = 1e-4
     max_iter: int = 1000
     grid: tuple[float, ...] = (1.0,)
+    train_heads: bool = False  # lbfgs, auto: also the candidates with a solve of their own (joint_balanced, cRT)
 
     def penalty(self, num_samples: int, factor: float = 1.0) -> float:
         """The L2 strength of a fit on ``num_samples`` samples at ``factor`` of the grid."""
@@ -105,20 +109,31 @@ class Candidate:
         head.tau.fill_(self.tau)
         return head
 
-    @torch.no_grad()
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, d) -> (N, C) float64 scores on the CPU (the head's τ is set for the call, then restored)."""
-        head = self.fitted.head.eval()
+
+@torch.no_grad()
+def held_out_scores(candidates: list[Candidate], x: torch.Tensor) -> dict[tuple, torch.Tensor]:
+    """Each candidate's key -> its (N, C) float32 scores of ``x`` (N, d) on the CPU (float32: K x N x C of them
+    are kept for the choice). The points of a τ sweep share one head: it is set up once and run per τ."""
+    out: dict[tuple, torch.Tensor] = {}
+    groups: dict[int, list[Candidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(id(candidate.fitted.head), []).append(candidate)
+    for group in groups.values():
+        head = group[0].fitted.head.eval()
         tensors = [*head.parameters(), *head.buffers()]
-        device = tensors[0].device if tensors else x.device
-        if self.tau is None:
-            return head(x.to(device)).double().cpu()
+        rows = x.to(tensors[0].device) if tensors else x
+        if all(c.tau is None for c in group):
+            scores = head(rows).float().cpu()
+            out.update((c.key, scores) for c in group)
+            continue
         saved = head.tau.clone()
-        head.tau.fill_(self.tau)
         try:
-            return head(x.to(device)).double().cpu()
+            for candidate in group:
+                head.tau.fill_(candidate.tau)
+                out[candidate.key] = head(rows).float().cpu()
         finally:
             head.tau.copy_(saved)
+    return out
 
 
 @dataclass
@@ -190,28 +205,38 @@ def fit_pass(
 ) -> Pass:
     """Fit the joint probe on ``train`` and every candidate of ``method`` (``auto``: all of them).
 
-    ``val`` is what the methods see as their validation (and display-only test) split: their own choices
-    are recorded but not used, the sweeps being expanded into one candidate per τ of ``sweeps``
-    (method -> grid; see :func:`split_sweeps`). ``warm``: the pass on all
-    the data, whose joint classifiers start the exact solves here (same answers, fewer iterations).
-    Under ``lbfgs``, ``auto`` leaves out the methods whose heads only SGD can train (:class:`NeedsSGD`);
-    a method asked for by name trains such a head by SGD.
+    ``val`` is what the methods see as their validation split (their display-only test split is empty): their
+    own choices are recorded but not used, the sweeps being expanded into one candidate per τ of ``sweeps``
+    (method -> grid; see :func:`split_sweeps`). ``warm``: the pass on all the data, whose joint classifiers
+    start the exact solves here (same answers, fewer iterations); without it, the class-weighted probe starts
+    from the plain one. Under ``lbfgs``, ``auto`` chooses among the probe and the methods built on it without
+    a training of their own (:func:`~longtail.sklearn.exact_heads.refusing_trainer` says why each other is
+    left out): each fold then costs one solve, the probe's. With ``solver.train_heads`` it also tries the
+    class-weighted probe and the heads solved exactly (not those only SGD trains). A method asked for by
+    name is solved exactly where it can be, else trained by SGD.
     """
     sweeps = sweeps or {}
     result = Pass()
     counts = torch.bincount(train.y, minlength=num_classes).tolist()
-    splits = {"train": train, "val": val, "test": val}
+    # The protocol's "test" split feeds display-only curves, which the estimator does not show: none.
+    nothing = Features(train.x[:0], train.y[:0])
+    splits = {"train": train, "val": val, "test": nothing}
     sgd = train_on_features(splits.__getitem__, config, device)
     trainer = sgd
-    if solver.name == "lbfgs":
+    lean = solver.name == "lbfgs" and method == "auto" and not solver.train_heads  # one solve per fold
+    if lean:
+        trainer = refusing_trainer
+        result.skipped["joint_balanced"] = f"joint_balanced: a probe of its own to solve on every fold ({WITH_HEADS})"
+    elif solver.name == "lbfgs":
         starts = {} if warm is None else {c.method: c.fitted.head for c in warm.candidates if c.variant == 0}
+        fallback = None if method == "auto" else sgd  # auto leaves out the heads only SGD trains
         trainer = exact_trainer(
             splits.__getitem__,
             config,
             device,
             tol=solver.tol,
             max_iter=solver.max_iter,
-            fallback=None if method == "auto" else sgd,  # auto leaves such methods out; by name, SGD trains them
+            fallback=fallback,
             starts=starts,
         )
     for probe, factor in enumerate(solver.grid):
@@ -224,8 +249,9 @@ def fit_pass(
         result.joints.append(joint)
         if method in ("joint", "auto"):
             result.candidates.append(Candidate("joint", Fitted(joint), joint=joint, **common))
-        if method in ("joint_balanced", "auto"):
-            previous = result.balanced[-1] if result.balanced else None
+        if method == "joint_balanced" or (method == "auto" and not lean):
+            # Warm starts: the same on all the data, else the previous of the grid, else this probe unweighted.
+            previous = result.balanced[-1] if result.balanced else joint
             init = warm.balanced[probe] if warm is not None else previous
             balanced = train_joint(train, num_classes, config, device, solver, balanced=True, factor=factor, init=init)
             result.balanced.append(balanced)
@@ -234,11 +260,11 @@ def fit_pass(
             continue
         context = FitContext(splits.__getitem__, joint.requires_grad_(False), counts, config, device, trainer)
         for spec in iter_specs(expand_methods([method])):
-            if spec.chooses_among_others or spec.name in result.skipped:
-                continue  # auto's own choice is made across folds (fitting.choose)
+            if spec.chooses_among_others or spec.name in result.skipped or (warm and spec.name in warm.skipped):
+                continue  # auto's own choice is made across folds (fitting.choose); skipped once, skipped on all
             try:
                 fitted = spec.fit(context)
-            except NeedsSGD as reason:
+            except NotACandidate as reason:
                 result.skipped[spec.name] = str(reason)
                 continue
             context.fitted[spec.name] = fitted

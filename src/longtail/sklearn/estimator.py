@@ -25,7 +25,6 @@ from .selection import SELECTIONS, stratified_folds
 FLOATS = [np.float32, np.float64]  # accepted as they are; anything else numeric is cast to float32
 SOLVERS = ("lbfgs", "sgd")
 SGD_WEIGHT_DECAY = 5e-4  # the probe's weight decay under sgd, weight_decay="auto" (the official stage-1 value)
-AUTO_GRID = (1.0, 3.0, 1.0 / 3.0)  # weight_decay="auto", lbfgs, a method that chooses: (1, 3, 1/3) / n, C = 1, 1/3, 3
 
 
 class HoldoutWarning(UserWarning):
@@ -49,21 +48,28 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         ``ncm``, ``crt``, ``tau_norm``, ``lws``, ``logit_adjust``, any other
         registered method, ``joint`` (the linear probe alone), ``joint_balanced``
         (the probe with class weights ``n / (C n_c)``: under ``lbfgs``, scikit-learn's
-        ``LogisticRegression(class_weight="balanced")``) or ``auto`` (all of them and
-        their variants, the best by ``selection``).
+        ``LogisticRegression(class_weight="balanced")``) or ``auto`` (the best by
+        ``selection`` among the candidates ``train_heads`` describes).
     solver : {"lbfgs", "sgd"}, default="lbfgs"
         ``lbfgs``: the joint classifiers, and every head whose training has a unique
         optimum (cRT), are solved exactly by full-batch L-BFGS; the heads that only
         SGD trains (LWS, WB, LAS) train by SGD when asked for by name and are left
         out of ``auto``. ``sgd``: the probe is trained by SGD (``epochs``, ``lr``,
         ``batch_size``) and ``auto`` tries every method.
-    weight_decay : float or "auto", default="auto"
+    weight_decay : float, "auto" or list of floats, default="auto"
         The probe's L2 penalty ``weight_decay / 2 * ||W||^2`` on the mean loss (the
         bias is not penalised under ``lbfgs``). ``"auto"`` under ``lbfgs``: ``1 / n`` on
-        ``n`` training samples (``LogisticRegression``'s default ``C=1``) and, for a
-        method that chooses, also ``3 / n`` and ``1 / (3 n)`` (``C`` of 1/3 and 3): each
-        probe's candidates are candidates, the probe part of the choice. Under ``sgd``:
-        the official 5e-4.
+        each fit's ``n`` training samples (``LogisticRegression``'s default ``C=1``);
+        under ``sgd``: the official 5e-4. A list: one probe per value for a method
+        that chooses (each probe's candidates are candidates, the probe part of the
+        choice, ``params_["joint_weight_decay"]``); the first value otherwise.
+    train_heads : bool, default=False
+        ``auto`` under ``lbfgs``: also choose among the candidates that need a solve
+        of their own on every fold: the class-weighted probe (``joint_balanced``,
+        ``LogisticRegression(class_weight="balanced")``) and the heads solved exactly
+        (cRT). By default ``auto`` chooses among the probe and what is built on it
+        without training (logit adjustment, τ-normalisation, NCM): one solve per
+        fold. ``skipped_`` lists what is left out. Under ``sgd`` ``auto`` tries every method.
     tol, max_iter : ``lbfgs``: converged when every |gradient| entry is at most
         ``tol`` (``LogisticRegression``'s default, 1e-4); at most ``max_iter`` iterations.
     epochs, lr : ``sgd``: the probe's epochs of ``len(X)`` draws and peak SGD
@@ -74,7 +80,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         ``min(512, max(32, n_samples // 32))``: 32 steps per epoch, kept
         within 32 and the official 512 (which assumes ImageNet-scale data: on a
         few hundred samples it would make one step per epoch).
-    cv : int or None, default=5
+    cv : int or None, default=3
         Folds of the stratified k-fold selection (methods that choose: ``auto``,
         ``tau_norm``, ``logit_adjust``). Each class's samples are dealt round the
         folds; a class's only sample is never held out. None: one class-balanced
@@ -83,7 +89,9 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
     selection : {"log_loss", "accuracy"}, default="log_loss"
         What the choice maximises on the pooled held-out scores: ``log_loss``, minus
         the class-balanced log-loss at each candidate's best temperature (smooth
-        where tails have a handful of samples); ``accuracy``, ``decouple.select``
+        where tails have a handful of samples), the lowest winning only if it beats
+        the reference (logit adjustment at τ = 1 on the first probe) by more than two
+        standard errors, else the reference; ``accuracy``, ``decouple.select``
         (macro by default).
     val_per_class : int or None, default=None
         ``cv=None``: validation samples held out of each class; None: ``validation_fraction``.
@@ -140,13 +148,14 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         method: str = "auto",
         *,
         solver: str = "lbfgs",
-        weight_decay: float | str = "auto",
+        weight_decay: float | str | list[float] = "auto",
+        train_heads: bool = False,
         tol: float = 1e-4,
         max_iter: int = 1000,
         epochs: int = 30,
         lr: float = 0.1,
         batch_size: int | str = "auto",
-        cv: int | None = 5,
+        cv: int | None = 3,
         selection: str = "log_loss",
         val_per_class: int | None = None,
         validation_fraction: float = 0.2,
@@ -159,6 +168,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         self.method = method
         self.solver = solver
         self.weight_decay = weight_decay
+        self.train_heads = train_heads
         self.tol = tol
         self.max_iter = max_iter
         self.epochs = epochs
@@ -200,7 +210,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             epochs=self.epochs,
             lr=float(self.lr),
             batch_size=self._batch_size(len(codes)),
-            weight_decay=SGD_WEIGHT_DECAY if self.weight_decay == "auto" else float(self.weight_decay),
+            weight_decay=SGD_WEIGHT_DECAY if self.weight_decay == "auto" else self._penalties()[0],
             many=self.many,
             few=self.few,
             overrides=overrides,
@@ -231,6 +241,8 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"method={self.method!r}: expected one of {', '.join(known)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver={self.solver!r}: expected one of {', '.join(SOLVERS)}")
+        if not isinstance(self.train_heads, bool | np.bool_):
+            raise ValueError(f"train_heads={self.train_heads!r}: expected True or False")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection={self.selection!r}: expected one of {', '.join(SELECTIONS)}")
         if self.cv is not None:
@@ -247,8 +259,11 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             _require_int(self.val_per_class, "val_per_class", 0)
         if not _is_number(self.lr) or not self.lr > 0:
             raise ValueError(f"lr={self.lr!r}: expected a number > 0")
-        if self.weight_decay != "auto" and (not _is_number(self.weight_decay) or not self.weight_decay >= 0):
-            raise ValueError(f"weight_decay={self.weight_decay!r}: expected 'auto' or a number >= 0")
+        if self.weight_decay != "auto":
+            values = self.weight_decay if isinstance(self.weight_decay, list | tuple) else [self.weight_decay]
+            if not values or not all(_is_number(v) and v >= 0 for v in values):
+                expected = "expected 'auto', a number >= 0 or a list of them"
+                raise ValueError(f"weight_decay={self.weight_decay!r}: {expected}")
         if not _is_number(self.tol) or not self.tol > 0:
             raise ValueError(f"tol={self.tol!r}: expected a number > 0")
         if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
@@ -258,19 +273,22 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         """Samples per SGD step; ``"auto"``: see :func:`~longtail.sklearn.fitting.auto_batch_size`."""
         return fitting.auto_batch_size(num_samples) if self.batch_size == "auto" else int(self.batch_size)
 
+    def _penalties(self) -> list[float]:
+        """``weight_decay`` as a list of values (a number is a list of one; not for ``"auto"``)."""
+        values = self.weight_decay if isinstance(self.weight_decay, list | tuple) else [self.weight_decay]
+        return [float(v) for v in values]
+
     def _solver(self) -> Solver:
-        """How the joint classifiers learn; ``weight_decay="auto"`` under ``lbfgs`` is ``1 / n`` per fit, or the
-        grid ``AUTO_GRID`` of it for a method that chooses."""
-        grid: tuple[float, ...] = (1.0,)
-        if self.weight_decay != "auto":
-            l2 = float(self.weight_decay)
-        elif self.solver == "sgd":
-            l2 = SGD_WEIGHT_DECAY
+        """How the joint classifiers learn: ``weight_decay="auto"`` is ``1 / n`` per fit (``lbfgs``) or 5e-4
+        (``sgd``); a list is a grid of probes for a method that chooses, else its first value."""
+        if self.weight_decay == "auto":
+            l2, grid = (SGD_WEIGHT_DECAY if self.solver == "sgd" else None), (1.0,)
         else:
-            l2 = None
-            if fitting.chooses_on_validation(self.method):
-                grid = AUTO_GRID
-        return Solver(self.solver, l2, tol=float(self.tol), max_iter=int(self.max_iter), grid=grid)
+            penalties = self._penalties()
+            chooses = fitting.chooses_on_validation(self.method)
+            l2, grid = 1.0, tuple(penalties if chooses else penalties[:1])  # each probe's penalty: 1.0 x its value
+        heads = bool(self.train_heads)
+        return Solver(self.solver, l2, tol=float(self.tol), max_iter=int(self.max_iter), grid=grid, train_heads=heads)
 
     def _seed(self) -> int:
         """longtail's seed: ``random_state`` itself when an int, else drawn from it (None: the global stream)."""

@@ -15,7 +15,13 @@ decay > 0. cRT qualifies (class-balanced cross-entropy, weight decay 5e-4);
 LWS does not (no weight decay on its scales: on training data the joint
 classifier separates, the scales would grow without end), nor WB (MaxNorm
 projection) or LAS (label-aware smoothing). Those are handed to ``fallback``
-(SGD), or refused with :class:`NeedsSGD` where none is given.
+(SGD), or refused with :class:`NotACandidate` where none is given.
+
+``auto`` under ``lbfgs`` trains no head by default (:func:`refusing_trainer`):
+it chooses among the joint probe and the methods built on it without a
+training of their own (logit adjustment, τ-normalisation, NCM), so that every
+fold costs the probe's solve and nothing more; ``train_heads=True`` adds the
+heads this module solves.
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ from ..methods.base import HeadTrainer, with_sampler
 from ..models.heads import LinearHead
 from ..registry import SAMPLERS
 
+WITH_HEADS = "train_heads=True adds it"  # how auto's skipped_ says to get a candidate that needs its own solve
 
-class NeedsSGD(Exception):
-    """A head whose training has no unique optimum to solve for: only SGD trains it."""
+
+class NotACandidate(Exception):
+    """A method ``auto`` leaves out under ``lbfgs``: its head needs a training (the message says why)."""
 
 
 def why_not_exact(section: Any, how: HeadTraining) -> str | None:
@@ -96,7 +104,7 @@ def exact_trainer(
         reason = why_not_exact(section, how)
         if reason is not None:
             if fallback is None:
-                raise NeedsSGD(f"{how.method}: {reason}")
+                raise NotACandidate(f"{how.method}: {reason}")
             return fallback(head, section, how)
         train = features("train")
         num_classes = int(head.as_linear().weight.shape[0])
@@ -143,6 +151,22 @@ def exact_trainer(
         return Fitted(head.float().eval(), settings={"features": "cached", "solver": "lbfgs"})
 
     return trainer
+
+
+def refusing_trainer(head: nn.Module, section: Any, how: HeadTraining) -> Fitted:
+    """``auto``'s trainer under ``lbfgs``: refuses every head training with :class:`NotACandidate`, saying why.
+
+    A trained head costs a solve per fold and for the refit, as much as the probe (cRT solved exactly is the
+    class-weighted probe at another penalty); the heads only SGD trains have no optimum to solve for. Each is
+    fitted when asked for by name, by ``train_heads=True`` (those solved exactly) or by ``solver="sgd"``'s
+    ``auto``.
+    """
+    reason = why_not_exact(section, how)
+    if reason is None:
+        reason = f"a head of its own to solve on every fold ({WITH_HEADS})"
+    else:
+        reason = f"only SGD trains it: {reason}"
+    raise NotACandidate(f"{how.method}: {reason}")
 
 
 def _solve_linear(

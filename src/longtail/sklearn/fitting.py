@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,16 +23,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from ..config import Config, load_config
 from ..data.holdout import holdout_validation
 from ..engine.device import one_thread
 from ..engine.head_training import Features
-from ..methods import selection, spec_of
+from ..methods import method_names, selection, spec_of
 from ..models.heads import LinearHead
-from .candidates import JOINT_METHODS, Candidate, Pass, Solver, fit_pass, split_sweeps
-from .selection import best, score_candidates
+from .candidates import JOINT_METHODS, Candidate, Pass, Solver, fit_pass, held_out_scores, split_sweeps
+from .selection import REFERENCE, best, clearly_better, score_candidates
 
+# Points of the estimator's τ grids (0 to 2): every point is a candidate scored on every fold, and the choice
+# (held-out log-loss, smooth in τ, against the reference τ = 1) needs no finer steps than 0.5.
+TAU_STEPS = 5
 SMALL_FIT = 2**22  # feature values (N x d) below which a fit runs torch on one thread (small_fit_threads)
 # decouple.* keys that need images through a backbone: a feature matrix has none.
 IMAGE_ONLY_KEYS = ("decouple.features", "decouple.trainable", "decouple.bn", "decouple.views")
@@ -75,9 +81,22 @@ def auto_batch_size(num_samples: int) -> int:
 def head_batch_overrides(batch_size: int, overrides: list[str]) -> list[str]:
     """``decouple.<m>.batch_size=batch_size`` for every trained head's section the overrides leave unset."""
     given = {item.partition("=")[0].strip() for item in overrides}
-    sections = load_config(None).decouple.sections
+    sections = _default_config(tuple(method_names())).decouple.sections
     keys = [f"decouple.{name}.batch_size" for name, section in sections.items() if hasattr(section, "batch_size")]
     return [f"{key}={batch_size}" for key in keys if key not in given]
+
+
+def tau_grid_overrides(overrides: list[str]) -> list[str]:
+    """``decouple.<m>.steps=TAU_STEPS`` for every τ grid (a section with ``values()`` and ``steps``) the overrides
+    leave unset: the estimator's grids are 0, 0.5, ..., 2 where the CLI's have 21 points (see TAU_STEPS)."""
+    given = {item.partition("=")[0].strip() for item in overrides}
+    sections = _default_config(tuple(method_names())).decouple.sections
+    keys = [
+        f"decouple.{name}.steps"
+        for name, section in sections.items()
+        if hasattr(section, "steps") and callable(getattr(section, "values", None))
+    ]
+    return [f"{key}={TAU_STEPS}" for key in keys if key not in given]
 
 
 def probe_config(
@@ -92,9 +111,8 @@ def probe_config(
     overrides: list[str],
 ) -> Config:
     """The longtail config of one fit: ``train.*`` is the joint probe (instance-balanced), ``decouple.*`` as given,
-    the trained heads at ``batch_size`` unless the overrides set theirs."""
+    the trained heads at ``batch_size`` and the τ grids at ``TAU_STEPS`` points unless the overrides set theirs."""
     keys = [
-        f"seed={seed}",
         "train.sampler=instance",
         f"train.epochs={epochs}",
         f"train.lr={lr!r}",
@@ -103,7 +121,24 @@ def probe_config(
         f"eval.many={many}",
         f"eval.few={few}",
     ]
-    return load_config(None, [*keys, *head_batch_overrides(batch_size, overrides), *overrides])
+    keys += [*head_batch_overrides(batch_size, overrides), *tau_grid_overrides(overrides), *overrides]
+    # Parsing overrides costs milliseconds, as much as a small fit: parsed once per set of keys (and of
+    # registered methods), then only the seed changes. Nothing mutates a config (methods copy their sections).
+    if not 0 <= seed < 2**63:  # out of the config's range: load_config says so, in its words
+        return load_config(None, [f"seed={seed}", *keys])
+    return dataclasses.replace(_parsed_config(tuple(keys), tuple(method_names())), seed=seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _default_config(methods: tuple[str, ...]) -> Config:
+    """longtail's default config while ``methods`` are registered (they bring their sections)."""
+    return load_config(None)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_config(keys: tuple[str, ...], methods: tuple[str, ...]) -> Config:
+    """``load_config(None, keys)`` while ``methods`` are registered."""
+    return load_config(None, list(keys))
 
 
 def chooses_on_validation(method: str) -> bool:
@@ -196,7 +231,7 @@ def choose(
         winner = whole.candidates[0]
         return Choice(winner, winner.joint, None, whole.skipped)
     if folds is None:
-        held_out = {c.key: c.scores(val.x).float() for c in whole.candidates}
+        held_out = held_out_scores(whole.candidates, val.x)
         truth = val.y
     else:
         held_out, truth = _pooled_fold_scores(method, train, folds, num_classes, config, device, solver, whole, sweeps)
@@ -211,11 +246,28 @@ def choose(
         many=config.eval.many,
         few=config.eval.few,
     )
+    chosen = best(scored)
+    reference = _reference(candidates) if selection == "log_loss" else None
+    if reference is not None and reference != chosen:
+        pair = [held_out[candidates[i].key].numpy() for i in (chosen, reference)]
+        betas = (scored[chosen]["beta"], scored[reference]["beta"])
+        chosen = chosen if clearly_better(*pair, truth.numpy(), betas=betas) else reference
     records = [{"method": c.method, **c.params, "label": c.label, **s} for c, s in zip(candidates, scored, strict=True)]
     for record in records:
         record.pop("score")
-    winner = candidates[best(scored)]
+        record.pop("beta", None)
+    winner = candidates[chosen]
     return Choice(winner, winner.joint, records, whole.skipped)
+
+
+def _reference(candidates: list[Candidate]) -> int | None:
+    """Position of the reference candidate (:data:`~longtail.sklearn.selection.REFERENCE` on the first probe of
+    the grid, the configured fit), or None when it is not among them."""
+    method, tau = REFERENCE
+    for index, candidate in enumerate(candidates):
+        if (candidate.method, candidate.tau, candidate.probe, candidate.variant) == (method, tau, 0, 0):
+            return index
+    return None
 
 
 def _distinct(candidates: list[Candidate], held_out: dict[tuple, torch.Tensor]) -> list[Candidate]:
@@ -251,9 +303,8 @@ def _pooled_fold_scores(
         fold_train = Features(train.x[kept], train.y[kept])
         fold_val = Features(train.x[held], train.y[held])
         fitted = fit_pass(method, fold_train, fold_val, num_classes, config, device, solver, sweeps=sweeps, warm=whole)
-        for candidate in fitted.candidates:
-            if candidate.key in parts:
-                parts[candidate.key].append(candidate.scores(fold_val.x).float())  # float32: K x N x C of them
+        for key, scores in held_out_scores([c for c in fitted.candidates if c.key in parts], fold_val.x).items():
+            parts[key].append(scores)
         truth.append(fold_val.y)
     complete = {key: torch.cat(chunks) for key, chunks in parts.items() if len(chunks) == len(truth)}
     return complete, torch.cat(truth)
@@ -274,8 +325,16 @@ def small_fit_threads(num_values: int) -> Iterator[None]:
     if num_values >= SMALL_FIT:
         yield
         return
-    with one_thread():
+    # Torch's threads, and NumPy's BLAS (the exact solver's products run in NumPy on the CPU).
+    with one_thread(), _blas_threads().limit(limits=1):
         yield
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_threads() -> ThreadpoolController:
+    """The thread pools of the libraries loaded (BLAS, OpenMP): finding them reads the process's memory map,
+    milliseconds, so once; NumPy's BLAS is loaded by then."""
+    return ThreadpoolController()
 
 
 @contextmanager
