@@ -13,7 +13,7 @@ def test_defaults_are_the_demo_recipe():
     assert (config.data.n_max, config.data.imbalance_factor, config.data.profile) == (1000, 100.0, "exp")
     assert config.train.sampler == "instance"
     assert config.decouple.sampler == "class_aware" and config.decouple.class_aware.num_samples_cls == 4
-    assert (config.decouple.crt.epochs, config.decouple.crt.lr, config.decouple.crt.batch_size) == (10, 0.2, 512)
+    assert (config.decouple.crt.epochs, config.decouple.crt.lr, config.decouple.crt.batch_size) == (10, 0.2, "auto")
     assert (config.decouple.tau.min, config.decouple.tau.max, config.decouple.tau.steps) == (0.0, 2.0, 21)
 
 

@@ -15,7 +15,7 @@ and :mod:`~longtail.config.yaml_file` (the hardened YAML reader).
 
 from ..errors import SHOWN_CHARS, shown
 from .build import EXTERNAL_BACKBONES, config_from_dict, load_config, parse_override
-from .options import Each, Interval, OneOf, Parameters, Satisfies, check_value, option, require
+from .options import AutoOr, Each, Interval, OneOf, Parameters, Satisfies, check_value, option, require
 from .reference import KeyDoc, config_keys, config_markdown_table, config_reference, key_docs
 from .schema import (
     Config,
@@ -36,6 +36,7 @@ __all__ = [
     "EXTERNAL_BACKBONES",
     "MAX_CONFIG_BYTES",
     "SHOWN_CHARS",
+    "AutoOr",
     "Config",
     "DataConfig",
     "DecoupleConfig",

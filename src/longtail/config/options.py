@@ -81,6 +81,19 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class AutoOr:
+    """The word ``auto`` (a value the code resolves later, e.g. from the data size) or what ``within`` allows."""
+
+    within: Interval
+
+    def allows(self, value: Any, section: Any) -> bool:
+        return value == "auto" or self.within.allows(value, section)
+
+    def describe(self, prefix: str) -> str:
+        return f"'auto' or {self.within.describe(prefix)}"
+
+
+@dataclass(frozen=True)
 class Each:
     """A list of ``min_items`` to ``max_items`` items, each allowed by ``item``."""
 

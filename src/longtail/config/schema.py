@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..registry import DATASETS, LOSSES, SAMPLERS
-from .options import INT64, Each, Interval, OneOf, Satisfies, option
+from .options import INT64, AutoOr, Each, Interval, OneOf, Satisfies, option
 from .sections import Sectioned, default_sections
 
 # Upper bounds of the keys that size an allocation or a pool: far above any real use, far below what would
@@ -216,8 +216,17 @@ class HeadTrainingConfig:
     the defaults that differ (see :mod:`longtail.methods`).
     """
 
+    # auto's largest batch: the method's reference batch, what auto gives wherever the data is large enough
+    reference_batch_size: ClassVar[int] = 512
+
     epochs: int = option(10, "training epochs (official cRT: 10)", EPOCHS)
-    batch_size: int = option(512, "batch size (official: 512)", BATCH)
+    batch_size: int | Literal["auto"] = option(
+        "auto",
+        "batch size; auto: the official 512 wherever that gives at least 64 steps an epoch (ImageNet-LT's 115,846 "
+        "images: 512, 226 steps), else N // 64, at least 32 (the demo's 2,478 images: 38); 512: the paper's recipe "
+        "(longtail.engine.head_schedule)",
+        AutoOr(BATCH),
+    )
     lr: float = option(0.2, "peak learning rate, cosine to 0 per step (official: 0.2)", POSITIVE)
     momentum: float = option(0.9, "SGD momentum", MOMENTUM)
     weight_decay: float = option(5e-4, "SGD weight decay (official: 5e-4)", NON_NEGATIVE)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..engine.head_schedule import resolved_section, steps_per_epoch
 from ..engine.head_training import Features, train_head
 from ..evaluation.metrics import accuracy_summary
 
@@ -143,15 +144,22 @@ class FitContext:
         sampler: str | None = None,
         bn: str | None = None,
     ) -> Fitted:
-        """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used.
+        """Train ``head`` (its parameters that require grad) with ``section``; ``params`` gets the lr used, and
+        ``settings`` the batch size (``"auto"`` resolved for this data: :mod:`longtail.engine.head_schedule`)
+        and the number of optimiser steps.
 
         The keywords are :class:`HeadTraining`'s (``criterion``: the loss, cross-entropy when None;
         ``after_step()`` runs after every optimiser step; ``sampler`` / ``bn``: this training's
         ``decouple.sampler`` / ``decouple.bn``, None: the configured ones).
         """
         how = HeadTraining(method, self.lr_factor, trainable, criterion, after_step, sampler, bn)
+        num_samples = sum(self.counts)
+        section = resolved_section(section, num_samples)  # batch_size=auto: from the data size
         fitted = self.trainer(head, section, how)
         fitted.params.setdefault("lr", section.lr)
+        # What the schedule came to on this data (results.json stage2.<method>, the report's "how it was fit").
+        steps = section.epochs * steps_per_epoch(num_samples, section.batch_size)
+        fitted.settings.update({"batch_size": section.batch_size, "steps": steps})
         return fitted
 
     def with_lr_factor(self, factor: float) -> FitContext:

@@ -34,7 +34,7 @@ What the reference (dvlab-research/MiSLAS, ``train_stage2.py``, ``methods.py``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..config import HeadTrainingConfig, Interval, option, require
 from ..errors import ConfigError
@@ -49,8 +49,14 @@ from .wb import joint_copy
 class LASConfig(HeadTrainingConfig):
     """``decouple.las``: MiSLAS's stage 2 (reference CIFAR-10-LT: 10 epochs, batch 128, lr 0.05, wd 2e-4)."""
 
+    reference_batch_size: ClassVar[int] = 128
+
     epochs: int = option(10, "LAS epochs (reference: 10)")
-    batch_size: int = option(128, "LAS batch size (reference: 128 on CIFAR, 256 on ImageNet-LT)")
+    batch_size: int | Literal["auto"] = option(
+        "auto",
+        "LAS batch size; auto: the reference 128 (CIFAR; 256 on ImageNet-LT) wherever that gives at least 64 steps "
+        "an epoch, else less",
+    )
     lr: float = option(
         0.05, "LAS peak learning rate, cosine to 0 (reference: lr_factor x lr = 0.05 on CIFAR-10-LT IF 100)"
     )

@@ -17,6 +17,9 @@ and ``utils/``) does, and where this differs:
 - lr 0.01, momentum 0.9, weight decay 0.1, 10 epochs, cosine, batch 64,
   instance-balanced shuffling (the loss does the re-balancing): the defaults
   here, with ``decouple.wb.sampler=instance`` in place of ``decouple.sampler``.
+  ``batch_size=auto`` is 64 wherever the data gives 64 steps an epoch at 64
+  (4,096 samples and more), smaller below, at least 32
+  (:mod:`longtail.engine.head_schedule`).
 - It projects once per epoch, after the epoch's last step; here after every
   optimiser step (projected gradient descent proper, as the paper describes
   it): the rows never leave the ball, and the result does not depend on how
@@ -35,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -55,8 +58,12 @@ from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec
 class WBConfig(HeadTrainingConfig):
     """``decouple.wb``: weight balancing's stage 2 (reference: 10 epochs, batch 64, lr 0.01, wd 0.1, thresh 0.1)."""
 
+    reference_batch_size: ClassVar[int] = 64
+
     epochs: int = option(10, "WB fine-tuning epochs (reference: 10)")
-    batch_size: int = option(64, "WB batch size (reference: 64)")
+    batch_size: int | Literal["auto"] = option(
+        "auto", "WB batch size; auto: the reference 64 wherever that gives at least 64 steps an epoch, else less"
+    )
     lr: float = option(0.01, "WB peak learning rate, cosine to 0 per step (reference: 0.01)")
     weight_decay: float = option(0.1, "WB weight decay, the grid point tried first (reference: 0.1)")
     weight_decay_grid: list[float] = option(
