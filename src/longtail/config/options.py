@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any, Protocol
 
 from ..errors import ConfigError, shown
@@ -55,9 +56,9 @@ class Interval:
         return getattr(section, bound) if isinstance(bound, str) else bound
 
     def allows(self, value: Any, section: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, Integral if self.integer else Real):
+            return False  # NumPy's numbers count (the estimator's parameters), True does not
+        if not math.isfinite(value):
             return False
         low, high = self._bound(self.low, section), self._bound(self.high, section)
         if low is not None and (value < low or (value == low and self.closed in ("right", "neither"))):
@@ -116,15 +117,17 @@ class Each:
 
 @dataclass(frozen=True)
 class OneOf:
-    """A name registered in ``registry`` (a :class:`~longtail.registry.Registry`), listed in the message."""
+    """A name registered in ``registry`` (a :class:`~longtail.registry.Registry`) or in a sequence of names,
+    listed in the message."""
 
     registry: Any
 
     def allows(self, value: Any, section: Any) -> bool:
-        return value in self.registry
+        return isinstance(value, str) and value in self.registry
 
     def describe(self, prefix: str) -> str:
-        return "one of " + ", ".join(self.registry.names())
+        names = self.registry.names() if hasattr(self.registry, "names") else self.registry
+        return "one of " + ", ".join(names)
 
 
 @dataclass(frozen=True)
@@ -190,11 +193,19 @@ class Parameters:
     """Named constraints outside the config (an estimator's ``__init__`` parameters), checked the same way."""
 
     constraints: dict[str, Constraint] = field(default_factory=dict)
+    nullable: tuple[str, ...] = ()  # the parameters that may be None (the others must be what they allow)
 
     def check(self, values: dict[str, Any], skip: Sequence[str] = ()) -> None:
+        """Refuse the first value its constraint does not allow (in the constraints' order, so that a sibling
+        bound is checked before it is used), with :func:`check_value`'s message."""
         for name, within in self.constraints.items():
-            if name not in skip:
-                check_value(name, values[name], within, _Values(values))
+            if name in skip:
+                continue
+            if values[name] is None:
+                if name in self.nullable:
+                    continue
+                raise ConfigError(f"{name}=None: expected {expected(within)}")
+            check_value(name, values[name], within, _Values(values))
 
 
 class _Values:

@@ -15,6 +15,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from ..config.options import AutoOr, Interval, OneOf, Parameters, Satisfies
 from ..engine.device import resolve_device
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
@@ -235,39 +236,9 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        """One-line errors for impossible parameters (scikit-learn checks them in ``fit``, not ``__init__``)."""
-        known = [*method_names(), *JOINT_METHODS]
-        if self.method not in known:
-            raise ValueError(f"method={self.method!r}: expected one of {', '.join(known)}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver={self.solver!r}: expected one of {', '.join(SOLVERS)}")
-        if not isinstance(self.train_heads, bool | np.bool_):
-            raise ValueError(f"train_heads={self.train_heads!r}: expected True or False")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection={self.selection!r}: expected one of {', '.join(SELECTIONS)}")
-        if self.cv is not None:
-            _require_int(self.cv, "cv", 2)
-        _require_int(self.max_iter, "max_iter", 1)
-        _require_int(self.epochs, "epochs", 1)
-        if self.batch_size != "auto":
-            _require_int(self.batch_size, "batch_size", 1)
-        _require_int(self.many, "many", 0)
-        _require_int(self.few, "few", 0)
-        if self.few > self.many:
-            raise ValueError(f"few={self.few!r}: expected at most many={self.many!r}")
-        if self.val_per_class is not None:
-            _require_int(self.val_per_class, "val_per_class", 0)
-        if not _is_number(self.lr) or not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r}: expected a number > 0")
-        if self.weight_decay != "auto":
-            values = self.weight_decay if isinstance(self.weight_decay, list | tuple) else [self.weight_decay]
-            if not values or not all(_is_number(v) and v >= 0 for v in values):
-                expected = "expected 'auto', a number >= 0 or a list of them"
-                raise ValueError(f"weight_decay={self.weight_decay!r}: {expected}")
-        if not _is_number(self.tol) or not self.tol > 0:
-            raise ValueError(f"tol={self.tol!r}: expected a number > 0")
-        if not _is_number(self.validation_fraction) or not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction!r}: expected a number in [0, 1)")
+        """One-line errors for impossible parameters (scikit-learn checks them in ``fit``, not ``__init__``),
+        by the constraints of :func:`parameter_constraints`: the same declarations and messages as config keys."""
+        parameter_constraints().check(self.get_params(deep=False))
 
     def _batch_size(self, num_samples: int) -> int:
         """Samples per SGD step; ``"auto"``: see :func:`~longtail.sklearn.fitting.auto_batch_size`."""
@@ -450,6 +421,33 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def _require_int(value: Any, name: str, minimum: int) -> None:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
+def _weight_decay_ok(value: Any) -> bool:
+    values = value if isinstance(value, list | tuple) else [value]
+    return value == "auto" or (bool(values) and all(_is_number(v) and v >= 0 for v in values))
+
+
+def parameter_constraints() -> Parameters:
+    """What each of :class:`DecoupledClassifier`'s parameters accepts, declared as config keys declare theirs
+    (:mod:`longtail.config.options`); ``method`` reads the registry, so a plugin method is accepted."""
+    count = Interval(1, integer=True)
+    positive = Interval(0, closed="neither")
+    return Parameters(
+        {
+            "method": OneOf((*method_names(), *JOINT_METHODS)),
+            "solver": OneOf(SOLVERS),
+            "train_heads": Satisfies(lambda v: isinstance(v, bool | np.bool_), "True or False"),
+            "selection": OneOf(SELECTIONS),
+            "cv": Interval(2, integer=True),
+            "max_iter": count,
+            "epochs": count,
+            "batch_size": AutoOr(count),
+            "many": Interval(0, integer=True),
+            "few": Interval(0, "many", integer=True),
+            "val_per_class": Interval(0, integer=True),
+            "lr": positive,
+            "weight_decay": Satisfies(_weight_decay_ok, "'auto', a number >= 0 or a list of them"),
+            "tol": positive,
+            "validation_fraction": Interval(0, 1, closed="left"),
+        },
+        nullable=("cv", "val_per_class"),
+    )
