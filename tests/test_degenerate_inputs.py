@@ -154,10 +154,11 @@ def test_the_estimator_refuses_select_few_over_an_empty_group_before_training():
     with pytest.raises(ConfigError, match=r"decouple.select=few: the few-shot group is empty .*few=5") as error:
         clf.fit(X, y)
     assert isinstance(error.value, ValueError) and not hasattr(clf, "head_")
-    # WB chooses its grid point on validation too: it chooses on held-out folds (cv), as documented.
-    one_point = {"decouple.wb.epochs": 1, "decouple.wb.weight_decay_grid": [], "decouple.wb.thresh_grid": []}
-    wb = DecoupledClassifier(method="wb", epochs=1, random_state=0, config=one_point).fit(X, y)
-    assert wb.validation_ == "cross-validated"
+    # WB chooses its grid point inside its fit, on the split that fit is given: a held-out one, never its own
+    # training data (folds would refit it on all of X and let it choose there), as documented.
+    two_points = {"decouple.wb.epochs": 1, "decouple.wb.weight_decay_grid": [0.01], "decouple.wb.thresh_grid": []}
+    wb = DecoupledClassifier(method="wb", epochs=1, random_state=0, config=two_points).fit(X, y)
+    assert wb.validation_ == "held out"
 
 
 # --- a damaged predictions member ------------------------------------------------------------------------------

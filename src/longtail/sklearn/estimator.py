@@ -281,7 +281,9 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         if not fitting.chooses_on_validation(self.method):
             self.validation_ = "none"
             return train, {}
-        if self.cv is not None:
+        # A method whose only choice is inside its own fit (WB's grid) chooses on the split its fit is given:
+        # folds would refit it on all of X and let it choose on its own training data, so it gets a hold-out.
+        if self.cv is not None and not fitting.chooses_inside_only(self.method):
             folds = stratified_folds(codes, int(self.cv), seed)
             if (folds >= 0).any():
                 self.validation_ = "cross-validated"
@@ -335,7 +337,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         self.params_ = winner.params
         self.tau_ = self.params_.get("tau")
         self.candidates_ = choice.records
-        if choice.records is None:
+        if choice.records is None and not fitting.chooses_inside_only(self.method):
             self.validation_ = "none"  # a single candidate: nothing was chosen
         self.skipped_ = dict(choice.skipped)
 

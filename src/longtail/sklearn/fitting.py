@@ -146,6 +146,15 @@ def chooses_on_validation(method: str) -> bool:
     return method not in JOINT_METHODS and selection.chooses_on_validation(spec_of(method))
 
 
+def chooses_inside_only(method: str) -> bool:
+    """Whether ``method``'s only choice on validation is made inside its own fit (WB's grid: one candidate, no
+    τ grid to split into candidates, not ``auto``), so that it needs a held-out split rather than folds."""
+    if method in JOINT_METHODS:
+        return False
+    spec = spec_of(method)
+    return spec.selects and not spec.chooses_among_others and spec.sweep is None
+
+
 def check_selection(method: str, train: Features, where: dict[str, Any], num_classes: int, config: Config) -> None:
     """Refuse, before anything trains, ``decouple.select`` over a shot group that is empty in ``train`` or has
     no sample to choose on (``where``: the given or held-out ``val`` split, or ``folds``, where every training
