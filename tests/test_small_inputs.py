@@ -107,7 +107,7 @@ HUGE = 10**23
         (["eval.batch_size=1073741824"], "eval.batch_size=1073741824: expected an integer in [1, 16,777,216]"),
         (
             ["decouple.crt.batch_size=1073741824"],
-            "decouple.crt.batch_size=1073741824: expected an integer in [1, 16,777,216]",
+            "decouple.crt.batch_size=1073741824: expected 'auto' or an integer in [1, 16,777,216]",
         ),
         ([f"data.crop_padding={HUGE}"], f"data.crop_padding={HUGE}: expected an integer in [0, 128]"),
         (["data.crop_padding=1000000"], "data.crop_padding=1000000: expected an integer in [0, 128]"),

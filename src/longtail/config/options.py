@@ -58,7 +58,7 @@ class Interval:
     def allows(self, value: Any, section: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, Integral if self.integer else Real):
             return False  # NumPy's numbers count (the estimator's parameters), True does not
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):  # any int is finite (a huge one overflows isfinite)
             return False
         low, high = self._bound(self.low, section), self._bound(self.high, section)
         if low is not None and (value < low or (value == low and self.closed in ("right", "neither"))):
