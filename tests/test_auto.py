@@ -22,7 +22,14 @@ from longtail.data.idx import read_idx, write_idx
 from longtail.demo import recipe_sentence
 from longtail.errors import ConfigError
 from longtail.grid import run as grid_module
-from longtail.grid.auto import auto_markdown, default_candidates, parse_candidates, run_auto, write_auto
+from longtail.grid.auto import (
+    auto_markdown,
+    default_candidates,
+    file_run_time,
+    parse_candidates,
+    run_auto,
+    write_auto,
+)
 from longtail.grid.rows import paper_samplers, rebalancing_losses
 from longtail.grid.run import choose_on_validation
 
@@ -128,7 +135,7 @@ def test_demo_sentence_says_who_won_and_by_how_much(fake: FakeRuns, tmp_path: Pa
     assert "progressive-balanced stage 1 + las (lr=0.05)" in sentence and "(+30.0)" in sentence
     assert "(+10.0)" in sentence and "never used to choose" in sentence
     record = run_auto(tmp_path / "b", candidates=["train.loss=balanced_softmax,focal"], say=lambda _: None)
-    assert "auto_markdown" and "balanced_softmax" in auto_markdown(record, "c")
+    assert "`train.loss=balanced_softmax`" in auto_markdown(record, "c")
 
 
 @pytest.mark.parametrize(
@@ -190,3 +197,14 @@ def test_the_choice_never_reads_test_labels(tiny_fmnist: Path, tmp_path: Path, c
     caplog.clear()
     assert main(args) == 0 and "training" not in caplog.text and caplog.text.count("reusing") == 2
     assert json.loads((out / "auto.json").read_text())["chosen"] == corrupted_record["chosen"]
+
+
+def test_a_config_files_stage2_settings_reach_every_run(tmp_path: Path):
+    """A reused run is decoupled with the config file's stage-2 and scoring keys, not those it was trained with."""
+    config = tmp_path / "c.yaml"
+    config.write_text("decouple:\n  crt: {epochs: 7, batch_size: auto}\n  auto_lr_factors: [1.0]\neval: {few: 5}\n")
+    overrides = file_run_time(config)
+    assert all(text.startswith(("decouple.", "eval.")) for text in overrides)
+    assert load_config(None, overrides).decouple == load_config(config).decouple
+    assert load_config(None, overrides).eval == load_config(config).eval
+    assert file_run_time(None) == []

@@ -97,7 +97,7 @@ def _check_candidates(grid_run: _Grid, candidates: list[dict[str, str]], seeds: 
         raise ConfigError("--candidates: two candidates give the same run-directory name; use plainer values")
 
 
-def _file_run_time(source: str | Path | None) -> list[str]:
+def file_run_time(source: str | Path | None) -> list[str]:
     """The run-time keys (stage 2, scoring) of the config file ``source`` as overrides, so that a reused run
     is decoupled and scored with the file's settings, not with those it was trained under."""
     if source is None:
@@ -107,8 +107,9 @@ def _file_run_time(source: str | Path | None) -> list[str]:
 
 
 def _yaml(value: Any) -> str:
-    """A config value as override text (JSON is YAML): ``null``, ``[0.25, 1.0]``, ``"auto"``."""
-    return json.dumps(value)
+    """A config value as override text: ``null``, ``[0.25, 1.0]`` (JSON is YAML); a string as it is (an
+    override keeps a string's raw text, quotes included)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def run_auto(
@@ -145,7 +146,7 @@ def run_auto(
     _check_run_count(len(parsed), len(seed_list), max_runs)
     base = [*overrides, *([] if epochs is None else [f"train.epochs={epochs}"])]
     out = Path(out)
-    run_time = [*_file_run_time(source), *(t for t in base if parse_override(t)[0].startswith(run_time_keys()))]
+    run_time = [*file_run_time(source), *(t for t in base if parse_override(t)[0].startswith(run_time_keys()))]
     grid_run = _Grid(out, base, run_time, say, progress, overwrite, source=source)
     _check_candidates(grid_run, parsed, seed_list)
     check_select_on_data(grid_run.config([f"{k}={v}" for k, v in c.items()]) for c in parsed)
