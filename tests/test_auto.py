@@ -132,7 +132,7 @@ def test_auto_chooses_on_validation_and_writes_its_table(fake: FakeRuns, tmp_pat
 def test_demo_sentence_says_who_won_and_by_how_much(fake: FakeRuns, tmp_path: Path):
     record = run_auto(tmp_path, candidates=["train.sampler=instance,progressive"], say=lambda _: None)
     sentence = recipe_sentence(record, "instance")
-    assert "progressive-balanced stage 1 + las (lr=0.05)" in sentence and "(+30.0)" in sentence
+    assert "progressively-balanced stage 1 + las (lr=0.05)" in sentence and "(+30.0)" in sentence
     assert "(+10.0)" in sentence and "never used to choose" in sentence
     record = run_auto(tmp_path / "b", candidates=["train.loss=balanced_softmax,focal"], say=lambda _: None)
     assert "`train.loss=balanced_softmax`" in auto_markdown(record, "c")

@@ -19,7 +19,8 @@ from typing import Any
 
 from .config import load_config, parse_override
 from .fs.staging import replace_directory
-from .grid.auto import auto_markdown, run_auto, write_auto
+from .grid.auto import auto_table, run_auto, write_auto
+from .grid.rows import sampler_label
 from .grid.run import sweep_dir_name
 from .pipeline import decouple, train
 from .report import write_report
@@ -54,14 +55,17 @@ def recipe_sentence(record: dict[str, Any], paper_sampler: str) -> str:
     def score(row: dict[str, Any], split: str) -> float:
         return row[split]["auto"][select]
 
-    name = f"{chosen['combination']['train.sampler']}-balanced stage 1 + {', '.join(chosen['auto'])}"
+    def label(row: dict[str, Any]) -> str:
+        return f"{sampler_label(row['combination']['train.sampler']).lower()} stage 1"
+
+    name = f"{label(chosen)} + {', '.join(chosen['auto'])}"
     if chosen is paper:
         others = [row for row in rows if row is not paper]
         runner = max(others, key=lambda row: score(row, "val")) if others else None
         against = (
             ""
             if runner is None
-            else f", ahead of {runner['combination']['train.sampler']}-balanced stage 1 by "
+            else f", ahead of {label(runner)} by "
             f"{score(paper, 'val') - score(runner, 'val'):+.1f} points on validation "
             f"({score(paper, 'test') - score(runner, 'test'):+.1f} on test)"
         )
@@ -94,7 +98,7 @@ def demo(
 
     Returns:
         ``out``'s results (``results.json``) and, with ``auto``, ``"chosen_recipe"``:
-        ``{"record", "markdown", "sentence"}`` of the choice across stage-1 candidates.
+        ``{"record", "table", "sentence"}`` of the choice across stage-1 candidates (``table``: its lines).
     """
     out = Path(out)
     config = load_config(None, overrides)
@@ -133,6 +137,6 @@ def _chosen_recipe(
     write_auto(record, candidates_dir, command)
     return {
         "record": record,
-        "markdown": auto_markdown(record, command),
+        "table": auto_table(record),
         "sentence": recipe_sentence(record, sampler),
     }

@@ -35,9 +35,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     results = demo(args.out, overrides=args.overrides, progress=args.progress)
     print("\nThe paper's recipe: instance-balanced stage 1, then every stage-2 method")
     print_table(results)
-    if results.get("chosen_recipe"):
-        print(f"\n{results['chosen_recipe']['markdown'].split(chr(10), 2)[2].strip()}")
-        print(f"\n{results['chosen_recipe']['sentence']}")
+    recipe = results.get("chosen_recipe")
+    if recipe:
+        candidates = ", ".join(row["combination"]["train.sampler"] for row in recipe["record"]["rows"])
+        print(f"\nThe recipe chosen on validation: stage 1 with each of {candidates}, then every stage-2 method")
+        print("\n".join(recipe["table"]))
+        print(f"\n{recipe['sentence']}")
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
 
 

@@ -211,9 +211,30 @@ def _test_text(row: dict[str, Any], select: str) -> str:
     return f"{text} {' '.join(shown)}".rstrip()
 
 
+def auto_table(record: dict[str, Any]) -> list[str]:
+    """The table of every candidate (best stage-2 method, validation and test scores, Joint's; the winner
+    marked), then the sentence of :func:`choice_sentence`."""
+    select = record["select"]
+    lines = [
+        f"| Candidate | Best stage 2 (on val) | Val {select} (chooses) | Test {select} [95% CI] | Joint val | "
+        "Joint test |",
+        "|---|---|---|---|---|---|",
+    ]
+    for index, row in enumerate(record["rows"]):
+        name = f"`{_candidate_text(row['combination'])}`"
+        if index == record["chosen"]:
+            name = f"**{name}** (chosen)"
+        joint_val, joint_test = row["val"].get("joint") or {}, row["test"].get("joint") or {}
+        lines.append(
+            f"| {name} | {', '.join(row['auto'])} | {_score(row['val']['auto'], select)} | "
+            f"{_test_text(row, select)} | {_score(joint_val, select)} | {_score(joint_test, select)} |"
+        )
+    sentence = choice_sentence(record)
+    return [*lines, "", sentence[0].upper() + sentence[1:] + "."]
+
+
 def auto_markdown(record: dict[str, Any], command: str) -> str:
-    """One table: every candidate's best stage-2 method, its validation and test scores, Joint's, the winner
-    marked; then the sentence of :func:`choice_sentence`."""
+    """The document: the command, wall time, data and settings, then :func:`auto_table`."""
     select, seeds = record["select"], record.get("seeds")
     cfg = record["config"]
     many = seeds and len(seeds) > 1
@@ -231,21 +252,9 @@ def auto_markdown(record: dict[str, Any], command: str) -> str:
         + (" Scores are mean ± sample std over the seeds; test intervals are per seed." if many else "")
         + " Test: 95% stratified bootstrap interval.",
         "",
-        f"| Candidate | Best stage 2 (on val) | Val {select} (chooses) | Test {select} [95% CI] | Joint val | "
-        "Joint test |",
-        "|---|---|---|---|---|---|",
+        *auto_table(record),
+        "",
     ]
-    for index, row in enumerate(record["rows"]):
-        name = f"`{_candidate_text(row['combination'])}`"
-        if index == record["chosen"]:
-            name = f"**{name}** (chosen)"
-        joint_val, joint_test = row["val"].get("joint") or {}, row["test"].get("joint") or {}
-        lines.append(
-            f"| {name} | {', '.join(row['auto'])} | {_score(row['val']['auto'], select)} | "
-            f"{_test_text(row, select)} | {_score(joint_val, select)} | {_score(joint_test, select)} |"
-        )
-    sentence = choice_sentence(record)
-    lines += ["", sentence[0].upper() + sentence[1:] + ".", ""]
     return "\n".join(lines)
 
 
