@@ -191,7 +191,7 @@ def test_console_script():
 
 @pytest.mark.slow
 def test_real_demo_meets_its_targets(real_fmnist: Path, tmp_path: Path):
-    """The documented demo on the real Fashion-MNIST-LT (two 80-epoch stage-1 runs: about 2.5 minutes on 2 quiet cores).
+    """The documented demo on the real Fashion-MNIST-LT (two 80-epoch stage-1 runs: minutes on 2 cores).
 
     The issue's targets are +8 macro and +30 few-shot for the best decoupled
     method (measured: see README); this guard leaves room for floating-point
