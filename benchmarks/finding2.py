@@ -34,6 +34,7 @@ from _doc import machine_line  # noqa: E402
 
 from longtail.config import load_config  # noqa: E402
 from longtail.evaluation.compare import paired_rows  # noqa: E402
+from longtail.fs.atomic import write_text_atomic  # noqa: E402
 from longtail.grid.auto import file_run_time  # noqa: E402
 from longtail.pipeline import decouple, resume, train  # noqa: E402
 from longtail.runs import is_run_dir, read_results  # noqa: E402
@@ -163,7 +164,7 @@ def main() -> None:
                 lines.append(f"| {LABEL[rep]} | Instance-balanced | {seed} | {paired(a, b)} |")
     lines += ["", *demo_choice(table, args.seeds), "", "## The paper's numbers, beside ours", "", PAPER, ""]
     lines += [*reading(table, reps), ""]
-    args.out.write_text("\n".join(lines))
+    write_text_atomic(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 
