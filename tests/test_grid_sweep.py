@@ -51,9 +51,9 @@ class FakeRuns:
         self.trained: dict[str, dict[str, Any]] = {}  # run name -> {key: parsed value}
         self.decoupled: list[tuple[str, list[str]]] = []
 
-    def stage1(self, run_dir: Path, overrides: list[str], say, progress, overwrite=False) -> None:
+    def stage1(self, run_dir: Path, overrides: list[str], say, progress, overwrite=False, source=None) -> None:
         self.trained[run_dir.name] = dict(parse_override(text) for text in overrides)
-        load_config(None, overrides)  # the overrides a real run would get must be a valid config
+        load_config(source, overrides)  # the overrides a real run would get must be a valid config
 
     def scores(self, run_dir: Path) -> tuple[float, float]:
         keys = self.trained[run_dir.name]

@@ -1,4 +1,5 @@
-"""``longtail demo`` (the whole recipe) and ``longtail grid`` (the paper's grid, sweeps, seeds)."""
+"""``longtail demo`` (the whole recipe), ``longtail grid`` (the paper's grid, sweeps, seeds) and ``longtail auto``
+(the whole recipe chosen on validation, stage 1 included)."""
 
 from __future__ import annotations
 
@@ -24,14 +25,22 @@ from ..grid import (
     run_grid,
     write_grid_doc,
 )
+from ..grid.auto import auto_markdown, default_candidates, run_auto, write_auto
 from ..runs import check_output_path
-from .common import OVERRIDES_HELP, HelpFormatter, print_table, progress_flag
+from .common import OVERRIDES_HELP, HelpFormatter, print_table, progress_flag, split_config_and_overrides
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     results = demo(args.out, overrides=args.overrides, progress=args.progress)
+    print("\nThe paper's recipe: instance-balanced stage 1, then every stage-2 method")
     print_table(results)
+    recipe = results.get("chosen_recipe")
+    if recipe:
+        candidates = ", ".join(row["combination"]["train.sampler"] for row in recipe["record"]["rows"])
+        print(f"\nThe recipe chosen on validation: stage 1 with each of {candidates}, then every stage-2 method")
+        print("\n".join(recipe["table"]))
+        print(f"\n{recipe['sentence']}")
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
 
 
@@ -151,3 +160,74 @@ def grid_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     progress_flag(p)
     p.set_defaults(func=_cmd_grid)
+
+
+def _cmd_auto(args: argparse.Namespace) -> None:
+    source, overrides = split_config_and_overrides(args.items)
+    seeds, seed_overrides = _grid_seeds(args.seeds)
+    record = run_auto(
+        args.out,
+        source=source,
+        overrides=[*overrides, *seed_overrides],
+        candidates=args.candidates,
+        epochs=args.epochs,
+        seeds=seeds,
+        max_runs=args.max_runs,
+        progress=args.progress,
+        say=logging.getLogger("longtail").info,
+        overwrite=args.overwrite,
+    )
+    command = shlex.join(["longtail", *args.argv])
+    paths = write_auto(record, args.out, command)
+    print(auto_markdown(record, command).split("\n", 2)[2].strip())
+    print(f"\nwritten to {paths['markdown']} and {paths['json'].name}", file=sys.stderr)
+
+
+def auto_parser(commands: Any, shared: argparse.Namespace) -> None:
+    """``longtail auto``: stage-1 candidates x every stage-2 method, the best on validation kept."""
+    p = commands.add_parser(
+        "auto",
+        parents=[shared.common],
+        help="the whole recipe chosen on validation: stage-1 candidates x every stage-2 method",
+        description="Train one stage-1 run per candidate (default: each paper sampler and each re-balancing "
+        "loss, one key at a time: a union, not a product), decouple each with every stage-2 method and its "
+        "hyper-parameters (--method all,auto), and keep the candidate whose best classifier is best on "
+        "validation. Test is read only to report. Runs: OUT/sweep-KEY=VALUE[-seedN]; finished runs of the same "
+        "settings are reused and interrupted ones resumed, so an interrupted auto continues where it stopped. "
+        "Writes OUT/auto.md and OUT/auto.json.",
+        epilog=shared.keys,
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
+    )
+    p.add_argument("--out", default="runs/auto", metavar="DIR", help="directory of the runs (default: runs/auto)")
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help=f"stage-1 candidates, one per value (default: {' '.join(default_candidates())}); every word after "
+        "--candidates is one, so give key=value overrides before it",
+    )
+    p.add_argument("--epochs", type=int, metavar="N", help="stage-1 budget: train.epochs=N for every candidate")
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        metavar="N",
+        help="train every candidate with each training seed (seed=N; data.seed fixed) and choose by the mean "
+        "validation score; scores shown as mean ± sample std. Runs: ...-seedN",
+    )
+    p.add_argument(
+        "--max-runs",
+        type=int,
+        default=MAX_RUNS,
+        metavar="N",
+        help=f"refuse, before training anything, more than N stage-1 runs (candidates x seeds; default {MAX_RUNS})",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain a finished run under --out that holds other settings or data than its candidate (else refused)",
+    )
+    progress_flag(p)
+    p.set_defaults(func=_cmd_auto)

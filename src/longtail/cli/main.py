@@ -23,7 +23,7 @@ from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError
 from ..version import __version__
 from .common import key_listing
-from .experiments import demo_parser, grid_parser
+from .experiments import auto_parser, demo_parser, grid_parser
 from .results import compare_parser, illustrate_parser, report_parser
 from .stages import decouple_parser, eval_parser, train_parser
 from .tools import config_parser, data_parser, export_parser, features_parser, predict_parser
@@ -58,6 +58,7 @@ _COMMAND_PARSERS = (
     compare_parser,
     demo_parser,
     grid_parser,
+    auto_parser,
     report_parser,
     illustrate_parser,
     config_parser,

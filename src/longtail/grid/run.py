@@ -84,11 +84,18 @@ def _choices(values: Sequence[str], allowed: Sequence[str], option: str) -> list
     return list(values)
 
 
-def _stage1(run_dir: Path, overrides: list[str], say: Callable[[str], None], progress: bool, overwrite: bool) -> None:
-    """Make ``run_dir`` a finished stage-1 run of ``overrides``: reuse a finished run of the same provenance
-    (config, data, program, version), resume an interrupted one, train where there is none; a run of anything
-    else is refused by name unless ``overwrite`` (then retrained)."""
-    config = load_config(None, overrides)
+def _stage1(
+    run_dir: Path,
+    overrides: list[str],
+    say: Callable[[str], None],
+    progress: bool,
+    overwrite: bool,
+    source: str | Path | None = None,
+) -> None:
+    """Make ``run_dir`` a finished stage-1 run of ``overrides`` (after the YAML file ``source``, if any): reuse
+    a finished run of the same provenance (config, data, program, version), resume an interrupted one, train
+    where there is none; a run of anything else is refused by name unless ``overwrite`` (then retrained)."""
+    config = load_config(source, overrides)
     if (run_dir / "config.yaml").is_file() and not is_run_dir(run_dir):  # killed before its first checkpoint
         if _stage1_difference(run_dir, config) == "config":
             say(f"resuming {run_dir}")
@@ -271,11 +278,16 @@ class _Grid:
     progress: bool
     overwrite: bool
     used: list[Path] = field(default_factory=list)
+    source: str | Path | None = None  # a YAML config file read before ``base`` (``longtail auto CONFIG.yaml``)
+
+    def config(self, overrides: Sequence[str] = ()) -> Config:
+        """The config of ``source``, ``base`` and ``overrides``."""
+        return load_config(self.source, [*self.base, *overrides])
 
     def stage1(self, name: str, overrides: list[str]) -> Path:
         """The finished stage-1 run ``out/name`` of ``base`` + ``overrides`` (reused, resumed or trained)."""
         run_dir = self.out / name
-        _stage1(run_dir, [*self.base, *overrides], self.say, self.progress, self.overwrite)
+        _stage1(run_dir, [*self.base, *overrides], self.say, self.progress, self.overwrite, self.source)
         self.used.append(run_dir)
         return run_dir
 
@@ -313,36 +325,49 @@ def _paper_grid(grid_run: _Grid, seed: int | None, rows: tuple[list[str], list[s
 
 def _sweep_row(combination: dict[str, str], runs: list[Path], per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """One combination of a sweep: its run directories' names (one per seed), their validation and test cells
-    per method (over seeds) and what ``auto`` picked in each."""
+    per method (over seeds), what ``auto`` picked in each and its 95% bootstrap intervals on test (per seed;
+    :mod:`longtail.evaluation.bootstrap`, computed when the run was scored)."""
     return {
         "combination": combination,
         "runs": [run_dir.name for run_dir in runs],
         "val": _mean_std_methods([results["val_methods"] for results in per_seed]),
         "test": _mean_std_methods([results["methods"] for results in per_seed]),
         "auto": [results["auto"]["chosen"]["label"] for results in per_seed],
+        "auto_test_ci": [results["methods"].get("auto", {}).get("ci") for results in per_seed],
     }
 
 
-def _run_sweep(grid_run: _Grid, sweeps: list[tuple[str, list[str]]], seeds: list[int | None]) -> dict[str, Any]:
+def choose_on_validation(rows: Sequence[dict[str, Any]], select: str) -> int:
+    """The index of the row whose ``auto`` classifier has the best (mean) validation ``select`` score; the
+    first on a tie. Only ``row["val"]`` is read: a row's test cells are for display and never enter the choice."""
+    if not rows:
+        raise ConfigError("nothing to choose among: no candidate")
+    return max(range(len(rows)), key=lambda i: rows[i]["val"]["auto"][select])
+
+
+def _run_sweep(
+    grid_run: _Grid, keys: list[str], combinations: Sequence[dict[str, str]], seeds: list[int | None]
+) -> dict[str, Any]:
     """Train and decouple (every method, then ``auto``) one run per combination and seed; choose on validation.
+
+    ``combinations`` are override sets ``{key: value}`` (a sweep's product, or
+    ``longtail auto``'s union of single-key candidates); ``keys`` the keys any
+    of them sets, in order.
 
     Returns:
         ``{"keys", "select", "rows", "chosen"}``: one row per combination (see
-        :func:`_sweep_row`) and the index of the row whose ``auto`` has the best
-        mean validation ``decouple.select`` score (the first on a tie).
+        :func:`_sweep_row`) and the index of the row :func:`choose_on_validation` picks.
     """
-    select = load_config(None, grid_run.base).decouple.select
+    select = grid_run.config().decouple.select
     rows = []
-    for combination in sweep_combinations(sweeps):
+    for combination in combinations:
         name, settings = sweep_dir_name(combination), [f"{k}={v}" for k, v in combination.items()]
         runs, per_seed = [], []
         for seed in seeds:
             runs.append(grid_run.stage1(_seeded(name, seed), [*settings, *_seed_overrides(seed)]))
             per_seed.append(grid_run.decouple(runs[-1], ["all", "auto"]))
         rows.append(_sweep_row(combination, runs, per_seed))
-    # Validation only: the test cells are in the rows for display and never enter this choice.
-    chosen = max(range(len(rows)), key=lambda i: rows[i]["val"]["auto"][select])
-    return {"keys": [key for key, _ in sweeps], "select": select, "rows": rows, "chosen": chosen}
+    return {"keys": list(keys), "select": select, "rows": rows, "chosen": choose_on_validation(rows, select)}
 
 
 def run_grid(
@@ -405,7 +430,7 @@ def run_grid(
     grid_run = _Grid(out, base, run_time, say, progress, overwrite)
     grid: dict[str, Any] = {"samplers": {}, "trainable": {}, "losses": {}}
     if parsed:
-        grid["sweep"] = _run_sweep(grid_run, parsed, seed_list)
+        grid["sweep"] = _run_sweep(grid_run, [key for key, _ in parsed], sweep_combinations(parsed), seed_list)
     else:
         rows = (samplers, losses, trainable)
         per_seed = [_paper_grid(grid_run, seed, rows) for seed in seed_list]
