@@ -72,7 +72,7 @@ class FakeRuns:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRuns:
     runs = FakeRuns()
-    monkeypatch.setattr(grid_module, "_stage1", runs.stage1)
+    monkeypatch.setattr(grid_module, "ensure_stage1", runs.stage1)
     monkeypatch.setattr(grid_module, "decouple", runs.decouple)
     monkeypatch.setattr("longtail.grid.auto._fingerprints", lambda used: {"runs": {r.name: "f" for r in used}})
     monkeypatch.setattr("longtail.grid.auto.read_results", lambda run: {})

@@ -148,7 +148,7 @@ def test_unfinished_stage1_is_refused(trained_run: Path, tmp_path: Path, capsys:
 
 
 @pytest.mark.slow  # two demos: make test runs it
-def test_demo_replaces_its_output_and_says_so(
+def test_demo_reuses_its_own_run_and_replaces_another_only_with_overwrite(
     tiny_fmnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ):
     out = tmp_path / "demo"
@@ -166,8 +166,19 @@ def test_demo_replaces_its_output_and_says_so(
     assert "The paper's recipe" in printed and "Chosen on validation: train.sampler=" in printed
     assert "The choice read validation only; test is shown, never used to choose." in printed
     assert (out / "auto" / "auto.md").is_file()
+    # Run again: the finished demo is reused, nothing retrained or replaced.
+    checkpoint = (out / "checkpoint.pt").stat().st_mtime_ns
+    caplog.clear()
     assert main(args) == 0
-    assert f"replacing existing run directory {out}" in caplog.text
+    assert f"reusing {out} (fingerprint" in caplog.text and "training" not in caplog.text
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+    # Other settings: refused by name; --overwrite replaces it once the new run is complete.
+    other = [*args, "train.epochs=3"]
+    assert main(other) == 1
+    assert "holds a run of other config (train.epochs=" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+    assert main([*other, "--overwrite"]) == 0
+    assert f"replacing existing run directory {out} (--overwrite)" in caplog.text
     assert not list(tmp_path.glob(".demo.partial-*"))
     (tmp_path / "notarun").mkdir()
     (tmp_path / "notarun" / "precious.txt").write_text("keep me")

@@ -77,7 +77,7 @@ class FakeRuns:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeRuns:
     runs = FakeRuns()
-    monkeypatch.setattr(grid_module, "_stage1", runs.stage1)
+    monkeypatch.setattr(grid_module, "ensure_stage1", runs.stage1)
     monkeypatch.setattr(grid_module, "decouple", runs.decouple)
     monkeypatch.setattr(grid_module, "evaluate", runs.evaluate)
     return runs

@@ -21,10 +21,10 @@ from .config import load_config, parse_override
 from .fs.staging import replace_directory
 from .grid.auto import auto_table, run_auto, write_auto
 from .grid.rows import sampler_label
-from .grid.run import sweep_dir_name
+from .grid.run import ensure_stage1, sweep_dir_name
 from .pipeline import decouple, train
 from .report import write_report
-from .runs import check_replaceable, read_results
+from .runs import check_replaceable, is_run_dir, read_results
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def _seed_paper_run(run: Path, candidates_dir: Path, sampler: str) -> None:
     """Copy the paper's run (stage 1 and its classifiers) to where ``longtail auto`` looks for its
     ``train.sampler=<sampler>`` candidate, which has the same provenance: it is reused, not trained again."""
     target = candidates_dir / sweep_dir_name({"train.sampler": sampler})
+    if target.exists():  # a reused demo: the candidate is there already (and checked by provenance when reused)
+        return
     shutil.copytree(run, target, ignore=shutil.ignore_patterns(AUTO_DIR, "tensorboard", ".longtail.lock"))
 
 
@@ -87,14 +89,18 @@ def demo(
     progress: bool = True,
     say: Callable[[str], None] = log.info,
     auto: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """The whole recipe on Fashion-MNIST-LT: stage 1, then every stage-2 method and ``auto``, into ``out``,
     then its report (``report.html``, ``report.md``); with ``auto``, also the recipe chosen on validation
     across stage-1 candidates into ``out/auto`` (:func:`~longtail.grid.auto.run_auto`).
 
-    The run is built in a temporary sibling directory and moved to ``out`` only
-    when complete; an existing run directory at ``out`` is replaced (said via
-    ``say``), anything else there is refused.
+    A new run is built in a temporary sibling directory and moved to ``out``
+    only when complete. A run already at ``out`` is kept: reused when it is
+    this demo's stage 1 (the same provenance: config, data, program, version;
+    resumed if interrupted), its missing classifiers and candidates added;
+    a run of anything else is refused by name unless ``overwrite`` (then a new
+    run replaces it once complete). Anything else at ``out`` is refused.
 
     Returns:
         ``out``'s results (``results.json``) and, with ``auto``, ``"chosen_recipe"``:
@@ -106,16 +112,23 @@ def demo(
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     recipe: dict[str, Any] | None = None
-    try:
-        train(config, partial, progress=progress)
-        decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
+    held = is_run_dir(out) or (out / "config.yaml").is_file()  # a finished or an interrupted run
+    if held and not overwrite:
+        ensure_stage1(out, list(overrides), say, progress, overwrite=False, what="this demo")  # or refused
+        decouple(out, ["auto"])  # classifiers of the same settings are reused
         if auto:
-            recipe = _chosen_recipe(partial, overrides, config.train.sampler, progress, say)
-        if out.exists():
-            say(f"replacing existing run directory {out}")
-        replace_directory(partial, out)  # the old run goes only once the new one is in place
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+            recipe = _chosen_recipe(out, overrides, config.train.sampler, progress, say)
+    else:
+        try:
+            train(config, partial, progress=progress)
+            decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
+            if auto:
+                recipe = _chosen_recipe(partial, overrides, config.train.sampler, progress, say)
+            if held:
+                say(f"replacing existing run directory {out} (--overwrite)")
+            replace_directory(partial, out)  # the old run goes only once the new one is in place
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     paths = write_report(out)
     say(f"report: {paths['html']} (and {paths['markdown'].name} with its figures)")
     results = read_results(out)

@@ -32,7 +32,7 @@ from .common import OVERRIDES_HELP, HelpFormatter, print_table, progress_flag, s
 
 def _cmd_demo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    results = demo(args.out, overrides=args.overrides, progress=args.progress)
+    results = demo(args.out, overrides=args.overrides, progress=args.progress, overwrite=args.overwrite)
     print("\nThe paper's recipe: instance-balanced stage 1, then every stage-2 method")
     print_table(results)
     recipe = results.get("chosen_recipe")
@@ -103,6 +103,11 @@ def demo_parser(commands: Any, shared: argparse.Namespace) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run directory (default: runs/demo)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run under --out of other settings or data (else refused; the demo's own is reused)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     progress_flag(p)
     p.set_defaults(func=_cmd_demo)

@@ -84,13 +84,14 @@ def _choices(values: Sequence[str], allowed: Sequence[str], option: str) -> list
     return list(values)
 
 
-def _stage1(
+def ensure_stage1(
     run_dir: Path,
     overrides: list[str],
     say: Callable[[str], None],
     progress: bool,
     overwrite: bool,
     source: str | Path | None = None,
+    what: str = "this grid cell",
 ) -> None:
     """Make ``run_dir`` a finished stage-1 run of ``overrides`` (after the YAML file ``source``, if any): reuse
     a finished run of the same provenance (config, data, program, version), resume an interrupted one, train
@@ -117,9 +118,9 @@ def _stage1(
             resume(run_dir, progress=progress)
         return
     if not overwrite:
-        what = _stage1_difference(run_dir, config) if "config" in differs else ", ".join(differs)
+        difference = _stage1_difference(run_dir, config) if "config" in differs else ", ".join(differs)
         raise RunDirError(
-            f"{run_dir}: holds a run of other {what} than this grid cell (fingerprint "
+            f"{run_dir}: holds a run of other {difference} than {what} (fingerprint "
             f"{short((recorded or {}).get('fingerprint'))}, wanted {wanted['fingerprint']}); pass --overwrite to "
             "retrain it, or choose another --out"
         )
@@ -287,7 +288,7 @@ class _Grid:
     def stage1(self, name: str, overrides: list[str]) -> Path:
         """The finished stage-1 run ``out/name`` of ``base`` + ``overrides`` (reused, resumed or trained)."""
         run_dir = self.out / name
-        _stage1(run_dir, [*self.base, *overrides], self.say, self.progress, self.overwrite, self.source)
+        ensure_stage1(run_dir, [*self.base, *overrides], self.say, self.progress, self.overwrite, self.source)
         self.used.append(run_dir)
         return run_dir
 
