@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -16,19 +17,33 @@ import torch
 from longtail.errors import DataError
 from longtail.shift import (
     Calibration,
+    PriorAdapter,
     Shift,
     adapt_prior,
     bbse_prior,
     em_prior,
     fit_bbse,
     fit_calibration,
+    fit_prior_adapter,
+    fold_known_prior,
     reweight,
+    select_calibration,
     shifted_counts,
     shifted_subset,
     standard_shifts,
 )
 from longtail.shift.em import em_priors
-from longtail.shift.subsets import training_ranks
+from longtail.shift.subsets import IMBALANCES, training_ranks
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: on a busy machine a second intra-op thread only waits (3x slower measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TRAIN = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]  # Fashion-MNIST-LT, imbalance 100
 TEST = np.repeat(np.arange(10), 1000)
@@ -225,7 +240,13 @@ def test_calibration_round_trips_through_json_and_bad_data_is_refused() -> None:
 
 def test_test_time_functions_take_no_labels() -> None:
     """What was learned from labels is fitted on validation; nothing applied to test data can take them."""
-    assert list(inspect.signature(fit_calibration).parameters) == ["val_logits", "val_labels", "kind", "implicit_prior"]
+    assert list(inspect.signature(fit_calibration).parameters) == [
+        "val_logits",
+        "val_labels",
+        "kind",
+        "implicit_prior",
+        "train_prior",
+    ]
     assert list(inspect.signature(fit_bbse).parameters) == ["val_logits", "val_labels"]
     for applied in (
         adapt_prior,
@@ -249,3 +270,103 @@ def test_adapt_prior_refuses_what_it_cannot_do() -> None:
         adapt_prior(scores, "bbse")
     with pytest.raises(DataError, match=r"\(N, C\)"):
         adapt_prior(torch.randn(6), "em")
+
+
+def test_a_known_prior_folds_into_an_affine_map_of_the_logits() -> None:
+    scores, labels = overconfident(600, seed=9)
+    cal = fit_calibration(scores, labels, "bcts")
+    target = [0.4, 0.3, 0.15, 0.1, 0.05]
+    scale, offset = fold_known_prior(cal, target)
+    folded = scores.double() * scale + offset
+    adapted = adapt_prior(scores, "known", calibration=cal, target_prior=target)
+    assert torch.allclose(torch.log_softmax(folded, 1), adapted.log_posteriors, atol=1e-10)
+    scale, offset = fold_known_prior(cal)
+    assert torch.equal((scores.double() * scale + offset).argmax(1), adapt_prior(scores, calibration=cal).predictions())
+
+
+# --------------------------------------------------------------------------- the power family, PCTS, selection
+
+LONG_TAIL = torch.tensor([400.0, 150.0, 60.0, 20.0, 8.0])  # training sizes of a 5-class long tail
+
+
+def test_em_power_family_recovers_a_planted_power_prior_and_stays_in_the_family() -> None:
+    phi = LONG_TAIL.double().log()
+    source = torch.full((4,), 0.25, dtype=torch.float64)
+    planted = torch.softmax(source.log() + 0.8 * phi[:4], dim=0)  # a forward-long-tailed prior
+    log_q, labels, _ = gaussian_posteriors(planted.tolist(), 20000, seed=10)
+    result = em_prior(log_q, source, direction=phi[:4])
+    empirical = torch.bincount(labels, minlength=4).double() / len(labels)
+    assert result.converged and result.iterations < 200
+    assert torch.allclose(result.prior, empirical, atol=0.015)
+    # Off the family (a prior not a power of phi), the estimate is still a member of it: log(π/π_s) affine in phi.
+    log_q, _, _ = gaussian_posteriors([0.1, 0.6, 0.1, 0.2], 4000, seed=11)
+    estimate = em_prior(log_q, source, direction=phi[:4]).prior
+    ratio = (estimate / source).log()
+    slope = (ratio[0] - ratio[3]) / (phi[0] - phi[3])
+    assert torch.allclose(ratio - ratio[3], slope * (phi[:4] - phi[3]), atol=1e-9)
+    with pytest.raises(DataError, match="moves nothing"):
+        em_prior(log_q, source, direction=[1.0, 1.0, 1.0, 1.0])
+
+
+def shifted_scores(n: int, seed: int, exponent: float, bias: torch.Tensor | None = None):
+    """Labels from softmax(z) (calibrated, uniform prior); the scores handed over are
+    ``2 (z + exponent · log π_train - bias)``: a method whose scores carry ``exponent`` times the training log prior
+    (Joint: about 1), plus an optional class bias."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 5, generator=g) * 1.5
+    labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
+    log_prior = (LONG_TAIL / LONG_TAIL.sum()).log()
+    shift = -exponent * log_prior + (torch.zeros(5) if bias is None else bias)
+    return 2.0 * (z - shift), labels
+
+
+def test_pcts_recovers_a_planted_prior_exponent() -> None:
+    scores, labels = shifted_scores(6000, seed=12, exponent=-0.7)
+    cal = fit_calibration(scores, labels, "pcts", train_prior=LONG_TAIL)
+    assert cal.temperature == pytest.approx(2.0, rel=0.08)
+    assert cal.exponent == pytest.approx(0.7, abs=0.1)  # β undoes what the scores carry: z / T + β log π
+    with pytest.raises(DataError, match="train_prior"):
+        fit_calibration(scores, labels, "pcts")
+
+
+def test_cross_validation_prefers_few_parameters_unless_the_bias_is_class_specific() -> None:
+    scores, labels = shifted_scores(200, seed=13, exponent=0.0)  # a small validation split, no bias at all
+    plain = select_calibration(scores, labels, LONG_TAIL.tolist())
+    assert plain.calibration.kind != "bcts" and plain.cv_nll["bcts"] > plain.cv_nll["temperature"]
+    assert plain.folds == 5 and set(plain.shift_gain) == {
+        f"{d}-{f}" for d in ("forward", "backward") for f in IMBALANCES
+    }
+    bias = torch.tensor([1.5, -1.5, 1.5, -1.5, 0.0])  # not a power of the training prior
+    scores, labels = shifted_scores(3000, seed=14, exponent=0.0, bias=bias)
+    assert select_calibration(scores, labels, LONG_TAIL.tolist()).calibration.kind == "bcts"
+
+
+def test_adaptation_is_on_where_validation_shows_it_helps_and_off_where_nothing_can() -> None:
+    scores, labels = shifted_scores(400, seed=15, exponent=0.0)  # calibrated, overlapping classes
+    adapter = fit_prior_adapter(scores, labels, LONG_TAIL.tolist())
+    assert adapter.enabled and statistics.fmean(adapter.shift_gain.values()) > 0
+    # Every validation image predicted right: no prior shift can do better, so adaptation stays off ...
+    labels = torch.arange(5).repeat(20)
+    perfect = torch.nn.functional.one_hot(labels, 5).double() * 3.0
+    off = fit_prior_adapter(perfect, labels, LONG_TAIL.tolist())
+    assert not off.enabled
+    # ... and the method keeps its own predictions, while the estimated prior is still reported.
+    batch = torch.randn(50, 5, generator=torch.Generator().manual_seed(16))
+    out = off.adapt(batch, "em")
+    assert not out.applied and torch.equal(out.predictions(), batch.argmax(1))
+    assert out.prior.sum() == pytest.approx(1.0)
+    assert off.adapt(batch, "em", force=True).applied
+
+
+def test_a_prior_adapter_round_trips_through_json() -> None:
+    scores, labels = shifted_scores(300, seed=17, exponent=-0.5)
+    adapter = fit_prior_adapter(scores, labels, LONG_TAIL.tolist())
+    again = PriorAdapter.from_dict(json.loads(json.dumps(adapter.to_dict())))
+    batch = scores[:64]
+    for method in ("none", "em", "bbse"):
+        assert torch.equal(again.adapt(batch, method).log_posteriors, adapter.adapt(batch, method).log_posteriors)
+    assert torch.equal(again.adapt(batch, "em", family="full").prior, adapter.adapt(batch, "em", family="full").prior)
+    with pytest.raises(DataError, match="adapter.json: expected calibration"):
+        PriorAdapter.from_dict({"direction": []}, "adapter.json")
+    with pytest.raises(DataError, match="family"):
+        adapter.adapt(batch, "em", family="mixture")  # type: ignore[arg-type]

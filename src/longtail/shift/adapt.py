@@ -45,6 +45,8 @@ class Adapted:
         source_prior: (C,) float64 the prior the calibrated posteriors were for.
         iterations: EM steps (``em`` only, else None).
         converged: whether EM converged (``em`` only, else None).
+        applied: False when the adaptation was turned off for this method (:mod:`.select`): the
+            posteriors are the method's own softmax, :attr:`prior` is still the estimate.
     """
 
     method: str
@@ -53,6 +55,7 @@ class Adapted:
     source_prior: torch.Tensor
     iterations: int | None = None
     converged: bool | None = None
+    applied: bool = True
 
     def predictions(self) -> torch.Tensor:
         """(N,) int64 argmax class (ties to the smallest index, as accuracy is scored)."""
@@ -60,7 +63,7 @@ class Adapted:
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON-able data: the method, the prior used, EM's iterations and convergence."""
-        out: dict[str, Any] = {"method": self.method, "prior": self.prior.tolist()}
+        out: dict[str, Any] = {"method": self.method, "prior": self.prior.tolist(), "applied": self.applied}
         if self.iterations is not None:
             out.update(iterations=self.iterations, converged=self.converged)
         return out
@@ -76,6 +79,7 @@ def adapt_prior(
     tolerance: float = DEFAULT_TOLERANCE,
     max_iterations: int = DEFAULT_MAX_ITERATIONS,
     pseudo_count: float = 0.0,
+    direction: PriorLike | None = None,
 ) -> Adapted:
     """Adapt (N, C) scores of an unlabeled batch to its class prior.
 
@@ -87,6 +91,8 @@ def adapt_prior(
         target_prior: (C,) the deployment prior, for ``known``.
         bbse: :func:`~.bbse.fit_bbse` of the same method's raw validation scores, for ``bbse``.
         tolerance, max_iterations, pseudo_count: EM's options (see :func:`~.em.em_prior`).
+        direction: (C,) for ``em``: move the prior only along ``π_s · exp(θ φ)`` (e.g. ``φ = log π_train``,
+            the forward/backward family); None: the full simplex.
 
     Returns:
         an :class:`Adapted`; its ``predictions()`` are the adapted argmax.
@@ -106,7 +112,14 @@ def adapt_prior(
         target = as_prior(target_prior, num_classes, name="target prior")
         return Adapted(method, reweight(log_q, source, target), target, source)
     if method == "em":
-        result = em_prior(log_q, source, tolerance=tolerance, max_iterations=max_iterations, pseudo_count=pseudo_count)
+        result = em_prior(
+            log_q,
+            source,
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+            pseudo_count=pseudo_count,
+            direction=direction,
+        )
         return Adapted(
             method, reweight(log_q, source, result.prior), result.prior, source, result.iterations, result.converged
         )
@@ -116,3 +129,23 @@ def adapt_prior(
         raise DataError(f"prior 'bbse': the BBSE fit has {bbse.confusion.shape[0]} classes, the logits {num_classes}")
     target = bbse_prior(bbse, scores)
     return Adapted(method, reweight(log_q, source, target), target, source)
+
+
+def fold_known_prior(calibration: Calibration, target_prior: PriorLike | None = None) -> tuple[float, torch.Tensor]:
+    """The affine map of logits that calibrates and moves to a fixed prior: ``logits · scale + offset``.
+
+    ``argmax(logits · scale + offset)`` is the prediction of :func:`adapt_prior` with ``known`` (or ``none``
+    when ``target_prior`` is None), so an exported linear head ``W x + b`` becomes ``(scale · W) x + (scale · b
+    + offset)`` and needs no runtime step.
+
+    Args:
+        calibration: fitted on validation.
+        target_prior: (C,) the deployment prior; None keeps the calibration's source prior.
+
+    Returns:
+        ``(scale, offset)``: ``1 / T`` and the (C,) float64 ``bias + log π_t - log π_s``.
+    """
+    source = calibration.prior_tensor()
+    target = source if target_prior is None else as_prior(target_prior, calibration.num_classes, name="target prior")
+    offset = torch.tensor(calibration.bias, dtype=torch.float64) + target.log() - source.log()
+    return 1.0 / calibration.temperature, offset
