@@ -102,12 +102,16 @@ def shift_scores(
     }
 
 
-def adapter_for(val_logits: torch.Tensor, val_labels: torch.Tensor, counts: list[int]) -> PriorAdapter:
-    """:func:`~longtail.shift.fit_prior_adapter` on validation, its one-line error naming ``eval.shift``."""
+def adapter_for(
+    val_logits: torch.Tensor, val_labels: torch.Tensor, counts: list[int], what: str = "eval.shift"
+) -> PriorAdapter:
+    """:func:`~longtail.shift.fit_prior_adapter` on validation (on one thread), its one-line error naming
+    ``what``."""
     try:
-        return fit_prior_adapter(val_logits, val_labels, counts)
+        with one_thread():
+            return fit_prior_adapter(val_logits, val_labels, counts)
     except DataError as error:
-        raise DataError(f"eval.shift: the calibration on validation cannot be fitted ({error})") from None
+        raise DataError(f"{what}: the calibration on validation cannot be fitted ({error})") from None
 
 
 def _method_row(

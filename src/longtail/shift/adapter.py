@@ -47,7 +47,8 @@ class PriorAdapter:
         calibration: chosen on validation by cross-validated NLL.
         direction: (C,) centred log training prior, the ``power`` family's direction.
         enabled: whether simulated shifts of the validation split favoured adaptation.
-        bbse: BBSE's validation confusion matrix of the method's raw argmax.
+        bbse: BBSE's validation confusion matrix of the method's raw argmax; None where it was not kept
+            (a record without it: ``to_dict(bbse=False)``, e.g. an exported model's metadata).
         cv_nll: out-of-fold validation NLL per calibration candidate.
         shift_gain: validation-simulated gain (points) of the known-prior adjustment per shifted prior.
     """
@@ -55,7 +56,7 @@ class PriorAdapter:
     calibration: Calibration
     direction: tuple[float, ...]
     enabled: bool
-    bbse: BBSEFit
+    bbse: BBSEFit | None
     cv_nll: dict[str, float]
     shift_gain: dict[str, float]
 
@@ -108,16 +109,19 @@ class PriorAdapter:
             return adapted
         return replace(adapted, log_posteriors=torch.log_softmax(scores, dim=1), applied=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data; :meth:`from_dict` reads it back."""
-        return {
+    def to_dict(self, *, bbse: bool = True) -> dict[str, Any]:
+        """Plain JSON-able data; :meth:`from_dict` reads it back. ``bbse=False`` leaves out BBSE's C x C
+        confusion matrix (a million numbers at 1000 classes): ``bbse`` is then refused by the adapter read back."""
+        data = {
             "calibration": self.calibration.to_dict(),
             "direction": list(self.direction),
             "enabled": self.enabled,
-            "bbse": self.bbse.to_dict(),
             "cv_nll": dict(self.cv_nll),
             "shift_gain": dict(self.shift_gain),
         }
+        if bbse and self.bbse is not None:
+            data["bbse"] = self.bbse.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "prior adapter") -> PriorAdapter:
@@ -126,8 +130,11 @@ class PriorAdapter:
             calibration = Calibration.from_dict(data["calibration"], source)
             num_classes = calibration.num_classes
             direction = tuple(float(x) for x in data["direction"])
-            confusion = torch.tensor(data["bbse"]["confusion"], dtype=torch.float64)
-            bbse_source = torch.tensor(data["bbse"]["source_prior"], dtype=torch.float64)
+            kept = data.get("bbse")
+            bbse = None
+            if kept is not None:
+                confusion = torch.tensor(kept["confusion"], dtype=torch.float64)
+                bbse = BBSEFit(confusion, torch.tensor(kept["source_prior"], dtype=torch.float64))
             enabled = data["enabled"]
             cv_nll = {str(k): float(v) for k, v in dict(data.get("cv_nll", {})).items()}
             gain = {str(k): float(v) for k, v in dict(data.get("shift_gain", {})).items()}
@@ -135,17 +142,17 @@ class PriorAdapter:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
             raise DataError(
-                f"{source}: expected calibration, direction, enabled and bbse ({error.__class__.__name__}: {error})"
+                f"{source}: expected calibration, direction and enabled ({error.__class__.__name__}: {error})"
             ) from None
         shapes_ok = (
             len(direction) == num_classes
-            and confusion.shape == (num_classes, num_classes)
-            and bbse_source.shape == (num_classes,)
+            and (bbse is None or bbse.confusion.shape == (num_classes, num_classes))
+            and (bbse is None or bbse.source_prior.shape == (num_classes,))
             and isinstance(enabled, bool)
         )
         if not shapes_ok:
             raise DataError(f"{source}: direction, bbse and calibration disagree on the number of classes")
-        return cls(calibration, direction, enabled, BBSEFit(confusion, bbse_source), cv_nll, gain)
+        return cls(calibration, direction, enabled, bbse, cv_nll, gain)
 
 
 def fit_prior_adapter(
