@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import machine_line, write_section  # noqa: E402
 
-from longtail.io import write_text_atomic  # noqa: E402
+from longtail.fs.atomic import write_text_atomic  # noqa: E402
 from longtail.methods import display_order  # noqa: E402
 from longtail.pipeline.run_state import load_run, split_features  # noqa: E402
 from longtail.pipeline.stage2 import load_fitted, run_features  # noqa: E402
@@ -53,7 +53,7 @@ from longtail.shift.em import em_priors  # noqa: E402
 MAIN_VARIANTS = ("none", "em", "em-full", "known", "bbse")
 DIAGNOSTIC_VARIANTS = ("em-plain", "em-bcts", "em-unchecked", "known-bcts")
 ESTIMATORS = ("em", "em-full", "em-bcts", "bbse")  # whose prior estimates are compared with the truth
-BATCH_SIZES = (10, 30, 100, 300, 1000, 0)  # 0: the whole subset
+BATCH_SIZES = (16, 64, 256, 1024, 0)  # 0: the whole subset
 BATCH_SHIFTS = ("forward-50", "forward-10", "uniform", "backward-10", "backward-50")
 BATCH_SETTINGS = (("power", 0.0), ("full", 0.0), ("full", 100.0))  # EM family, pseudo-count
 
