@@ -187,23 +187,29 @@ def test_predict_prior_errors_are_one_line_and_name_the_file(models: dict, tmp_p
 # --- the scikit-learn estimator ----------------------------------------------------------------------------
 
 
-def test_decoupled_classifier_predicts_for_a_prior(run_dir: Path):
+def test_decoupled_classifier_predicts_for_a_prior():
     from longtail.sklearn import DecoupledClassifier
 
-    run = load_run(run_dir)
-    train, val, test = (run_features(run, split) for split in ("train", "val", "test"))
-    clf = DecoupledClassifier(method="crt", epochs=3, random_state=0)
-    clf.fit(train.x.numpy(), train.y.numpy(), X_val=val.x.numpy(), y_val=val.y.numpy())
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16)) * 3
+
+    def draw(per_class: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(10), per_class)
+        return centres[y] + rng.normal(size=(len(y), 16)), y
+
+    X, y = draw([int(200 * 0.6**c) + 4 for c in range(10)])  # long-tailed training set
+    X_val, y_val = draw([10] * 10)
+    X_test, _ = draw([5 + 5 * c for c in range(10)])  # a backward-shifted batch
+    clf = DecoupledClassifier(method="crt", epochs=3, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     assert clf.prior_calibration_ == "validation"
-    X = test.x.numpy()
-    assert np.array_equal(clf.predict(X, prior=None), clf.predict(X))
-    uniform = np.ones(10)
-    adapted = clf.adapt_prior(X, uniform)
-    expected = adapted.predictions().numpy() if adapted.applied else clf.predict(X)
-    assert np.array_equal(clf.predict(X, prior=uniform), clf.classes_[expected])
-    proba = clf.predict_proba(X, prior="em")
-    assert proba.shape == (len(X), 10) and np.allclose(proba.sum(axis=1), 1.0)
-    assert clf.adapt_prior(X, "em").prior.shape == (10,)
-    for bad in ([1.0, 2.0], "bbse", -uniform):
+    assert np.array_equal(clf.predict(X_test, prior=None), clf.predict(X_test))
+    weights = np.arange(1.0, 11.0)
+    adapted = clf.adapt_prior(X_test, weights)
+    expected = adapted.predictions().numpy() if adapted.applied else clf.predict(X_test)
+    assert np.array_equal(clf.predict(X_test, prior=weights), clf.classes_[expected])
+    proba = clf.predict_proba(X_test, prior="em")
+    assert proba.shape == (len(X_test), 10) and np.allclose(proba.sum(axis=1), 1.0)
+    assert clf.adapt_prior(X_test, "em").prior.shape == (10,)
+    for bad in ([1.0, 2.0], "bbse", -weights):
         with pytest.raises(ValueError, match="prior"):
-            clf.predict(X, prior=bad)
+            clf.predict(X_test, prior=bad)

@@ -218,6 +218,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             overrides=overrides,
         )
         train, where = self._where_to_choose(X, codes, X_val, y_val, encoder, seed)
+        held_out = where.get("val") if self.validation_ in ("given", "held out") else None
         fitting.check_selection(self.method, train, where, len(self.classes_), config)  # before anything trains
         with fitting.preserved_rng(device), fitting.small_fit_threads(X.size):
             choice = fitting.choose(
@@ -233,9 +234,8 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         self._set_fitted(choice)
         self.class_counts_ = np.bincount(codes, minlength=len(self.classes_))
         # What predict(prior=...) calibrates on, fitted on first use: the validation split where one was held out.
-        held = where.get("val") if self.validation_ in ("given", "held out") else None
-        self.prior_calibration_ = "validation" if held is not None else "training data"
-        self._prior_data = held if held is not None else fitting.as_features(X, codes)
+        self.prior_calibration_ = "validation" if held_out is not None else "training data"
+        self._prior_data = held_out if held_out is not None else fitting.as_features(X, codes)
         self._prior_adapter = None
         groups = shot_groups(self.class_counts_, many=self.many, few=self.few)
         self.shot_groups_ = {name: self.classes_[members] for name, members in groups.items()}
