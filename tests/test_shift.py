@@ -26,6 +26,7 @@ from longtail.shift import (
     fit_calibration,
     fit_prior_adapter,
     fold_known_prior,
+    out_of_fold_posteriors,
     reweight,
     select_calibration,
     shifted_counts,
@@ -33,6 +34,7 @@ from longtail.shift import (
     standard_shifts,
 )
 from longtail.shift.em import em_priors
+from longtail.shift.select import stratified_folds
 from longtail.shift.subsets import IMBALANCES, training_ranks
 
 
@@ -339,6 +341,20 @@ def test_cross_validation_prefers_few_parameters_unless_the_bias_is_class_specif
     bias = torch.tensor([1.5, -1.5, 1.5, -1.5, 0.0])  # not a power of the training prior
     scores, labels = shifted_scores(3000, seed=14, exponent=0.0, bias=bias)
     assert select_calibration(scores, labels, LONG_TAIL.tolist()).calibration.kind == "bcts"
+
+
+def test_out_of_fold_posteriors_come_from_the_fit_without_the_image_and_match_the_cv_nll() -> None:
+    scores, labels = shifted_scores(200, seed=18, exponent=-0.5)
+    selection = select_calibration(scores, labels, LONG_TAIL.tolist())
+    for kind in ("temperature", "bcts"):
+        log_q = out_of_fold_posteriors(scores, labels, LONG_TAIL.tolist(), kind)
+        assert float(torch.nn.functional.nll_loss(log_q, labels)) == pytest.approx(selection.cv_nll[kind])
+    held = stratified_folds(labels, 5) == 2
+    by_hand = fit_calibration(scores[~held], labels[~held], "bcts", train_prior=LONG_TAIL.tolist())
+    assert torch.allclose(log_q[held], by_hand.log_posteriors(scores[held]))
+    assert not torch.allclose(log_q[held], selection.calibration.log_posteriors(scores[held]))  # not in-sample
+    with pytest.raises(DataError, match="cross-validation needs 2 per class"):
+        out_of_fold_posteriors(scores[:6], torch.tensor([0, 1, 2, 3, 4, 4]), LONG_TAIL.tolist(), "temperature")
 
 
 def test_adaptation_is_on_where_validation_shows_it_helps_and_off_where_nothing_can() -> None:

@@ -24,7 +24,15 @@ results.json ``"shift"``::
      "scored": {method: the test record of that classifier (see longtail.pipeline.scores)},
      "methods": {method: {"adapter": {calibration, enabled, cv_nll, shift_gain},
                           "none" | "em" | "known": {distribution: {"accuracy": %, "ci": [low, high]}},
-                          "em_prior_error": {distribution: total-variation distance to the true prior, points}}}}
+                          "em_prior_error": {distribution: total-variation distance to the true prior, points},
+                          "reliability": {"edges": [0, 0.1, ..., 1],
+                                          "before" | "after": {"count": [...], "confidence": [...],
+                                                               "accuracy": [...], "ece": fraction}}}}}
+
+``reliability`` is on the VALIDATION split only (the report's calibration-before-after figure): ``before`` the
+classifier's own softmax, ``after`` its chosen calibration, each image's from the fit on the other folds (the
+folds of the choice), so the diagram does not grade the calibration on the images it was fitted on. Per
+equal-width confidence bin: images, mean confidence and accuracy (null where empty).
 """
 
 from __future__ import annotations
@@ -39,13 +47,22 @@ import torch
 from ..engine.device import one_thread
 from ..errors import DataError
 from ..evaluation.bootstrap import bootstrap_ci_from_predictions
+from ..evaluation.calibration import reliability
 from ..evaluation.table import render_table, with_interval
 from ..methods import Fitted, display_order, label_of
-from ..shift import PriorAdapter, ShiftedSubset, fit_prior_adapter, shifted_subset, standard_shifts
+from ..shift import (
+    PriorAdapter,
+    ShiftedSubset,
+    fit_prior_adapter,
+    out_of_fold_posteriors,
+    shifted_subset,
+    standard_shifts,
+)
 from .run_state import LoadedRun, split_features
 
 SHIFT_KEY = "shift"
 PRIORS = ("none", "em", "known")
+RELIABILITY_BINS = 10  # the demo's validation split has 200 images: ~20 a bin where the confidences spread
 
 
 @torch.no_grad()
@@ -90,7 +107,9 @@ def shift_scores(
         fit = fitted[method]
         val_logits, test_logits = (method_logits(run, features, fit, split) for split in ("val", "test"))
         with one_thread():  # small optimisations: a thread pool on busy cores made this 25x slower (measured)
-            methods[method] = _method_row(adapter_for(val_logits, val_y, counts), test_logits, test_y, subsets, options)
+            adapter = adapter_for(val_logits, val_y, counts)
+            methods[method] = _method_row(adapter, test_logits, test_y, subsets, options)
+            methods[method]["reliability"] = validation_reliability(adapter, val_logits, val_y, counts)
     return {
         "imbalances": factors,
         "distributions": [s.name for s in shifts],
@@ -112,6 +131,34 @@ def adapter_for(
             return fit_prior_adapter(val_logits, val_labels, counts)
     except DataError as error:
         raise DataError(f"{what}: the calibration on validation cannot be fitted ({error})") from None
+
+
+def _bins(log_posteriors: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Reliability bins of (N, C) log posteriors against (N,) labels, as JSON (null for an empty bin's means)."""
+    confidence, predicted = log_posteriors.exp().max(dim=1)
+    bins = reliability(confidence.clamp(0.0, 1.0), predicted == labels, RELIABILITY_BINS)
+
+    def listed(values: Any) -> list[float | None]:
+        return [None if value != value else float(value) for value in values]  # NaN (empty bin) -> null
+
+    return {
+        "count": [int(n) for n in bins.counts],
+        "confidence": listed(bins.confidence),
+        "accuracy": listed(bins.accuracy),
+        "ece": float(bins.ece),
+    }
+
+
+def validation_reliability(
+    adapter: PriorAdapter, val_logits: torch.Tensor, val_labels: torch.Tensor, counts: list[int]
+) -> dict[str, Any]:
+    """The ``reliability`` record (module docstring) of one classifier: its (N_val, C) raw ``val_logits``
+    before and after ``adapter``'s calibration (out of fold), on validation only."""
+    labels = torch.as_tensor(val_labels).long()
+    after = out_of_fold_posteriors(val_logits, labels, counts, adapter.calibration.kind)
+    edges = [k / RELIABILITY_BINS for k in range(RELIABILITY_BINS + 1)]
+    before = torch.log_softmax(val_logits.double(), dim=1)
+    return {"edges": edges, "before": _bins(before, labels), "after": _bins(after, labels)}
 
 
 def _method_row(

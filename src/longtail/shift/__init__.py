@@ -30,7 +30,7 @@ from .bbse import BBSEFit, bbse_prior, fit_bbse
 from .calibrate import CALIBRATION_KINDS, Calibration, fit_calibration, identity_calibration
 from .em import EMResult, em_prior
 from .priors import as_prior, class_shares, reweight, uniform_prior
-from .select import Selection, select_calibration, shifted_priors
+from .select import Selection, out_of_fold_posteriors, select_calibration, shifted_priors
 from .subsets import IMBALANCES, Shift, ShiftedSubset, shifted_counts, shifted_subset, standard_shifts
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "fit_prior_adapter",
     "fold_known_prior",
     "identity_calibration",
+    "out_of_fold_posteriors",
     "reweight",
     "select_calibration",
     "shifted_counts",

@@ -124,25 +124,54 @@ def select_calibration(
     folds = min(folds, smallest)
     if folds < 2:
         raise DataError(f"validation split: a class has {smallest} image(s); cross-validation needs 2 per class")
-    train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
     fold = stratified_folds(labels, folds)
     out_of_fold: dict[str, torch.Tensor] = {}
     sources: dict[str, torch.Tensor] = {}
     for kind in candidates:
-        log_q = torch.empty_like(scores)
-        source = torch.zeros(len(labels), num_classes, dtype=torch.float64)
-        for k in range(folds):
-            held = fold == k
-            cal = fit_calibration(scores[~held], labels[~held], kind, train_prior=train_prior)
-            log_q[held] = cal.log_posteriors(scores[held])
-            source[held] = cal.prior_tensor()
-        out_of_fold[kind], sources[kind] = log_q, source
+        out_of_fold[kind], sources[kind] = _out_of_fold(scores, labels, kind, train_counts, fold)
     cv_nll = {kind: float(F.nll_loss(out_of_fold[kind], labels)) for kind in candidates}
     best = min(candidates, key=lambda kind: (cv_nll[kind], candidates.index(kind)))  # ties: the simpler kind
+    train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
     calibration = fit_calibration(scores, labels, best, train_prior=train_prior)
     gains = _shift_gains(scores, labels, out_of_fold[best], sources[best], train_counts)
     enabled = bool(gains) and statistics.fmean(gains.values()) > 0
     return Selection(calibration, cv_nll, gains, enabled, folds)
+
+
+def _out_of_fold(
+    scores: torch.Tensor, labels: torch.Tensor, kind: CalibrationKind, train_counts: Sequence[int], fold: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) log posteriors of each image by the ``kind`` calibration fitted on the other folds, and (N, C) the
+    source prior of its fold's calibration (row by row)."""
+    train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
+    log_q = torch.empty_like(scores)
+    source = torch.zeros(len(labels), scores.shape[1], dtype=torch.float64)
+    for k in range(int(fold.max()) + 1):
+        held = fold == k
+        cal = fit_calibration(scores[~held], labels[~held], kind, train_prior=train_prior)
+        log_q[held] = cal.log_posteriors(scores[held])
+        source[held] = cal.prior_tensor()
+    return log_q, source
+
+
+def out_of_fold_posteriors(
+    val_logits: torch.Tensor,
+    val_labels: torch.Tensor | Sequence[int],
+    train_counts: Sequence[int],
+    kind: CalibrationKind,
+    folds: int = DEFAULT_FOLDS,
+) -> torch.Tensor:
+    """(N_val, C) float64 log posteriors of the ``kind`` calibration on validation, each image's from the fit on
+    the folds without it (the folds of :func:`select_calibration`): what the calibration does to images it was
+    not fitted on, for a reliability diagram that does not grade the fit on its own data."""
+    scores = check_logits(val_logits, "validation logits")
+    labels = torch.as_tensor(val_labels).detach().cpu().long().reshape(-1)
+    if len(labels) != len(scores):
+        raise DataError(f"validation labels: {len(labels)} labels for {len(scores)} rows of logits")
+    smallest = int(torch.bincount(labels, minlength=scores.shape[1]).min())
+    if min(folds, smallest) < 2:
+        raise DataError(f"validation split: a class has {smallest} image(s); cross-validation needs 2 per class")
+    return _out_of_fold(scores, labels, kind, train_counts, stratified_folds(labels, min(folds, smallest)))[0]
 
 
 def _shift_gains(
