@@ -3,6 +3,7 @@ validation before and after), drawn from results.json's ``"shift"`` entry."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -108,6 +109,15 @@ def test_a_report_of_a_run_with_a_shift_table_has_both_figures(tiny_decoupled_ru
     for name in SHIFT_FILES:
         assert f"report_files/{name}" in links
         assert (run / "report_files" / name).read_bytes().startswith(PNG_SIGNATURE)
+    # A table written before the reliability bins were recorded: figure 9, and figure 10 says what to run.
+    results = json.loads((run / "results.json").read_text())
+    for row in results["shift"]["methods"].values():
+        del row["reliability"]
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    assert "Figure 9." in page and "Not available: the shift table in results.json has no validation" in page
+    assert not (run / "report_files" / SHIFT_FILES[1]).exists()
     # A refit classifier makes the table stale: eval drops it, and the report draws neither figure.
     assert main(["decouple", str(run), "--method", "crt", "--overwrite", "decouple.crt.epochs=1"]) == 0
     assert main(["report", str(run)]) == 0

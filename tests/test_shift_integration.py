@@ -56,7 +56,8 @@ def test_eval_writes_and_prints_the_methods_by_distributions_table(run_dir: Path
             assert set(row[prior]) == set(names)
             for cell in row[prior].values():
                 low, high = cell["ci"]
-                assert 0 <= low <= cell["accuracy"] <= high <= 100
+                # A degenerate interval (every resample alike) may differ from the point in the last bit.
+                assert 0 <= low <= cell["accuracy"] + 1e-9 and cell["accuracy"] - 1e-9 <= high <= 100
         # none on the balanced test set is the results table's micro accuracy.
         assert row["none"]["uniform"]["accuracy"] == pytest.approx(results["methods"][method]["all"], abs=1e-6)
     assert "Shifted test distributions" in out and "F10" in out and "B10" in out and "em − none" in out

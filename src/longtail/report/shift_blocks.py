@@ -48,6 +48,13 @@ def shift_blocks(data: ReportData) -> list[FigureBlock]:
         "expected calibration error before → after. EM needs posteriors it can trust: the calibration is "
         "what makes a re-balanced classifier's scores fit for prior adaptation.",
         "fig10_shift_calibration.png",
-        figure_png(shift_calibration_figure(shift)),
     )
+    if any(isinstance(row.get("reliability"), dict) for row in shift["methods"].values()):
+        calibration.png = figure_png(shift_calibration_figure(shift))
+    else:  # a table written before the reliability bins were recorded
+        factors = ",".join(f"{f:g}" for f in shift.get("imbalances", [])) or "2,5,10,25,50"
+        calibration.missing = (
+            "the shift table in results.json has no validation reliability bins; "
+            f'run `longtail eval {data.run_dir} "eval.shift=[{factors}]"` again'
+        )
     return [accuracy, calibration]
