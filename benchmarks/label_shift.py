@@ -361,6 +361,25 @@ def over_runs(per_run: list[dict[str, dict[str, dict[str, Cell]]]], variant: str
     return table(rows, [*shift_names(), "shifted mean"])
 
 
+def difference_table(per_run: list[dict[str, dict[str, dict[str, Cell]]]], variant: str = "em") -> str:
+    """``variant`` − none per method and distribution (points): each run's difference of cell means, then the
+    mean ± std over training seeds (the mean alone with one seed)."""
+    rows = {}
+    for method in per_run[0][variant]:
+        row = {}
+        for name in [*shift_names(), "shifted mean"]:
+            values = []
+            for run in per_run:
+                em, none = means(run[variant])[method], means(run["none"])[method]
+                values.append(
+                    shifted_mean(em) - shifted_mean(none) if name == "shifted mean" else em[name] - none[name]
+                )
+            mean = statistics.fmean(values)
+            row[name] = f"{mean:+.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:+.2f}"
+        rows[method] = row
+    return table(rows, [*shift_names(), "shifted mean"])
+
+
 def batch_tables(study: dict, best: str) -> list[str]:
     out = []
     for (family, alpha), by_method in study.items():
@@ -429,6 +448,7 @@ def main() -> None:
         text = [f"### training seed {data.seed} (`{run_dir}`)\n", *targets(cells), *targets(cells, "em-full"), ""]
         for variant in MAIN_VARIANTS:
             text += [f"**{variant}**\n", cell_table(cells[variant], args.resamples), ""]
+        text += ["**em − none** (points, mean over the subsample seeds)\n", difference_table([cells]), ""]
         section = "\n".join(text)
         print(section, flush=True)
         sections.append(section)
@@ -436,6 +456,8 @@ def main() -> None:
             first, diagnostics, first_errors = data, cells, errors
     assert first is not None and diagnostics is not None and first_errors is not None
     summary = ["Targets on the cell means averaged over training seeds:\n", *mean_targets(per_run, "em"), ""]
+    summary += ["**em − none** (points; per training seed the difference of the cell means)\n"]
+    summary += [difference_table(per_run), ""]
     for variant in MAIN_VARIANTS:
         summary += [f"**{variant}**\n", over_runs(per_run, variant), ""]
     diag = ["### What was fitted on validation\n", calibration_table(first), ""]
