@@ -11,6 +11,7 @@ from ..config import config_reference
 from ..config.reference import components_text
 from ..errors import ConfigError
 from ..evaluation.table import INTERVAL_NOTE, format_table, table_title
+from ..pipeline.shift_scores import SHIFT_KEY, SHIFT_NOTE, em_summary, format_shift_table
 
 OVERRIDES_HELP = (
     "config overrides as key=value, applied after the YAML file; e.g. train.epochs=5 train.lr=0.05 "
@@ -51,6 +52,13 @@ def print_table(results: dict[str, Any], split: str = "test") -> None:
     print(format_table(methods))
     if any(isinstance(summary, dict) and summary.get("ci") for summary in methods.values()):
         print(INTERVAL_NOTE)
+    shift = results.get(SHIFT_KEY)
+    if split == "test" and isinstance(shift, dict) and shift.get("methods"):
+        sizes = ", ".join(f"{name} {n:,}" for name, n in shift["sizes"].items())
+        print(f"\nShifted test distributions (eval.shift), top-1 accuracy (%); images: {sizes}")
+        print(format_shift_table(shift))
+        print(SHIFT_NOTE)
+        print(em_summary(shift))
 
 
 def run_dir_arguments(p: argparse.ArgumentParser, overrides_help: str) -> None:

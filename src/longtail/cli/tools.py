@@ -11,7 +11,8 @@ import yaml
 from ..config import EvalConfig, config_to_dict, load_config
 from ..data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
 from ..errors import ConfigError
-from ..export import export_methods, export_run, format_predictions, load_artifact, predict_images
+from ..export import export_methods, export_run, format_predictions, load_artifact, predict_with_prior
+from ..export.deploy_prior import PRIOR_KEY, format_prior
 from ..pipeline.features_export import export_features
 from ..runs import check_output_path
 from .common import HelpFormatter, split_config_and_overrides
@@ -53,11 +54,21 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> None:
     result = export_run(
-        args.run_dir, args.method, args.out, onnx=args.onnx, overrides=args.overrides, overwrite=args.overwrite
+        args.run_dir,
+        args.method,
+        args.out,
+        onnx=args.onnx,
+        overrides=args.overrides,
+        overwrite=args.overwrite,
+        prior=args.prior,
     )
     classifier = result.metadata["classifier"]
     what = f"auto (= {classifier['label']})" if args.method == "auto" else classifier["label"]
     print(f"exported {what} to {result.path}  ({result.path.stat().st_size / 1e6:.1f} MB)")
+    prior = result.metadata[PRIOR_KEY]
+    if prior["kind"] == "known":
+        done = "folded into the last layer" if prior["applied"] else f"not folded: {prior['note']}"
+        print(f"prior {prior['file']}: {done} (calibration {prior['calibration']}, T = {prior['temperature']:.3f})")
     if result.onnx_path is not None:
         print(f"ONNX: {result.onnx_path}")
     if result.metadata["input"].get("kind") == "features":
@@ -74,11 +85,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
             f"{args.model}: takes (N, {metadata['input'].get('features')}) feature vectors, not images; "
             "call it from Python: torch.export.load(MODEL).module()(features)"
         )
-    predictions = predict_images(module, metadata, args.images, args.topk)
+    predictions, adapted = predict_with_prior(module, metadata, args.images, args.topk, args.prior, model=args.model)
     if args.json:
-        print(json.dumps([p.to_dict() for p in predictions]))
-    else:
-        print(format_predictions(predictions))
+        rows = [p.to_dict() for p in predictions]
+        print(json.dumps(rows if adapted is None else {"predictions": rows, "prior": adapted.summary()}))
+        return
+    print(format_predictions(predictions))
+    if adapted is not None and args.prior == "em":
+        print(format_prior(adapted, metadata["class_names"], len(predictions)))
 
 
 def _cmd_features(args: argparse.Namespace) -> None:
@@ -163,6 +177,12 @@ def export_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument(
         "--onnx", action="store_true", help="also write MODEL.onnx beside it (needs pip install 'longtail[export]')"
     )
+    p.add_argument(
+        "--prior",
+        metavar="FILE",
+        help="a deployment prior (one weight per class: text, .json, .npy or .npz) folded into the exported bias "
+        "after the calibration fitted on validation: the model predicts for that prior (docs/statistics.md)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="where the data lives, e.g. data.root=DIR")
     p.set_defaults(func=_cmd_export)
 
@@ -181,6 +201,14 @@ def predict_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--topk", type=int, metavar="K", help="classes per image (default: 5, or all if fewer)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument(
+        "--prior",
+        default="none",
+        metavar="none|em|FILE",
+        help="the class prior of these images: none (default: the model's own), em (estimated from the images "
+        "given, after the calibration fitted on validation; prints the estimate; needs a batch, not one image), "
+        "or a prior file (one weight per class: text, .json, .npy or .npz)",
+    )
     p.set_defaults(func=_cmd_predict)
 
 

@@ -31,6 +31,8 @@ MAX_GRID_STEPS = 10_001
 MAX_EPOCHS = 100_000
 MAX_LR_FACTORS = 64
 MAX_RESAMPLES = 1_000_000
+MAX_SHIFTS = 32  # shifted test distributions per direction
+MAX_SHIFT_FACTOR = 1e6
 
 SEED = Interval(0, INT64, closed="left", integer=True)  # numpy refuses negatives; a process's seed adds its rank
 POSITIVE = Interval(0, None, closed="neither")
@@ -305,6 +307,14 @@ class EvalConfig:
         "resamples of the stratified bootstrap behind every 95% interval (at least 1000; seeded by seed; drawn in "
         "blocks, so memory stays bounded)",
         Interval(1000, MAX_RESAMPLES, integer=True),
+    )
+    shift: list[float] = option(
+        [],
+        "imbalance factors F of SADE's shifted test sets: every method is also scored on forward-F and backward-F "
+        "subsets of test (class sizes following the training profile or its reverse), with prior adaptation "
+        "none / em / known (results.json 'shift'; docs/statistics.md); [] (default): off; the protocol's: "
+        "[2, 5, 10, 25, 50]",
+        Each(Interval(1, MAX_SHIFT_FACTOR, closed="right"), max_items=MAX_SHIFTS),
     )
 
 

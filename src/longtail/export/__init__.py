@@ -11,7 +11,7 @@ from .build import ExportResult, default_out, export_methods, export_run, input_
 from .errors import ExportError
 from .fold import FoldedHead, fold_head
 from .onnx_file import require_onnx, save_onnx
-from .predict import Prediction, format_predictions, predict_images, read_image
+from .predict import Prediction, format_predictions, predict_images, predict_with_prior, read_image
 
 __all__ = [
     "export_methods",
@@ -29,6 +29,7 @@ __all__ = [
     "input_spec",
     "load_artifact",
     "predict_images",
+    "predict_with_prior",
     "read_image",
     "read_metadata",
     "require_onnx",

@@ -16,12 +16,15 @@ from ..data.image_transforms import CenterCrop
 from ..data.transforms import eval_transform, holds_features
 from ..methods import Fitted, method_names
 from ..pipeline import LoadedRun, load_fitted, load_run
+from ..pipeline.shift_scores import adapter_for, method_logits
+from ..pipeline.stage2 import RunFeatures
 from ..runs import check_output_path, read_results, require_run_dir, run_lock
 from ..version import __version__
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
+from .deploy_prior import ADAPTER_KEY, PRIOR_KEY, folded_prior
 from .errors import ExportError
 from .feature_program import export_feature_program, feature_input_spec
-from .fold import fold_head
+from .fold import ZERO_PRIOR_BIAS, fold_head, with_prior
 from .onnx_file import require_onnx, save_onnx
 
 
@@ -89,14 +92,24 @@ def _describe_classifier(run: LoadedRun, method: str, fitted: Fitted) -> dict[st
     return {"method": method, "label": label, "params": described.params}
 
 
-def _pipeline_check(run: LoadedRun, backbone: nn.Module, head: nn.Module, program_module: nn.Module) -> float:
-    """Max |exported - pipeline| logit on the first validation images; raises when beyond float tolerance."""
+def _pipeline_check(
+    run: LoadedRun,
+    backbone: nn.Module,
+    head: nn.Module,
+    program_module: nn.Module,
+    affine: tuple[float, torch.Tensor] | None = None,
+) -> float:
+    """Max |exported - pipeline| logit on the first validation images; raises when beyond float tolerance.
+
+    ``affine``: the ``(scale, offset)`` of a folded prior, applied to the pipeline's logits too."""
     val = run.splits.split("val")
     images, _ = val.__getitems__(list(range(min(CHECK_IMAGES, len(val)))))
     # The program takes images in [0, 1], or feature vectors as they are.
     inputs = images if holds_features(run.splits) else images.float() / 255.0
     with torch.no_grad():
         expected = head.cpu()(backbone.forward_features(eval_transform(run.splits)(images)))
+        if affine is not None:
+            expected = (expected.double() * affine[0] + affine[1].clamp_min(ZERO_PRIOR_BIAS)).float()
         got = program_module(inputs)
     difference = float((got - expected).abs().max()) if len(images) else 0.0
     tolerance = 1e-4 * max(1.0, float(expected.abs().max()) if len(images) else 1.0)
@@ -121,6 +134,7 @@ def export_run(
     onnx: bool = False,
     overrides: Sequence[str] = (),
     overwrite: bool = False,
+    prior: str | Path | None = None,
 ) -> ExportResult:
     """Export ``method``'s classifier of a run, folded onto its backbone, to ``out`` (and ``out.onnx``).
 
@@ -131,7 +145,10 @@ def export_run(
     run already loaded by :func:`~longtail.pipeline.load_run` (``overrides``
     are then ignored), to export several methods without reading it again.
     ``out`` (and its ``.onnx``) may not be one of a run's own files, nor an existing file unless ``overwrite``
-    (the default path included: an export is a finished result). The metadata records the run's provenance.
+    (the default path included: an export is a finished result). The metadata records the run's provenance,
+    and the classifier's prior adapter fitted on validation (``prior_adapter``: what ``predict --prior``
+    uses). ``prior``: a prior file (:mod:`longtail.shift.prior_file`) folded into the exported bias after the
+    calibration (:mod:`~longtail.export.deploy_prior`).
 
     Raises:
         ExportError: an unknown method, one the run has not fit, or the ONNX packages missing.
@@ -152,10 +169,10 @@ def export_run(
     inside = path.resolve().is_relative_to(where.resolve())  # writing into the run: nobody else may meanwhile
     with run_lock(where, "longtail export", exclusive=inside):
         run = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir, overrides)
-        return _export(run, method, path, onnx)
+        return _export(run, method, path, onnx, prior)
 
 
-def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult:
+def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Path | None = None) -> ExportResult:
     """:func:`export_run` of a loaded run, under its lock."""
     fitted = load_fitted(run)
     if method not in fitted:
@@ -170,12 +187,21 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult
     if onnx and spec.get("kind") == "features":
         raise ExportError(f"{run.run_dir}: --onnx: a run on features exports its .pt2 only (no image input to name)")
     folded = fold_head(head)
+    features = RunFeatures(run)
+    val_logits = method_logits(run, features, fitted[method], "val")
+    adapter = adapter_for(val_logits, features("val").y, run.splits.train_counts, what="export")
+    prior_record: dict[str, Any] = {"kind": "none"}
+    affine = None
+    if prior is not None:
+        prior_record, affine = folded_prior(adapter, prior)
+    if affine is not None:
+        folded = with_prior(folded, *affine)
     if spec.get("kind") == "features":  # no backbone: the folded classifier on the feature vectors
         program = export_feature_program(folded, spec["features"])
     else:
         classifier_module = ExportedClassifier(backbone, folded, spec["mean"], spec["std"])
         program = export_program(classifier_module, spec["channels"], spec["height"], spec["width"])
-    difference = _pipeline_check(run, backbone, head, program.module())
+    difference = _pipeline_check(run, backbone, head, program.module(), affine)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -186,7 +212,10 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool) -> ExportResult
         "num_classes": run.splits.num_classes,
         "class_names": list(run.splits.class_names),
         "input": spec,
-        "output": "logits (N, num_classes); softmax gives probabilities",
+        "output": "logits (N, num_classes); softmax gives probabilities"
+        + ("" if affine is None else ", calibrated and for the prior in 'prior'"),
+        PRIOR_KEY: prior_record,
+        ADAPTER_KEY: adapter.to_dict(bbse=False),
         "dataset": run.splits.name,
         "run_dir": str(run.run_dir),
         "checkpoint_sha256": run.checkpoint_sha256,

@@ -55,6 +55,8 @@ class FoldedHead(nn.Module):
         self.register_buffer("center", None if center is None else center.detach().clone().float())
         self.l2_normalize = l2_normalize
         self.squared_distance = squared_distance
+        self.output_scale = 1.0  # with output_offset, (C,) or None: applied last (see with_prior)
+        self.register_buffer("output_offset", None)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(N, d) -> (N, C)."""
@@ -66,6 +68,8 @@ class FoldedHead(nn.Module):
         logits = self.linear(z)
         if self.squared_distance:  # 2c·z - ||c||² - ||z||² = -||z - c||², never above 0
             logits = (logits - z.pow(2).sum(dim=1, keepdim=True)).clamp_max(0.0)
+        if self.output_offset is not None:
+            logits = logits * self.output_scale + self.output_offset
         return logits
 
     def describe(self) -> dict[str, object]:
@@ -105,4 +109,33 @@ def fold_head(head: nn.Module) -> FoldedHead:
         center=form.center,
         l2_normalize=form.l2_normalize,
         squared_distance=form.squared_distance,
+    )
+
+
+# A class of prior 0 gets this bias, not -inf: never predicted, and the exported logits stay finite.
+ZERO_PRIOR_BIAS = -1000.0
+
+
+def with_prior(head: FoldedHead, scale: float, offset: torch.Tensor) -> FoldedHead:
+    """``head``'s logits times ``scale`` plus the (C,) ``offset``: a calibration temperature and a known prior
+    (:func:`longtail.shift.fold_known_prior`) folded in. A linear output takes them into its weight and bias
+    (``(scale W) z + (scale b + offset)``); NCM's distances get them as a last step (the ``||z||²`` term is
+    not in the linear layer). Entries of ``offset`` below :data:`ZERO_PRIOR_BIAS` are raised to it."""
+    offset = offset.double().clamp_min(ZERO_PRIOR_BIAS)
+    linear = head.linear
+    if head.squared_distance:
+        folded = FoldedHead(
+            _linear(linear.weight, linear.bias),
+            center=head.center,
+            l2_normalize=head.l2_normalize,
+            squared_distance=True,
+        )
+        folded.output_scale = float(scale)
+        folded.output_offset = offset.float()
+        return folded
+    bias = linear.bias.double() if linear.bias is not None else torch.zeros(linear.out_features, dtype=torch.float64)
+    return FoldedHead(
+        _linear(linear.weight.double() * scale, bias * scale + offset),
+        center=head.center,
+        l2_normalize=head.l2_normalize,
     )

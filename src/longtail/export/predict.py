@@ -17,6 +17,8 @@ from ..data.image_files import open_image
 from ..data.image_transforms import CenterCrop
 from ..errors import ConfigError, DataError
 from ..safe_npz import npy_header, read_npy
+from ..shift import Adapted
+from .deploy_prior import adapt_logits, recorded_adapter
 
 BATCH = 64  # images per forward pass
 
@@ -119,26 +121,56 @@ def check_topk(topk: int | None, num_classes: int) -> int:
     return topk
 
 
+def image_logits(module: nn.Module, metadata: dict[str, Any], paths: Sequence[str | Path]) -> torch.Tensor:
+    """(N, C) logits of the images at ``paths``; every image is read (and checked) before the model runs,
+    in batches of :data:`BATCH`."""
+    images = [read_image(path, metadata["input"]) for path in paths]
+    with torch.no_grad():
+        parts = [module(torch.stack(images[start : start + BATCH])) for start in range(0, len(images), BATCH)]
+    return torch.cat(parts) if parts else torch.zeros(0, len(metadata["class_names"]))
+
+
+def top_classes(
+    probabilities: torch.Tensor, names: Sequence[str], paths: Sequence[str | Path], k: int
+) -> list[Prediction]:
+    """(N, C) probabilities -> the top ``k`` classes of each image."""
+    values, indices = probabilities.topk(k, dim=1)
+    return [
+        Prediction(str(path), [(names[i], i, float(p)) for i, p in zip(row_i, row_p, strict=True)])
+        for path, row_p, row_i in zip(paths, values.tolist(), indices.tolist(), strict=True)
+    ]
+
+
 def predict_images(
     module: nn.Module, metadata: dict[str, Any], paths: Sequence[str | Path], topk: int | None = None
 ) -> list[Prediction]:
-    """Top-``topk`` classes with softmax probabilities for each image in ``paths``.
+    """Top-``topk`` classes with softmax probabilities for each image in ``paths``."""
+    return predict_with_prior(module, metadata, paths, topk)[0]
 
-    Every image is read (and checked) before the model runs, in batches of :data:`BATCH`.
+
+def predict_with_prior(
+    module: nn.Module,
+    metadata: dict[str, Any],
+    paths: Sequence[str | Path],
+    topk: int | None = None,
+    prior: str = "none",
+    *,
+    model: str = "model",
+) -> tuple[list[Prediction], Adapted | None]:
+    """Top-``topk`` classes of each image for the class prior ``prior``, and the adaptation (None for ``none``).
+
+    ``none``: the model's softmax; ``em``: the prior estimated from these images by EM, after the calibration
+    recorded at export (:mod:`~longtail.export.deploy_prior`); any other value: a prior file.
     """
     names = metadata["class_names"]
     k = check_topk(topk, len(names))
-    images = [read_image(path, metadata["input"]) for path in paths]
-    predictions: list[Prediction] = []
-    with torch.no_grad():
-        for start in range(0, len(images), BATCH):
-            batch = torch.stack(images[start : start + BATCH])
-            probabilities = module(batch).softmax(dim=1)
-            values, indices = probabilities.topk(k, dim=1)
-            for offset, (row_p, row_i) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
-                top = [(names[i], i, p) for i, p in zip(row_i, row_p, strict=True)]
-                predictions.append(Prediction(str(paths[start + offset]), top))
-    return predictions
+    if prior != "none":
+        recorded_adapter(metadata, model)  # refused before any image is read
+    logits = image_logits(module, metadata, paths)
+    if prior == "none":
+        return top_classes(logits.softmax(dim=1), names, paths, k), None
+    adapted = adapt_logits(logits, metadata, model, prior)
+    return top_classes(adapted.log_posteriors.exp(), names, paths, k), adapted
 
 
 def format_predictions(predictions: Sequence[Prediction]) -> str:

@@ -24,6 +24,7 @@ from ..evaluation.predictions import read_predictions, write_predictions
 from ..methods import Fitted, method_names, spec_of
 from ..runs import classifier_path, file_sha256, read_results, update_results
 from .run_state import SPLITS, LoadedRun, score_fitted, split_features
+from .shift_scores import SHIFT_KEY, is_current, shift_scores
 
 SCORED_KEY = "scored"
 
@@ -122,19 +123,28 @@ def refresh_scores(
 ) -> dict[str, Any]:
     """Score ``fitted`` on ``splits`` (:func:`score_run`) and merge the scores, ``header`` and ``extras`` into
     results.json; each split's per-image predictions replace ``predictions/<split>.npz`` (what ``compare
-    --paired`` reads), with the split's data fingerprint."""
+    --paired`` reads), with the split's data fingerprint. With ``eval.shift`` and test among ``splits``, the
+    methods x shifted-test-sets table goes in too (:mod:`longtail.pipeline.shift_scores`); without it, a table
+    of other classifiers is removed."""
     scores = {}
     for split in splits:
         scores[split] = score_run(run, features, fitted, split, fresh=fresh)
         labels, fingerprint = run.splits.split(split).labels, run.provenance["data"][split]
         write_predictions(run.run_dir, split, labels, scores[split].predictions, fingerprint=fingerprint)
     extras = extras or {}
+    shift = None
+    if "test" in scores and run.config.eval.shift:  # eval.shift: the methods on shifted test sets too
+        shift = shift_scores(run, features, fitted, scores["test"].records)
 
     def update(results: dict[str, Any]) -> None:
         results.update(header)
         for split, split_scores in scores.items():
             results["methods" if split == "test" else "val_methods"] = split_scores.rows
             results.setdefault(SCORED_KEY, {})[split] = split_scores.records
+        if shift is not None:
+            results[SHIFT_KEY] = shift
+        elif "test" in scores and not is_current(results.get(SHIFT_KEY), scores["test"].records):
+            results.pop(SHIFT_KEY, None)  # computed from other classifiers (or none): never shown stale
         results["split"] = "test"
         for method in extras.get("stage2", {}):  # how a method was fit is replaced, not merged
             results.get("stage2", {}).pop(method, None)

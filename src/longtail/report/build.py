@@ -44,6 +44,7 @@ from .figures import (
     weight_norm_figure,
 )
 from .render import Code, FigureBlock, Paragraph, Section, Table, render_html, render_markdown
+from .shift_blocks import shift_blocks
 
 HTML_FILE = "report.html"
 MARKDOWN_FILE = "report.md"
@@ -235,7 +236,8 @@ def _illustration_figure(data: ReportData) -> FigureBlock:
 
 
 def report_figures(data: ReportData) -> tuple[list[FigureBlock], dict[str, float]]:
-    """The eight figures of the report, and the ECE (fraction) per method drawn in figure 7."""
+    """The eight figures of the report (ten with results.json's ``"shift"`` entry: figures 9 and 10), and the ECE
+    (fraction) per method drawn in figure 7."""
     calibration, ece = _calibration_figure(data)
     figures = [
         _norm_figure(data),
@@ -246,6 +248,7 @@ def report_figures(data: ReportData) -> tuple[list[FigureBlock], dict[str, float
         confusion_block(data),
         calibration,
         _illustration_figure(data),
+        *shift_blocks(data),
     ]
     return figures, ece
 

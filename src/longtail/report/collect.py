@@ -27,6 +27,7 @@ from ..methods import METHODS, Fitted, display_order, method_names
 from ..pipeline import load_fitted, load_run, run_features
 from ..pipeline.provenance import KEY as PROVENANCE_KEY
 from ..pipeline.run_state import split_features
+from ..pipeline.shift_scores import SHIFT_KEY, is_current
 from ..runs import CONFIG_FILE, read_metrics, read_results
 
 # Rows of test features per forward pass: bounds the (rows, C) logits held at once (4096 x 1000 floats = 16 MB).
@@ -64,7 +65,9 @@ class ReportData:
     against; ``weight_norms`` (C,) per method of :func:`norm_methods` present;
     ``curves`` the τ sweeps of results.json by method (``tau_norm``,
     ``logit_adjust``); ``history`` the stage-1 epoch records; ``val_scores``
-    the validation summaries of results.json by method.
+    the validation summaries of results.json by method; ``shift`` results.json's
+    ``"shift"`` entry (``eval.shift``) when it was computed from the classifiers
+    scored there, else None.
     """
 
     run_dir: Path
@@ -91,6 +94,7 @@ class ReportData:
     val_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     holds_features: bool = False  # data.name=features: the samples are feature vectors, not images
+    shift: dict[str, Any] | None = None
 
     @property
     def unit(self) -> str:
@@ -198,4 +202,12 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
         val_scores=dict(results.get("val_methods", {})),
         notes=notes,
         holds_features=holds_features(run.splits),
+        shift=_current_shift(results),
     )
+
+
+def _current_shift(results: dict[str, Any]) -> dict[str, Any] | None:
+    """results.json's ``"shift"`` entry if it belongs to the classifiers scored on test there (never a stale one)."""
+    shift = results.get(SHIFT_KEY)
+    records = (results.get("scored") or {}).get("test") or {}
+    return shift if records and is_current(shift, records) else None

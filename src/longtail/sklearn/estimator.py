@@ -16,9 +16,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ..config.options import AutoOr, Interval, OneOf, Parameters, Satisfies
-from ..engine.device import resolve_device
+from ..engine.device import one_thread, resolve_device
+from ..errors import DataError
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
+from ..shift import Adapted, PriorAdapter, fit_prior_adapter
 from . import fitting
 from .candidates import JOINT_METHODS, Solver
 from .selection import SELECTIONS, stratified_folds
@@ -217,6 +219,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             overrides=overrides,
         )
         train, where = self._where_to_choose(X, codes, X_val, y_val, encoder, seed)
+        held_out = where.get("val") if self.validation_ in ("given", "held out") else None
         fitting.check_selection(self.method, train, where, len(self.classes_), config)  # before anything trains
         with fitting.preserved_rng(device), fitting.small_fit_threads(X.size):
             choice = fitting.choose(
@@ -231,6 +234,10 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             )
         self._set_fitted(choice)
         self.class_counts_ = np.bincount(codes, minlength=len(self.classes_))
+        # What predict(prior=...) calibrates on, fitted on first use: the validation split where one was held out.
+        self.prior_calibration_ = "validation" if held_out is not None else "training data"
+        self._prior_data = held_out if held_out is not None else fitting.as_features(X, codes)
+        self._prior_adapter = None
         groups = shot_groups(self.class_counts_, many=self.many, few=self.few)
         self.shot_groups_ = {name: self.classes_[members] for name, members in groups.items()}
         return self
@@ -355,20 +362,66 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         scores = self._scores(X)
         return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, prior: Any = None) -> np.ndarray:
         """(N, C) softmax of the scores. For NCM a softmax of negative squared distances (temperature 1):
-        it ranks like the distances but is not calibrated."""
-        return softmax(self._scores(X), axis=1)
+        it ranks like the distances but is not calibrated.
+
+        ``prior``: None (the above); ``"em"``: calibrated posteriors moved to the class prior EM estimates from
+        the rows of ``X`` (a batch of deployment samples, unlabeled); or (C,) non-negative weights per class of
+        ``classes_`` (normalised): calibrated posteriors moved to that prior (see :meth:`adapt_prior`)."""
+        if prior is None:
+            return softmax(self._scores(X), axis=1)
+        return np.exp(self.adapt_prior(X, prior).log_posteriors.numpy())
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """(N, C) log of :meth:`predict_proba`, computed stably."""
         scores = self._scores(X)
         return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """(N,) labels of ``classes_`` with the highest score (ties: the first class)."""
+    def predict(self, X: Any, prior: Any = None) -> np.ndarray:
+        """(N,) labels of ``classes_`` with the highest score (ties: the first class); ``prior`` as in
+        :meth:`predict_proba` (``"em"``: estimated from the rows of ``X``)."""
+        if prior is not None:
+            return self.classes_[self.adapt_prior(X, prior).predictions().numpy()]
         best = self._scores(X).argmax(axis=1)  # first: it checks that the estimator is fitted
         return self.classes_[best]
+
+    def adapt_prior(self, X: Any, prior: Any = "em") -> Adapted:
+        """The scores of ``X`` moved to a class prior (:mod:`longtail.shift`): ``"em"`` (estimated from ``X``
+        by EM) or (C,) weights per class of ``classes_``.
+
+        The calibration (temperature, or with a per-class bias; chosen by 5-fold NLL) and the check that prior
+        adaptation helps on simulated shifts are fitted on the validation split of ``fit`` on first use
+        (``prior_calibration_`` says which data: ``validation``, or ``training data`` when none was held out,
+        e.g. ``cv`` folds: pass ``X_val, y_val`` to ``fit`` then). Where the check failed, the predictions stay
+        the classifier's own (``Adapted.applied`` is False). ``Adapted.prior`` is the prior used, (C,).
+        """
+        scores = torch.from_numpy(self._scores(X))  # first: it checks that the estimator is fitted
+        adapter = self._fitted_prior_adapter()
+        if isinstance(prior, str):
+            if prior != "em":
+                raise ValueError(f"prior={prior!r}: expected None, 'em' or one weight per class")
+            return adapter.adapt(scores, "em")
+        weights = np.asarray(prior, dtype=np.float64).reshape(-1)
+        if len(weights) != len(self.classes_) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"prior: expected {len(self.classes_)} finite non-negative weights, one per class")
+        if weights.sum() <= 0:
+            raise ValueError("prior: the weights sum to 0; expected at least one positive weight")
+        return adapter.adapt(scores, "known", target_prior=weights / weights.sum())
+
+    def _fitted_prior_adapter(self) -> PriorAdapter:
+        if self._prior_adapter is None:
+            data = self._prior_data
+            with torch.no_grad():
+                scores = self.head_(data.x.double()).double()
+            try:
+                with one_thread():
+                    self._prior_adapter = fit_prior_adapter(scores, data.y, self.class_counts_.tolist())
+            except DataError as error:
+                raise ValueError(
+                    f"prior: the calibration cannot be fitted on the {self.prior_calibration_} ({error})"
+                ) from None
+        return self._prior_adapter
 
     def shot_scores(self, X: Any, y: Any) -> dict[str, float | None]:
         """Accuracy (%) on ``X``, ``y``: many / medium / few (this fit's shot groups), all (micro), macro."""

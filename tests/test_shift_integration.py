@@ -1,0 +1,216 @@
+"""Prior shift in the commands: ``eval.shift``, ``predict --prior``, ``export --prior``, sklearn ``prior=``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import copy_run
+from longtail.cli import main
+from longtail.config import load_config
+from longtail.errors import ConfigError, DataError
+from longtail.export import load_artifact
+from longtail.pipeline import load_run, run_features
+from longtail.runs import read_results
+from longtail.shift import PriorAdapter, standard_shifts
+from longtail.shift.prior_file import read_prior_file
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_decoupled_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_run(tiny_decoupled_run, tmp_path_factory.mktemp("shift") / "run")
+
+
+# --- the config key ----------------------------------------------------------------------------------
+
+
+def test_eval_shift_is_off_by_default_and_takes_factors_above_one():
+    assert load_config(None, []).eval.shift == []
+    assert load_config(None, ["eval.shift=[2,5,10,25,50]"]).eval.shift == [2, 5, 10, 25, 50]
+    for bad in ("[1]", "[0.5]", "2"):
+        with pytest.raises(ConfigError, match="eval.shift"):
+            load_config(None, [f"eval.shift={bad}"])
+
+
+# --- longtail eval ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # every classifier's calibration fitted by 5-fold cross-validation: ~20 s on 2 busy cores
+def test_eval_writes_and_prints_the_methods_by_distributions_table(run_dir: Path, capsys):
+    assert main(["eval", str(run_dir), "eval.shift=[10,2]"]) == 0
+    out = capsys.readouterr().out
+    results = read_results(run_dir)
+    shift = results["shift"]
+    names = [s.name for s in standard_shifts([2, 10])]
+    assert shift["distributions"] == names == ["forward-10", "forward-2", "uniform", "backward-2", "backward-10"]
+    assert set(shift["methods"]) == set(results["methods"])
+    assert shift["sizes"]["uniform"] == len(run_features(load_run(run_dir), "test").y)
+    for method, row in shift["methods"].items():
+        assert row["adapter"]["calibration"]["kind"] in ("temperature", "pcts", "bcts")
+        for prior in ("none", "em", "known"):
+            assert set(row[prior]) == set(names)
+            for cell in row[prior].values():
+                low, high = cell["ci"]
+                # A degenerate interval (every resample alike) may differ from the point in the last bit.
+                assert 0 <= low <= cell["accuracy"] + 1e-9 and cell["accuracy"] - 1e-9 <= high <= 100
+        # none on the balanced test set is the results table's micro accuracy.
+        assert row["none"]["uniform"]["accuracy"] == pytest.approx(results["methods"][method]["all"], abs=1e-6)
+    assert "Shifted test distributions" in out and "F10" in out and "B10" in out and "em − none" in out
+    # A later eval without the key keeps the table (same classifiers) ...
+    assert main(["eval", str(run_dir)]) == 0
+    assert read_results(run_dir)["shift"] == shift
+    # ... and a refit classifier makes it stale: removed, never shown.
+    assert main(["decouple", str(run_dir), "--method", "crt", "--overwrite", "decouple.crt.epochs=1"]) == 0
+    assert "shift" not in read_results(run_dir)
+
+
+# --- prior files -----------------------------------------------------------------------------------------
+
+
+def test_prior_files_are_read_checked_and_normalised(tmp_path: Path):
+    text = tmp_path / "prior.txt"
+    text.write_text("# counts\n1, 1 2\n4\n")
+    assert read_prior_file(text, 4).tolist() == [0.125, 0.125, 0.25, 0.5]
+    (tmp_path / "p.json").write_text("[1, 3]")
+    assert read_prior_file(tmp_path / "p.json", 2).tolist() == [0.25, 0.75]
+    np.save(tmp_path / "p.npy", np.array([2.0, 2.0]))
+    assert read_prior_file(tmp_path / "p.npy", 2).tolist() == [0.5, 0.5]
+    np.savez(tmp_path / "p.npz", prior=np.array([0, 1]))
+    assert read_prior_file(tmp_path / "p.npz", 2).tolist() == [0.0, 1.0]
+    cases = {
+        "short.txt": ("1 2 3", "3 weights, expected one per class"),
+        "negative.txt": ("1 -1", "class 1 has weight -1.0"),
+        "nan.txt": ("1 nan", "class 1 has weight nan"),
+        "zero.txt": ("0 0", "sum to 0"),
+        "words.txt": ("a b", "expected numbers"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_text(content)
+        with pytest.raises(DataError, match=message):
+            read_prior_file(tmp_path / name, 2)
+    with pytest.raises(DataError, match="not found"):
+        read_prior_file(tmp_path / "absent.txt", 2)
+
+
+def test_a_planted_pickle_is_refused_unread(tmp_path: Path):
+    class Boom:
+        def __reduce__(self):  # would run on unpickling
+            return (Path(tmp_path / "ran").write_text, ("ran",))
+
+    np.save(tmp_path / "p.npy", np.array([Boom(), Boom()], dtype=object), allow_pickle=True)
+    (tmp_path / "p.pkl").write_bytes(pickle.dumps([Boom(), Boom()]))
+    with pytest.raises(DataError, match="Python objects"):
+        read_prior_file(tmp_path / "p.npy", 2)
+    with pytest.raises(DataError, match=r"p\.pkl"):
+        read_prior_file(tmp_path / "p.pkl", 2)
+    assert not (tmp_path / "ran").exists()
+
+
+# --- export --prior and predict --prior ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """cRT exported as it is and with a known prior folded in; the prior; a few test images as .npy files."""
+    out = tmp_path_factory.mktemp("models")
+    prior = np.array([1.0 + 3 * c for c in range(10)])  # backward-like: the rare training classes common
+    np.savetxt(out / "prior.txt", prior)
+    assert main(["export", str(run_dir), "--method", "crt", "--out", str(out / "plain")]) == 0
+    folded = ["--out", str(out / "folded"), "--prior", str(out / "prior.txt")]
+    assert main(["export", str(run_dir), "--method", "crt", *folded]) == 0
+    test = load_run(run_dir).splits.split("test")
+    images = []
+    for i in range(0, len(test.labels), 7):
+        path = out / f"img{i}.npy"
+        np.save(path, test.images[i].numpy().squeeze(0).astype(np.uint8))
+        images.append(str(path))
+    return {"plain": out / "plain.pt2", "folded": out / "folded.pt2", "prior": out / "prior.txt", "images": images}
+
+
+def test_export_records_the_adapter_and_folds_a_known_prior_into_the_bias(models: dict, run_dir: Path):
+    plain, plain_meta = load_artifact(models["plain"])
+    folded, folded_meta = load_artifact(models["folded"])
+    assert plain_meta["prior"] == {"kind": "none"}
+    record = folded_meta["prior"]
+    assert record["kind"] == "known" and record["prior"] == pytest.approx(read_prior_file(models["prior"], 10).tolist())
+    adapter = PriorAdapter.from_dict(plain_meta["prior_adapter"])
+    assert adapter.bbse is None and adapter.num_classes == 10
+    test = load_run(run_dir).splits.split("test")
+    images = test.images.float() / 255.0
+    with torch.no_grad():
+        raw, moved = plain(images), folded(images)
+    expected = adapter.adapt(raw.double(), "known", target_prior=record["prior"]).predictions()
+    assert torch.equal(moved.argmax(dim=1), expected)  # the exported argmax is adapt(known)'s
+    if record["applied"]:  # and its logits are the calibrated, moved ones up to a constant per row
+        log_p = adapter.adapt(raw.double(), "known", target_prior=record["prior"]).log_posteriors
+        torch.testing.assert_close(moved.double().log_softmax(1), log_p, atol=1e-3, rtol=1e-4)
+
+
+def test_predict_prior_em_prints_the_estimate_and_a_file_prior_moves_the_posteriors(models: dict, capsys):
+    images = models["images"]
+    assert main(["predict", str(models["plain"]), *images, "--prior", "em", "--topk", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"estimated prior from {len(images)} images" in out
+    assert main(["predict", str(models["plain"]), *images, "--prior", "em", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["predictions"]) == len(images) and sum(data["prior"]["prior"]) == pytest.approx(1.0)
+    assert main(["predict", str(models["plain"]), *images, "--prior", str(models["prior"]), "--json"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(models["folded"]), *images, "--json"]) == 0
+    folded = json.loads(capsys.readouterr().out)
+    top = [[c["index"] for c in p["top"][:1]] for p in moved["predictions"]]
+    assert top == [[c["index"] for c in p["top"][:1]] for p in folded]  # FILE at prediction = folded at export
+
+
+def test_predict_prior_errors_are_one_line_and_name_the_file(models: dict, tmp_path: Path, capsys):
+    image = models["images"][0]
+    short, negative = tmp_path / "short.txt", tmp_path / "negative.txt"
+    short.write_text("1 2 3")
+    negative.write_text(" ".join(["1"] * 9 + ["-2"]))
+    np.save(tmp_path / "pickled.npy", np.array([object()] * 10, dtype=object), allow_pickle=True)
+    cases = [
+        (models["plain"], short, "short.txt: 3 weights, expected one per class (10)"),
+        (models["plain"], negative, "negative.txt: class 9 has weight -2.0"),
+        (models["plain"], tmp_path / "pickled.npy", "pickled.npy: holds Python objects"),
+        (models["folded"], "em", "a known prior is folded into this model"),
+    ]
+    for model, prior, message in cases:
+        assert main(["predict", str(model), image, "--prior", str(prior)]) != 0
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+# --- the scikit-learn estimator ----------------------------------------------------------------------------
+
+
+def test_decoupled_classifier_predicts_for_a_prior():
+    from longtail.sklearn import DecoupledClassifier
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(10, 16)) * 3
+
+    def draw(per_class: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(10), per_class)
+        return centres[y] + rng.normal(size=(len(y), 16)), y
+
+    X, y = draw([int(200 * 0.6**c) + 4 for c in range(10)])  # long-tailed training set
+    X_val, y_val = draw([10] * 10)
+    X_test, _ = draw([5 + 5 * c for c in range(10)])  # a backward-shifted batch
+    clf = DecoupledClassifier(method="crt", epochs=3, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    assert clf.prior_calibration_ == "validation"
+    assert np.array_equal(clf.predict(X_test, prior=None), clf.predict(X_test))
+    weights = np.arange(1.0, 11.0)
+    adapted = clf.adapt_prior(X_test, weights)
+    expected = adapted.predictions().numpy() if adapted.applied else clf.predict(X_test)
+    assert np.array_equal(clf.predict(X_test, prior=weights), clf.classes_[expected])
+    proba = clf.predict_proba(X_test, prior="em")
+    assert proba.shape == (len(X_test), 10) and np.allclose(proba.sum(axis=1), 1.0)
+    assert clf.adapt_prior(X_test, "em").prior.shape == (10,)
+    for bad in ([1.0, 2.0], "bbse", -weights):
+        with pytest.raises(ValueError, match="prior"):
+            clf.predict(X_test, prior=bad)
