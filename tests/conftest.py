@@ -66,6 +66,8 @@ def tiny_overrides(root: Path) -> list[str]:
         "decouple.crt.batch_size=64",
         "decouple.lws.epochs=2",
         "decouple.lws.batch_size=64",
+        "decouple.wb.batch_size=64",  # batch auto would be 32 on these ~400 images: twice WB's steps, 4x LAS's
+        "decouple.las.batch_size=128",
         "eval.many=50",
         "eval.few=20",
         "eval.batch_size=256",

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_run, tiny_overrides
+from conftest import WB_NO_GRID, copy_run, tiny_overrides
 from longtail.cli import main
 from longtail.data import longtail_counts
 from longtail.methods import expand_methods
@@ -152,7 +152,7 @@ def test_demo_reuses_its_own_run_and_replaces_another_only_with_overwrite(
     tiny_fmnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
 ):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--no-progress", *tiny_overrides(tiny_fmnist)]
+    args = ["demo", "--out", str(out), "--no-progress", *tiny_overrides(tiny_fmnist), *WB_NO_GRID]
     assert main(args) == 0
     assert set(json.loads((out / "results.json").read_text())["methods"]) == METHODS | {"auto"}
     # The recipe chosen on validation: the paper's run reused as the instance candidate, progressive trained.

@@ -269,7 +269,7 @@ def test_las_shift_bn_trains_on_images_with_batch_statistics(tiny_run: Path, tmp
     weights = [k for k in saved["backbone"] if k.endswith(".weight")]  # no BatchNorm or conv parameter trains
     assert all(torch.equal(saved["backbone"][k], stage1[f"backbone.{k}"]) for k in weights)
     results = json.loads((run / "results.json").read_text())
-    assert results["stage2"]["las"] == {"features": "online", "bn": "train", "batch_size": 32, "steps": 2 * 12}
+    assert results["stage2"]["las"] == {"features": "online", "bn": "train", "batch_size": 128, "steps": 2 * 3}
     assert results["methods"]["las"]["shift_bn"] is True
     export_run(run, "las", tmp_path / "las")  # exported with its re-estimated backbone (checked inside)
 
