@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..engine.feature_rows import as_compute
 from ..errors import DataError
 from .image_files import ImageFileDataset
 from .longtail import class_counts
@@ -36,8 +37,9 @@ class TensorPairDataset(Dataset):
         inputs: (N, ...) one row per item (images, features).
         labels: (N,) int64 class indices.
 
-    Items are ``(inputs[i], labels[i])``. ``__getitems__`` lets a DataLoader
-    fetch a whole batch with one indexing op instead of N ``__getitem__`` calls
+    Items are ``(inputs[i], labels[i])``; float16 inputs (features kept in half the memory) come out as
+    float32, one item or batch at a time (:func:`~longtail.engine.feature_rows.as_compute`).
+    ``__getitems__`` lets a DataLoader fetch a whole batch with one indexing op instead of N ``__getitem__`` calls
     and a collate; use :func:`keep_batch` as its collate_fn.
     """
 
@@ -51,11 +53,11 @@ class TensorPairDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inputs[index], self.labels[index]
+        return as_compute(self.inputs[index]), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.int64)
-        return self.inputs[index], self.labels[index]
+        return as_compute(self.inputs[index]), self.labels[index]
 
 
 class TensorImageDataset(TensorPairDataset):
