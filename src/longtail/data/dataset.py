@@ -24,10 +24,20 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..engine.feature_rows import as_compute
 from ..errors import DataError
 from .image_files import ImageFileDataset
 from .longtail import class_counts
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def as_compute(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is stored in a low precision (float16, bfloat16); any other tensor as it is.
+
+    Features may be held in float16 (half the memory); the arithmetic on them is float32, one batch or row
+    chunk at a time (:mod:`longtail.engine.feature_rows`).
+    """
+    return x.float() if x.dtype in LOW_PRECISION else x
 
 
 class TensorPairDataset(Dataset):
@@ -38,7 +48,7 @@ class TensorPairDataset(Dataset):
         labels: (N,) int64 class indices.
 
     Items are ``(inputs[i], labels[i])``; float16 inputs (features kept in half the memory) come out as
-    float32, one item or batch at a time (:func:`~longtail.engine.feature_rows.as_compute`).
+    float32, one item or batch at a time (:func:`as_compute`).
     ``__getitems__`` lets a DataLoader fetch a whole batch with one indexing op instead of N ``__getitem__`` calls
     and a collate; use :func:`keep_batch` as its collate_fn.
     """

@@ -15,13 +15,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..data.dataset import as_compute
+
+__all__ = ["CHUNK_ROWS", "as_compute", "float_chunks", "predicted_classes"]
+
 CHUNK_ROWS = 8192  # rows per chunk: (8192, 8142) float32 logits are 267 MB at iNaturalist's class count
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def as_compute(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32 when it is stored in a low precision (float16, bfloat16); any other tensor as it is."""
-    return x.float() if x.dtype in LOW_PRECISION else x
 
 
 def float_chunks(x: torch.Tensor, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, torch.Tensor]]:

@@ -1,0 +1,243 @@
+"""The report of :mod:`scale`: its rows as ``docs/results/scale.md``, with the targets, the fit of time against
+N·C·d, float16 against float32, and what a GPU changes on paper.
+
+    python benchmarks/scale_report.py /tmp/scale/m/rows.jsonl [--accuracy acc.json] [--doc docs/results/scale.md]
+
+Every number in the document is read from the rows (or the accuracy file)
+or computed from them here; the GPU section is an estimate from nominal
+figures, and says so. The interpreter's own peak (an empty ``python -c "import
+longtail.cli"``) is measured here, once, so that the fixed cost of a process
+can be told from what grows with the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _doc import machine_line
+from scale import DOC, LABELS, SHAPES, TRAINED, class_sizes
+
+from longtail.fs.atomic import write_text_atomic
+
+TARGET_RATIO = 1.3  # each trained head's loop within 1.3x the floor at ImageNet-LT's shape
+TARGET_PEAK = 2.5  # peak memory at most 2.5x the bytes of the features
+# H100 SXM5 nominal figures (NVIDIA's data sheet): dense, without sparsity.
+H100_FP32 = 67e12  # FLOP/s, FP32 on the CUDA cores
+H100_TF32 = 495e12  # FLOP/s, TF32 on the tensor cores
+H100_BANDWIDTH = 3.35e12  # bytes/s, HBM3
+LAUNCH_S = 5e-6  # seconds per kernel launch, the usual order of magnitude
+KERNELS_PER_STEP = 12  # gather, matmul, softmax / loss, backward matmul, optimiser: about a dozen launches
+
+
+def load_rows(paths: list[Path]) -> list[dict]:
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    kept: dict[tuple, dict] = {}
+    for row in rows:  # a shape measured again replaces the earlier row
+        kept[(row["shape"], row["d"], row["dtype"], row["what"])] = row
+    return list(kept.values())
+
+
+def interpreter_peak_gb() -> float:
+    """Peak resident GB of a process that only imports longtail's command line (torch included)."""
+    process = subprocess.Popen([sys.executable, "-c", "import longtail.cli.main"])
+    _, _, usage = os.wait4(process.pid, 0)
+    return usage.ru_maxrss * 1024 / 1e9
+
+
+def per_epoch(row: dict, key: str = "loop_s") -> float | None:
+    return row[key] / row["epochs"] if row.get(key) is not None and row["epochs"] else None
+
+
+def ratio(row: dict) -> float | None:
+    return row["loop_s"] / row["floor_s"] if row.get("floor_s") else None
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| shape (N, C) | d | dtype | command | epochs | wall s | peak GB | features GB | peak / features "
+        "| loop s | loop s / epoch | floor s / epoch | ratio to floor | test macro % |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        shape = f"{LABELS[row['shape']]} ({row['N']:,}, {row['C']:,})"
+        gb = row["feature_bytes"] / 1e9
+        epoch = per_epoch(row)
+        floor = per_epoch(row, "floor_s") if row["epochs"] else row.get("floor_s")
+        macro = row.get("test_macro")
+        lines.append(
+            f"| {shape} | {row['d']} | {row['dtype']} | `{row['command']}` | {row['epochs'] or '–'} | "
+            f"{fmt(row['wall_s'], 1)} | {fmt(row['peak_gb'])} | {fmt(gb, 3)} | {fmt(row['peak_gb'] / gb, 1)} | "
+            f"{fmt(row['loop_s'])} | {fmt(epoch)} | {fmt(floor)} | {fmt(ratio(row))} | {fmt(macro, 1)} |"
+        )
+    return lines
+
+
+def fit_growth(rows: list[dict]) -> list[str]:
+    """Least squares of log(seconds per epoch) on log(N·C·d), per trained head, float32 rows."""
+    lines = ["| head | points | exponent b | seconds per epoch per 10¹² N·C·d (a) |", "|---|---:|---:|---:|"]
+    fits = {}
+    for what in TRAINED:
+        points = [
+            (math.log(r["N"] * r["C"] * r["d"]), math.log(per_epoch(r)))
+            for r in rows
+            if r["what"] == what and r["dtype"] == "float32" and per_epoch(r)
+        ]
+        if len(points) < 2:
+            continue
+        xs, ys = zip(*points, strict=True)
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        b = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+        a = math.exp(my - b * mx) * 1e12**b
+        fits[what] = (a, b)
+        lines.append(f"| {what} | {len(points)} | {b:.2f} | {a:.1f} |")
+    return lines
+
+
+def gpu_estimate(rows: list[dict]) -> list[str]:
+    """FLOPs and bytes of one epoch of cRT at each measured shape, and the H100's bound on its time."""
+    lines = [
+        "| shape (N, C, d) | FLOPs per cRT epoch (4·N·C·d) | bytes moved per epoch | H100 FP32 bound s | "
+        "H100 TF32 bound s | launch overhead s | measured CPU s per epoch (this machine) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    seen = set()
+    for row in rows:
+        key = (row["shape"], row["d"])
+        if key in seen or row["shape"] == "tiny":
+            continue
+        seen.add(key)
+        n, c, d = row["N"], row["C"], row["d"]
+        steps = max(1, n // 512)
+        flops = 4 * n * c * d  # forward x·Wᵀ and the weight gradient gᵀ·x (no input gradient: features are leaves)
+        # features once, logits written and read ~6 times (forward, softmax, loss, gradient, matmul), and the
+        # parameters (weight, gradient, momentum) read and written ~7 times a step.
+        moved = n * d * 4 + 6 * n * c * 4 + steps * 7 * c * d * 4
+        memory_s = moved / H100_BANDWIDTH
+        crt = next((r for r in rows if (r["shape"], r["d"], r["what"], r["dtype"]) == (*key, "crt", "float32")), None)
+        measured = fmt(per_epoch(crt)) if crt else "not measured"
+        lines.append(
+            f"| {LABELS[row['shape']]} ({n:,}, {c:,}, {d:,}) | {flops:.2e} | {moved / 1e9:.2f} GB | "
+            f"{max(flops / H100_FP32, memory_s):.4f} | {max(flops / H100_TF32, memory_s):.4f} | "
+            f"{steps * KERNELS_PER_STEP * LAUNCH_S:.4f} | {measured} |"
+        )
+    return lines
+
+
+def accuracy(path: Path | None) -> list[str]:
+    if path is None or not path.is_file():
+        return ["(not measured)"]
+    runs = json.loads(path.read_text())
+    seeds = sorted({key.split("_")[1] for key in runs})
+    methods = list(next(iter(runs.values())))
+    lines = [
+        "| method | float32 macro % (mean ± std) | float16 macro % (mean ± std) | paired float16 − float32 |",
+        "|---|---:|---:|---:|",
+    ]
+    for method in methods:
+        f32 = [runs[f"f32_{s}"][method] for s in seeds]
+        f16 = [runs[f"f16_{s}"][method] for s in seeds]
+        diff = [b - a for a, b in zip(f32, f16, strict=True)]
+        lines.append(
+            f"| {method} | {statistics.fmean(f32):.2f} ± {statistics.stdev(f32):.2f} | "
+            f"{statistics.fmean(f16):.2f} ± {statistics.stdev(f16):.2f} | "
+            f"{statistics.fmean(diff):+.2f} ± {statistics.stdev(diff):.2f} |"
+        )
+    lines.append(f"\n({len(seeds)} seeds: {', '.join(seeds)}.)")
+    return lines
+
+
+def targets(rows: list[dict], interpreter_gb: float) -> list[str]:
+    lines = []
+    for row in rows:
+        if row["shape"] == "imagenet_lt" and row["what"] in TRAINED and row.get("floor_s") and row["epochs"]:
+            r = ratio(row)
+            verdict = "met" if r <= TARGET_RATIO else "NOT met"
+            lines.append(
+                f"- {row['what']} at ImageNet-LT, d = {row['d']}, {row['dtype']}: loop {row['loop_s']:.2f} s against "
+                f"the floor's {row['floor_s']:.2f} s, ratio {r:.2f} (target ≤ {TARGET_RATIO}): {verdict}."
+            )
+    for row in rows:
+        if row["shape"] in ("imagenet_lt", "inat2018") and row["d"] == 2048:
+            gb = row["feature_bytes"] / 1e9
+            net = (row["peak_gb"] - interpreter_gb) / gb
+            verdict = "met" if row["peak_gb"] / gb <= TARGET_PEAK else "NOT met"
+            lines.append(
+                f"- peak of `{row['what']}` at {LABELS[row['shape']]}, d = 2048, {row['dtype']}: "
+                f"{row['peak_gb']:.2f} GB for {gb:.2f} GB of features, {row['peak_gb'] / gb:.2f}× "
+                f"(target ≤ {TARGET_PEAK}×): {verdict}; "
+                f"{net:.2f}× above the interpreter's own {interpreter_gb:.2f} GB."
+            )
+    return lines
+
+
+def profile_line(shape: str) -> str:
+    counts = class_sizes(SHAPES[shape])
+    return (
+        f"{LABELS[shape]}: {counts.sum():,} training vectors over {len(counts):,} classes, "
+        f"{counts.max():,} to {counts.min():,}, median {int(sorted(counts)[len(counts) // 2]):,}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("rows", nargs="+", type=Path)
+    parser.add_argument("--accuracy", type=Path)
+    parser.add_argument("--notes", type=Path, help="a Markdown file of findings, inserted before the table")
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args()
+    order = list(SHAPES)
+    rows = sorted(load_rows(args.rows), key=lambda r: (order.index(r["shape"]), r["d"], r["dtype"]))
+    interpreter = interpreter_peak_gb()
+    loads = [r["load_1min"] for r in rows if "load_1min" in r]
+    text = [
+        "# Scale: longtail at the shapes of the long-tailed benchmarks, beside the floor",
+        "",
+        "Generated by `python benchmarks/scale.py` (the measurements, each command a process of its own) and "
+        "`python benchmarks/scale_report.py` (this page).",
+        "",
+        machine_line(max(loads) if loads else None).replace("1-minute load average", "highest 1-minute load average"),
+        "",
+        "Synthetic long-tailed features (class means plus Gaussian noise), class sizes shaped like the real "
+        "training sets: " + "; ".join(profile_line(s) for s in SHAPES if s != "tiny") + ".",
+        "",
+        f"The interpreter alone (an empty `python -c 'import longtail.cli.main'`) peaks at {interpreter:.2f} GB: "
+        "a fixed cost in every row, which dominates the small shapes' peak / features.",
+        "",
+    ]
+    if args.notes and args.notes.is_file():
+        text += [args.notes.read_text().rstrip(), ""]
+    text += ["## Every command", "", *table(rows), ""]
+    text += ["## Targets", "", *targets(rows, interpreter), ""]
+    text += ["## How time grows with N·C·d", "", "Seconds per epoch = a · (N·C·d / 10¹²)^b, fit by least squares "
+             "on the logarithms of the float32 rows:", "", *fit_growth(rows), ""]  # fmt: skip
+    text += ["## float16 against float32: accuracy", "", *accuracy(args.accuracy), ""]
+    text += [
+        "## What a GPU changes (an estimate on paper, not measured)",
+        "",
+        "One cRT epoch (batch 512) at each shape: FLOPs are exact for the arithmetic (forward and weight "
+        "gradient, 2·N·C·d each); bytes moved are an approximation (stated in `benchmarks/scale_report.py`). "
+        f"The bound is max(FLOPs / peak, bytes / bandwidth) with an H100 SXM's nominal {H100_FP32 / 1e12:.0f} "
+        f"TFLOP/s FP32, {H100_TF32 / 1e12:.0f} TFLOP/s TF32 (tensor cores, dense) and "
+        f"{H100_BANDWIDTH / 1e12:.2f} TB/s HBM3, plus ~{LAUNCH_S * 1e6:.0f} µs for each of ~{KERNELS_PER_STEP} "
+        "kernel launches a step. Real runs reach a fraction of nominal peaks: read these as lower bounds.",
+        "",
+        *gpu_estimate(rows),
+        "",
+    ]
+    write_text_atomic(args.doc, "\n".join(text))
+    print(f"wrote {args.doc}")
+
+
+if __name__ == "__main__":
+    main()
