@@ -14,9 +14,10 @@ longtail command's ``results.json`` times its own:
   draws (a class uniformly, then one of its vectors);
 - ``lws``: ``(x W^T + b) * s`` with ``W, b`` frozen (the file's joint
   classifier) and ``s`` (C,) trained, lr 0.2, class-balanced draws;
-- ``tau_norm``: the 21 τ of ``linspace(0, 2, 21)``: weights over their norm to
-  the τ, validation predictions and accuracy for each;
-- ``ncm``: class means of ``x_train``, centred and L2-normalised (cl2n).
+- ``tau_norm``: the 21 τ of ``linspace(0, 2, 21)``: validation logits once per
+  row chunk, scaled by each τ's ``||w||^-τ``, arg-max and accuracy for each;
+- ``ncm``: the training mean, then class means of the centred, L2-normalised
+  features (cl2n).
 
 A float16 file stays float16 in memory; each batch is cast to float32, as
 longtail does. Writes ``{"loop_s": ..., "epochs": ...}`` to ``--out``.
@@ -89,27 +90,27 @@ class Scaled(nn.Module):
 
 @torch.no_grad()
 def tau_sweep(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> None:
-    """Validation accuracy of the τ-normalised weights for 21 τ, predicted in chunks."""
-    norms = weight.norm(dim=1, keepdim=True)
-    for tau in torch.linspace(0, 2, 21).tolist():
-        scaled = weight / norms.pow(tau)
-        right = 0
-        for start in range(0, len(x), CHUNK):
-            predicted = F.linear(x[start : start + CHUNK].float(), scaled).argmax(1)
-            right += int((predicted == y[start : start + CHUNK]).sum())
+    """Validation accuracy of the τ-normalised weights for 21 τ: one product per chunk, then 21 scaled arg-maxes."""
+    norms = weight.norm(dim=1)
+    scales = [norms.pow(-tau) for tau in torch.linspace(0, 2, 21).tolist()]
+    right = [0] * len(scales)
+    for start in range(0, len(x), CHUNK):
+        logits = F.linear(x[start : start + CHUNK].float(), weight)
+        for t, scale in enumerate(scales):
+            right[t] += int(((logits * scale).argmax(1) == y[start : start + CHUNK]).sum())
 
 
 @torch.no_grad()
 def ncm(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(C, d) centred, L2-normalised class means (cl2n), summed in float32 chunks."""
-    sums = torch.zeros(num_classes, x.shape[1])
-    total = torch.zeros(x.shape[1])
+    """(C, d) class means of the centred, L2-normalised features (cl2n), in float32 chunks."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
     for start in range(0, len(x), CHUNK):
-        rows = x[start : start + CHUNK].float()
-        sums.index_add_(0, y[start : start + CHUNK], rows)
-        total += rows.sum(0)
-    means = sums / torch.bincount(y, minlength=num_classes).unsqueeze(1)
-    return F.normalize(means - total / len(x), dim=1)
+        total += x[start : start + CHUNK].float().sum(0, dtype=torch.float64)
+    mean = (total / len(x)).float()
+    sums = torch.zeros(num_classes, x.shape[1])
+    for start in range(0, len(x), CHUNK):
+        sums.index_add_(0, y[start : start + CHUNK], F.normalize(x[start : start + CHUNK].float() - mean, dim=1))
+    return sums / torch.bincount(y, minlength=num_classes).unsqueeze(1)
 
 
 def main() -> None:

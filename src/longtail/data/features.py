@@ -52,7 +52,7 @@ from .longtail import first_missing_class
 from .registry import DatasetSpec, register_dataset
 
 FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
-CHUNK_ROWS = 1 << 16  # rows checked for NaN / inf at a time: bounded temporaries on big files
+CHUNK_VALUES = 1 << 20  # values checked for NaN / inf at a time: small temporaries (see engine.feature_rows)
 DATA_KEYS = tuple(f"{xy}_{split}" for split in ("train", "val", "test") for xy in "xy")
 
 
@@ -157,8 +157,9 @@ def _features(path: Path, key: str, value: Any) -> torch.Tensor:
     if tensor.shape[1] == 0:
         raise DataError(f"{path}: {key} has shape {tuple(tensor.shape)}: no feature per row; expected d >= 1")
     tensor = tensor if tensor.dtype == torch.float16 else tensor.to(torch.float32)
-    for start in range(0, len(tensor), CHUNK_ROWS):
-        bad = ~torch.isfinite(tensor[start : start + CHUNK_ROWS])
+    rows = max(1, CHUNK_VALUES // tensor.shape[1])
+    for start in range(0, len(tensor), rows):
+        bad = ~torch.isfinite(tensor[start : start + rows])
         if bad.any():
             row = start + int(bad.any(1).nonzero()[0])
             raise DataError(f"{path}: {key} row {row} holds NaN or infinite values; expected finite features")
