@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -56,7 +55,18 @@ def per_epoch(row: dict, key: str = "loop_s") -> float | None:
 
 
 def ratio(row: dict) -> float | None:
+    """Fastest of ours over fastest of the floor's."""
     return row["loop_s"] / row["floor_s"] if row.get("floor_s") else None
+
+
+def paired(row: dict) -> str:
+    """Each run of ours over the floor's run right after it: the median, and the range when there are several."""
+    if not row.get("floor_s_all"):
+        return "–"
+    ratios = sorted(a / b for a, b in zip(row["loop_s_all"], row["floor_s_all"], strict=True))
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -66,8 +76,9 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def table(rows: list[dict]) -> list[str]:
     lines = [
         "| shape (N, C) | d | dtype | command | epochs | wall s | peak GB | features GB | peak / features "
-        "| loop s | loop s / epoch | floor s / epoch | ratio to floor | test macro % |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| loop s | loop s / epoch | floor s / epoch | ratio to floor (fastest / fastest) | paired ratios, median "
+        "(range) | runs | test macro % |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         shape = f"{LABELS[row['shape']]} ({row['N']:,}, {row['C']:,})"
@@ -78,29 +89,35 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(
             f"| {shape} | {row['d']} | {row['dtype']} | `{row['command']}` | {row['epochs'] or '–'} | "
             f"{fmt(row['wall_s'], 1)} | {fmt(row['peak_gb'])} | {fmt(gb, 3)} | {fmt(row['peak_gb'] / gb, 1)} | "
-            f"{fmt(row['loop_s'])} | {fmt(epoch)} | {fmt(floor)} | {fmt(ratio(row))} | {fmt(macro, 1)} |"
+            f"{fmt(row['loop_s'])} | {fmt(epoch)} | {fmt(floor)} | {fmt(ratio(row))} | {paired(row)} | "
+            f"{len(row.get('loop_s_all', [1]))} | {fmt(macro, 1)} |"
         )
     return lines
 
 
 def fit_growth(rows: list[dict]) -> list[str]:
-    """Least squares of log(seconds per epoch) on log(N·C·d), per trained head, float32 rows."""
-    lines = ["| head | points | exponent b | seconds per epoch per 10¹² N·C·d (a) |", "|---|---:|---:|---:|"]
-    fits = {}
+    """Least squares of seconds per epoch on N·C·d, with an intercept (the fixed cost of a run), per head."""
+    lines = [
+        "| head | points (N·C·d from … to …) | fixed s (intercept) | s per 10¹² N·C·d (slope) | "
+        "implied GFLOP/s (4·N·C·d per epoch for train, cRT; 2·N·C·d for LWS) |",
+        "|---|---|---:|---:|---:|",
+    ]
     for what in TRAINED:
         points = [
-            (math.log(r["N"] * r["C"] * r["d"]), math.log(per_epoch(r)))
+            (r["N"] * r["C"] * r["d"] / 1e12, per_epoch(r))
             for r in rows
             if r["what"] == what and r["dtype"] == "float32" and per_epoch(r)
         ]
-        if len(points) < 2:
+        if len({x for x, _ in points}) < 2:
             continue
         xs, ys = zip(*points, strict=True)
         mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        b = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
-        a = math.exp(my - b * mx) * 1e12**b
-        fits[what] = (a, b)
-        lines.append(f"| {what} | {len(points)} | {b:.2f} | {a:.1f} |")
+        slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+        intercept = my - slope * mx
+        flops = 2 if what == "lws" else 4
+        rate = f"{flops * 1e12 / slope / 1e9:.1f}" if slope > 0 else "–"
+        span = f"{len(points)} ({min(xs):.3g} to {max(xs):.3g} × 10¹²)"
+        lines.append(f"| {what} | {span} | {intercept:.2f} | {slope:.2f} | {rate} |")
     return lines
 
 
@@ -157,6 +174,20 @@ def accuracy(path: Path | None) -> list[str]:
     return lines
 
 
+def inprocess(path: Path | None) -> list[str]:
+    """The steady-state comparison of :mod:`scale_inprocess`, when measured."""
+    if path is None or not path.is_file():
+        return []
+    lines = ["| head | ours s (each round) | floor s (each round) | paired ratio, mean ± std |", "|---|---|---|---:|"]
+    for what, result in json.loads(path.read_text()).items():
+        ours = ", ".join(f"{a:.2f}" for a, _ in result["pairs"])
+        floor = ", ".join(f"{b:.2f}" for _, b in result["pairs"])
+        r = result["ratios"]
+        spread = statistics.stdev(r) if len(r) > 1 else 0.0
+        lines.append(f"| {what} | {ours} | {floor} | {statistics.fmean(r):.2f} ± {spread:.2f} |")
+    return lines
+
+
 def targets(rows: list[dict], interpreter_gb: float) -> list[str]:
     lines = []
     for row in rows:
@@ -164,8 +195,9 @@ def targets(rows: list[dict], interpreter_gb: float) -> list[str]:
             r = ratio(row)
             verdict = "met" if r <= TARGET_RATIO else "NOT met"
             lines.append(
-                f"- {row['what']} at ImageNet-LT, d = {row['d']}, {row['dtype']}: loop {row['loop_s']:.2f} s against "
-                f"the floor's {row['floor_s']:.2f} s, ratio {r:.2f} (target ≤ {TARGET_RATIO}): {verdict}."
+                f"- {row['what']} at ImageNet-LT, d = {row['d']}, {row['dtype']}, whole processes: fastest loop "
+                f"{row['loop_s']:.2f} s against the floor's fastest {row['floor_s']:.2f} s, ratio {r:.2f}; paired "
+                f"ratios {paired(row)} (target ≤ {TARGET_RATIO}): {verdict} by the fastest-over-fastest ratio."
             )
     for row in rows:
         if row["shape"] in ("imagenet_lt", "inat2018") and row["d"] == 2048:
@@ -194,6 +226,8 @@ def main() -> None:
     parser.add_argument("rows", nargs="+", type=Path)
     parser.add_argument("--accuracy", type=Path)
     parser.add_argument("--notes", type=Path, help="a Markdown file of findings, inserted before the table")
+    parser.add_argument("--inprocess", type=Path, help="the JSON of benchmarks/scale_inprocess.py")
+    parser.add_argument("--inprocess-shape", default="ImageNet-LT, d = 512, float32")
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args()
     order = list(SHAPES)
@@ -219,8 +253,18 @@ def main() -> None:
         text += [args.notes.read_text().rstrip(), ""]
     text += ["## Every command", "", *table(rows), ""]
     text += ["## Targets", "", *targets(rows, interpreter), ""]
-    text += ["## How time grows with N·C·d", "", "Seconds per epoch = a · (N·C·d / 10¹²)^b, fit by least squares "
-             "on the logarithms of the float32 rows:", "", *fit_growth(rows), ""]  # fmt: skip
+    steady = inprocess(args.inprocess)
+    if steady:
+        text += [
+            f"Steady state, one process ({args.inprocess_shape}; `benchmarks/scale_inprocess.py`: one epoch each, "
+            "alternating, after a warm-up round of both):",
+            "",
+            *steady,
+            "",
+        ]
+    text += ["## How time grows with N·C·d", "", "Seconds per epoch = fixed + slope · N·C·d, fit by least squares on "
+             "the float32 rows (the fixed part: what a run pays whatever its size, e.g. torch.optim's first import "
+             "of torch._dynamo):", "", *fit_growth(rows), ""]  # fmt: skip
     text += ["## float16 against float32: accuracy", "", *accuracy(args.accuracy), ""]
     text += [
         "## What a GPU changes (an estimate on paper, not measured)",
