@@ -133,7 +133,9 @@ def run_child(args: list[str], log: Path) -> tuple[float, float]:
     """Run ``args`` as a child process (output to ``log``); return (wall seconds, peak resident GB of that child).
 
     The peak is the child's own ``ru_maxrss`` (from ``os.wait4``), not the
-    maximum over all children so far (``RUSAGE_CHILDREN``).
+    maximum over all children so far (``RUSAGE_CHILDREN``). It includes this
+    process's resident size at the fork (Linux carries the high-water mark
+    across ``exec``), so this process stays small: no torch, no features.
     """
     start = time.perf_counter()
     with log.open("a") as out:
@@ -169,7 +171,11 @@ def measure(name: str, dim: int, args: argparse.Namespace, work: Path) -> list[d
     run = work / f"run_{name}_{dim}_{args.dtype}"
     log = work / f"{name}_{dim}_{args.dtype}.log"
     start = time.perf_counter()
-    feature_bytes = write_features(file, shape, dim, args.dtype)
+    # In a child: a child's ru_maxrss starts from its parent's resident size at the fork (Linux keeps the
+    # pre-exec high-water mark), so this process must never hold the features itself.
+    writer = [sys.executable, __file__, "--write", str(file), "--shapes", name, "--dims", str(dim)]
+    subprocess.run([*writer, "--dtype", args.dtype], check=True)
+    feature_bytes = int(file.with_suffix(".bytes").read_text())
     print(f"{name} d={dim} {args.dtype}: file written in {time.perf_counter() - start:.1f}s", flush=True)
     joint_file = name in args.joint_file
     epochs = {"train": args.epochs, "crt": args.epochs, "lws": args.epochs}
@@ -246,7 +252,12 @@ def main() -> None:
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the features files")
     parser.add_argument("--work", default="/tmp/scale")
+    parser.add_argument("--write", metavar="FILE", help="only write the features file of one shape and d")
     args = parser.parse_args()
+    if args.write:
+        written = write_features(Path(args.write), SHAPES[args.shapes], int(args.dims), args.dtype)
+        Path(args.write).with_suffix(".bytes").write_text(str(written))
+        return
     args.methods = [m for m in args.methods.split(",") if m]
     args.joint_file = args.joint_file.split(",")
     work = Path(args.work)
