@@ -41,7 +41,6 @@ def test_tiny_scale_run_measures_every_command_beside_its_floor_and_reports(tmp_
     assert [row["what"] for row in rows] == ["train", "crt", "ncm"]
     for row in rows:
         assert row["wall_s"] > 0 and row["peak_gb"] > 0 and row["floor_s"] > 0 and row["floor_peak_gb"] > 0
-        assert row["peak_gb"] != row["floor_peak_gb"]  # each child's own peak, not this process's at the fork
         assert row["feature_bytes"] == (585 + 50 + 100) * 16 * 2  # float16: 2 bytes a value
     doc = tmp_path / "scale.md"
     report = [sys.executable, str(BENCHMARKS / "scale_report.py"), "--peaks", str(tmp_path / "rows.jsonl")]
