@@ -96,7 +96,7 @@ def table(rows: list[dict]) -> list[str]:
         "| shape (N, C) | d | dtype | command | epochs | wall s | peak GB | floor's peak GB | features GB "
         "| peak / features "
         "| loop s | loop s / epoch | floor s / epoch | ratio to floor (fastest / fastest) | paired ratios, median "
-        "(range) | runs | test macro % |",
+        "(range) | runs | test macro % (after 1 epoch: not the method's accuracy) |",
         "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -212,12 +212,14 @@ def targets(rows: list[dict], interpreter_gb: float) -> list[str]:
     lines = []
     for row in rows:
         if row["shape"] == "imagenet_lt" and row["what"] in TRAINED and row.get("floor_s") and row["epochs"]:
-            r = ratio(row)
-            verdict = "met" if r <= TARGET_RATIO else "NOT met"
+            ratios = [a / b for a, b in zip(row["loop_s_all"], row["floor_s_all"], strict=True)]
+            median = statistics.median(ratios)
+            verdict = "met" if median <= TARGET_RATIO else "NOT met"
+            runs = f"{len(ratios)} paired run{'s' if len(ratios) > 1 else ''}"
             lines.append(
-                f"- {row['what']} at ImageNet-LT, d = {row['d']}, {row['dtype']}, whole processes: fastest loop "
-                f"{row['loop_s']:.2f} s against the floor's fastest {row['floor_s']:.2f} s, ratio {r:.2f}; paired "
-                f"ratios {paired(row)} (target ≤ {TARGET_RATIO}): {verdict} by the fastest-over-fastest ratio."
+                f"- {row['what']} at ImageNet-LT, d = {row['d']}, {row['dtype']}: median ratio {median:.2f} over "
+                f"{runs} (ours over the floor run right after it; {paired(row)}); fastest over fastest "
+                f"{ratio(row):.2f} (target ≤ {TARGET_RATIO}): {verdict} by the median."
             )
     for row in rows:
         if row["shape"] in ("imagenet_lt", "inat2018") and row["d"] == 2048 and row["peak_gb"]:
