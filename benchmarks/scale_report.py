@@ -240,12 +240,13 @@ def targets(rows: list[dict], interpreter_gb: float) -> list[str]:
                 f"{ratio(row):.2f} (target ≤ {TARGET_RATIO}): {verdict} by the median."
             )
     for row in rows:
-        if row["shape"] in ("imagenet_lt", "inat2018") and row["d"] == 2048 and row["peak_gb"]:
+        largest = row["shape"] == "inat2018" or (row["shape"] == "imagenet_lt" and row["d"] == 2048)
+        if largest and row["peak_gb"]:
             gb = row["feature_bytes"] / 1e9
             net = (row["peak_gb"] - interpreter_gb) / gb
             verdict = "met" if row["peak_gb"] / gb <= TARGET_PEAK else "NOT met"
             lines.append(
-                f"- peak of `{row['what']}` at {LABELS[row['shape']]}, d = 2048, {row['dtype']}: "
+                f"- peak of `{row['what']}` at {LABELS[row['shape']]}, d = {row['d']}, {row['dtype']}: "
                 f"{row['peak_gb']:.2f} GB for {gb:.2f} GB of features, {row['peak_gb'] / gb:.2f}× "
                 f"(target ≤ {TARGET_PEAK}×): {verdict}; "
                 f"{net:.2f}× above the interpreter's own {interpreter_gb:.2f} GB."
@@ -330,6 +331,12 @@ def main() -> None:
         "kernel launches a step. Real runs reach a fraction of nominal peaks: read these as lower bounds.",
         "",
         *gpu_estimate(rows),
+        "",
+        "So, on paper: the arithmetic of a cRT epoch drops from seconds or minutes on this CPU to milliseconds "
+        "(ImageNet-LT) or a tenth of a second (iNaturalist, d = 512), and the bound becomes the steps themselves: "
+        "kernel launches, and whatever Python does per step (the sampler's indices, the DataLoader's batch, the "
+        "bookkeeping). On a GPU the ratio to a bare loop is therefore decided by per-step overhead, which on "
+        "this CPU hides behind the matrix products; it was not measured here.",
         "",
     ]
     write_text_atomic(args.doc, "\n".join(text))
