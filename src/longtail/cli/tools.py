@@ -13,7 +13,7 @@ from ..data.stats import class_size_stats, dataset_counts, format_stats, plot_cl
 from ..errors import ConfigError
 from ..export import export_methods, export_run, format_predictions, load_artifact, predict_with_prior
 from ..export.deploy_prior import PRIOR_KEY, format_prior
-from ..pipeline.features_export import export_features
+from ..pipeline.features_export import FEATURE_DTYPES, export_features
 from ..runs import check_output_path
 from .common import HelpFormatter, split_config_and_overrides
 
@@ -96,10 +96,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_features(args: argparse.Namespace) -> None:
-    written = export_features(args.run_dir, args.out, overwrite=args.overwrite, overrides=args.overrides)
+    written = export_features(
+        args.run_dir, args.out, overwrite=args.overwrite, overrides=args.overrides, dtype=args.dtype
+    )
     counts = ", ".join(f"{split} {n}" for split, n in written.counts.items())
     joint = " and the joint classifier" if written.joint else ""
-    print(f"features (d = {written.num_features}; {counts}){joint} written to {written.path}")
+    print(f"{args.dtype} features (d = {written.num_features}; {counts}){joint} written to {written.path}")
     print(f"next: longtail train data.name=features data.path={written.path} --out RUN_DIR")
 
 
@@ -227,5 +229,12 @@ def features_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz file to write")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.npz if it exists")
+    p.add_argument(
+        "--dtype",
+        choices=FEATURE_DTYPES,
+        default="float32",
+        help="dtype of the features written (default float32); float16 halves the file and the memory of "
+        "data.name=features, which casts each batch to float32",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time overrides such as data.root=DIR")
     p.set_defaults(func=_cmd_features)

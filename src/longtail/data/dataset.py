@@ -28,6 +28,17 @@ from ..errors import DataError
 from .image_files import ImageFileDataset
 from .longtail import class_counts
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def as_compute(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is stored in a low precision (float16, bfloat16); any other tensor as it is.
+
+    Features may be held in float16 (half the memory); the arithmetic on them is float32, one batch or row
+    chunk at a time (:mod:`longtail.engine.feature_rows`).
+    """
+    return x.float() if x.dtype in LOW_PRECISION else x
+
 
 class TensorPairDataset(Dataset):
     """Inputs and labels held in memory as two tensors.
@@ -36,8 +47,9 @@ class TensorPairDataset(Dataset):
         inputs: (N, ...) one row per item (images, features).
         labels: (N,) int64 class indices.
 
-    Items are ``(inputs[i], labels[i])``. ``__getitems__`` lets a DataLoader
-    fetch a whole batch with one indexing op instead of N ``__getitem__`` calls
+    Items are ``(inputs[i], labels[i])``; float16 inputs (features kept in half the memory) come out as
+    float32, one item or batch at a time (:func:`as_compute`).
+    ``__getitems__`` lets a DataLoader fetch a whole batch with one indexing op instead of N ``__getitem__`` calls
     and a collate; use :func:`keep_batch` as its collate_fn.
     """
 
@@ -51,11 +63,11 @@ class TensorPairDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inputs[index], self.labels[index]
+        return as_compute(self.inputs[index]), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.int64)
-        return self.inputs[index], self.labels[index]
+        return as_compute(self.inputs[index]), self.labels[index]
 
 
 class TensorImageDataset(TensorPairDataset):

@@ -4,7 +4,10 @@ on a representation learned elsewhere.
 The file is an ``.npz`` archive or a ``.pt`` file (``torch.save`` of a dict of
 tensors) holding ``x_train`` (N, d) float, ``y_train`` (N,) int, ``x_test``,
 ``y_test`` and optionally ``x_val``, ``y_val`` and ``class_names``; float16,
-float32 and float64 are accepted and held as float32. Labels are 0 to C-1, every
+float32 and float64 are accepted. float16 stays float16 in memory (half the
+bytes: ``longtail features RUN --dtype float16`` writes such a file) and each
+batch or row chunk is cast to float32 for the arithmetic
+(:mod:`longtail.engine.feature_rows`); float64 is held as float32. Labels are 0 to C-1, every
 class with at least one training vector. Without ``x_val`` the validation split
 is held out of the training vectors, class-balanced, as for the image readers
 (:mod:`longtail.data.holdout`), never from test. The features are used as given:
@@ -24,7 +27,8 @@ Memory: the file is read once, into memory, and not memory-mapped: a mapped file
 that another program rewrites while longtail trains on it would end the process
 with SIGBUS and no message; a copy cannot change under the reader. A file is
 refused, before it is read, when it declares more data than this machine's
-memory. A float16 or float64 file, or a held-out validation split, copies to float32.
+memory. A float64 file copies to float32, a held-out validation split copies the
+training rows it keeps; float16 and float32 are used as read.
 """
 
 from __future__ import annotations
@@ -48,12 +52,13 @@ from .longtail import first_missing_class
 from .registry import DatasetSpec, register_dataset
 
 FLOAT_DTYPES = (torch.float16, torch.float32, torch.float64)
-CHUNK_ROWS = 1 << 16  # rows checked for NaN / inf at a time: bounded temporaries on big files
+CHUNK_VALUES = 1 << 20  # values checked for NaN / inf at a time: small temporaries (see engine.feature_rows)
 DATA_KEYS = tuple(f"{xy}_{split}" for split in ("train", "val", "test") for xy in "xy")
 
 
 class FeatureDataset(TensorPairDataset):
-    """Feature vectors held in memory: (N, d) float32 with (N,) int64 labels.
+    """Feature vectors held in memory: (N, d) float32 or float16 with (N,) int64 labels; items and batches
+    come out float32.
 
     Items are (d,) vectors. Nothing is augmented or normalised: the batch
     transform of such a dataset is the identity
@@ -142,7 +147,8 @@ def _tensor(path: Path, key: str, value: Any) -> Any:
 
 
 def _features(path: Path, key: str, value: Any) -> torch.Tensor:
-    """(N, d) float32 with d >= 1, checked finite; float32 tensors are kept as they are."""
+    """(N, d) float32 or float16 with d >= 1, checked finite; float32 and float16 are kept as they are (no copy),
+    float64 becomes float32."""
     value = _tensor(path, key, value)
     tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) and value.dtype.kind == "f" else value
     if not isinstance(tensor, torch.Tensor) or tensor.dtype not in FLOAT_DTYPES or tensor.dim() != 2:
@@ -150,9 +156,10 @@ def _features(path: Path, key: str, value: Any) -> torch.Tensor:
         raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected float16/32/64 features of shape (N, d)")
     if tensor.shape[1] == 0:
         raise DataError(f"{path}: {key} has shape {tuple(tensor.shape)}: no feature per row; expected d >= 1")
-    tensor = tensor.to(torch.float32)
-    for start in range(0, len(tensor), CHUNK_ROWS):
-        bad = ~torch.isfinite(tensor[start : start + CHUNK_ROWS])
+    tensor = tensor if tensor.dtype == torch.float16 else tensor.to(torch.float32)
+    rows = max(1, CHUNK_VALUES // tensor.shape[1])
+    for start in range(0, len(tensor), rows):
+        bad = ~torch.isfinite(tensor[start : start + rows])
         if bad.any():
             row = start + int(bad.any(1).nonzero()[0])
             raise DataError(f"{path}: {key} row {row} holds NaN or infinite values; expected finite features")
@@ -211,7 +218,7 @@ def load_features(path: str | Path) -> dict[str, Any]:
     """The checked contents of a features file.
 
     Returns:
-        ``{"x": {split: (N, d) float32}, "y": {split: (N,) int64 array}, "num_classes", "class_names"}``
+        ``{"x": {split: (N, d) float32 or float16}, "y": {split: (N,) int64 array}, "num_classes", "class_names"}``
         with splits ``train``, ``test`` and ``val`` when the file has one.
 
     Raises:
@@ -260,7 +267,7 @@ def read_joint(path: str | Path, num_classes: int, num_features: int) -> tuple[t
             f"{path}: joint_weight has shape {tuple(weight.shape)} and joint_bias {tuple(bias.shape)}, expected "
             f"({num_classes}, {num_features}) and ({num_classes},): {num_classes} classes, {num_features} features"
         )
-    return weight.clone(), bias.clone()
+    return weight.float().clone(), bias.float().clone()
 
 
 def features_dataset_name(path: str | Path) -> str:

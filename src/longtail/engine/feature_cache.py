@@ -4,7 +4,7 @@ Layout: ``RUN/features/<name>.pt``, one file per split (``train``, ``val``,
 ``test``) and per augmented-view set (``train_views<K>``), each holding the
 tensors and the key they were computed under::
 
-    {"x": (N, d) float32 or (K, N, d) float32, "y": (N,) int64, "key": {...}}
+    {"x": (N, d) or (K, N, d) float32 (float16 with decouple.cache_dtype=float16), "y": (N,) int64, "key": {...}}
 
 The key names the SHA-256 of the stage-1 checkpoint and everything else that
 decides the numbers (split, transform, number of views and their seed). A file
@@ -60,6 +60,7 @@ def cached_features(
     key: dict[str, Any],
     labels: torch.Tensor,
     compute: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Features ``name`` of a run: from its cache when the cache matches ``key`` and ``labels``, else computed, stored.
 
@@ -69,17 +70,22 @@ def cached_features(
         key: what the features depend on (checkpoint hash, split, transform, views); JSON-like values.
         labels: (N,) int64 labels of the dataset, in order; a cache with other labels is stale.
         compute: returns ``(x, y)`` when the cache cannot be used.
+        dtype: the dtype the features are stored and returned in (float32, or float16: half the memory; the
+            consumers cast each batch to float32). A cache of another dtype is stale.
 
     Returns:
         ``(x, y, hit)``: features ``(N, d)`` or ``(K, N, d)``, labels ``(N,)``, and whether the cache was used.
     """
     path = feature_path(run_dir, name)
     key = {**key, "format": CACHE_FORMAT}
+    if dtype != torch.float32:  # float32 caches keep their key, so that existing ones stay valid
+        key["dtype"] = str(dtype).removeprefix("torch.")
     stored = _read(path)
     if stored is not None and stored.get("key") == key and torch.equal(stored.get("y", torch.empty(0)), labels):
         return stored["x"], stored["y"], True
     if stored is not None:
         log.info("%s: cached features are stale (another checkpoint, data or transform); recomputing", path)
     x, y = compute()
+    x = x.to(dtype)
     save_torch_atomic(path, {"x": x.contiguous(), "y": y.contiguous(), "key": key})
     return x, y, False

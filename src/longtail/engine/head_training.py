@@ -20,6 +20,7 @@ from torch import nn
 from ..data.dataset import ImageDataset, TensorPairDataset
 from ..samplers import epoch_generator, section_sampler
 from .device import seed_everything
+from .feature_rows import as_compute
 from .loops import EpochStatsCallback, make_loader, predict, train_epochs
 from .optim import cosine_schedule, sgd
 from .partial import PartialTraining
@@ -60,11 +61,11 @@ class AugmentedViews(TensorPairDataset):
         self.view_of = torch.randint(len(self.views), (len(self.labels),), generator=generator)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.views[self.view_of[index], index], self.labels[index]
+        return as_compute(self.views[self.view_of[index], index]), self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.int64)
-        return self.views[self.view_of[index], index], self.labels[index]
+        return as_compute(self.views[self.view_of[index], index]), self.labels[index]
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..engine.feature_rows import predicted_classes
 from ..errors import ConfigError
 from ..evaluation.metrics import SUMMARY_KEYS
 from . import register_method, spec_of
@@ -61,7 +62,7 @@ def pick_best(candidates: list[Candidate], select: str) -> Candidate:
 @torch.no_grad()
 def _scores(context: FitContext, fitted: Fitted, split: str) -> dict[str, Any]:
     head = fitted.head.cpu().eval()
-    return context.summary(head(context.features(split).x).argmax(1), split)
+    return context.summary(predicted_classes(head, context.features(split).x), split)
 
 
 def _record(candidates: list[Candidate], winner: Candidate, select: str) -> dict[str, Any]:

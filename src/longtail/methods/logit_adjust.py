@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import TauConfig
+from ..engine.feature_rows import as_compute
 from ..losses import log_prior
 from ..models.heads import LinearForm, frozen_copy, register_head
 from . import register_method
@@ -66,7 +67,7 @@ def fit(context: FitContext) -> Fitted:
     taus = context.config.decouple.logit_adjust.values()
 
     def predictions(split: str) -> Iterator[tuple[float, torch.Tensor]]:
-        logits = F.linear(context.features(split).x, weight, bias)  # one product, then a shift per τ
+        logits = F.linear(as_compute(context.features(split).x), weight, bias)  # one product, then a shift per τ
         return ((tau, (logits - tau * prior).argmax(1)) for tau in taus)
 
     tau, curve = choose_on_validation(context, predictions)

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import option
+from ..engine.feature_rows import float_chunks
 from ..errors import ConfigError, DataError
 from ..models.heads import LinearForm, register_head
 from . import register_method
@@ -74,17 +75,22 @@ class NCMClassifier:
         Raises:
             DataError: naming the first class (below ``num_classes``) with no feature.
         """
-        features = features.float()
         labels = labels.long()
         num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
         counts = torch.bincount(labels, minlength=num_classes)
         empty = (counts == 0).nonzero().flatten()
         if len(empty):
             raise DataError(f"class {int(empty[0])} has no training images: NCM needs at least one per class")
-        self.mean_ = torch.zeros(features.shape[1]) if self.metric == "l2" else features.mean(dim=0)
-        sums = torch.zeros(num_classes, features.shape[1]).index_add_(
-            0, labels, _embed(features, self.mean_, self.metric)
-        )
+        # Row chunks in float32: neither a float32 copy of float16 features nor an embedded copy of the matrix.
+        dim = features.shape[1]
+        if self.metric == "l2":
+            self.mean_ = torch.zeros(dim)
+        else:
+            total = sum((chunk.sum(0, dtype=torch.float64) for _, chunk in float_chunks(features)), torch.zeros(dim))
+            self.mean_ = (total / len(features)).float()
+        sums = torch.zeros(num_classes, dim)
+        for start, chunk in float_chunks(features):
+            sums.index_add_(0, labels[start : start + len(chunk)], _embed(chunk.float(), self.mean_, self.metric))
         self.centroids_ = sums / counts.unsqueeze(1)
         return self
 

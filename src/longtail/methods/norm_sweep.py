@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..engine.feature_rows import as_compute
 from ..models.heads import weight_norms
 
 
@@ -68,7 +69,8 @@ def tau_sweep_predictions(
     out = torch.empty(len(taus), n, dtype=torch.int64, device=device)
     if not taus or n == 0:
         return out
-    weight = weight.to(device=device, dtype=features.dtype)
+    dtype = as_compute(features[:0]).dtype  # float16 features: float32 arithmetic, one chunk cast at a time
+    weight = weight.to(device=device, dtype=dtype)
     norms = weight_norms(weight)
     order = torch.argsort(norms, stable=True)  # ascending norm: the dominance order for τ >= 0
     unsort = torch.argsort(order)  # sorted column -> original class position
@@ -80,14 +82,14 @@ def tau_sweep_predictions(
     sorted_scales = scales[positive][:, order]
     # Buffers reused by every chunk: fresh multi-megabyte tensors would cost page faults each time.
     rows = min(chunk_rows, n)
-    block_buffer = torch.empty(rows, num_classes, dtype=features.dtype, device=device)
+    block_buffer = torch.empty(rows, num_classes, dtype=dtype, device=device)
     best_buffer = torch.empty_like(block_buffer)
     where_buffer = torch.empty(rows, num_classes, dtype=torch.int64, device=device)
     record_buffer = torch.empty(rows, num_classes, dtype=torch.bool, device=device)
     for start in range(0, n, chunk_rows):
         stop = min(start + chunk_rows, n)
         size = stop - start
-        block = torch.mm(features[start:stop], sorted_weight_t, out=block_buffer[:size])  # (B, C), sorted
+        block = torch.mm(as_compute(features[start:stop]), sorted_weight_t, out=block_buffer[:size])  # (B, C), sorted
         best_so_far, _ = torch.cummax(block, 1, out=(best_buffer[:size], where_buffer[:size]))
         # A record equals the running maximum: a class tied with an earlier one stays in, as the two tie
         # at τ = 0, where the smaller class index must win.

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..config import Each, HeadTrainingConfig, Interval, OneOf, option
+from ..engine.feature_rows import predicted_classes
 from ..engine.maxnorm import MaxNorm, project_rows_, relative_radius
 from ..errors import ConfigError
 from ..evaluation.metrics import SUMMARY_KEYS
@@ -159,7 +160,7 @@ def joint_copy(joint: nn.Module) -> LinearHead:
 def _scores(context: FitContext, head: nn.Module, split: str) -> dict[str, Any]:
     """Accuracies of ``head`` on ``split``'s frozen-backbone features (the head stays where it is)."""
     device = next(head.parameters()).device
-    predicted = head.eval()(context.features(split).x.to(device)).argmax(1).cpu()
+    predicted = predicted_classes(head.eval(), context.features(split).x, device=device)
     return context.summary(predicted, split)
 
 

@@ -1,7 +1,7 @@
 """``longtail features``: a run's frozen-backbone features of every split as one ``.npz``, the input of
 ``data.name=features``.
 
-The file holds ``x_train``, ``x_val``, ``x_test`` ((N, d) float32, the
+The file holds ``x_train``, ``x_val``, ``x_test`` ((N, d) float32, or float16 with ``--dtype float16``: the
 test-time features that stage 2 fits on: from the run's feature cache, or
 computed and cached), ``y_*`` ((N,) int64), ``class_names``, ``provenance``
 (the run's provenance record as JSON text: what the features were computed
@@ -31,6 +31,7 @@ from .stage2 import run_features
 log = logging.getLogger(__name__)
 
 FEATURE_SPLITS = ("train", "val", "test")
+FEATURE_DTYPES = ("float32", "float16")
 PROVENANCE_MEMBER = "provenance"
 
 
@@ -63,21 +64,29 @@ def _joint_arrays(run: LoadedRun) -> dict[str, np.ndarray]:
 
 
 def export_features(
-    run_dir: str | Path, out: str | Path, *, overwrite: bool = False, overrides: Sequence[str] = ()
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    overrides: Sequence[str] = (),
+    dtype: str = "float32",
 ) -> FeaturesFile:
     """Write the test-time features of every split of ``run_dir``, by its frozen backbone, to ``out`` (.npz).
 
     ``overrides`` are the run-time keys of :func:`~longtail.pipeline.load_run`
     (``data.root=DIR`` where the data moved, ``device=cpu``). An existing
     ``out`` is refused unless ``overwrite``; the file is replaced atomically.
+    ``dtype`` (``float32`` or ``float16``) is the dtype of the features written.
 
     Raises:
-        ConfigError: ``out`` is not a .npz name.
+        ConfigError: ``out`` is not a .npz name, or ``dtype`` is neither float32 nor float16.
         OutputPathError: ``out`` is a directory, a run's own file, exists without ``overwrite``, or cannot be
             examined (a name too long); see :func:`~longtail.runs.check_output_path`.
         RunDirError: ``run_dir`` is not a finished run.
     """
     out = Path(out)
+    if dtype not in FEATURE_DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(FEATURE_DTYPES)}")
     _check_out(out, overwrite)
     # Exclusive: the features may be computed and cached in the run, which no other command may write meanwhile.
     with run_lock(require_run_dir(run_dir), "longtail features"):
@@ -85,7 +94,7 @@ def export_features(
         arrays: dict[str, np.ndarray] = {}
         for split in FEATURE_SPLITS:
             features = run_features(run, split)
-            arrays[f"x_{split}"] = features.x.numpy()
+            arrays[f"x_{split}"] = features.x.numpy().astype(dtype, copy=False)
             arrays[f"y_{split}"] = features.y.numpy()
         arrays["class_names"] = np.array([str(name) for name in run.splits.class_names])
         arrays.update(_joint_arrays(run))

@@ -20,6 +20,7 @@ from ..data.registry import create_dataset
 from ..data.stats import count_difference
 from ..data.transforms import eval_transform
 from ..engine.device import resolve_device
+from ..engine.feature_rows import predicted_classes
 from ..engine.head_training import Features, extract_features
 from ..errors import ConfigError, RunDirError, shown
 from ..evaluation.bootstrap import bootstrap_ci_from_predictions
@@ -91,7 +92,7 @@ def score_fitted(
     """
     scores = {}
     for method, fit in fitted.items():
-        predicted = copy.deepcopy(fit.head).cpu().eval()(features.x).argmax(1)
+        predicted = predicted_classes(copy.deepcopy(fit.head).cpu().eval(), features.x)  # in row chunks
         thresholds = {"many": config.eval.many, "few": config.eval.few}
         scores[method] = accuracy_summary(predicted, features.y, train_counts, **thresholds)
         scores[method]["ci"] = bootstrap_ci_from_predictions(

@@ -55,9 +55,15 @@ def run_features(run: LoadedRun, split: str) -> Features:
         return features.x, features.y
 
     key = {"checkpoint_sha256": run.checkpoint_sha256, "split": split, "view": "test-time"}
-    x, y, hit = cached_features(run.run_dir, split, key, run.splits.split(split).labels, compute)
+    dtype = cache_dtype(run.config)
+    x, y, hit = cached_features(run.run_dir, split, key, run.splits.split(split).labels, compute, dtype)
     run.cache_hits[split] = hit
     return Features(x, y)
+
+
+def cache_dtype(config: Config) -> torch.dtype:
+    """The dtype of the run's cached features: ``decouple.cache_dtype``."""
+    return torch.float16 if config.decouple.cache_dtype == "float16" else torch.float32
 
 
 class RunFeatures:
@@ -100,7 +106,8 @@ class RunFeatures:
             )
             return x, run.splits.train.labels
 
-        x, _, hit = cached_features(run.run_dir, f"train_views{views}", key, run.splits.train.labels, compute)
+        name, labels = f"train_views{views}", run.splits.train.labels
+        x, _, hit = cached_features(run.run_dir, name, key, labels, compute, cache_dtype(run.config))
         run.cache_hits[f"train_views{views}"] = hit
         return x
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data.stats import class_size_stats
 from ..data.transforms import holds_features
+from ..engine.feature_rows import as_compute
 from ..errors import RunDirError
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
@@ -124,7 +125,7 @@ def _test_outputs(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np
     head = copy.deepcopy(head).cpu().eval()
     predictions, confidence = [], []
     for start in range(0, len(x), _CHUNK_ROWS):
-        logits = head(x[start : start + _CHUNK_ROWS])
+        logits = head(as_compute(x[start : start + _CHUNK_ROWS]))
         conf, _ = softmax_confidence(logits, y[start : start + _CHUNK_ROWS])
         predictions.append(logits.argmax(dim=1))
         confidence.append(conf)
