@@ -262,6 +262,33 @@ def test_export_of_a_features_run_maps_feature_vectors_to_its_logits(probe_run: 
     capsys.readouterr()
     assert main(["predict", str(out), str(tmp_path / "image.png")]) == 1
     assert "takes (N, 12) feature vectors, not images" in capsys.readouterr().err
+    # A validation split too small for a calibration (a class with one image) still exports, without an adapter;
+    # a prior is then refused, saying why.
+    assert metadata["prior_adapter"] is None  # this run's validation split has a class of one vector
+    assert "no prior adapter" in metadata["prior_adapter_unavailable"]
+    from longtail.export.deploy_prior import recorded_adapter
+    from longtail.export.errors import ExportError
+
+    with pytest.raises(ExportError, match="no prior adapter.*--prior needs one"):
+        recorded_adapter(metadata, "tau.pt2")
+    prior = tmp_path / "prior.txt"
+    prior.write_text(" ".join(["1"] * len(metadata["class_names"])))
+    assert (
+        main(
+            [
+                "export",
+                str(probe_run),
+                "--method",
+                "tau_norm",
+                "--out",
+                str(tmp_path / "p.pt2"),
+                "--prior",
+                str(prior),
+            ]
+        )
+        == 1
+    )
+    assert "--prior" in capsys.readouterr().err
 
 
 def test_features_command_refuses_to_overwrite(probe_run: Path, tmp_path: Path, capsys) -> None:

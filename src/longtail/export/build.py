@@ -14,14 +14,15 @@ from torch import nn
 from ..data.dataset import DatasetSplits
 from ..data.image_transforms import CenterCrop
 from ..data.transforms import eval_transform, holds_features
+from ..errors import DataError
 from ..methods import Fitted, method_names
 from ..pipeline import LoadedRun, load_fitted, load_run
-from ..pipeline.shift_scores import adapter_for, method_logits
-from ..pipeline.stage2 import RunFeatures
+from ..pipeline.shift_scores import adapter_for
 from ..runs import check_output_path, read_results, require_run_dir, run_lock
+from ..shift import PriorAdapter
 from ..version import __version__
 from .artifact import FORMAT, FORMAT_VERSION, ExportedClassifier, export_program, save_artifact
-from .deploy_prior import ADAPTER_KEY, PRIOR_KEY, folded_prior
+from .deploy_prior import ADAPTER_KEY, PRIOR_KEY, UNAVAILABLE_KEY, folded_prior
 from .errors import ExportError
 from .feature_program import export_feature_program, feature_input_spec
 from .fold import ZERO_PRIOR_BIAS, fold_head, with_prior
@@ -34,6 +35,7 @@ def export_methods() -> list[str]:
 
 
 CHECK_IMAGES = 32  # validation images the exported program is checked on against the pipeline
+ADAPTER_BATCH = 256  # validation images per forward pass when the prior adapter is fitted
 SUFFIX = ".pt2"
 
 
@@ -121,6 +123,26 @@ def _pipeline_check(
     return difference
 
 
+def _prior_adapter(run: LoadedRun, backbone: nn.Module, head: nn.Module) -> tuple[PriorAdapter | None, str]:
+    """The classifier's prior adapter fitted on the validation split, from the logits the exported model itself
+    computes (read straight from the split: an export writes nothing into the run and logs nothing), or None
+    and why when no calibration can be fitted there (the export still succeeds; ``--prior`` then says why)."""
+    val = run.splits.split("val")
+    transform = eval_transform(run.splits)
+    logits, labels = [], []
+    with torch.no_grad():
+        for start in range(0, len(val), ADAPTER_BATCH):
+            images, y = val.__getitems__(list(range(start, min(start + ADAPTER_BATCH, len(val)))))
+            logits.append(head(backbone.forward_features(transform(images))).float())
+            labels.append(torch.as_tensor(y))
+    if not logits:
+        return None, "no prior adapter: the validation split is empty"
+    try:
+        return adapter_for(torch.cat(logits), torch.cat(labels), run.splits.train_counts, what="export"), ""
+    except DataError as error:
+        return None, f"no prior adapter: {error}"
+
+
 def default_out(run_dir: str | Path, method: str) -> Path:
     """``RUN_DIR/export/<method>.pt2``."""
     return Path(run_dir) / "export" / f"{method}{SUFFIX}"
@@ -187,12 +209,12 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
     if onnx and spec.get("kind") == "features":
         raise ExportError(f"{run.run_dir}: --onnx: a run on features exports its .pt2 only (no image input to name)")
     folded = fold_head(head)
-    features = RunFeatures(run)
-    val_logits = method_logits(run, features, fitted[method], "val")
-    adapter = adapter_for(val_logits, features("val").y, run.splits.train_counts, what="export")
+    adapter, unavailable = _prior_adapter(run, backbone, head)
     prior_record: dict[str, Any] = {"kind": "none"}
     affine = None
     if prior is not None:
+        if adapter is None:
+            raise ExportError(f"--prior {prior}: {unavailable}")
         prior_record, affine = folded_prior(adapter, prior)
     if affine is not None:
         folded = with_prior(folded, *affine)
@@ -215,7 +237,8 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
         "output": "logits (N, num_classes); softmax gives probabilities"
         + ("" if affine is None else ", calibrated and for the prior in 'prior'"),
         PRIOR_KEY: prior_record,
-        ADAPTER_KEY: adapter.to_dict(bbse=False),
+        ADAPTER_KEY: None if adapter is None else adapter.to_dict(bbse=False),
+        **({UNAVAILABLE_KEY: unavailable} if adapter is None else {}),
         "dataset": run.splits.name,
         "run_dir": str(run.run_dir),
         "checkpoint_sha256": run.checkpoint_sha256,

@@ -31,6 +31,7 @@ from .errors import ExportError
 
 ADAPTER_KEY = "prior_adapter"
 PRIOR_KEY = "prior"
+UNAVAILABLE_KEY = "prior_adapter_unavailable"  # why an export has no adapter (validation too small to fit one)
 NOT_APPLIED = (
     "the validation check found that moving this classifier's calibrated scores to shifted priors does not raise "
     "its accuracy (docs/statistics.md): its predictions are kept as they are"
@@ -63,6 +64,8 @@ def recorded_adapter(metadata: dict[str, Any], model: str) -> PriorAdapter:
             "--prior to adapt the prior at prediction time"
         )
     data = metadata.get(ADAPTER_KEY)
+    if data is None and isinstance(metadata.get(UNAVAILABLE_KEY), str):
+        raise ExportError(f"{model}: {metadata[UNAVAILABLE_KEY]}; --prior needs one")
     if not isinstance(data, dict):
         raise ExportError(f"{model}: no prior adapter in its metadata (exported by an older longtail); export again")
     adapter = PriorAdapter.from_dict(data, f"{model}: {ADAPTER_KEY}")
