@@ -97,8 +97,9 @@ def demo_parser(commands: Any, shared: argparse.Namespace) -> None:
         parents=[shared.common],
         help="the whole recipe on Fashion-MNIST-LT",
         description="Stage 1, every stage-2 method and --method auto on Fashion-MNIST-LT (1000 images in the "
-        "largest class, imbalance factor 100), scored on the full test set. Replaces --out when it "
-        "is an existing run directory.",
+        "largest class, imbalance factor 100), scored on the full test set; then the recipe chosen on validation "
+        "across stage-1 samplers (instance and progressive). Its own finished run at --out is reused; a run of "
+        "other settings is refused unless --overwrite.",
         epilog=shared.keys,
         formatter_class=HelpFormatter,
     )

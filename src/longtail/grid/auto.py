@@ -41,6 +41,7 @@ from .run import (
     _fingerprints,
     _Grid,
     _run_sweep,
+    check_stage1_key,
     sweep_dir_name,
 )
 
@@ -81,13 +82,7 @@ def _check_candidates(grid_run: _Grid, candidates: list[dict[str, str]], seeds: 
     given = {parse_override(text)[0] for text in grid_run.base}
     for candidate in candidates:
         for key in candidate:
-            if key == "seed":
-                raise ConfigError("--candidates seed: a training seed is not chosen on validation; use --seeds")
-            if key.startswith(run_time_keys()):
-                raise ConfigError(
-                    f"--candidates {key}: not a stage-1 key (every stage-2 method and its hyper-parameters are "
-                    "tried on each candidate already)"
-                )
+            check_stage1_key(key, "--candidates")
             if key in given:
                 raise ConfigError(f"--candidates {key}: the key is also given as key=value (or by --epochs)")
         for seed in seeds:  # unknown keys and bad values fail here, not after an hour of training

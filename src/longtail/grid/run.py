@@ -136,6 +136,18 @@ def _stage1_difference(run_dir: Path, config: Config) -> str:
     return "config" if key is None else f"config ({key}={done.get(key, '<absent>')!r}, wanted {wanted[key]!r})"
 
 
+def check_stage1_key(key: str, option: str) -> None:
+    """Refuse ``key`` as a stage-1 choice of ``option`` (``--sweep``, ``--candidates``): the seed (averaged
+    over, never chosen) or a key that can change on a trained run (stage 2 is tuned on each run already)."""
+    if key == "seed":
+        raise ConfigError(f"{option} seed: a training seed is not chosen on validation; average with --seeds")
+    if key.startswith(run_time_keys()):
+        raise ConfigError(
+            f"{option} {key}: not a stage-1 key (it can change on a trained run; "
+            "`longtail decouple RUN --method auto` tunes stage 2 on validation)"
+        )
+
+
 def parse_sweep(text: str) -> tuple[str, list[str]]:
     """``KEY=v1,v2,...`` (one ``--sweep``) -> ``(KEY, [v1, v2, ...])``, values as override strings."""
     key, sep, values = text.partition("=")
@@ -208,13 +220,7 @@ def _check_sweeps(
     given = {parse_override(text)[0] for text in overrides}
     keys = [key for key, _ in sweeps]
     for key in keys:
-        if key == "seed":
-            raise ConfigError("--sweep seed: a training seed is not chosen on validation; average with --seeds")
-        if key.startswith(run_time_keys()):
-            raise ConfigError(
-                f"--sweep {key}: not a stage-1 key (it can change on a trained run; "
-                "`longtail decouple RUN --method auto` tunes stage 2 on validation)"
-            )
+        check_stage1_key(key, "--sweep")
         if keys.count(key) > 1 or key in given:
             raise ConfigError(f"--sweep {key}: the key is given twice (in two --sweep or as key=value)")
     for combination in sweep_combinations(sweeps):
