@@ -220,6 +220,7 @@ def _peak_growth_kib(*args: str) -> tuple[str, int, str]:
     return status, int(grown_kib), result.stderr
 
 
+@pytest.mark.slow  # a few seconds to ten: make test runs it (keeps plain pytest under 3 minutes)
 def test_an_unused_member_of_a_gibibyte_is_never_decompressed(tmp_path: Path):
     path = _bomb(tmp_path / "bomb.npz")
     assert path.stat().st_size < 2 << 20

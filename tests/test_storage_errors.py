@@ -221,6 +221,7 @@ def test_commands_on_a_full_disk_fail_in_one_line(
     assert _temporaries(full_disk_run) == []
 
 
+@pytest.mark.slow  # a few seconds to ten: make test runs it (keeps plain pytest under 3 minutes)
 def test_export_on_a_full_disk_fails_in_one_line(full_disk_run: Path):
     """In a subprocess: a native abort (exit 134) must not take the test session with it."""
     before = _files(full_disk_run)

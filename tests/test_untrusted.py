@@ -437,6 +437,7 @@ UNPICKLERS = ("pickle.load", "pickle.loads", "pickle.Unpickler", "marshal.loads"
 UNPICKLERS += ("joblib.load", "onnx.load", "onnx.load_model", "yaml.unsafe_load", "yaml.full_load", "np.loads")
 
 
+@pytest.mark.slow  # a few seconds to ten: make test runs it (keeps plain pytest under 3 minutes)
 def test_no_reader_in_the_source_executes_pickles():
     """Every torch.load passes weights_only=True and np.load allow_pickle=False; nothing else unpickles but
     CIFAR's restricted unpickler; torch.export.load runs only after the archive check; YAML goes through the
