@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import re
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import torch
@@ -113,6 +115,29 @@ def _fail(path: str, why: str) -> UnsafeProgramError:
 def _foreign(path: str, why: str) -> UnsafeProgramError:
     """A zip archive that is not laid out as torch.export.save writes one."""
     return UnsafeProgramError(f"{path}: not a torch.export program ({why})")
+
+
+def load_program(path: str | Path, extra_files: dict[str, Any] | None = None) -> torch.export.ExportedProgram:
+    """``torch.export.load`` of ``path``, only after :func:`check_archive` refused everything in it that could
+    run, on the same open handle (what was checked is what is loaded, even if the path is replaced meanwhile).
+
+    ``extra_files``: as ``torch.export.load``'s (filled in). torch's own warning traceback is silenced: the
+    caller turns a failure into one line.
+
+    Raises:
+        UnsafeProgramError: from :func:`check_archive`.
+        Exception: whatever ``torch.export.load`` raises for an archive it cannot read.
+    """
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; the caller's line is enough
+    try:
+        with open(path, "rb") as handle:
+            check_archive(handle, str(path))
+            # Trusted only now: check_archive above refused everything in this same handle that could run.
+            return torch.export.load(handle, extra_files=extra_files)
+    finally:
+        logger.setLevel(level)
 
 
 def check_archive(handle: IO[bytes], path: str) -> None:

@@ -21,7 +21,6 @@ first and refuses anything that could run code (:mod:`~longtail.safe_program`).
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from ..fs.atomic import write_binary_atomic
-from ..safe_program import UnsafeProgramError, check_archive
+from ..safe_program import UnsafeProgramError, load_program
 from ..safe_text import parse_json
 from .errors import ExportError
 from .fold import FoldedHead
@@ -106,25 +105,15 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
     if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing
         raise ExportError(f"{path}: not a model exported by `longtail export` (not a .pt2 zip archive)")
     extra = {METADATA_FILE: ""}
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; the raise is enough
-    # One open file for the check and the load: what was checked is what is loaded, even if the path is replaced.
-    with open(path, "rb") as handle:
-        try:
-            check_archive(handle, str(path))  # torch.export.load trusts its file; nothing in it may run
-        except UnsafeProgramError as error:
-            raise ExportError(str(error)) from None
-        try:
-            # Trusted only after check_archive above refused everything in it that could run: same handle.
-            program = torch.export.load(handle, extra_files=extra)
-        except Exception as error:
-            raise ExportError(
-                f"{path}: not a model exported by `longtail export` (a zip archive, but torch.export.load "
-                f"fails with {error.__class__.__name__})"
-            ) from None
-        finally:
-            logger.setLevel(level)
+    try:
+        program = load_program(path, extra_files=extra)
+    except UnsafeProgramError as error:
+        raise ExportError(str(error)) from None
+    except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
+        raise ExportError(
+            f"{path}: not a model exported by `longtail export` (a zip archive, but torch.export.load "
+            f"fails with {error.__class__.__name__})"
+        ) from None
     if not isinstance(extra.get(METADATA_FILE), (str, bytes)) or not extra[METADATA_FILE]:
         raise ExportError(f"{path}: a torch.export archive without longtail metadata ({METADATA_FILE})")
     metadata = parse_json(extra[METADATA_FILE], f"{path}: {METADATA_FILE}", error=ExportError)

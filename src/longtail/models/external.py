@@ -30,7 +30,6 @@ keep the file's SHA-256 instead, and a run whose file has changed is refused.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import zipfile
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError, described
 from ..runs import file_sha256
-from ..safe_program import UnsafeProgramError, check_archive
+from ..safe_program import UnsafeProgramError, load_program
 from ..safe_text import read_json_file
 
 KINDS = ("export",)
@@ -131,24 +130,12 @@ def read_spec(path: Path) -> BackboneSpec:
 def _load_export(path: Path) -> nn.Module:
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"model.backbone=export:{path}: not a torch.export program (torch.export.save writes a zip)")
-    logger = logging.getLogger("torch.export")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)  # it logs a traceback as a warning before raising; our one line is enough
-    # One open file for the check and the load: what was checked is what is loaded, even if the path is replaced.
-    with open(path, "rb") as handle:
-        try:
-            check_archive(handle, str(path))  # torch.export.load trusts its file; nothing in it may run
-        except UnsafeProgramError as error:
-            raise ConfigError(f"model.backbone=export:{error}") from None
-        try:
-            # Trusted only after check_archive above refused everything in it that could run: same handle.
-            return torch.export.load(handle).module()
-        except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
-            raise ConfigError(
-                f"model.backbone=export:{path}: torch.export.load fails ({described(error, 120)})"
-            ) from None
-        finally:
-            logger.setLevel(level)
+    try:
+        return load_program(path).module()
+    except UnsafeProgramError as error:
+        raise ConfigError(f"model.backbone=export:{error}") from None
+    except Exception as error:  # noqa: BLE001 - the loader raises many types for archives it cannot read
+        raise ConfigError(f"model.backbone=export:{path}: torch.export.load fails ({described(error, 120)})") from None
 
 
 class ExternalBackbone(nn.Module):
