@@ -27,7 +27,12 @@ from .schema import (
     TauConfig,
     TrainConfig,
 )
-from .sections import register_section, unregister_section
+from .sections import (
+    register_component_sections,
+    register_section,
+    unregister_component_sections,
+    unregister_section,
+)
 from .serialize import config_to_dict, save_config
 from .validate import validate_config
 from .yaml_file import MAX_CONFIG_BYTES
@@ -61,10 +66,12 @@ __all__ = [
     "load_config",
     "option",
     "parse_override",
+    "register_component_sections",
     "register_section",
     "require",
     "save_config",
     "shown",
+    "unregister_component_sections",
     "unregister_section",
     "validate_config",
 ]

@@ -13,6 +13,7 @@ registries, which import their packages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from ..registry import DATASETS, LOSSES, METHODS, SAMPLERS
@@ -47,6 +48,23 @@ def register_section(parent: str, name: str, cls: type, *, renamed: dict[str, st
     SECTIONS[path] = cls
     for old, new in (renamed or {}).items():
         RENAMED[old] = (*RENAMED.get(old, ()), f"{path}.{new}")
+
+
+def register_component_sections(
+    parents: Sequence[str], name: str, cls: type | None, renamed: dict[str, str] | None = None
+) -> None:
+    """A component's options ``cls`` (None: it has none) as the section ``<parent>.<name>`` of each of
+    ``parents``; ``renamed`` maps an old key relative to the parent (``{"focal_gamma": "gamma"}``) to its field."""
+    if cls is None:
+        return
+    for parent in parents:
+        register_section(parent, name, cls, renamed={f"{parent}.{old}": new for old, new in (renamed or {}).items()})
+
+
+def unregister_component_sections(parents: Sequence[str], name: str) -> None:
+    """Undo :func:`register_component_sections` (tests, plugins)."""
+    for parent in parents:
+        unregister_section(parent, name)
 
 
 def unregister_section(parent: str, name: str) -> None:

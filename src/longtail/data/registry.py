@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, DataConfig, register_section, unregister_section
+from ..config import Config, DataConfig, register_component_sections, unregister_component_sections
 from ..errors import DataError
 from ..registry import DATASETS
 from .dataset import DatasetSplits
@@ -50,16 +50,14 @@ class DatasetSpec:
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add ``spec`` to :data:`~longtail.registry.DATASETS`, with its ``data.<name>`` section; returns it."""
     DATASETS.register(spec.name, spec)
-    if spec.config is not None:
-        renamed = {f"data.{old}": new for old, new in spec.renamed.items()}
-        register_section("data", spec.name, spec.config, renamed=renamed)
+    register_component_sections(("data",), spec.name, spec.config, spec.renamed)
     return spec
 
 
 def unregister_dataset(name: str) -> None:
     """Remove a reader added by :func:`register_dataset` (tests, plugins)."""
     if DATASETS.unregister(name) is not None:
-        unregister_section("data", name)
+        unregister_component_sections(("data",), name)
 
 
 def location_keys() -> tuple[str, ...]:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, register_section
+from ..config import Config, register_component_sections, unregister_component_sections
 from ..errors import ConfigError
 from ..registry import LOSSES
 
@@ -212,15 +212,11 @@ class LossSpec:
 def register_loss(spec: LossSpec) -> LossSpec:
     """Add ``spec`` to :data:`~longtail.registry.LOSSES`, with its ``train.<name>`` section; returns it."""
     LOSSES.register(spec.name, spec)
-    if spec.config is not None:
-        renamed = {f"train.{old}": new for old, new in spec.renamed.items()}
-        register_section("train", spec.name, spec.config, renamed=renamed)
+    register_component_sections(("train",), spec.name, spec.config, spec.renamed)
     return spec
 
 
 def unregister_loss(name: str) -> None:
     """Remove a loss added by :func:`register_loss` (tests, plugins)."""
-    from ..config import unregister_section
-
     if LOSSES.unregister(name) is not None:
-        unregister_section("train", name)
+        unregister_component_sections(("train",), name)

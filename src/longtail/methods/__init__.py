@@ -38,7 +38,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterable, Iterator
 
-from ..config import register_section, unregister_section
+from ..config import register_component_sections, unregister_component_sections
 from ..errors import ConfigError
 from ..registry import METHODS
 from .base import FitContext, Fitted, HeadTraining, MethodSpec, choose_on_validation, lr_variants, train_on_features
@@ -52,9 +52,7 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     if spec.name in ("joint", "all"):
         raise ValueError(f"stage-2 method {spec.name!r} is reserved")
     METHODS.register(spec.name, spec)
-    if spec.config is not None:
-        renamed = {f"decouple.{old}": new for old, new in spec.renamed.items()}
-        register_section("decouple", spec.section or spec.name, spec.config, renamed=renamed)
+    register_component_sections(("decouple",), spec.section or spec.name, spec.config, spec.renamed)
     return spec
 
 
@@ -62,7 +60,7 @@ def unregister_method(name: str) -> None:
     """Remove a method added by :func:`register_method` (tests, plugins)."""
     spec = METHODS.unregister(name)
     if spec is not None and spec.config is not None:
-        unregister_section("decouple", spec.section or spec.name)
+        unregister_component_sections(("decouple",), spec.section or spec.name)
 
 
 def method_names() -> list[str]:

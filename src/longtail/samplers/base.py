@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..config import Config, register_section, unregister_section
+from ..config import Config, register_component_sections, unregister_component_sections
 from ..errors import ConfigError, DataError
 from ..registry import SAMPLERS
 
@@ -190,15 +190,11 @@ class SamplerSpec:
 def register_sampler(spec: SamplerSpec) -> SamplerSpec:
     """Add ``spec`` to :data:`~longtail.registry.SAMPLERS`, with its sections under ``train`` and ``decouple``."""
     SAMPLERS.register(spec.name, spec)
-    if spec.config is not None:
-        for parent in PARENTS:
-            renamed = {f"{parent}.{old}": new for old, new in spec.renamed.items()}
-            register_section(parent, spec.name, spec.config, renamed=renamed)
+    register_component_sections(PARENTS, spec.name, spec.config, spec.renamed)
     return spec
 
 
 def unregister_sampler(name: str) -> None:
     """Remove a strategy added by :func:`register_sampler` (tests, plugins)."""
     if SAMPLERS.unregister(name) is not None:
-        for parent in PARENTS:
-            unregister_section(parent, name)
+        unregister_component_sections(PARENTS, name)
