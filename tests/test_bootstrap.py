@@ -222,6 +222,7 @@ def test_groups_follow_shot_groups_thresholds():
 # --- memory: resamples in blocks ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5-6 s: make test runs it (keeps plain pytest under 3 minutes)
 def test_resamples_are_drawn_in_blocks_one_after_the_other():
     """The default 1000 resamples are one block: bit for bit the numbers of drawing them all at once. More are
     drawn block by block from the same generator, so the intervals depend on the seed and C, not the machine."""

@@ -188,6 +188,7 @@ def test_metadata_round_trips_and_describes_the_run(exported: dict, run_dir: Pat
     assert ncm["params"] == {"metric": "cl2n"} and "distance" in ncm["folding"]["output"]
 
 
+@pytest.mark.slow  # 5-6 s: make test runs it (keeps plain pytest under 3 minutes)
 def test_the_artifact_runs_with_plain_pytorch_without_longtail(exported: dict, pipeline: dict, tmp_path: Path):
     images = pipeline["images"][:16].float() / 255.0
     torch.save(images, tmp_path / "images.pt")
@@ -212,6 +213,7 @@ print(json.dumps({{"logits": logits.tolist(), "names": json.loads(extra["longtai
     assert answer["names"] == pipeline["run"].splits.class_names
 
 
+@pytest.mark.slow  # 5-6 s: make test runs it (keeps plain pytest under 3 minutes)
 def test_onnx_logits_equal_the_pipelines(run_dir: Path, pipeline: dict, tmp_path: Path, capsys):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")

@@ -67,6 +67,7 @@ def test_its_config_keys_exist_and_are_checked(registered):
         load_config(None, ["decouple.debias.strength=2"])
 
 
+@pytest.mark.slow  # 5-6 s: make test runs it (keeps plain pytest under 3 minutes)
 def test_decouple_report_and_export_take_it(registered, tiny_run: Path, tmp_path: Path, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
     assert main(["decouple", str(run), "--method", "debias", "decouple.debias.strength=0.5"]) == 0
