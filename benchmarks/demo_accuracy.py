@@ -25,6 +25,7 @@ import torch
 
 from longtail.config import config_to_dict, load_config
 from longtail.demo import demo
+from longtail.engine.precision import resolve_precision
 from longtail.evaluation.table import COLUMNS, format_table
 from longtail.methods import display_order, expand_methods
 from longtail.pipeline.provenance import stage1_keys
@@ -60,8 +61,11 @@ def target_line(methods: dict) -> str:
 def demo_run_results(run: Path) -> tuple[int, dict]:
     """``run``'s seed and results.json, after checking that its stage 1 is the demo's with only ``seed`` changed
     (its stage 2 is whatever ``longtail decouple`` last ran on it: decouple it with this commit's code first)."""
+    here = torch.device("cpu")  # train.precision=auto is compared as what it becomes on this machine's CPU
     recorded = stage1_keys(config_to_dict(load_config(run / "config.yaml")))
     wanted = stage1_keys(config_to_dict(load_config(None, [f"seed={recorded['seed']}"])))
+    for keys in (recorded, wanted):
+        keys["train.precision"] = resolve_precision(keys["train.precision"], here)
     differs = [key for key in wanted if recorded.get(key) != wanted[key]]
     if differs:
         raise SystemExit(f"{run}: not the demo's stage 1 (keys {', '.join(differs)} differ)")

@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--reps", nargs="+", default=["instance", "progressive", "class"])
     parser.add_argument("--train", action="store_true", help="train the missing runs")
     parser.add_argument("--out", type=Path, default=DOC)
+    parser.add_argument("--note", default="", help="a paragraph written under the header (how the runs were made)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     epochs = load_config(CONFIG).train.epochs
@@ -128,6 +129,7 @@ def main() -> None:
         "is `auto`: the method and hyper-parameters best on validation macro, never test. Top-1 macro %, full "
         f"test set (10,000 images); 95% stratified bootstrap intervals. {machine_line(load)}",
         "",
+        *([args.note, ""] if args.note else []),
         "## Per seed",
         "",
         "| Stage-1 sampling | Seed | Joint (test) | Best decoupled, chosen on val | Val | Test [95% CI] |",

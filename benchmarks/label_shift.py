@@ -64,9 +64,10 @@ reversed), each shifted subset drawn {seeds} times (subsample seeds 0 to {last})
 
 Per method, `fit_prior_adapter` is fitted on the validation split alone (20 images per class in the demo):
 the calibration (temperature, PCTS = temperature + β·log π_train, or BCTS = temperature + one bias per class)
-with the lowest 5-fold out-of-fold NLL, and a check that moving its out-of-fold posteriors to SADE's shifted
-priors raises the importance-weighted validation accuracy on average; where it does not, adaptation is off for
-that method and its predictions stay its own. Rows:
+chosen by 5-fold out-of-fold NLL (the simplest kind within one standard error of the lowest), and a check
+that moving its out-of-fold posteriors to SADE's shifted priors raises the importance-weighted validation
+accuracy on average; where it does not, adaptation is off for that method and its predictions stay its own.
+Rows:
 
 - `none`: the method's own argmax, as `longtail eval` reports it today;
 - `em`: calibrated, then EM on the unlabeled subset over the power family π_v·π_train^θ (forward and backward

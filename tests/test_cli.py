@@ -13,6 +13,7 @@ import yaml
 from conftest import WB_NO_GRID, copy_run, tiny_overrides
 from longtail.cli import main
 from longtail.data import longtail_counts
+from longtail.grid.beside import split_cores
 from longtail.methods import expand_methods
 from longtail.runs import read_metrics
 
@@ -155,13 +156,22 @@ def test_demo_reuses_its_own_run_and_replaces_another_only_with_overwrite(
     args = ["demo", "--out", str(out), "--no-progress", *tiny_overrides(tiny_fmnist), *WB_NO_GRID]
     assert main(args) == 0
     assert set(json.loads((out / "results.json").read_text())["methods"]) == METHODS | {"auto"}
-    # The recipe chosen on validation: the paper's run reused as the instance candidate, progressive trained.
+    # The recipe chosen on validation: the paper's run reused as the instance candidate, progressive trained
+    # beside it in a second process (two cores or more), then reused by provenance.
     chosen = json.loads((out / "auto" / "auto.json").read_text())
     assert [row["combination"] for row in chosen["rows"]] == [
         {"train.sampler": "instance"},
         {"train.sampler": "progressive"},
     ]
-    assert "reusing" in caplog.text and f"training {out.parent}" in caplog.text
+    progressive = out / "auto" / "sweep-train.sampler=progressive"
+    if split_cores(2):
+        assert "sweep-train.sampler=progressive in a second process beside the paper's run" in caplog.text
+        assert f"reusing {tmp_path / '.demo.partial-'}" in caplog.text
+    else:
+        assert f"training {out.parent}" in caplog.text
+    environment = json.loads((progressive / "results.json").read_text())["environment"]
+    assert "train.sampler=progressive" in environment["command"]
+    assert not list(tmp_path.glob(".demo.candidates-*"))
     printed = capsys.readouterr().out
     assert "The paper's recipe" in printed and "Chosen on validation: train.sampler=" in printed
     assert "The choice read validation only; test is shown, never used to choose." in printed

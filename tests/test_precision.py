@@ -57,6 +57,26 @@ def test_bf16_trains_on_cpu_with_finite_losses(tiny_fmnist: Path, tmp_path: Path
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["grad_scaler"] is None
 
 
+def test_auto_is_bf16_only_where_native_and_the_run_records_what_it_became(
+    tiny_fmnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from longtail.engine import precision
+    from longtail.runs import read_results
+
+    assert load_config(None).train.precision == "auto"  # the default (the demo's)
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    assert precision.resolve_precision("auto", CPU) == "fp32"
+    assert isinstance(autocast("auto", CPU), contextlib.nullcontext)
+    train(short_config(tiny_fmnist, "train.epochs=1"), tmp_path / "run", progress=False)
+    environment = read_results(tmp_path / "run")["environment"]
+    assert (environment["precision"], environment["device"]) == ("fp32", "cpu")
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision.resolve_precision("auto", CPU) == "bf16"
+    with autocast("auto", CPU):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    assert precision.resolve_precision("fp32", CPU) == "fp32"  # only auto is resolved
+
+
 def test_fp16_on_cpu_is_refused_before_anything_is_written(tiny_fmnist: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match=r"train.precision=fp16: needs CUDA.*use train.precision=bf16"):
         train(short_config(tiny_fmnist, "train.precision=fp16"), tmp_path / "run", progress=False)

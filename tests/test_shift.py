@@ -34,7 +34,7 @@ from longtail.shift import (
     standard_shifts,
 )
 from longtail.shift.em import em_priors
-from longtail.shift.select import stratified_folds
+from longtail.shift.select import _simplest_within_one_se, stratified_folds
 from longtail.shift.subsets import IMBALANCES, training_ranks
 
 
@@ -341,6 +341,21 @@ def test_cross_validation_prefers_few_parameters_unless_the_bias_is_class_specif
     bias = torch.tensor([1.5, -1.5, 1.5, -1.5, 0.0])  # not a power of the training prior
     scores, labels = shifted_scores(3000, seed=14, exponent=0.0, bias=bias)
     assert select_calibration(scores, labels, LONG_TAIL.tolist()).calibration.kind == "bcts"
+
+
+def test_a_richer_calibration_must_beat_the_simpler_by_more_than_one_standard_error() -> None:
+    generator = torch.Generator().manual_seed(21)
+    labels = torch.zeros(200, dtype=torch.long)
+    simple = -torch.rand(200, generator=generator, dtype=torch.float64)  # log q of the true class, per image
+    noise = 0.05 * torch.randn(200, generator=generator, dtype=torch.float64)
+
+    def as_log_q(true_class: torch.Tensor) -> torch.Tensor:  # (N, 2) rows whose column 0 is the true class
+        return torch.stack([true_class, torch.log1p(-true_class.exp().clamp(max=1 - 1e-9))], dim=1)
+
+    by_a_hair = {"temperature": as_log_q(simple), "bcts": as_log_q((simple + 0.001 + noise).clamp(max=-1e-6))}
+    assert _simplest_within_one_se(by_a_hair, labels, ["temperature", "bcts"]) == "temperature"
+    clearly = {"temperature": as_log_q(simple), "bcts": as_log_q((simple + 0.2 + noise).clamp(max=-1e-6))}
+    assert _simplest_within_one_se(clearly, labels, ["temperature", "bcts"]) == "bcts"
 
 
 def test_out_of_fold_posteriors_come_from_the_fit_without_the_image_and_match_the_cv_nll() -> None:

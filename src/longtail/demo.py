@@ -6,6 +6,8 @@ every stage-2 method and ``auto``. The recipe chosen on validation is
 ``longtail auto`` over :data:`DEMO_CANDIDATES` into ``OUT/auto/``; its
 instance-balanced candidate is the paper's run (a copy, so it is not trained
 twice), so the demo trains one more stage-1 run than the paper's recipe needs.
+On a CPU with two cores or more that run trains in a second process while the
+paper's trains (:mod:`~longtail.grid.beside`), half the cores each.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import load_config, parse_override
+from .config import Config, load_config, parse_override
+from .engine.device import resolve_device
 from .fs.staging import replace_directory
 from .grid.auto import auto_table, run_auto, write_auto
+from .grid.beside import BesideTraining, split_cores, start_beside, torch_threads
 from .grid.rows import sampler_label
 from .grid.run import ensure_stage1, sweep_dir_name
 from .pipeline import decouple, train
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # Stage-1 candidates of the demo's recipe chosen on validation, besides the config's own sampler. Progressive
 # balancing: on this data it beat instance-balanced stage 1 after decoupling (docs/results/finding2.md). One
-# more 80-epoch training is what the 3-minute demo budget affords; `longtail auto` tries every sampler and loss.
+# more stage-1 training is what the 3-minute demo budget affords; `longtail auto` tries every sampler and loss.
 DEMO_CANDIDATES = ("progressive",)
 AUTO_DIR = "auto"
 
@@ -119,22 +123,63 @@ def demo(
         if auto:
             recipe = _chosen_recipe(out, overrides, config.train.sampler, progress, say)
     else:
+        staging = out.parent / f".{out.name}.candidates-{os.getpid()}"
+        beside = _start_candidates(config, overrides, staging, say) if auto else []
         try:
-            train(config, partial, progress=progress)
-            decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
+            with torch_threads(split_cores(1 + len(beside)) if beside else 0):
+                train(config, partial, progress=progress)
+                decouple(partial, ["auto"])  # every method, plus the best on val as "auto"
             if auto:
+                _collect_candidates(beside, partial / AUTO_DIR, say)
                 recipe = _chosen_recipe(partial, overrides, config.train.sampler, progress, say)
             if held:
                 say(f"replacing existing run directory {out} (--overwrite)")
             replace_directory(partial, out)  # the old run goes only once the new one is in place
         finally:
+            for child in beside:
+                child.stop()
             shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
     paths = write_report(out)
     say(f"report: {paths['html']} (and {paths['markdown'].name} with its figures)")
     results = read_results(out)
     if recipe is not None:
         results["chosen_recipe"] = recipe
     return results
+
+
+def _start_candidates(
+    config: Config, overrides: Sequence[str], staging: Path, say: Callable[[str], None]
+) -> list[BesideTraining]:
+    """On a CPU with a core for each, start the stage-1 training of every extra candidate in its own process
+    (:mod:`~longtail.grid.beside`), to run beside the paper's; elsewhere none (``longtail auto`` trains them
+    after it, as ever)."""
+    extra = [sampler for sampler in DEMO_CANDIDATES if sampler != config.train.sampler]
+    threads = split_cores(1 + len(extra))
+    if not extra or threads == 0 or resolve_device(config.device).type != "cpu":
+        return []
+    base = [text for text in overrides if parse_override(text)[0] != "train.sampler"]
+    staging.mkdir(parents=True, exist_ok=True)
+    started = []
+    for sampler in extra:
+        run = staging / sweep_dir_name({"train.sampler": sampler})
+        child = start_beside(run, [*base, f"train.sampler={sampler}"], threads)
+        if child is not None:
+            say(f"training {run.name} in a second process beside the paper's run ({threads} thread(s) each)")
+            started.append(child)
+    return started
+
+
+def _collect_candidates(beside: list[BesideTraining], candidates_dir: Path, say: Callable[[str], None]) -> None:
+    """Wait for the candidates trained beside the paper's run and move each finished one to where ``longtail
+    auto`` looks for it (it checks their provenance before it reuses them); a failed one is trained there."""
+    for child in beside:
+        why = child.wait()
+        if why is not None:
+            say(f"the second process did not finish {child.out.name} ({why}); training it here")
+            continue
+        candidates_dir.mkdir(parents=True, exist_ok=True)
+        child.out.rename(candidates_dir / child.out.name)
 
 
 def _chosen_recipe(

@@ -184,8 +184,11 @@ class TrainConfig(Sectioned):
         "instance", "stage-1 sampling (its own keys are train.<sampler>.*: see the samplers below)", OneOf(SAMPLERS)
     )
     loss: str = option("ce", "stage-1 loss (its own keys are train.<loss>.*: see the losses below)", OneOf(LOSSES))
-    precision: Literal["fp32", "bf16", "fp16"] = option(
-        "fp32", "stage-1 arithmetic: fp32, bf16 (autocast) or fp16 (autocast with gradient scaling)"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        "stage-1 arithmetic: fp32, bf16 (autocast) or fp16 (autocast with gradient scaling); auto: bf16 where the "
+        "device computes it natively (a CUDA GPU with bfloat16, a CPU with oneDNN bfloat16), else fp32; the "
+        "precision used is in results.json (environment.precision). Features and scores are always float32",
     )
     compile: bool = option(False, "compile the stage-1 network with torch.compile (worth it for long GPU runs)")
     sync_bn: bool = option(False, "under torchrun (DDP): synchronise BatchNorm statistics across processes (CUDA)")

@@ -20,7 +20,7 @@ from ..data.image_check import write_skipped_images
 from ..data.registry import create_dataset
 from ..engine.device import resolve_device
 from ..engine.distributed import agree, barrier, broadcast_object, is_main, process_group, world_size
-from ..engine.precision import make_grad_scaler
+from ..engine.precision import make_grad_scaler, resolve_precision
 from ..engine.stage1 import check_train_setup, train_joint
 from ..engine.tensorboard import ScalarLog, log_scores, log_stage1_epoch
 from ..errors import ConfigError, RunDirError, StorageError
@@ -264,7 +264,12 @@ def _stage1(
                 "val_methods": scores["val"],
                 SCORED_KEY: records,
                 "timing": {"train_seconds": round(train_seconds, 2)},
-                "environment": environment(),
+                # What `auto` became here: the same config trains in bf16 on one machine and fp32 on another.
+                "environment": {
+                    **environment(),
+                    "device": str(device),
+                    "precision": resolve_precision(config.train.precision, device),
+                },
             }
             write_json_atomic(out / RESULTS_FILE, results)
             write_per_class_csv(out, results)  # per_class.csv: every class's numbers, beside results.json

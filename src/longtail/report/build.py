@@ -276,6 +276,8 @@ def _run_section(data: ReportData) -> Section:
     rows += [[f"{name} version", str(env[name])] for name in ("longtail", "python", "torch", "numpy") if name in env]
     if "platform" in env:
         rows.append(["platform", str(env["platform"])])
+    if "device" in env:
+        rows.append(["stage-1 device and precision", f"{env['device']}, {env.get('precision', 'unknown')}"])
     methods = ", ".join(method_label(m) for m in data.outputs)
     intro = Paragraph(
         f"Classifiers in this run: {methods}. Every figure and table below is computed from the run's "
