@@ -72,6 +72,7 @@ def test_auto_is_bf16_only_where_native_and_the_run_records_what_it_became(
     assert (environment["precision"], environment["device"]) == ("fp32", "cpu")
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
     assert precision.resolve_precision("auto", CPU) == "bf16"
+    assert precision.resolve_precision("auto", CPU, backbone="identity") == "fp32"  # a probe on feature files
     with autocast("auto", CPU):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     assert precision.resolve_precision("fp32", CPU) == "fp32"  # only auto is resolved

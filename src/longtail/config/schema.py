@@ -187,7 +187,8 @@ class TrainConfig(Sectioned):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
         "auto",
         "stage-1 arithmetic: fp32, bf16 (autocast) or fp16 (autocast with gradient scaling); auto: bf16 where the "
-        "device computes it natively (a CUDA GPU with bfloat16, a CPU with oneDNN bfloat16), else fp32; the "
+        "device computes it natively (a CUDA GPU with bfloat16, a CPU with oneDNN bfloat16), else fp32 (and fp32 "
+        "for the identity backbone of feature files); the "
         "precision used is in results.json (environment.precision). Features and scores are always float32",
     )
     compile: bool = option(False, "compile the stage-1 network with torch.compile (worth it for long GPU runs)")

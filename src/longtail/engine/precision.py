@@ -2,7 +2,8 @@
 
 - ``auto`` (the default): ``bf16`` where the device computes bfloat16 natively
   (a CUDA GPU that supports it; a CPU whose oneDNN build has bfloat16 kernels,
-  e.g. AVX-512 or AMX x86), else ``fp32`` (:func:`resolve_precision`). On the
+  e.g. AVX-512 or AMX x86) and the model has a backbone, else ``fp32``
+  (:func:`resolve_precision`). On the
   project's 2-core AMD EPYC it cuts a demo epoch from 1.2 s to 0.9 s; the demo's
   validation scores did not move beyond noise (docs/results/demo.md).
 - ``fp32``: plain float32, no autocast.
@@ -42,10 +43,12 @@ def native_bf16(device: torch.device) -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``train.precision`` as it runs on ``device``: ``auto`` becomes ``bf16`` (:func:`native_bf16`) or ``fp32``."""
+def resolve_precision(precision: str, device: torch.device, *, backbone: str = "") -> str:
+    """``train.precision`` as it runs on ``device``: ``auto`` becomes ``bf16`` (:func:`native_bf16`) or ``fp32``,
+    and ``fp32`` for ``backbone="identity"`` (a linear probe on feature files: nothing for bfloat16 to speed up,
+    and its 8-bit mantissa would round the features themselves)."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if backbone != "identity" and native_bf16(device) else "fp32"
     return precision
 
 

@@ -33,7 +33,7 @@ from .maxnorm import MaxNorm
 from .memory import resident_memory_mb
 from .mixing import Mixer, create_mixer
 from .optim import cosine_schedule, sgd
-from .precision import check_precision, make_grad_scaler
+from .precision import check_precision, make_grad_scaler, resolve_precision
 from .rng import restore_rng_state, rng_state
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ def train_joint(
                 transform=augment,
                 criterion=criterion,
                 on_step=bar.update,
-                precision=cfg.precision,
+                precision=resolve_precision(cfg.precision, device, backbone=config.model.backbone),
                 grad_scaler=grad_scaler,
                 mixer=mixer,
                 after_step=maxnorm,

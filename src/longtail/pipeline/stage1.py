@@ -268,7 +268,7 @@ def _stage1(
                 "environment": {
                     **environment(),
                     "device": str(device),
-                    "precision": resolve_precision(config.train.precision, device),
+                    "precision": resolve_precision(config.train.precision, device, backbone=config.model.backbone),
                 },
             }
             write_json_atomic(out / RESULTS_FILE, results)
