@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import machine_line, write_section  # noqa: E402
 
-from longtail.grid.run import GRID_DEFAULTS, _stage1  # noqa: E402
+from longtail.grid.run import GRID_DEFAULTS, ensure_stage1  # noqa: E402
 from longtail.methods import display_order, label_of  # noqa: E402
 from longtail.pipeline import decouple  # noqa: E402
 from longtail.runs import read_results  # noqa: E402
@@ -161,7 +161,7 @@ def run_recipe(out: Path, profile: str, recipe: str, seed: int, stage1: list[str
     base = list(PROFILES[profile]["base"])
     run_dir = out / profile / _run_name([o for o in stage1 if o not in base], seed)
     begin = time.perf_counter()
-    _stage1(run_dir, [*stage1, f"seed={seed}"], _say, False)
+    ensure_stage1(run_dir, [*stage1, f"seed={seed}"], _say, False, overwrite=False)
     stage1_seconds = read_results(run_dir).get("timing", {}).get("train_seconds")
     _say(f"decoupling {run_dir.name} ({recipe}, {' '.join(stage2) or 'default stage 2'})")
     run_time = [o for o in stage1 if o.startswith(("eval.", "decouple."))]
