@@ -165,7 +165,9 @@ def run_recipe(out: Path, profile: str, recipe: str, seed: int, stage1: list[str
     stage1_seconds = read_results(run_dir).get("timing", {}).get("train_seconds")
     _say(f"decoupling {run_dir.name} ({recipe}, {' '.join(stage2) or 'default stage 2'})")
     run_time = [o for o in stage1 if o.startswith(("eval.", "decouple."))]
-    results = decouple(run_dir, ["all", "auto"], [*run_time, *stage2])
+    # Recipes share a stage-1 run and differ in stage 2 (decouple.views): each refits it (its scores are kept
+    # in its own file above), so classifiers of another recipe's settings are replaced, not refused.
+    results = decouple(run_dir, ["all", "auto"], [*run_time, *stage2], overwrite=True)
     record = {
         "recipe": recipe,
         "seed": seed,
