@@ -164,7 +164,7 @@ def main() -> None:
         "",
         PAPER,
         "",
-        *reading(table, reps, "the demo profile (1000 → 10)", "##"),
+        *reading(table, reps, "the demo profile, 1000 → 10", "##"),
         "",
     ]
     kept = grid_section(args.out)  # the 5000 -> 50 profile is written by its own invocation
