@@ -43,6 +43,11 @@ def _auto_candidates(config_sampler: str) -> list[str]:
     return [f"train.sampler={','.join(dict.fromkeys([config_sampler, *DEMO_CANDIDATES]))}"]
 
 
+def _without_sampler(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` less ``train.sampler``, which each stage-1 candidate sets."""
+    return [text for text in overrides if parse_override(text)[0] != "train.sampler"]
+
+
 def _seed_paper_run(run: Path, candidates_dir: Path, sampler: str) -> None:
     """Copy the paper's run (stage 1 and its classifiers) to where ``longtail auto`` looks for its
     ``train.sampler=<sampler>`` candidate, which has the same provenance: it is reused, not trained again."""
@@ -158,7 +163,7 @@ def _start_candidates(
     threads = split_cores(1 + len(extra))
     if not extra or threads == 0 or resolve_device(config.device).type != "cpu":
         return []
-    base = [text for text in overrides if parse_override(text)[0] != "train.sampler"]
+    base = _without_sampler(overrides)
     staging.mkdir(parents=True, exist_ok=True)
     started = []
     for sampler in extra:
@@ -188,7 +193,7 @@ def _chosen_recipe(
     """``longtail auto`` over the demo's candidates into ``run/auto``, the paper's run reused as its candidate."""
     candidates_dir = run / AUTO_DIR
     _seed_paper_run(run, candidates_dir, sampler)
-    base = [text for text in overrides if parse_override(text)[0] != "train.sampler"]  # the candidates set it
+    base = _without_sampler(overrides)
     candidates = _auto_candidates(sampler)
     record = run_auto(candidates_dir, overrides=base, candidates=candidates, progress=progress, say=say)
     command = "longtail auto --candidates " + " ".join(candidates) + "".join(f" {text}" for text in base)
