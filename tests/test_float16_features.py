@@ -48,6 +48,9 @@ def test_float16_chunks_and_predictions_are_float32_arithmetic() -> None:
     with torch.no_grad():
         expected = head(x.float()).argmax(1)
     assert torch.equal(predicted_classes(head, x, rows=16), expected)
+    assert torch.equal(predicted_classes(head, x), expected)  # rows from the head's width
+    empty = predicted_classes(head, x[:0])
+    assert empty.shape == (0,) and empty.dtype == torch.int64
 
 
 def test_ncm_and_tau_sweep_on_float16_equal_float32_of_the_same_values() -> None:
