@@ -56,9 +56,9 @@ def predicted_classes(
     if rows is None:
         probe = head(as_compute(x[:1]).to(device) if device is not None else as_compute(x[:1]))
         rows = chunk_rows(max(probe.shape[-1], x.shape[1]))
-    # Written into one buffer allocated before the loop: a small result kept per chunk would sit on the heap
-    # between the chunks' freed (rows, C) logit blocks and pin them, and the heap would grow by a block per
-    # chunk (measured: 0.7 GB more peak, in some runs, at iNaturalist's 8,142 classes).
+    # Written into one buffer allocated before the loop: with a small result kept per chunk, the heap grew with
+    # the chunks in some runs (0.7 GB more peak at iNaturalist's 8,142 classes; docs/results/scale.md), the
+    # survivors pinning the freed (rows, C) logit blocks between them. Nothing made in a chunk outlives it.
     for start, chunk in float_chunks(x, rows):
         logits = head(chunk.to(device) if device is not None else chunk)
         predictions[start : start + len(chunk)] = logits.argmax(1).cpu()
