@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.stats import class_size_stats
 from ..data.transforms import holds_features
-from ..engine.feature_rows import as_compute
+from ..engine.feature_rows import as_compute, chunk_rows
 from ..errors import RunDirError
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
@@ -30,9 +30,6 @@ from ..pipeline.provenance import KEY as PROVENANCE_KEY
 from ..pipeline.run_state import split_features
 from ..pipeline.shift_scores import SHIFT_KEY, is_current
 from ..runs import CONFIG_FILE, read_metrics, read_results
-
-# Rows of test features per forward pass: bounds the (rows, C) logits held at once (4096 x 1000 floats = 16 MB).
-_CHUNK_ROWS = 4096
 
 
 def norm_methods() -> list[str]:
@@ -123,15 +120,19 @@ def _how(fit: Fitted) -> str:
 def _test_outputs(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(N,) predictions and (N,) confidences of ``head`` on (N, d) features, on the CPU in row chunks."""
     head = copy.deepcopy(head).cpu().eval()
-    predictions, confidence = [], []
-    for start in range(0, len(x), _CHUNK_ROWS):
-        logits = head(as_compute(x[start : start + _CHUNK_ROWS]))
-        conf, _ = softmax_confidence(logits, y[start : start + _CHUNK_ROWS])
-        predictions.append(logits.argmax(dim=1))
-        confidence.append(conf)
-    if not predictions:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    return torch.cat(predictions).numpy().astype(np.int64), torch.cat(confidence).numpy().astype(np.float32)
+    predictions = np.zeros(len(x), dtype=np.int64)
+    confidence = np.zeros(len(x), dtype=np.float32)
+    if not len(x):
+        return predictions, confidence
+    rows = chunk_rows(max(head(as_compute(x[:1])).shape[1], x.shape[1]))  # (rows, C) logits of 2^20 values at most
+    # Into buffers allocated before the loop, as predicted_classes does: nothing made in a chunk outlives it.
+    for start in range(0, len(x), rows):
+        logits = head(as_compute(x[start : start + rows]))
+        conf, _ = softmax_confidence(logits, y[start : start + rows])
+        predictions[start : start + len(logits)] = logits.argmax(dim=1).numpy()
+        confidence[start : start + len(logits)] = conf.numpy()
+        del logits, conf
+    return predictions, confidence
 
 
 def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
