@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.stats import class_size_stats
 from ..data.transforms import holds_features
-from ..engine.feature_rows import as_compute, chunk_rows
+from ..engine.feature_rows import as_compute, chunk_rows, float_chunks
 from ..errors import RunDirError
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
@@ -126,8 +126,8 @@ def _test_outputs(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np
         return predictions, confidence
     rows = chunk_rows(max(head(as_compute(x[:1])).shape[1], x.shape[1]))  # (rows, C) logits of 2^20 values at most
     # Into buffers allocated before the loop, as predicted_classes does: nothing made in a chunk outlives it.
-    for start in range(0, len(x), rows):
-        logits = head(as_compute(x[start : start + rows]))
+    for start, chunk in float_chunks(x, rows):
+        logits = head(chunk)
         conf, _ = softmax_confidence(logits, y[start : start + rows])
         predictions[start : start + len(logits)] = logits.argmax(dim=1).numpy()
         confidence[start : start + len(logits)] = conf.numpy()
