@@ -124,6 +124,7 @@ def test_a_forked_worker_does_not_keep_the_lock(tmp_path: Path):
             pass
 
 
+@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_readers_share_the_lock_and_writers_exclude_them(tmp_path: Path):
     with Holder(tmp_path, "longtail export", exclusive=False):
         with run_lock(tmp_path, exclusive=False):
@@ -147,6 +148,7 @@ def test_the_lock_is_reentrant(tmp_path: Path):
             pass
 
 
+@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_resume_and_overwrite_refuse_a_run_in_use(
     stage1_run: Path, run_copy: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):

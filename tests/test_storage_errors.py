@@ -104,6 +104,7 @@ def test_a_failing_writer_keeps_its_own_error(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_torch_export_on_a_full_disk_is_an_error_not_an_abort(tmp_path: Path):
     """torch.export.save writes from C++; an exception there aborted the process (exit 134)."""
     script = (
