@@ -25,7 +25,6 @@ Each RUN is a finished ``longtail train`` + ``longtail decouple --method lws,crt
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from longtail.evaluation.metrics import accuracy_summary  # noqa: E402
 from longtail.fs.atomic import write_text_atomic  # noqa: E402
 from longtail.pipeline.run_state import load_run  # noqa: E402
 from longtail.pipeline.stage2 import load_fitted, run_features  # noqa: E402
+from longtail.runs import read_results  # noqa: E402
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "results" / "lws_ceiling.md"
 FORMS = ("scales", "scales + offsets")
@@ -101,7 +101,7 @@ def measure(run_dir: Path) -> dict[str, dict[str, float]]:
             bias = None if joint.bias is None else joint.bias.double()
             logits[split] = F.linear(features.x.double(), joint.weight.double(), bias)  # (N, C)
             labels[split] = features.y
-    results = json.loads((run_dir / "results.json").read_text())
+    results = read_results(run_dir)
     rows = {}
     for method in ("crt", "lws"):
         rows[f"run's {method}"] = {
