@@ -14,6 +14,7 @@ from longtail.demo import _collect_candidates
 from longtail.grid.beside import split_cores, start_beside, torch_threads
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_a_child_that_fails_says_why_and_its_candidate_is_left_to_train_here(tmp_path: Path):
     child = start_beside(tmp_path / "staging" / "sweep-train.sampler=progressive", ["train.epochs=x"], threads=1)
     assert child is not None

@@ -203,6 +203,7 @@ def test_help_of_each_command(command: list[str], capsys: pytest.CaptureFixture)
     assert done.value.code == 0 and "usage: longtail" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_console_script():
     done = subprocess.run(
         [sys.executable, "-m", "longtail", "config", "train.epochs=x"], capture_output=True, text=True

@@ -137,7 +137,7 @@ def simulated_ddp_curve(overrides: list[str], replicas: int = 2) -> list[float]:
     return curve
 
 
-@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_ddp_loss_curve_matches_one_process(ddp_run, tiny_fmnist: Path, tmp_path: Path):
     run, _ = ddp_run
     ddp = [r["train_loss"] for r in read_metrics(run)]
@@ -187,7 +187,7 @@ def test_occupied_out_fails_on_every_rank_and_writes_nothing(tiny_fmnist: Path, 
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_global_batch_must_divide_among_processes(tiny_fmnist: Path, tmp_path: Path):
     out = tmp_path / "run"
     done = torchrun(["train", *ddp_overrides(tiny_fmnist), "train.batch_size=33", "--out", str(out)])

@@ -124,7 +124,7 @@ def test_a_forked_worker_does_not_keep_the_lock(tmp_path: Path):
             pass
 
 
-@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_readers_share_the_lock_and_writers_exclude_them(tmp_path: Path):
     with Holder(tmp_path, "longtail export", exclusive=False):
         with run_lock(tmp_path, exclusive=False):
@@ -148,7 +148,7 @@ def test_the_lock_is_reentrant(tmp_path: Path):
             pass
 
 
-@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_resume_and_overwrite_refuse_a_run_in_use(
     stage1_run: Path, run_copy: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -178,6 +178,7 @@ for i in range(count):
 """
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_concurrent_results_updates_lose_nothing(tmp_path: Path):
     write_text_atomic(tmp_path / "results.json", json.dumps({"methods": {"joint": {"all": 0}}}))
     processes = [

@@ -250,6 +250,7 @@ def test_the_features_reader_never_decompresses_an_unused_member(tmp_path: Path)
     assert grown_kib < 100 * 1024, f"peak memory grew by {grown_kib // 1024} MiB"
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_compare_never_decompresses_an_unused_predictions_member(tiny_decoupled_run: Path, tmp_path: Path):
     """`compare --paired` read every method's predictions whole: a 1 MB predictions/test.npz took a gibibyte."""
     run = copy_run(tiny_decoupled_run, tmp_path / "run")

@@ -104,7 +104,7 @@ def test_a_failing_writer_keeps_its_own_error(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow  # seconds of subprocesses; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_torch_export_on_a_full_disk_is_an_error_not_an_abort(tmp_path: Path):
     """torch.export.save writes from C++; an exception there aborted the process (exit 134)."""
     script = (
@@ -131,6 +131,7 @@ def test_torch_export_on_a_full_disk_is_an_error_not_an_abort(tmp_path: Path):
         assert _temporaries(disk) == []
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_tensorboard_on_a_full_disk_is_one_line(tmp_path: Path):
     """The writer thread's traceback is not printed; the main thread gets one StorageError."""
     script = (

@@ -255,6 +255,7 @@ def test_export_works_for_wb_and_las(decoupled: Path, tmp_path: Path):
         assert result.path.is_file() and result.metadata["classifier"]["params"]["lr"] > 0
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_las_shift_bn_trains_on_images_with_batch_statistics(tiny_run: Path, tmp_path: Path):
     import json
 
