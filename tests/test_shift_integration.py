@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +112,30 @@ def test_a_planted_pickle_is_refused_unread(tmp_path: Path):
     with pytest.raises(DataError, match=r"p\.pkl"):
         read_prior_file(tmp_path / "p.pkl", 2)
     assert not (tmp_path / "ran").exists()
+
+
+def test_weights_near_the_largest_float_are_normalised_not_overflowed(tmp_path: Path):
+    (tmp_path / "huge.txt").write_text("1e308 1e308 0")  # their sum overflows to inf: the prior came out all 0
+    assert read_prior_file(tmp_path / "huge.txt", 3).tolist() == [0.5, 0.5, 0.0]
+
+
+def test_an_npz_prior_of_the_wrong_size_is_refused_before_it_is_decompressed(tmp_path: Path):
+    # 64 MiB of zeros that deflate to 64 KiB: they were inflated, then cast to 512 MiB of float64, before
+    # the length was checked.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (1 << 26,)})
+    member = header.getvalue() + bytes(1 << 26)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("prior.npy", member)
+    del member
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"bomb\.npz: 67108864 weights, expected one per class \(10\)"):
+            read_prior_file(tmp_path / "bomb.npz", 10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak >> 20} MiB"
 
 
 # --- export --prior and predict --prior ------------------------------------------------------------------
