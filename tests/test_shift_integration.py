@@ -241,3 +241,21 @@ def test_decoupled_classifier_predicts_for_a_prior():
     for bad in ([1.0, 2.0], "bbse", -weights):
         with pytest.raises(ValueError, match="prior"):
             clf.predict(X_test, prior=bad)
+
+
+def test_decoupled_classifier_refuses_a_prior_of_the_wrong_shape_or_kind_in_one_message():
+    from longtail.sklearn import DecoupledClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [60, 30, 12, 6])
+    X = rng.normal(size=(4, 8))[y] * 3 + rng.normal(size=(len(y), 8))
+    clf = DecoupledClassifier(method="crt", epochs=2, random_state=0).fit(X, y)
+    # A matrix of C entries was flattened, text and ragged lists raised NumPy's messages (a dict a TypeError),
+    # complex weights lost their imaginary part with a warning.
+    bad = (np.ones((2, 2)), ["a"] * 4, {"a": 1}, [[1, 2], [3]], [None] * 4, np.ones(4, complex))
+    for prior in bad:
+        with pytest.raises(ValueError, match=r"^prior: expected 4 finite non-negative weights"):
+            clf.predict(X[:3], prior=prior)
+    # Weights near the largest float are normalised, not summed to infinity (then a DataError about 0).
+    huge = clf.predict_proba(X[:3], prior=[1e308, 1e308, 1e308, 1e308])
+    assert np.allclose(huge, clf.predict_proba(X[:3], prior=torch.ones(4)))
