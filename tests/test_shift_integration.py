@@ -98,6 +98,9 @@ def test_prior_files_are_read_checked_and_normalised(tmp_path: Path):
             read_prior_file(tmp_path / name, 2)
     with pytest.raises(DataError, match="not found"):
         read_prior_file(tmp_path / "absent.txt", 2)
+    for empty in ("", " "):  # `--prior ""` was reported as ".: prior file not found"
+        with pytest.raises(DataError, match=f"prior file '{empty}': expected the name of a file"):
+            read_prior_file(empty, 2)
 
 
 def test_a_planted_pickle_is_refused_unread(tmp_path: Path):

@@ -72,6 +72,8 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
         DataError: naming the file: missing, unreadable, not numbers, not ``num_classes`` long, negative or
             non-finite weights, or all zero.
     """
+    if not str(path).strip():  # Path("") is ".", which the message would name instead of what was given
+        raise DataError(f"prior file {str(path)!r}: expected the name of a file")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: prior file not found")
