@@ -21,6 +21,7 @@ from longtail.data.dataset import DatasetSplits
 from longtail.data.image_files import ImageFileDataset, PathTable
 from longtail.data.image_transforms import CenterCrop
 from longtail.data.transforms import eval_transform
+from longtail.errors import DataError
 from longtail.export import (
     ExportError,
     export_run,
@@ -349,6 +350,16 @@ def test_predict_errors_name_the_culprit(exported: dict, run_dir: Path, tmp_path
         assert f"--topk {k}: expected 1 to 10" in _error(
             ["predict", model, str(tmp_path / "ok.png"), "--topk", k], capsys
         )
+
+
+def test_an_npy_image_without_pixels_is_refused(tmp_path: Path):
+    # uint8 (0, 28) was resized from nothing and "predicted"; float32 raised NumPy's "zero-size array to
+    # reduction operation minimum which has no identity".
+    spec = {"geometry": "resize", "width": 28, "height": 28, "channels": 1}
+    for name, array in {"u8.npy": np.zeros((0, 28), np.uint8), "f32.npy": np.zeros((5, 0, 3), np.float32)}.items():
+        np.save(tmp_path / name, array)
+        with pytest.raises(DataError, match=rf"{name}: cannot read image \(ValueError: shape .*: no pixels"):
+            read_image(tmp_path / name, spec)
 
 
 def test_export_errors(run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):

@@ -160,6 +160,8 @@ BAD_FILES = {
     "integer": ({"x_train": np.zeros((221, 12), np.int64)}, "x_train is int64"),
     "nan": ({"x_test": np.full((100, 12), np.nan, np.float32)}, "x_test row 0 holds NaN or infinite"),
     "inf": ({"x_train": np.r_[np.zeros((3, 12)), np.full((218, 12), np.inf)]}, "x_train row 3 holds NaN"),
+    # Finite float64, held as float32: it said "holds NaN or infinite values", which the file does not.
+    "float32_range": ({"x_test": np.full((100, 12), 1e300)}, "x_test row 0 holds values beyond float32's range"),
     "length": ({"y_test": np.zeros(99, np.int64)}, "y_test is int64 of shape (99,), expected 100 integer labels"),
     "range": ({"y_test": np.full(100, 7)}, "y_test holds label 7, but y_train has labels 0 to 4 only"),
     "negative": ({"y_test": np.full(100, -1)}, "y_test holds label -1, expected labels >= 0"),

@@ -97,3 +97,33 @@ def test_features_command_writes_float16(tiny_run: Path, tmp_path: Path) -> None
     with open_npz(out, what="features") as archive:
         assert all(archive.read(f"x_{split}").dtype == np.float16 for split in ("train", "val", "test"))
     assert load_features(out)["x"]["train"].dtype == torch.float16
+
+
+def test_features_beyond_float16_are_refused_not_written_as_inf(tmp_path: Path, capsys) -> None:
+    from hostile import one_error_line
+    from test_features_entrance import FEATURE_OVERRIDES
+
+    # A linear probe on features of magnitude ~1e5: `longtail features --dtype float16` wrote them as inf
+    # (with NumPy's overflow warning) and exited 0; `longtail train` on that file then refused it.
+    source = write_features(tmp_path / "big.npz", counts=(30, 10, 6), d=4, val=True)
+    with np.load(source) as arrays:
+        scaled = {k: v * 1e5 if k.startswith("x_") else v for k, v in arrays.items()}
+    np.savez(source, **scaled)
+    run = tmp_path / "run"
+    assert main(["train", *FEATURE_OVERRIDES, "train.epochs=1", f"data.path={source}", "--out", str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "half.npz"
+    one_error_line(["features", str(run), "--out", str(out), "--dtype", "float16"], capsys,
+                   "--dtype float16: the train features reach", "--dtype float32")  # fmt: skip
+    assert not out.exists()
+    assert main(["features", str(run), "--out", str(out)]) == 0  # float32 holds them
+
+
+def test_a_float16_cache_refuses_features_beyond_its_range(tmp_path: Path) -> None:
+    labels = torch.arange(4)
+    big = torch.full((4, 3), 7e4)  # float16's largest is 65504: cached as inf, stage 2 fitted on inf
+    with pytest.raises(DataError, match=r"decouple.cache_dtype=float16: the train features reach 7e\+04"):
+        cached_features(tmp_path, "train", {"split": "train"}, labels, lambda: (big, labels), torch.float16)
+    assert not feature_path(tmp_path, "train").exists()
+    x, _, _ = cached_features(tmp_path, "train", {"split": "train"}, labels, lambda: (big, labels))
+    assert torch.equal(x, big)

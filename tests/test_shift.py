@@ -111,6 +111,19 @@ def test_a_short_test_class_scales_every_class_down_keeping_the_shape() -> None:
     assert (counts <= test_counts).all()
 
 
+def test_a_class_with_no_test_image_is_left_out_not_scaling_every_class_to_nothing() -> None:
+    # Its 0 images made k = 0: every shifted subset was empty and eval.shift refused the run
+    # ("forward-10: the test set has no image to draw from") although the test set had 900 images.
+    labels = np.repeat(np.arange(10), [100] * 9 + [0])
+    forward = shifted_subset(labels, TRAIN, "forward-10")
+    assert forward.counts.tolist() == [math.floor(100 * 10 ** (-j / 9) + 1e-9) for j in range(9)] + [0]
+    assert forward.prior[9] == 0 and len(forward.indices) == forward.counts.sum()
+    backward = shifted_subset(labels, TRAIN, "backward-10")
+    assert backward.counts[8] == 100 and backward.counts[9] == 0
+    with pytest.raises(DataError, match="no image to draw from"):
+        shifted_subset(np.zeros(0, dtype=np.int64), TRAIN, "forward-10")
+
+
 # --------------------------------------------------------------------------- Bayes adjustment
 
 

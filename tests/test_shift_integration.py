@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +98,9 @@ def test_prior_files_are_read_checked_and_normalised(tmp_path: Path):
             read_prior_file(tmp_path / name, 2)
     with pytest.raises(DataError, match="not found"):
         read_prior_file(tmp_path / "absent.txt", 2)
+    for empty in ("", " "):  # `--prior ""` was reported as ".: prior file not found"
+        with pytest.raises(DataError, match=f"prior file '{empty}': expected the name of a file"):
+            read_prior_file(empty, 2)
 
 
 def test_a_planted_pickle_is_refused_unread(tmp_path: Path):
@@ -109,6 +115,30 @@ def test_a_planted_pickle_is_refused_unread(tmp_path: Path):
     with pytest.raises(DataError, match=r"p\.pkl"):
         read_prior_file(tmp_path / "p.pkl", 2)
     assert not (tmp_path / "ran").exists()
+
+
+def test_weights_near_the_largest_float_are_normalised_not_overflowed(tmp_path: Path):
+    (tmp_path / "huge.txt").write_text("1e308 1e308 0")  # their sum overflows to inf: the prior came out all 0
+    assert read_prior_file(tmp_path / "huge.txt", 3).tolist() == [0.5, 0.5, 0.0]
+
+
+def test_an_npz_prior_of_the_wrong_size_is_refused_before_it_is_decompressed(tmp_path: Path):
+    # 64 MiB of zeros that deflate to 64 KiB: they were inflated, then cast to 512 MiB of float64, before
+    # the length was checked.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (1 << 26,)})
+    member = header.getvalue() + bytes(1 << 26)
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("prior.npy", member)
+    del member
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"bomb\.npz: 67108864 weights, expected one per class \(10\)"):
+            read_prior_file(tmp_path / "bomb.npz", 10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak >> 20} MiB"
 
 
 # --- export --prior and predict --prior ------------------------------------------------------------------
@@ -214,3 +244,21 @@ def test_decoupled_classifier_predicts_for_a_prior():
     for bad in ([1.0, 2.0], "bbse", -weights):
         with pytest.raises(ValueError, match="prior"):
             clf.predict(X_test, prior=bad)
+
+
+def test_decoupled_classifier_refuses_a_prior_of_the_wrong_shape_or_kind_in_one_message():
+    from longtail.sklearn import DecoupledClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [60, 30, 12, 6])
+    X = rng.normal(size=(4, 8))[y] * 3 + rng.normal(size=(len(y), 8))
+    clf = DecoupledClassifier(method="crt", epochs=2, random_state=0).fit(X, y)
+    # A matrix of C entries was flattened, text and ragged lists raised NumPy's messages (a dict a TypeError),
+    # complex weights lost their imaginary part with a warning.
+    bad = (np.ones((2, 2)), ["a"] * 4, {"a": 1}, [[1, 2], [3]], [None] * 4, np.ones(4, complex))
+    for prior in bad:
+        with pytest.raises(ValueError, match=r"^prior: expected 4 finite non-negative weights"):
+            clf.predict(X[:3], prior=prior)
+    # Weights near the largest float are normalised, not summed to infinity (then a DataError about 0).
+    huge = clf.predict_proba(X[:3], prior=[1e308, 1e308, 1e308, 1e308])
+    assert np.allclose(huge, clf.predict_proba(X[:3], prior=torch.ones(4)))

@@ -156,12 +156,16 @@ def _features(path: Path, key: str, value: Any) -> torch.Tensor:
         raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected float16/32/64 features of shape (N, d)")
     if tensor.shape[1] == 0:
         raise DataError(f"{path}: {key} has shape {tuple(tensor.shape)}: no feature per row; expected d >= 1")
-    tensor = tensor if tensor.dtype == torch.float16 else tensor.to(torch.float32)
+    source, tensor = tensor, tensor if tensor.dtype == torch.float16 else tensor.to(torch.float32)
     rows = max(1, CHUNK_VALUES // tensor.shape[1])
     for start in range(0, len(tensor), rows):
         bad = ~torch.isfinite(tensor[start : start + rows])
         if bad.any():
             row = start + int(bad.any(1).nonzero()[0])
+            if torch.isfinite(source[row]).all():  # finite float64 that the float32 it is held as cannot hold
+                largest = f"{torch.finfo(torch.float32).max:.4g}"
+                raise DataError(f"{path}: {key} row {row} holds values beyond float32's range ({largest}), in which "
+                                "features are held; expected finite features within it")  # fmt: skip
             raise DataError(f"{path}: {key} row {row} holds NaN or infinite values; expected finite features")
     return tensor
 

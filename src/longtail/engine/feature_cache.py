@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..errors import DataError
 from ..fs.atomic import save_torch_atomic
 from ..safe_torch import load_tensors
 
@@ -75,6 +76,9 @@ def cached_features(
 
     Returns:
         ``(x, y, hit)``: features ``(N, d)`` or ``(K, N, d)``, labels ``(N,)``, and whether the cache was used.
+
+    Raises:
+        DataError: computed features beyond the range of ``dtype`` (float16: 65504); nothing is stored.
     """
     path = feature_path(run_dir, name)
     key = {**key, "format": CACHE_FORMAT}
@@ -86,6 +90,16 @@ def cached_features(
     if stored is not None:
         log.info("%s: cached features are stale (another checkpoint, data or transform); recomputing", path)
     x, y = compute()
+    if x.is_floating_point() and x.numel() and dtype.is_floating_point:
+        # Features beyond the cache dtype's range would be stored as inf, and stage 2 would fit on them.
+        # (max and -min: no copy of a cache of gigabytes, as abs() would make)
+        peak, largest = max(float(x.max()), -float(x.min())), torch.finfo(dtype).max
+        if peak > largest:  # False for NaN: not this check's business
+            kind = str(dtype).removeprefix("torch.")
+            raise DataError(
+                f"decouple.cache_dtype={kind}: the {name} features reach {peak:.4g} in magnitude, beyond "
+                f"{kind}'s largest value ({largest:g}); set decouple.cache_dtype=float32"
+            )
     x = x.to(dtype)
     save_torch_atomic(path, {"x": x.contiguous(), "y": y.contiguous(), "key": key})
     return x, y, False

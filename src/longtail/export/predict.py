@@ -62,6 +62,8 @@ def _npy_image(path: Path) -> Image.Image:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ValueError(f"shape {array.shape}: expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
+    if array.size == 0:  # else resized from nothing and "predicted", or min() of nothing raised NumPy's message
+        raise ValueError(f"shape {array.shape}: no pixels; expected H and W of at least 1")
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
             raise ValueError(f"dtype {array.dtype}: expected uint8, or finite floats in [0, 1]")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..fs.atomic import write_binary_atomic
 from ..runs import check_output_path, require_run_dir, run_lock
 from .run_state import LoadedRun, load_run
@@ -50,6 +50,18 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out}: expected a file name ending in .npz")
     # Not a run's own file, a directory, an existing file without --overwrite, or a name too long.
     check_output_path(out, overwrite=overwrite, what="--out")
+
+
+def _check_range(x: np.ndarray, dtype: str, split: str) -> None:
+    """Refuse features that ``dtype`` cannot hold: cast, they would be written as inf, which
+    ``data.name=features`` then refuses (and the run they came from has no such values)."""
+    largest = float(np.finfo(dtype).max)
+    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0  # no copy, as np.abs would make
+    if peak > largest:  # False for NaN: not this check's business
+        raise DataError(
+            f"--dtype {dtype}: the {split} features reach {peak:.4g} in magnitude, beyond {dtype}'s largest value "
+            f"({largest:g}); write them with --dtype float32"
+        )
 
 
 def _joint_arrays(run: LoadedRun) -> dict[str, np.ndarray]:
@@ -80,6 +92,7 @@ def export_features(
 
     Raises:
         ConfigError: ``out`` is not a .npz name, or ``dtype`` is neither float32 nor float16.
+        DataError: features beyond the range of ``dtype`` (float16: 65504); nothing is written.
         OutputPathError: ``out`` is a directory, a run's own file, exists without ``overwrite``, or cannot be
             examined (a name too long); see :func:`~longtail.runs.check_output_path`.
         RunDirError: ``run_dir`` is not a finished run.
@@ -94,7 +107,9 @@ def export_features(
         arrays: dict[str, np.ndarray] = {}
         for split in FEATURE_SPLITS:
             features = run_features(run, split)
-            arrays[f"x_{split}"] = features.x.numpy().astype(dtype, copy=False)
+            x = features.x.numpy()
+            _check_range(x, dtype, split)
+            arrays[f"x_{split}"] = x.astype(dtype, copy=False)
             arrays[f"y_{split}"] = features.y.numpy()
         arrays["class_names"] = np.array([str(name) for name in run.splits.class_names])
         arrays.update(_joint_arrays(run))

@@ -15,6 +15,7 @@ The file is data: read through :mod:`longtail.safe_text` / :mod:`longtail.safe_n
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -45,14 +46,23 @@ def _json_values(path: Path) -> np.ndarray:
     return np.array(data, dtype=np.float64)
 
 
-def _npz_values(path: Path) -> np.ndarray:
+def _npz_values(path: Path, num_classes: int) -> np.ndarray:
     with open_npz(path, what="prior file", error=DataError) as archive:
         names = archive.names
         if "prior" in archive:
-            return archive.read("prior")
-        if len(names) != 1:
+            name = "prior"
+        elif len(names) == 1:
+            name = names[0]
+        else:
             raise DataError(f"{path}: expected an array named 'prior' (or a single array), found {names[:5]}")
-        return archive.read(names[0])
+        # Checked from its header before it is decompressed: a compressed member of a few hundred kilobytes
+        # can inflate to gigabytes (then eight times that as float64), and anything but C weights is refused.
+        shape = archive.header(name).shape
+        if len(shape) == 1 and shape[0] != num_classes:
+            raise DataError(f"{path}: {shape[0]} weights, expected one per class ({num_classes})")
+        if math.prod(shape) != num_classes:
+            raise DataError(f"{path}: expected a 1-D list of numbers, got shape {shape}")
+        return archive.read(name)
 
 
 def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
@@ -62,6 +72,8 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
         DataError: naming the file: missing, unreadable, not numbers, not ``num_classes`` long, negative or
             non-finite weights, or all zero.
     """
+    if not str(path).strip():  # Path("") is ".", which the message would name instead of what was given
+        raise DataError(f"prior file {str(path)!r}: expected the name of a file")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: prior file not found")
@@ -70,7 +82,7 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
         if suffix == ".npy":
             values = read_npy(path, error=DataError)
         elif suffix == ".npz":
-            values = _npz_values(path)
+            values = _npz_values(path, num_classes)
         elif suffix == ".json":
             values = _json_values(path)
         else:
@@ -88,7 +100,8 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
         index = int(np.argmax(bad))
         weight = float(array[index])
         raise DataError(f"{path}: class {index} has weight {weight!r}; expected finite non-negative weights")
-    total = float(array.sum())
-    if total <= 0:
+    largest = float(array.max())
+    if largest <= 0:
         raise DataError(f"{path}: the weights sum to 0; expected at least one class with a positive weight")
-    return array / total
+    array = array / largest  # first: finite weights near 1e308 would sum to infinity
+    return array / array.sum()

@@ -21,7 +21,8 @@ m_j / s_j`` over the test images ``m_j`` per class. On a balanced test set the
 largest target class keeps all its images; where some class has fewer test
 images than its share asks, every class is scaled down with it, so the shape,
 not the test set's accidents, decides the ratios. A class whose share rounds
-to 0 images is absent from the subset (its true prior is 0).
+to 0 images is absent from the subset (its true prior is 0), and so is a class
+with no test image at all (it does not scale the others down to nothing).
 
 ``uniform`` is the whole balanced test set. The true target prior of a subset
 is its realised class shares ``n_j / Σ n``.
@@ -165,8 +166,9 @@ def shifted_counts(
     """(C,) images per class of the ``shift`` subset of a test set with ``test_counts`` images per class.
 
     ``uniform`` keeps every image. Otherwise ``floor(k · s_j)`` with ``s`` the
-    :func:`target_shape` and ``k = min_j m_j / s_j``, the largest scale the test
-    images allow (on a balanced test set: the largest target class keeps all).
+    :func:`target_shape` and ``k = min_j m_j / s_j`` over the classes with test
+    images, the largest scale the test images allow (on a balanced test set: the
+    largest target class keeps all). A class with no test image has none in the subset.
     """
     test = np.asarray(test_counts, dtype=np.int64)
     if len(test) != len(train_counts):
@@ -174,7 +176,10 @@ def shifted_counts(
     if shift.direction == "uniform":
         return test.copy()
     shape = target_shape(train_counts, shift)
-    scale = float(np.min(test / shape))
+    present = test > 0  # a class without test images cannot be drawn from, whatever the scale: it stays at 0
+    if not present.any():
+        return test.copy()
+    scale = float(np.min(test[present] / shape[present]))
     return np.minimum(np.floor(scale * shape + _ROUNDING_SLACK).astype(np.int64), test)
 
 

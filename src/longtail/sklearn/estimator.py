@@ -402,12 +402,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             if prior != "em":
                 raise ValueError(f"prior={prior!r}: expected None, 'em' or one weight per class")
             return adapter.adapt(scores, "em")
-        weights = np.asarray(prior, dtype=np.float64).reshape(-1)
-        if len(weights) != len(self.classes_) or not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError(f"prior: expected {len(self.classes_)} finite non-negative weights, one per class")
-        if weights.sum() <= 0:
-            raise ValueError("prior: the weights sum to 0; expected at least one positive weight")
-        return adapter.adapt(scores, "known", target_prior=weights / weights.sum())
+        return adapter.adapt(scores, "known", target_prior=_prior_weights(prior, len(self.classes_)))
 
     def _fitted_prior_adapter(self) -> PriorAdapter:
         if self._prior_adapter is None:
@@ -465,6 +460,31 @@ def _device(name: Any) -> torch.device:
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def _prior_weights(prior: Any, num_classes: int) -> np.ndarray:
+    """``prior=`` as a (C,) float64 probability vector, or a ValueError naming ``prior`` and what was expected.
+
+    Only a flat vector of real numbers is taken: a matrix of C entries is refused rather than flattened, and
+    text, ragged lists and complex numbers rather than raising NumPy's messages (or dropping the imaginary part).
+    """
+    expected = f"expected {num_classes} finite non-negative weights, one per class"
+    values = prior.detach().cpu().numpy() if isinstance(prior, torch.Tensor) else prior
+    try:
+        weights = np.asarray(values)
+    except ValueError:  # ragged nested lists
+        raise ValueError(f"prior: {expected}, got a ragged sequence") from None
+    if weights.dtype.kind not in "biuf":
+        raise ValueError(f"prior: {expected}, got {weights.dtype} values")
+    if weights.shape != (num_classes,):
+        raise ValueError(f"prior: {expected}, got shape {weights.shape}")
+    weights = weights.astype(np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"prior: {expected}")
+    if weights.max() <= 0:
+        raise ValueError("prior: the weights sum to 0; expected at least one positive weight")
+    weights = weights / weights.max()  # first: finite weights near 1e308 would sum to infinity
+    return weights / weights.sum()
 
 
 def _plain(label: Any) -> Any:
