@@ -115,7 +115,8 @@ def test_paired_verdicts():
         PairedRow("r", "cRT", "LWS", "few", None),
     ]
     lines = format_paired(rows).splitlines()[5:9]
-    assert [line.split("  ")[-1] for line in lines] == ["A better", "B better", "within noise", "no few-shot class"]
+    verdicts = [line.split("  ")[-1] for line in lines]
+    assert verdicts == ["A better", "B better", "within noise", "no few-shot test image"]
     assert "[+1.0, +3.0]" in lines[0] and "50.0%" in lines[0]
 
 

@@ -262,3 +262,19 @@ def test_decoupled_classifier_refuses_a_prior_of_the_wrong_shape_or_kind_in_one_
     # Weights near the largest float are normalised, not summed to infinity (then a DataError about 0).
     huge = clf.predict_proba(X[:3], prior=[1e308, 1e308, 1e308, 1e308])
     assert np.allclose(huge, clf.predict_proba(X[:3], prior=torch.ones(4)))
+
+
+def test_decoupled_classifier_says_where_the_calibration_could_not_be_fitted():
+    """Fitted without a validation split, the message spoke of a "validation split" and of "image(s)"."""
+    from longtail.sklearn import DecoupledClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), [40, 10, 1])  # one sample in the last class: nothing can be held out
+    X = rng.normal(size=(3, 8))[y] * 3 + rng.normal(size=(len(y), 8))
+    clf = DecoupledClassifier(method="crt", epochs=2, random_state=0).fit(X, y)
+    assert clf.prior_calibration_ == "training data"
+    with pytest.raises(ValueError) as error:
+        clf.predict(X[:3], prior="em")
+    message = str(error.value)
+    assert message.startswith("prior: the calibration cannot be fitted on the training data: a class has 1 sample")
+    assert "validation split" not in message and "image" not in message

@@ -317,7 +317,7 @@ def _verdict(interval: list[float]) -> str:
 def _paired_cells(row: PairedRow) -> list[str]:
     result = row.result
     if result is None or result["ci"] is None:
-        return ["–", "–", "–", "–", f"no {row.metric}-shot class"]
+        return ["–", "–", "–", "–", f"no {row.metric}-shot test image"]  # no class in the group, or none scored
     low, high = result["ci"]
     return [
         _points(result["difference"]),

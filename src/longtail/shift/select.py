@@ -126,7 +126,7 @@ def select_calibration(
     smallest = int(torch.bincount(labels, minlength=num_classes).min())
     folds = min(folds, smallest)
     if folds < 2:
-        raise DataError(f"validation split: a class has {smallest} image(s); cross-validation needs 2 per class")
+        raise DataError(f"validation split: a class has {smallest} sample(s); cross-validation needs 2 per class")
     fold = stratified_folds(labels, folds)
     out_of_fold: dict[str, torch.Tensor] = {}
     sources: dict[str, torch.Tensor] = {}
@@ -189,7 +189,7 @@ def out_of_fold_posteriors(
         raise DataError(f"validation labels: {len(labels)} labels for {len(scores)} rows of logits")
     smallest = int(torch.bincount(labels, minlength=scores.shape[1]).min())
     if min(folds, smallest) < 2:
-        raise DataError(f"validation split: a class has {smallest} image(s); cross-validation needs 2 per class")
+        raise DataError(f"validation split: a class has {smallest} sample(s); cross-validation needs 2 per class")
     return _out_of_fold(scores, labels, kind, train_counts, stratified_folds(labels, min(folds, smallest)))[0]
 
 

@@ -413,9 +413,9 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
                 with one_thread():
                     self._prior_adapter = fit_prior_adapter(scores, data.y, self.class_counts_.tolist())
             except DataError as error:
-                raise ValueError(
-                    f"prior: the calibration cannot be fitted on the {self.prior_calibration_} ({error})"
-                ) from None
+                where = "validation split" if self.prior_calibration_ == "validation" else self.prior_calibration_
+                reason = str(error).removeprefix("validation split: ")  # the library's wording for its own runs
+                raise ValueError(f"prior: the calibration cannot be fitted on the {where}: {reason}") from None
         return self._prior_adapter
 
     def shot_scores(self, X: Any, y: Any) -> dict[str, float | None]:
