@@ -419,7 +419,9 @@ def tau_sweep_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
         Line2D([], [], color="0.3", linestyle="-", label="validation (selects τ)"),
         Line2D([], [], color="0.3", linestyle="--", label="test (shown only)"),
     ]
-    figure.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=len(handles), frameon=False)
+    # Three columns a panel: one panel (τ-norm alone, 5.8 inches) cannot hold the five entries in one row.
+    ncol = min(len(handles), 3 * len(methods))
+    figure.legend(handles=handles, loc="outside lower center", fontsize=9, ncol=ncol, frameon=False)
     return figure
 
 
