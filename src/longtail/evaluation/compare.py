@@ -149,7 +149,9 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
         notes.append("* best in its column (highest accuracy, least wall time)")
         if any(r.ci for r in rows):
             notes.append(INTERVAL_NOTE)
-    return rendered + "\n" + ("\n\n" if markdown else "\n").join(notes)
+    # In Markdown a blank line ends the table: a line right after it would be read as one more row.
+    gap = "\n\n" if markdown else "\n"
+    return rendered + gap + gap.join(notes)
 
 
 def _fingerprint_note(rows: Sequence[ComparisonRow]) -> str:
