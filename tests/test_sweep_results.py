@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from longtail.evaluation.compare import ComparisonRow, format_comparison
+import json
+import re
+from pathlib import Path
+
+from longtail.evaluation.compare import ComparisonRow, comparison_rows, format_comparison
 from longtail.evaluation.table import COLUMNS
 from longtail.report.figures import tau_sweep_figure
 
@@ -25,3 +29,25 @@ def test_compare_markdown_keeps_its_notes_out_of_the_table():
     lines = format_comparison([row], markdown=True).splitlines()
     last_row = max(i for i, line in enumerate(lines) if line.startswith("|"))
     assert lines[last_row + 1] == "" and lines[last_row + 2].startswith("fingerprints: run aaaaaaaaaaaa")
+
+
+def test_compare_keeps_one_line_per_row_for_run_names_with_a_newline_or_a_pipe(tmp_path: Path):
+    # Run directories named "a|b" and "new<newline>line": the Markdown row split at the "|" into one cell too
+    # many, and both tables (and the fingerprints note) broke the row over two lines.
+    runs = []
+    for name in ("a|b", "new\nline"):
+        run = tmp_path / name
+        run.mkdir()
+        results = {"methods": {"joint": {"many": 50.0, "medium": None, "few": 10.0, "all": 40.0, "macro": 30.0}}}
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "config.yaml").write_text("seed: 0\n")
+        (run / "checkpoint.pt").write_bytes(b"")  # compare reads results.json alone
+        runs.append(run)
+    rows = comparison_rows(runs)
+    markdown = format_comparison(rows, markdown=True).splitlines()
+    table = [line for line in markdown if line.startswith("|")]
+    assert len(table) == 4 and all(len(re.findall(r"(?<!\\)\|", line)) == 10 for line in table)
+    assert "| a\\|b | Joint |" in table[2] and "| new\\nline | Joint |" in table[3]
+    terminal = format_comparison(rows).splitlines()
+    assert terminal[2].startswith("a|b ") and terminal[3].startswith("new\\nline ")
+    assert terminal[4] == "fingerprints: a|b none (test data none), new\\nline none (test data none)"

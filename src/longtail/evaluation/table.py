@@ -101,7 +101,8 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdo
     if markdown:
         align = ["---" if i in left else "---:" for i in range(len(header))]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+        # A "|" in a cell (a run directory's name) would split it in two: escaped, as GitHub's tables require.
+        return "\n".join(lines + ["| " + " | ".join(c.replace("|", r"\|") for c in row) + " |" for row in rows])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
