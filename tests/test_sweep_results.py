@@ -6,8 +6,11 @@ import json
 import re
 from pathlib import Path
 
+from longtail.config import config_to_dict, load_config
 from longtail.evaluation.compare import ComparisonRow, comparison_rows, format_comparison
 from longtail.evaluation.table import COLUMNS
+from longtail.grid import grid_markdown
+from longtail.grid.run import GRID_DEFAULTS
 from longtail.report.figures import tau_sweep_figure
 
 
@@ -51,3 +54,19 @@ def test_compare_keeps_one_line_per_row_for_run_names_with_a_newline_or_a_pipe(t
     terminal = format_comparison(rows).splitlines()
     assert terminal[2].startswith("a|b ") and terminal[3].startswith("new\\nline ")
     assert terminal[4] == "fingerprints: a|b none (test data none), new\\nline none (test data none)"
+
+
+def test_the_grid_document_describes_data_used_whole_as_it_is():
+    # `grid data.name=features data.path=F.npz`: the document said "5000 images in the largest class, imbalance
+    # factor 100 (exp profile, data seed 0); validation 20 per class from training images outside the subset",
+    # the grid's defaults for a drawn subset, of a file read whole (its largest class held 200 vectors).
+    cell = dict.fromkeys(COLUMNS, 50.0)
+    grid = {"samplers": {"instance": dict.fromkeys(["joint", "ncm", "crt", "tau_norm", "lws"], cell)}}
+    grid |= {"trainable": {}, "losses": {}, "seconds": 1.0}
+    config = load_config(None, [*GRID_DEFAULTS, "data.name=features", "data.path=f.npz"])
+    markdown = grid_markdown({**grid, "config": config_to_dict(config)}, "longtail grid")
+    data = next(line for line in markdown.splitlines() if line.startswith("Data: "))
+    assert "largest class" not in data and "subset" not in data
+    assert data.startswith("Data: `features` (`f.npz`), read whole: its own class sizes;")
+    drawn = grid_markdown({**grid, "config": config_to_dict(load_config(None, GRID_DEFAULTS))}, "longtail grid")
+    assert "Data: `fashion_mnist_lt`, 5000 images in the largest class, imbalance factor 100" in drawn

@@ -17,6 +17,7 @@ import torch
 from ..errors import OutputPathError
 from ..fs.atomic import write_text_atomic
 from ..methods import display_order, label_of
+from ..registry import DATASETS
 from ..version import __version__
 from .rows import COLUMNS, TRAINABLE, loss_label, loss_rows, paper_classifiers, sampler_label
 
@@ -81,6 +82,24 @@ def reading(grid: dict[str, Any]) -> list[str]:
     return [first, second]
 
 
+def data_caption(data: dict[str, Any]) -> str:
+    """The data of ``data`` (a config's ``data`` section) in one sentence: a drawn long-tailed subset's
+    profile, or, for a reader that reads its data whole, where it is (``n_max`` and the profile do not apply
+    there, and stating them would describe data the runs never saw)."""
+    if DATASETS.get(data["name"]).draws_subset:
+        return (
+            f"Data: `{data['name']}`, {data['n_max']} images in the largest class, imbalance factor "
+            f"{data['imbalance_factor']:g} ({data['profile']} profile, data seed {data['seed']}); validation "
+            f"{data['val_per_class']} per class from training images outside the subset; the full test set."
+        )
+    where = data.get("path") or data.get("root")
+    return (
+        f"Data: `{data['name']}`" + (f" (`{where}`)" if where else "") + ", read whole: its own class sizes; "
+        f"its own validation split where it has one, else up to {data['val_per_class']} per class held out of "
+        "the training set; its test set."
+    )
+
+
 def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
     """The generated document: tables, the command, wall time, environment, the computed reading.
 
@@ -103,10 +122,8 @@ def grid_markdown(grid: dict[str, Any], command: str, notes: str = "") -> str:
         f"longtail {__version__}): {grid['seconds'] / 60:.0f} min for this invocation; the stage-1 runs it "
         f"used took {grid.get('train_seconds', 0.0) / 60:.0f} min of training (finished runs are reused).",
         "",
-        f"Data: `{data['name']}`, {data['n_max']} images in the largest class, imbalance factor "
-        f"{data['imbalance_factor']:g} ({data['profile']} profile, data seed {data['seed']}); validation "
-        f"{data['val_per_class']} per class from training images outside the subset; the full test set. "
-        f"Backbone `{cfg['model']['backbone']}`, {train_cfg['epochs']} epochs, batch {train_cfg['batch_size']}, "
+        f"{data_caption(data)} Backbone `{cfg['model']['backbone']}`, {train_cfg['epochs']} epochs, "
+        f"batch {train_cfg['batch_size']}, "
         f"lr {train_cfg['lr']:g}, {seed_text}; τ (τ-norm, logit adjustment) chosen on validation by "
         f"{cfg['decouple']['select']} accuracy. {cells_text}"
         f"many-shot classes have more than {cfg['eval']['many']} training images, few-shot fewer than "
