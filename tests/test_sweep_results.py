@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
+from longtail.cli import main
 from longtail.config import config_to_dict, load_config
 from longtail.evaluation.compare import ComparisonRow, comparison_rows, format_comparison
 from longtail.evaluation.table import COLUMNS
@@ -70,3 +73,23 @@ def test_the_grid_document_describes_data_used_whole_as_it_is():
     assert data.startswith("Data: `features` (`f.npz`), read whole: its own class sizes;")
     drawn = grid_markdown({**grid, "config": config_to_dict(load_config(None, GRID_DEFAULTS))}, "longtail grid")
     assert "Data: `fashion_mnist_lt`, 5000 images in the largest class, imbalance factor 100" in drawn
+
+
+class _ClosedPipe(io.StringIO):
+    """Standard output whose reader has gone (`longtail compare RUN | head -1`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path, monkeypatch, capsys):
+    # `longtail data stats ... | head -3` and `longtail compare RUN ... | head -1` ended in a BrokenPipeError
+    # traceback: the status of a command ended by SIGPIPE, no traceback, nothing on stderr.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"methods": {"joint": dict.fromkeys(COLUMNS, 50.0)}}))
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "checkpoint.pt").write_bytes(b"")  # compare reads results.json alone
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["compare", str(run)]) == 141
+    assert capsys.readouterr().err == ""

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import io
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -67,6 +68,9 @@ _COMMAND_PARSERS = (
     predict_parser,
     features_parser,
 )
+
+
+SIGPIPE_STATUS = 128 + 13  # the shell's status of a process that SIGPIPE ended
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
             print(f"longtail: error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of standard output went away (`longtail compare RUN | head -1`): stop quietly with the
+        # status of a command that SIGPIPE ended, as `git log | head` does. Standard output then goes to
+        # /dev/null, so that flushing it at exit does not raise again.
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
     except KeyboardInterrupt:
         # DataLoader workers have been shut down on the way out; checkpoints are only ever replaced whole.
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
