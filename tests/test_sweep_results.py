@@ -93,3 +93,12 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path, mo
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["compare", str(run)]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_data_stats_plots_a_split_file_whose_name_holds_dollars(tmp_path: Path):
+    # `longtail data stats 'l$^$ist.txt' --plot p.png`: the title, the file's name, was parsed as mathtext and
+    # ended in a ParseSyntaxException traceback; it is drawn literally.
+    listing = tmp_path / "l$^$ist.txt"
+    listing.write_text("a/1.png 0\na/2.png 1\na/3.png 1\n")
+    assert main(["data", "stats", str(listing), "--plot", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

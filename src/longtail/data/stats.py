@@ -104,7 +104,8 @@ def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, man
         axes.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=label)
     axes.set_xlabel("class rank (largest first)")
     axes.set_ylabel("images per class (log scale)")
-    axes.set_title(title)
+    # Drawn literally: the title is a file's name, and an even number of "$" in it would be parsed as mathtext.
+    axes.set_title(title.replace("$", r"\$"))
     axes.legend(loc="upper right")
     figure.tight_layout()
     path = Path(path)
