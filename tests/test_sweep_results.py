@@ -8,8 +8,11 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from longtail.cli import main
 from longtail.config import config_to_dict, load_config
+from longtail.data.stats import plot_class_sizes
 from longtail.evaluation.compare import ComparisonRow, comparison_rows, format_comparison
 from longtail.evaluation.table import COLUMNS
 from longtail.grid import grid_markdown
@@ -102,3 +105,16 @@ def test_data_stats_plots_a_split_file_whose_name_holds_dollars(tmp_path: Path):
     listing.write_text("a/1.png 0\na/2.png 1\na/3.png 1\n")
     assert main(["data", "stats", str(listing), "--plot", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_class_size_plot_of_two_classes_has_whole_class_ranks(tmp_path: Path):
+    # At 2 classes the rank axis read 0.00, 0.25, ..., 2.00: ranks of no class.
+    from matplotlib.figure import Figure
+
+    drawn: list[Figure] = []
+    original = Figure.savefig
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Figure, "savefig", lambda self, *a, **k: (drawn.append(self), original(self, *a, **k))[1])
+        plot_class_sizes([200, 2], tmp_path / "p.png", title="two")
+    ticks = drawn[0].axes[0].get_xticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)

@@ -88,6 +88,7 @@ def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, man
     # The object-oriented API with the Agg canvas: no GUI backend, no global pyplot state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     sizes = np.sort(np.asarray(counts, dtype=np.int64))[::-1]
     figure = Figure(figsize=(8, 4.5), dpi=100)
@@ -100,6 +101,7 @@ def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, man
     axes.set_yscale("log")
     axes.set_ylim(bottom=0.5)
     axes.set_xlim(0, max(len(sizes), 1))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # a rank is a whole number (2 classes: 0.25 steps)
     for value, label, style in ((many, f"many-shot > {many}", "--"), (few, f"few-shot < {few}", ":")):
         axes.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=label)
     axes.set_xlabel("class rank (largest first)")
