@@ -124,6 +124,7 @@ def test_auto_chooses_on_validation_and_writes_its_table(fake: FakeRuns, tmp_pat
     assert "**`train.sampler=progressive`** (chosen)" in text and "[59.0, 61.0] [60.0, 62.0]" in text
     assert "Chosen on validation: train.sampler=progressive with las (lr=0.05), las (lr=0.05)" in text
     assert "test is shown, never used to choose" in text and "80.5 ± 0.7" in text
+    assert "Data: `fashion_mnist_lt`, " in text and "images in the largest class" in text  # the grid's caption
     saved = json.loads(paths["json"].read_text())
     assert saved["summary"]["candidate"] == "train.sampler=progressive" and saved["command"] == "longtail auto ..."
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary behind

@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from longtail.cli import main
@@ -116,5 +117,20 @@ def test_the_class_size_plot_of_two_classes_has_whole_class_ranks(tmp_path: Path
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Figure, "savefig", lambda self, *a, **k: (drawn.append(self), original(self, *a, **k))[1])
         plot_class_sizes([200, 2], tmp_path / "p.png", title="two")
+        plot_class_sizes([200, 2], tmp_path / "v.png", title="features", unit="vectors")
     ticks = drawn[0].axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    # A features file's samples are vectors, as `data stats` says in its text.
+    assert drawn[0].axes[0].get_ylabel() == "images per class (log scale)"
+    assert drawn[1].axes[0].get_ylabel() == "vectors per class (log scale)"
+
+
+def test_a_shot_group_of_one_class_is_named_in_the_singular():
+    # Figure 1's legend read "many-shot: 1 classes".
+    from matplotlib.figure import Figure
+
+    from longtail.report.figures import _rank_bands
+
+    axes = Figure().add_subplot()
+    names = [name for _, name in _rank_bands(axes, np.array([500, 60, 50, 5]), many=100, few=20)]
+    assert names == ["many-shot: 1 class", "medium-shot: 2 classes", "few-shot: 1 class"]

@@ -41,13 +41,14 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
     stats = {"source": source, **class_size_stats(counts, many=many, few=few)}
     if not is_list:
         stats["val_source"] = info.get("val_source", "unknown")
+    unit = "images" if is_list else info.get("unit", "images")
     if args.plot:
         check_output_path(args.plot, overwrite=args.overwrite, what="--plot")
-        stats["plot"] = str(plot_class_sizes(counts, args.plot, title=source, many=many, few=few))
+        stats["plot"] = str(plot_class_sizes(counts, args.plot, title=source, many=many, few=few, unit=unit))
     if args.json:
         print(json.dumps(stats))
         return
-    print(format_stats(stats, source, unit="images" if is_list else info.get("unit", "images")))
+    print(format_stats(stats, source, unit=unit))
     if args.plot:
         print(f"  class-size plot: {stats['plot']}")
 

@@ -83,8 +83,13 @@ def format_stats(stats: dict[str, Any], source: str, unit: str = "images") -> st
     return "\n".join(lines)
 
 
-def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, many: int = 100, few: int = 20) -> Path:
-    """Write a PNG of the class sizes, largest first, on a log scale, with the shot-group thresholds."""
+def plot_class_sizes(
+    counts: Sequence[int], path: str | Path, *, title: str, many: int = 100, few: int = 20, unit: str = "images"
+) -> Path:
+    """Write a PNG of the class sizes, largest first, on a log scale, with the shot-group thresholds.
+
+    ``unit`` names the samples on the axis: "images", or "vectors" for a features file.
+    """
     # The object-oriented API with the Agg canvas: no GUI backend, no global pyplot state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -105,7 +110,7 @@ def plot_class_sizes(counts: Sequence[int], path: str | Path, *, title: str, man
     for value, label, style in ((many, f"many-shot > {many}", "--"), (few, f"few-shot < {few}", ":")):
         axes.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=label)
     axes.set_xlabel("class rank (largest first)")
-    axes.set_ylabel("images per class (log scale)")
+    axes.set_ylabel(f"{unit} per class (log scale)")
     # Drawn literally: the title is a file's name, and an even number of "$" in it would be parsed as mathtext.
     axes.set_title(title.replace("$", r"\$"))
     axes.legend(loc="upper right")

@@ -187,7 +187,8 @@ def _rank_bands(axes: Any, sizes: np.ndarray, many: int, few: int) -> list[tuple
         if len(ranks) == 0:
             continue
         axes.axvspan(ranks[0] - 0.5, ranks[-1] + 0.5, color=GROUP_COLORS[group], zorder=0, linewidth=0)
-        entries.append((Patch(color=GROUP_COLORS[group]), f"{group}-shot: {len(ranks):,} classes"))
+        classes = f"{len(ranks):,} class" + ("" if len(ranks) == 1 else "es")
+        entries.append((Patch(color=GROUP_COLORS[group]), f"{group}-shot: {classes}"))
     return entries
 
 
