@@ -134,3 +134,10 @@ def test_a_shot_group_of_one_class_is_named_in_the_singular():
     axes = Figure().add_subplot()
     names = [name for _, name in _rank_bands(axes, np.array([500, 60, 50, 5]), many=100, few=20)]
     assert names == ["many-shot: 1 class", "medium-shot: 2 classes", "few-shot: 1 class"]
+
+
+def test_an_error_naming_a_path_with_a_line_break_stays_on_one_line(tmp_path: Path, capsys):
+    # The message quoted the name as it is: a line break in it broke the one line of the error in two.
+    assert main(["eval", str(tmp_path / "no\nrun")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no\\nrun" in err and err.startswith("longtail: error: ")

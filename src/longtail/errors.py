@@ -6,6 +6,8 @@ line and exits non-zero; anything else escaping is a bug and keeps its
 traceback.
 """
 
+import re
+
 
 class LongtailError(Exception):
     """A user-facing error whose message names what is wrong and what was expected."""
@@ -84,6 +86,15 @@ def shown(value: object, limit: int = SHOWN_CHARS, *, quote: bool = True, middle
     head = max(limit - 3, 2) // 2
     tail = max(limit - 3 - head, 1)
     return f"{text[:head]}...{text[-tail:]}{size}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters as escapes (a line break as ``\\n``): a message or a table row that
+    quotes a file's name (which may hold a line break) stays on one line."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def described(error: BaseException, limit: int = 160) -> str:

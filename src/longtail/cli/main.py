@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from ..engine.distributed import launch_env, reported_by_rank0, single_process
-from ..errors import LongtailError
+from ..errors import LongtailError, one_line
 from ..version import __version__
 from .common import key_listing
 from .experiments import auto_parser, demo_parser, grid_parser
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
-            print(f"longtail: error: {error}", file=sys.stderr)
+            print(f"longtail: error: {one_line(str(error))}", file=sys.stderr)  # a file's name may hold a line break
         return 1
     except BrokenPipeError:
         # The reader of standard output went away (`longtail compare RUN | head -1`): stop quietly with the

@@ -16,7 +16,6 @@ test predictions (:mod:`longtail.evaluation.predictions`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..data.fingerprint import short
-from ..errors import ConfigError, RunDirError
+from ..errors import ConfigError, RunDirError, one_line
 from ..methods import METHODS, display_order, label_of
 from ..runs import read_results, require_run_dir
 from .bootstrap import METRICS, paired_bootstrap
@@ -75,16 +74,12 @@ def _wall_seconds(method: str, timing: dict[str, Any]) -> float | None:
     return train + timing.get("features_seconds", 0.0) + fitting
 
 
-# Control characters of a directory's name (a line break), shown as escapes in the tables.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def _run_labels(run_dirs: Sequence[Path]) -> list[str]:
     """Directory names, or the paths as given where two names clash; control characters as escapes
     (``new\\nline``), so that a name with a line break keeps its row on one line."""
     names = [p.name for p in run_dirs]
     labels = [p.name if names.count(p.name) == 1 else str(p) for p in run_dirs]
-    return [_CONTROL.sub(lambda m: repr(m.group())[1:-1], label) for label in labels]
+    return [one_line(label) for label in labels]
 
 
 def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
