@@ -1,4 +1,4 @@
-"""Commands that read and combine finished results: defects found by a sweep, one test each."""
+"""Outputs at the edges: odd run and file names, closed pipes, one-panel and one-class figures, data read whole."""
 
 from __future__ import annotations
 
