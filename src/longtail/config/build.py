@@ -12,7 +12,7 @@ import yaml
 
 from ..errors import SHOWN_CHARS, ConfigError, shown
 from ..registry import DATASETS
-from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
+from ..safe_text import YamlAliasRefused, YamlDuplicateKey, YamlTooDeep, parse_yaml
 from .fields import coerce, field_types, is_section
 from .reference import config_keys
 from .schema import Config
@@ -81,7 +81,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise unknown_key(key)
     try:
         value = parse_yaml(raw) if raw.strip() else ""
-    except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, ValueError, RecursionError):
+    except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, ValueError, RecursionError):
         value = raw
     # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
     return key, raw if isinstance(value, str) else value
