@@ -143,3 +143,10 @@ def test_an_override_replaces_a_renamed_key_of_the_file(tmp_path: Path):
     new = tmp_path / "new.yaml"
     new.write_text("train: {loss: focal, focal: {gamma: 1.0}}\n")
     assert load_config(new, ["train.focal_gamma=5"]).train.focal.gamma == 5.0
+
+
+def test_views_with_online_features_are_refused():
+    """decouple.views caches augmented views for features=cached; with features=online they were ignored."""
+    with pytest.raises(ConfigError, match=r"decouple\.views=2: expected 0 with decouple\.features=online"):
+        load_config(None, ["decouple.views=2", "decouple.features=online"])
+    assert load_config(None, ["decouple.views=2"]).decouple.views == 2
