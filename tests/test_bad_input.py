@@ -94,6 +94,27 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture):
     fails_cleanly(["train", str(tmp_path / "none.yaml"), "--out", str(out)], out, capsys, "none.yaml: not found")
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # PyYAML keeps the last of two equal keys: a file meaning epochs 1 and 2 trained for 2 without a word.
+        ("train:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n", ["line 4: key 'epochs' given twice", "keep one"]),
+        ("train: {epochs: 1}\ndecouple: {}\ntrain: {lr: 0.2}\n", ["line 3: key 'train' given twice"]),
+        # A syntax error said "not valid YAML (ScannerError)", without where or what.
+        ("train:\n\tepochs: 1\n", ["c.yaml: line 2: not valid YAML (ScannerError: found character '\\t'"]),
+        ("train: {epochs: 1}\n---\ntrain: {epochs: 2}\n", ["line 2: not valid YAML (ComposerError"]),
+    ],
+    ids=["duplicate-key", "duplicate-section", "tab", "two-documents"],
+)
+def test_a_config_file_with_a_duplicate_key_or_a_syntax_error_names_the_line(
+    text: str, expected: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    out = tmp_path / "run"
+    fails_cleanly(["train", str(config), *NO_DATA, "--out", str(out)], out, capsys, *expected)
+
+
 # --- npz -------------------------------------------------------------------------------------
 
 U8 = np.uint8

@@ -128,3 +128,25 @@ def test_keys_renamed_into_sections_still_load(tmp_path: Path):
     assert load_config(None, ["train.focal_gamma=3"]).train.focal.gamma == 3.0  # on the command line too
     with pytest.raises(ConfigError, match="train.focal_gamma and train.focal.gamma: the same key"):
         load_config(None, ["train.focal_gamma=3", "train.focal.gamma=2"])
+
+
+def test_an_override_replaces_a_renamed_key_of_the_file(tmp_path: Path):
+    """An older config file (or run directory's config.yaml) under an old key name, overridden on the command
+    line under the new name or the old one: the override wins, as any override does. It used to be refused as
+    "the same key under its old and new name", so `longtail decouple OLD_RUN decouple.ncm.metric=l2` could not
+    run."""
+    old = tmp_path / "old.yaml"
+    old.write_text("train: {loss: focal, focal_gamma: 1.0}\ndecouple: {ncm_metric: l2}\n")
+    assert load_config(old, ["train.focal.gamma=3"]).train.focal.gamma == 3.0
+    assert load_config(old, ["train.focal_gamma=4"]).train.focal.gamma == 4.0
+    assert load_config(old, ["decouple.ncm.metric=cosine"]).decouple.ncm.metric == "cosine"
+    new = tmp_path / "new.yaml"
+    new.write_text("train: {loss: focal, focal: {gamma: 1.0}}\n")
+    assert load_config(new, ["train.focal_gamma=5"]).train.focal.gamma == 5.0
+
+
+def test_views_with_online_features_are_refused():
+    """decouple.views caches augmented views for features=cached; with features=online they were ignored."""
+    with pytest.raises(ConfigError, match=r"decouple\.views=2: expected 0 with decouple\.features=online"):
+        load_config(None, ["decouple.views=2", "decouple.features=online"])
+    assert load_config(None, ["decouple.views=2"]).decouple.views == 2

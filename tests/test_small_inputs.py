@@ -122,7 +122,7 @@ HUGE = 10**23
             "train.class_aware.num_samples_cls=1099511627776: expected an integer in",
         ),
         (["train.epochs=1000000000"], "train.epochs=1000000000: expected an integer in [1, 100,000]"),
-        (["decouple.auto_lr_factors=[" + ",".join(["1"] * 65) + "]"], "expected a list of 1 to 64 numbers > 0"),
+        (["decouple.auto_lr_factors=[" + ",".join(["1"] * 65) + "]"], "expected a list of 1 to 64 numbers in (0, "),
     ],
     ids=lambda value: value[0].split("=")[0] if isinstance(value, list) else None,
 )
@@ -131,6 +131,29 @@ def test_integers_out_of_range_are_refused_before_anything_is_written(
 ):
     out = tmp_path / "run"
     one_error_line(["train", *TINY, *overrides, "--out", str(out)], capsys, expected)
+    assert not out.exists()
+
+
+# Finite in float64 but beyond float32: SGD's scalars overflowed at the first step (a RuntimeError traceback
+# after the run directory was made), a τ grid's TensorBoard step (100 τ) after results.json was written.
+BEYOND_FLOAT32 = [
+    ("train.lr=1e300", "train.lr=1e+300: expected a number in (0, 1e+06]"),
+    ("train.weight_decay=1e300", "train.weight_decay=1e+300: expected a number in [0, 1e+06]"),
+    ("decouple.crt.lr=1e39", "decouple.crt.lr=1e+39: expected a number in (0, 1e+06]"),
+    ("decouple.las.weight_decay=1e300", "decouple.las.weight_decay=1e+300: expected a number in [0, 1e+06]"),
+    ("decouple.wb.weight_decay_grid=[1e300]", "expected a list of numbers in [0, 1e+06]"),
+    ("decouple.auto_lr_factors=[1e300]", "expected a list of 1 to 64 numbers in (0, 1e+06]"),
+    ("decouple.tau.max=1e300", "decouple.tau.max=1e+300: expected a number in [decouple.tau.min, 1e+06]"),
+    ("decouple.logit_adjust.max=1e300", "expected a number in [decouple.logit_adjust.min, 1e+06]"),
+]
+
+
+@pytest.mark.parametrize("override, expected", BEYOND_FLOAT32, ids=[o.split("=")[0] for o, _ in BEYOND_FLOAT32])
+def test_numbers_beyond_what_the_arithmetic_holds_are_refused_before_anything_is_written(
+    override: str, expected: str, tmp_path: Path, capsys
+):
+    out = tmp_path / "run"
+    one_error_line(["train", *TINY, override, "--out", str(out)], capsys, expected)
     assert not out.exists()
 
 

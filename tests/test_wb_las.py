@@ -215,6 +215,14 @@ def test_las_shift_bn_needs_images_and_is_not_an_auto_candidate():
         METHODS["las"].variants(ctx, None)
 
 
+def test_auto_refuses_las_shift_bn_before_fitting_any_method(tiny_run: Path, tmp_path: Path, capsys):
+    """It was refused when auto asked LAS for its variants: after ncm, crt, ..., las had been fitted and saved."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert main(["decouple", str(run), "--method", "auto", "decouple.las.shift_bn=true"]) == 1
+    assert "--method auto: compares classifiers on the frozen backbone" in capsys.readouterr().err
+    assert not list(run.glob("classifiers/*.pt"))
+
+
 def test_las_variants_try_its_learning_rate():
     ctx = context("decouple.las.epochs=1")
     fitted = METHODS["las"].fit(ctx)

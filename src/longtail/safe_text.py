@@ -12,7 +12,8 @@ overrides) goes through this module:
   neither the parser nor any code walking the result can exhaust the stack (a
   200 KB file of ``[[[[...`` is a ``RecursionError`` to ``json.loads``);
 - YAML is composed by PyYAML's safe loader without aliases (``&a``/``*a`` turn a
-  few hundred bytes into gigabytes) and at most :data:`MAX_YAML_DEPTH` levels deep.
+  few hundred bytes into gigabytes) and at most :data:`MAX_YAML_DEPTH` levels deep;
+  a key given twice in one mapping is refused (PyYAML would keep the last).
 
 Each refusal is one line of the caller's error type, naming the file.
 """
@@ -117,6 +118,15 @@ class YamlTooDeep(Exception):
     """YAML nested deeper than :data:`MAX_YAML_DEPTH`."""
 
 
+class YamlDuplicateKey(Exception):
+    """A key given twice in one YAML mapping (PyYAML keeps the last silently): ``key`` and the 1-based ``line``
+    of its second occurrence."""
+
+    def __init__(self, node: yaml.ScalarNode) -> None:
+        super().__init__(node.value)
+        self.key, self.line = node.value, node.start_mark.line + 1
+
+
 class SafeYamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader (plain data only) without aliases and at most :data:`MAX_YAML_DEPTH` levels deep."""
 
@@ -135,11 +145,22 @@ class SafeYamlLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # A config that says `epochs: 10` and, further down, `epochs: 200` means one of them by mistake.
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if (key_node.tag, key_node.value) in seen:
+                    raise YamlDuplicateKey(key_node)
+                seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep=deep)
+
 
 def parse_yaml(text: str) -> Any:
     """``text`` as YAML data with :class:`SafeYamlLoader`.
 
     Raises:
-        YamlAliasRefused, YamlTooDeep, yaml.YAMLError, ValueError (an integer of 4300+ digits), RecursionError.
+        YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, yaml.YAMLError, ValueError (an integer of 4300+ digits),
+        RecursionError.
     """
     return yaml.load(text, Loader=SafeYamlLoader)  # a SafeLoader subclass: plain data only

@@ -12,7 +12,7 @@ import yaml
 
 from ..errors import SHOWN_CHARS, ConfigError, shown
 from ..registry import DATASETS
-from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
+from ..safe_text import YamlAliasRefused, YamlDuplicateKey, YamlTooDeep, parse_yaml
 from .fields import coerce, field_types, is_section
 from .reference import config_keys
 from .schema import Config
@@ -81,7 +81,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise unknown_key(key)
     try:
         value = parse_yaml(raw) if raw.strip() else ""
-    except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, ValueError, RecursionError):
+    except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, ValueError, RecursionError):
         value = raw
     # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
     return key, raw if isinstance(value, str) else value
@@ -96,10 +96,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path}: expected a mapping of keys, got {type(loaded).__name__}")
         tree = loaded or {}
+        # Old key names are read as the new ones in the file and on the command line separately, so that an
+        # override replaces the file's value under either name (an older run's config.yaml holds
+        # decouple.ncm_metric: decouple.ncm.metric=l2 must win, not be "the same key under two names").
+        apply_renamed(tree)
+    layer: dict[str, Any] = {}
+    keys: list[str] = []
     for text in overrides:
         key, value = parse_override(text)
-        set_dotted(tree, key, value)
+        set_dotted(layer, key, value)
+        keys.extend(RENAMED.get(key, (key,)))
+    apply_renamed(layer)  # both names of one key on the command line are still refused
+    for key in dict.fromkeys(keys):
+        set_dotted(tree, key, _get_dotted(layer, key))
     return config_from_dict(tree)
+
+
+def _get_dotted(tree: dict[str, Any], key: str) -> Any:
+    """The value at ``a.b.c`` of a nested dict that holds it."""
+    node: Any = tree
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -33,10 +33,18 @@ MAX_LR_FACTORS = 64
 MAX_RESAMPLES = 1_000_000
 MAX_SHIFTS = 32  # shifted test distributions per direction
 MAX_SHIFT_FACTOR = 1e6
+# Learning rates, weight decays and lr factors reach torch's SGD as float32 scalars: beyond 3.4e38 it fails
+# with a RuntimeError at the first step (after the run directory is made); 1e6 is far above any real use.
+MAX_RATE = 1e6
+# τ of the post-hoc sweeps: the paper's grid is [0, 2]; beyond 1e6 nothing changes but the arithmetic (the
+# curve's TensorBoard step, 100 τ, overflowed an integer at 1e300).
+MAX_TAU = 1e6
 
 SEED = Interval(0, INT64, closed="left", integer=True)  # numpy refuses negatives; a process's seed adds its rank
 POSITIVE = Interval(0, None, closed="neither")
 NON_NEGATIVE = Interval(0)
+LEARNING_RATE = Interval(0, MAX_RATE, closed="right")
+DECAY = Interval(0, MAX_RATE)
 UNIT = Interval(0, 1)
 EPOCHS = Interval(1, MAX_EPOCHS, integer=True)
 BATCH = Interval(1, MAX_BATCH, integer=True)
@@ -170,12 +178,12 @@ class TrainConfig(Sectioned):
         EPOCHS,
     )
     batch_size: int = option(128, "images per step", BATCH)
-    lr: float = option(0.1, "peak learning rate (cosine-decayed to 0, per step)", POSITIVE)
+    lr: float = option(0.1, "peak learning rate (cosine-decayed to 0, per step)", LEARNING_RATE)
     momentum: float = option(0.9, "SGD momentum", MOMENTUM)
     weight_decay: float = option(
         5e-3,
         "SGD weight decay (the paper's 5e-4 is GRID_DEFAULTS'; weight balancing's lesson: tune it, larger)",
-        NON_NEGATIVE,
+        DECAY,
     )
     warmup_epochs: int = option(
         0, "epochs of linear warm-up before the cosine decay", Interval(0, "epochs", closed="left", integer=True)
@@ -233,9 +241,9 @@ class HeadTrainingConfig:
         "(longtail.engine.head_schedule)",
         AutoOr(BATCH),
     )
-    lr: float = option(0.2, "peak learning rate, cosine to 0 per step (official: 0.2)", POSITIVE)
+    lr: float = option(0.2, "peak learning rate, cosine to 0 per step (official: 0.2)", LEARNING_RATE)
     momentum: float = option(0.9, "SGD momentum", MOMENTUM)
-    weight_decay: float = option(5e-4, "SGD weight decay (official: 5e-4)", NON_NEGATIVE)
+    weight_decay: float = option(5e-4, "SGD weight decay (official: 5e-4)", DECAY)
 
 
 @dataclass
@@ -243,7 +251,7 @@ class TauConfig:
     """A τ grid for a post-hoc method (τ-normalisation, logit adjustment); τ is chosen on validation."""
 
     min: float = option(0.0, "smallest τ of the sweep", NON_NEGATIVE)
-    max: float = option(2.0, "largest τ of the sweep", Interval("min"))
+    max: float = option(2.0, "largest τ of the sweep", Interval("min", MAX_TAU))
     steps: int = option(
         21,
         "number of τ values, evenly spaced (official: linspace(0, 2, 21))",
@@ -298,7 +306,7 @@ class DecoupleConfig(Sectioned):
     auto_lr_factors: list[float] = option(
         [0.25, 1.0, 4.0],
         "--method auto: trained heads are tried at their lr times each of these factors",
-        Each(POSITIVE, min_items=1, max_items=MAX_LR_FACTORS),
+        Each(LEARNING_RATE, min_items=1, max_items=MAX_LR_FACTORS),
     )
     # The methods' and samplers' own sections (decouple.crt, decouple.tau, ...): see longtail.config.sections.
     sections: dict[str, Any] = _sections("decouple")

@@ -82,6 +82,9 @@ def _check_representation(config: Config) -> None:
     if features:
         require(m.pretrained is None, "model.pretrained", m.pretrained, "null: features need no backbone weights")
         require(dc.views == 0, "decouple.views", dc.views, "0: precomputed features have no augmented views")
+    # Cached views are what online training does every epoch instead: with online they were silently unused.
+    online = "0 with decouple.features=online (it augments every epoch; views are for features=cached)"
+    require(dc.views == 0 or dc.features == "cached", "decouple.views", dc.views, online)
     if external and dc.features == "online":  # a program keeps the BatchNorm mode it was exported in
         require(dc.bn == "eval", "decouple.bn", dc.bn, "eval: a backbone file's BatchNorm cannot switch to train")
     if features or external:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, shown
-from ..safe_text import YamlAliasRefused, YamlTooDeep, parse_yaml
+from ..safe_text import YamlAliasRefused, YamlDuplicateKey, YamlTooDeep, parse_yaml
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not one, and is not read
 
@@ -27,7 +27,17 @@ def read_config_file(path: Path) -> Any:
             f"config file {path}: line {alias.line}: YAML alias {shown('*' + alias.anchor)} refused; "
             "write the value out (aliases can expand a small file without bound)"
         ) from None
+    except YamlDuplicateKey as duplicate:
+        raise ConfigError(
+            f"config file {path}: line {duplicate.line}: key {shown(duplicate.key)} given twice in one mapping; "
+            "keep one"
+        ) from None
     except (YamlTooDeep, RecursionError):
         raise ConfigError(f"config file {path}: nested too deeply to be a config") from None
+    except yaml.MarkedYAMLError as error:  # where and what, as the parser says it: a tab, a missing ':'
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        what = f": {error.problem}" if error.problem else ""
+        raise ConfigError(f"config file {path}: {where}not valid YAML ({error.__class__.__name__}{what})") from None
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as error:  # ValueError: an integer of 4300+ digits
         raise ConfigError(f"config file {path}: not valid YAML ({error.__class__.__name__})") from None

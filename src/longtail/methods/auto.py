@@ -22,7 +22,7 @@ from ..config import Config
 from ..engine.feature_rows import predicted_classes
 from ..errors import ConfigError
 from ..evaluation.metrics import SUMMARY_KEYS
-from . import register_method, spec_of
+from . import method_names, register_method, spec_of
 from .base import FitContext, Fitted, MethodSpec
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,18 @@ def _record(candidates: list[Candidate], winner: Candidate, select: str) -> dict
 
 
 def check(config: Config) -> None:
-    """auto compares classifiers on the cached features of the frozen backbone: refuse anything else at once."""
+    """auto compares classifiers on the cached features of the frozen backbone: refuse anything else at once,
+    also what a method it compares cannot do under it (its ``check_for_auto``)."""
     cfg = config.decouple
     if cfg.features != "cached" or cfg.trainable != "classifier":
         raise ConfigError(
             "--method auto: works on cached features with a frozen backbone; "
             f"got decouple.features={cfg.features}, decouple.trainable={cfg.trainable}"
         )
+    for name in method_names():
+        spec = spec_of(name)
+        if spec.in_all and spec.check_for_auto is not None:
+            spec.check_for_auto(config)
 
 
 def fit(context: FitContext) -> Fitted:

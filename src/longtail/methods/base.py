@@ -202,6 +202,8 @@ class MethodSpec:
             ``sweep`` (WB's grid); see :func:`~longtail.methods.selection.chooses_on_validation`.
         variants: what ``--method auto`` tries of it, given the context and the configured fit; None: the fit alone.
         check: refuses a config it cannot work with (a one-line ConfigError), called before any method is fit.
+        check_for_auto: refuses a config under which ``--method auto`` cannot compare its fits (a one-line
+            ConfigError); auto's ``check`` calls it, before any method is fit.
         reads: the general ``decouple`` keys (not of a section) its fit depends on, beside its own section: a
             saved classifier is reused when these are unchanged (:mod:`longtail.pipeline.classifiers`); None:
             every one of them (the safe answer for a method that does not say). ``sampler`` also covers the
@@ -227,6 +229,7 @@ class MethodSpec:
     selects: bool = False
     variants: Callable[[FitContext, Fitted], list[Fitted]] | None = None
     check: Callable[[Config], None] | None = None
+    check_for_auto: Callable[[Config], None] | None = None
     reads: tuple[str, ...] | None = None
     renamed: dict[str, str] = field(default_factory=dict)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from ..config import HeadTrainingConfig, Interval, option, require
+from ..config import Config, HeadTrainingConfig, Interval, option, require
 from ..errors import ConfigError
 from ..losses import LabelAwareSmoothingLoss
 from . import register_method
@@ -113,14 +113,20 @@ def fit(context: FitContext) -> Fitted:
 _lr_variants = lr_variants(fit)
 
 
-def variants(context: FitContext, fitted: Fitted) -> list[Fitted]:
-    """``auto``'s candidates: the fit at lr × each ``decouple.auto_lr_factors``; not with shift learning,
-    whose classifier needs its own re-estimated backbone while ``auto`` compares on the frozen one."""
-    if context.config.decouple.las.shift_bn:
+def check_for_auto(config: Config) -> None:
+    """``auto`` compares classifiers on the frozen backbone; shift learning's classifier needs its own
+    re-estimated one. Refused before any method is fit (it was refused after every one had been)."""
+    if config.decouple.las.shift_bn:
         raise ConfigError(
             "--method auto: compares classifiers on the frozen backbone, and decouple.las.shift_bn=true changes "
             "its BatchNorm statistics; set it false, or fit --method las alone"
         )
+
+
+def variants(context: FitContext, fitted: Fitted) -> list[Fitted]:
+    """``auto``'s candidates: the fit at lr × each ``decouple.auto_lr_factors``; not with shift learning
+    (:func:`check_for_auto`)."""
+    check_for_auto(context.config)
     return _lr_variants(context, fitted)
 
 
@@ -137,6 +143,7 @@ SPEC = register_method(
         needs_linear_joint=True,
         show_norms=True,
         variants=variants,
+        check_for_auto=check_for_auto,
         reads=TRAINED_HEAD_KEYS,
     )
 )

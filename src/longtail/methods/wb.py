@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..config import Each, HeadTrainingConfig, Interval, OneOf, option
+from ..config.schema import DECAY
 from ..engine.feature_rows import predicted_classes
 from ..engine.maxnorm import MaxNorm, project_rows_, relative_radius
 from ..errors import ConfigError
@@ -70,7 +71,7 @@ class WBConfig(HeadTrainingConfig):
     weight_decay_grid: list[float] = option(
         [0.001, 0.01, 0.1],
         "WB weight decays chosen among on validation, with weight_decay ([]: weight_decay alone)",
-        Each(Interval(0)),
+        Each(DECAY),
     )
     thresh: float = option(
         0.1,
