@@ -92,6 +92,8 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture):
         ["train", str(config), *NO_DATA, "--out", str(out)], out, capsys, "did you mean 'data.imbalance_factor'"
     )
     fails_cleanly(["train", str(tmp_path / "none.yaml"), "--out", str(out)], out, capsys, "none.yaml: not found")
+    (tmp_path / "folder.yaml").mkdir()  # was "not found" too
+    fails_cleanly(["train", str(tmp_path / "folder.yaml"), "--out", str(out)], out, capsys, "folder.yaml: a directory")
 
 
 @pytest.mark.parametrize(

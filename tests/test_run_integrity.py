@@ -307,6 +307,16 @@ def test_edited_run_time_keys_are_accepted(run_copy: Path):
     assert load_run(run_copy).config.eval.batch_size == 64
 
 
+def test_a_bad_override_is_named_as_such_and_a_bad_file_by_its_name(run_copy: Path, capsys):
+    # A bad value given on the command line was reported as "RUN/config.yaml: ...", a file that holds no such value.
+    assert main(["eval", str(run_copy), "eval.batch_size=-3"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("eval.batch_size=-3") and "config.yaml" not in line
+    _edit(run_copy, "eval.batch_size", -3)  # the same value in the file: the file is named
+    assert main(["eval", str(run_copy), "eval.many=50"]) == 1
+    assert _error_line(capsys).startswith(f"{run_copy / 'config.yaml'}: eval.batch_size=-3")
+
+
 def test_resume_names_the_edited_key(stage1_run: Path, run_copy: Path, capsys: pytest.CaptureFixture[str]):
     (run_copy / "results.json").unlink()  # as if killed during the final scoring
     _edit(run_copy, "train.weight_decay", 0.5)

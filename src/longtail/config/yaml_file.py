@@ -16,7 +16,8 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not 
 def read_config_file(path: Path) -> Any:
     """The YAML data of a config file, refused with one line when too large, aliased, too deep or not YAML."""
     if not path.is_file():
-        raise ConfigError(f"config file {path}: not found")
+        found = "a directory" if path.is_dir() else "not found" if not path.exists() else "not a regular file"
+        raise ConfigError(f"config file {path}: {found}; expected a YAML file")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path}: {size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")

@@ -163,6 +163,15 @@ def check_stage1_config(
         )
 
 
+def _file_alone_loads(path: Path) -> bool:
+    """Whether the run's config file is valid without the command line's overrides."""
+    try:
+        load_config(path)
+    except ConfigError:
+        return False
+    return True
+
+
 def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     """Read a stage-1 run: config (with run-time ``overrides``), data, and the trained model.
 
@@ -175,6 +184,8 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     try:
         config = load_config(run_dir / CONFIG_FILE, overrides)
     except ConfigError as error:
+        if overrides and _file_alone_loads(run_dir / CONFIG_FILE):
+            raise  # the command line's value is wrong, not the file: the message names the key, not config.yaml
         raise RunDirError(f"{run_dir / CONFIG_FILE}: {error}") from None
     checkpoint = load_checkpoint(run_dir)
     trained_with = checkpoint.get("config", {}).get("model", {}).get("backbone")
