@@ -22,12 +22,15 @@ the demo           2,478     38     65             325
 300 samples        300       32     9              45
 =================  ========  =====  =============  ==================
 
-The constants were chosen on the demo's validation split (Fashion-MNIST-LT,
-2,478 images; mean of seeds 0-2, docs/results/finding2_draft.md): LWS's
-validation macro is 76.8 at the official 20 steps, 83.7 at 32 steps an epoch,
-85.2 at 64 and 85.3 at 128 (it has converged), while cRT and LAS do not move
-and WB, a fine-tune at lr 0.01, loses a little below its batch 64 (86.8 at
-64, 86.3 at 38, 85.8 at 32, 84.8 at 19): 64 steps an epoch, batch at least 32.
+The constants rest on the demo's validation split (Fashion-MNIST-LT, 2,478
+images; mean of seeds 0-2 of the demo recipe, docs/results/head_schedule.md,
+``benchmarks/head_schedule.py``): LWS's validation macro is 77.7 at the
+official batch (4 steps an epoch), 83.8 at 32 steps, 84.3 at 64 and 84.2 at
+128 (it has converged); cRT and LAS move by less than a point from 32 steps on
+(cRT is 1.0 lower at the official batch), and WB, a fine-tune at lr 0.01,
+has 87.3 at its own batch 64, 87.0 at 38 (within the seeds' spread of 1.3 to
+1.8) and 86.2 at 19: 64 steps an epoch, batch at least 32.
+
 The scikit-learn estimator's own ``batch_size="auto"`` targets 32 steps an
 epoch (:func:`longtail.sklearn.fitting.auto_batch_size`).
 
