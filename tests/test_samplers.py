@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from longtail.errors import ConfigError, DataError
-from longtail.samplers import ClassPowerSampler, InstanceSampler, make_sampler
+from longtail.samplers import ClassAwareSampler, ClassPowerSampler, InstanceSampler, make_sampler
 
 LABELS = np.repeat(np.arange(4), [400, 100, 25, 4])  # 529 items, imbalance 100
 
@@ -175,3 +175,71 @@ def test_strategy_errors():
         make_sampler(LABELS, "class_aware", num_samples_cls=0)
     with pytest.raises(DataError, match="class 1 has no training images: class-aware"):
         make_sampler([0, 2, 2], "class_aware")
+
+
+@pytest.mark.parametrize("strategy", ["instance", "class", "sqrt", "progressive", "class_aware"])
+@pytest.mark.parametrize("size, replicas", [(1, 4), (2, 5), (3, 8)])
+def test_more_replicas_than_draws_gives_every_rank_len_indices(strategy: str, size: int, replicas: int):
+    # The padding is longer than the stream: it must cycle, or the last ranks get fewer indices than len().
+    labels = np.arange(size) % 2 if strategy != "class" or size > 1 else [0]
+    shares = []
+    for rank in range(replicas):
+        sampler = make_sampler(labels, strategy, seed=3, epochs=2, num_replicas=replicas, rank=rank)
+        shares.append(list(sampler))
+        assert len(shares[-1]) == len(sampler) == 1
+    single = list(make_sampler(labels, strategy, seed=3, epochs=2))
+    assert [share[0] for share in shares] == [single[i % len(single)] for i in range(replicas)]
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.array([0.5, 1.7, 1.2]), "expected integer class indices, found 0.5"),
+        (np.array([0.0, np.nan]), "expected integer class indices, found nan"),
+        (["a", "b"], "expected integer class indices"),
+        (torch.tensor([0.0, 1.5]), "found 1.5"),
+    ],
+)
+def test_labels_that_are_not_class_indices_are_refused(labels, message: str):
+    with pytest.raises(DataError, match=message):
+        make_sampler(labels, "instance")
+
+
+def test_integer_valued_float_labels_are_class_indices():
+    assert list(make_sampler(np.array([0.0, 1.0, 1.0]), "class", seed=1)) == list(
+        make_sampler([0, 1, 1], "class", seed=1)
+    )
+
+
+@pytest.mark.parametrize(
+    "keywords, message",
+    [
+        ({"num_samples": 2.5}, "num_samples=2.5: expected an integer >= 1"),
+        ({"num_samples": "3"}, "num_samples='3'"),
+        ({"seed": -1}, "seed=-1: expected an integer >= 0"),
+        ({"seed": None}, "seed=None"),
+        ({"num_replicas": 2.0, "rank": 0}, "num_replicas=2.0"),
+        ({"num_replicas": 2, "rank": 1.0}, r"rank=1.0: expected an integer in \[0, 2\)"),
+        ({"num_classes": 3.0}, "num_classes=3.0"),
+        ({"num_classes": -1}, "num_classes=-1: expected an integer >= 1"),
+    ],
+)
+def test_sampler_arguments_of_the_wrong_type_are_named(keywords: dict, message: str):
+    with pytest.raises(ConfigError, match=message):
+        make_sampler([0, 1, 1], "class", **keywords)
+
+
+@pytest.mark.parametrize("epoch", [-1, 1.5, None])
+def test_set_epoch_refuses_what_is_not_an_epoch(epoch):
+    sampler = make_sampler([0, 1, 1], "sqrt")
+    with pytest.raises(ConfigError, match=f"epoch={epoch!r}: expected an integer >= 0"):
+        sampler.set_epoch(epoch)
+    sampler.set_epoch(np.int64(2))  # a NumPy integer is an epoch
+    assert len(list(sampler)) == 3
+
+
+def test_progressive_and_class_aware_need_integer_settings():
+    with pytest.raises(ConfigError, match="epochs=2.5"):
+        make_sampler([0, 1], "progressive", epochs=2.5)
+    with pytest.raises(ConfigError, match="num_samples_cls=2.5"):
+        ClassAwareSampler([0, 1], num_samples_cls=2.5)

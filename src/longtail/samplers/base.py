@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,25 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int if it is an integer >= ``minimum`` (NumPy integers too); a one-line ConfigError
+    otherwise, here rather than a TypeError of ``torch.rand`` or NumPy's seeding at the first iteration."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ConfigError(f"{name}={value!r}: expected an integer >= {minimum}")
+    return int(value)
+
+
 def _as_label_tensor(labels: Labels) -> torch.Tensor:
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    if labels.dim() != 1 or len(labels) == 0:
-        raise DataError(f"labels: expected a non-empty 1-D sequence of class indices, got shape {tuple(labels.shape)}")
+    values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if values.dtype.kind not in "biuf":  # text, objects: NumPy's or torch's own message would not say what is wrong
+        raise DataError(f"labels: expected integer class indices, got {values.dtype} values")
+    if values.ndim != 1 or len(values) == 0:
+        raise DataError(f"labels: expected a non-empty 1-D sequence of class indices, got shape {values.shape}")
+    if values.dtype.kind == "f":  # 1.0 is class 1; 0.5 or NaN would be truncated into some class silently
+        fractional = ~np.isfinite(values) | (values != np.round(values))
+        if fractional.any():
+            raise DataError(f"labels: expected integer class indices, found {values[fractional][0].item()!r}")
+    labels = torch.as_tensor(values.astype(np.int64))
     if int(labels.min()) < 0:
         raise DataError(f"labels: class indices must be >= 0, found {int(labels.min())}")
     return labels
@@ -59,11 +75,10 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = dist.get_world_size() if initialised else 1
     if rank is None:
         rank = dist.get_rank() if initialised else 0
-    if num_replicas < 1:
-        raise ConfigError(f"num_replicas={num_replicas!r}: expected an integer >= 1")
-    if not 0 <= rank < num_replicas:
+    num_replicas = _check_int("num_replicas", num_replicas, 1)
+    if isinstance(rank, bool) or not isinstance(rank, Integral) or not 0 <= rank < num_replicas:
         raise ConfigError(f"rank={rank!r}: expected an integer in [0, {num_replicas})")
-    return num_replicas, rank
+    return num_replicas, int(rank)
 
 
 def power_law(class_counts: torch.Tensor, q: float) -> torch.Tensor:
@@ -98,12 +113,14 @@ class EpochSampler(Sampler[int]):
         num_classes: int | None = None,
     ) -> None:
         self.labels = _as_label_tensor(labels)
-        if num_classes is not None and int(self.labels.max()) >= num_classes:
-            raise DataError(f"labels: class index {int(self.labels.max())}, expected below num_classes={num_classes}")
-        if num_samples is not None and num_samples < 1:
-            raise ConfigError(f"num_samples={num_samples!r}: expected an integer >= 1")
-        self.num_samples = len(self.labels) if num_samples is None else num_samples
-        self.seed = seed
+        if num_classes is not None:
+            num_classes = _check_int("num_classes", num_classes, 1)
+            if int(self.labels.max()) >= num_classes:
+                raise DataError(
+                    f"labels: class index {int(self.labels.max())}, expected below num_classes={num_classes}"
+                )
+        self.num_samples = len(self.labels) if num_samples is None else _check_int("num_samples", num_samples, 1)
+        self.seed = _check_int("seed", seed, 0)  # NumPy's SeedSequence takes no negative seed
         self.epoch = 0
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
         self.class_counts = torch.bincount(self.labels, minlength=num_classes or 0)
@@ -112,8 +129,8 @@ class EpochSampler(Sampler[int]):
         self.starts = torch.cumsum(self.class_counts, 0) - self.class_counts
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next ``__iter__`` yields."""
-        self.epoch = epoch
+        """Select the epoch (an integer >= 0) whose order the next ``__iter__`` yields."""
+        self.epoch = _check_int("epoch", epoch, 0)
 
     def global_indices(self) -> torch.Tensor:
         """(num_samples,) int64 dataset indices of the current epoch, all ranks together."""
@@ -126,7 +143,8 @@ class EpochSampler(Sampler[int]):
             return stream
         padding = len(self) * self.num_replicas - len(stream)
         if padding:
-            stream = torch.cat([stream, stream[:padding]])
+            # Cycled: with more replicas than draws the padding is longer than the stream itself.
+            stream = torch.cat([stream, stream[torch.arange(padding) % len(stream)]])
         return stream[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:

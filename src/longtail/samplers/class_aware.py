@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -27,10 +28,10 @@ class ClassAwareSampler(EpochSampler):
 
     def __init__(self, labels: Labels, num_samples_cls: int = 4, **kwargs) -> None:
         super().__init__(labels, **kwargs)
-        if num_samples_cls < 1:
+        if isinstance(num_samples_cls, bool) or not isinstance(num_samples_cls, Integral) or num_samples_cls < 1:
             raise ConfigError(f"num_samples_cls={num_samples_cls!r}: expected an integer >= 1")
         self._require_every_class("class-aware")
-        self.num_samples_cls = num_samples_cls
+        self.num_samples_cls = int(num_samples_cls)
 
     def global_indices(self) -> torch.Tensor:
         generator = epoch_generator(self.seed, self.epoch)

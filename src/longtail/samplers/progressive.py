@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ class ProgressiveSampler(EpochSampler):
 
     def __init__(self, labels: Labels, epochs: int | None, **kwargs) -> None:
         super().__init__(labels, **kwargs)
-        if epochs is None or epochs < 1:
+        if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 1:
             raise ConfigError(f"epochs={epochs!r}: the progressive sampler needs the number of epochs (>= 1)")
         self._require_every_class("progressive")
         self.epochs = epochs
