@@ -12,6 +12,7 @@ from longtail.losses import (
     ClassBalancedLoss,
     CrossEntropyLoss,
     FocalLoss,
+    LabelAwareSmoothingLoss,
     LDAMLoss,
     LogitAdjustedLoss,
     Loss,
@@ -402,3 +403,36 @@ def test_counts_may_be_a_list_an_array_or_a_tensor():
     assert torch.equal(log_prior(np.array(COUNTS)), expected)
     assert torch.equal(log_prior(torch.tensor(COUNTS)), expected)
     assert torch.equal(create_loss("ldam_drw", torch.tensor(COUNTS)).margins, ldam_margins(COUNTS, 0.5))
+
+
+ALL_LOSSES = ["ce", "focal", "class_balanced", "balanced_softmax", "ldam_drw", "logit_adjusted"]
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.parametrize("drw", [False, True])
+def test_an_empty_batch_gives_zero_loss_for_every_loss(name: str, drw: bool):
+    # As a batch whose targets all have weight 0: 0 with a zero gradient, not NaN (LDAM gave NaN before DRW
+    # and 0 after it).
+    loss = create_loss(name, [30, 5, 1], epochs=4, gamma=1.0, drw_epoch=1)
+    loss.set_epoch(2 if drw else 0)
+    logits = torch.zeros(0, 3, requires_grad=True)
+    value = loss(logits, torch.zeros(0, dtype=torch.int64))
+    assert value.item() == 0.0
+    value.backward()
+    assert logits.grad.shape == (0, 3)
+    for other in (LabelAwareSmoothingLoss([30, 5, 1], 0.4, 0.1), ClassBalancedLoss([30, 5, 1], gamma=1.0)):
+        assert other(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64)).item() == 0.0
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_inputs_of_the_wrong_type_or_dtype_are_named(name: str):
+    loss = create_loss(name, [30, 5, 1])
+    logits, targets = torch.zeros(2, 3), torch.tensor([0, 2])
+    with pytest.raises(TypeError, match="expected logits and targets as tensors, got list and ndarray"):
+        loss(logits.tolist(), targets.numpy())
+    # Integer logits ran through LDAM with its margins cast to integers (0): a silently different loss.
+    with pytest.raises(TypeError, match="logits: expected a floating-point tensor, got torch.int64"):
+        loss(logits.long(), targets)
+    for dtype in (torch.float32, torch.int32, torch.bool):
+        with pytest.raises(TypeError, match=f"targets: expected int64 class indices, got {dtype}"):
+            loss(logits, targets.to(dtype))

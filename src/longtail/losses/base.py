@@ -10,7 +10,8 @@ Conventions:
 - Weighted losses reduce like ``F.cross_entropy(..., weight=w)``:
   ``sum_i w_{y_i} l_i / sum_i w_{y_i}``, except the class-balanced focal loss
   (γ > 0), a plain mean over the batch as in Cao et al.'s code. A batch whose
-  targets all have weight 0 gives loss 0 (and zero gradient) instead of NaN.
+  targets all have weight 0 gives loss 0 (and zero gradient) instead of NaN, and
+  so does an empty batch, for every loss.
 - A class with no training images gets class-balanced weight 0, the largest LDAM
   margin, and the log prior of ``ZERO_COUNT`` images (finite, very negative); see
   :func:`log_prior`.
@@ -87,7 +88,16 @@ def as_counts(class_counts: CountsLike) -> torch.Tensor:
 
 
 def check_inputs(logits: torch.Tensor, targets: torch.Tensor, num_classes: int | None) -> torch.Tensor:
-    """Shape checks (host-side, no device sync); returns the logits upcast from half precision."""
+    """Type and shape checks (host-side, no device sync); returns the logits upcast from half precision."""
+    if not isinstance(logits, torch.Tensor) or not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            f"expected logits and targets as tensors, got {type(logits).__name__} and {type(targets).__name__}"
+        )
+    # Integer logits would run through some losses with their float constants (LDAM's margins) cast to integers.
+    if not logits.is_floating_point():
+        raise TypeError(f"logits: expected a floating-point tensor, got {logits.dtype}")
+    if targets.dtype != torch.int64:
+        raise TypeError(f"targets: expected int64 class indices, got {targets.dtype}")
     if logits.ndim != 2 or targets.ndim != 1 or logits.shape[0] != targets.shape[0]:
         raise ValueError(
             f"expected logits (N, C) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}"
@@ -162,10 +172,16 @@ def log_prior(class_counts: CountsLike) -> torch.Tensor:
 # --------------------------------------------------------------------------- shared math
 
 
+def batch_mean(losses: torch.Tensor) -> torch.Tensor:
+    """(N,) per-sample losses -> scalar mean; 0 (with a zero gradient) for an empty batch, not the NaN of an
+    empty mean: the same as a batch whose targets all have weight 0."""
+    return losses.mean() if losses.numel() else losses.sum()
+
+
 def weighted_mean(losses: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """(N,) per-sample losses -> scalar: plain mean, or ``Σ w_y l / Σ w_y`` (0 when ``Σ w_y = 0``)."""
     if weight is None:
-        return losses.mean()
+        return batch_mean(losses)
     w = weight.to(losses.dtype)[targets]
     total = w.sum()
     return torch.where(total > 0, (w * losses).sum() / total.clamp_min(torch.finfo(w.dtype).tiny), 0.0)

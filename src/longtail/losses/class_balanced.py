@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from ..config import Interval, option
-from .base import CountsLike, Loss, LossSpec, check_inputs, class_balanced_weights, register_loss
+from .base import CountsLike, Loss, LossSpec, batch_mean, check_inputs, class_balanced_weights, register_loss
 from .focal import FocalLoss
 
 
@@ -57,7 +57,7 @@ class ClassBalancedLoss(FocalLoss):
         if self.gamma == 0:
             return super().forward(logits, targets)
         logits = check_inputs(logits, targets, self.num_classes)
-        return weighted_focal_terms(logits, targets, self.weight, self.gamma).mean()
+        return batch_mean(weighted_focal_terms(logits, targets, self.weight, self.gamma))
 
 
 @dataclass

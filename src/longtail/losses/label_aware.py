@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .base import CountsLike, Loss, as_counts, check_inputs, check_number
+from .base import CountsLike, Loss, as_counts, batch_mean, check_inputs, check_number
 
 LABEL_AWARE_SHAPES = ("concave", "linear", "convex", "exp")
 
@@ -101,4 +101,4 @@ class LabelAwareSmoothingLoss(Loss):
         nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)  # (N,)
         uniform = -log_probs.mean(dim=1)  # (N,)
         eps = self.epsilons.to(log_probs.dtype)[targets]
-        return ((1.0 - eps) * nll + eps * uniform).mean()
+        return batch_mean((1.0 - eps) * nll + eps * uniform)

@@ -32,6 +32,8 @@ class LogitAdjustedLoss(Loss):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(N, C) float, (N,) int64 -> scalar."""
         logits = check_inputs(logits, targets, self.num_classes)
+        if not len(targets):  # an empty batch: 0, as every loss gives it (F.cross_entropy's mean is NaN)
+            return logits.sum()
         return F.cross_entropy(logits + self.tau * self.log_prior.to(logits.dtype), targets)
 
 
