@@ -436,3 +436,16 @@ def test_inputs_of_the_wrong_type_or_dtype_are_named(name: str):
     for dtype in (torch.float32, torch.int32, torch.bool):
         with pytest.raises(TypeError, match=f"targets: expected int64 class indices, got {dtype}"):
             loss(logits, targets.to(dtype))
+
+
+@pytest.mark.parametrize("epochs", [0, -5, "10", 2.5, None])
+def test_create_loss_names_epochs_of_the_wrong_kind(epochs):
+    # ldam_drw's default drw_epoch is 80 % of epochs: -5 was reported as "drw_epoch=-4", "10" as a TypeError.
+    with pytest.raises(ConfigError, match=f"epochs={epochs!r}: expected an integer >= 1"):
+        create_loss("ldam_drw", COUNTS, epochs=epochs)
+
+
+@pytest.mark.parametrize("epoch", [None, "3", 1.5])
+def test_ldam_set_epoch_names_what_is_not_an_epoch(epoch):
+    with pytest.raises(ValueError, match=f"epoch={epoch!r}: expected an integer >= 0"):
+        LDAMLoss(COUNTS, drw_epoch=1).set_epoch(epoch)

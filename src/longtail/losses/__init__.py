@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Any
 
 from ..config import Config
@@ -42,11 +43,14 @@ def create_loss(name: str, class_counts: CountsLike, *, epochs: int = 1, **optio
     by default).
 
     Raises:
-        ConfigError: an unknown name (naming ``train.loss`` and the choices), invalid class counts, or an
-            invalid option of the chosen loss.
+        ConfigError: an unknown name (naming ``train.loss`` and the choices), invalid class counts, ``epochs``
+            not an integer >= 1, or an invalid option of the chosen loss.
     """
     spec: LossSpec = LOSSES.get(name)
     counts = as_counts(class_counts)  # the same validation for every loss, including "ce"
+    # Checked here: LDAM's default drw_epoch (80 % of it) would otherwise name drw_epoch, or fail in arithmetic.
+    if isinstance(epochs, bool) or not isinstance(epochs, Integral) or epochs < 1:
+        raise ConfigError(f"epochs={epochs!r}: expected an integer >= 1")
     known = {f.name for spec_ in LOSSES.values() if spec_.config for f in dataclasses.fields(spec_.config)}
     unknown = sorted(set(options) - known)
     if unknown:

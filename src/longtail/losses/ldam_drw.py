@@ -4,7 +4,7 @@ Margin Loss", NeurIPS 2019). Its margins live on cosine logits: the run trains a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -76,7 +76,7 @@ class LDAMLoss(Loss):
 
     def set_epoch(self, epoch: int) -> None:
         """Set the 0-based epoch; DRW is on when ``epoch >= drw_epoch``."""
-        if epoch < 0:
+        if isinstance(epoch, bool) or not isinstance(epoch, Integral) or epoch < 0:
             raise ValueError(f"epoch={epoch!r}: expected an integer >= 0")
         self.epoch = int(epoch)
 
