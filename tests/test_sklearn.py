@@ -348,6 +348,10 @@ def test_batch_size_reaches_every_trained_head_unless_configured():
         ({"weight_decay": -1.0}, r"weight_decay=-1.0: expected 'auto', a number >= 0 or a list"),
         ({"weight_decay": []}, r"weight_decay=\[\]: expected 'auto', a number >= 0 or a list"),
         ({"weight_decay": [0.1, -1]}, r"weight_decay=\[0.1, -1\]: expected"),
+        # A negative int was refused as "seed=-1", a name the estimator does not have.
+        ({"random_state": -1}, r"random_state=-1: expected None, an integer in \[0, 2\*\*63\) or a numpy"),
+        ({"random_state": 2**63}, r"random_state=9223372036854775808: expected None"),
+        ({"random_state": "x"}, r"random_state='x': expected None"),
     ],
 )
 def test_bad_parameters_are_one_line_errors_at_fit(params, message):

@@ -501,6 +501,14 @@ def _weight_decay_ok(value: Any) -> bool:
     return value == "auto" or (bool(values) and all(_is_number(v) and v >= 0 for v in values))
 
 
+def _random_state_ok(value: Any) -> bool:
+    """What :meth:`DecoupledClassifier._seed` takes: an int is longtail's seed itself (``[0, 2**63)``, as the
+    config's ``seed``), anything else scikit-learn's ``check_random_state`` takes (None is nullable)."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return 0 <= value < 2**63
+    return isinstance(value, np.random.RandomState) or value is np.random
+
+
 def parameter_constraints() -> Parameters:
     """What each of :class:`DecoupledClassifier`'s parameters accepts, declared as config keys declare theirs
     (:mod:`longtail.config.options`); ``method`` reads the registry, so a plugin method is accepted."""
@@ -523,6 +531,8 @@ def parameter_constraints() -> Parameters:
             "weight_decay": Satisfies(_weight_decay_ok, "'auto', a number >= 0 or a list of them"),
             "tol": positive,
             "validation_fraction": Interval(0, 1, closed="left"),
+            # Checked here, so that a negative int is named random_state rather than the config's seed.
+            "random_state": Satisfies(_random_state_ok, "None, an integer in [0, 2**63) or a numpy RandomState"),
         },
-        nullable=("cv", "val_per_class"),
+        nullable=("cv", "val_per_class", "random_state"),
     )
