@@ -205,6 +205,14 @@ def test_labels_that_are_not_class_indices_are_refused(labels, message: str):
         make_sampler(labels, "instance")
 
 
+def test_a_huge_label_or_class_count_is_refused_before_its_table_is_allocated():
+    # make_sampler([0, 10**9], ...) counted 10**9 classes: 8 GB, killed for lack of memory.
+    for labels, keywords in (([0, 10**9], {}), ([0, 1], {"num_classes": 10**9})):
+        with pytest.raises(DataError, match=r"classes for 2 items; expected class indices 0 to C-1"):
+            make_sampler(labels, "instance", **keywords)
+    assert len(make_sampler([0, 99_999], "sqrt")) == 2  # empty classes are fine, up to the readers' bound
+
+
 def test_integer_valued_float_labels_are_class_indices():
     assert list(make_sampler(np.array([0.0, 1.0, 1.0]), "class", seed=1)) == list(
         make_sampler([0, 1, 1], "class", seed=1)

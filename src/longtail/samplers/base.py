@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from ..config import Config, register_component_sections, unregister_component_sections
+from ..data.longtail import FREE_CLASSES
 from ..errors import ConfigError, DataError
 from ..registry import SAMPLERS
 
@@ -119,6 +120,14 @@ class EpochSampler(Sampler[int]):
                 raise DataError(
                     f"labels: class index {int(self.labels.max())}, expected below num_classes={num_classes}"
                 )
+        # The per-class tables are as long as the classes: a stray label of 10**9 (or such a num_classes) would
+        # allocate gigabytes. Classes may outnumber the items only as far as the data readers allow.
+        classes, limit = max(num_classes or 0, int(self.labels.max()) + 1), max(len(self.labels), FREE_CLASSES)
+        if classes > limit:
+            raise DataError(
+                f"labels: {classes:,} classes for {len(self.labels):,} items; expected class indices 0 to C-1 "
+                f"(at most {limit:,} classes here)"
+            )
         self.num_samples = len(self.labels) if num_samples is None else _check_int("num_samples", num_samples, 1)
         self.seed = _check_int("seed", seed, 0)  # NumPy's SeedSequence takes no negative seed
         self.epoch = 0
