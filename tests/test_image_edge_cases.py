@@ -1,0 +1,48 @@
+"""Image files of unusual modes, sizes and links, through the pipeline's reader and `longtail predict`'s."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from longtail.data.image_transforms import CenterCrop, to_rgb
+from longtail.export.predict import read_image
+
+CROP = {"channels": 3, "height": 8, "width": 8, "geometry": "resize_shorter_center_crop", "resize_shorter": 8}
+RESIZE = {"channels": 3, "height": 8, "width": 8, "geometry": "resize", "resize_shorter": None}
+
+
+def test_a_16_bit_grey_png_is_read_by_its_high_byte_not_clipped_to_white(tmp_path: Path):
+    # Pillow's convert("RGB") clipped every 16-bit value at 255: a 16-bit greyscale photograph became white.
+    values = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    expected = torch.from_numpy((values >> 8).astype(np.float32) / 255.0).expand(3, 8, 8)
+    with Image.open(tmp_path / "grey16.png") as image:
+        assert image.mode == "I;16"
+        rgb = np.asarray(CenterCrop(8, 8)(image))
+    assert np.array_equal(rgb, np.repeat((values >> 8).astype(np.uint8)[..., None], 3, axis=2))
+    for spec in (CROP, RESIZE):
+        assert torch.equal(read_image(tmp_path / "grey16.png", spec), expected)
+
+
+def test_a_palette_png_with_transparency_is_read_without_a_warning(tmp_path: Path):
+    # Pillow's convert("RGB") of such an image printed "Palette images with Transparency expressed in bytes
+    # should be converted to RGBA images" during `longtail train` and `longtail predict`.
+    palette_image = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
+    palette_image.save(tmp_path / "palette.png", transparency=bytes(range(256)))
+    with Image.open(tmp_path / "palette.png") as image:
+        assert image.mode == "P" and isinstance(image.info["transparency"], bytes)
+        expected = np.asarray(image.convert("RGBA"))[..., :3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Image.open(tmp_path / "palette.png") as image:
+            assert np.array_equal(np.asarray(CenterCrop(8, 8)(image)), expected)
+        with Image.open(tmp_path / "palette.png") as image:
+            assert np.array_equal(np.asarray(to_rgb(image)), expected)
+        for spec in (CROP, RESIZE):
+            tensor = read_image(tmp_path / "palette.png", spec)
+            assert torch.equal(tensor, torch.from_numpy(expected.transpose(2, 0, 1).astype(np.float32) / 255.0))
