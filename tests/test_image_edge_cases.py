@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from hostile import one_error_line
 from longtail.data.image_transforms import CenterCrop, to_rgb
 from longtail.export.predict import read_image
 
@@ -46,3 +49,37 @@ def test_a_palette_png_with_transparency_is_read_without_a_warning(tmp_path: Pat
         for spec in (CROP, RESIZE):
             tensor = read_image(tmp_path / "palette.png", spec)
             assert torch.equal(tensor, torch.from_numpy(expected.transpose(2, 0, 1).astype(np.float32) / 255.0))
+
+
+def image_folder(root: Path, per_class: int = 2) -> Path:
+    """``root/train/<a, b>/`` and ``root/test/<a, b>/`` of small RGB PNGs."""
+    for split, count in (("train", per_class), ("test", 1)):
+        for shade, name in enumerate("ab"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (200 * shade, 40 * i, 90)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` grey pixels and holds none."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_an_image_between_pillows_limit_and_twice_it_prints_no_library_warning(tmp_path: Path, capsys):
+    # 10,000 x 10,000 pixels: above Image.MAX_IMAGE_PIXELS, which Pillow only warns of (its error is at twice
+    # that); the warning printed "DecompressionBombWarning: Image size ..." before longtail's own line.
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "a" / "big.png").write_bytes(png_header(10_000, 10_000))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        one_error_line(["data", "stats", "data.name=imagefolder", f"data.root={root}"], capsys, "big.png: corrupt")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
