@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from hostile import one_error_line
+from longtail.cli import main
 from longtail.data.image_transforms import CenterCrop, to_rgb
 from longtail.export.predict import read_image
 
@@ -51,7 +52,7 @@ def test_a_palette_png_with_transparency_is_read_without_a_warning(tmp_path: Pat
             assert torch.equal(tensor, torch.from_numpy(expected.transpose(2, 0, 1).astype(np.float32) / 255.0))
 
 
-def image_folder(root: Path, per_class: int = 2) -> Path:
+def image_folder(root: Path, per_class: int = 5) -> Path:
     """``root/train/<a, b>/`` and ``root/test/<a, b>/`` of small RGB PNGs."""
     for split, count in (("train", per_class), ("test", 1)):
         for shade, name in enumerate("ab"):
@@ -83,3 +84,19 @@ def test_an_image_between_pillows_limit_and_twice_it_prints_no_library_warning(t
         warnings.simplefilter("always")
         one_error_line(["data", "stats", "data.name=imagefolder", f"data.root={root}"], capsys, "big.png: corrupt")
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_symlink_loop_among_the_class_folders_is_one_line(tmp_path: Path, capsys):
+    # os.DirEntry.is_dir() raises for a loop (it answers False for a dangling link): an OSError traceback before.
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "loop1").symlink_to("loop2")
+    (root / "train" / "loop2").symlink_to("loop1")
+    (root / "train" / "dangling").symlink_to("nowhere")  # not a folder: no class, as before
+    (root / "train" / ".hidden").symlink_to(".hidden")  # hidden entries are skipped before they are followed
+    one_error_line(
+        ["data", "stats", "data.name=imagefolder", f"data.root={root}"], capsys, "train/loop", "expected a class folder"
+    )
+    for name in ("loop1", "loop2"):
+        (root / "train" / name).unlink()
+    assert main(["data", "stats", "data.name=imagefolder", f"data.root={root}", "--json"]) == 0
+    assert '"classes": 2' in capsys.readouterr().out
