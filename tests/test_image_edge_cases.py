@@ -13,6 +13,7 @@ from PIL import Image
 
 from hostile import one_error_line
 from longtail.cli import main
+from longtail.data.image_check import image_problem
 from longtail.data.image_transforms import CenterCrop, to_rgb
 from longtail.export.predict import read_image
 
@@ -100,3 +101,17 @@ def test_a_symlink_loop_among_the_class_folders_is_one_line(tmp_path: Path, caps
         (root / "train" / name).unlink()
     assert main(["data", "stats", "data.name=imagefolder", f"data.root={root}", "--json"]) == 0
     assert '"classes": 2' in capsys.readouterr().out
+
+
+def test_a_dangling_or_looping_image_link_is_named_as_a_link_not_as_missing(tmp_path: Path, capsys):
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "a" / "dangling.png").symlink_to("nowhere.png")
+    (root / "train" / "a" / "loop.png").symlink_to("loop.png")
+    (root / "train" / "a" / "good.png").symlink_to("0.png")
+    assert image_problem(root / "train" / "a" / "good.png") is None
+    for name in ("dangling.png", "loop.png"):
+        assert image_problem(root / "train" / "a" / name).startswith("a symbolic link to nothing")
+    assert image_problem(root / "train" / "a" / "absent.png") == "not found"
+    one_error_line(
+        ["data", "stats", "data.name=imagefolder", f"data.root={root}"], capsys, "dangling.png: a symbolic link to"
+    )
