@@ -115,3 +115,10 @@ def test_a_dangling_or_looping_image_link_is_named_as_a_link_not_as_missing(tmp_
     one_error_line(
         ["data", "stats", "data.name=imagefolder", f"data.root={root}"], capsys, "dangling.png: a symbolic link to"
     )
+
+
+def test_an_empty_class_folder_is_named(tmp_path: Path, capsys):
+    root = image_folder(tmp_path / "data")
+    (root / "train" / "c").mkdir()
+    (root / "train" / "c" / ".hidden.png").write_bytes(b"")  # hidden files are no images
+    one_error_line(["data", "stats", "data.name=imagefolder", f"data.root={root}"], capsys, "class 2 ('c') has no")
