@@ -146,6 +146,7 @@ def _valid_arrays() -> dict[str, np.ndarray]:
         ({"y_train": np.r_[np.zeros(11, np.uint64), 2**64 - 1]}, ["class 1 has no training image"]),
         ({"y_test": np.array([0, 2])}, ["y_test holds label 2", "y_train has labels 0 to 1 only"]),
         ({"y_train": np.zeros(12)}, ["y_train is float64", "integer labels"]),
+        ({"y_train": np.zeros(12, "m8[s]")}, ["y_train is timedelta64[s]", "integer labels"]),  # a traceback before
         ({"x_test": np.zeros((0, 8, 8), U8), "y_test": np.zeros(0, int)}, ["the test split has no images"]),
         ({"x_val": np.zeros((0, 8, 8), U8), "y_val": np.zeros(0, int)}, ["the validation split has no images"]),
         ({"class_names": np.array(["a", "b", "c"])}, ["class_names has shape (3,)", "expected 2 names"]),

@@ -18,7 +18,10 @@ import io
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+
+from PIL import Image
 
 from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError, one_line
@@ -50,6 +53,19 @@ def _configure_logging() -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
+
+
+def _configure_warnings() -> None:
+    """Keep Pillow's decompression-bomb warning off stderr; its refusal stays.
+
+    Pillow warns (``DecompressionBombWarning``) of an image file that declares
+    more than ``Image.MAX_IMAGE_PIXELS`` pixels and reads it, and refuses one of
+    more than twice that (``DecompressionBombError``, which the readers report
+    as "too large" in one line). The refusal is longtail's limit, as for
+    ``.npy`` images; the warning would be library text before the command's
+    own output. DataLoader workers, forked from this process, inherit the filter.
+    """
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 _COMMAND_PARSERS = (
@@ -107,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extras and hasattr(args, target):
         setattr(args, target, list(getattr(args, target)) + extras)
     _configure_logging()
+    _configure_warnings()
     if getattr(args, "method", "") is None:
         args.method = ["all"]
     try:

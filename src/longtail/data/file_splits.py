@@ -76,8 +76,11 @@ def file_splits(
     counts = class_counts(train[1], num_classes)
     if (counts == 0).any():
         empty = np.flatnonzero(counts == 0)
+        first = int(empty[0])
+        # Its name, where it has one: an empty class folder of imagefolder is found by its name, not its index.
+        named = f" ({class_names[first]!r})" if class_names[first] != str(first) else ""
         raise DataError(
-            f"{name}: class {int(empty[0])} has no training image ({len(empty)} such classes); "
+            f"{name}: class {first}{named} has no training image ({len(empty)} such classes); "
             f"labels must run from 0 to {num_classes - 1} with every class present in the training split"
         )
     train_transform, test_transform = image_transforms(cfg)

@@ -57,6 +57,8 @@ def image_problem(path: Path) -> str | None:
     """What is wrong with the image file ``path`` (e.g. ``"not found"``), or None when it decodes."""
     try:
         if not path.is_file():
+            if path.is_symlink() and not path.exists():  # else "not found" for a file that is there, as a link
+                return "a symbolic link to nothing (its target is missing, or the links loop)"
             return "not found" if not path.exists() else "not a file"
         if path.stat().st_size == 0:
             return "empty file"

@@ -85,6 +85,25 @@ def _draft_factor(box: Box, size: int) -> int:
     return 1
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as an RGB image, for any mode Pillow opens.
+
+    Two modes Pillow's own ``convert("RGB")`` gets wrong: 16-bit grey (``I;16``,
+    a 16-bit greyscale PNG) is clipped at 255, so a photograph becomes white;
+    it keeps the high byte instead, as Pillow does for 16-bit colour PNGs. A
+    palette image whose transparency is a table of bytes (a palette PNG with a
+    ``tRNS`` chunk) makes ``convert`` print a UserWarning; it goes through RGBA,
+    which gives the same colours silently.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):  # I;16, I;16L, I;16B, I;16N
+        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8), mode="L")
+    elif image.mode == "P" and isinstance(image.info.get("transparency"), bytes):
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
 def crop_resize(image: Image.Image, box: Box, size: int) -> Image.Image:
     """The ``box`` region of a just-opened ``image`` as an RGB ``size`` x ``size`` image.
 
@@ -95,8 +114,7 @@ def crop_resize(image: Image.Image, box: Box, size: int) -> Image.Image:
     factor = _draft_factor(box, size)
     if factor > 1 and image.format == "JPEG":
         image.draft("RGB", (max(1, width // factor), max(1, height // factor)))
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image)
     sx, sy = image.size[0] / width, image.size[1] / height
     left, top, w, h = box
     source = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)

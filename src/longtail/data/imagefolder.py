@@ -45,9 +45,26 @@ def require_utf8(folder: Path | str, name: str) -> str:
     return name
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether ``entry`` is a folder, or a symlink to one.
+
+    Raises:
+        DataError: naming the entry when the answer cannot be had (a symlink loop):
+            a class it might hold is not skipped silently.
+    """
+    try:
+        return entry.is_dir()
+    except OSError as error:  # is_dir() answers False for a dangling symlink, raises for a loop (ELOOP)
+        shown = os.fsdecode(entry.path).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DataError(
+            f"{shown}: cannot be followed ({error.strerror}); expected a class folder: repair or remove it"
+        ) from None
+
+
 def class_folders(split_dir: Path) -> list[str]:
     """Names of the class folders in ``split_dir``, sorted; hidden folders are skipped."""
-    names = (e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    with os.scandir(split_dir) as entries:
+        names = [e.name for e in entries if not e.name.startswith(".") and _is_folder(e)]
     return sorted(require_utf8(split_dir, name) for name in names)
 
 

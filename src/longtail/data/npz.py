@@ -45,8 +45,11 @@ def _check_images(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype)
 
 
 def _check_labels(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype, count: int) -> None:
-    """Labels are ``count`` integers, one per image of their split."""
-    if len(shape) != 1 or shape[0] != count or not np.issubdtype(dtype, np.integer):
+    """Labels are ``count`` integers, one per image of their split.
+
+    By dtype kind: NumPy counts timedelta64 among its integer types, whose values then fail as labels.
+    """
+    if len(shape) != 1 or shape[0] != count or dtype.kind not in "iu":
         raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected {count} integer labels")
 
 

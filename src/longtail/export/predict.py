@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from ..data.image_files import open_image
-from ..data.image_transforms import CenterCrop
+from ..data.image_transforms import CenterCrop, to_rgb
 from ..errors import ConfigError, DataError
 from ..safe_npz import npy_header, read_npy
 from ..shift import Adapted
@@ -78,9 +78,11 @@ def _transform(image: Image.Image, spec: dict[str, Any]) -> Image.Image:
     if spec["geometry"] == "resize_shorter_center_crop":
         image = CenterCrop(size=spec["height"], resize=spec["resize_shorter"])(image)
     elif image.size != (spec["width"], spec["height"]):
-        image = image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode)
+        image = image if image.mode in ("L", "RGB") else to_rgb(image)  # 16-bit grey, palettes: see to_rgb
         image = image.resize((spec["width"], spec["height"]), Image.Resampling.BILINEAR)
-    return image.convert("L" if spec["channels"] == 1 else "RGB")
+    # convert() returns a loaded copy, which outlives the file that closes after this returns.
+    channels = "L" if spec["channels"] == 1 else "RGB"
+    return (image if image.mode == channels else to_rgb(image)).convert(channels)
 
 
 def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
