@@ -165,6 +165,7 @@ BAD_FILES = {
     "length": ({"y_test": np.zeros(99, np.int64)}, "y_test is int64 of shape (99,), expected 100 integer labels"),
     "range": ({"y_test": np.full(100, 7)}, "y_test holds label 7, but y_train has labels 0 to 4 only"),
     "negative": ({"y_test": np.full(100, -1)}, "y_test holds label -1, expected labels >= 0"),
+    "timedelta": ({"y_test": np.zeros(100, "m8[s]")}, "y_test is timedelta64[s] of shape (100,), expected 100 integer"),
     "dimension": ({"x_test": np.zeros((100, 11), np.float32)}, "x_train has 12, x_test has 11"),
     "missing": ({"y_test": None}, "no entry 'y_test'"),
     "gap": ({"y_train": np.repeat([0, 1, 2, 3, 5], [120, 60, 25, 10, 6])}, "class 4 has no training vector"),

@@ -175,7 +175,7 @@ def _labels(path: Path, key: str, value: Any, count: int) -> np.ndarray:
     value = _tensor(path, key, value)
     array = value.numpy() if isinstance(value, torch.Tensor) else value
     ok = isinstance(array, np.ndarray) and array.ndim == 1 and len(array) == count
-    if not ok or not np.issubdtype(array.dtype, np.integer):
+    if not ok or array.dtype.kind not in "iu":  # by kind: NumPy counts timedelta64 among its integers
         dtype, shape = getattr(value, "dtype", type(value).__name__), tuple(getattr(value, "shape", ()))
         raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected {count} integer labels (one per row)")
     if count and array.min() < 0:
