@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,16 @@ def one_error_line(args: list[str], capsys: pytest.CaptureFixture, *expected: st
     for text in expected:
         assert text in lines[0], f"{text!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` grey pixels and holds none (a few dozen bytes)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from hostile import one_error_line
+from hostile import one_error_line, png_header
 from longtail.cli import main
 from longtail.data.image_check import image_problem
 from longtail.data.image_transforms import CenterCrop, to_rgb
@@ -61,19 +59,6 @@ def image_folder(root: Path, per_class: int = 5) -> Path:
             for i in range(count):
                 Image.new("RGB", (8, 8), (200 * shade, 40 * i, 90)).save(root / split / name / f"{i}.png")
     return root
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` grey pixels and holds none."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_an_image_between_pillows_limit_and_twice_it_prints_no_library_warning(tmp_path: Path, capsys):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_run
-from hostile import TINY, one_error_line, train_tiny_run
+from hostile import TINY, one_error_line, png_header, train_tiny_run
 from longtail.cli import main
 from longtail.config import MAX_CONFIG_BYTES, SHOWN_CHARS
 from longtail.data.longtail import FREE_CLASSES, class_counts
@@ -359,22 +359,9 @@ def model(tiny_fmnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run / "export" / "joint.pt2"
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` grey pixels and holds none."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_predict_refuses_a_decompression_bomb_in_one_line(model: Path, tmp_path: Path, capsys):
     path = tmp_path / "huge.png"
-    path.write_bytes(_png_header(50_000, 50_000))
+    path.write_bytes(png_header(50_000, 50_000))
     one_error_line(["predict", str(model), str(path)], capsys, "huge.png: image too large")
 
 
