@@ -446,6 +446,7 @@ def test_bad_data_with_overwrite_keeps_the_old_run(npz_run: tuple[Path, Path], t
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_no_traceback_without_debug(tmp_path: Path):
     args = ["train", "data.name=npz", f"data.path={tmp_path / 'x.npz'}", "--out", str(tmp_path / "run")]
     plain = subprocess.run([sys.executable, "-m", "longtail", *args], capture_output=True, text=True, timeout=120)

@@ -241,6 +241,7 @@ def test_linear_probe_and_every_method_on_features(probe_run: Path) -> None:
     assert not (probe_run / "features").exists()  # no backbone pass, no feature cache
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_eval_compare_and_report_work_on_a_features_run(probe_run: Path, tmp_path: Path) -> None:
     run = copy_run(probe_run, tmp_path / "run")
     assert main(["eval", str(run), "--split", "val"]) == 0

@@ -166,6 +166,7 @@ def listings(draw: st.DrawFn) -> list[int | tuple[str, int]]:
     return chosen
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 @PROPERTY
 @given(chosen=listings(), skip_bad=st.booleans())
 def test_filelist_keeps_exactly_the_readable_listed_images(image_root, scratch: Path, chosen, skip_bad: bool) -> None:

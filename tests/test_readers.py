@@ -314,6 +314,7 @@ def test_npz_errors(tmp_path: Path):
 # --- end to end ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_tiny_imbalanced_filelist_trains_and_decouples_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture):
     # Three images in the rarest class: no validation image for it, and everything still runs.
     lists = write_filelist_dataset(tmp_path / "data", [40, 16, 8, 3], test_per_class=4, size=16)

@@ -155,6 +155,7 @@ def _raise(*_args, **_kwargs):
     raise RuntimeError("injected failure")
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 @pytest.mark.parametrize("where", ["calibration_figure", "render_html", "write_text_atomic"])
 def test_a_report_failing_part_way_keeps_the_old_report(copy: Path, where: str, monkeypatch):
     (copy / "report_files" / "notes.txt").write_text("mine")
@@ -186,6 +187,7 @@ def test_a_report_failing_while_moving_into_place_puts_the_old_report_back(copy:
     assert staging_left(copy) == []
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_a_new_report_replaces_the_figures_keeps_user_files_and_removes_dead_staging(copy: Path):
     (copy / "report_files" / "notes.txt").write_text("mine")
     (copy / "report_files" / "fig9_gone.png").write_bytes(b"stale")

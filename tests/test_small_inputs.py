@@ -264,6 +264,7 @@ def _feature_arrays() -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_the_features_reader_never_decompresses_an_unused_member(tmp_path: Path):
     """data.name=features read every member of an .npz whole: a 1 MB file took a gibibyte."""
     path = _bomb(tmp_path / "features.npz", _feature_arrays())

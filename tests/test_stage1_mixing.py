@@ -85,6 +85,7 @@ def test_mixer_follows_the_keys_with_its_own_seed_per_rank():
         assert joint.stage1_mixer(load_config(None, off)) is None  # the loop's plain path
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_same_seed_same_weights_with_mixing_on(mixed_run: Path, tiny_fmnist: Path, tmp_path: Path):
     again = _train(tiny_fmnist, tmp_path / "again", *MIX, f"train.maxnorm={RADIUS}")
     _assert_same_weights(_weights(again), _weights(mixed_run))

@@ -265,6 +265,7 @@ def test_commands_on_a_read_only_run_fail_in_one_line(
     assert tree(read_only_run) == before
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_a_read_only_run_can_be_read(read_only_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """Commands that only read the run work: resume of a finished run, export elsewhere, compare."""
     assert main(["train", "--resume", str(read_only_run), "--no-progress"]) == 0

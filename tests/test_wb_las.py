@@ -255,6 +255,7 @@ def test_decouple_writes_wb_and_las(decoupled: Path):
     assert not list((decoupled / "classifiers").glob("*.partial"))  # finished trainings leave no state
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_export_works_for_wb_and_las(decoupled: Path, tmp_path: Path):
     from longtail.export import export_run
 
