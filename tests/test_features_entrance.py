@@ -205,6 +205,9 @@ def test_features_imply_the_identity_backbone_and_refuse_a_network(tmp_path: Pat
         ("model.backbone=resnet8",): "model.backbone='resnet8': data.name=features holds feature vectors",
         ("decouple.views=2",): "decouple.views=2: expected 0",
         ("decouple.trainable=all",): "decouple.trainable='all': expected classifier",
+        # accepted and without effect before: no backbone to run per batch, no BatchNorm to switch
+        ("decouple.features=online",): "decouple.features='online': expected cached",
+        ("decouple.bn=train",): "decouple.bn='train': expected eval",
         ("model.joint=file", "train.loss=ldam_drw"): "model.joint='file': expected train: train.loss=ldam_drw",
     }
     for extra, message in refused.items():

@@ -223,6 +223,15 @@ def test_auto_refuses_las_shift_bn_before_fitting_any_method(tiny_run: Path, tmp
     assert not list(run.glob("classifiers/*.pt"))
 
 
+def test_las_shift_bn_is_refused_on_precomputed_features():
+    """Accepted and without effect before: a features file has no BatchNorm to re-estimate."""
+    features = ["data.name=features", "data.path=f.npz"]
+    with pytest.raises(ConfigError, match="decouple.las.shift_bn=true: data.name=features holds precomputed"):
+        METHODS["las"].check(load_config(None, [*features, "decouple.las.shift_bn=true"]))
+    METHODS["las"].check(load_config(None, features))  # off: fine
+    METHODS["las"].check(load_config(None, ["decouple.las.shift_bn=true"]))  # on images: fine
+
+
 def test_las_variants_try_its_learning_rate():
     ctx = context("decouple.las.epochs=1")
     fitted = METHODS["las"].fit(ctx)

@@ -82,6 +82,10 @@ def _check_representation(config: Config) -> None:
     if features:
         require(m.pretrained is None, "model.pretrained", m.pretrained, "null: features need no backbone weights")
         require(dc.views == 0, "decouple.views", dc.views, "0: precomputed features have no augmented views")
+        # Both were accepted and did nothing: there is no backbone to run per batch, nor BatchNorm to switch.
+        no_backbone = "cached: precomputed features have no backbone to run"
+        require(dc.features == "cached", "decouple.features", dc.features, no_backbone)
+        require(dc.bn == "eval", "decouple.bn", dc.bn, "eval: precomputed features have no BatchNorm")
     # Cached views are what online training does every epoch instead: with online they were silently unused.
     online = "0 with decouple.features=online (it augments every epoch; views are for features=cached)"
     require(dc.views == 0 or dc.features == "cached", "decouple.views", dc.views, online)

@@ -39,6 +39,7 @@ from typing import ClassVar, Literal
 from ..config import Config, HeadTrainingConfig, Interval, option, require
 from ..errors import ConfigError
 from ..losses import LabelAwareSmoothingLoss
+from ..registry import DATASETS
 from . import register_method
 from .base import TRAINED_HEAD_KEYS, FitContext, Fitted, MethodSpec, lr_variants
 from .crt import fresh_linear_head
@@ -113,6 +114,16 @@ def fit(context: FitContext) -> Fitted:
 _lr_variants = lr_variants(fit)
 
 
+def check(config: Config) -> None:
+    """Shift learning re-estimates the backbone's BatchNorm on images: a run on precomputed features has none
+    (it was accepted and did nothing)."""
+    if config.decouple.las.shift_bn and DATASETS.get(config.data.name).holds_features:
+        raise ConfigError(
+            f"decouple.las.shift_bn=true: data.name={config.data.name} holds precomputed features, with no "
+            "BatchNorm to re-estimate; set it false"
+        )
+
+
 def check_for_auto(config: Config) -> None:
     """``auto`` compares classifiers on the frozen backbone; shift learning's classifier needs its own
     re-estimated one. Refused before any method is fit (it was refused after every one had been)."""
@@ -143,6 +154,7 @@ SPEC = register_method(
         needs_linear_joint=True,
         show_norms=True,
         variants=variants,
+        check=check,
         check_for_auto=check_for_auto,
         reads=TRAINED_HEAD_KEYS,
     )
