@@ -148,6 +148,15 @@ def check_stage1_key(key: str, option: str) -> None:
         )
 
 
+def refuse_equal_values(option: str, key: str, values: Sequence[str], configs: Sequence[Config]) -> None:
+    """Refuse two ``values`` of ``key`` whose ``configs`` are the same (``5e-4`` and ``0.0005``): one run twice."""
+    resolved = [config_to_dict(config) for config in configs]
+    for i, config in enumerate(resolved):
+        if config in resolved[:i]:
+            first = values[resolved.index(config)]
+            raise ConfigError(f"{option} {key}: {first} and {values[i]} are the same value; give it once")
+
+
 def parse_sweep(text: str) -> tuple[str, list[str]]:
     """``KEY=v1,v2,...`` (one ``--sweep``) -> ``(KEY, [v1, v2, ...])``, values as override strings."""
     key, sep, values = text.partition("=")
@@ -223,6 +232,8 @@ def _check_sweeps(
         check_stage1_key(key, "--sweep")
         if keys.count(key) > 1 or key in given:
             raise ConfigError(f"--sweep {key}: the key is given twice (in two --sweep or as key=value)")
+    for key, values in sweeps:
+        refuse_equal_values("--sweep", key, values, [load_config(None, [*base, f"{key}={v}"]) for v in values])
     for combination in sweep_combinations(sweeps):
         for seed in seeds:  # unknown keys and bad values fail here, not after hours of training
             load_config(None, [*base, *(f"{k}={v}" for k, v in combination.items()), *_seed_overrides(seed)])
