@@ -43,6 +43,7 @@ from .run import (
     _Grid,
     _run_sweep,
     check_stage1_key,
+    make_out_dir,
     refuse_equal_values,
     sweep_dir_name,
 )
@@ -150,7 +151,7 @@ def run_auto(
     grid_run = _Grid(out, base, run_time, say, progress, overwrite, source=source)
     _check_candidates(grid_run, parsed, seed_list)
     check_select_on_data(grid_run.config([f"{k}={v}" for k, v in c.items()]) for c in parsed)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     start = time.perf_counter()
     keys = list(dict.fromkeys(key for candidate in parsed for key in candidate))
     sweep = _run_sweep(grid_run, keys, parsed, seed_list)

@@ -38,7 +38,8 @@ from typing import Any
 from ..config import Config, config_to_dict, load_config, parse_override
 from ..data.fingerprint import short
 from ..data.registry import create_dataset
-from ..errors import ConfigError, RunDirError
+from ..errors import ConfigError, OutputPathError, RunDirError
+from ..fs.atomic import os_error_reason
 from ..methods.selection import check_select_on_data
 from ..pipeline import decouple, evaluate, resume, run_time_keys, train
 from ..pipeline.provenance import KEY as PROVENANCE_KEY
@@ -155,6 +156,14 @@ def refuse_equal_values(option: str, key: str, values: Sequence[str], configs: S
         if config in resolved[:i]:
             first = values[resolved.index(config)]
             raise ConfigError(f"{option} {key}: {first} and {values[i]} are the same value; give it once")
+
+
+def make_out_dir(out: Path) -> None:
+    """Create ``out``, the directory of the runs: one line, not a traceback, when a file is in the way."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"--out {out}: {os_error_reason(error)}; expected a directory for the runs") from error
 
 
 def parse_sweep(text: str) -> tuple[str, list[str]]:
@@ -441,7 +450,7 @@ def run_grid(
     combinations = sweep_combinations(parsed) if parsed else [{}]  # decouple.select over an empty group: refused
     check_select_on_data(load_config(None, [*base, *(f"{k}={v}" for k, v in c.items())]) for c in combinations)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
     run_time = [text for text in base if parse_override(text)[0].startswith(run_time_keys())]
     start = time.perf_counter()
