@@ -20,7 +20,7 @@ from longtail.config import load_config, parse_override
 from longtail.data.fashion_mnist import FILES
 from longtail.data.idx import read_idx, write_idx
 from longtail.demo import recipe_sentence
-from longtail.errors import ConfigError
+from longtail.errors import ConfigError, OutputPathError
 from longtail.grid import run as grid_module
 from longtail.grid.auto import (
     auto_markdown,
@@ -150,6 +150,8 @@ def test_demo_sentence_says_who_won_and_by_how_much(fake: FakeRuns, tmp_path: Pa
         ({"epochs": 0}, "--epochs"),
         ({"max_runs": 8}, "more than --max-runs 8"),
         ({"candidates": ["train.sampler=class"], "seeds": [0, 0]}, "given twice"),
+        ({"candidates": ["train.weight_decay=5e-4,0.0005"]}, "5e-4 and 0.0005 are the same value"),
+        ({"candidates": ["train.mixup_alpha=0", "train.sampler=class", "train.mixup_alpha=0.0"]}, "same value"),
     ],
 )
 def test_bad_candidates_fail_before_anything_runs(kwargs, message, fake: FakeRuns, tmp_path: Path):
@@ -209,3 +211,13 @@ def test_a_config_files_stage2_settings_reach_every_run(tmp_path: Path):
     assert load_config(None, overrides).decouple == load_config(config).decouple
     assert load_config(None, overrides).eval == load_config(config).eval
     assert file_run_time(None) == []
+
+
+def test_an_out_that_is_a_file_is_one_line(fake: FakeRuns, tmp_path: Path):
+    out = tmp_path / "auto"
+    out.write_text("mine")
+    with pytest.raises(OutputPathError, match="expected a directory for the runs"):
+        run_auto(out, candidates=["train.sampler=class"], say=lambda _: None)
+    with pytest.raises(OutputPathError, match="not a directory"):
+        run_auto(out / "below", candidates=["train.sampler=class"], say=lambda _: None)
+    assert out.read_text() == "mine" and not fake.trained

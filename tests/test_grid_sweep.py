@@ -174,6 +174,7 @@ def test_paper_grid_without_seeds_keeps_its_run_names(fake: FakeRuns, tmp_path: 
         ({"sweeps": ["train.lr=0.1,0.2", "train.lr=0.3"]}, "given twice"),
         ({"sweeps": ["train.lr=0.1,0.2"], "overrides": ["train.lr=0.5"]}, "given twice"),
         ({"sweeps": ["train.lr=0.1,0.2"], "samplers": ["instance"]}, "give no --samplers"),
+        ({"sweeps": ["train.lr=0.1,1e-1"]}, "0.1 and 1e-1 are the same value"),
         ({"sweeps": ["train.nope=1,2"]}, "train.nope"),
         ({"sweeps": ["train.lr=0.1,-1"]}, "train.lr"),
         ({"sweeps": ["data.name=a/b,a_b"]}, "same run-directory name|data.name"),

@@ -43,6 +43,8 @@ from .run import (
     _Grid,
     _run_sweep,
     check_stage1_key,
+    make_out_dir,
+    refuse_equal_values,
     sweep_dir_name,
 )
 
@@ -88,6 +90,9 @@ def _check_candidates(grid_run: _Grid, candidates: list[dict[str, str]], seeds: 
                 raise ConfigError(f"--candidates {key}: the key is also given as key=value (or by --epochs)")
         for seed in seeds:  # unknown keys and bad values fail here, not after an hour of training
             grid_run.config([f"{k}={v}" for k, v in candidate.items()] + ([] if seed is None else [f"seed={seed}"]))
+    for key in dict.fromkeys(k for candidate in candidates for k in candidate):
+        values = [candidate[key] for candidate in candidates if key in candidate]
+        refuse_equal_values("--candidates", key, values, [grid_run.config([f"{key}={v}"]) for v in values])
     names = [sweep_dir_name(candidate) for candidate in candidates]
     if len(set(names)) < len(names):
         raise ConfigError("--candidates: two candidates give the same run-directory name; use plainer values")
@@ -146,7 +151,7 @@ def run_auto(
     grid_run = _Grid(out, base, run_time, say, progress, overwrite, source=source)
     _check_candidates(grid_run, parsed, seed_list)
     check_select_on_data(grid_run.config([f"{k}={v}" for k, v in c.items()]) for c in parsed)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     start = time.perf_counter()
     keys = list(dict.fromkeys(key for candidate in parsed for key in candidate))
     sweep = _run_sweep(grid_run, keys, parsed, seed_list)

@@ -38,7 +38,8 @@ from typing import Any
 from ..config import Config, config_to_dict, load_config, parse_override
 from ..data.fingerprint import short
 from ..data.registry import create_dataset
-from ..errors import ConfigError, RunDirError
+from ..errors import ConfigError, OutputPathError, RunDirError
+from ..fs.atomic import os_error_reason
 from ..methods.selection import check_select_on_data
 from ..pipeline import decouple, evaluate, resume, run_time_keys, train
 from ..pipeline.provenance import KEY as PROVENANCE_KEY
@@ -148,6 +149,23 @@ def check_stage1_key(key: str, option: str) -> None:
         )
 
 
+def refuse_equal_values(option: str, key: str, values: Sequence[str], configs: Sequence[Config]) -> None:
+    """Refuse two ``values`` of ``key`` whose ``configs`` are the same (``5e-4`` and ``0.0005``): one run twice."""
+    resolved = [config_to_dict(config) for config in configs]
+    for i, config in enumerate(resolved):
+        if config in resolved[:i]:
+            first = values[resolved.index(config)]
+            raise ConfigError(f"{option} {key}: {first} and {values[i]} are the same value; give it once")
+
+
+def make_out_dir(out: Path) -> None:
+    """Create ``out``, the directory of the runs: one line, not a traceback, when a file is in the way."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"--out {out}: {os_error_reason(error)}; expected a directory for the runs") from error
+
+
 def parse_sweep(text: str) -> tuple[str, list[str]]:
     """``KEY=v1,v2,...`` (one ``--sweep``) -> ``(KEY, [v1, v2, ...])``, values as override strings."""
     key, sep, values = text.partition("=")
@@ -223,6 +241,8 @@ def _check_sweeps(
         check_stage1_key(key, "--sweep")
         if keys.count(key) > 1 or key in given:
             raise ConfigError(f"--sweep {key}: the key is given twice (in two --sweep or as key=value)")
+    for key, values in sweeps:
+        refuse_equal_values("--sweep", key, values, [load_config(None, [*base, f"{key}={v}"]) for v in values])
     for combination in sweep_combinations(sweeps):
         for seed in seeds:  # unknown keys and bad values fail here, not after hours of training
             load_config(None, [*base, *(f"{k}={v}" for k, v in combination.items()), *_seed_overrides(seed)])
@@ -430,7 +450,7 @@ def run_grid(
     combinations = sweep_combinations(parsed) if parsed else [{}]  # decouple.select over an empty group: refused
     check_select_on_data(load_config(None, [*base, *(f"{k}={v}" for k, v in c.items())]) for c in combinations)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     # Run-time keys (eval thresholds, stage-2 settings) also apply to reused runs when they are scored.
     run_time = [text for text in base if parse_override(text)[0].startswith(run_time_keys())]
     start = time.perf_counter()
