@@ -141,3 +141,16 @@ def test_an_error_naming_a_path_with_a_line_break_stays_on_one_line(tmp_path: Pa
     assert main(["eval", str(tmp_path / "no\nrun")]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "no\\nrun" in err and err.startswith("longtail: error: ")
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_named(tmp_path: Path):
+    # `export RUN --out f.txt/m.pt2` said "f.txt/m.pt2: file exists", as if the output itself existed.
+    from longtail.errors import StorageError
+    from longtail.fs.atomic import write_text_atomic
+
+    (tmp_path / "f.txt").write_text("mine")
+    for out in (tmp_path / "f.txt" / "m.pt2", tmp_path / "f.txt" / "sub" / "m.pt2"):
+        with pytest.raises(StorageError) as error:
+            write_text_atomic(out, "x")
+        assert str(error.value) == f"{out}: {tmp_path / 'f.txt'} is a file, not a directory; nothing was written"
+    assert (tmp_path / "f.txt").read_text() == "mine"

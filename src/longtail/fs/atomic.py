@@ -56,7 +56,19 @@ def os_error_reason(error: OSError) -> str:
 def storage_error(path: Path, error: OSError, *, existed: bool) -> StorageError:
     """The one-line error of a failed write of ``path``: the file, the reason, and that nothing changed."""
     left = "nothing was replaced" if existed else "nothing was written"
-    return StorageError(f"{path}: {os_error_reason(error)}; {left}")
+    reason = os_error_reason(error)
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):  # "file exists" read as if path itself existed
+        blocking = _file_in_the_way(Path(path))
+        reason = reason if blocking is None else f"{blocking} is a file, not a directory"
+    return StorageError(f"{path}: {reason}; {left}")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing folder above ``path`` if it is not a directory (its folders cannot be made), else None."""
+    for parent in path.parents:
+        if parent.is_symlink() or parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 @contextlib.contextmanager
