@@ -55,6 +55,17 @@ def _read(path: Path) -> dict[str, Any] | None:
     return stored
 
 
+def peak_beyond(x: torch.Tensor, dtype: torch.dtype) -> float | None:
+    """The largest magnitude in ``x`` where it is beyond what ``dtype`` holds (cast, it would be inf), else None.
+
+    max and -min: no copy of features of gigabytes, as abs() would make; NaN is not this check's business.
+    """
+    if not (x.is_floating_point() and x.numel() and dtype.is_floating_point):
+        return None
+    peak = max(float(x.max()), -float(x.min()))
+    return peak if peak > torch.finfo(dtype).max else None
+
+
 def cached_features(
     run_dir: Path,
     name: str,
@@ -90,16 +101,13 @@ def cached_features(
     if stored is not None:
         log.info("%s: cached features are stale (another checkpoint, data or transform); recomputing", path)
     x, y = compute()
-    if x.is_floating_point() and x.numel() and dtype.is_floating_point:
-        # Features beyond the cache dtype's range would be stored as inf, and stage 2 would fit on them.
-        # (max and -min: no copy of a cache of gigabytes, as abs() would make)
-        peak, largest = max(float(x.max()), -float(x.min())), torch.finfo(dtype).max
-        if peak > largest:  # False for NaN: not this check's business
-            kind = str(dtype).removeprefix("torch.")
-            raise DataError(
-                f"decouple.cache_dtype={kind}: the {name} features reach {peak:.4g} in magnitude, beyond "
-                f"{kind}'s largest value ({largest:g}); set decouple.cache_dtype=float32"
-            )
+    peak = peak_beyond(x, dtype)  # stored as inf, stage 2 would fit on them
+    if peak is not None:
+        kind = str(dtype).removeprefix("torch.")
+        raise DataError(
+            f"decouple.cache_dtype={kind}: the {name} features reach {peak:.4g} in magnitude, beyond "
+            f"{kind}'s largest value ({torch.finfo(dtype).max:g}); set decouple.cache_dtype=float32"
+        )
     x = x.to(dtype)
     save_torch_atomic(path, {"x": x.contiguous(), "y": y.contiguous(), "key": key})
     return x, y, False

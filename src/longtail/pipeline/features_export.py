@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..engine.feature_cache import peak_beyond
 from ..errors import ConfigError, DataError
 from ..fs.atomic import write_binary_atomic
 from ..runs import check_output_path, require_run_dir, run_lock
@@ -52,15 +54,14 @@ def _check_out(out: Path, overwrite: bool) -> None:
     check_output_path(out, overwrite=overwrite, what="--out")
 
 
-def _check_range(x: np.ndarray, dtype: str, split: str) -> None:
+def _check_range(x: torch.Tensor, dtype: str, split: str) -> None:
     """Refuse features that ``dtype`` cannot hold: cast, they would be written as inf, which
     ``data.name=features`` then refuses (and the run they came from has no such values)."""
-    largest = float(np.finfo(dtype).max)
-    peak = max(float(x.max()), -float(x.min())) if x.size else 0.0  # no copy, as np.abs would make
-    if peak > largest:  # False for NaN: not this check's business
+    peak = peak_beyond(x, getattr(torch, dtype))
+    if peak is not None:
         raise DataError(
             f"--dtype {dtype}: the {split} features reach {peak:.4g} in magnitude, beyond {dtype}'s largest value "
-            f"({largest:g}); write them with --dtype float32"
+            f"({float(np.finfo(dtype).max):g}); write them with --dtype float32"
         )
 
 
@@ -107,9 +108,8 @@ def export_features(
         arrays: dict[str, np.ndarray] = {}
         for split in FEATURE_SPLITS:
             features = run_features(run, split)
-            x = features.x.numpy()
-            _check_range(x, dtype, split)
-            arrays[f"x_{split}"] = x.astype(dtype, copy=False)
+            _check_range(features.x, dtype, split)
+            arrays[f"x_{split}"] = features.x.numpy().astype(dtype, copy=False)
             arrays[f"y_{split}"] = features.y.numpy()
         arrays["class_names"] = np.array([str(name) for name in run.splits.class_names])
         arrays.update(_joint_arrays(run))

@@ -45,7 +45,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def check_int(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int if it is an integer >= ``minimum`` (NumPy integers too); a one-line ConfigError
     otherwise, here rather than a TypeError of ``torch.rand`` or NumPy's seeding at the first iteration."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
@@ -76,7 +76,7 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = dist.get_world_size() if initialised else 1
     if rank is None:
         rank = dist.get_rank() if initialised else 0
-    num_replicas = _check_int("num_replicas", num_replicas, 1)
+    num_replicas = check_int("num_replicas", num_replicas, 1)
     if isinstance(rank, bool) or not isinstance(rank, Integral) or not 0 <= rank < num_replicas:
         raise ConfigError(f"rank={rank!r}: expected an integer in [0, {num_replicas})")
     return num_replicas, int(rank)
@@ -115,7 +115,7 @@ class EpochSampler(Sampler[int]):
     ) -> None:
         self.labels = _as_label_tensor(labels)
         if num_classes is not None:
-            num_classes = _check_int("num_classes", num_classes, 1)
+            num_classes = check_int("num_classes", num_classes, 1)
             if int(self.labels.max()) >= num_classes:
                 raise DataError(
                     f"labels: class index {int(self.labels.max())}, expected below num_classes={num_classes}"
@@ -128,8 +128,8 @@ class EpochSampler(Sampler[int]):
                 f"labels: {classes:,} classes for {len(self.labels):,} items; expected class indices 0 to C-1 "
                 f"(at most {limit:,} classes here)"
             )
-        self.num_samples = len(self.labels) if num_samples is None else _check_int("num_samples", num_samples, 1)
-        self.seed = _check_int("seed", seed, 0)  # NumPy's SeedSequence takes no negative seed
+        self.num_samples = len(self.labels) if num_samples is None else check_int("num_samples", num_samples, 1)
+        self.seed = check_int("seed", seed, 0)  # NumPy's SeedSequence takes no negative seed
         self.epoch = 0
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
         self.class_counts = torch.bincount(self.labels, minlength=num_classes or 0)
@@ -139,7 +139,7 @@ class EpochSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (an integer >= 0) whose order the next ``__iter__`` yields."""
-        self.epoch = _check_int("epoch", epoch, 0)
+        self.epoch = check_int("epoch", epoch, 0)
 
     def global_indices(self) -> torch.Tensor:
         """(num_samples,) int64 dataset indices of the current epoch, all ranks together."""

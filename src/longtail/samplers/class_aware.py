@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import torch
 
 from ..config import Interval, option
-from ..errors import ConfigError
-from .base import EpochSampler, Labels, SamplerSpec, epoch_generator, power_law, register_sampler
+from .base import EpochSampler, Labels, SamplerSpec, check_int, epoch_generator, power_law, register_sampler
 
 MAX_BLOCK = 2**16
 
@@ -28,10 +26,8 @@ class ClassAwareSampler(EpochSampler):
 
     def __init__(self, labels: Labels, num_samples_cls: int = 4, **kwargs) -> None:
         super().__init__(labels, **kwargs)
-        if isinstance(num_samples_cls, bool) or not isinstance(num_samples_cls, Integral) or num_samples_cls < 1:
-            raise ConfigError(f"num_samples_cls={num_samples_cls!r}: expected an integer >= 1")
+        self.num_samples_cls = check_int("num_samples_cls", num_samples_cls, 1)
         self._require_every_class("class-aware")
-        self.num_samples_cls = int(num_samples_cls)
 
     def global_indices(self) -> torch.Tensor:
         generator = epoch_generator(self.seed, self.epoch)

@@ -100,8 +100,15 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
         index = int(np.argmax(bad))
         weight = float(array[index])
         raise DataError(f"{path}: class {index} has weight {weight!r}; expected finite non-negative weights")
-    largest = float(array.max())
-    if largest <= 0:
+    if float(array.max()) <= 0:
         raise DataError(f"{path}: the weights sum to 0; expected at least one class with a positive weight")
-    array = array / largest  # first: finite weights near 1e308 would sum to infinity
-    return array / array.sum()
+    return normalised_weights(array)
+
+
+def normalised_weights(weights: np.ndarray) -> np.ndarray:
+    """(C,) finite non-negative float64 weights, one of them positive -> probabilities summing to 1.
+
+    Divided by the largest first: finite weights near 1e308 would sum to infinity.
+    """
+    weights = weights / weights.max()
+    return weights / weights.sum()

@@ -21,6 +21,7 @@ from ..errors import DataError
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
 from ..shift import Adapted, PriorAdapter, fit_prior_adapter
+from ..shift.prior_file import normalised_weights
 from . import fitting
 from .candidates import JOINT_METHODS, Solver
 from .selection import SELECTIONS, stratified_folds
@@ -483,8 +484,7 @@ def _prior_weights(prior: Any, num_classes: int) -> np.ndarray:
         raise ValueError(f"prior: {expected}")
     if weights.max() <= 0:
         raise ValueError("prior: the weights sum to 0; expected at least one positive weight")
-    weights = weights / weights.max()  # first: finite weights near 1e308 would sum to infinity
-    return weights / weights.sum()
+    return normalised_weights(weights)
 
 
 def _plain(label: Any) -> Any:
