@@ -218,7 +218,12 @@ def test_per_class_accuracy_has_one_series_per_method_and_bins_beyond_50_classes
     figure = per_class_accuracy_figure(accuracy, counts, many=100, few=20, class_names=[f"c{i}" for i in range(12)])
     axes = figure.axes[0]
     assert axes.get_xscale() == "log"
-    assert len(axes.lines) == 2 and len(axes.lines[0].get_xdata()) == 12
+    # Four classes share each size: every class is a point, and each line joins the mean of each size.
+    points = [c for c in axes.collections if isinstance(c, PathCollection)]
+    assert [len(c.get_offsets()) for c in points] == [12, 12]
+    assert len(axes.lines) == 2 and list(axes.lines[0].get_xdata()) == [8, 60, 500]
+    crt_means = axes.lines[1].get_ydata()
+    assert crt_means[2] == pytest.approx(np.mean(accuracy["crt"][:3]))  # the class without test images left out
     labels = [t.get_text() for t in axes.texts]
     assert labels == ["few-shot (< 20)", "medium (20 to 100)", "many-shot (> 100)"]
     big = per_class_accuracy_figure({"joint": rng.uniform(0, 100, 300)}, rng.integers(1, 1000, 300), many=100, few=20)
@@ -227,6 +232,28 @@ def test_per_class_accuracy_has_one_series_per_method_and_bins_beyond_50_classes
     (markers,) = [c for c in big.axes[0].collections if isinstance(c, PathCollection)]
     assert markers.get_sizes().max() == pytest.approx(160) and markers.get_sizes().min() >= 12
     assert any(t.get_text().startswith("marker area: classes in the bin") for t in big.axes[0].texts)
+
+
+def test_distinct_sizes_are_joined_class_by_class():
+    accuracy = {"joint": np.array([90.0, 40.0, 70.0])}
+    axes = per_class_accuracy_figure(accuracy, [500, 8, 60], many=100, few=20).axes[0]
+    assert list(axes.lines[0].get_xdata()) == [8, 60, 500] and list(axes.lines[0].get_ydata()) == [40, 70, 90]
+
+
+@pytest.mark.parametrize("counts", [[5, 4, 4, 3, 3, 3], [1000, 900, 700, 500, 330], [1000, 300, 40, 10]])
+def test_log_axes_are_labelled_with_plain_numbers(counts: list[int]):
+    """Less than a decade of class sizes: matplotlib's default labels read '3 × 10⁰'; ours read '3'."""
+    accuracy = {"joint": np.linspace(20, 90, len(counts))}
+    figures = [
+        (per_class_accuracy_figure(accuracy, counts, many=100, few=20), lambda f: f.axes[0].xaxis),
+        (weight_norm_figure({"joint": np.ones(len(counts))}, counts), lambda f: f.axes[1].yaxis),
+    ]
+    for figure, axis_of in figures:
+        figure.canvas.draw()
+        axis = axis_of(figure)
+        labels = [t.get_text() for t in axis.get_ticklabels() + axis.get_ticklabels(minor=True) if t.get_text()]
+        assert labels, counts
+        assert all(re.fullmatch(r"[0-9][0-9,]*|0\.[0-9]+", label) for label in labels), labels
 
 
 def test_shot_bars_print_their_numbers_and_mark_an_empty_group():

@@ -95,6 +95,8 @@ def plot_class_sizes(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
+    from ..log_ticks import plain_log_ticks
+
     sizes = np.sort(np.asarray(counts, dtype=np.int64))[::-1]
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)
@@ -104,7 +106,9 @@ def plot_class_sizes(
     heights = np.maximum(np.append(sizes, sizes[-1:]), 0.5)
     axes.fill_between(edges, heights, 0.5, step="post", color="tab:blue", alpha=0.7, linewidth=0)
     axes.set_yscale("log")
-    axes.set_ylim(bottom=0.5)
+    plain_log_ticks(axes.yaxis)
+    # Up to the many-shot line at least: a legend naming a threshold the plot does not reach reads as a bug.
+    axes.set_ylim(0.5, max(float(heights.max()), many) * 1.5)
     axes.set_xlim(0, max(len(sizes), 1))
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # a rank is a whole number (2 classes: 0.25 steps)
     for value, label, style in ((many, f"many-shot > {many}", "--"), (few, f"few-shot < {few}", ":")):

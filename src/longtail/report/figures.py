@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from ..evaluation.calibration import Reliability
+from ..log_ticks import plain_log_ticks
 from ..methods import METHODS, display_order, label_of, spec_of
 
 _SPARE_COLORS = ("tab:olive", "tab:cyan", "tab:pink", "tab:gray")
@@ -162,6 +163,7 @@ def weight_norm_figure(
     sizes = axes.twinx()
     sizes.step(positions, counts[order], where="mid", color="0.55", linestyle=":", linewidth=1.2)
     sizes.set_yscale("log")
+    plain_log_ticks(sizes.yaxis)
     sizes.set_ylabel("training images (dotted, log scale)", color="0.4")
     sizes.tick_params(axis="y", colors="0.4")
     handles, names = axes.get_legend_handles_labels()
@@ -270,6 +272,16 @@ def _binned_means(x: np.ndarray, y: np.ndarray, bins: int = 12) -> tuple[np.ndar
     return np.asarray(centres), np.asarray(means), np.asarray(sizes, dtype=np.int64)
 
 
+def _mean_per_size(sizes: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (C,) ``sizes``, ascending, and the mean (C,) ``accuracy`` of their classes (NaN: no test image)."""
+    distinct, which = np.unique(sizes, return_inverse=True)
+    scored = ~np.isnan(accuracy)
+    totals = np.bincount(which[scored], weights=accuracy[scored], minlength=distinct.size)
+    members = np.bincount(which[scored], minlength=distinct.size)
+    with np.errstate(invalid="ignore"):  # a size none of whose classes has a test image: NaN, a gap in the line
+        return distinct, totals / members
+
+
 def _marker_areas(members: np.ndarray, largest: int) -> np.ndarray:
     """Marker areas (pt²) that grow with the classes a point averages: 12 for one class, 160 for the fullest bin."""
     return 12 + 148 * np.sqrt(members / max(largest, 1))
@@ -293,14 +305,16 @@ def per_class_accuracy_figure(
         class_names: C names, written above the plot up to 20 classes.
         labels: method -> legend label.
 
-    Up to 50 classes every class is a point; beyond, each series is the mean
-    accuracy in 12 log-spaced bins of class size.
+    Up to 50 classes every class is a point (joined in size order; where classes
+    share a size, the line joins the mean of each size); beyond, each series is
+    the mean accuracy in 12 log-spaced bins of class size.
     """
     counts = np.maximum(np.asarray(train_counts, dtype=np.float64), 0.5)  # a 0-image class still shows on log axes
     ascending = np.argsort(counts, kind="stable")
     figure = new_figure(10, 5)
     axes = figure.add_subplot()
     binned = len(counts) > NAMES_UP_TO
+    tied = np.unique(counts).size < counts.size  # classes of the same size: one line point per size
     methods = display_order(per_class)
     accuracies = {m: np.asarray(per_class[m], dtype=np.float64) for m in methods}
     bins = {m: _binned_means(counts, accuracies[m]) for m in methods} if binned else {}
@@ -311,10 +325,14 @@ def per_class_accuracy_figure(
             x, y, members = bins[method]
             axes.plot(x, y, linewidth=1.2, color=color, label=label)
             axes.scatter(x, y, s=_marker_areas(members, largest), color=color, alpha=0.7, linewidths=0, zorder=3)
+        elif tied:  # every class a point; the line joins the mean of each size (joined points would zigzag)
+            axes.scatter(counts, accuracies[method], s=16, color=color, alpha=0.6, linewidths=0, zorder=3)
+            axes.plot(*_mean_per_size(counts, accuracies[method]), linewidth=1.2, color=color, label=label)
         else:
             x, y = counts[ascending], accuracies[method][ascending]
             axes.plot(x, y, marker="o", markersize=4, linewidth=1.2, color=color, label=label)
     axes.set_xscale("log")
+    plain_log_ticks(axes.xaxis)
     _group_bands(axes, counts.min() / 1.25, counts.max() * 1.25, many, few)
     if class_names is not None and len(counts) <= NAMES_ON_TOP_UP_TO:
         _names_on_top(axes, counts, class_names)
@@ -526,6 +544,7 @@ def calibration_figure(
         axes.stairs(share, diagram.edges, color="0.15", linewidth=1.1, label="share of samples")
         if log_confidence:
             axes.set_xscale("log")
+            plain_log_ticks(axes.xaxis)
         axes.set_xlim(diagram.edges[0], 1)
         axes.set_ylim(0, 1)
         axes.set_title(f"{_label(method, labels)}: ECE {100 * diagram.ece:.1f}%", fontsize=10)
