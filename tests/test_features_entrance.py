@@ -155,6 +155,16 @@ def test_own_validation_split_class_names_and_pt_files(tmp_path: Path) -> None:
     assert torch.equal(npz.train.inputs, pt.train.inputs) and torch.equal(npz.test.labels, pt.test.labels)
 
 
+def test_big_endian_features_are_read_as_native(tmp_path: Path) -> None:
+    # numpy writes '>f4' as it is; torch.from_numpy refused it with a ValueError traceback.
+    native = create_dataset(_config(write_features(tmp_path / "f.npz", val=True)).data)
+    raw = dict(np.load(tmp_path / "f.npz"))
+    np.savez(tmp_path / "b.npz", **{k: v.astype(v.dtype.newbyteorder(">")) for k, v in raw.items()})
+    swapped = create_dataset(_config(tmp_path / "b.npz").data)
+    assert swapped.train.inputs.dtype == torch.float32 and torch.equal(swapped.train.inputs, native.train.inputs)
+    assert torch.equal(swapped.test.labels, native.test.labels)
+
+
 BAD_FILES = {
     "rank": ({"x_test": np.zeros((100, 12, 1), np.float32)}, "expected float16/32/64 features of shape (N, d)"),
     "integer": ({"x_train": np.zeros((221, 12), np.int64)}, "x_train is int64"),
@@ -166,6 +176,8 @@ BAD_FILES = {
     "range": ({"y_test": np.full(100, 7)}, "y_test holds label 7, but y_train has labels 0 to 4 only"),
     "negative": ({"y_test": np.full(100, -1)}, "y_test holds label -1, expected labels >= 0"),
     "timedelta": ({"y_test": np.zeros(100, "m8[s]")}, "y_test is timedelta64[s] of shape (100,), expected 100 integer"),
+    # uint64 beyond int64: cast, 2**64 - 1 became label -1, which passed and ended training in an IndexError.
+    "uint64": ({"y_test": np.full(100, 2**64 - 1, np.uint64)}, "y_test holds label 18446744073709551615, expected"),
     "dimension": ({"x_test": np.zeros((100, 11), np.float32)}, "x_train has 12, x_test has 11"),
     "missing": ({"y_test": None}, "no entry 'y_test'"),
     "gap": ({"y_train": np.repeat([0, 1, 2, 3, 5], [120, 60, 25, 10, 6])}, "class 4 has no training vector"),

@@ -150,6 +150,8 @@ def _features(path: Path, key: str, value: Any) -> torch.Tensor:
     """(N, d) float32 or float16 with d >= 1, checked finite; float32 and float16 are kept as they are (no copy),
     float64 becomes float32."""
     value = _tensor(path, key, value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))  # big-endian: torch.from_numpy refuses other byte orders
     tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) and value.dtype.kind == "f" else value
     if not isinstance(tensor, torch.Tensor) or tensor.dtype not in FLOAT_DTYPES or tensor.dim() != 2:
         dtype, shape = getattr(value, "dtype", type(value).__name__), tuple(getattr(value, "shape", ()))
@@ -171,7 +173,10 @@ def _features(path: Path, key: str, value: Any) -> torch.Tensor:
 
 
 def _labels(path: Path, key: str, value: Any, count: int) -> np.ndarray:
-    """(N,) int64 labels >= 0 of a split with ``count`` feature vectors."""
+    """(N,) int64 labels >= 0 of a split with ``count`` feature vectors.
+
+    uint64 labels beyond int64 are refused here: cast, they would wrap to negative labels (2**64 - 1 to -1).
+    """
     value = _tensor(path, key, value)
     array = value.numpy() if isinstance(value, torch.Tensor) else value
     ok = isinstance(array, np.ndarray) and array.ndim == 1 and len(array) == count
@@ -180,6 +185,8 @@ def _labels(path: Path, key: str, value: Any, count: int) -> np.ndarray:
         raise DataError(f"{path}: {key} is {dtype} of shape {shape}, expected {count} integer labels (one per row)")
     if count and array.min() < 0:
         raise DataError(f"{path}: {key} holds label {int(array.min())}, expected labels >= 0")
+    if count and int(array.max()) > np.iinfo(np.int64).max:
+        raise DataError(f"{path}: {key} holds label {int(array.max())}, expected class indices 0 to C-1")
     return array.astype(np.int64)
 
 
