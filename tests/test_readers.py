@@ -96,12 +96,29 @@ def test_relative_lists_are_found_in_data_root(tmp_path: Path):
         ("onlyapath\n", r"train\.txt:2: expected 'relative/path label', got 'onlyapath'"),
         ("a.jpg one\n", r"train\.txt:2: label 'one' is not an integer"),
         ("a.jpg -1\n", r"train\.txt:2: label -1, expected a class index >= 0"),
+        # 4,300 digits or more: int() raised ValueError, a traceback
+        ("a.jpg " + "9" * 5000 + "\n", r"train\.txt:2: label '9{40}\.\.\.', expected a class index 0 to 2\^31 - 1"),
+        ("a.jpg -" + "9" * 5000 + "\n", r"train\.txt:2: label '-9{39}\.\.\.', expected a class index 0 to 2\^31"),
+        ("a.jpg 00000000000000000003\n", None),  # leading zeros are still the number
     ],
 )
 def test_malformed_split_lines_name_file_and_line(tmp_path: Path, line: str, message: str):
     (tmp_path / "train.txt").write_text("img/a.jpg 0\n" + line)
+    if message is None:
+        assert read_split_lines(tmp_path / "train.txt")[1].tolist() == [0, 3]
+        return
     with pytest.raises(DataError, match=message):
         read_split_lines(tmp_path / "train.txt")
+
+
+def test_a_split_file_not_in_utf8_names_its_line(tmp_path: Path):
+    # Latin-1 (a Windows editor's default): the message named neither the line nor what was expected.
+    (tmp_path / "train.txt").write_bytes("a.jpg 0\r\nb.jpg 1\r\ncaf\xe9.jpg 1\r\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train\.txt:3: not UTF-8 text; expected a split file in UTF-8"):
+        read_split_lines(tmp_path / "train.txt")
+    (tmp_path / "mac.txt").write_bytes("\ufeffa.jpg 0\rcaf\xe9.jpg 1\r".encode())  # a BOM, old Mac line ends
+    paths, labels = read_split_lines(tmp_path / "mac.txt")
+    assert paths == ["a.jpg", "café.jpg"] and labels.tolist() == [0, 1]
 
 
 def test_filelist_errors_name_what_is_wrong(tmp_path: Path):

@@ -60,8 +60,9 @@ def leaves_root(relative: str) -> str | None:
 def read_split_lines(path: str | Path, *, inside_root: bool = False) -> tuple[list[str], np.ndarray]:
     """The relative paths and (N,) int64 labels of a split file; blank lines are skipped.
 
-    Lines end at line feeds only (a carriage return before one is dropped), so
-    line numbers are an editor's; a UTF-8 byte-order mark is ignored. A path may contain spaces, the
+    Lines end at a line feed, a carriage return and line feed, or a lone carriage return (Python's universal
+    newlines), and no other character, so line numbers are an editor's; a UTF-8 byte-order mark is ignored.
+    A path may contain spaces, the
     label is the last field: ASCII digits. With ``inside_root``, a path that
     would leave ``data.root`` (:func:`leaves_root`) is refused: a list from
     elsewhere must not make longtail read, or report on, any other file.
@@ -71,11 +72,17 @@ def read_split_lines(path: str | Path, *, inside_root: bool = False) -> tuple[li
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise DataError(f"{path}: cannot read split file ({error.__class__.__name__})") from None
+    data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # universal newlines, as text mode reads them
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as failure:  # Latin-1 or another code page: say where, as for any other bad line
+        line = data[: failure.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text; expected a split file in UTF-8 (re-save it so)") from None
     paths: list[str] = []
     labels: list[int] = []
     for number, raw in enumerate(text.split("\n"), 1):
@@ -88,6 +95,8 @@ def read_split_lines(path: str | Path, *, inside_root: bool = False) -> tuple[li
             raise DataError(f"{where}: expected 'relative/path label', got {_shown(line)}")
         if not _LABEL.fullmatch(parts[1]):
             raise DataError(f"{where}: label {_shown(parts[1])} is not an integer in {_shown(line)}")
+        if len(parts[1].lstrip("-").lstrip("0")) > len(str(MAX_LABEL)):  # before int(): 4,300 digits raise
+            raise DataError(f"{where}: label {_shown(parts[1], 40)}, expected a class index 0 to 2^31 - 1")
         label = int(parts[1])
         if label < 0:
             raise DataError(f"{where}: label {label}, expected a class index >= 0 in {_shown(line)}")
