@@ -90,6 +90,37 @@ def test_relative_lists_are_found_in_data_root(tmp_path: Path):
     assert len(splits.train) + len(splits.val) == 10
 
 
+def test_filelist_warns_of_repeated_images_and_of_images_shared_between_splits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    lists = write_filelist_dataset(tmp_path, [8, 6, 5], test_per_class=2, val_per_class=1, size=16)
+    with caplog.at_level("WARNING", logger="longtail"):
+        create_dataset(load_config(None, filelist_overrides(tmp_path, lists)).data)
+    assert caplog.text == ""  # a clean dataset: not a word
+    train = lists["train"].read_text().splitlines()
+    first, other = train[0].rsplit(" ", 1)[0], train[1].rsplit(" ", 1)[0]
+    label = int(train[0].rsplit(" ", 1)[1])
+    # Used as given before, silently: a repeated image counted twice, a training image scored as a test image.
+    lists["train"].write_text("\n".join([*train, f"./{first} {label}", f"{first} {(label + 1) % 3}"]) + "\n")
+    with open(lists["test"], "a") as handle:
+        handle.write(f"{first} {label}\n{other} 0\n")
+    with open(lists["val"], "a") as handle:
+        handle.write(f"{lists['test'].read_text().splitlines()[0]}\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="longtail"):
+        splits = create_dataset(load_config(None, filelist_overrides(tmp_path, lists)).data)
+    assert sum(splits.train_counts) == len(train) + 2  # still used as listed
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == [
+        f"{lists['train']}: 2 entries repeat an image listed before, 1 with another label (first: {first!r}); "
+        "each entry counts as one image (class sizes, training, scores)",
+        f"{lists['test']}: 2 image(s) also listed in {lists['train']} (first: {first!r}); "
+        "the test split should share none with the train split",
+        f"{lists['test']}: 1 image(s) also listed in {lists['val']} "
+        f"(first: {lists['test'].read_text().split()[0]!r}); the test split should share none with the val split",
+    ]
+
+
 @pytest.mark.parametrize(
     "line, message",
     [

@@ -12,10 +12,13 @@ current directory first, then in ``data.root``. An image path may not leave
 ``data.root``: an absolute path, or a ``..`` that climbs above it, is refused
 with ``file:line`` (a symlink inside the root may point anywhere). Images are
 decoded lazily, item by item, with Pillow (see :mod:`~longtail.data.image_files`).
+An image listed twice, or in two splits, is used as listed and logged as a warning (:func:`repeated_images`).
 """
 
 from __future__ import annotations
 
+import logging
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -33,6 +36,10 @@ from .registry import DatasetSpec, register_dataset
 # A class index: ASCII digits (int() would also take "٣", "1_0" and "+1"), a minus sign to name a negative one.
 _LABEL = re.compile(r"-?[0-9]+", re.ASCII)
 MAX_LABEL = 2**31 - 1
+# Splits that must not share an image: the first's images would be scored (or chosen on) as unseen.
+DISJOINT = (("train_list", "test_list"), ("train_list", "val_list"), ("val_list", "test_list"))
+
+log = logging.getLogger(__name__)
 
 
 def _shown(line: str, limit: int = 120) -> str:
@@ -131,6 +138,52 @@ def resolve_list(key: str, value: str | None, root: Path | None) -> Path:
     )
 
 
+def _normal_path(path: str) -> str:
+    """``path`` without ``.``, ``..``, doubled or trailing slashes; normalised only where it has any (fast)."""
+    return posixpath.normpath(path) if "/." in path or "//" in path or path[:1] == "." or path[-1:] == "/" else path
+
+
+def repeated_images(read: dict[str, tuple[list[str], np.ndarray]], lists: dict[str, Path]) -> list[str]:
+    """One warning per split file that lists an image more than once, and per pair of splits that share one.
+
+    Paths are compared as written, normalised (``./a.jpg`` is ``a.jpg``). A repeated image is used as listed
+    (each listing counts in its class's size, is drawn and is scored), which may be meant (oversampling by
+    hand) or not; an image in two splits is test data seen in training (or validation choosing on training
+    images, or on test images): the scores no longer measure what they say. Neither is refused: the warning
+    says how many and names the first.
+    """
+    normal = {key: list(map(_normal_path, paths)) for key, (paths, _) in read.items()}
+    distinct = {key: set(paths) for key, paths in normal.items()}
+    warnings = []
+    for key, paths in normal.items():
+        if len(distinct[key]) == len(paths):
+            continue
+        labels, first, repeats, relabelled, example = read[key][1], {}, 0, 0, ""
+        for i, image in enumerate(paths):
+            j = first.setdefault(image, i)
+            if j != i:
+                repeats += 1
+                relabelled += int(labels[i] != labels[j])
+                example = example or image
+        if repeats:
+            entries = "1 entry repeats" if repeats == 1 else f"{repeats:,} entries repeat"
+            other = f", {relabelled:,} with another label" if relabelled else ""
+            warnings.append(
+                f"{lists[key]}: {entries} an image listed before{other} (first: {example!r}); "
+                "each entry counts as one image (class sizes, training, scores)"
+            )
+    for a, b in DISJOINT:
+        if a in normal and b in normal:
+            shared = distinct[a] & distinct[b]
+            if shared:
+                example = next(image for image in normal[b] if image in shared)
+                warnings.append(
+                    f"{lists[b]}: {len(shared):,} image(s) also listed in {lists[a]} (first: {example!r}); the "
+                    f"{b.removesuffix('_list')} split should share none with the {a.removesuffix('_list')} split"
+                )
+    return warnings
+
+
 def class_names_from_paths(paths: list[str], labels: np.ndarray, num_classes: int) -> list[str]:
     """Class names from the images' folders (``train/n01440764/x.JPEG`` -> ``n01440764``), if they are unique.
 
@@ -166,6 +219,8 @@ def build_filelist(cfg: DataConfig) -> DatasetSplits:
     if own.val_list is not None:
         lists["val_list"] = resolve_list("val_list", own.val_list, root)
     read = {key: read_split_lines(path, inside_root=True) for key, path in lists.items()}
+    for warning in repeated_images(read, lists):
+        log.warning(warning)
     train_paths, train_labels = read["train_list"]
     # With data.skip_bad the first image may be one of the bad ones; the image check then names a wrong root.
     _check_root(root, None if cfg.skip_bad else train_paths[0], lists["train_list"])
