@@ -88,6 +88,32 @@ def test_a_symlink_loop_among_the_class_folders_is_one_line(tmp_path: Path, caps
     assert '"classes": 2' in capsys.readouterr().out
 
 
+def test_a_symlinked_sub_folder_of_a_class_is_read_and_a_looping_one_is_one_line(tmp_path: Path, capsys):
+    # A symlinked class folder was followed, a symlinked sub-folder inside one silently skipped (os.walk).
+    root = image_folder(tmp_path / "data")
+    elsewhere = tmp_path / "more_a"
+    elsewhere.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (0, 40 * i, 90)).save(elsewhere / f"{i}.png")
+    (root / "train" / "a" / "more").symlink_to(elsewhere)
+    assert main(["data", "stats", "data.name=imagefolder", f"data.root={root}", "--json"]) == 0
+    assert '"counts": [7, 4]' in capsys.readouterr().out  # 8 and 5, less one validation image each (5 and 5 before)
+    looping = {  # endless; class b's images in class a too; class b twice, as b and b2
+        "train/b/loop": ("..", f"train/b/loop/a: the folder {root / 'train/a'} again"),
+        "train/a/more/back": (root / "train/b", f"train/b: the folder {root / 'train/a/more/back'} again"),
+        "train/b2": (root / "train/b", f"train/b2: the folder {root / 'train/b'} again"),
+    }
+    for link, (target, shown) in looping.items():
+        (root / link).symlink_to(target)
+        one_error_line(
+            ["data", "stats", "data.name=imagefolder", f"data.root={root}"],
+            capsys,
+            shown,
+            "(a symbolic link loops or repeats it); expected each folder of images once",
+        )
+        (root / link).unlink()
+
+
 def test_a_dangling_or_looping_image_link_is_named_as_a_link_not_as_missing(tmp_path: Path, capsys):
     root = image_folder(tmp_path / "data")
     (root / "train" / "a" / "dangling.png").symlink_to("nowhere.png")

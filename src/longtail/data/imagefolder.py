@@ -2,10 +2,11 @@
 
 Classes are the folder names under ``train/``, sorted (so class 0 is the first
 name in alphabetical order), and kept as the class names of reports. Images
-may sit in sub-folders of a class folder; files are taken in sorted order and
-recognised by extension. ``val/`` is optional (without it the validation split
-is held out of the training images, at most a fifth of a class); ``test/`` is
-required. Every class folder of ``val/`` and ``test/`` must exist in ``train/``.
+may sit in sub-folders of a class folder (symlinked ones included; a link that
+loops, or leads to a folder the split reads already, is refused); files are taken
+in sorted order and recognised by extension. ``val/`` is optional (without it the
+validation split is held out of the training images, at most a fifth of a class);
+``test/`` is required. Every class folder of ``val/`` and ``test/`` must exist in ``train/``.
 Folder and image names must be valid UTF-8: another name is refused, naming
 its bytes (files that are not images by extension are ignored, whatever their name).
 """
@@ -13,6 +14,7 @@ its bytes (files that are not images by extension are ignored, whatever their na
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +70,44 @@ def class_folders(split_dir: Path) -> list[str]:
     return sorted(require_utf8(split_dir, name) for name in names)
 
 
+def _walk(class_dir: Path, seen: dict[tuple[int, int], str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(class_dir)``, into symlinked sub-folders too, as into a symlinked class folder.
+
+    ``seen``: the folders read so far in the split, by device and inode, and the first path each was read by.
+
+    Raises:
+        DataError: naming a folder that cannot be listed, or one reached a second time in the split (a symbolic
+            link that loops, or leads to a folder read already, of this class or another): its images would be
+            skipped, or counted twice, perhaps under two labels.
+    """
+
+    def unreadable(error: OSError) -> None:
+        shown = os.fsdecode(error.filename or class_dir).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise DataError(f"{shown}: cannot be listed ({error.strerror}); expected a folder of images")
+
+    for folder, subdirs, files in os.walk(class_dir, onerror=unreadable, followlinks=True):
+        status = os.stat(folder)
+        first = seen.setdefault((status.st_dev, status.st_ino), folder)
+        if first != folder:
+            shown = folder.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise DataError(
+                f"{shown}: the folder {first} again (a symbolic link loops or repeats it); "
+                "expected each folder of images once"
+            )
+        yield folder, subdirs, files
+
+
 def scan_split(root: Path, split: str, classes: list[str]) -> Split:
     """Relative paths and labels of every image under ``root/split/<class>/``, in sorted order."""
     split_dir = root / split
     paths: list[str] = []
     labels: list[int] = []
     index = {name: i for i, name in enumerate(classes)}
+    seen: dict[tuple[int, int], str] = {}
     for name in class_folders(split_dir):
         if name not in index:
             raise DataError(f"{split_dir / name}: class folder not in {root / 'train'} (classes come from train/)")
-        for folder, subdirs, files in os.walk(split_dir / name):
+        for folder, subdirs, files in _walk(split_dir / name, seen):
             subdirs[:] = sorted(require_utf8(folder, d) for d in subdirs if not d.startswith("."))
             rel = Path(folder).relative_to(root)
             for file in sorted(files):
