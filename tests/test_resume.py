@@ -258,6 +258,57 @@ def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_pa
         time.sleep(0.1)
 
 
+# Raises KeyboardInterrupt where `import torch` starts, as a Ctrl-C in the seconds the command takes to load does.
+CTRL_C_WHILE_LOADING = """
+import runpy, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["longtail", "train", "--out", sys.argv[1]]
+runpy.run_module("longtail", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path: Path):
+    """Before: a KeyboardInterrupt traceback of some 30 lines through torch's import."""
+    command = [sys.executable, "-c", CTRL_C_WHILE_LOADING, str(tmp_path / "run")]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "longtail: interrupted\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_names_the_resume_only_once_the_run_directory_is_made(
+    tiny_fmnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """Stopped while its data loads, `train --out RUN` has made nothing to resume: before, the message said
+    `longtail train --resume RUN` all the same, which then failed (no such run)."""
+    from longtail.pipeline import stage1
+
+    run = tmp_path / "run"
+    argv = ["train", *_tiny(tiny_fmnist), "--out", str(run), "--no-progress"]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stage1, "_checked_inputs", interrupt)  # while the data loads
+        assert main(argv) == 130
+    assert capsys.readouterr().err == "longtail: interrupted\n"
+    assert not run.exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(stage1, "train_joint", interrupt)  # in the first epoch: config.yaml is there
+        assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"longtail: interrupted; continue with `longtail train --resume {run}`"
+    )
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+
+
 @pytest.mark.slow
 def test_ddp_run_killed_and_resumed_is_bitwise_equal(tiny_fmnist: Path, tmp_path: Path):
     """Two gloo processes, augmentation on (each rank has its own generator): SIGKILL, then torchrun --resume."""

@@ -168,6 +168,33 @@ def test_resume_and_overwrite_refuse_a_run_in_use(
     assert (run_copy / "checkpoint.pt").read_bytes() == before
 
 
+def test_an_interrupted_run_points_every_command_at_resume(
+    stage1_run: Path, run_copy: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A stage 1 stopped before its first checkpoint, or after some epochs: every command names the resume.
+
+    Before, `decouple` and the others said "not a run directory (... create one with `longtail train --out
+    DIR`)" or "stage 1 did not finish" without what to do, and the same `train --out RUN` again said "pass
+    --overwrite", which throws the epochs done away.
+    """
+    fresh = _unfinished(stage1_run, tmp_path / "fresh")  # killed before its first checkpoint
+    stopped = run_copy  # killed after epoch 2 of 3
+    _edit(stopped, "train.epochs", 3)
+    (stopped / "results.json").unlink()
+    outputs = ["--out", str(tmp_path / "features.npz")]
+    for run, why in ((fresh, "stage 1 has no checkpoint yet"), (stopped, "stage 1 did not finish")):
+        for command in (["eval"], ["decouple"], ["report"], ["export", "--method", "joint"], ["features", *outputs]):
+            assert main([command[0], str(run), *command[1:]]) == 1
+            line = _error_line(capsys)
+            assert why in line and f"`longtail train --resume {run}`" in line, line
+        assert main(["compare", str(run)]) == 1
+        assert f"`longtail train --resume {run}`" in _error_line(capsys)
+        assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 1
+        line = _error_line(capsys)
+        assert "stage 1 has not finished" in line and f"`longtail train --resume {run}` continues it" in line
+    assert sorted(p.name for p in fresh.iterdir()) == ["config.yaml"]  # nothing written by any of them
+
+
 UPDATER = """
 import sys
 from pathlib import Path

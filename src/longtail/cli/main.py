@@ -20,11 +20,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from PIL import Image
 
 from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError, one_line
+from ..runs import CONFIG_FILE
 from ..version import __version__
 from .common import key_listing
 from .experiments import auto_parser, demo_parser, grid_parser
@@ -154,8 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SIGPIPE_STATUS
     except KeyboardInterrupt:
         # DataLoader workers have been shut down on the way out; checkpoints are only ever replaced whole.
+        # Only a run directory that was made (config.yaml comes first) can be resumed: not one stopped while the
+        # data loaded.
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
-        hint = f"; continue with `longtail train --resume {run_dir}`" if args.command == "train" and run_dir else ""
+        made = args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file()
+        hint = f"; continue with `longtail train --resume {run_dir}`" if made else ""
         print(f"longtail: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
