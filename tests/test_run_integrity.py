@@ -21,6 +21,7 @@ from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.errors import OutputPathError, RunInUseError, StorageError
 from longtail.fs.atomic import write_bytes_atomic, write_text_atomic
+from longtail.fs.staging import remove_stale_staging
 from longtail.pipeline import load_run
 from longtail.runs import LOCK_FILE, RUN_OWN_NAMES, check_output_path, run_lock
 from mounts import read_only_view
@@ -393,6 +394,33 @@ def test_stale_temporaries_are_removed_by_the_next_writer(run_copy: Path):
         pass
     assert [p for p in stale if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
+
+
+def test_temporaries_of_a_reused_pid_are_removed(run_copy: Path):
+    """A killed writer's PID now belongs to a process that started after its file last changed: in a container
+    the command is PID 1 again after a restart, so its own PID, and any PID after a reboot. Before, such files
+    (a whole `.checkpoint.pt.*.tmp`, a report's staging folder) were taken for a live writer's and kept forever."""
+    with subprocess.Popen(["sleep", "600"]) as later:
+        try:
+            an_hour_ago = time.time() - 3600
+            reused = [
+                run_copy / f".checkpoint.pt.{os.getpid()}.abcdefgh.tmp",  # this process's PID, an hour-old file
+                run_copy / "classifiers" / f".crt.pt.{later.pid}.k2j4h5g6.tmp",
+                run_copy / f".report.{later.pid}.abcdefgh.tmp",  # a report's staging folder
+            ]
+            live = run_copy / f".results.json.{later.pid}.abcdefgh.tmp"  # written since that process started
+            for path in [*reused[:2], live]:
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(b"x" * 1000)
+            reused[2].mkdir()
+            for path in reused:
+                os.utime(path, (an_hour_ago, an_hour_ago))
+            with run_lock(run_copy, "longtail decouple"):
+                pass
+            assert remove_stale_staging(run_copy, ".report.") == [reused[2]]
+            assert [p for p in reused if p.exists()] == [] and live.exists()
+        finally:
+            later.kill()
 
 
 WRITER = """
