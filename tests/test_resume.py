@@ -1,5 +1,6 @@
 """Crash safety: exact resume of stage 1 and of stage-2 cRT (in process and after SIGKILL), NaN stop, Ctrl-C."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -256,6 +257,84 @@ def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_pa
             break
         assert time.monotonic() < deadline, "DataLoader workers outlived the interrupted run"
         time.sleep(0.1)
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_a_second_ctrl_c_while_the_workers_stop_prints_no_traceback(tiny_fmnist: Path, tmp_path: Path):
+    """Ctrl-C pressed twice: before, the second one landed in the DataLoader's worker shutdown (its ``__del__``,
+    after the one-line message) and printed "Exception ignored in ... Traceback ... KeyboardInterrupt"."""
+    run = tmp_path / "interrupted"
+    argv = [*_tiny(tiny_fmnist, "train.epochs=300", "data.num_workers=2"), "--out", str(run), "--no-progress"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "longtail", "train", *argv],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    _wait_for(_epoch_done(run, 2), process)
+    # To the command alone (`kill -INT PID`), so that its workers take a while to notice and stop.
+    os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.strip().splitlines()[-1] == f"longtail: interrupted; continue with `longtail train --resume {run}`"
+
+
+# Raises KeyboardInterrupt where `import torch` starts, as a Ctrl-C in the seconds the command takes to load does.
+CTRL_C_WHILE_LOADING = """
+import runpy, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["longtail", "train", "--out", sys.argv[1]]
+runpy.run_module("longtail", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(tmp_path: Path):
+    """Before: a KeyboardInterrupt traceback of some 30 lines through torch's import."""
+    command = [sys.executable, "-c", CTRL_C_WHILE_LOADING, str(tmp_path / "run")]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "longtail: interrupted\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_names_the_resume_only_once_the_run_directory_is_made(
+    tiny_fmnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """Stopped while its data loads, `train --out RUN` has made nothing to resume: before, the message said
+    `longtail train --resume RUN` all the same, which then failed (no such run)."""
+    from longtail.pipeline import stage1
+
+    run = tmp_path / "run"
+    argv = ["train", *_tiny(tiny_fmnist), "--out", str(run), "--no-progress"]
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stage1, "_checked_inputs", interrupt)  # while the data loads
+        assert main(argv) == 130
+    assert capsys.readouterr().err == "longtail: interrupted\n"
+    assert not run.exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(stage1, "train_joint", interrupt)  # in the first epoch: config.yaml is there
+        assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"longtail: interrupted; continue with `longtail train --resume {run}`"
+    )
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
 
 
 @pytest.mark.slow

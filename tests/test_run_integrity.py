@@ -21,6 +21,7 @@ from conftest import tiny_overrides
 from longtail.cli import main
 from longtail.errors import OutputPathError, RunInUseError, StorageError
 from longtail.fs.atomic import write_bytes_atomic, write_text_atomic
+from longtail.fs.staging import remove_stale_staging
 from longtail.pipeline import load_run
 from longtail.runs import LOCK_FILE, RUN_OWN_NAMES, check_output_path, run_lock
 from mounts import read_only_view
@@ -166,6 +167,33 @@ def test_resume_and_overwrite_refuse_a_run_in_use(
         assert main([*args, "--no-progress"]) == 1
         assert "run directory is in use by PID" in _error_line(capsys)
     assert (run_copy / "checkpoint.pt").read_bytes() == before
+
+
+def test_an_interrupted_run_points_every_command_at_resume(
+    stage1_run: Path, run_copy: Path, tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A stage 1 stopped before its first checkpoint, or after some epochs: every command names the resume.
+
+    Before, `decouple` and the others said "not a run directory (... create one with `longtail train --out
+    DIR`)" or "stage 1 did not finish" without what to do, and the same `train --out RUN` again said "pass
+    --overwrite", which throws the epochs done away.
+    """
+    fresh = _unfinished(stage1_run, tmp_path / "fresh")  # killed before its first checkpoint
+    stopped = run_copy  # killed after epoch 2 of 3
+    _edit(stopped, "train.epochs", 3)
+    (stopped / "results.json").unlink()
+    outputs = ["--out", str(tmp_path / "features.npz")]
+    for run, why in ((fresh, "stage 1 has no checkpoint yet"), (stopped, "stage 1 did not finish")):
+        for command in (["eval"], ["decouple"], ["report"], ["export", "--method", "joint"], ["features", *outputs]):
+            assert main([command[0], str(run), *command[1:]]) == 1
+            line = _error_line(capsys)
+            assert why in line and f"`longtail train --resume {run}`" in line, line
+        assert main(["compare", str(run)]) == 1
+        assert f"`longtail train --resume {run}`" in _error_line(capsys)
+        assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(run), "--no-progress"]) == 1
+        line = _error_line(capsys)
+        assert "stage 1 has not finished" in line and f"`longtail train --resume {run}` continues it" in line
+    assert sorted(p.name for p in fresh.iterdir()) == ["config.yaml"]  # nothing written by any of them
 
 
 UPDATER = """
@@ -366,6 +394,33 @@ def test_stale_temporaries_are_removed_by_the_next_writer(run_copy: Path):
         pass
     assert [p for p in stale if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
+
+
+def test_temporaries_of_a_reused_pid_are_removed(run_copy: Path):
+    """A killed writer's PID now belongs to a process that started after its file last changed: in a container
+    the command is PID 1 again after a restart, so its own PID, and any PID after a reboot. Before, such files
+    (a whole `.checkpoint.pt.*.tmp`, a report's staging folder) were taken for a live writer's and kept forever."""
+    with subprocess.Popen(["sleep", "600"]) as later:
+        try:
+            an_hour_ago = time.time() - 3600
+            reused = [
+                run_copy / f".checkpoint.pt.{os.getpid()}.abcdefgh.tmp",  # this process's PID, an hour-old file
+                run_copy / "classifiers" / f".crt.pt.{later.pid}.k2j4h5g6.tmp",
+                run_copy / f".report.{later.pid}.abcdefgh.tmp",  # a report's staging folder
+            ]
+            live = run_copy / f".results.json.{later.pid}.abcdefgh.tmp"  # written since that process started
+            for path in [*reused[:2], live]:
+                path.parent.mkdir(exist_ok=True)
+                path.write_bytes(b"x" * 1000)
+            reused[2].mkdir()
+            for path in reused:
+                os.utime(path, (an_hour_ago, an_hour_ago))
+            with run_lock(run_copy, "longtail decouple"):
+                pass
+            assert remove_stale_staging(run_copy, ".report.") == [reused[2]]
+            assert [p for p in reused if p.exists()] == [] and live.exists()
+        finally:
+            later.kill()
 
 
 WRITER = """

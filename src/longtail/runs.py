@@ -92,10 +92,19 @@ def require_run_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise RunDirError(f"{path}: run directory not found (create one with `longtail train --out {path}`)")
-    for name in (CONFIG_FILE, CHECKPOINT_FILE):
-        if not (path / name).is_file():
-            raise RunDirError(f"{path}: not a run directory (no {name}; create one with `longtail train --out DIR`)")
+    if not (path / CONFIG_FILE).is_file():
+        raise RunDirError(f"{path}: not a run directory (no {CONFIG_FILE}; create one with `longtail train --out DIR`)")
+    if not (path / CHECKPOINT_FILE).is_file():  # stage 1 writes config.yaml first, its first checkpoint after epoch 1
+        raise RunDirError(
+            f"{path}: stage 1 has no checkpoint yet (config.yaml, no {CHECKPOINT_FILE}); if it was interrupted, "
+            f"`longtail train --resume {path}` trains it again from epoch 1"
+        )
     return path
+
+
+def is_unfinished_run(path: Path) -> bool:
+    """Whether ``path`` holds a stage 1 that has not written its results (interrupted, or training now)."""
+    return (path / CONFIG_FILE).is_file() and not (path / RESULTS_FILE).is_file()
 
 
 def is_occupied(path: Path) -> bool:
@@ -112,6 +121,11 @@ def check_replaceable(path: Path) -> None:
 def check_new_run_dir(path: Path, *, overwrite: bool) -> None:
     """Refuse ``path`` as the directory of a new run: occupied without ``overwrite``, or not a run directory."""
     if is_occupied(path):
+        if not overwrite and is_unfinished_run(path):
+            raise RunDirError(
+                f"{path}: holds a run whose stage 1 has not finished; `longtail train --resume {path}` continues it "
+                "(or pass --overwrite to start it again, or choose another --out)"
+            )
         if not overwrite:
             raise RunDirError(
                 f"{path}: exists and is not empty; pass --overwrite to replace it, or choose another --out"

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from PIL import Image
 
 from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError, one_line
+from ..runs import CONFIG_FILE
 from ..version import __version__
 from .common import key_listing
 from .experiments import auto_parser, demo_parser, grid_parser
@@ -108,6 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_workers(interrupt: KeyboardInterrupt) -> None:
+    """Let the DataLoader workers of an interrupted command stop now, a second Ctrl-C ignored meanwhile.
+
+    The interrupted frames, which hold the DataLoader iterators, are released
+    here rather than after ``main`` returns; each iterator's ``__del__`` then
+    joins its workers (seconds). A KeyboardInterrupt inside ``__del__`` cannot
+    propagate: Python printed its traceback under "Exception ignored in".
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        interrupt.__traceback__ = None
+        interrupt.__context__ = None
+        gc.collect()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longtail`` command; returns the exit status."""
     parser = build_parser()
@@ -152,10 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (tests)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return SIGPIPE_STATUS
-    except KeyboardInterrupt:
-        # DataLoader workers have been shut down on the way out; checkpoints are only ever replaced whole.
+    except KeyboardInterrupt as interrupt:
+        # Checkpoints are only ever replaced whole.
+        # Only a run directory that was made (config.yaml comes first) can be resumed: not one stopped while the
+        # data loaded.
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
-        hint = f"; continue with `longtail train --resume {run_dir}`" if args.command == "train" and run_dir else ""
+        made = args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file()
+        hint = f"; continue with `longtail train --resume {run_dir}`" if made else ""
         print(f"longtail: interrupted{hint}", file=sys.stderr)
+        _stop_workers(interrupt)
         return 130
     return 0

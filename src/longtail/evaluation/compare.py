@@ -94,7 +94,10 @@ def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
         results = read_results(run_dir)
         methods = results.get("methods")
         if not methods:
-            raise RunDirError(f"{run_dir}: no results.json scores yet; finish `longtail train` first")
+            raise RunDirError(
+                f"{run_dir}: no results.json scores yet; "
+                f"`longtail train --resume {run_dir}` finishes stage 1 and scores it"
+            )
         timing = results.get("timing", {})
         fingerprint, test_data = run_fingerprints(results)
         for method in display_order(methods):

@@ -147,16 +147,49 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# A process whose start /proc puts this much after a file's last change did not write it (btime is whole seconds).
+_START_SLACK_S = 2.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since the epoch (Linux ``/proc``); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime, after "(comm)"
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def writer_gone(pid: int, written: Path) -> bool:
+    """Whether process ``pid``, named in a temporary ``written`` it made, can no longer be writing it.
+
+    Gone when no process has that PID, or when the one that has it now
+    started after ``written`` last changed: the PID was reused (a container's
+    command is PID 1 again after a restart; any PID after a reboot). This
+    process counts as any other: its own temporaries are newer than it.
+    """
+    if not pid_alive(pid):
+        return True
+    started = _process_start(pid)
+    try:
+        changed = os.lstat(written).st_mtime
+    except OSError:
+        return False
+    return started is not None and started > changed + _START_SLACK_S
+
+
 def _temporary_pattern(name: str = r".+?") -> re.Pattern[str]:
     """``.NAME.PID.XXXXXXXX.tmp`` (this version) or ``.NAME.XXXXXXXX.tmp`` (older versions, no PID)."""
     return re.compile(rf"^\.(?P<name>{name})\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{{8}}\.tmp$")
 
 
 def _is_stale(path: Path, match: re.Match[str], *, by_age: bool) -> bool:
-    """A temporary file is stale when its writer is dead; one without a PID, when older than this process."""
+    """A temporary file is stale when its writer is gone; one without a PID, when older than this process."""
     if match["pid"] is not None:
-        pid = int(match["pid"])
-        return pid != os.getpid() and not pid_alive(pid)
+        return writer_gone(int(match["pid"]), path)
     if not by_age:
         return False
     try:

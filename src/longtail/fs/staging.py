@@ -4,7 +4,8 @@ Whatever can fail for a long time (drawing figures, training, a full disk) is
 done in a staging folder on the same file system; only renames touch the
 target, so a failure part-way leaves the old contents whole. A staging folder
 is named ``PREFIX PID.RANDOM.tmp``: one left by a killed process is recognised
-by its dead PID and removed by the next (:func:`remove_stale_staging`).
+by its PID (gone, or reused by a process that started later) and removed by the next
+(:func:`remove_stale_staging`).
 
 Used by the report (``RUN/.report.*.tmp`` -> ``report.md``, ``report.html``,
 ``report_files/``) and the demo (a whole run directory replaced).
@@ -20,7 +21,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .atomic import pid_alive, sync_directory
+from .atomic import sync_directory, writer_gone
 
 _PREVIOUS = ".previous"  # suffix of an old directory moved into the staging folder while the new one goes in
 
@@ -31,11 +32,11 @@ def make_staging_dir(parent: Path, prefix: str) -> Path:
 
 
 def remove_stale_staging(parent: Path, prefix: str) -> list[Path]:
-    """Remove the staging folders ``PREFIX PID.*.tmp`` of ``parent`` whose process died; a live one is left alone."""
+    """Remove the staging folders ``PREFIX PID.*.tmp`` of ``parent`` whose process is gone; a live one is left alone."""
     removed = []
     for folder in Path(parent).glob(f"{glob.escape(prefix)}*.tmp"):
         pid = folder.name[len(prefix) :].split(".", 1)[0]
-        if folder.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+        if folder.is_dir() and pid.isdigit() and writer_gone(int(pid), folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

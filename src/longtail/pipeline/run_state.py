@@ -209,7 +209,10 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
     if isinstance(done, int) and done > planned:
         check_stage1_config(run_dir, checkpoint.get("config"), config)
     if done != planned:
-        raise RunDirError(f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned})")
+        raise RunDirError(
+            f"{run_dir}: stage 1 did not finish (checkpoint.pt is from epoch {done} of {planned}); "
+            f"`longtail train --resume {run_dir}` continues it"
+        )
     head = joint_head_kind(config.train.loss)
     model = create_model(config.model.backbone, checkpoint["in_channels"], checkpoint["num_classes"], head)
     try:
