@@ -148,7 +148,7 @@ def test_demo_sentence_says_who_won_and_by_how_much(fake: FakeRuns, tmp_path: Pa
         ({"candidates": ["train.sampler=nope"]}, "train.sampler"),
         ({"candidates": ["train.epochs=2"], "epochs": 3}, "also given"),
         ({"epochs": 0}, "--epochs"),
-        ({"max_runs": 8}, "more than --max-runs 8"),
+        ({"max_runs": 8}, "^auto: 9 stage-1 runs \\(candidates, times the seeds\\), more than --max-runs 8"),
         ({"candidates": ["train.sampler=class"], "seeds": [0, 0]}, "given twice"),
         ({"candidates": ["train.weight_decay=5e-4,0.0005"]}, "5e-4 and 0.0005 are the same value"),
         ({"candidates": ["train.mixup_alpha=0", "train.sampler=class", "train.mixup_alpha=0.0"]}, "same value"),

@@ -7,7 +7,7 @@ import pytest
 
 from longtail.cli import main
 from longtail.errors import RunDirError
-from longtail.evaluation.compare import comparison_rows, format_comparison
+from longtail.evaluation.compare import PairedRow, comparison_rows, format_comparison, format_paired
 
 
 def _summary(many: float, few: float, macro: float, **extra) -> dict:
@@ -92,3 +92,17 @@ def test_run_without_scores(tmp_path: Path):
     run = _fake_run(tmp_path / "r", {}, {})
     with pytest.raises(RunDirError, match="no results.json scores"):
         comparison_rows([run])
+
+
+def _paired(low: float, high: float) -> PairedRow:
+    result = {"difference": (low + high) / 2, "ci": [low, high], "a_wins": 1.0, "ties": 0.0, "resamples": 1000}
+    return PairedRow(run=None, a="crt", b="lws", metric="macro", result=result)
+
+
+def test_the_paired_table_explains_within_noise_only_where_a_line_says_it():
+    """'within noise' is defined where a line uses it; that training seeds come on top is said every time."""
+    clear = format_paired([_paired(1.6, 2.5)])
+    assert "A better" in clear and "within noise" not in clear and clear.endswith("`longtail grid --seeds`)")
+    mixed = format_paired([_paired(1.6, 2.5), _paired(-0.8, 1.4)])
+    assert mixed.splitlines()[-2].startswith("within noise: the 95% interval of A − B contains 0")
+    assert mixed.endswith("`longtail grid --seeds`)")

@@ -259,6 +259,20 @@ def test_every_operator_of_an_exported_resnet_is_allowed(tmp_path: Path) -> None
     assert backbone.forward_features(torch.rand(3, 3, 32, 32)).shape == (3, model.num_features)
 
 
+def test_a_top_level_sequential_is_accepted(tmp_path: Path) -> None:
+    """``nn.Sequential(*list(model.children())[:-1])``, the usual way to cut a classifier off, names its weights
+    ``0.weight``: a digit is no code, so the name check takes it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten())
+    program = torch.export.export(
+        model.eval(), (torch.rand(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("b")},)
+    )
+    torch.export.save(program, tmp_path / "seq.pt2")
+    backbone = create_external(f"export:{_spec(tmp_path / 'seq.pt2')}")
+    images = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(backbone.forward_features(images), model(images))
+
+
 class PlantedTorchScript(nn.Module):
     """A TorchScript module whose ``__setstate__`` writes a file (aten::save) when torch.jit.load reads it."""
 

@@ -337,6 +337,28 @@ def test_ctrl_c_names_the_resume_only_once_the_run_directory_is_made(
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
 
 
+def test_ctrl_c_in_decouple_says_the_same_command_continues(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """Stopped in stage 2, the message says what to do next: the same command again (finished classifiers are
+    kept, cRT's partial epochs resumed), and it does finish."""
+    from conftest import copy_run
+    from longtail.pipeline import stage2
+
+    run = copy_run(tiny_run, tmp_path / "run")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(stage2, "train_head", interrupt)
+        assert main(["decouple", str(run), "--method", "crt"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "longtail: interrupted; the same command again continues: what finished is kept and reused"
+    )
+    assert main(["decouple", str(run), "--method", "crt"]) == 0
+
+
 @pytest.mark.slow
 def test_ddp_run_killed_and_resumed_is_bitwise_equal(tiny_fmnist: Path, tmp_path: Path):
     """Two gloo processes, augmentation on (each rank has its own generator): SIGKILL, then torchrun --resume."""

@@ -50,8 +50,9 @@ _CONSTANTS_CONFIG = f"data/constants/{MODEL}_constants_config.json"
 _SAMPLE_INPUTS = f"data/sample_inputs/{MODEL}.pt"
 _PROGRAM = f"models/{MODEL}.json"
 
-# Names that become attribute paths or identifiers in generated code: dotted identifiers, digits allowed.
-_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+# Names that become attribute paths or identifiers in generated code: dotted names of letters, digits and "_" (a
+# top-level nn.Sequential names its weights "0.weight"; a digit is no code).
+_DOTTED = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _IDENTIFIER_FIELDS = ("as_name", "forward_arg_names")  # placeholder and symbol names: no dots
 _NAME_FIELDS = ("parameter_name", "buffer_name", "tensor_constant_name", "user_input_name", "fqn", "name")

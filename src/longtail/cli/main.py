@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that, run again after Ctrl-C, reuse what finished (fitted classifiers, cRT's partial epochs, whole runs).
+RERUN_CONTINUES = ("decouple", "auto", "grid")
+
+
 def _stop_workers(interrupt: KeyboardInterrupt) -> None:
     """Let the DataLoader workers of an interrupted command stop now, a second Ctrl-C ignored meanwhile.
 
@@ -183,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
         made = args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file()
         hint = f"; continue with `longtail train --resume {run_dir}`" if made else ""
+        if args.command in RERUN_CONTINUES:
+            hint = "; the same command again continues: what finished is kept and reused"
         print(f"longtail: interrupted{hint}", file=sys.stderr)
         _stop_workers(interrupt)
         return 130

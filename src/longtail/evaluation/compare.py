@@ -169,10 +169,10 @@ def _fingerprint_note(rows: Sequence[ComparisonRow]) -> str:
 
 PAIRED_RESAMPLES = 1000
 PAIRED_HEADER = ("Run", "A", "B", "A − B", "95% interval", "A wins", "Ties", "")
-PAIRED_NOTE = (
-    "within noise: the 95% interval of A − B contains 0, so resampling the test images alone can reverse it\n"
-    "(differences between training seeds come on top: `longtail grid --seeds`)"
+WITHIN_NOISE_NOTE = (
+    "within noise: the 95% interval of A − B contains 0, so resampling the test images alone can reverse it"
 )
+SEEDS_NOTE = "(differences between training seeds come on top: `longtail grid --seeds`)"
 
 
 @dataclass
@@ -349,4 +349,6 @@ def format_paired(rows: Sequence[PairedRow], *, markdown: bool = False) -> str:
     )
     left = {0, 1, 2, len(header) - 1} if within_run else {0, 1, len(header) - 1}
     rendered = render_table(header, table, markdown=markdown, left=left)
-    return f"{title}\n\n{rendered}\n\n{PAIRED_NOTE}"
+    # What "within noise" means, where a line says it; that a test set does not capture training noise, always.
+    notes = [WITHIN_NOISE_NOTE] if any(row[-1] == "within noise" for row in table) else []
+    return "\n".join([f"{title}\n\n{rendered}\n", *notes, SEEDS_NOTE])

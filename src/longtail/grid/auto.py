@@ -144,7 +144,14 @@ def run_auto(
         raise ConfigError(f"--epochs {epochs!r}: expected an integer >= 1")
     parsed = parse_candidates(default_candidates() if candidates is None else candidates)
     seed_list = _check_seeds(seeds, overrides)
-    _check_run_count(len(parsed), len(seed_list), max_runs)
+    _check_run_count(
+        len(parsed),
+        len(seed_list),
+        max_runs,
+        command="auto",
+        counted="candidates",
+        fewer="give fewer candidates or seeds",
+    )
     base = [*overrides, *([] if epochs is None else [f"train.epochs={epochs}"])]
     out = Path(out)
     run_time = [*file_run_time(source), *(t for t in base if parse_override(t)[0].startswith(run_time_keys()))]

@@ -218,15 +218,26 @@ def _check_seeds(seeds: Sequence[int] | None, overrides: Sequence[str]) -> list[
     return seeds
 
 
-def _check_run_count(per_seed: int, seeds: int, max_runs: int) -> None:
-    """Refuse more than ``max_runs`` stage-1 runs: ``per_seed`` (a sweep's product, counted, never listed) x seeds."""
+def _check_run_count(
+    per_seed: int,
+    seeds: int,
+    max_runs: int,
+    *,
+    command: str = "grid",
+    counted: str = "rows or sweep combinations",
+    fewer: str = "sweep fewer values",
+) -> None:
+    """Refuse more than ``max_runs`` stage-1 runs: ``per_seed`` (a sweep's product, counted, never listed) x seeds.
+
+    ``command``, ``counted`` and ``fewer``: the command refusing, what ``per_seed`` counts, and the advice.
+    """
     runs = per_seed * seeds
     if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
         raise ConfigError(f"--max-runs {max_runs!r}: expected an integer >= 1")
     if runs > max_runs:
         raise ConfigError(
-            f"grid: {runs:,} stage-1 runs (rows or sweep combinations, times the seeds), more than --max-runs "
-            f"{max_runs:,}; sweep fewer values, or pass --max-runs {runs} if you mean it"
+            f"{command}: {runs:,} stage-1 runs ({counted}, times the seeds), more than --max-runs "
+            f"{max_runs:,}; {fewer}, or pass --max-runs {runs} if you mean it"
         )
 
 
