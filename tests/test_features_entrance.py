@@ -4,6 +4,7 @@ round trip from an image run through its features back to the same stage-2 numbe
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +309,15 @@ def test_export_of_a_features_run_maps_feature_vectors_to_its_logits(probe_run: 
         == 1
     )
     assert "--prior" in capsys.readouterr().err
+
+
+def test_the_next_command_quotes_a_path_with_a_space(probe_run: Path, tmp_path: Path, capsys) -> None:
+    """The printed next step is meant to be pasted: a path with a space stays one argument."""
+    out = tmp_path / "my features" / "f.npz"
+    out.parent.mkdir()
+    assert main(["features", str(probe_run), "--out", str(out)]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert shlex.split(hint.removeprefix("next: "))[3] == f"data.path={out}"
 
 
 def test_features_command_refuses_to_overwrite(probe_run: Path, tmp_path: Path, capsys) -> None:

@@ -18,6 +18,7 @@ import gc
 import io
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # data loaded.
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
         made = args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file()
-        hint = f"; continue with `longtail train --resume {run_dir}`" if made else ""
+        hint = f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`" if made else ""
         if args.command in RERUN_CONTINUES:
             hint = "; the same command again continues: what finished is kept and reused"
         print(f"longtail: interrupted{hint}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
 from ..config import load_config
@@ -36,7 +37,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         run_dir = args.out
         results = train(config, run_dir, overwrite=args.overwrite, progress=args.progress)
     print_table(results)
-    print(f"\nrun directory: {run_dir}  (next: longtail decouple {run_dir} --method all)")
+    print(f"\nrun directory: {run_dir}  (next: longtail decouple {shlex.quote(str(run_dir))} --method all)")
 
 
 def _cmd_decouple(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from typing import Any
 
 import yaml
@@ -76,7 +77,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         print(f"it maps (N, {result.metadata['input']['features']}) feature vectors to logits: "
               f"torch.export.load('{result.path}').module()(features)")  # fmt: skip
     else:
-        print(f"next: longtail predict {result.path} IMAGE...")
+        print(f"next: longtail predict {shlex.quote(str(result.path))} IMAGE...")
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -103,7 +104,7 @@ def _cmd_features(args: argparse.Namespace) -> None:
     counts = ", ".join(f"{split} {n}" for split, n in written.counts.items())
     joint = " and the joint classifier" if written.joint else ""
     print(f"{args.dtype} features (d = {written.num_features}; {counts}){joint} written to {written.path}")
-    print(f"next: longtail train data.name=features data.path={written.path} --out RUN_DIR")
+    print(f"next: longtail train data.name=features {shlex.quote(f'data.path={written.path}')} --out RUN_DIR")
 
 
 def config_parser(commands: Any, shared: argparse.Namespace) -> None:
