@@ -60,11 +60,11 @@ def ddp_overrides(root: Path) -> list[str]:
     return [*tiny_overrides(root), "data.hflip=false", "data.crop_padding=0", "device=cpu", "train.precision=fp32"]
 
 
-def torchrun(args: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc_per_node 2 -m longtail ARGS`` (a free port; one thread per process)."""
+def torchrun(args: list[str], *, timeout: float = 120, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node PROCESSES -m longtail ARGS`` (a free port; one thread per process)."""
     if not TORCHRUN.is_file():
         pytest.skip(f"{TORCHRUN} not found (torch installs it beside python)")
-    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "longtail", *args]
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(processes), "-m", "longtail", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -158,6 +158,34 @@ def test_single_process_decouple_on_a_ddp_run(ddp_run, tmp_path: Path):
     results = json.loads((run / "results.json").read_text())
     assert {"joint", "crt"} <= set(results["methods"])
     assert (run / "classifiers" / "crt.pt").is_file()
+
+
+def interrupted_copy(ddp_run, tmp_path: Path) -> Path:
+    """The 2-process run as if stopped after its last checkpoint, before its results were written."""
+    run = tmp_path / "run"
+    shutil.copytree(ddp_run[0], run)
+    (run / "results.json").unlink()
+    return run
+
+
+def test_resume_with_another_number_of_processes_names_the_checkpoint(ddp_run, tmp_path: Path, capsys):
+    run = interrupted_copy(ddp_run, tmp_path)
+    with one_thread():
+        assert main(["train", "--resume", str(run), "--no-progress"]) != 0
+    [line] = error_lines(capsys.readouterr().err)
+    assert "checkpoint.pt: written by 2 process(es)" in line and "--nproc_per_node 2), not 1" in line
+    assert not (run / "results.json").exists()
+
+
+@pytest.mark.slow  # a torchrun group: make test runs it
+def test_resume_with_three_processes_is_told_the_count_once_not_a_batch_it_cannot_change(ddp_run, tmp_path: Path):
+    run = interrupted_copy(ddp_run, tmp_path)
+    # Before: the run's batch (32) was refused for 3 processes ("use a multiple of 3"), though --resume takes no
+    # overrides; with 4 processes every rank printed the process count.
+    done = torchrun(["train", "--resume", str(run), "--no-progress"], processes=3)
+    assert done.returncode != 0
+    [line] = error_lines(done.stderr)  # once, by rank 0
+    assert "written by 2 process(es)" in line and "not 3" in line and "batch_size" not in line
 
 
 @pytest.mark.slow  # a torchrun group: make test runs it

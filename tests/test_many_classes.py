@@ -21,8 +21,8 @@ from longtail.evaluation.metrics import accuracy_summary, shot_groups
 from longtail.evaluation.per_class import per_class_csv, per_class_rows, write_per_class_csv
 from longtail.evaluation.table import format_table, table_title
 from longtail.report.confusion import group_confusion, most_confused_pairs
-from longtail.report.confusion_figures import group_confusion_figure
-from longtail.report.figures import calibration_figure
+from longtail.report.confusion_figures import confusion_figure, group_confusion_figure
+from longtail.report.figures import calibration_figure, per_class_accuracy_figure, weight_norm_figure
 from longtail.runs import PER_CLASS_FILE, RUN_OWN_NAMES
 
 DEMO_COUNTS = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
@@ -254,6 +254,7 @@ def test_report_at_many_classes_shows_shot_groups_and_confused_pairs(many_class_
     assert "| true class | train | predicted as | train | test vectors | % of the true class |" in markdown
     assert f"`{PER_CLASS_FILE}` in the run directory" in markdown
     assert "training / test vectors" in markdown and "read from the features file" in markdown
+    assert "All: over all test vectors (micro)" in markdown and not re.search(r"\bimages?\b", markdown)
     # Every figure was drawn, none is missing, and no line of the report carries a list of every class.
     assert len(re.findall(r"!\[Figure \d\]", markdown)) == 8
     assert max(len(line) for line in markdown.splitlines() if not line.startswith("|")) < 2000
@@ -267,3 +268,25 @@ def test_data_stats_of_a_features_file_counts_vectors(tmp_path: Path, capsys: py
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("features (features.npz) (train): 60 classes,") and lines[0].endswith(" vectors")
     assert lines[1].startswith("  vectors per class: max 200, min 2")
+
+
+def _figure_text(figure) -> str:
+    """Every axis label, tick label, legend entry and colour-bar label of a figure, one per line."""
+    texts = [t.get_text() for t in figure.findobj(lambda a: hasattr(a, "get_text") and callable(a.get_text))]
+    return "\n".join(t for t in texts if t)
+
+
+def test_figures_of_a_features_run_speak_of_vectors_not_images():
+    counts = [250, 50, 10]
+    norms = {"joint": np.array([2.0, 1.5, 1.0])}
+    accuracy = {"joint": np.array([100.0, 90.0, 45.0])}
+    matrix = np.eye(3)
+    figures = [
+        weight_norm_figure(norms, counts, ["a", "b", "c"], many=100, few=20, unit="vectors"),
+        per_class_accuracy_figure(accuracy, counts, many=100, few=20, unit="vectors"),
+        confusion_figure({"joint": matrix}, ["a", "b", "c"], unit="vectors"),
+    ]
+    for figure in figures:  # figures 1, 2 and 6 said "training images" in a features run whose captions said vectors
+        text = _figure_text(figure)
+        assert "vectors" in text and "images" not in text, text
+    assert "training images" in _figure_text(weight_norm_figure(norms, counts, many=100, few=20))  # the default

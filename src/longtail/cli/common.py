@@ -55,7 +55,7 @@ def print_table(results: dict[str, Any], split: str = "test") -> None:
     shift = results.get(SHIFT_KEY)
     if split == "test" and isinstance(shift, dict) and shift.get("methods"):
         sizes = ", ".join(f"{name} {n:,}" for name, n in shift["sizes"].items())
-        print(f"\nShifted test distributions (eval.shift), top-1 accuracy (%); images: {sizes}")
+        print(f"\nShifted test distributions (eval.shift), top-1 accuracy (%); test samples: {sizes}")
         print(format_shift_table(shift))
         print(SHIFT_NOTE)
         print(em_summary(shift))

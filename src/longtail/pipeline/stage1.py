@@ -129,10 +129,16 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
             log.info("%s: no checkpoint yet; starting stage 1 again from epoch 1", run_dir)
             return None
         checkpoint = _resumable_checkpoint(run_dir, config)
+        written_by = len(checkpoint["generators"])  # one per process
+        if written_by and written_by != world_size():  # said once, before a train.batch_size no resume can change
+            raise ConfigError(
+                f"{run_dir / CHECKPOINT_FILE}: written by {written_by} process(es); resume it with as many "
+                f"(torchrun --nproc_per_node {written_by}), not {world_size()}"
+            )
         log.info("%s: resuming stage 1 after epoch %d of %d", run_dir, checkpoint["epoch"], config.train.epochs)
         return checkpoint
 
-    return _stage1(config, run_dir, read_checkpoint, progress=progress)
+    return _stage1(config, run_dir, read_checkpoint, progress=progress, run_dir_first=True)
 
 
 def _resumable_checkpoint(run_dir: Path, config: Config) -> dict[str, Any]:
@@ -185,15 +191,22 @@ def _stage1(
     open_run_dir: Callable[[contextlib.ExitStack], dict[str, Any] | None],
     *,
     progress: bool,
+    run_dir_first: bool = False,
 ) -> dict[str, Any]:
     """Train into ``out``: ``open_run_dir(held)`` (rank 0 only, after the inputs are checked) locks and prepares
     the directory, the lock entered into ``held`` (held until the results are written), and returns the
-    checkpoint to continue from, or None to start afresh."""
+    checkpoint to continue from, or None to start afresh. ``run_dir_first``: open it before the inputs are
+    checked (a resume: the directory exists, and its checkpoint's own refusals, such as another number of
+    processes, come before the config's)."""
     with process_group(resolve_device(config.device)) as device, contextlib.ExitStack() as held:
+        # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
+        checkpoint = (
+            broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None)) if run_dir_first else None
+        )
         # Bad config or data fails here, on every rank, before anything is written.
         splits = agree(lambda: _checked_inputs(config, device))
-        # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
-        checkpoint = broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
+        if not run_dir_first:
+            checkpoint = broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
         provenance = stage1_provenance(config, splits)
         if checkpoint is not None:  # a resumed run goes on only on the data it started on
             hint = "point data.* back at the data it was trained on, or train a new run"

@@ -68,7 +68,7 @@ def _norm_figure(data: ReportData) -> FigureBlock:
     }
     absent = [method_label(m) for m in norm_methods() if m not in data.weight_norms]
     figure = weight_norm_figure(
-        data.weight_norms, data.train_counts, data.class_names, labels, many=data.many, few=data.few
+        data.weight_norms, data.train_counts, data.class_names, labels, many=data.many, few=data.few, unit=data.unit
     )
     block.png = figure_png(figure)
     block.caption = (
@@ -101,7 +101,7 @@ def _per_class(data: ReportData) -> dict[str, np.ndarray]:
 
 def _accuracy_figure(data: ReportData) -> FigureBlock:
     figure = per_class_accuracy_figure(
-        _per_class(data), data.train_counts, many=data.many, few=data.few, class_names=data.class_names
+        _per_class(data), data.train_counts, many=data.many, few=data.few, class_names=data.class_names, unit=data.unit
     )
     binned = len(data.train_counts) > 50
     return FigureBlock(
@@ -347,9 +347,9 @@ def _results_section(data: ReportData, ece: dict[str, float]) -> Section:
     table = _markdown_table(format_table(_with_intervals(data), markdown=True))
     blocks: list = [
         Paragraph(
-            "Top-1 accuracy (%) on test. All: over all test images (micro); Macro: the mean of the per-class "
+            f"Top-1 accuracy (%) on test. All: over all test {data.unit} (micro); Macro: the mean of the per-class "
             "accuracies; Many / Medium / Few: the mean accuracy of the classes in each group. ± is half the "
-            "width of the 95 % bootstrap interval over the test images (each class resampled within itself, "
+            f"width of the 95 % bootstrap interval over the test {data.unit} (each class resampled within itself, "
             f"{data.bootstrap_resamples:,} resamples): the noise of the test sample, not that of training "
             "(docs/statistics.md). Hyper-parameters "
             f"(τ, the automatic choice) were chosen on validation by {data.select}."

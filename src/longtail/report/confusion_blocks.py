@@ -47,7 +47,7 @@ def confusion_block(data: ReportData) -> FigureBlock:
     methods = [m for m in _confusion_methods(data) if m in data.outputs]
     matrices = {m: confusion_matrix(data.labels, data.outputs[m].predictions, classes, num_classes) for m in methods}
     labels = _confusion_labels(data, methods)
-    figure = confusion_figure(matrices, [data.class_names[i] for i in classes], labels=labels)
+    figure = confusion_figure(matrices, [data.class_names[i] for i in classes], labels=labels, unit=data.unit)
     caption = (
         f"Row-normalised confusion matrices on test: entry (i, j) is the share of class i's test {data.unit} "
         "predicted as class j; classes from the largest training class to the smallest. Joint tends to send "

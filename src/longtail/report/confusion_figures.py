@@ -20,7 +20,11 @@ def _shorten(name: str, limit: int = 18) -> str:
 
 
 def confusion_figure(
-    matrices: Mapping[str, np.ndarray], class_labels: Sequence[str], *, labels: Mapping[str, str] | None = None
+    matrices: Mapping[str, np.ndarray],
+    class_labels: Sequence[str],
+    *,
+    labels: Mapping[str, str] | None = None,
+    unit: str = "images",
 ) -> Figure:
     """Figure 6 (few classes): row-normalised confusion matrices side by side, one per method.
 
@@ -30,6 +34,7 @@ def confusion_figure(
             "other" when K < C).
         class_labels: the K row labels (class names).
         labels: method -> panel title.
+        unit: what the test samples are, for the colour bar ("images", "vectors").
     """
     methods = list(matrices)
     size = len(class_labels)
@@ -64,7 +69,7 @@ def confusion_figure(
                         color="white" if value > 0.6 else "black",
                     )
     if image is not None:
-        figure.colorbar(image, ax=list(panels), shrink=0.8, label="fraction of the true class's test images")
+        figure.colorbar(image, ax=list(panels), shrink=0.8, label=f"fraction of the true class's test {unit}")
     return figure
 
 

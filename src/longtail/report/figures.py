@@ -112,6 +112,7 @@ def weight_norm_figure(
     *,
     many: int | None = None,
     few: int | None = None,
+    unit: str = "images",
 ) -> Figure:
     """Figure 1: the classifier's weight norm per class, classes sorted by training size (the paper's Figure 4, left).
 
@@ -122,6 +123,7 @@ def weight_norm_figure(
         class_names: C names, shown on the axis up to 50 classes.
         labels: method -> legend label, overriding the table's names.
         many, few: the shot-group thresholds; when given, each group's classes are shaded.
+        unit: what the training samples are, for the axis and legend ("images", or "vectors" for a features run).
 
     Up to 30 classes a bar per class and method; beyond, a line per method; beyond 200, each line is faint
     and a running median over about 2 % of the classes is drawn on top.
@@ -158,17 +160,17 @@ def weight_norm_figure(
     axes.set_ylabel("weight norm of the class" + (" (line: running median)" if num_classes > SMOOTHED_FROM else ""))
     axes.set_xlim(-0.6, num_classes - 0.4)
     bands = _rank_bands(axes, counts[order], many, few) if many is not None and few is not None else []
-    _class_axis(axes, order, counts, class_names)
+    _class_axis(axes, order, counts, class_names, unit)
     # The training sizes on a second axis: the norms are meant to be read against them.
     sizes = axes.twinx()
     sizes.step(positions, counts[order], where="mid", color="0.55", linestyle=":", linewidth=1.2)
     sizes.set_yscale("log")
     plain_log_ticks(sizes.yaxis)
-    sizes.set_ylabel("training images (dotted, log scale)", color="0.4")
+    sizes.set_ylabel(f"training {unit} (dotted, log scale)", color="0.4")
     sizes.tick_params(axis="y", colors="0.4")
     handles, names = axes.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.55", linestyle=":"))
-    names.append("training images")
+    names.append(f"training {unit}")
     handles += [patch for patch, _ in bands]
     names += [name for _, name in bands]
     # Outside the axes: inside, it would hide the bars of some class.
@@ -210,12 +212,14 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
         return np.nanmedian(windows, axis=1)
 
 
-def _class_axis(axes: Any, order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None) -> None:
+def _class_axis(
+    axes: Any, order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None, unit: str = "images"
+) -> None:
     """Class names (and sizes) on the x-axis up to 50 classes, else the size rank."""
     if len(counts) <= NAMES_UP_TO:
         axes.set_xticks(np.arange(len(counts)))
         axes.set_xticklabels(_class_tick_labels(order, counts, class_names), rotation=40, ha="right", fontsize=8)
-        axes.set_xlabel("class (training images), largest class first")
+        axes.set_xlabel(f"class (training {unit}), largest class first")
     else:
         axes.set_xlabel("class rank by training size (largest first)")
 
@@ -295,6 +299,7 @@ def per_class_accuracy_figure(
     few: int,
     class_names: Sequence[str] | None = None,
     labels: Mapping[str, str] | None = None,
+    unit: str = "images",
 ) -> Figure:
     """Figure 2: per-class test accuracy against training-class size (log axis), one series per method.
 
@@ -304,6 +309,7 @@ def per_class_accuracy_figure(
         many, few: the shot-group thresholds (many-shot ``n > many``, few-shot ``n < few``).
         class_names: C names, written above the plot up to 20 classes.
         labels: method -> legend label.
+        unit: what the training samples are, for the axis ("images", or "vectors" for a features run).
 
     Up to 50 classes every class is a point (joined in size order; where classes
     share a size, the line joins the mean of each size); beyond, each series is
@@ -338,7 +344,7 @@ def per_class_accuracy_figure(
         _names_on_top(axes, counts, class_names)
     axes.set_ylim(-12, 103)  # the strip below 0 holds the group names
     axes.set_yticks(range(0, 101, 20))
-    axes.set_xlabel("training images of the class (log scale)")
+    axes.set_xlabel(f"training {unit} of the class (log scale)")
     axes.set_ylabel("test accuracy of the class (%)" + (", mean per size bin" if binned else ""))
     if binned:  # what the marker sizes mean, with the classes of the fullest bin
         axes.text(0.01, 0.99, f"marker area: classes in the bin (largest: {largest:,})", ha="left", va="top",

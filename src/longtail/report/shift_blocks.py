@@ -42,9 +42,9 @@ def shift_blocks(data: ReportData) -> list[FigureBlock]:
         "Calibration on validation, before and after",
         "Reliability diagrams on the VALIDATION split (test is never used to fit or judge the calibration), 10 "
         "equal-width confidence bins: grey dashed, the method's own softmax; coloured, its calibration "
-        "(temperature, PCTS or BCTS, chosen per method by 5-fold NLL on validation), each image's posterior "
+        "(temperature, PCTS or BCTS, chosen per method by 5-fold NLL on validation), each sample's posterior "
         "from the calibration fitted on the other folds, so the fit does not grade itself; shaded, the share "
-        "of validation images per bin after calibration; dotted, perfect calibration. Each title gives the "
+        f"of validation {data.unit} per bin after calibration; dotted, perfect calibration. Each title gives the "
         "expected calibration error before → after. EM needs posteriors it can trust: the calibration is "
         "what makes a re-balanced classifier's scores fit for prior adaptation.",
         "fig10_shift_calibration.png",
