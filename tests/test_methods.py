@@ -128,6 +128,22 @@ def test_logit_adjustment_is_chosen_on_validation_and_helps_rare_classes():
     assert best > curve[0]["macro"]  # τ = 0 is the biased joint classifier
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_logit_adjustment_sweep_in_row_chunks_equals_the_whole_matrix(dtype: torch.dtype):
+    """At 65,536 classes a chunk is 16 rows: 40 rows cross two chunk boundaries, with the same arg-max per τ."""
+    from longtail.methods.logit_adjust import adjusted_predictions
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 4, generator=generator).to(dtype)
+    weight, bias = torch.randn(65536, 4, generator=generator), torch.randn(65536, generator=generator)
+    prior = torch.log_softmax(torch.randn(65536, generator=generator), 0)
+    taus = [0.0, 0.5, 1.0, 2.0]
+    logits = torch.nn.functional.linear(x.float(), weight, bias)
+    expected = torch.stack([(logits - tau * prior).argmax(1) for tau in taus])
+    assert torch.equal(adjusted_predictions(x, weight, bias, prior, taus), expected)
+    assert adjusted_predictions(x, weight, None, prior, []).shape == (0, 40)
+
+
 @pytest.mark.parametrize("sampler", ["class_aware", "class", "progressive", "power"])
 def test_crt_accepts_every_sampler(sampler: str):
     ctx = context("decouple.crt.epochs=10", "decouple.crt.batch_size=64", f"decouple.sampler={sampler}")

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import TauConfig
-from ..engine.feature_rows import as_compute
+from ..engine.feature_rows import chunk_rows, float_chunks
 from ..losses import log_prior
 from ..models.heads import LinearForm, frozen_copy, register_head
 from . import register_method
@@ -59,6 +59,32 @@ class LogitAdjustedHead(nn.Module):
         return head
 
 
+def adjusted_predictions(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, log_prior: torch.Tensor, taus: list[float]
+) -> torch.Tensor:
+    """(T, N) int64: the predicted class of ``W x + b - τ log π`` for each of the T ``taus`` and each row.
+
+    One matrix product per chunk of rows, then a shift and an arg-max per τ on
+    that (rows, C) block: no (N, C) logit matrix is held (at 10,000 classes and
+    30,000 rows it is 1.2 GB, and a shifted copy per τ was another).
+
+    Args:
+        features: (N, d) features (float16 is used in float32, a chunk at a time).
+        weight: (C, d) joint weight; bias: (C,) or None; log_prior: (C,) ``log π``.
+    """
+    shifts = torch.stack([tau * log_prior for tau in taus]) if taus else log_prior[:0]  # (T, C), as tau * prior
+    out = torch.empty(len(taus), len(features), dtype=torch.int64)
+    rows = chunk_rows(max(len(weight), features.shape[1]))
+    shifted = torch.empty(min(rows, len(features)), len(weight), dtype=weight.dtype)  # reused: no page faults
+    for start, chunk in float_chunks(features, rows):
+        block = F.linear(chunk, weight, bias)  # (B, C)
+        for t in range(len(taus)):
+            torch.argmax(
+                torch.sub(block, shifts[t], out=shifted[: len(block)]), 1, out=out[t, start : start + len(block)]
+            )
+    return out
+
+
 def fit(context: FitContext) -> Fitted:
     """τ over ``decouple.logit_adjust`` chosen on validation by ``decouple.select``."""
     weight = context.joint.weight.detach().cpu()
@@ -67,8 +93,7 @@ def fit(context: FitContext) -> Fitted:
     taus = context.config.decouple.logit_adjust.values()
 
     def predictions(split: str) -> Iterator[tuple[float, torch.Tensor]]:
-        logits = F.linear(as_compute(context.features(split).x), weight, bias)  # one product, then a shift per τ
-        return ((tau, (logits - tau * prior).argmax(1)) for tau in taus)
+        return zip(taus, adjusted_predictions(context.features(split).x, weight, bias, prior, taus), strict=True)
 
     tau, curve = choose_on_validation(context, predictions)
     tau = round(float(tau), 6)
