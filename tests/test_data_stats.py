@@ -9,6 +9,7 @@ from conftest import real_split
 from datagen import write_filelist_dataset
 from longtail.cli import main
 from longtail.data import class_size_stats
+from longtail.data.stats import format_stats
 
 
 def stats_json(capsys: pytest.CaptureFixture, *argv: str) -> dict:
@@ -23,6 +24,12 @@ def test_class_size_stats_by_hand():
     assert stats["imbalance_factor"] == 100.0
     assert (stats["many"], stats["medium"], stats["few"], stats["empty_classes"]) == (2, 2, 3, 1)
     assert class_size_stats([0, 0])["imbalance_factor"] is None
+
+
+def test_one_class_is_not_classes():
+    text = format_stats(class_size_stats([500, 5, 0], many=100, few=20), "list.txt")
+    assert text.splitlines()[0] == "list.txt: 3 classes, 505 images"
+    assert "many-shot (> 100): 1 class, medium" in text and "1 class without images" in text
 
 
 @pytest.mark.parametrize(

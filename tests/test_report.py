@@ -272,6 +272,11 @@ def test_tau_sweep_marks_the_chosen_tau_and_training_curves_handle_missing_keys(
     figure = tau_sweep_figure({"tau_norm": {"select": "val macro", "chosen": 0.5, "val": points, "test": points}})
     assert any("chosen τ = 0.5" in t.get_text() for t in figure.axes[0].texts)
     assert len(figure.axes[0].lines) == 3 * 2 + 1  # 3 metrics x (val, test) + the chosen τ
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert legend[:3] == ["all", "many-shot", "few-shot"]
+    no_few = [{**p, "few": None} for p in points]  # data without a few-shot class: no line, no legend entry
+    figure = tau_sweep_figure({"tau_norm": {"select": "val macro", "chosen": 0.5, "val": no_few, "test": no_few}})
+    assert "few-shot" not in [t.get_text() for t in figure.legends[0].get_texts()]
     history = [
         {"epoch": 1, "train_loss": 2.0, "lr": 0.1, "val_few": None},
         {"epoch": 2, "train_loss": 1.0, "lr": 0.05, "val_few": 40.0},

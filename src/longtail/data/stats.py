@@ -65,19 +65,24 @@ def count_difference(now: Sequence[int], then: Sequence[int]) -> str:
     return f"class {first} has {now[first]:,} training samples now, {then[first]:,} before{more}"
 
 
+def _classes(count: int) -> str:
+    """``1 class``, ``2 classes``, ``1,000 classes``."""
+    return f"{count:,} class" if count == 1 else f"{count:,} classes"
+
+
 def format_stats(stats: dict[str, Any], source: str, unit: str = "images") -> str:
     """The figures as a few readable lines, as long at 10,000 classes as at 10; ``unit``: what the samples are
     ("images", or "vectors" for a features file)."""
     many, few = stats["thresholds"]["many"], stats["thresholds"]["few"]
     factor = "n/a" if stats["imbalance_factor"] is None else f"{stats['imbalance_factor']:g}"
     lines = [
-        f"{source}: {stats['classes']:,} classes, {stats['images']:,} {unit}",
+        f"{source}: {_classes(stats['classes'])}, {stats['images']:,} {unit}",
         f"  {unit} per class: max {stats['max']:,}, min {stats['min']:,}, imbalance factor {factor}",
-        f"  many-shot (> {many}): {stats['many']:,} classes, medium ({few} to {many}): {stats['medium']:,}, "
+        f"  many-shot (> {many}): {_classes(stats['many'])}, medium ({few} to {many}): {stats['medium']:,}, "
         f"few-shot (< {few}): {stats['few']:,}",
     ]
     if stats["empty_classes"]:
-        lines.append(f"  {stats['empty_classes']:,} class(es) without {unit} (counted as few-shot)")
+        lines.append(f"  {_classes(stats['empty_classes'])} without {unit} (counted as few-shot)")
     if "val_source" in stats:
         lines.append(f"  validation split: {stats['val_source']}")
     return "\n".join(lines)

@@ -439,7 +439,10 @@ def tau_sweep_figure(curves: Mapping[str, Mapping[str, Any]]) -> Figure:
         axes.set_xlabel("τ")
         axes.set_ylabel("top-1 accuracy (%)")
         axes.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=color, label=name) for _, name, color in CURVE_METRICS]
+    # A shot group without classes (no few-shot class in the data) has no line, so no legend entry either.
+    drawn = {key for curve in curves.values() for split in ("val", "test") for p in curve.get(split) or []
+             for key, value in p.items() if value is not None}  # fmt: skip
+    handles = [Line2D([], [], color=color, label=name) for key, name, color in CURVE_METRICS if key in drawn]
     handles += [
         Line2D([], [], color="0.3", linestyle="-", label="validation (selects τ)"),
         Line2D([], [], color="0.3", linestyle="--", label="test (shown only)"),
