@@ -17,8 +17,11 @@ What the reference (dvlab-research/MiSLAS, ``train_stage2.py``, ``methods.py``,
   re-initialises it instead, cRT-style.
 - It also learns an LWS-like scale per class on the logits, at the full lr.
   A scale is absorbed by ``W`` and ``b`` (``s_j (w_j x + b_j)`` is linear), so
-  the head here is the linear classifier alone; only the scale's own learning
-  rate is lost.
+  the head here is the linear classifier alone; what is lost is the scale's own
+  learning rate and its own weight decay (it sits in the optimiser with the
+  classifier), which shape the training path, not what the head can express.
+- It keeps the epoch with the best top-1 on its evaluation set; here the last
+  epoch is kept.
 - Shift learning (``shift_bn``): the backbone runs in train mode under
   ``no_grad`` during stage 2, so its BatchNorm normalises with batch statistics
   and re-estimates its running statistics on class-balanced batches; no
@@ -80,7 +83,8 @@ class LASConfig(HeadTrainingConfig):
     shift_bn: bool = option(
         False,
         "shift learning: the frozen backbone's BatchNorm in train mode during LAS (batch statistics, running "
-        "statistics re-estimated on class-balanced batches); trains on images, slower",
+        "statistics re-estimated on class-balanced batches); trains on images, slower (reference: true for "
+        "CIFAR-100-LT, ImageNet-LT, Places-LT and iNaturalist 2018, false for CIFAR-10-LT)",
     )
 
     def check(self, prefix: str) -> None:

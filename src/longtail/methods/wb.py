@@ -31,6 +31,13 @@ and ``utils/``) does, and where this differs:
   default) or Cao et al.'s weighted focal loss (γ > 0).
 - Its stage 1 uses a tuned, larger weight decay (5e-3), which is a stage-1
   setting (``train.weight_decay``, chosen with ``longtail grid --sweep``).
+- Its fine-tuning runs the whole network in ``train()`` mode, so the frozen
+  backbone's BatchNorm normalises with batch statistics and its running
+  statistics drift; its scheduler steps at the start of each epoch; and it keeps
+  the epoch with the best per-class accuracy on the set it evaluates, which in
+  its demo is the test set. Here the head trains on cached eval-mode features,
+  the cosine runs per step, the last epoch is kept, and only the grid point is
+  chosen, on validation.
 """
 
 from __future__ import annotations
