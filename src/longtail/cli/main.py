@@ -70,8 +70,15 @@ def _configure_warnings() -> None:
     as "too large" in one line). The refusal is longtail's limit, as for
     ``.npy`` images; the warning would be library text before the command's
     own output. DataLoader workers, forked from this process, inherit the filter.
+
+    Also torch's own deprecation notice about its ``LeafSpec``, which torch 2.13
+    issues when an exported program (a ``model.backbone=export:`` backbone) is
+    copied, as `export` and `predict` do: a note from torch to itself, not to the user.
     """
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
 
 
 _COMMAND_PARSERS = (
