@@ -105,6 +105,22 @@ def test_decouple_keeps_a_finished_classifier_unless_overwrite(
     assert saved["decouple"]["crt"]["epochs"] == 6
 
 
+def test_a_reused_classifier_brings_its_tau_sweep_after_an_interrupted_decouple(trained_run: Path, tmp_path: Path):
+    # A decouple stopped after saving its classifiers but before writing results.json (killed in eval.shift's
+    # minutes at 10,000 classes): the next decouple reused them, so results.json never got the τ sweep or how each
+    # was fit, and the report's "run decouple --method tau_norm" reused it again, still without the figure.
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = (run / "results.json").read_text()
+    assert main(["decouple", str(run), "--method", "tau_norm,crt", "decouple.crt.epochs=1"]) == 0
+    fitted = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(before)  # as if stopped before results.json was written
+    assert main(["decouple", str(run), "--method", "tau_norm,crt", "decouple.crt.epochs=1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["tau_curve"] == fitted["tau_curve"] and len(results["tau_curve"]["val"]) == 21
+    assert results["stage2"] == fitted["stage2"] and set(results["stage2"]) == {"tau_norm", "crt"}
+
+
 def test_train_refuses_a_non_empty_out(tiny_fmnist: Path, trained_run: Path, capsys: pytest.CaptureFixture):
     assert main(["train", *tiny_overrides(tiny_fmnist), "--out", str(trained_run)]) == 1
     err = capsys.readouterr().err

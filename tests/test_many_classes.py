@@ -290,3 +290,41 @@ def test_figures_of_a_features_run_speak_of_vectors_not_images():
         text = _figure_text(figure)
         assert "vectors" in text and "images" not in text, text
     assert "training images" in _figure_text(weight_norm_figure(norms, counts, many=100, few=20))  # the default
+
+
+# --- stage 1's validation pass --------------------------------------------------------------------------------------
+
+
+def test_validation_predictions_keep_no_logit_matrix():
+    """Each epoch's validation pass keeps a batch's arg-max, not its (B, C) logits: at 10,000 classes the
+    20,000 validation vectors' logits took 0.8 GB (twice while concatenated), most of a 2 GB training peak."""
+    import weakref
+
+    from longtail.engine.loops import make_loader, predict
+    from longtail.engine.stage1 import validation_predictions
+
+    x, y = torch.randn(50, 8), torch.arange(50) % 7
+    head = torch.nn.Linear(8, 10_000)
+    outputs: list[weakref.ref] = []
+    held: list[int] = []  # at each batch, how many earlier batches' logits are still alive
+
+    def model(inputs: torch.Tensor) -> torch.Tensor:
+        held.append(sum(ref() is not None for ref in outputs))
+        logits = head(inputs)
+        outputs.append(weakref.ref(logits))
+        return logits
+
+    loader = make_loader(torch.utils.data.TensorDataset(x, y), 16)
+    predicted, labels = predict(model, loader, device=torch.device("cpu"), argmax=True)
+    assert held == [0, 0, 0, 0]  # no batch's logits outlive it
+    assert predicted.dtype == torch.int64 and torch.equal(predicted, head(x).argmax(1))
+    assert torch.equal(labels, y)
+
+    class Model(torch.nn.Module):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            return model(inputs)
+
+    outputs.clear(), held.clear()
+    predicted, labels = validation_predictions(Model(), loader, None, device=torch.device("cpu"))
+    assert held == [0, 0, 0, 0]
+    assert torch.equal(predicted, head(x).argmax(1)) and torch.equal(labels, y)

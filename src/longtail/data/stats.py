@@ -88,12 +88,16 @@ def format_stats(stats: dict[str, Any], source: str, unit: str = "images") -> st
     return "\n".join(lines)
 
 
+LOG_RANK_CLASSES = 1000  # beyond, plot_class_sizes draws the class rank on a log axis
+
+
 def plot_class_sizes(
     counts: Sequence[int], path: str | Path, *, title: str, many: int = 100, few: int = 20, unit: str = "images"
 ) -> Path:
     """Write a PNG of the class sizes, largest first, on a log scale, with the shot-group thresholds.
 
-    ``unit`` names the samples on the axis: "images", or "vectors" for a features file.
+    ``unit`` names the samples on the axis: "images", or "vectors" for a features file. Beyond
+    ``LOG_RANK_CLASSES`` classes the rank axis is logarithmic (rank 1 the largest class), so the head shows.
     """
     # The object-oriented API with the Agg canvas: no GUI backend, no global pyplot state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -106,19 +110,27 @@ def plot_class_sizes(
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    # Beyond LOG_RANK_CLASSES the rank axis is logarithmic, from rank 1: on a linear one the head is lost at the
+    # left edge (10,000 classes of 200 down to 2: the 30 many-shot classes took 2 pixels, the plot peaked near 100).
+    log_rank = len(sizes) > LOG_RANK_CLASSES
+    first = 1 if log_rank else 0
     # One step per class: class k spans [k, k + 1), so the last size is repeated at the right edge.
-    edges = np.arange(len(sizes) + 1)
+    edges = np.arange(len(sizes) + 1) + first
     heights = np.maximum(np.append(sizes, sizes[-1:]), 0.5)
     axes.fill_between(edges, heights, 0.5, step="post", color="tab:blue", alpha=0.7, linewidth=0)
     axes.set_yscale("log")
     plain_log_ticks(axes.yaxis)
     # Up to the many-shot line at least: a legend naming a threshold the plot does not reach reads as a bug.
     axes.set_ylim(0.5, max(float(heights.max()), many) * 1.5)
-    axes.set_xlim(0, max(len(sizes), 1))
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # a rank is a whole number (2 classes: 0.25 steps)
+    axes.set_xlim(first, max(len(sizes), 1) + first)
+    if log_rank:
+        axes.set_xscale("log")
+        plain_log_ticks(axes.xaxis)
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # a rank is a whole number (2 classes: 0.25 steps)
     for value, label, style in ((many, f"many-shot > {many}", "--"), (few, f"few-shot < {few}", ":")):
         axes.axhline(value, color="tab:red", linestyle=style, linewidth=1, label=label)
-    axes.set_xlabel("class rank (largest first)")
+    axes.set_xlabel("class rank (largest first" + (" = 1, log scale)" if log_rank else ")"))
     axes.set_ylabel(f"{unit} per class (log scale)")
     # Drawn literally: the title is a file's name, and an even number of "$" in it would be parsed as mathtext.
     axes.set_title(title.replace("$", r"\$"))

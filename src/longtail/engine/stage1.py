@@ -138,8 +138,7 @@ def validation_predictions(
     dist.broadcast_buffers(model)
     model.eval()
     if len(loader) > 0:
-        logits, labels = predict(model, loader, device=device, transform=transform)
-        mine = (logits.argmax(1), labels)
+        mine = predict(model, loader, device=device, transform=transform, argmax=True)  # no (N, C) logits
     else:  # more ranks than validation images: this shard is empty
         mine = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     shards = dist.all_gather_objects(mine)

@@ -78,7 +78,8 @@ def read_classifier(run: LoadedRun, method: str) -> tuple[Fitted, dict[str, Any]
             raise RunDirError(f"{path}: its backbone does not match model.backbone") from None
         backbone = backbone.requires_grad_(False).eval()
     info = dict(saved.get("info") or {})
-    return Fitted(head.to(run.device), backbone, dict(saved.get("params") or {}), info), saved
+    record, settings = dict(saved.get("record") or {}), dict(saved.get("stage2") or {})
+    return Fitted(head.to(run.device), backbone, dict(saved.get("params") or {}), info, record, settings), saved
 
 
 def load_fitted(run: LoadedRun, fitted: dict[str, Fitted] | None = None) -> dict[str, Fitted]:
@@ -91,7 +92,9 @@ def load_fitted(run: LoadedRun, fitted: dict[str, Fitted] | None = None) -> dict
 
 def save_classifier(run: LoadedRun, method: str, fitted: Fitted) -> None:
     """``classifiers/<method>.pt``: the head (and a backbone it changed), the checkpoint hash and run fingerprint
-    it was fit on, its fit settings (:func:`fit_settings`), its parameters and results row entries."""
+    it was fit on, its fit settings (:func:`fit_settings`), its parameters and results row entries, and what
+    results.json records of the fit (``record``: its τ sweep...; ``stage2``: how it was fit), so that a classifier
+    reused after a ``decouple`` stopped before writing results.json still brings them."""
     saved = {
         "method": method,
         "head": head_to_dict(fitted.head),
@@ -101,6 +104,8 @@ def save_classifier(run: LoadedRun, method: str, fitted: Fitted) -> None:
         "decouple": config_to_dict(run.config)["decouple"],
         "params": fitted.params,
         "info": fitted.info,
+        "record": fitted.record,
+        "stage2": fitted.settings,
     }
     if "auto" in fitted.record:
         saved["chosen"] = fitted.record["auto"]["chosen"]

@@ -254,16 +254,22 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str], overwrit
         context = FitContext(features, run.model.head, run.splits.train_counts, run.config, run.device, trainer)
         for spec in iter_specs(names):
             if spec.name in kept:
-                context.fitted[spec.name] = kept[spec.name]
+                # Its τ sweep and how it was fit come from its file too: results.json lacks them when the decouple
+                # that saved it stopped before writing it (a file older than that record brings nothing).
+                context.fitted[spec.name] = reused = kept[spec.name]
+                extras.update(reused.record)
+                if reused.settings:
+                    extras["stage2"][spec.name] = reused.settings
                 continue
             begin, features_before = time.perf_counter(), features.seconds
             fitted = spec.fit(context)
-            context.fitted[spec.name] = fitted
             # The method's own time: features it was first to ask for are counted in features_seconds.
             seconds[spec.name] = round(time.perf_counter() - begin - (features.seconds - features_before), 3)
             log.info("%s fitted in %.2fs", spec.name, seconds[spec.name])
+            fitted.settings = fitted.settings or {"features": "test-time, " + run.config.decouple.features}
+            context.fitted[spec.name] = fitted
             extras.update(fitted.record)
-            extras["stage2"][spec.name] = fitted.settings or {"features": "test-time, " + run.config.decouple.features}
+            extras["stage2"][spec.name] = fitted.settings
             save_classifier(run, spec.name, fitted)
         timing = {
             "decouple_seconds": seconds,

@@ -346,8 +346,9 @@ def per_class_accuracy_figure(
     axes.set_yticks(range(0, 101, 20))
     axes.set_xlabel(f"training {unit} of the class (log scale)")
     axes.set_ylabel("test accuracy of the class (%)" + (", mean per size bin" if binned else ""))
-    if binned:  # what the marker sizes mean, with the classes of the fullest bin
-        axes.text(0.01, 0.99, f"marker area: classes in the bin (largest: {largest:,})", ha="left", va="top",
+    if binned:  # what the marker sizes mean, with the classes of the fullest bin; above the axes, where no point
+        # lies (inside, it sat on a method's line at 100 %)
+        axes.text(0.0, 1.01, f"marker area: classes in the bin (largest: {largest:,})", ha="left", va="bottom",
                   fontsize=8, color="0.3", transform=axes.transAxes)  # fmt: skip
     methods = len(per_class)
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=9, ncol=min(methods, 7), frameon=False)
