@@ -40,6 +40,38 @@ def test_eval_shift_is_off_by_default_and_takes_factors_above_one():
             load_config(None, [f"eval.shift={bad}"])
 
 
+def test_an_adapter_is_refused_beyond_its_budget_of_logits_before_any_copy():
+    """20,000 x 10,000 validation logits took over 17 minutes and 15 GB per method: refused in one line, read
+    from the shape (an expanded tensor: no memory behind it)."""
+    from longtail.shift import MAX_ADAPTER_VALUES, fit_prior_adapter
+
+    rows = MAX_ADAPTER_VALUES // 5000 + 1
+    logits = torch.zeros(1, 1).expand(rows, 5000)
+    with pytest.raises(DataError, match=r"^5,001 validation samples x 5,000 classes = 25,005,000 logits, beyond"):
+        fit_prior_adapter(logits, torch.zeros(rows, dtype=torch.long), [10] * 5000)
+
+
+def test_eval_shift_beyond_the_budget_is_refused_before_anything_is_fit(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """decouple with eval.shift on data too large for it stops up front, not after fitting every method; export
+    still exports (the prior adapter is left out, and --prior says why)."""
+    import longtail.shift.adapter
+
+    monkeypatch.setattr(longtail.shift.adapter, "MAX_ADAPTER_VALUES", 10)  # the tiny run's 20 x 10 exceed it
+    run = copy_run(run_dir, tmp_path / "run")
+    before = sorted(p.name for p in (run / "classifiers").iterdir())
+    assert main(["decouple", str(run), "--method", "lws", "--overwrite", "eval.shift=[2]"]) == 1
+    assert "eval.shift: " in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "classifiers").iterdir()) == before
+    assert main(["export", str(run), "--method", "crt", "--out", str(tmp_path / "crt.pt2")]) == 0
+    assert load_artifact(tmp_path / "crt.pt2")[1]["prior_adapter"] is None
+    prior = tmp_path / "prior.txt"
+    np.savetxt(prior, np.ones(10))
+    assert main(["export", str(run), "--method", "crt", "--out", str(tmp_path / "p.pt2"), "--prior", str(prior)]) == 1
+    assert "logits, beyond the 10 a prior adapter is fitted on" in capsys.readouterr().err
+
+
 # --- longtail eval ---------------------------------------------------------------------------------------
 
 

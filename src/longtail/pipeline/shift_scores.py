@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from ..engine.device import one_thread
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.calibration import reliability
 from ..evaluation.table import render_table, with_interval
@@ -53,6 +53,7 @@ from ..methods import Fitted, display_order, label_of
 from ..shift import (
     PriorAdapter,
     ShiftedSubset,
+    check_adapter_size,
     fit_prior_adapter,
     out_of_fold_posteriors,
     shifted_subset,
@@ -72,6 +73,16 @@ def method_logits(run: LoadedRun, features: Any, fit: Fitted, split: str) -> tor
     if fit.backbone is not None:
         x = split_features(fit.backbone, run.splits, split, config=run.config, device=run.device).x
     return copy.deepcopy(fit.head).cpu().eval()(x.float()).double()
+
+
+def check_shift_size(run: LoadedRun) -> None:
+    """With ``eval.shift`` on, refuse validation logits no prior adapter is fitted on, before anything is fit
+    (:func:`~longtail.shift.check_adapter_size`)."""
+    if run.config.eval.shift:
+        try:
+            check_adapter_size(len(run.splits.val.labels), run.splits.num_classes)
+        except DataError as error:
+            raise ConfigError(f"eval.shift: {error}; set eval.shift=[] for this data") from None
 
 
 def adapter_record(adapter: PriorAdapter) -> dict[str, Any]:

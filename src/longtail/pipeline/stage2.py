@@ -39,6 +39,7 @@ from .classifiers import load_fitted, reusable, save_classifier
 from .representation import is_identity
 from .run_state import SPLITS, LoadedRun, load_run, results_header, split_features
 from .scores import refresh_scores, sweep_keys
+from .shift_scores import check_shift_size
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str], overwrit
         check_select_group(
             cfg.decouple.select, run.splits.train_counts, run.splits.val.labels, many=cfg.eval.many, few=cfg.eval.few
         )
+    check_shift_size(run)  # eval.shift on data too large for it: refused before any classifier is fit
     kept = reusable(run, names, overwrite=overwrite)  # refuses a finished classifier of other settings, up front
     features = RunFeatures(run)
     seconds: dict[str, float] = {}

@@ -25,7 +25,7 @@ Typical use, per method::
 """
 
 from .adapt import PRIOR_METHODS, Adapted, adapt_prior, fold_known_prior
-from .adapter import FAMILIES, PriorAdapter, fit_prior_adapter
+from .adapter import FAMILIES, MAX_ADAPTER_VALUES, PriorAdapter, check_adapter_size, fit_prior_adapter
 from .bbse import BBSEFit, bbse_prior, fit_bbse
 from .calibrate import CALIBRATION_KINDS, Calibration, fit_calibration, identity_calibration
 from .em import EMResult, em_prior
@@ -54,6 +54,8 @@ __all__ = [
     "fit_bbse",
     "fit_calibration",
     "fit_prior_adapter",
+    "check_adapter_size",
+    "MAX_ADAPTER_VALUES",
     "fold_known_prior",
     "identity_calibration",
     "out_of_fold_posteriors",

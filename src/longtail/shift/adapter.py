@@ -37,6 +37,21 @@ from .select import CANDIDATES, DEFAULT_FOLDS, select_calibration
 
 Family = Literal["power", "full"]
 FAMILIES: tuple[str, ...] = ("power", "full")
+# The most validation logits (rows x classes) an adapter is fitted on. The calibration's cross-validated fits
+# (autograd L-BFGS over the whole float64 table, a C-parameter bias among the candidates) grow with rows x
+# classes: ImageNet-LT's 20,000 x 1,000 validation logits are within; at 20,000 x 10,000 one method's fit ran
+# over 17 minutes and 15 GB of memory before it was stopped. Beyond, adaptation is refused by name.
+MAX_ADAPTER_VALUES = 25_000_000
+
+
+def check_adapter_size(rows: int, num_classes: int) -> None:
+    """Refuse validation logits of ``rows`` x ``num_classes`` beyond :data:`MAX_ADAPTER_VALUES` (one line)."""
+    if rows * num_classes > MAX_ADAPTER_VALUES:
+        raise DataError(
+            f"{rows:,} validation samples x {num_classes:,} classes = {rows * num_classes:,} logits, beyond the "
+            f"{MAX_ADAPTER_VALUES:,} a prior adapter is fitted on (its calibration's cross-validated fits would "
+            "take hours and tens of GB)"
+        )
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,12 @@ def fit_prior_adapter(
         val_labels: (N_val,) their labels (at least 2 per class).
         train_counts: (C,) training images per class.
         candidates, folds: as in :func:`~.select.select_calibration`.
+
+    Raises:
+        DataError: among others, validation logits beyond :data:`MAX_ADAPTER_VALUES` (:func:`check_adapter_size`).
     """
+    if isinstance(val_logits, torch.Tensor) and val_logits.ndim == 2:  # before any float64 copy of them
+        check_adapter_size(*val_logits.shape)
     selection = select_calibration(val_logits, val_labels, train_counts, candidates=candidates, folds=folds)
     counts = torch.as_tensor(list(train_counts), dtype=torch.float64)
     if (counts <= 0).any():
