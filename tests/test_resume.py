@@ -223,14 +223,10 @@ def test_sigkill_during_crt_then_rerun_is_bitwise_equal(reference: Path, tmp_pat
     _assert_same_weights(_crt_head(killed), _crt_head(uninterrupted))
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_path: Path):
-    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, with two DataLoader workers."""
-    run = tmp_path / "interrupted"
-    argv = [*_tiny(tiny_fmnist, "train.epochs=30", "data.num_workers=2"), "--out", str(run), "--no-progress"]
-    command = [sys.executable, "-m", "longtail", "train", *argv]
-    process = subprocess.Popen(
-        command,
+def _interruptible_train(argv: list[str]) -> subprocess.Popen:
+    """``longtail train ARGV`` in a process group of its own, stderr piped, SIGINT handled as in a terminal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "longtail", "train", *argv],
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -240,6 +236,14 @@ def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_pa
         # child inherits that, so Python would never raise KeyboardInterrupt.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_workers_and_keeps_the_checkpoint(tiny_fmnist: Path, tmp_path: Path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, with two DataLoader workers."""
+    run = tmp_path / "interrupted"
+    argv = [*_tiny(tiny_fmnist, "train.epochs=30", "data.num_workers=2"), "--out", str(run), "--no-progress"]
+    process = _interruptible_train(argv)
     _wait_for(_epoch_done(run, 1), process)
     os.killpg(process.pid, signal.SIGINT)
     start = time.monotonic()
@@ -265,15 +269,7 @@ def test_a_second_ctrl_c_while_the_workers_stop_prints_no_traceback(tiny_fmnist:
     after the one-line message) and printed "Exception ignored in ... Traceback ... KeyboardInterrupt"."""
     run = tmp_path / "interrupted"
     argv = [*_tiny(tiny_fmnist, "train.epochs=300", "data.num_workers=2"), "--out", str(run), "--no-progress"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "longtail", "train", *argv],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = _interruptible_train(argv)
     _wait_for(_epoch_done(run, 2), process)
     # To the command alone (`kill -INT PID`), so that its workers take a while to notice and stop.
     os.kill(process.pid, signal.SIGINT)
