@@ -235,6 +235,17 @@ def test_per_class_accuracy_has_one_series_per_method_and_bins_beyond_50_classes
     assert note.get_position()[1] > 1  # above the axes: inside, it covered the points of a method at 100 %
 
 
+@pytest.mark.parametrize("num_classes", [10, 10_000])
+def test_the_weight_norm_legend_fits_the_figure(num_classes: int):
+    """At 10,000 classes the groups' entries ("medium-shot: 3,516 classes") made one row run off both edges."""
+    counts = np.maximum(2, 200 * (2 / 200) ** (np.arange(num_classes) / (num_classes - 1))).astype(int)
+    norms = {m: np.ones(num_classes) for m in ("joint", "crt", "lws")}
+    figure = weight_norm_figure(norms, counts, many=100, few=20)
+    extent = figure.legends[0].get_window_extent(figure.canvas.get_renderer())
+    assert 0 <= extent.x0 and extent.x1 <= figure.bbox.width
+    assert len(figure.legends) == 1 and len(figure.legends[0].get_texts()) == 7
+
+
 def test_distinct_sizes_are_joined_class_by_class():
     accuracy = {"joint": np.array([90.0, 40.0, 70.0])}
     axes = per_class_accuracy_figure(accuracy, [500, 8, 60], many=100, few=20).axes[0]
