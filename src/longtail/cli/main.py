@@ -193,10 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only a run directory that was made (config.yaml comes first) can be resumed: not one stopped while the
         # data loaded.
         run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
-        made = args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file()
-        hint = f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`" if made else ""
+        hint = ""
         if args.command in RERUN_CONTINUES:
             hint = "; the same command again continues: what finished is kept and reused"
+        elif args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file():
+            hint = f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`"
         print(f"longtail: interrupted{hint}", file=sys.stderr)
         _stop_workers(interrupt)
         return 130

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import glob
 import io
 import json
@@ -151,16 +152,25 @@ def pid_alive(pid: int) -> bool:
 _START_SLACK_S = 2.0
 
 
+@functools.cache
+def _boot_time() -> int | None:
+    """When this machine booted, in seconds since the epoch (Linux ``/proc/stat``); None where unknown."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            return next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _process_start(pid: int) -> float | None:
     """When process ``pid`` started, in seconds since the epoch (Linux ``/proc``); None where unknown."""
+    boot = _boot_time()
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime, after "(comm)"
-        with open("/proc/stat", "rb") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return None
+    return None if boot is None else boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def writer_gone(pid: int, written: Path) -> bool:

@@ -24,7 +24,7 @@ from ..evaluation.predictions import read_predictions, write_predictions
 from ..methods import Fitted, method_names, spec_of
 from ..runs import classifier_path, file_sha256, read_results, update_results
 from .run_state import SPLITS, LoadedRun, score_fitted, split_features
-from .shift_scores import SHIFT_KEY, check_shift_size, is_current, shift_scores
+from .shift_scores import SHIFT_KEY, is_current, shift_scores
 
 SCORED_KEY = "scored"
 
@@ -134,7 +134,6 @@ def refresh_scores(
     extras = extras or {}
     shift = None
     if "test" in scores and run.config.eval.shift:  # eval.shift: the methods on shifted test sets too
-        check_shift_size(run)
         shift = shift_scores(run, features, fitted, scores["test"].records)
 
     def update(results: dict[str, Any]) -> None:

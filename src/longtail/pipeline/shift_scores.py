@@ -100,6 +100,7 @@ def shift_scores(
     ``features`` is the run's split -> features (val and test are read); ``records`` the test records of the
     classifiers scored (what the table was computed from, so a later stale table is recognised).
     """
+    check_shift_size(run)
     config = run.config
     counts = list(run.splits.train_counts)
     factors = sorted({float(f) for f in config.eval.shift})

@@ -199,14 +199,15 @@ def _stage1(
     checked (a resume: the directory exists, and its checkpoint's own refusals, such as another number of
     processes, come before the config's)."""
     with process_group(resolve_device(config.device)) as device, contextlib.ExitStack() as held:
-        # The run directory is rank 0's alone; its verdict and checkpoint reach every rank.
-        checkpoint = (
-            broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None)) if run_dir_first else None
-        )
+
+        def opened() -> dict[str, Any] | None:  # the run directory is rank 0's alone; its verdict reaches every rank
+            return broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
+
+        checkpoint = opened() if run_dir_first else None
         # Bad config or data fails here, on every rank, before anything is written.
         splits = agree(lambda: _checked_inputs(config, device))
         if not run_dir_first:
-            checkpoint = broadcast_object(agree(lambda: open_run_dir(held) if is_main() else None))
+            checkpoint = opened()
         provenance = stage1_provenance(config, splits)
         if checkpoint is not None:  # a resumed run goes on only on the data it started on
             hint = "point data.* back at the data it was trained on, or train a new run"
