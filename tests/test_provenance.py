@@ -170,6 +170,36 @@ def test_an_unchanged_classifier_is_not_scored_again(run: Path, tmp_path: Path, 
     assert sorted(scored) == ["crt", "joint", "ncm", "tau_norm"]
 
 
+def test_eval_scores_again_a_row_whose_numbers_were_edited(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    # A results.json edited by hand (cRT's macro set to 99.0): its "scored" record still held, so `eval` kept
+    # the row and printed 99.0 as cRT's score; `report` (which scores afresh) said otherwise.
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = _results(copy)
+    edited = json.loads(json.dumps(before))
+    edited["methods"]["crt"]["macro"] = 99.0
+    edited["val_methods"]["tau_norm"]["per_class"][0] = (
+        0.0 if before["val_methods"]["tau_norm"]["per_class"][0] else 100.0
+    )
+    (copy / "results.json").write_text(json.dumps(edited))
+    import longtail.pipeline.scores as scores
+
+    scored: list[str] = []
+    original = scores.score_fitted
+    monkeypatch.setattr(
+        scores, "score_fitted", lambda fitted, *a, **k: scored.extend(fitted) or original(fitted, *a, **k)
+    )
+    assert main(["eval", str(copy), "--split", "test"]) == 0
+    assert scored == ["crt"]  # the edited row alone; the others still agree with their predictions
+    assert "99.0" not in capsys.readouterr().out
+    assert _results(copy)["methods"]["crt"] == before["methods"]["crt"]
+    scored.clear()
+    assert main(["eval", str(copy), "--split", "val"]) == 0
+    assert scored == ["tau_norm"] and _results(copy)["val_methods"]["tau_norm"] == before["val_methods"]["tau_norm"]
+
+
 def test_features_takes_the_run_lock(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
