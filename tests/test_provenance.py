@@ -144,6 +144,24 @@ def test_predictions_of_other_data_than_results_are_refused(
     assert "predictions/test.npz was scored on other test data than results.json records" in _error(capsys)
 
 
+def test_predictions_of_another_classifier_are_refused_by_compare_paired(
+    run: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # Two runs of the same test data, one holding the other's predictions/test.npz (copied, or left by a tool):
+    # the fingerprints agree, so `--paired A:crt B:crt` compared B with itself, "+0.0 within noise", beside a
+    # table of two different scores.
+    other = _train(data, tmp_path / "other", "seed=1")
+    assert main(["decouple", str(other), "--method", "crt"]) == 0
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copyfile(other / "predictions" / "test.npz", copy / "predictions" / "test.npz")
+    capsys.readouterr()
+    assert main(["compare", "--paired", f"{copy}:crt", f"{other}:crt"]) == 1
+    assert f"{copy}: the test predictions of crt are not the scores results.json records" in _error(capsys)
+    assert main(["eval", str(copy), "--split", "test"]) == 0  # which scores them again
+    assert main(["compare", "--paired", f"{copy}:crt", f"{run}:crt"]) == 0
+
+
 def test_an_unchanged_classifier_is_not_scored_again(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)

@@ -28,7 +28,7 @@ from ..errors import ConfigError, RunDirError, one_line
 from ..methods import METHODS, display_order, label_of
 from ..runs import CONFIG_FILE, read_results, require_run_dir, runs_in
 from .bootstrap import METRICS, paired_bootstrap
-from .metrics import shot_groups
+from .metrics import shot_groups, summary_agrees
 from .predictions import read_predictions
 from .table import COLUMNS, INTERVAL_NOTE, render_table, with_interval
 
@@ -251,7 +251,27 @@ class _ScoredRun:
                 f"{path}: predictions/test.npz was scored on other test data than results.json records "
                 f"({short(fingerprint)} vs {short(recorded)}); {rescore}"
             )
-        return cls(path, results, labels, predictions, recorded)
+        scored = cls(path, results, labels, predictions, recorded)
+        scored.check_against_results(methods, rescore)
+        return scored
+
+    def check_against_results(self, methods: Sequence[str], rescore: str) -> None:
+        """Refuse predictions whose accuracies are not results.json's: a paired comparison of them would
+        contradict the table (a predictions file copied from another run of the same test data, a results.json
+        edited by hand)."""
+        counts, many, few = self.groups_setting()
+        rows = self.results.get("methods") or {}
+        for method in methods:
+            row, predicted = rows.get(method), self.predictions.get(method)
+            if not isinstance(row, dict) or predicted is None or not 0 <= self.labels.min(initial=0):
+                continue
+            if self.labels.max(initial=0) < len(counts) and not summary_agrees(
+                row, predicted, self.labels, counts, many=many, few=few
+            ):
+                raise RunDirError(
+                    f"{self.path}: the test predictions of {method} are not the scores results.json records "
+                    f"(predictions/test.npz of another classifier, or results.json edited); {rescore}"
+                )
 
     def correct(self, method: str) -> np.ndarray:
         """(N,) whether ``method`` got each test image right."""

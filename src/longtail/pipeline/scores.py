@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from ..config import Config
 from ..errors import RunDirError
-from ..evaluation.metrics import SUMMARY_KEYS, accuracy_summary
+from ..evaluation.metrics import summary_agrees
 from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import read_predictions, write_predictions
 from ..methods import Fitted, method_names, spec_of
@@ -88,30 +85,12 @@ def _kept(run: LoadedRun, methods: Sequence[str], split: str) -> SplitScores:
 
 
 def _row_agrees(run: LoadedRun, row: Any, predicted: Any, labels: Any) -> bool:
-    """Whether a results row's accuracies are those of its per-image predictions.
-
-    The record says what the row was computed from, not that its numbers are still the computed ones: a
-    results.json edited by hand (or by another tool) kept its numbers through `eval`, which printed them as
-    scores. Recomputing the accuracies from the predictions costs a pass over N labels, not a scoring.
-    """
-    if not isinstance(row, dict) or len(predicted) != len(labels):
-        return False
+    """Whether a results row's accuracies are those of its per-image predictions: a results.json edited by hand
+    kept its numbers through `eval`, which printed them as scores (its record still held)."""
     e = run.config.eval
-    fresh = accuracy_summary(
-        torch.as_tensor(predicted), torch.as_tensor(labels), run.splits.train_counts, many=e.many, few=e.few
+    return isinstance(row, dict) and summary_agrees(
+        row, predicted, labels, run.splits.train_counts, many=e.many, few=e.few
     )
-    return all(_same(row.get(key), fresh[key]) for key in SUMMARY_KEYS) and (
-        isinstance(row.get("per_class"), list)
-        and len(row["per_class"]) == len(fresh["per_class"])
-        and all(_same(a, b) for a, b in zip(row["per_class"], fresh["per_class"], strict=True))
-    )
-
-
-def _same(recorded: Any, computed: float | None) -> bool:
-    """A recorded accuracy and the recomputed one agree (both None, or equal up to float rounding)."""
-    if recorded is None or computed is None:
-        return recorded is None and computed is None
-    return math.isclose(recorded, computed, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def score_run(
