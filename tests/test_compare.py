@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from longtail.cli import main
-from longtail.errors import RunDirError
-from longtail.evaluation.compare import PairedRow, comparison_rows, format_comparison, format_paired
+from longtail.errors import ConfigError, RunDirError
+from longtail.evaluation.compare import PairedRow, comparison_rows, format_comparison, format_paired, paired_rows
 
 
 def _summary(many: float, few: float, macro: float, **extra) -> dict:
@@ -162,3 +162,28 @@ def test_paired_rows_of_different_test_data_show_it_in_a_column():
     assert lines[-2].startswith("within noise: the 95% interval")
     same = format_paired([_paired(1.6, 2.5)]).splitlines()
     assert same[0].endswith("(data fingerprint none)") and "Test data" not in same[3]
+
+
+def test_runs_whose_shot_groups_differ_say_so(tmp_path: Path):
+    # A run of imbalance 10 beside one of 20 (or of another eval.many): the Many column of each is the mean of
+    # other classes, and nothing said so.
+    def run(name: str, counts: list[int], many: int) -> Path:
+        path = _fake_run(tmp_path / name, {"joint": _summary(1, 1, 1)}, {"train_seconds": 1.0})
+        results = json.loads((path / "results.json").read_text())
+        results |= {"train_counts": counts, "shot_thresholds": {"many": many, "few": 20}}
+        (path / "results.json").write_text(json.dumps(results))
+        return path
+
+    note = "the runs' shot groups differ (other class sizes or eval.many / eval.few)"
+    same = [run("a", [100, 10], 50), run("b", [100, 10], 50)]
+    assert note not in format_comparison(comparison_rows(same))
+    assert note in format_comparison(comparison_rows([same[0], run("c", [100, 5], 50)]))
+    assert note in format_comparison(comparison_rows([same[0], run("d", [100, 10], 40)]), markdown=True)
+
+
+def test_paired_refuses_a_classifier_against_itself(runs: list[Path]):
+    # `--paired crt crt` printed "+0.0 [+0.0, +0.0] ... within noise" for every run, as if measured.
+    with pytest.raises(ConfigError, match=r"^--paired crt crt: A and B are the same classifier"):
+        paired_rows(runs, "crt", "crt")
+    with pytest.raises(ConfigError, match="A and B are the same classifier"):
+        paired_rows([], f"{runs[0]}:crt", f"{runs[0]}/:crt")

@@ -50,6 +50,8 @@ class ComparisonRow:
     # The run's fingerprint and its test data's (short forms; "none" for a run of an older longtail).
     fingerprint: str = "none"
     test_data: str = "none"
+    # What defines the run's many / medium / few groups: its class sizes and thresholds (None: not recorded).
+    groups: tuple[Any, ...] | None = None
 
 
 def run_fingerprints(results: dict[str, Any]) -> tuple[str, str]:
@@ -73,6 +75,15 @@ def _wall_seconds(method: str, timing: dict[str, Any]) -> float | None:
     chooses = method in METHODS and METHODS[method].chooses_among_others  # auto needs every method fitted first
     fitting = sum(stage2.values()) if chooses else stage2[method]
     return train + timing.get("features_seconds", 0.0) + fitting
+
+
+def _groups_of(results: dict[str, Any]) -> tuple[Any, ...] | None:
+    """(class sizes, many, few) of a results.json, what its shot groups are made of; None where it has none."""
+    counts = results.get("train_counts")
+    if not isinstance(counts, list):
+        return None
+    thresholds = results.get("shot_thresholds") or {}
+    return tuple(counts), thresholds.get("many", 100), thresholds.get("few", 20)
 
 
 def _run_labels(run_dirs: Sequence[Path]) -> list[str]:
@@ -123,12 +134,14 @@ def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
             )
         timing = results.get("timing", {})
         fingerprint, test_data = run_fingerprints(results)
+        groups = _groups_of(results)
         for method in display_order(methods):
             summary = methods[method]
             scores = {c: summary.get(c) for c in COLUMNS}
             wall = _wall_seconds(method, timing)
             ci = dict(summary.get("ci") or {})
-            rows.append(ComparisonRow(label, method, scores, summary.get("tau"), wall, ci, fingerprint, test_data))
+            row = ComparisonRow(label, method, scores, summary.get("tau"), wall, ci, fingerprint, test_data, groups)
+            rows.append(row)
     return rows
 
 
@@ -172,6 +185,12 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
         notes.append(
             "the runs were scored on different test data (the Test data column): their numbers are not comparable "
             "image for image"
+        )
+    if len({r.groups for r in rows if r.groups is not None}) > 1:
+        # Another data seed, imbalance, dataset or eval.many / eval.few: the same column, other classes.
+        notes.append(
+            "the runs' shot groups differ (other class sizes or eval.many / eval.few): their Many, Medium and Few "
+            "columns are means over other classes"
         )
     if not markdown:
         notes.append("* best in its column (highest accuracy, least wall time)")
@@ -344,6 +363,9 @@ def paired_rows(
     (run_a, method_a), (run_b, method_b) = _split_side(a), _split_side(b)
     if (run_a is None) != (run_b is None):
         raise ConfigError(f"--paired {a} {b}: give two method names, or two RUN_DIR:METHOD")
+    same_run = run_a is None or Path(run_a).resolve() == Path(run_b or "").resolve()
+    if method_a == method_b and same_run:  # A − B of one classifier with itself: "+0.0, within noise", always
+        raise ConfigError(f"--paired {a} {b}: A and B are the same classifier; give two methods (or two runs)")
     if run_a is not None and run_b is not None:
         if run_dirs:
             raise ConfigError(f"--paired {a} {b}: RUN_DIR:METHOD names its runs; give no other RUN_DIR")
