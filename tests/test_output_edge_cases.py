@@ -193,3 +193,15 @@ def test_long_class_names_above_figure_2_are_cut_and_keep_its_layout():
     labels = [t.get_text() for t in top[0].get_xticklabels()]
     assert labels and all(len(t) <= NAME_ON_TOP_CHARS for t in labels) and labels[0].endswith("…")
     assert figure.axes[0].get_legend() is not None
+
+
+def test_report_names_a_run_with_a_line_break_on_one_line(tmp_path: Path, monkeypatch, capsys):
+    # `longtail report 'dir<newline>run'` printed its "report: ..." line broken over four lines.
+    import longtail.report
+
+    run = tmp_path / "new\nline"
+    paths = {"html": run / "report.html", "markdown": run / "report.md", "figures": run / "report_files"}
+    monkeypatch.setattr(longtail.report, "write_report", lambda run_dir, overrides: paths)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "new\\nline/report.html (self-contained)" in out
