@@ -205,3 +205,13 @@ def test_report_names_a_run_with_a_line_break_on_one_line(tmp_path: Path, monkey
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "new\\nline/report.html (self-contained)" in out
+
+
+def test_compare_shows_a_method_key_it_did_not_write_as_one_short_cell():
+    # results.json edited with a method "my<newline>method" and one of 300 characters: the first broke its row
+    # over two lines, the second widened every row of the table to 390 characters.
+    scores = dict.fromkeys(COLUMNS, 50.0)
+    rows = [ComparisonRow("run", name, scores, None, None) for name in ("joint", "my\nmethod", "m" * 300)]
+    lines = format_comparison(rows).splitlines()
+    assert lines[3].startswith("run  my\\nmethod ") and lines[4].startswith("run  mmm")
+    assert "(300 characters)" in lines[4] and max(len(line) for line in lines[:5]) < 150

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..data.fingerprint import short
-from ..errors import ConfigError, RunDirError, one_line
+from ..errors import ConfigError, RunDirError, one_line, shown
 from ..methods import METHODS, display_order, label_of
 from ..runs import CONFIG_FILE, read_results, require_run_dir, runs_in
 from .bootstrap import METRICS, paired_bootstrap
@@ -33,6 +33,7 @@ from .predictions import read_predictions
 from .table import COLUMNS, INTERVAL_NOTE, render_table, with_interval
 
 HEADER = ("Run", "Method", "Many", "Medium", "Few", "All", "Macro", "τ", "Wall (s)")
+METHOD_CHARS = 30  # characters of a method's name in the table (longtail's own are at most 18)
 NOTE_WIDTH = 100  # characters of a note's line under a table narrower than this
 
 
@@ -177,7 +178,9 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
         intervals = [row.ci.get(c) for c in COLUMNS] + [None]  # wall time has no interval
         numbers = [cell(values[index], i, intervals[i]) for i, values in enumerate(columns)]
         tau = "–" if row.tau is None else f"{row.tau:g}"
-        label = label_of(row.method)
+        # A method key of results.json that longtail did not write (an edit, another tool) is shown as one short
+        # line: a line break split its row, 300 characters widened every row.
+        label = one_line(shown(label_of(row.method), METHOD_CHARS, quote=False))
         table.append([row.run, label, *numbers[:-1], tau, numbers[-1], *([row.test_data] if mixed else [])])
     rendered = render_table(header, table, markdown=markdown, left={0, 1, len(HEADER)})
     notes = [_fingerprint_note(rows, width=max(NOTE_WIDTH, *map(len, rendered.splitlines())))]
