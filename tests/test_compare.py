@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from longtail.cli import main
-from longtail.errors import ConfigError, RunDirError
-from longtail.evaluation.compare import PairedRow, comparison_rows, format_comparison, format_paired, paired_rows
+from longtail.errors import RunDirError
+from longtail.evaluation.compare import PairedRow, comparison_rows, format_comparison, format_paired
 
 
 def _summary(many: float, few: float, macro: float, **extra) -> dict:
@@ -179,11 +179,3 @@ def test_runs_whose_shot_groups_differ_say_so(tmp_path: Path):
     assert note not in format_comparison(comparison_rows(same))
     assert note in format_comparison(comparison_rows([same[0], run("c", [100, 5], 50)]))
     assert note in format_comparison(comparison_rows([same[0], run("d", [100, 10], 40)]), markdown=True)
-
-
-def test_paired_refuses_a_classifier_against_itself(runs: list[Path]):
-    # `--paired crt crt` printed "+0.0 [+0.0, +0.0] ... within noise" for every run, as if measured.
-    with pytest.raises(ConfigError, match=r"^--paired crt crt: A and B are the same classifier"):
-        paired_rows(runs, "crt", "crt")
-    with pytest.raises(ConfigError, match="A and B are the same classifier"):
-        paired_rows([], f"{runs[0]}:crt", f"{runs[0]}/:crt")

@@ -366,9 +366,6 @@ def paired_rows(
     (run_a, method_a), (run_b, method_b) = _split_side(a), _split_side(b)
     if (run_a is None) != (run_b is None):
         raise ConfigError(f"--paired {a} {b}: give two method names, or two RUN_DIR:METHOD")
-    same_run = run_a is None or Path(run_a).resolve() == Path(run_b or "").resolve()
-    if method_a == method_b and same_run:  # A − B of one classifier with itself: "+0.0, within noise", always
-        raise ConfigError(f"--paired {a} {b}: A and B are the same classifier; give two methods (or two runs)")
     if run_a is not None and run_b is not None:
         if run_dirs:
             raise ConfigError(f"--paired {a} {b}: RUN_DIR:METHOD names its runs; give no other RUN_DIR")
