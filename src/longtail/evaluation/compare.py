@@ -106,14 +106,15 @@ def expand_run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
     dirs: list[Path] = []
     for given in map(Path, run_dirs):
         folder = given.is_dir() and not (given / CONFIG_FILE).is_file()
-        dirs.extend(runs_in(given) if folder and runs_in(given) else [require_run_dir(given)])
+        dirs.extend((folder and runs_in(given)) or [given])
+    dirs = [require_run_dir(path) for path in dirs]
     seen: dict[Path, Path] = {}
     for path in dirs:
         same = seen.setdefault(path.resolve(), path)
         if same is not path:
             twice = f"{same} twice" if str(same) == str(path) else f"{same} and {path}, the same run directory"
             raise RunDirError(f"{twice}: give each run once")
-    return [require_run_dir(path) for path in dirs]
+    return dirs
 
 
 def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
