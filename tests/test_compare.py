@@ -106,3 +106,76 @@ def test_the_paired_table_explains_within_noise_only_where_a_line_says_it():
     mixed = format_paired([_paired(1.6, 2.5), _paired(-0.8, 1.4)])
     assert mixed.splitlines()[-2].startswith("within noise: the 95% interval of A − B contains 0")
     assert mixed.endswith("`longtail grid --seeds`)")
+
+
+def test_a_run_given_twice_is_refused(runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # `compare runs/a runs/a/` (or a run and its absolute path) printed the run's rows twice, every best cell
+    # of it starred twice, with the same label.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunDirError, match="^a twice: give each run once$"):
+        comparison_rows(["a", "a/"])
+    with pytest.raises(RunDirError, match=f"^a and {tmp_path / 'a'}, the same run directory: give each run once$"):
+        comparison_rows(["a", tmp_path / "a", "b"])
+
+
+def test_a_folder_of_runs_is_compared_as_its_runs_and_named_elsewhere(runs: list[Path], tmp_path: Path, capsys):
+    # `longtail auto --out D` / `grid --out D` write a folder of runs beside auto.json or grid.md: `compare D`
+    # said "not a run directory (no config.yaml; create one with `longtail train --out DIR`)".
+    (tmp_path / "auto.json").write_text("{}")
+    assert [r.run for r in comparison_rows([tmp_path])] == ["a", "a", "a", "b", "b"]
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"longtail: error: {tmp_path}: a folder of 2 run(s) (a, b), not a run directory; give one of them "
+        f"(`longtail compare {tmp_path}` compares them all)"
+    )
+
+
+def test_a_file_given_as_a_run_is_named_a_file(runs: list[Path]):
+    # "run directory not found (create one with `longtail train --out runs/a/results.json`)": the file is
+    # there, and train --out would refuse it.
+    with pytest.raises(RunDirError, match=r"results.json: a file, not a directory; give its run directory, .*/a$"):
+        comparison_rows([runs[0] / "results.json"])
+    (runs[0] / "notes.txt").write_text("x")
+    with pytest.raises(RunDirError, match=r"notes.txt: a file, not a directory, expected a run directory$"):
+        comparison_rows([runs[0] / "notes.txt"])
+
+
+def test_the_fingerprints_of_thirty_runs_are_not_one_line_of_thousands(tmp_path: Path):
+    # 30 runs made a "fingerprints: ..." line of about 2,000 characters under a table 119 wide.
+    names = [f"run-with-a-longer-name-{i:02d}" for i in range(30)]
+    dirs = [_fake_run(tmp_path / name, {"joint": _summary(1, 1, 1)}, {"train_seconds": 1.0}) for name in names]
+    text = format_comparison(comparison_rows(dirs))
+    table_width = max(len(line) for line in text.splitlines()[:32])
+    assert max(len(line) for line in text.splitlines()) <= max(table_width, 100)
+    assert all(name in text for name in names) and text.count("(test data none)") == 30
+
+
+def test_paired_rows_of_different_test_data_show_it_in_a_column():
+    # Each row's test data was listed in the title: with many runs of different data one line of hundreds.
+    rows = [_paired(1.6, 2.5), _paired(-0.8, 1.4)]
+    rows[0].run, rows[1].run, rows[0].test_data, rows[1].test_data = "a", "b", "1" * 12, "2" * 12
+    lines = format_paired(rows).splitlines()
+    assert lines[0].endswith("(each run's in the Test data column)")
+    assert lines[3].endswith("Test data")
+    assert lines[5].split()[-3:] == ["A", "better", "1" * 12] and lines[6].split()[-3:] == ["within", "noise", "2" * 12]
+    assert lines[-2].startswith("within noise: the 95% interval")
+    same = format_paired([_paired(1.6, 2.5)]).splitlines()
+    assert same[0].endswith("(data fingerprint none)") and "Test data" not in same[3]
+
+
+def test_runs_whose_shot_groups_differ_say_so(tmp_path: Path):
+    # A run of imbalance 10 beside one of 20 (or of another eval.many): the Many column of each is the mean of
+    # other classes, and nothing said so.
+    def run(name: str, counts: list[int], many: int) -> Path:
+        path = _fake_run(tmp_path / name, {"joint": _summary(1, 1, 1)}, {"train_seconds": 1.0})
+        results = json.loads((path / "results.json").read_text())
+        results |= {"train_counts": counts, "shot_thresholds": {"many": many, "few": 20}}
+        (path / "results.json").write_text(json.dumps(results))
+        return path
+
+    note = "the runs' shot groups differ (other class sizes or eval.many / eval.few)"
+    same = [run("a", [100, 10], 50), run("b", [100, 10], 50)]
+    assert note not in format_comparison(comparison_rows(same))
+    assert note in format_comparison(comparison_rows([same[0], run("c", [100, 5], 50)]))
+    assert note in format_comparison(comparison_rows([same[0], run("d", [100, 10], 40)]), markdown=True)

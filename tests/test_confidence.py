@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import copy_run
 from longtail.cli import main
 from longtail.errors import RunDirError
 from longtail.evaluation.bootstrap import METRICS
 from longtail.evaluation.compare import PairedRow, format_paired, paired_rows
+from longtail.evaluation.metrics import accuracy_summary
 from longtail.evaluation.predictions import predictions_path, read_predictions, write_predictions
 from longtail.evaluation.table import format_table
 
@@ -23,10 +25,19 @@ def _results(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def other_labels_run(tiny_decoupled_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the decoupled run whose test labels are those of another test set (rolled by one)."""
+    """A copy of the decoupled run whose test labels are those of another test set (rolled by one), its test
+    scores those of its predictions on them (compare --paired refuses predictions that are not its scores)."""
     run = copy_run(tiny_decoupled_run, tmp_path_factory.mktemp("confidence") / "other_labels")
     labels, predictions, fingerprint = read_predictions(run)
-    write_predictions(run, "test", np.roll(labels, 1), predictions, fingerprint=fingerprint)
+    labels = np.roll(labels, 1)
+    write_predictions(run, "test", labels, predictions, fingerprint=fingerprint)
+    results = _results(run)
+    many, few = results["shot_thresholds"]["many"], results["shot_thresholds"]["few"]
+    for method, predicted in predictions.items():
+        summary = accuracy_summary(torch.as_tensor(predicted), torch.as_tensor(labels), results["train_counts"],
+                                   many=many, few=few)  # fmt: skip
+        results["methods"][method].update(summary)
+    (run / "results.json").write_text(json.dumps(results))
     return run
 
 

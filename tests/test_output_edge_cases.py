@@ -173,3 +173,45 @@ def test_the_class_size_plot_of_10000_classes_shows_its_head_on_a_log_rank_axis(
     assert "log scale" in big.get_xlabel()
     assert "10,000" in [label.get_text() for label in big.get_xticklabels()]  # plain numbers, no 10^4
     assert small.get_xscale() == "linear" and small.get_xlabel() == "class rank (largest first)"
+
+
+def test_long_class_names_above_figure_2_are_cut_and_keep_its_layout():
+    # Ten names of 55 characters, rotated above the plot, took the figure's height: matplotlib warned
+    # "constrained_layout not applied because axes sizes collapsed to zero" on stderr and drew them cut off.
+    import warnings
+
+    from longtail.report.figures import NAME_ON_TOP_CHARS, figure_png, per_class_accuracy_figure
+
+    names = [f"class number {i} with a rather long descriptive name" for i in range(10)]
+    counts = [20, 14, 10, 7, 5, 3, 2, 2, 2, 1]
+    per_class = {"joint": np.linspace(0, 100, 10), "crt": np.linspace(100, 0, 10)}
+    figure = per_class_accuracy_figure(per_class, counts, many=100, few=20, class_names=names, unit="vectors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure_png(figure)
+    top = [a for a in figure.axes[0].child_axes if a.get_label() != ""] or figure.axes[0].child_axes
+    labels = [t.get_text() for t in top[0].get_xticklabels()]
+    assert labels and all(len(t) <= NAME_ON_TOP_CHARS for t in labels) and labels[0].endswith("…")
+    assert figure.axes[0].get_legend() is not None
+
+
+def test_report_names_a_run_with_a_line_break_on_one_line(tmp_path: Path, monkeypatch, capsys):
+    # `longtail report 'dir<newline>run'` printed its "report: ..." line broken over four lines.
+    import longtail.report
+
+    run = tmp_path / "new\nline"
+    paths = {"html": run / "report.html", "markdown": run / "report.md", "figures": run / "report_files"}
+    monkeypatch.setattr(longtail.report, "write_report", lambda run_dir, overrides: paths)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "new\\nline/report.html (self-contained)" in out
+
+
+def test_compare_shows_a_method_key_it_did_not_write_as_one_short_cell():
+    # results.json edited with a method "my<newline>method" and one of 300 characters: the first broke its row
+    # over two lines, the second widened every row of the table to 390 characters.
+    scores = dict.fromkeys(COLUMNS, 50.0)
+    rows = [ComparisonRow("run", name, scores, None, None) for name in ("joint", "my\nmethod", "m" * 300)]
+    lines = format_comparison(rows).splitlines()
+    assert lines[3].startswith("run  my\\nmethod ") and lines[4].startswith("run  mmm")
+    assert "(300 characters)" in lines[4] and max(len(line) for line in lines[:5]) < 150

@@ -144,6 +144,24 @@ def test_predictions_of_other_data_than_results_are_refused(
     assert "predictions/test.npz was scored on other test data than results.json records" in _error(capsys)
 
 
+def test_predictions_of_another_classifier_are_refused_by_compare_paired(
+    run: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # Two runs of the same test data, one holding the other's predictions/test.npz (copied, or left by a tool):
+    # the fingerprints agree, so `--paired A:crt B:crt` compared B with itself, "+0.0 within noise", beside a
+    # table of two different scores.
+    other = _train(data, tmp_path / "other", "seed=1")
+    assert main(["decouple", str(other), "--method", "crt"]) == 0
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.copyfile(other / "predictions" / "test.npz", copy / "predictions" / "test.npz")
+    capsys.readouterr()
+    assert main(["compare", "--paired", f"{copy}:crt", f"{other}:crt"]) == 1
+    assert f"{copy}: the test predictions of crt are not the scores results.json records" in _error(capsys)
+    assert main(["eval", str(copy), "--split", "test"]) == 0  # which scores them again
+    assert main(["compare", "--paired", f"{copy}:crt", f"{run}:crt"]) == 0
+
+
 def test_an_unchanged_classifier_is_not_scored_again(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -168,6 +186,36 @@ def test_an_unchanged_classifier_is_not_scored_again(run: Path, tmp_path: Path, 
     scored.clear()
     assert main(["eval", str(copy), "eval.many=40"]) == 0  # other shot groups: every row is scored again
     assert sorted(scored) == ["crt", "joint", "ncm", "tau_norm"]
+
+
+def test_eval_scores_again_a_row_whose_numbers_were_edited(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    # A results.json edited by hand (cRT's macro set to 99.0): its "scored" record still held, so `eval` kept
+    # the row and printed 99.0 as cRT's score; `report` (which scores afresh) said otherwise.
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = _results(copy)
+    edited = json.loads(json.dumps(before))
+    edited["methods"]["crt"]["macro"] = 99.0
+    edited["val_methods"]["tau_norm"]["per_class"][0] = (
+        0.0 if before["val_methods"]["tau_norm"]["per_class"][0] else 100.0
+    )
+    (copy / "results.json").write_text(json.dumps(edited))
+    import longtail.pipeline.scores as scores
+
+    scored: list[str] = []
+    original = scores.score_fitted
+    monkeypatch.setattr(
+        scores, "score_fitted", lambda fitted, *a, **k: scored.extend(fitted) or original(fitted, *a, **k)
+    )
+    assert main(["eval", str(copy), "--split", "test"]) == 0
+    assert scored == ["crt"]  # the edited row alone; the others still agree with their predictions
+    assert "99.0" not in capsys.readouterr().out
+    assert _results(copy)["methods"]["crt"] == before["methods"]["crt"]
+    scored.clear()
+    assert main(["eval", str(copy), "--split", "val"]) == 0
+    assert scored == ["tau_norm"] and _results(copy)["val_methods"]["tau_norm"] == before["val_methods"]["tau_norm"]
 
 
 def test_features_takes_the_run_lock(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import copy_run
 from datagen import write_imagefolder_dataset
 from longtail.cli import main
 from longtail.report import build
@@ -259,16 +260,42 @@ def _damage(results: dict, change: str) -> object:
         results["auto"] = {"chosen": "crt"}
     elif change == "stage2 entry":
         results["stage2"] = {"crt": "cached"}
+    elif change in VALUE_CHANGES:
+        *keys, value = VALUE_CHANGES[change][0]
+        entry = results
+        for key in keys[:-1]:
+            entry = entry.setdefault(key, {})
+        entry[keys[-1]] = value
     return results
+
+
+# Values of the right type that no results.json of longtail holds: printed as scores before (a NaN, an
+# infinity, a column of 300 digits for 1e308), or a traceback in `report` (provenance), `eval` (scored) and
+# `compare --paired` (shot_thresholds). Each: (key path..., value), then the texts of the one-line error.
+VALUE_CHANGES = {
+    "score NaN": (("methods", "joint", "all", float("nan")), "methods.joint.all is the number nan"),
+    "score 1e308": (("methods", "joint", "macro", 1e308), "methods.joint.macro is the number 1e+308"),
+    "score negative": (("methods", "joint", "few", -5.0), "methods.joint.few is the number -5.0"),
+    "score above 100": (("methods", "joint", "many", 150.0), "methods.joint.many is the number 150.0"),
+    "interval infinite": (("methods", "joint", "ci", "all", [1.0, float("inf")]), "methods.joint.ci.all is a list"),
+    "tau infinite": (("methods", "tau_norm", "tau", float("inf")), "methods.tau_norm.tau is the number inf"),
+    "seconds negative": (("timing", "train_seconds", -3.0), "timing.train_seconds is the number -3.0"),
+    "count negative": (("train_counts", [5, -1]), "train_counts[1] is the number -1"),
+    "provenance list": (("provenance", [1]), "provenance is a list of 1 item"),
+    "data fingerprint number": (("provenance", "data", {"test": 3}), "provenance.data.test is the number 3"),
+    "scored list": (("scored", [1]), "scored is a list of 1 item"),
+    "scored record": (("scored", {"test": {"crt": {"data": None}}}), "scored.test.crt.data is null"),
+    "threshold string": (("shot_thresholds", {"many": "a"}), "shot_thresholds.many is a string ('a')"),
+}
 
 
 CHANGES = {
     "top-level list": ["the top level is a list of 1 item", "expected an object"],
     "methods list": ["methods is a list", "expected an object"],
-    "score string": ["methods.joint.all is a string ('98.1')", "expected a number or null"],
-    "per_class item": ["methods.joint.per_class[1] is an object", "expected a number or null"],
+    "score string": ["methods.joint.all is a string ('98.1')", "expected a percentage 0 to 100, or null"],
+    "per_class item": ["methods.joint.per_class[1] is an object", "expected a percentage 0 to 100, or null"],
     "method not an object": ["methods.joint is the number 55.0", "expected an object"],
-    "timing string": ["timing.train_seconds is a string ('12s')", "expected a number of seconds"],
+    "timing string": ["timing.train_seconds is a string ('12s')", "expected a number of seconds (0 or more)"],
     "decouple seconds": ["timing.decouple_seconds.crt is null", "expected a number"],
     "curve without tau": ["tau_curve.val[0].tau is null", "expected a number (τ)"],
     "auto chosen string": ["auto.chosen is a string ('crt')", "expected an object"],
@@ -297,6 +324,27 @@ def test_compare_on_results_of_the_wrong_shape_is_one_error(change: str, tmp_pat
     results.write_text(json.dumps(_damage(json.loads(results.read_text()), change)))
     assert main(["compare", str(good), str(bad)]) == 1
     one_error_line(capsys, str(results), *CHANGES[change], "longtail eval")
+
+
+@pytest.mark.parametrize("change", list(VALUE_CHANGES))
+def test_results_values_no_run_writes_are_one_error(change: str, tmp_path: Path, capsys):
+    good, bad = _compare_run(tmp_path / "good"), _compare_run(tmp_path / "bad")
+    results = bad / "results.json"
+    results.write_text(json.dumps(_damage(json.loads(results.read_text()), change)))
+    assert main(["compare", str(good), str(bad)]) == 1
+    one_error_line(capsys, str(results), VALUE_CHANGES[change][1], "expected", "longtail eval")
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.parametrize("change", ["provenance list", "scored list"])
+def test_eval_and_report_on_a_damaged_record_are_one_error(change: str, tiny_run: Path, tmp_path: Path, capsys):
+    # `report` read results.json's provenance, `eval` its scored records, as objects: AttributeError tracebacks.
+    run = copy_run(tiny_run, tmp_path / "run")
+    results = run / "results.json"
+    results.write_text(json.dumps(_damage(json.loads(results.read_text()), change)))
+    for command in ("eval", "report"):
+        assert main([command, str(run)]) == 1
+        one_error_line(capsys, str(results), VALUE_CHANGES[change][1], "expected an object")
 
 
 @pytest.mark.parametrize(

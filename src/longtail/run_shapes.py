@@ -10,6 +10,7 @@ file with extra keys (a newer version, a user's notes) still reads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,24 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """A number that is not NaN or infinite (Python's JSON reader accepts ``NaN`` and ``Infinity``)."""
+    return _is_number(value) and math.isfinite(value)
+
+
+def _is_percent(value: Any) -> bool:
+    """An accuracy as longtail writes it: a finite percentage, 0 to 100."""
+    return _is_finite(value) and 0.0 <= value <= 100.0
+
+
+def _is_percent_or_null(value: Any) -> bool:
+    return value is None or _is_percent(value)
+
+
+def _is_seconds(value: Any) -> bool:
+    return _is_finite(value) and value >= 0.0
+
+
 class _Checker:
     """Checks one decoded file; every failure is a :class:`RunDirError` naming the file, the key path and the type."""
 
@@ -68,11 +87,23 @@ class _Checker:
         return value
 
     def scores(self, where: str, summary: Any) -> None:
-        """A method's summary or a sweep point: its accuracy and τ entries are numbers (or null)."""
+        """A method's summary or a sweep point: its accuracies are percentages 0 to 100 (or null), its τ a finite
+        number (or null). A NaN, an infinity or 1e308 would otherwise be printed as a score (a column of 300
+        digits in `compare`)."""
         summary = self.obj(where, summary)
-        for key in SCORE_KEYS:
+        for key in ACCURACY_KEYS:
             if key in summary:
-                self.require(f"{where}.{key}", summary[key], lambda v: v is None or _is_number(v), "a number or null")
+                self.require(f"{where}.{key}", summary[key], _is_percent_or_null, "a percentage 0 to 100, or null")
+        if "tau" in summary:
+            self.require(
+                f"{where}.tau", summary["tau"], lambda v: v is None or _is_finite(v), "a finite number or null"
+            )
+
+    def strings(self, where: str, value: Any) -> dict[str, Any]:
+        """An object whose entries are all strings (a record of hashes)."""
+        for key, entry in self.obj(where, value).items():
+            self.require(f"{where}.{_key(key)}", entry, lambda v: isinstance(v, str), "a string")
+        return value
 
 
 def _key(name: str) -> str:
@@ -80,7 +111,7 @@ def _key(name: str) -> str:
 
 
 def _is_interval(value: Any) -> bool:
-    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value)))
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(map(_is_percent, value)))
 
 
 def _check_intervals(check: _Checker, where: str, intervals: Any) -> None:
@@ -88,7 +119,9 @@ def _check_intervals(check: _Checker, where: str, intervals: Any) -> None:
     intervals = check.obj(where, intervals)
     for key in ACCURACY_KEYS:
         if key in intervals:
-            check.require(f"{where}.{key}", intervals[key], _is_interval, "[low, high] (two numbers) or null")
+            check.require(
+                f"{where}.{key}", intervals[key], _is_interval, "[low, high] (two percentages 0 to 100) or null"
+            )
 
 
 def _check_methods(check: _Checker, where: str, methods: Any) -> None:
@@ -97,7 +130,7 @@ def _check_methods(check: _Checker, where: str, methods: Any) -> None:
         check.scores(at, summary)
         if "per_class" in summary:
             for i, value in enumerate(check.items(f"{at}.per_class", summary["per_class"])):
-                check.require(f"{at}.per_class[{i}]", value, lambda v: v is None or _is_number(v), "a number or null")
+                check.require(f"{at}.per_class[{i}]", value, _is_percent_or_null, "a percentage 0 to 100, or null")
         if "ci" in summary:
             _check_intervals(check, f"{at}.ci", summary["ci"])
         if "chosen" in summary:  # auto: the label of the method it picked
@@ -108,10 +141,12 @@ def _check_timing(check: _Checker, timing: Any) -> None:
     timing = check.obj("timing", timing)
     for key in ("train_seconds", "features_seconds"):
         if key in timing:
-            check.require(f"timing.{key}", timing[key], _is_number, "a number of seconds")
+            check.require(f"timing.{key}", timing[key], _is_seconds, "a number of seconds (0 or more)")
     if "decouple_seconds" in timing:
         for method, seconds in check.obj("timing.decouple_seconds", timing["decouple_seconds"]).items():
-            check.require(f"timing.decouple_seconds.{_key(method)}", seconds, _is_number, "a number of seconds")
+            check.require(
+                f"timing.decouple_seconds.{_key(method)}", seconds, _is_seconds, "a number of seconds (0 or more)"
+            )
     if "feature_cache_hits" in timing:
         check.obj("timing.feature_cache_hits", timing["feature_cache_hits"])
 
@@ -120,17 +155,40 @@ def _check_curve(check: _Checker, key: str, curve: Any) -> None:
     """A τ sweep: ``{"select", "chosen": τ, "val": [point...], "test": [point...]}``."""
     curve = check.obj(key, curve)
     if "chosen" in curve:
-        check.require(f"{key}.chosen", curve["chosen"], lambda v: v is None or _is_number(v), "a number (τ) or null")
+        check.require(f"{key}.chosen", curve["chosen"], lambda v: v is None or _is_finite(v), "a number (τ) or null")
     for split in ("val", "test"):
         for i, point in enumerate(check.items(f"{key}.{split}", curve.get(split, []))):
             check.scores(f"{key}.{split}[{i}]", point)
-            check.require(f"{key}.{split}[{i}].tau", point.get("tau"), _is_number, "a number (τ)")
+            check.require(f"{key}.{split}[{i}].tau", point.get("tau"), _is_finite, "a number (τ)")
 
 
 def _check_auto(check: _Checker, auto: Any) -> None:
     chosen = check.obj("auto", auto).get("chosen", {})
     label = check.obj("auto.chosen", chosen).get("label", "")
     check.require("auto.chosen.label", label, lambda v: isinstance(v, str), "a string")
+
+
+def _check_provenance(check: _Checker, provenance: Any) -> None:
+    """``provenance``: the run's ``fingerprint`` and each split's data fingerprint, strings (pipeline.provenance)."""
+    provenance = check.obj("provenance", provenance)
+    if "fingerprint" in provenance:
+        check.require("provenance.fingerprint", provenance["fingerprint"], lambda v: isinstance(v, str), "a string")
+    if "data" in provenance:
+        check.strings("provenance.data", provenance["data"])
+
+
+def _check_scored(check: _Checker, scored: Any) -> None:
+    """``scored``: split -> method -> what its scores were computed from, strings (pipeline.scores)."""
+    for split, records in check.obj("scored", scored).items():
+        for method, record in check.obj(f"scored.{_key(split)}", records).items():
+            check.strings(f"scored.{_key(split)}.{_key(method)}", record)
+
+
+def _check_thresholds(check: _Checker, thresholds: Any) -> None:
+    """``shot_thresholds``: the class sizes ``many`` and ``few`` that define the shot groups, integers."""
+    for key, value in check.obj("shot_thresholds", thresholds).items():
+        if key in ("many", "few"):
+            check.require(f"shot_thresholds.{key}", value, _is_integer, "an integer (training samples)")
 
 
 def check_results(path: Path, results: Any, hint: str = "") -> dict[str, Any]:
@@ -153,15 +211,21 @@ def check_results(path: Path, results: Any, hint: str = "") -> dict[str, Any]:
         _check_curve(check, key, results[key])
     if "auto" in results:
         _check_auto(check, results["auto"])
-    for key in ("environment", "shot_thresholds", "shot_groups"):
+    for key in ("environment", "shot_groups"):
         if key in results:
             check.obj(key, results[key])
+    if "shot_thresholds" in results:
+        _check_thresholds(check, results["shot_thresholds"])
+    if "provenance" in results:
+        _check_provenance(check, results["provenance"])
+    if "scored" in results:
+        _check_scored(check, results["scored"])
     if "stage2" in results:
         for method, how in check.obj("stage2", results["stage2"]).items():
             check.obj(f"stage2.{_key(method)}", how)
     if "train_counts" in results:
         for i, count in enumerate(check.items("train_counts", results["train_counts"])):
-            check.require(f"train_counts[{i}]", count, _is_integer, "an integer")
+            check.require(f"train_counts[{i}]", count, lambda v: _is_integer(v) and v >= 0, "an integer, 0 or more")
     return results
 
 

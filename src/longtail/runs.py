@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import platform
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,13 +88,41 @@ def is_run_dir(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / CHECKPOINT_FILE).is_file()
 
 
+def runs_in(folder: Path) -> list[Path]:
+    """The run directories directly inside ``folder`` (what `longtail auto` and `grid` write), by name; [] for a
+    folder that cannot be listed."""
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [child for child in children if child.is_dir() and (child / CONFIG_FILE).is_file()]
+
+
+def _not_a_run_folder(path: Path) -> str:
+    """Why the directory ``path`` (no config.yaml) is no run: a folder of runs is named as one, with its runs."""
+    runs = runs_in(path)
+    if not runs:
+        return f"{path}: not a run directory (no {CONFIG_FILE}; create one with `longtail train --out DIR`)"
+    first = ", ".join(shown(run.name, 40, quote=False) for run in runs[:3]) + (", ..." if len(runs) > 3 else "")
+    return (
+        f"{path}: a folder of {len(runs)} run(s) ({first}), not a run directory; give one of them "
+        f"(`longtail compare {shlex.quote(str(path))}` compares them all)"
+    )
+
+
 def require_run_dir(path: str | Path) -> Path:
     """``path`` as a Path if it is a run directory, else a :class:`RunDirError` saying why not."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        # A file is no missing directory (and `train --out` would refuse it): say what it is, and which run it
+        # belongs to when it is one of a run's own files (`results.json` given for its run).
+        owner = path.parent if path.name in RUN_OWN_NAMES and is_run_dir(path.parent) else None
+        where = f"; give its run directory, {owner}" if owner is not None else ", expected a run directory"
+        raise RunDirError(f"{path}: a file, not a directory{where}")
     if not path.is_dir():
         raise RunDirError(f"{path}: run directory not found (create one with `longtail train --out {path}`)")
     if not (path / CONFIG_FILE).is_file():
-        raise RunDirError(f"{path}: not a run directory (no {CONFIG_FILE}; create one with `longtail train --out DIR`)")
+        raise RunDirError(_not_a_run_folder(path))
     if not (path / CHECKPOINT_FILE).is_file():  # stage 1 writes config.yaml first, its first checkpoint after epoch 1
         raise RunDirError(
             f"{path}: stage 1 has no checkpoint yet (config.yaml, no {CHECKPOINT_FILE}); if it was interrupted, "

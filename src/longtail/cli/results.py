@@ -7,7 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..evaluation.bootstrap import METRICS
 from ..evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
 from ..fs.atomic import write_text_atomic
@@ -30,14 +30,15 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     print(render())
     if args.md:
         write_text_atomic(Path(args.md), render(markdown=True) + "\n")
-        print(f"\nMarkdown table: {args.md}")
+        print(f"\nMarkdown table: {one_line(str(args.md))}")
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from ..report import write_report  # matplotlib is imported only by the commands that draw
 
     paths = write_report(args.run_dir, args.overrides)
-    print(f"report: {paths['html']} (self-contained) and {paths['markdown']} (figures in {paths['figures']})")
+    html, markdown, figures = (one_line(str(paths[key])) for key in ("html", "markdown", "figures"))
+    print(f"report: {html} (self-contained) and {markdown} (figures in {figures})")  # one line, whatever the path
 
 
 def _cmd_illustrate(args: argparse.Namespace) -> None:
@@ -59,7 +60,13 @@ def compare_parser(commands: Any, shared: argparse.Namespace) -> None:
         "methods, the feature pass and its own fitting (auto: all of them). With --paired A B: the paired "
         "bootstrap of A − B instead (docs/statistics.md).",
     )
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories written by `longtail train`")
+    p.add_argument(
+        "run_dirs",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="run directories written by `longtail train`; a folder of runs (`longtail auto --out`, `grid --out`): "
+        "its runs, by name",
+    )
     p.add_argument("--md", metavar="FILE.md", help="also write the table as Markdown to FILE.md")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.md if it exists")
     p.add_argument(

@@ -24,15 +24,17 @@ from typing import Any
 import numpy as np
 
 from ..data.fingerprint import short
-from ..errors import ConfigError, RunDirError, one_line
+from ..errors import ConfigError, RunDirError, one_line, shown
 from ..methods import METHODS, display_order, label_of
-from ..runs import read_results, require_run_dir
+from ..runs import CONFIG_FILE, read_results, require_run_dir, runs_in
 from .bootstrap import METRICS, paired_bootstrap
-from .metrics import shot_groups
+from .metrics import shot_groups, summary_agrees
 from .predictions import read_predictions
 from .table import COLUMNS, INTERVAL_NOTE, render_table, with_interval
 
 HEADER = ("Run", "Method", "Many", "Medium", "Few", "All", "Macro", "τ", "Wall (s)")
+METHOD_CHARS = 30  # characters of a method's name in the table (longtail's own are at most 18)
+NOTE_WIDTH = 100  # characters of a note's line under a table narrower than this
 
 
 @dataclass
@@ -49,6 +51,8 @@ class ComparisonRow:
     # The run's fingerprint and its test data's (short forms; "none" for a run of an older longtail).
     fingerprint: str = "none"
     test_data: str = "none"
+    # What defines the run's many / medium / few groups: its class sizes and thresholds (None: not recorded).
+    groups: tuple[Any, ...] | None = None
 
 
 def run_fingerprints(results: dict[str, Any]) -> tuple[str, str]:
@@ -74,6 +78,15 @@ def _wall_seconds(method: str, timing: dict[str, Any]) -> float | None:
     return train + timing.get("features_seconds", 0.0) + fitting
 
 
+def _groups_of(results: dict[str, Any]) -> tuple[Any, ...] | None:
+    """(class sizes, many, few) of a results.json, what its shot groups are made of; None where it has none."""
+    counts = results.get("train_counts")
+    if not isinstance(counts, list):
+        return None
+    thresholds = results.get("shot_thresholds") or {}
+    return tuple(counts), thresholds.get("many", 100), thresholds.get("few", 20)
+
+
 def _run_labels(run_dirs: Sequence[Path]) -> list[str]:
     """Directory names, or the paths as given where two names clash; control characters as escapes
     (``new\\nline``), so that a name with a line break keeps its row on one line."""
@@ -82,13 +95,36 @@ def _run_labels(run_dirs: Sequence[Path]) -> list[str]:
     return [one_line(label) for label in labels]
 
 
-def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
-    """Every method of every run, runs in the order given, methods in the paper's order.
+def expand_run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
+    """The runs to compare: each run directory as given, a folder of runs (`longtail auto --out`, `grid --out`)
+    as its runs by name; every one checked (:func:`require_run_dir`).
 
     Raises:
-        RunDirError: a directory that is not a run, or a run without test results yet.
+        RunDirError: a path that is neither, or a run given twice (it would be two identical rows, its cells
+            marked best twice).
     """
-    dirs = [require_run_dir(d) for d in run_dirs]
+    dirs: list[Path] = []
+    for given in map(Path, run_dirs):
+        folder = given.is_dir() and not (given / CONFIG_FILE).is_file()
+        dirs.extend((folder and runs_in(given)) or [given])
+    dirs = [require_run_dir(path) for path in dirs]
+    seen: dict[Path, Path] = {}
+    for path in dirs:
+        same = seen.setdefault(path.resolve(), path)
+        if same is not path:
+            twice = f"{same} twice" if str(same) == str(path) else f"{same} and {path}, the same run directory"
+            raise RunDirError(f"{twice}: give each run once")
+    return dirs
+
+
+def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
+    """Every method of every run, runs in the order given (a folder of runs: its runs, by name), methods in
+    the paper's order.
+
+    Raises:
+        RunDirError: a directory that is not a run, a run given twice, or a run without test results yet.
+    """
+    dirs = expand_run_dirs(run_dirs)
     rows = []
     for run_dir, label in zip(dirs, _run_labels(dirs), strict=True):
         results = read_results(run_dir)
@@ -100,12 +136,14 @@ def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:
             )
         timing = results.get("timing", {})
         fingerprint, test_data = run_fingerprints(results)
+        groups = _groups_of(results)
         for method in display_order(methods):
             summary = methods[method]
             scores = {c: summary.get(c) for c in COLUMNS}
             wall = _wall_seconds(method, timing)
             ci = dict(summary.get("ci") or {})
-            rows.append(ComparisonRow(label, method, scores, summary.get("tau"), wall, ci, fingerprint, test_data))
+            row = ComparisonRow(label, method, scores, summary.get("tau"), wall, ci, fingerprint, test_data, groups)
+            rows.append(row)
     return rows
 
 
@@ -141,14 +179,22 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
         intervals = [row.ci.get(c) for c in COLUMNS] + [None]  # wall time has no interval
         numbers = [cell(values[index], i, intervals[i]) for i, values in enumerate(columns)]
         tau = "–" if row.tau is None else f"{row.tau:g}"
-        label = label_of(row.method)
+        # A method key of results.json that longtail did not write (an edit, another tool) is shown as one short
+        # line: a line break split its row, 300 characters widened every row.
+        label = one_line(shown(label_of(row.method), METHOD_CHARS, quote=False))
         table.append([row.run, label, *numbers[:-1], tau, numbers[-1], *([row.test_data] if mixed else [])])
     rendered = render_table(header, table, markdown=markdown, left={0, 1, len(HEADER)})
-    notes = [_fingerprint_note(rows)]
+    notes = [_fingerprint_note(rows, width=max(NOTE_WIDTH, *map(len, rendered.splitlines())))]
     if mixed:
         notes.append(
             "the runs were scored on different test data (the Test data column): their numbers are not comparable "
             "image for image"
+        )
+    if len({r.groups for r in rows if r.groups is not None}) > 1:
+        # Another data seed, imbalance, dataset or eval.many / eval.few: the same column, other classes.
+        notes.append(
+            "the runs' shot groups differ (other class sizes or eval.many / eval.few): their Many, Medium and Few "
+            "columns are means over other classes"
         )
     if not markdown:
         notes.append("* best in its column (highest accuracy, least wall time)")
@@ -159,10 +205,19 @@ def format_comparison(rows: Sequence[ComparisonRow], *, markdown: bool = False) 
     return rendered + gap + gap.join(notes)
 
 
-def _fingerprint_note(rows: Sequence[ComparisonRow]) -> str:
-    """ "fingerprints: run_a 3f2a9c1e07b4 (test data 9a8b…), ...", each run once."""
+def _fingerprint_note(rows: Sequence[ComparisonRow], *, width: int = NOTE_WIDTH) -> str:
+    """ "fingerprints: run_a 3f2a9c1e07b4 (test data 9a8b…), ...", each run once, in lines of at most ``width``
+    characters (30 runs made one line of 2,000), a run's entry never split."""
     seen = dict.fromkeys((r.run, r.fingerprint, r.test_data) for r in rows)
-    return "fingerprints: " + ", ".join(f"{run} {fp} (test data {test})" for run, fp, test in seen)
+    entries = [f"{run} {fp} (test data {test})" for run, fp, test in seen]
+    lines = [f"fingerprints: {entries[0]}"] if entries else ["fingerprints:"]
+    for entry in entries[1:]:
+        if len(lines[-1]) + 2 + len(entry) <= width:
+            lines[-1] += f", {entry}"
+        else:
+            lines[-1] += ","
+            lines.append(f"  {entry}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- compare --paired
@@ -219,7 +274,27 @@ class _ScoredRun:
                 f"{path}: predictions/test.npz was scored on other test data than results.json records "
                 f"({short(fingerprint)} vs {short(recorded)}); {rescore}"
             )
-        return cls(path, results, labels, predictions, recorded)
+        scored = cls(path, results, labels, predictions, recorded)
+        scored.check_against_results(methods, rescore)
+        return scored
+
+    def check_against_results(self, methods: Sequence[str], rescore: str) -> None:
+        """Refuse predictions whose accuracies are not results.json's: a paired comparison of them would
+        contradict the table (a predictions file copied from another run of the same test data, a results.json
+        edited by hand)."""
+        counts, many, few = self.groups_setting()
+        rows = self.results.get("methods") or {}
+        for method in methods:
+            row, predicted = rows.get(method), self.predictions.get(method)
+            if not isinstance(row, dict) or predicted is None or not 0 <= self.labels.min(initial=0):
+                continue
+            if self.labels.max(initial=0) < len(counts) and not summary_agrees(
+                row, predicted, self.labels, counts, many=many, few=few
+            ):
+                raise RunDirError(
+                    f"{self.path}: the test predictions of {method} are not the scores results.json records "
+                    f"(predictions/test.npz of another classifier, or results.json edited); {rescore}"
+                )
 
     def correct(self, method: str) -> np.ndarray:
         """(N,) whether ``method`` got each test image right."""
@@ -303,7 +378,8 @@ def paired_rows(
     if not run_dirs:
         raise ConfigError(f"--paired {a} {b}: give the RUN_DIR(s) to compare them in")
     rows = []
-    for run_dir, label in zip(run_dirs, _run_labels([Path(d) for d in run_dirs]), strict=True):
+    run_dirs = expand_run_dirs(run_dirs)
+    for run_dir, label in zip(run_dirs, _run_labels(run_dirs), strict=True):
         run = _ScoredRun.read(run_dir, [method_a, method_b])
         result = _paired(run, method_a, run, method_b, metric, resamples)
         rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result, short(run.test_data)))
@@ -338,17 +414,25 @@ def _paired_cells(row: PairedRow) -> list[str]:
 def format_paired(rows: Sequence[PairedRow], *, markdown: bool = False) -> str:
     """The paired comparisons as a titled Markdown or terminal table, with what "within noise" means."""
     within_run = any(r.run is not None for r in rows)
-    header = list(PAIRED_HEADER if within_run else PAIRED_HEADER[1:])
-    table = [([r.run or ""] if within_run else []) + [r.a, r.b, *_paired_cells(r)] for r in rows]
+    # Runs of different test data: each row's in a column (a list in the title ran to hundreds of characters).
+    mixed = len({r.test_data for r in rows}) > 1
+    header = list(PAIRED_HEADER if within_run else PAIRED_HEADER[1:]) + (["Test data"] if mixed else [])
+    table = [
+        ([r.run or ""] if within_run else []) + [r.a, r.b, *_paired_cells(r)] + ([r.test_data] if mixed else [])
+        for r in rows
+    ]
     metric = rows[0].metric if rows else "macro"
     resamples = next((r.result["resamples"] for r in rows if r.result), PAIRED_RESAMPLES)
-    data = ", ".join(dict.fromkeys(r.test_data for r in rows))
+    data = (
+        "each run's in the Test data column" if mixed else f"data fingerprint {rows[0].test_data if rows else 'none'}"
+    )
     title = (
-        f"Paired bootstrap of A − B, {metric} top-1 accuracy in points on test (data fingerprint {data})\n"
+        f"Paired bootstrap of A − B, {metric} top-1 accuracy in points on test ({data})\n"
         f"({resamples} resamples of the test images within each class, the same for A and B)"
     )
-    left = {0, 1, 2, len(header) - 1} if within_run else {0, 1, len(header) - 1}
+    verdict = len(header) - (2 if mixed else 1)
+    left = ({0, 1, 2} if within_run else {0, 1}) | {verdict, len(header) - 1}
     rendered = render_table(header, table, markdown=markdown, left=left)
     # What "within noise" means, where a line says it; that a test set does not capture training noise, always.
-    notes = [WITHIN_NOISE_NOTE] if any(row[-1] == "within noise" for row in table) else []
+    notes = [WITHIN_NOISE_NOTE] if any(row[verdict] == "within noise" for row in table) else []
     return "\n".join([f"{title}\n\n{rendered}\n", *notes, SEEDS_NOTE])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,3 +77,32 @@ def accuracy_summary(
     summary["macro"] = _mean_percent(per_class)
     summary["per_class"] = [None if math.isnan(v) else float(100.0 * v) for v in per_class]
     return summary
+
+
+def summary_agrees(
+    row: Mapping[str, Any], predicted: Any, labels: Any, train_counts: Sequence[int], *, many: int, few: int
+) -> bool:
+    """Whether a results row's accuracies (each group, all, macro, per class) are those of ``predicted``.
+
+    A results row records what it was computed from, not that its numbers are still the computed ones (a
+    results.json edited by hand, or predictions of another classifier); recomputing them costs a pass over
+    the N labels. False for labels outside the classes (a damaged file: no numbers to agree with).
+    """
+    labels = torch.as_tensor(labels)
+    if len(predicted) != len(labels) or (len(labels) and (labels.min() < 0 or labels.max() >= len(train_counts))):
+        return False
+    fresh = accuracy_summary(torch.as_tensor(predicted), labels, train_counts, many=many, few=few)
+    recorded = row.get("per_class")
+    return (
+        all(_same(row.get(key), fresh[key]) for key in SUMMARY_KEYS)
+        and isinstance(recorded, list)
+        and len(recorded) == len(fresh["per_class"])
+        and all(_same(a, b) for a, b in zip(recorded, fresh["per_class"], strict=True))
+    )
+
+
+def _same(recorded: Any, computed: float | None) -> bool:
+    """A recorded accuracy and the recomputed one agree (both None, or equal up to float rounding)."""
+    if recorded is None or computed is None:
+        return recorded is None and computed is None
+    return isinstance(recorded, (int, float)) and math.isclose(recorded, computed, rel_tol=1e-9, abs_tol=1e-9)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import RunDirError
+from ..evaluation.metrics import summary_agrees
 from ..evaluation.per_class import write_per_class_csv
 from ..evaluation.predictions import read_predictions, write_predictions
 from ..methods import Fitted, method_names, spec_of
@@ -66,16 +67,30 @@ def _kept(run: LoadedRun, methods: Sequence[str], split: str) -> SplitScores:
     if not isinstance(rows, dict) or not isinstance(records, dict):
         return kept
     try:
-        _, predictions, fingerprint = read_predictions(run.run_dir, split)
+        labels, predictions, fingerprint = read_predictions(run.run_dir, split)
     except RunDirError:
         return kept  # absent or damaged: everything is scored again and the file rewritten
     if fingerprint != run.provenance["data"][split]:
         return kept
     for method in methods:
-        if method in rows and method in predictions and records.get(method) == _scored_record(run, method, split):
+        if (
+            method in rows
+            and method in predictions
+            and records.get(method) == _scored_record(run, method, split)
+            and _row_agrees(run, rows[method], predictions[method], labels)
+        ):
             kept.rows[method], kept.predictions[method] = rows[method], predictions[method]
             kept.records[method] = records[method]
     return kept
+
+
+def _row_agrees(run: LoadedRun, row: Any, predicted: Any, labels: Any) -> bool:
+    """Whether a results row's accuracies are those of its per-image predictions: a results.json edited by hand
+    kept its numbers through `eval`, which printed them as scores (its record still held)."""
+    e = run.config.eval
+    return isinstance(row, dict) and summary_agrees(
+        row, predicted, labels, run.splits.train_counts, many=e.many, few=e.few
+    )
 
 
 def score_run(

@@ -21,7 +21,7 @@ from torch import nn
 from ..data.stats import class_size_stats
 from ..data.transforms import holds_features
 from ..engine.feature_rows import as_compute, chunk_rows, float_chunks
-from ..errors import RunDirError
+from ..errors import RunDirError, shown
 from ..evaluation.calibration import softmax_confidence
 from ..evaluation.metrics import accuracy_summary
 from ..methods import METHODS, Fitted, display_order, method_names
@@ -150,7 +150,8 @@ def collect(run_dir: str | Path, overrides: Sequence[str] = ()) -> ReportData:
     recorded = (results.get(PROVENANCE_KEY) or {}).get("fingerprint")
     if recorded is not None and recorded != run.provenance["fingerprint"]:  # numbers of other data: not combined
         raise RunDirError(
-            f"{run.run_dir}: results.json records fingerprint {recorded}, the run is {run.provenance['fingerprint']}; "
+            f"{run.run_dir}: results.json records fingerprint {shown(recorded, 20, quote=False)}, the run is "
+            f"{run.provenance['fingerprint']}; "
             f"run `longtail eval {run.run_dir}` to score it again"
         )
     config = run.config

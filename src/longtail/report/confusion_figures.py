@@ -10,13 +10,9 @@ from matplotlib.figure import Figure
 
 from .confusion import GROUPS, GroupConfusion
 from .figures import _label, new_figure, plain_text
+from .figures import shortened as _shorten
 
 GROUP_PANELS_PER_ROW = 3
-
-
-def _shorten(name: str, limit: int = 18) -> str:
-    """A class name cut to ``limit`` characters (an ellipsis marks the cut), so that long names leave room."""
-    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def confusion_figure(

@@ -30,6 +30,7 @@ GROUP_COLORS = {"many": "#d8e7f5", "medium": "#fdf1d6", "few": "#f8d9d7"}
 BARS_UP_TO = 30  # more classes than this: lines instead of bars
 NAMES_UP_TO = 50  # more classes than this: class ranks on the axis instead of names
 NAMES_ON_TOP_UP_TO = 20  # figure 2 names the classes above the plot up to this many
+NAME_ON_TOP_CHARS = 24  # characters of a name above figure 2 (an ellipsis marks a cut)
 # More classes than this: figure 1's per-class lines are drawn faint, with a running median over neighbouring
 # classes on top; at 1,000 classes six raw lines of per-class noise cover one another.
 SMOOTHED_FROM = 200
@@ -79,6 +80,11 @@ def plain_text(text: object) -> str:
     users' folders and files, so every name drawn goes through here.
     """
     return str(text).replace("$", r"\$")
+
+
+def shortened(name: str, limit: int = 18) -> str:
+    """A class name cut to ``limit`` characters (an ellipsis marks the cut), so that long names leave room."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _label(method: str, labels: Mapping[str, str] | None = None) -> str:
@@ -263,7 +269,10 @@ def _names_on_top(axes: Any, counts: np.ndarray, class_names: Sequence[str]) -> 
     for count, name in zip(counts.tolist(), class_names, strict=True):
         names_at.setdefault(count, []).append(str(name))
     top = axes.secondary_xaxis("top")
-    top.set_xticks(list(names_at), labels=[plain_text(", ".join(names)) for names in names_at.values()])
+    # Cut long names: rotated labels of 50 characters took the whole figure's height, matplotlib gave up its
+    # layout ("axes sizes collapsed to zero", a warning on stderr) and drew them cut off at the top edge.
+    labels = [plain_text(shortened(", ".join(names), NAME_ON_TOP_CHARS)) for names in names_at.values()]
+    top.set_xticks(list(names_at), labels=labels)
     top.xaxis.set_minor_locator(NullLocator())
     top.tick_params(axis="x", labelsize=8, labelrotation=35)
     for label in top.get_xticklabels():
