@@ -24,8 +24,10 @@ from longtail.data.transforms import eval_transform
 from longtail.errors import DataError
 from longtail.export import (
     ExportError,
+    Prediction,
     export_run,
     fold_head,
+    format_predictions,
     input_spec,
     load_artifact,
     read_image,
@@ -285,7 +287,7 @@ def test_predict_prints_the_top_classes_of_a_png_and_an_npy(exported: dict, pipe
         == 0
     )
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == str(tmp_path / "shoe.png") and out[1].strip().startswith(f"1. {name} ")
+    assert out[0] == str(tmp_path / "shoe.png") and out[1].strip().startswith("1.") and out[1].endswith(f"%  {name}")
     assert len(out) == 12 and out[4] == str(tmp_path / "shoe.npy") and out[3].strip().startswith("3.")
     assert main(["predict", str(exported["auto"]), str(tmp_path / "shoe.png"), "--json", "--topk", "10"]) == 0
     (answer,) = json.loads(capsys.readouterr().out)
@@ -350,6 +352,42 @@ def test_predict_errors_name_the_culprit(exported: dict, run_dir: Path, tmp_path
         assert f"--topk {k}: expected 1 to 10" in _error(
             ["predict", model, str(tmp_path / "ok.png"), "--topk", k], capsys
         )
+
+
+def test_predict_names_a_directory_given_as_an_image_or_as_the_model(exported: dict, tmp_path: Path, capsys):
+    """A folder of images gave "cannot read image (IsADirectoryError: [Errno 21] ...)"; a folder as MODEL,
+    "model file not found"."""
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    line = _error(["predict", str(exported["auto"]), str(tmp_path)], capsys)
+    assert line.endswith(f"{tmp_path}: a directory, not an image file; give its images (e.g. {tmp_path}/*.png)")
+    line = _error(["predict", str(tmp_path), str(tmp_path / "ok.png")], capsys)
+    assert line.endswith(f"{tmp_path}: a directory, not a model file (a .pt2 written by `longtail export`)")
+
+
+def test_the_predict_table_stays_aligned_with_long_class_names_many_ranks_and_odd_file_names():
+    """The names came first, padded to the longest shown: one class name of 200 characters pushed every
+    probability 200 columns right; ranks past 99 shifted their lines; a file name holding a new line split
+    its heading in two."""
+    long_name = "a class name " * 15
+    top = [(long_name if rank == 3 else f"c{rank}", rank, 1 / (rank + 2)) for rank in range(1000)]
+    text = format_predictions([Prediction("dir/new\nline.png", top), Prediction("b\udcff.png", top[:2])])
+    lines = text.splitlines()
+    assert lines[0] == repr("dir/new\nline.png") and lines[1001] == repr("b\udcff.png")
+    assert lines[1] == "     1.  50.00%  c0" and lines[4] == f"     4.  20.00%  {long_name}"
+    assert lines[1000] == "  1000.   0.10%  c999"
+    assert {line.index("%") for line in lines if "%" in line} == {14}  # one column of probabilities
+
+
+def test_export_out_an_existing_directory_is_refused_not_written_beside_it(run_dir: Path, tmp_path: Path, capsys):
+    """``--out DIR`` got the .pt2 suffix first and wrote DIR.pt2, a file beside the folder named."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    line = _error(["export", str(run_dir), "--method", "crt", "--out", str(folder)], capsys)
+    assert line.endswith(f"{folder}: is a directory; --out expects a file name")
+    line = _error(["export", str(run_dir), "--method", "crt", "--out", f"{tmp_path / 'new'}/"], capsys)
+    assert f"is a directory name; --out expects a file name (e.g. {tmp_path / 'new' / 'crt.pt2'})" in line
+    assert "is a run directory" in _error(["export", str(run_dir), "--method", "crt", "--out", str(run_dir)], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"] and not any(folder.iterdir())
 
 
 def test_an_npy_image_without_pixels_is_refused(tmp_path: Path):

@@ -100,6 +100,8 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
             metadata, or a newer format version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path}: a directory, not a model file (a .pt2 written by `longtail export`)")
     if not path.is_file():
         raise ExportError(f"{path}: model file not found")
     if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing

@@ -18,7 +18,7 @@ from ..data.image_transforms import CenterCrop, to_rgb
 from ..errors import ConfigError, DataError
 from ..safe_npz import npy_header, read_npy
 from ..shift import Adapted
-from .deploy_prior import adapt_logits, recorded_adapter
+from .deploy_prior import adapt_logits, read_target_prior, recorded_adapter
 
 BATCH = 64  # images per forward pass
 
@@ -105,6 +105,8 @@ def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
                 image = _transform(opened, spec)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
+    except IsADirectoryError:  # else "cannot read image (IsADirectoryError: [Errno 21] ...)"
+        raise DataError(f"{path}: a directory, not an image file; give its images (e.g. {path}/*.png)") from None
     except _NpyRefused as error:
         raise DataError(f"{path}: cannot read image ({str(error).removeprefix(f'{path}: ')})") from None
     except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge declared size
@@ -168,21 +170,33 @@ def predict_with_prior(
     """
     names = metadata["class_names"]
     k = check_topk(topk, len(names))
-    if prior != "none":
-        recorded_adapter(metadata, model)  # refused before any image is read
+    adapter, target = None, None
+    if prior != "none":  # the adapter and a prior file are refused before any image is read
+        adapter = recorded_adapter(metadata, model)
+        target = None if prior == "em" else read_target_prior(prior, adapter.num_classes)
     logits = image_logits(module, metadata, paths)
-    if prior == "none":
+    if adapter is None:
         return top_classes(logits.softmax(dim=1), names, paths, k), None
-    adapted = adapt_logits(logits, metadata, model, prior)
+    adapted = adapt_logits(logits, adapter, target)
     return top_classes(adapted.log_posteriors.exp(), names, paths, k), adapted
 
 
+def _printable(text: str) -> str:
+    """``text`` as it is, or its ``repr`` when it holds a new line, a tab, or bytes that are not UTF-8 (a file
+    name may): one table line stays one line, and the escapes say what the name really holds."""
+    return text if text.isprintable() else repr(text)
+
+
 def format_predictions(predictions: Sequence[Prediction]) -> str:
-    """A readable table: per image, its path, then one line per class with its rank and probability."""
+    """A readable table: per image, its path, then one line per class: rank, probability, name.
+
+    The probability comes before the name, so the columns stay aligned whatever the names' lengths (one class
+    name of 200 characters padded every other line to its width) and the ranks line up up to the largest.
+    """
     lines: list[str] = []
-    width = max((len(name) for p in predictions for name, _, _ in p.top), default=5)
+    rank_width = max(2, len(str(max((len(p.top) for p in predictions), default=1))))
     for prediction in predictions:
-        lines.append(prediction.image)
+        lines.append(_printable(prediction.image))
         for rank, (name, _, probability) in enumerate(prediction.top, start=1):
-            lines.append(f"  {rank:>2}. {name.ljust(width)}  {100 * probability:6.2f}%")
+            lines.append(f"  {rank:>{rank_width}}. {100 * probability:6.2f}%  {_printable(name)}")
     return "\n".join(lines)
