@@ -33,7 +33,7 @@ from longtail.export import (
     read_image,
     read_metadata,
 )
-from longtail.export.artifact import METADATA_FILE
+from longtail.export.artifact import METADATA_FILE, save_artifact
 from longtail.export.predict import image_logits, read_pixels
 from longtail.methods.logit_adjust import LogitAdjustedHead
 from longtail.methods.lws import LWSHead
@@ -406,6 +406,37 @@ def test_predict_holds_the_images_as_uint8_until_their_batch_runs(tmp_path: Path
     logits = image_logits(module, {"input": spec, "class_names": list("abcd")}, paths)
     assert seen[0].dtype == torch.float32 and torch.equal(seen[0], torch.stack([read_image(p, spec) for p in paths]))
     assert logits.shape == (3, 4)
+
+
+_BAD_METADATA = {
+    "no input": (lambda m: m.pop("input"), "'input': expected an object describing the model's input, got None"),
+    "no class names": (lambda m: m.pop("class_names"), "'class_names': expected a list of class names (strings)"),
+    "numbers for names": (lambda m: m.update(class_names=list(range(10))), "'class_names': expected a list of"),
+    "fewer names": (lambda m: m.update(class_names=["a", "b"]), "names 2 classes; the program scores 10 per image"),
+    "another size": (lambda m: m["input"].update(height=32), "1 x 32 x 28; the program takes inputs of 1 x 28 x 28"),
+    "text channels": (lambda m: m["input"].update(channels="1"), "channels '1', height 28, width 28; expected"),
+    "no height": (lambda m: m["input"].update(height=0), "height 0, width 28; expected channels 1 or 3"),
+    "unknown geometry": (lambda m: m["input"].update(geometry="warp"), "geometry 'warp'; expected one of resize"),
+    "features of images": (lambda m: m["input"].update(kind="features"), "features None; the program takes inputs"),
+    "a text prior": (lambda m: m.update(prior="x"), "'prior': expected an object, got 'x'"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_METADATA))
+def test_a_model_whose_metadata_does_not_describe_its_program_is_one_line(
+    case: str, exported: dict, tmp_path: Path, capsys
+):
+    """A ``longtail.json`` from elsewhere or edited by hand: KeyError, IndexError, AttributeError tracebacks,
+    torch's "Guard failed" assertion, or an unknown geometry silently read as ``resize``."""
+    edit, message = _BAD_METADATA[case]
+    program, metadata = read_metadata(exported["crt"])
+    edit(metadata)
+    save_artifact(tmp_path / "edited.pt2", program, metadata)
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    line = _error(["predict", str(tmp_path / "edited.pt2"), str(tmp_path / "ok.png")], capsys)
+    assert line.startswith(f"longtail: error: {tmp_path / 'edited.pt2'}: ") and message in line
+    with pytest.raises(ExportError, match="edited.pt2"):
+        load_artifact(tmp_path / "edited.pt2")
 
 
 def test_an_npy_image_without_pixels_is_refused(tmp_path: Path):

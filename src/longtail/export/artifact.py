@@ -35,6 +35,7 @@ from ..safe_program import UnsafeProgramError, load_program
 from ..safe_text import parse_json
 from .errors import ExportError
 from .fold import FoldedHead
+from .metadata_check import check_metadata
 
 FORMAT = "longtail-export"
 FORMAT_VERSION = 1
@@ -124,6 +125,7 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
     version = metadata.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ExportError(f"{path}: format version {version!r}; this longtail reads up to {FORMAT_VERSION}")
+    check_metadata(path, metadata, program)
     return program, metadata
 
 
