@@ -232,6 +232,22 @@ def test_onnx_logits_equal_the_pipelines(run_dir: Path, pipeline: dict, tmp_path
     assert json.loads(properties["longtail"]) == read_metadata(tmp_path / "ncm.pt2")[1]
 
 
+@pytest.mark.slow  # an export of the tiny run: ~3 s
+def test_an_onnx_conversion_that_fails_is_one_line_and_writes_nothing(
+    run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    """torch.onnx's error was a traceback, after the .pt2 had been written (the same command was then refused)."""
+    pytest.importorskip("onnxscript")
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no ONNX symbolic for aten::weird_op\nmore lines of torch's report")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    line = _error(["export", str(run_dir), "--method", "crt", "--out", str(tmp_path / "m"), "--onnx"], capsys)
+    assert "--onnx: torch.onnx cannot convert this model (RuntimeError: 'no ONNX symbolic for aten::weird_op')" in line
+    assert line.endswith("nothing was written: export it without --onnx") and not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow  # cRT fine-tuning the last stage on images: ~10 s
 def test_a_fine_tuned_crt_is_exported_with_its_own_backbone(run_dir: Path, tmp_path: Path):
     run = tmp_path / "run"

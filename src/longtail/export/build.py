@@ -27,7 +27,7 @@ from .deploy_prior import ADAPTER_KEY, PRIOR_KEY, UNAVAILABLE_KEY, folded_prior
 from .errors import ExportError
 from .feature_program import export_feature_program, feature_input_spec
 from .fold import ZERO_PRIOR_BIAS, fold_head, with_prior
-from .onnx_file import require_onnx, save_onnx
+from .onnx_file import onnx_bytes, require_onnx, write_onnx
 
 
 def export_methods() -> list[str]:
@@ -259,6 +259,7 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
         "provenance": run.provenance,
         "check": {"images": min(CHECK_IMAGES, len(run.splits.split("val"))), "max_abs_logit_difference": difference},
     }
+    onnx_data = onnx_bytes(program, metadata) if onnx else None  # converted before anything is written
     save_artifact(path, program, metadata)
-    onnx_path = save_onnx(program, path.with_suffix(".onnx"), metadata) if onnx else None
+    onnx_path = write_onnx(onnx_data, path.with_suffix(".onnx")) if onnx_data is not None else None
     return ExportResult(path, onnx_path, metadata)
