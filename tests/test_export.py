@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -379,6 +380,16 @@ def test_predict_names_a_directory_given_as_an_image_or_as_the_model(exported: d
     assert line.endswith(f"{tmp_path}: a directory, not an image file; give its images (e.g. {tmp_path}/*.png)")
     line = _error(["predict", str(tmp_path), str(tmp_path / "ok.png")], capsys)
     assert line.endswith(f"{tmp_path}: a directory, not a model file (a .pt2 written by `longtail export`)")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_predict_refuses_a_pipe_among_the_images_instead_of_waiting_for_a_writer(
+    exported: dict, tmp_path: Path, capsys
+):
+    """A FIFO in a folder given as DIR/* made predict wait forever for a writer; /dev/zero was read until it failed."""
+    os.mkfifo(tmp_path / "pipe.png")
+    line = _error(["predict", str(exported["auto"]), str(tmp_path / "pipe.png")], capsys)
+    assert line.endswith("pipe.png: not a regular file (a pipe, socket or device); expected an image file")
 
 
 def test_the_predict_table_stays_aligned_with_long_class_names_many_ranks_and_odd_file_names():

@@ -267,6 +267,10 @@ def test_predict_prior_em_refuses_a_lone_image_and_words_and_files_are_checked_f
     short.write_text("1 2 3")
     assert main(["predict", str(models["plain"]), str(tmp_path / "missing.png"), "--prior", str(short)]) == 1
     assert "short.txt: 3 weights" in capsys.readouterr().err  # the prior is refused before the images are read
+    assert main(["predict", str(models["plain"]), image, other, "--prior", str(tmp_path)]) == 1
+    assert f"{tmp_path}: not a regular file (a directory, pipe or device); expected a prior file" in (
+        capsys.readouterr().err
+    )  # "prior file not found" before, for a folder or /dev/stdin
 
 
 # --- the scikit-learn estimator ----------------------------------------------------------------------------

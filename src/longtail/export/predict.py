@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,16 @@ def _transform(image: Image.Image, spec: dict[str, Any]) -> Image.Image:
     return (image if image.mode == channels else to_rgb(image)).convert(channels)
 
 
+def _require_regular_file(path: Path) -> None:
+    """Refuse a directory ("cannot read image (IsADirectoryError ...)" before) and a pipe, socket or device: a
+    FIFO among a folder's files made ``predict`` wait forever for a writer, /dev/zero read until it failed."""
+    mode = path.stat().st_mode  # FileNotFoundError: "image not found"
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: a directory, not an image file; give its images (e.g. {path}/*.png)")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a pipe, socket or device); expected an image file")
+
+
 def read_pixels(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
     """One image file (PNG, JPEG, anything Pillow reads, or ``.npy``) -> (C, H, W) uint8, as the model takes it.
 
@@ -98,6 +109,7 @@ def read_pixels(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
     """
     path = Path(path)
     try:
+        _require_regular_file(path)
         if path.suffix.lower() == ".npy":
             image = _transform(_npy_image(path), spec)
         else:
@@ -105,8 +117,6 @@ def read_pixels(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
                 image = _transform(opened, spec)
     except FileNotFoundError:
         raise DataError(f"{path}: image not found") from None
-    except IsADirectoryError:  # else "cannot read image (IsADirectoryError: [Errno 21] ...)"
-        raise DataError(f"{path}: a directory, not an image file; give its images (e.g. {path}/*.png)") from None
     except _NpyRefused as error:
         raise DataError(f"{path}: cannot read image ({str(error).removeprefix(f'{path}: ')})") from None
     except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge declared size

@@ -75,8 +75,9 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
     if not str(path).strip():  # Path("") is ".", which the message would name instead of what was given
         raise DataError(f"prior file {str(path)!r}: expected the name of a file")
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: prior file not found")
+    if not path.is_file():  # a directory, a pipe (/dev/stdin) or a device "was not found" before
+        what = "not a regular file (a directory, pipe or device)" if path.exists() else "prior file not found"
+        raise DataError(f"{path}: {what}" + ("; expected a prior file" if path.exists() else ""))
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
