@@ -482,6 +482,7 @@ def test_export_errors(run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytes
     (run / "classifiers" / "lws.pt").unlink()
     line = _error(["export", str(run), "--method", "lws"], capsys)
     assert f"run `longtail decouple {run} --method lws` first" in line
+    assert line.endswith("(or export stage 1's own classifier: --method joint)")  # a run not yet decoupled
     assert "--out" in _error(["export", str(run), "--method", "crt", "--out", str(tmp_path / "m.onnx")], capsys)
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -212,8 +212,10 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
     """:func:`export_run` of a loaded run, under its lock."""
     fitted = load_fitted(run)
     if method not in fitted:
+        joint = " (or export stage 1's own classifier: --method joint)" if "joint" in fitted else ""
         raise ExportError(
-            f"{run.run_dir}: no {method} classifier; run `longtail decouple {run.run_dir} --method {method}` first"
+            f"{run.run_dir}: no {method} classifier; run `longtail decouple {run.run_dir} --method {method}` "
+            f"first{joint}"
         )
     # A classifier fit with its own backbone (fine-tuned cRT, BatchNorm in train mode) is exported with it.
     backbone = copy.deepcopy(fitted[method].backbone or run.model.backbone).cpu().eval()
