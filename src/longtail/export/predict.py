@@ -16,7 +16,8 @@ from torch import nn
 
 from ..data.image_files import open_image
 from ..data.image_transforms import CenterCrop, to_rgb
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, shown
+from ..fs.atomic import os_error_reason
 from ..safe_npz import npy_header, read_npy
 from ..shift import Adapted
 from .deploy_prior import adapt_logits, read_target_prior, recorded_adapter
@@ -96,6 +97,15 @@ def _require_regular_file(path: Path) -> None:
         raise DataError(f"{path}: not a regular file (a pipe, socket or device); expected an image file")
 
 
+def _unreadable(path: Path, error: Exception) -> str:
+    """The one line of an image that cannot be read. A refusal of the path itself by the system (a name past
+    NAME_MAX, permission denied: an errno) gives its reason, with the path once and cut to 160 characters (the
+    OSError's text repeated the whole path); a decoder's error keeps its own words."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{shown(path, 160, quote=False, middle=True)}: cannot read image ({os_error_reason(error)})"
+    return f"{path}: cannot read image ({error.__class__.__name__}: {error})"
+
+
 def read_pixels(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
     """One image file (PNG, JPEG, anything Pillow reads, or ``.npy``) -> (C, H, W) uint8, as the model takes it.
 
@@ -122,7 +132,7 @@ def read_pixels(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
     except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge declared size
         raise DataError(f"{path}: image too large ({error})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise DataError(f"{path}: cannot read image ({error.__class__.__name__}: {error})") from None
+        raise DataError(_unreadable(path, error)) from None
     array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.tensor(array)  # a copy: Pillow's buffer is read-only
