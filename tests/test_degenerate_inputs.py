@@ -214,6 +214,23 @@ def test_an_output_name_too_long_is_one_line(command: list[str], tiny_run: Path,
     assert len(line) < 400 and not list(tmp_path.glob("x*"))
 
 
+def test_an_input_name_too_long_is_one_line(tmp_path: Path, capsys):
+    """`predict MODEL` and a prior file (`predict --prior`, `export --prior`) named past NAME_MAX: Path.is_dir and
+    is_file raise ENAMETOOLONG on Python 3.11, an OSError traceback; an image so named repeated its whole path."""
+    from longtail.errors import DataError
+    from longtail.shift.prior_file import read_prior_file
+
+    (tmp_path / "ok.png").write_bytes(b"")
+    line = one_error_line(["predict", str(tmp_path / f"{LONG}.pt2"), str(tmp_path / "ok.png")], capsys)
+    assert line.endswith("cannot read the model file (file name too long)") and len(line) < 400
+    from longtail.export.predict import read_image
+
+    with pytest.raises(DataError, match=r"characters\): cannot read image \(file name too long\)$"):
+        read_image(tmp_path / f"{LONG}.png", {"channels": 1, "height": 2, "width": 2, "geometry": "resize"})
+    with pytest.raises(DataError, match=r"characters\): cannot read the prior file \(file name too long\)$"):
+        read_prior_file(f"/tmp/{LONG}.txt", 10)
+
+
 # --- a features file rewritten while it is read ----------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,14 +25,17 @@ from longtail.data.transforms import eval_transform
 from longtail.errors import DataError
 from longtail.export import (
     ExportError,
+    Prediction,
     export_run,
     fold_head,
+    format_predictions,
     input_spec,
     load_artifact,
     read_image,
     read_metadata,
 )
-from longtail.export.artifact import METADATA_FILE
+from longtail.export.artifact import METADATA_FILE, save_artifact
+from longtail.export.predict import image_logits, read_pixels
 from longtail.methods.logit_adjust import LogitAdjustedHead
 from longtail.methods.lws import LWSHead
 from longtail.methods.ncm import NCMClassifier
@@ -229,6 +233,22 @@ def test_onnx_logits_equal_the_pipelines(run_dir: Path, pipeline: dict, tmp_path
     assert json.loads(properties["longtail"]) == read_metadata(tmp_path / "ncm.pt2")[1]
 
 
+@pytest.mark.slow  # an export of the tiny run: ~3 s
+def test_an_onnx_conversion_that_fails_is_one_line_and_writes_nothing(
+    run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    """torch.onnx's error was a traceback, after the .pt2 had been written (the same command was then refused)."""
+    pytest.importorskip("onnxscript")
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("no ONNX symbolic for aten::weird_op\nmore lines of torch's report")
+
+    monkeypatch.setattr(torch.onnx, "export", fails)
+    line = _error(["export", str(run_dir), "--method", "crt", "--out", str(tmp_path / "m"), "--onnx"], capsys)
+    assert "--onnx: torch.onnx cannot convert this model (RuntimeError: 'no ONNX symbolic for aten::weird_op')" in line
+    assert line.endswith("nothing was written: export it without --onnx") and not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow  # cRT fine-tuning the last stage on images: ~10 s
 def test_a_fine_tuned_crt_is_exported_with_its_own_backbone(run_dir: Path, tmp_path: Path):
     run = tmp_path / "run"
@@ -285,7 +305,7 @@ def test_predict_prints_the_top_classes_of_a_png_and_an_npy(exported: dict, pipe
         == 0
     )
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == str(tmp_path / "shoe.png") and out[1].strip().startswith(f"1. {name} ")
+    assert out[0] == str(tmp_path / "shoe.png") and out[1].strip().startswith("1.") and out[1].endswith(f"%  {name}")
     assert len(out) == 12 and out[4] == str(tmp_path / "shoe.npy") and out[3].strip().startswith("3.")
     assert main(["predict", str(exported["auto"]), str(tmp_path / "shoe.png"), "--json", "--topk", "10"]) == 0
     (answer,) = json.loads(capsys.readouterr().out)
@@ -352,6 +372,100 @@ def test_predict_errors_name_the_culprit(exported: dict, run_dir: Path, tmp_path
         )
 
 
+def test_predict_names_a_directory_given_as_an_image_or_as_the_model(exported: dict, tmp_path: Path, capsys):
+    """A folder of images gave "cannot read image (IsADirectoryError: [Errno 21] ...)"; a folder as MODEL,
+    "model file not found"."""
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    line = _error(["predict", str(exported["auto"]), str(tmp_path)], capsys)
+    assert line.endswith(f"{tmp_path}: a directory, not an image file; give its images (e.g. {tmp_path}/*.png)")
+    line = _error(["predict", str(tmp_path), str(tmp_path / "ok.png")], capsys)
+    assert line.endswith(f"{tmp_path}: a directory, not a model file (a .pt2 written by `longtail export`)")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_predict_refuses_a_pipe_among_the_images_instead_of_waiting_for_a_writer(
+    exported: dict, tmp_path: Path, capsys
+):
+    """A FIFO in a folder given as DIR/* made predict wait forever for a writer; /dev/zero was read until it failed."""
+    os.mkfifo(tmp_path / "pipe.png")
+    line = _error(["predict", str(exported["auto"]), str(tmp_path / "pipe.png")], capsys)
+    assert line.endswith("pipe.png: not a regular file (a pipe, socket or device); expected an image file")
+
+
+def test_the_predict_table_stays_aligned_with_long_class_names_many_ranks_and_odd_file_names():
+    """The names came first, padded to the longest shown: one class name of 200 characters pushed every
+    probability 200 columns right; ranks past 99 shifted their lines; a file name holding a new line split
+    its heading in two."""
+    long_name = "a class name " * 15
+    top = [(long_name if rank == 3 else f"c{rank}", rank, 1 / (rank + 2)) for rank in range(1000)]
+    text = format_predictions([Prediction("dir/new\nline.png", top), Prediction("b\udcff.png", top[:2])])
+    lines = text.splitlines()
+    assert lines[0] == repr("dir/new\nline.png") and lines[1001] == repr("b\udcff.png")
+    assert lines[1] == "     1.  50.00%  c0" and lines[4] == f"     4.  20.00%  {long_name}"
+    assert lines[1000] == "  1000.   0.10%  c999"
+    assert {line.index("%") for line in lines if "%" in line} == {14}  # one column of probabilities
+
+
+def test_export_out_an_existing_directory_is_refused_not_written_beside_it(run_dir: Path, tmp_path: Path, capsys):
+    """``--out DIR`` got the .pt2 suffix first and wrote DIR.pt2, a file beside the folder named."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    line = _error(["export", str(run_dir), "--method", "crt", "--out", str(folder)], capsys)
+    assert line.endswith(f"{folder}: is a directory; --out expects a file name")
+    line = _error(["export", str(run_dir), "--method", "crt", "--out", f"{tmp_path / 'new'}/"], capsys)
+    assert f"is a directory name; --out expects a file name (e.g. {tmp_path / 'new' / 'crt.pt2'})" in line
+    assert "is a run directory" in _error(["export", str(run_dir), "--method", "crt", "--out", str(run_dir)], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"] and not any(folder.iterdir())
+
+
+def test_predict_holds_the_images_as_uint8_until_their_batch_runs(tmp_path: Path):
+    """Every image was held as float32 before the first forward pass: 10,000 images of 224 x 224, 6 GB."""
+    spec = {"channels": 3, "height": 8, "width": 8, "geometry": "resize_shorter_center_crop", "resize_shorter": 10}
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)).save(paths[-1])
+    pixels = read_pixels(paths[0], spec)
+    assert pixels.dtype == torch.uint8 and torch.equal(read_image(paths[0], spec), pixels.float() / 255.0)
+    seen: list[torch.Tensor] = []
+    module = lambda batch: seen.append(batch) or batch.flatten(1)[:, :4]  # noqa: E731
+    logits = image_logits(module, {"input": spec, "class_names": list("abcd")}, paths)
+    assert seen[0].dtype == torch.float32 and torch.equal(seen[0], torch.stack([read_image(p, spec) for p in paths]))
+    assert logits.shape == (3, 4)
+
+
+_BAD_METADATA = {
+    "no input": (lambda m: m.pop("input"), "'input': expected an object describing the model's input, got None"),
+    "no class names": (lambda m: m.pop("class_names"), "'class_names': expected a list of class names (strings)"),
+    "numbers for names": (lambda m: m.update(class_names=list(range(10))), "'class_names': expected a list of"),
+    "fewer names": (lambda m: m.update(class_names=["a", "b"]), "names 2 classes; the program scores 10 per image"),
+    "another size": (lambda m: m["input"].update(height=32), "1 x 32 x 28; the program takes inputs of 1 x 28 x 28"),
+    "text channels": (lambda m: m["input"].update(channels="1"), "channels '1', height 28, width 28; expected"),
+    "no height": (lambda m: m["input"].update(height=0), "height 0, width 28; expected channels 1 or 3"),
+    "unknown geometry": (lambda m: m["input"].update(geometry="warp"), "geometry 'warp'; expected one of resize"),
+    "features of images": (lambda m: m["input"].update(kind="features"), "features None; the program takes inputs"),
+    "a text prior": (lambda m: m.update(prior="x"), "'prior': expected an object, got 'x'"),
+}
+
+
+@pytest.mark.parametrize("case", list(_BAD_METADATA))
+def test_a_model_whose_metadata_does_not_describe_its_program_is_one_line(
+    case: str, exported: dict, tmp_path: Path, capsys
+):
+    """A ``longtail.json`` from elsewhere or edited by hand: KeyError, IndexError, AttributeError tracebacks,
+    torch's "Guard failed" assertion, or an unknown geometry silently read as ``resize``."""
+    edit, message = _BAD_METADATA[case]
+    program, metadata = read_metadata(exported["crt"])
+    edit(metadata)
+    save_artifact(tmp_path / "edited.pt2", program, metadata)
+    Image.new("L", (28, 28)).save(tmp_path / "ok.png")
+    line = _error(["predict", str(tmp_path / "edited.pt2"), str(tmp_path / "ok.png")], capsys)
+    assert line.startswith(f"longtail: error: {tmp_path / 'edited.pt2'}: ") and message in line
+    with pytest.raises(ExportError, match="edited.pt2"):
+        load_artifact(tmp_path / "edited.pt2")
+
+
 def test_an_npy_image_without_pixels_is_refused(tmp_path: Path):
     # uint8 (0, 28) was resized from nothing and "predicted"; float32 raised NumPy's "zero-size array to
     # reduction operation minimum which has no identity".
@@ -368,6 +482,7 @@ def test_export_errors(run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytes
     (run / "classifiers" / "lws.pt").unlink()
     line = _error(["export", str(run), "--method", "lws"], capsys)
     assert f"run `longtail decouple {run} --method lws` first" in line
+    assert line.endswith("(or export stage 1's own classifier: --method joint)")  # a run not yet decoupled
     assert "--out" in _error(["export", str(run), "--method", "crt", "--out", str(tmp_path / "m.onnx")], capsys)
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(

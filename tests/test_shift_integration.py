@@ -247,6 +247,32 @@ def test_predict_prior_errors_are_one_line_and_name_the_file(models: dict, tmp_p
         assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_predict_prior_em_refuses_a_lone_image_and_words_and_files_are_checked_first(
+    models: dict, tmp_path: Path, capsys
+):
+    """One image "estimated" its own prior and moved itself (a top-1 changed), though --help says EM needs a
+    batch; ``--prior EM`` said only "EM: prior file not found"; a bad prior file was found after every image had
+    been read and run through the model."""
+    image, other = models["images"][:2]
+    assert main(["predict", str(models["plain"]), image, "--prior", "em"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--prior em: 1 image; EM estimates the class prior of a batch and needs at least 2" in err
+    assert len(err.splitlines()) == 1
+    assert main(["predict", str(models["plain"]), image, other, "--prior", "em", "--topk", "1"]) == 0
+    assert "estimated prior from 2 images" in capsys.readouterr().out
+    for word in ("EM", "None"):
+        assert main(["predict", str(models["plain"]), image, other, "--prior", word]) == 1
+        assert f"--prior {word}: expected none, em (lower case) or the name of a prior file" in capsys.readouterr().err
+    short = tmp_path / "short.txt"
+    short.write_text("1 2 3")
+    assert main(["predict", str(models["plain"]), str(tmp_path / "missing.png"), "--prior", str(short)]) == 1
+    assert "short.txt: 3 weights" in capsys.readouterr().err  # the prior is refused before the images are read
+    assert main(["predict", str(models["plain"]), image, other, "--prior", str(tmp_path)]) == 1
+    assert f"{tmp_path}: not a regular file (a directory, pipe or device); expected a prior file" in (
+        capsys.readouterr().err
+    )  # "prior file not found" before, for a folder or /dev/stdin
+
+
 # --- the scikit-learn estimator ----------------------------------------------------------------------------
 
 

@@ -210,7 +210,7 @@ def predict_parser(commands: Any, shared: argparse.Namespace) -> None:
         default="none",
         metavar="none|em|FILE",
         help="the class prior of these images: none (default: the model's own), em (estimated from the images "
-        "given, after the calibration fitted on validation; prints the estimate; needs a batch, not one image), "
+        "given, after the calibration fitted on validation; prints the estimate; needs a batch of at least 2 images), "
         "or a prior file (one weight per class: text, .json, .npy or .npz)",
     )
     p.set_defaults(func=_cmd_predict)

@@ -30,11 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fs.atomic import write_binary_atomic
+from ..errors import shown
+from ..fs.atomic import os_error_reason, write_binary_atomic
 from ..safe_program import UnsafeProgramError, load_program
 from ..safe_text import parse_json
 from .errors import ExportError
 from .fold import FoldedHead
+from .metadata_check import check_metadata
 
 FORMAT = "longtail-export"
 FORMAT_VERSION = 1
@@ -100,9 +102,16 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
             metadata, or a newer format version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: model file not found")
-    if not zipfile.is_zipfile(path):  # torch.export.load would log a traceback before failing
+    try:
+        if path.is_dir():
+            raise ExportError(f"{path}: a directory, not a model file (a .pt2 written by `longtail export`)")
+        if not path.is_file():
+            raise ExportError(f"{path}: model file not found")
+        zipped = zipfile.is_zipfile(path)
+    except OSError as error:  # a name longer than the file system allows: Path.is_dir raises on Python 3.11
+        where = shown(path, 160, quote=False, middle=True)
+        raise ExportError(f"{where}: cannot read the model file ({os_error_reason(error)})") from None
+    if not zipped:  # torch.export.load would log a traceback before failing
         raise ExportError(f"{path}: not a model exported by `longtail export` (not a .pt2 zip archive)")
     extra = {METADATA_FILE: ""}
     try:
@@ -122,6 +131,7 @@ def read_metadata(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[
     version = metadata.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ExportError(f"{path}: format version {version!r}; this longtail reads up to {FORMAT_VERSION}")
+    check_metadata(path, metadata, program)
     return program, metadata
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from torch import nn
 from ..data.dataset import DatasetSplits
 from ..data.image_transforms import CenterCrop
 from ..data.transforms import eval_transform, holds_features
-from ..errors import DataError
+from ..errors import DataError, OutputPathError
 from ..methods import Fitted, method_names
 from ..pipeline import LoadedRun, load_fitted, load_run
 from ..pipeline.shift_scores import adapter_for
@@ -26,7 +27,7 @@ from .deploy_prior import ADAPTER_KEY, PRIOR_KEY, UNAVAILABLE_KEY, folded_prior
 from .errors import ExportError
 from .feature_program import export_feature_program, feature_input_spec
 from .fold import ZERO_PRIOR_BIAS, fold_head, with_prior
-from .onnx_file import require_onnx, save_onnx
+from .onnx_file import onnx_bytes, require_onnx, write_onnx
 
 
 def export_methods() -> list[str]:
@@ -148,6 +149,21 @@ def default_out(run_dir: str | Path, method: str) -> Path:
     return Path(run_dir) / "export" / f"{method}{SUFFIX}"
 
 
+def _out_path(out: str | Path | None, run_dir: Path, method: str) -> Path:
+    """The artifact's path: ``out`` (a plain name gets ``.pt2``), or :func:`default_out` when None.
+
+    An existing directory (or a name ending in a separator) is refused as it was given: adding the suffix
+    first turned ``--out DIR`` into ``DIR.pt2``, a file written beside the directory the user named.
+    """
+    if out is None:
+        return default_out(run_dir, method)
+    given = Path(out)
+    if str(out).endswith(("/", os.sep)):
+        raise OutputPathError(f"{out}: is a directory name; --out expects a file name (e.g. {given / method}{SUFFIX})")
+    check_output_path(given, overwrite=True, what="--out")  # a directory or a run's own path, as given
+    return given if given.suffix else given.with_suffix(SUFFIX)
+
+
 def export_run(
     run_dir: str | Path | LoadedRun,
     method: str = "auto",
@@ -179,9 +195,7 @@ def export_run(
     if method not in export_methods():
         raise ExportError(f"--method {method!r}: expected one of {', '.join(export_methods())}")
     where = run_dir.run_dir if isinstance(run_dir, LoadedRun) else require_run_dir(run_dir)
-    path = Path(out) if out is not None else default_out(where, method)
-    if not path.suffix:
-        path = path.with_suffix(SUFFIX)
+    path = _out_path(out, where, method)
     if path.suffix == ".onnx":
         raise ExportError(f"--out {path}: expected the .pt2 file's name; the ONNX file goes beside it (--onnx)")
     for target in [path, *([path.with_suffix(".onnx")] if onnx else [])]:
@@ -198,8 +212,10 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
     """:func:`export_run` of a loaded run, under its lock."""
     fitted = load_fitted(run)
     if method not in fitted:
+        joint = " (or export stage 1's own classifier: --method joint)" if "joint" in fitted else ""
         raise ExportError(
-            f"{run.run_dir}: no {method} classifier; run `longtail decouple {run.run_dir} --method {method}` first"
+            f"{run.run_dir}: no {method} classifier; run `longtail decouple {run.run_dir} --method {method}` "
+            f"first{joint}"
         )
     # A classifier fit with its own backbone (fine-tuned cRT, BatchNorm in train mode) is exported with it.
     backbone = copy.deepcopy(fitted[method].backbone or run.model.backbone).cpu().eval()
@@ -245,6 +261,7 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
         "provenance": run.provenance,
         "check": {"images": min(CHECK_IMAGES, len(run.splits.split("val"))), "max_abs_logit_difference": difference},
     }
+    onnx_data = onnx_bytes(program, metadata) if onnx else None  # converted before anything is written
     save_artifact(path, program, metadata)
-    onnx_path = save_onnx(program, path.with_suffix(".onnx"), metadata) if onnx else None
+    onnx_path = write_onnx(onnx_data, path.with_suffix(".onnx")) if onnx_data is not None else None
     return ExportResult(path, onnx_path, metadata)

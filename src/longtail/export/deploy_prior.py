@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import DataError
@@ -31,6 +32,10 @@ from .errors import ExportError
 
 ADAPTER_KEY = "prior_adapter"
 PRIOR_KEY = "prior"
+# The smallest batch `predict --prior em` estimates a prior from. With one image the estimate is that image's
+# own calibrated posterior pulled along the family, which then re-weights the same image: a prediction moved by
+# nothing but itself (a top-1 changed on a lone image), not the "needs a batch" the option promises.
+MIN_EM_IMAGES = 2
 UNAVAILABLE_KEY = "prior_adapter_unavailable"  # why an export has no adapter (validation too small to fit one)
 NOT_APPLIED = (
     "the validation check found that moving this classifier's calibrated scores to shifted priors does not raise "
@@ -74,14 +79,29 @@ def recorded_adapter(metadata: dict[str, Any], model: str) -> PriorAdapter:
     return adapter
 
 
-def adapt_logits(logits: torch.Tensor, metadata: dict[str, Any], model: str, prior: str) -> Adapted:
-    """(N, C) logits of a batch moved to ``prior``: ``em`` (estimated from the batch) or a prior file's."""
-    adapter = recorded_adapter(metadata, model)
-    if prior == "em":
-        if not len(logits):
-            raise DataError("--prior em: no image to estimate the prior from")
-        return adapter.adapt(logits.double(), "em")
-    return adapter.adapt(logits.double(), "known", target_prior=read_prior_file(prior, adapter.num_classes))
+def read_target_prior(prior: str, num_classes: int) -> np.ndarray:
+    """The prior file of ``predict --prior FILE``, read (and checked) before any image is.
+
+    A word that is no file but reads as ``none`` or ``em`` in other capitals (``EM``, ``None``) says what is
+    accepted, rather than only "prior file not found".
+    """
+    if prior.lower() in ("none", "em") and not Path(prior).exists():
+        raise DataError(f"--prior {prior}: expected none, em (lower case) or the name of a prior file")
+    return read_prior_file(prior, num_classes)
+
+
+def adapt_logits(logits: torch.Tensor, adapter: PriorAdapter, target: np.ndarray | None) -> Adapted:
+    """(N, C) logits of a batch moved to ``target`` (a prior file's, from :func:`read_target_prior`), or to the
+    prior EM estimates from the batch (``target`` None)."""
+    if target is not None:
+        return adapter.adapt(logits.double(), "known", target_prior=target)
+    if len(logits) < MIN_EM_IMAGES:  # one image's own posterior "estimated" its prior and moved itself
+        raise DataError(
+            f"--prior em: {len(logits)} image{'s' if len(logits) != 1 else ''}; EM estimates the class prior "
+            f"of a batch and needs at least {MIN_EM_IMAGES} (a few dozen do about as well as thousands): "
+            "give more images, or a known prior as --prior FILE"
+        )
+    return adapter.adapt(logits.double(), "em")
 
 
 def format_prior(adapted: Adapted, class_names: list[str], images: int, top: int = 10) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,11 @@ from torch import nn
 
 from ..data.image_files import open_image
 from ..data.image_transforms import CenterCrop, to_rgb
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, shown
+from ..fs.atomic import os_error_reason
 from ..safe_npz import npy_header, read_npy
 from ..shift import Adapted
-from .deploy_prior import adapt_logits, recorded_adapter
+from .deploy_prior import adapt_logits, read_target_prior, recorded_adapter
 
 BATCH = 64  # images per forward pass
 
@@ -85,8 +87,27 @@ def _transform(image: Image.Image, spec: dict[str, Any]) -> Image.Image:
     return (image if image.mode == channels else to_rgb(image)).convert(channels)
 
 
-def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
-    """One image file (PNG, JPEG, anything Pillow reads, or ``.npy``) -> (C, H, W) float32 in [0, 1].
+def _require_regular_file(path: Path) -> None:
+    """Refuse a directory ("cannot read image (IsADirectoryError ...)" before) and a pipe, socket or device: a
+    FIFO among a folder's files made ``predict`` wait forever for a writer, /dev/zero read until it failed."""
+    mode = path.stat().st_mode  # FileNotFoundError: "image not found"
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: a directory, not an image file; give its images (e.g. {path}/*.png)")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a pipe, socket or device); expected an image file")
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """The one line of an image that cannot be read. A refusal of the path itself by the system (a name past
+    NAME_MAX, permission denied: an errno) gives its reason, with the path once and cut to 160 characters (the
+    OSError's text repeated the whole path); a decoder's error keeps its own words."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{shown(path, 160, quote=False, middle=True)}: cannot read image ({os_error_reason(error)})"
+    return f"{path}: cannot read image ({error.__class__.__name__}: {error})"
+
+
+def read_pixels(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
+    """One image file (PNG, JPEG, anything Pillow reads, or ``.npy``) -> (C, H, W) uint8, as the model takes it.
 
     The artifact's input ``spec``: converted to its channels (grey ``L`` or
     ``RGB``); ``resize`` geometry: resized (bilinear) to (height, width) when its
@@ -98,6 +119,7 @@ def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
     """
     path = Path(path)
     try:
+        _require_regular_file(path)
         if path.suffix.lower() == ".npy":
             image = _transform(_npy_image(path), spec)
         else:
@@ -110,10 +132,15 @@ def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
     except Image.DecompressionBombError as error:  # Pillow's guard against a small file of huge declared size
         raise DataError(f"{path}: image too large ({error})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise DataError(f"{path}: cannot read image ({error.__class__.__name__}: {error})") from None
+        raise DataError(_unreadable(path, error)) from None
     array = np.asarray(image, dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.tensor(array, dtype=torch.float32) / 255.0  # a copy: Pillow's buffer is read-only
+    return torch.tensor(array)  # a copy: Pillow's buffer is read-only
+
+
+def read_image(path: str | Path, spec: dict[str, Any]) -> torch.Tensor:
+    """:func:`read_pixels` as the model's input: (C, H, W) float32 in [0, 1]."""
+    return read_pixels(path, spec).float() / 255.0
 
 
 def check_topk(topk: int | None, num_classes: int) -> int:
@@ -128,9 +155,13 @@ def check_topk(topk: int | None, num_classes: int) -> int:
 def image_logits(module: nn.Module, metadata: dict[str, Any], paths: Sequence[str | Path]) -> torch.Tensor:
     """(N, C) logits of the images at ``paths``; every image is read (and checked) before the model runs,
     in batches of :data:`BATCH`."""
-    images = [read_image(path, metadata["input"]) for path in paths]
+    # Held as uint8 until their batch runs: as float32, 10,000 images of 224 x 224 took 6 GB before the first
+    # forward pass (a quarter of that now), since every image is read (and checked) first.
+    images = [read_pixels(path, metadata["input"]) for path in paths]
     with torch.no_grad():
-        parts = [module(torch.stack(images[start : start + BATCH])) for start in range(0, len(images), BATCH)]
+        parts = [
+            module(torch.stack(images[start : start + BATCH]).float() / 255.0) for start in range(0, len(images), BATCH)
+        ]
     return torch.cat(parts) if parts else torch.zeros(0, len(metadata["class_names"]))
 
 
@@ -168,21 +199,33 @@ def predict_with_prior(
     """
     names = metadata["class_names"]
     k = check_topk(topk, len(names))
-    if prior != "none":
-        recorded_adapter(metadata, model)  # refused before any image is read
+    adapter, target = None, None
+    if prior != "none":  # the adapter and a prior file are refused before any image is read
+        adapter = recorded_adapter(metadata, model)
+        target = None if prior == "em" else read_target_prior(prior, adapter.num_classes)
     logits = image_logits(module, metadata, paths)
-    if prior == "none":
+    if adapter is None:
         return top_classes(logits.softmax(dim=1), names, paths, k), None
-    adapted = adapt_logits(logits, metadata, model, prior)
+    adapted = adapt_logits(logits, adapter, target)
     return top_classes(adapted.log_posteriors.exp(), names, paths, k), adapted
 
 
+def _printable(text: str) -> str:
+    """``text`` as it is, or its ``repr`` when it holds a new line, a tab, or bytes that are not UTF-8 (a file
+    name may): one table line stays one line, and the escapes say what the name really holds."""
+    return text if text.isprintable() else repr(text)
+
+
 def format_predictions(predictions: Sequence[Prediction]) -> str:
-    """A readable table: per image, its path, then one line per class with its rank and probability."""
+    """A readable table: per image, its path, then one line per class: rank, probability, name.
+
+    The probability comes before the name, so the columns stay aligned whatever the names' lengths (one class
+    name of 200 characters padded every other line to its width) and the ranks line up up to the largest.
+    """
     lines: list[str] = []
-    width = max((len(name) for p in predictions for name, _, _ in p.top), default=5)
+    rank_width = max(2, len(str(max((len(p.top) for p in predictions), default=1))))
     for prediction in predictions:
-        lines.append(prediction.image)
+        lines.append(_printable(prediction.image))
         for rank, (name, _, probability) in enumerate(prediction.top, start=1):
-            lines.append(f"  {rank:>2}. {name.ljust(width)}  {100 * probability:6.2f}%")
+            lines.append(f"  {rank:>{rank_width}}. {100 * probability:6.2f}%  {_printable(name)}")
     return "\n".join(lines)

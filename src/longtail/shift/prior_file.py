@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, shown
+from ..fs.atomic import os_error_reason
 from ..safe_npz import open_npz, read_npy
 from ..safe_text import parse_json, read_text_file
 
@@ -75,10 +76,11 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
     if not str(path).strip():  # Path("") is ".", which the message would name instead of what was given
         raise DataError(f"prior file {str(path)!r}: expected the name of a file")
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: prior file not found")
     suffix = path.suffix.lower()
     try:
+        if not path.is_file():  # a directory, a pipe (/dev/stdin) or a device "was not found" before
+            what = "not a regular file (a directory, pipe or device)" if path.exists() else "prior file not found"
+            raise DataError(f"{path}: {what}" + ("; expected a prior file" if path.exists() else ""))
         if suffix == ".npy":
             values = read_npy(path, error=DataError)
         elif suffix == ".npz":
@@ -87,8 +89,9 @@ def read_prior_file(path: str | Path, num_classes: int) -> np.ndarray:
             values = _json_values(path)
         else:
             values = _text_values(path)
-    except OSError as error:
-        raise DataError(f"{path}: cannot read the prior file ({error.__class__.__name__})") from None
+    except OSError as error:  # also a name longer than the file system allows (Path.is_file raises on 3.11)
+        where = shown(path, 160, quote=False, middle=True)
+        raise DataError(f"{where}: cannot read the prior file ({os_error_reason(error)})") from None
     array = np.asarray(values)
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise DataError(f"{path}: expected a 1-D list of numbers, got shape {array.shape} {array.dtype}")
