@@ -1,6 +1,7 @@
 """End to end: the CLI on generated Fashion-MNIST-format data, and the real demo (slow)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -254,3 +255,62 @@ def test_debug_shows_the_exception_before_or_after_the_command():
         with pytest.raises(ConfigError, match="train.epochs='x'"):
             main(args)
     assert main(["config", "train.epochs=x"]) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, shown",
+    [
+        (["config", "train.epochs", "=", "3"], "'train.epochs = 3'"),
+        (["config", "train.epochs", "=3"], "'train.epochs =3'"),
+        (["config", "train.epochs=", "3"], "'train.epochs= 3'"),
+        (["eval", "RUN", "eval.many", "=", "5"], "'eval.many = 5'"),
+    ],
+)
+def test_key_and_value_split_by_spaces_are_named_as_such(argv: list[str], shown: str, capsys: pytest.CaptureFixture):
+    # `key = value` read the key as a config file ("config file train.epochs: not found") and the value as a stray
+    # argument; now one line says how to write it.
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    key, value = shown.strip("'").replace(" ", "").split("=")
+    expected = f"{shown}: write key=value as one argument, without spaces around '=' ({key}={value})"
+    assert done.value.code == 2 and capsys.readouterr().err.strip().endswith(f"longtail: error: {expected}")
+
+
+@pytest.mark.parametrize("command", ["eval", "decouple", "report", "export", "features"])
+def test_a_missing_run_dir_is_the_only_argument_said_to_be_required(command: str, capsys: pytest.CaptureFixture):
+    # argparse listed the optional key=value overrides as required too: "required: RUN_DIR, key=value"
+    with pytest.raises(SystemExit):
+        main([command])
+    error = capsys.readouterr().err
+    assert "required: RUN_DIR" in error and "key=value" not in error.splitlines()[-1]
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_in_an_encoding_without_tau_or_plus_minus_is_spelled_out(
+    encoding: str, tiny_decoupled_run: Path, tmp_path: Path
+):
+    # PYTHONIOENCODING=ascii: `longtail eval` and `--help` ended in a UnicodeEncodeError traceback on "—", "±", "τ"
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for argv in (["eval", str(tiny_decoupled_run)], ["decouple", "--help"]):
+        done = subprocess.run([sys.executable, "-m", "longtail", *argv], capture_output=True, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+        assert b"Traceback" not in done.stderr
+        done.stdout.decode(encoding)  # strictly: nothing the encoding lacks
+    if encoding == "ascii":
+        assert b"+/-" in done.stdout or b"tau" in done.stdout
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_a_deleted_current_directory_is_one_line(tmp_path: Path):
+    # torch's oneMKL ended the process with "FATAL ERROR: Cannot load .../libtorch_cpu.so" in a deleted directory
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        f"import os, runpy, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv = ['longtail', 'config']; "
+        "runpy.run_module('longtail', run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "longtail: error: the current directory was deleted; cd to an existing directory"

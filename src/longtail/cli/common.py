@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import config_reference
+from ..config import config_keys, config_reference
 from ..config.reference import components_text
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from ..evaluation.table import INTERVAL_NOTE, format_table, table_title
 from ..pipeline.shift_scores import SHIFT_KEY, SHIFT_NOTE, em_summary, format_shift_table
 
@@ -46,6 +46,31 @@ def split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[s
     return config, items
 
 
+def refuse_spaced_equals(argv: Sequence[str]) -> None:
+    """Refuse ``key = value``, ``key =value`` and ``key= value``, which the shell splits into several arguments.
+
+    Otherwise the key alone was read as a config file ("config file train.epochs: not
+    found") or an unrecognized argument, and the value as a stray one, far from the cause.
+    Only a known config key before the ``=`` counts, so a run directory named ``=x`` still reads.
+
+    Raises:
+        ConfigError: naming the split words and the one argument to write instead.
+    """
+    keys = set(config_keys())
+    for i, word in enumerate(argv[:-1]):
+        after = argv[i + 1]
+        if word in keys and after.startswith("="):
+            key, words = word, argv[i : i + 3] if after == "=" else argv[i : i + 2]  # key = value, key =value
+        elif word.endswith("=") and word[:-1] in keys and not after.startswith("-") and "=" not in after:
+            key, words = word[:-1], argv[i : i + 2]  # key= value
+        else:
+            continue
+        value = "".join(words)[len(key) + 1 :]
+        raise ConfigError(
+            f"{shown(' '.join(words))}: write key=value as one argument, without spaces around '=' ({key}={value})"
+        )
+
+
 def print_table(results: dict[str, Any], split: str = "test") -> None:
     methods = results.get("methods" if split == "test" else "val_methods", {})
     print(f"\n{table_title(results, split)}")
@@ -63,7 +88,7 @@ def print_table(results: dict[str, Any], split: str = "test") -> None:
 
 def run_dir_arguments(p: argparse.ArgumentParser, overrides_help: str) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=overrides_help)
 
 
 def progress_flag(p: argparse.ArgumentParser) -> None:

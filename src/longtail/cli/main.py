@@ -32,10 +32,11 @@ from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError, one_line
 from ..runs import CONFIG_FILE
 from ..version import __version__
-from .common import key_listing
+from .common import key_listing, refuse_spaced_equals
 from .experiments import auto_parser, demo_parser, grid_parser
 from .results import compare_parser, illustrate_parser, report_parser
 from .stages import decouple_parser, eval_parser, train_parser
+from .stream_encoding import spell_what_streams_cannot_encode
 from .tools import config_parser, data_parser, export_parser, features_parser, predict_parser
 
 
@@ -146,10 +147,15 @@ def _stop_workers(interrupt: KeyboardInterrupt) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longtail`` command; returns the exit status."""
+    spell_what_streams_cannot_encode()  # before --help prints its "τ"
     parser = build_parser()
     # argparse stops filling a nargs="*" positional at the first option, so
     # key=value pairs after e.g. `--method crt` come back as extras: keep them.
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        refuse_spaced_equals(argv)
+    except LongtailError as error:
+        parser.error(str(error))
     args, extras = parser.parse_known_args(argv)
     args.argv = argv
     stray = [e for e in extras if "=" not in e or e.startswith("-")]

@@ -59,7 +59,9 @@ def compare_parser(commands: Any, shared: argparse.Namespace) -> None:
         "methods, the feature pass and its own fitting (auto: all of them). With --paired A B: the paired "
         "bootstrap of A − B instead (docs/statistics.md).",
     )
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories written by `longtail train`")
+    p.add_argument(
+        "run_dirs", nargs="*", default=[], metavar="RUN_DIR", help="run directories written by `longtail train`"
+    )
     p.add_argument("--md", metavar="FILE.md", help="also write the table as Markdown to FILE.md")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.md if it exists")
     p.add_argument(

@@ -64,7 +64,11 @@ def train_parser(commands: Any, shared: argparse.Namespace) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
+        "items",
+        nargs="*",
+        default=[],
+        metavar="[CONFIG.yaml] [key=value]",
+        help="an optional YAML config, then " + OVERRIDES_HELP,
     )
     p.add_argument("--out", metavar="RUN_DIR", help="the run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it is an existing run directory")
@@ -119,7 +123,7 @@ def decouple_parser(commands: Any, shared: argparse.Namespace) -> None:
         action="store_true",
         help="fit again, and replace, the requested methods' classifiers even where they are already saved",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)
 
 
