@@ -314,3 +314,15 @@ def test_a_deleted_current_directory_is_one_line(tmp_path: Path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 1
     assert done.stderr.strip() == "longtail: error: the current directory was deleted; cd to an existing directory"
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_standard_output_that_cannot_be_written_is_one_line():
+    # `longtail config > /dev/full` ended in an OSError traceback from print()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "longtail", "config"], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "longtail: error: cannot write to standard output: No space left on device"

@@ -36,6 +36,7 @@ from .common import key_listing, refuse_spaced_equals
 from .experiments import auto_parser, demo_parser, grid_parser
 from .results import compare_parser, illustrate_parser, report_parser
 from .stages import decouple_parser, eval_parser, train_parser
+from .stdout_guard import guarded_stdout
 from .stream_encoding import spell_what_streams_cannot_encode
 from .tools import config_parser, data_parser, export_parser, features_parser, predict_parser
 
@@ -175,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("longtail").info("rank %d: `longtail %s` runs on rank 0 only", env.rank, args.command)
             return 0
         with contextlib.ExitStack() as scope:
+            scope.enter_context(guarded_stdout())
             if env.distributed and args.command != "train":
                 scope.enter_context(single_process())  # so that the train() inside demo or grid does not wait for peers
             elif env.distributed and env.rank != 0:
