@@ -326,3 +326,21 @@ def test_standard_output_that_cannot_be_written_is_one_line():
         )
     assert done.returncode == 1
     assert done.stderr.strip() == "longtail: error: cannot write to standard output: No space left on device"
+
+
+def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    # Under `ulimit -v 800000`, `longtail eval RUN` ended in a bare MemoryError traceback (reading results.json).
+    import longtail.cli.tools as tools
+
+    def exhausted(args):
+        raise MemoryError
+
+    monkeypatch.setattr(tools, "_cmd_config", exhausted)
+    assert main(["config"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "longtail: error: out of memory (MemoryError); raise the process's memory limit (ulimit -v)"
+    )
+    assert len(error.strip().splitlines()) == 1
+    with pytest.raises(MemoryError):
+        main(["config", "--debug"])

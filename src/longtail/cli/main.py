@@ -101,6 +101,10 @@ _COMMAND_PARSERS = (
 )
 
 
+OUT_OF_MEMORY = (
+    "out of memory (MemoryError); raise the process's memory limit (ulimit -v) or free memory, "
+    "or lower the batch sizes (train.batch_size, eval.batch_size)"
+)
 SIGPIPE_STATUS = 128 + 13  # the shell's status of a process that SIGPIPE ended
 
 
@@ -188,6 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
             print(f"longtail: error: {one_line(str(error))}", file=sys.stderr)  # a file's name may hold a line break
+        return 1
+    except MemoryError:
+        # `ulimit -v` below what the command needs, or a machine out of RAM: Python's bare MemoryError traceback.
+        if args.debug:
+            raise
+        print(f"longtail: error: {OUT_OF_MEMORY}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader of standard output went away (`longtail compare RUN | head -1`): stop quietly with the
