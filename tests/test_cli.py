@@ -344,3 +344,14 @@ def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert len(error.strip().splitlines()) == 1
     with pytest.raises(MemoryError):
         main(["config", "--debug"])
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes")
+def test_a_run_directory_named_in_bytes_that_are_not_utf8_is_printed_as_they_are(tiny_run: Path, tmp_path: Path):
+    # LANG=en_US.UTF-8 (stdout errors="strict"): `compare` of such a run ended in a UnicodeEncodeError traceback
+    run = copy_run(tiny_run, Path(os.fsdecode(bytes(tmp_path) + b"/r\xff")))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "longtail", "compare", str(run)], capture_output=True, env=env)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr
+    assert b"r\xff" in done.stdout

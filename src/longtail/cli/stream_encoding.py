@@ -7,6 +7,10 @@ a traceback in place of the table. The streams are switched to an error
 handler that writes a readable ASCII spelling instead: ``tau``, ``+/-``,
 ``--``; letters with accents lose them (``château`` -> ``chateau``); anything
 else becomes ``?``. A stream that can encode a character writes it as before.
+
+A UTF-8 stream of ``errors="strict"`` (``LANG=en_US.UTF-8``) raised the same
+error on a run directory whose name is not UTF-8 (Python holds its bytes as
+surrogates): it writes those bytes back as they were.
 """
 
 from __future__ import annotations
@@ -83,8 +87,11 @@ def spell_what_streams_cannot_encode() -> None:
         if reconfigure is None or not getattr(stream, "encoding", None):
             continue
         try:
-            if codecs.lookup(stream.encoding).name == "utf-8":
-                continue  # every character encodes: leave the stream (and its errors= setting) alone
-            reconfigure(errors=ERROR_HANDLER)
+            if codecs.lookup(stream.encoding).name != "utf-8":
+                reconfigure(errors=ERROR_HANDLER)
+            elif stream.errors == "strict":
+                # Every character encodes but a file name's undecodable bytes (surrogates, as Python reads
+                # them): written back as the bytes they were, as under the C.UTF-8 locale
+                reconfigure(errors="surrogateescape")
         except (LookupError, ValueError, OSError):  # an unknown codec, a closed stream: print as Python would
             continue
