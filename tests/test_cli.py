@@ -355,3 +355,20 @@ def test_a_run_directory_named_in_bytes_that_are_not_utf8_is_printed_as_they_are
     done = subprocess.run([sys.executable, "-m", "longtail", "compare", str(run)], capture_output=True, env=env)
     assert done.returncode == 0 and b"Traceback" not in done.stderr
     assert b"r\xff" in done.stdout
+
+
+@pytest.mark.parametrize("columns", [40, 80, 120])
+def test_the_key_listing_of_help_fits_the_terminal(columns: int, monkeypatch, capsys: pytest.CaptureFixture):
+    # The listing's lines ran to 500 characters whatever the terminal: wrapped by it at its edge, under the keys.
+    from longtail.config import config_reference
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit):
+        main(["decouple", "--help"])
+    text = capsys.readouterr().out
+    lines = text[text.index("config keys (key = default):") :].splitlines()
+    entries = {f"  {key} = {default!r}" for key, default, _ in config_reference()}
+    too_wide = [line for line in lines if len(line) > columns and line.rstrip() not in entries]
+    assert not too_wide
+    starts = {line.split("  ", 2)[1] for line in lines if line.startswith("  ") and " = " in line}
+    assert {entry.strip() for entry in entries} <= {start.strip() for start in starts}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +22,41 @@ OVERRIDES_HELP = (
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Wraps descriptions; keeps multi-line text (the key listing) as written."""
+    """Wraps descriptions; keeps multi-line text (the key listing) one entry a line, each wrapped to the width."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text:
-            return "".join(indent + line + "\n" for line in text.splitlines())
+            return "".join(indent + part + "\n" for line in text.splitlines() for part in wrap_entry(line, width))
         return super()._fill_text(text, width, indent)
+
+
+# "  key = default   help" of the key listing: the entry, the padding, the help
+_ENTRY = re.compile(r"^( +\S.*?\S)( {2,})(\S.*)$")
+MIN_HELP_COLUMN = 30  # narrower than this beside the key, the help goes under it
+
+
+def wrap_entry(line: str, width: int) -> list[str]:
+    """One line of the key listing or of the components, wrapped to ``width`` columns.
+
+    The listing's help texts run to 400 characters: a terminal wrapped them at
+    its edge, under the keys. Here the help keeps its column where the
+    terminal leaves it room, and goes under its key, indented, where it does not.
+    """
+    if len(line) <= width or not line.strip():
+        return [line]
+    entry = _ENTRY.match(line)
+    if entry is None:  # "  name: summary" of the components: a hanging indent
+        lead = len(line) - len(line.lstrip()) + 4
+        return textwrap.wrap(line, width, subsequent_indent=" " * lead, break_on_hyphens=False)
+    head = entry[1] + entry[2]
+    if width - len(head) >= MIN_HELP_COLUMN:
+        parts = textwrap.wrap(entry[3], width - len(head), break_on_hyphens=False)
+        return [head + parts[0], *(" " * len(head) + part for part in parts[1:])]
+    lead = " " * (len(entry[1]) - len(entry[1].lstrip()) + 6)
+    return [
+        entry[1],
+        *textwrap.wrap(entry[3], width, initial_indent=lead, subsequent_indent=lead, break_on_hyphens=False),
+    ]
 
 
 def key_listing() -> str:
