@@ -372,3 +372,21 @@ def test_the_key_listing_of_help_fits_the_terminal(columns: int, monkeypatch, ca
     assert not too_wide
     starts = {line.split("  ", 2)[1] for line in lines if line.startswith("  ") and " = " in line}
     assert {entry.strip() for entry in entries} <= {start.strip() for start in starts}
+
+
+def test_decouple_refuses_an_empty_method(trained_run: Path, capsys: pytest.CaptureFixture):
+    # `--method "$UNSET"` fitted nothing and printed the run's table, exit 0
+    for method in ("", " , "):
+        assert main(["decouple", str(trained_run), "--method", method]) == 1
+        assert f"longtail: error: --method {method!r}: expected one of ncm, crt" in capsys.readouterr().err
+
+
+def test_compare_shows_a_run_given_twice_once(trained_run: Path, capsys: pytest.CaptureFixture):
+    # `compare runs/* runs/a` printed runs/a's rows twice, each best score starred twice
+    assert main(["compare", str(trained_run)]) == 0
+    once = capsys.readouterr().out
+    assert main(["compare", str(trained_run), str(trained_run), f"{trained_run}/"]) == 0
+    out, err = capsys.readouterr()
+    assert out == once
+    assert f"compare: {trained_run}: given twice; its rows are shown once" in err
+    assert f"compare: {trained_run}/: the same directory as {trained_run}; its rows are shown once" in err

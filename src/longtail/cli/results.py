@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,26 @@ from ..evaluation.compare import comparison_rows, format_comparison, format_pair
 from ..fs.atomic import write_text_atomic
 from ..runs import check_output_path
 from .common import run_dir_arguments
+
+logger = logging.getLogger(__name__)
+
+
+def _distinct_runs(run_dirs: list[str]) -> list[str]:
+    """``run_dirs`` with each directory once (as first spelled), saying which were given again.
+
+    ``compare runs/* runs/a`` printed every row of runs/a twice, each best
+    score starred twice, as if two runs had agreed to the last digit.
+    """
+    seen: dict[str, str] = {}
+    for run_dir in run_dirs:
+        real = os.path.realpath(run_dir)
+        if real not in seen:
+            seen[real] = run_dir
+        else:
+            same = seen[real]
+            again = "given twice" if same == run_dir else f"the same directory as {same}"
+            logger.info("compare: %s: %s; its rows are shown once", run_dir, again)
+    return list(seen.values())
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -26,7 +48,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     elif not args.run_dirs:
         raise ConfigError("compare: give one or more RUN_DIRs")
     else:
-        render = functools.partial(format_comparison, comparison_rows(args.run_dirs))
+        render = functools.partial(format_comparison, comparison_rows(_distinct_runs(args.run_dirs)))
     print(render())
     if args.md:
         write_text_atomic(Path(args.md), render(markdown=True) + "\n")

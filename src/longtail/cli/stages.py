@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import load_config
 from ..errors import ConfigError
-from ..methods import method_names
+from ..methods import method_names, spec_of
 from ..pipeline import decouple, evaluate, resume, train
 from .common import (
     OVERRIDES_HELP,
@@ -42,6 +42,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_decouple(args: argparse.Namespace) -> None:
     methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
+    if not methods:  # `--method ""` (an unset shell variable) fitted nothing and printed the old table, exit 0
+        spec_of(" ".join(args.method))  # its error: "--method '': expected one of ..."
     overrides = list(args.overrides) + ([f"decouple.features={args.features}"] if args.features else [])
     results = decouple(args.run_dir, methods, overrides, overwrite=args.overwrite)
     print_table(results)
