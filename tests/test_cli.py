@@ -338,12 +338,24 @@ def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     monkeypatch.setattr(tools, "_cmd_config", exhausted)
     assert main(["config"]) == 1
     error = capsys.readouterr().err
-    assert error.startswith(
-        "longtail: error: out of memory (MemoryError); raise the process's memory limit (ulimit -v)"
-    )
+    assert error.startswith("longtail: error: out of memory; raise the process's memory limit (ulimit -v)")
     assert len(error.strip().splitlines()) == 1
     with pytest.raises(MemoryError):
         main(["config", "--debug"])
+
+    def allocator_exhausted(args):  # under `ulimit -v 1100000`, `longtail train` after its first epoch
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: ...")
+
+    monkeypatch.setattr(tools, "_cmd_config", allocator_exhausted)
+    assert main(["config"]) == 1
+    assert capsys.readouterr().err.startswith("longtail: error: out of memory; ")
+
+    def a_bug(args):  # any other RuntimeError stays a traceback: a bug to report, not a limit to raise
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(tools, "_cmd_config", a_bug)
+    with pytest.raises(RuntimeError, match="something else"):
+        main(["config"])
 
 
 @pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from ..engine.distributed import launch_env, reported_by_rank0, single_process
@@ -102,7 +103,7 @@ _COMMAND_PARSERS = (
 
 
 OUT_OF_MEMORY = (
-    "out of memory (MemoryError); raise the process's memory limit (ulimit -v) or free memory, "
+    "out of memory; raise the process's memory limit (ulimit -v) or free memory, "
     "or lower the batch sizes (train.batch_size, eval.batch_size)"
 )
 SIGPIPE_STATUS = 128 + 13  # the shell's status of a process that SIGPIPE ended
@@ -150,6 +151,28 @@ def _stop_workers(interrupt: KeyboardInterrupt) -> None:
             signal.signal(signal.SIGINT, previous)
 
 
+def _rerun_hint(args: argparse.Namespace) -> str:
+    """How to go on after a command stopped half-way (Ctrl-C, out of memory), or nothing.
+
+    Checkpoints are only ever replaced whole. Only a run directory that was made (config.yaml
+    comes first) can be resumed: not one stopped while the data loaded.
+    """
+    run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command in RERUN_CONTINUES:
+        return "; the same command again continues: what finished is kept and reused"
+    if args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file():
+        return f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`"
+    return ""
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that memory ran out: Python's, torch's CPU allocator's, or a GPU's."""
+    if isinstance(error, MemoryError):
+        return True
+    cuda_oom = getattr(torch, "OutOfMemoryError", ())
+    return isinstance(error, cuda_oom) or "DefaultCPUAllocator: can't allocate memory" in str(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longtail`` command; returns the exit status."""
     spell_what_streams_cannot_encode()  # before --help prints its "τ"
@@ -193,11 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
             print(f"longtail: error: {one_line(str(error))}", file=sys.stderr)  # a file's name may hold a line break
         return 1
-    except MemoryError:
-        # `ulimit -v` below what the command needs, or a machine out of RAM: Python's bare MemoryError traceback.
-        if args.debug:
+    except (MemoryError, RuntimeError) as error:
+        # `ulimit -v` below what the command needs, or a machine out of RAM: Python's bare MemoryError, or
+        # torch's "DefaultCPUAllocator: can't allocate memory" RuntimeError, as a traceback.
+        if args.debug or not _out_of_memory(error):
             raise
-        print(f"longtail: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        print(f"longtail: error: {OUT_OF_MEMORY}{_rerun_hint(args)}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # The reader of standard output went away (`longtail compare RUN | head -1`): stop quietly with the
@@ -207,16 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return SIGPIPE_STATUS
     except KeyboardInterrupt as interrupt:
-        # Checkpoints are only ever replaced whole.
-        # Only a run directory that was made (config.yaml comes first) can be resumed: not one stopped while the
-        # data loaded.
-        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
-        hint = ""
-        if args.command in RERUN_CONTINUES:
-            hint = "; the same command again continues: what finished is kept and reused"
-        elif args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file():
-            hint = f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`"
-        print(f"longtail: interrupted{hint}", file=sys.stderr)
+        print(f"longtail: interrupted{_rerun_hint(args)}", file=sys.stderr)
         _stop_workers(interrupt)
         return 130
     return 0
