@@ -1,6 +1,7 @@
 """End to end: the CLI on generated Fashion-MNIST-format data, and the real demo (slow)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -254,3 +255,149 @@ def test_debug_shows_the_exception_before_or_after_the_command():
         with pytest.raises(ConfigError, match="train.epochs='x'"):
             main(args)
     assert main(["config", "train.epochs=x"]) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, shown",
+    [
+        (["config", "train.epochs", "=", "3"], "'train.epochs = 3'"),
+        (["config", "train.epochs", "=3"], "'train.epochs =3'"),
+        (["config", "train.epochs=", "3"], "'train.epochs= 3'"),
+        (["eval", "RUN", "eval.many", "=", "5"], "'eval.many = 5'"),
+    ],
+)
+def test_key_and_value_split_by_spaces_are_named_as_such(argv: list[str], shown: str, capsys: pytest.CaptureFixture):
+    # `key = value` read the key as a config file ("config file train.epochs: not found") and the value as a stray
+    # argument; now one line says how to write it.
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    key, value = shown.strip("'").replace(" ", "").split("=")
+    expected = f"{shown}: write key=value as one argument, without spaces around '=' ({key}={value})"
+    assert done.value.code == 2 and capsys.readouterr().err.strip().endswith(f"longtail: error: {expected}")
+
+
+@pytest.mark.parametrize("command", ["eval", "decouple", "report", "export", "features"])
+def test_a_missing_run_dir_is_the_only_argument_said_to_be_required(command: str, capsys: pytest.CaptureFixture):
+    # argparse listed the optional key=value overrides as required too: "required: RUN_DIR, key=value"
+    with pytest.raises(SystemExit):
+        main([command])
+    error = capsys.readouterr().err
+    assert "required: RUN_DIR" in error and "key=value" not in error.splitlines()[-1]
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_in_an_encoding_without_tau_or_plus_minus_is_spelled_out(
+    encoding: str, tiny_decoupled_run: Path, tmp_path: Path
+):
+    # PYTHONIOENCODING=ascii: `longtail eval` and `--help` ended in a UnicodeEncodeError traceback on "—", "±", "τ"
+    env = {**os.environ, "PYTHONIOENCODING": encoding, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for argv in (["eval", str(tiny_decoupled_run)], ["decouple", "--help"]):
+        done = subprocess.run([sys.executable, "-m", "longtail", *argv], capture_output=True, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+        assert b"Traceback" not in done.stderr
+        done.stdout.decode(encoding)  # strictly: nothing the encoding lacks
+    if encoding == "ascii":
+        assert b"+/-" in done.stdout or b"tau" in done.stdout
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_a_deleted_current_directory_is_one_line(tmp_path: Path):
+    # torch's oneMKL ended the process with "FATAL ERROR: Cannot load .../libtorch_cpu.so" in a deleted directory
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        f"import os, runpy, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv = ['longtail', 'config']; "
+        "runpy.run_module('longtail', run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "longtail: error: the current directory was deleted; cd to an existing directory"
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_standard_output_that_cannot_be_written_is_one_line():
+    # `longtail config > /dev/full` ended in an OSError traceback from print()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "longtail", "config"], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "longtail: error: cannot write to standard output: No space left on device"
+
+
+def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    # Under `ulimit -v 800000`, `longtail eval RUN` ended in a bare MemoryError traceback (reading results.json).
+    import longtail.cli.tools as tools
+
+    def exhausted(args):
+        raise MemoryError
+
+    monkeypatch.setattr(tools, "_cmd_config", exhausted)
+    assert main(["config"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("longtail: error: out of memory; raise the process's memory limit (ulimit -v)")
+    assert len(error.strip().splitlines()) == 1
+    with pytest.raises(MemoryError):
+        main(["config", "--debug"])
+
+    def allocator_exhausted(args):  # under `ulimit -v 1100000`, `longtail train` after its first epoch
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: ...")
+
+    monkeypatch.setattr(tools, "_cmd_config", allocator_exhausted)
+    assert main(["config"]) == 1
+    assert capsys.readouterr().err.startswith("longtail: error: out of memory; ")
+
+    def a_bug(args):  # any other RuntimeError stays a traceback: a bug to report, not a limit to raise
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(tools, "_cmd_config", a_bug)
+    with pytest.raises(RuntimeError, match="something else"):
+        main(["config"])
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes")
+def test_a_run_directory_named_in_bytes_that_are_not_utf8_is_printed_as_they_are(tiny_run: Path, tmp_path: Path):
+    # LANG=en_US.UTF-8 (stdout errors="strict"): `compare` of such a run ended in a UnicodeEncodeError traceback
+    run = copy_run(tiny_run, Path(os.fsdecode(bytes(tmp_path) + b"/r\xff")))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "longtail", "compare", str(run)], capture_output=True, env=env)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr
+    assert b"r\xff" in done.stdout
+
+
+@pytest.mark.parametrize("columns", [40, 80, 120])
+def test_the_key_listing_of_help_fits_the_terminal(columns: int, monkeypatch, capsys: pytest.CaptureFixture):
+    # The listing's lines ran to 500 characters whatever the terminal: wrapped by it at its edge, under the keys.
+    from longtail.config import config_reference
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    with pytest.raises(SystemExit):
+        main(["decouple", "--help"])
+    text = capsys.readouterr().out
+    lines = text[text.index("config keys (key = default):") :].splitlines()
+    entries = {f"  {key} = {default!r}" for key, default, _ in config_reference()}
+    too_wide = [line for line in lines if len(line) > columns and line.rstrip() not in entries]
+    assert not too_wide
+    starts = {line.split("  ", 2)[1] for line in lines if line.startswith("  ") and " = " in line}
+    assert {entry.strip() for entry in entries} <= {start.strip() for start in starts}
+
+
+def test_decouple_refuses_an_empty_method(trained_run: Path, capsys: pytest.CaptureFixture):
+    # `--method "$UNSET"` fitted nothing and printed the run's table, exit 0
+    for method in ("", " , "):
+        assert main(["decouple", str(trained_run), "--method", method]) == 1
+        assert f"longtail: error: --method {method!r}: expected one of ncm, crt" in capsys.readouterr().err
+
+
+def test_compare_shows_a_run_given_twice_once(trained_run: Path, capsys: pytest.CaptureFixture):
+    # `compare runs/* runs/a` printed runs/a's rows twice, each best score starred twice
+    assert main(["compare", str(trained_run)]) == 0
+    once = capsys.readouterr().out
+    assert main(["compare", str(trained_run), str(trained_run), f"{trained_run}/"]) == 0
+    out, err = capsys.readouterr()
+    assert out == once
+    assert err.count(f"compare: {trained_run}: given twice; its rows are shown once") == 2  # `run/` is `run`

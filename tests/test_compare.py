@@ -1,6 +1,7 @@
 """``longtail compare``: rows per run and method, wall time, best per column, Markdown output, bad input."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -108,14 +109,19 @@ def test_the_paired_table_explains_within_noise_only_where_a_line_says_it():
     assert mixed.endswith("`longtail grid --seeds`)")
 
 
-def test_a_run_given_twice_is_refused(runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_run_given_twice_is_shown_once(
+    runs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
     # `compare runs/a runs/a/` (or a run and its absolute path) printed the run's rows twice, every best cell
     # of it starred twice, with the same label.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(RunDirError, match="^a twice: give each run once$"):
-        comparison_rows(["a", "a/"])
-    with pytest.raises(RunDirError, match=f"^a and {tmp_path / 'a'}, the same run directory: give each run once$"):
-        comparison_rows(["a", tmp_path / "a", "b"])
+    with caplog.at_level(logging.INFO, logger="longtail.evaluation.compare"):
+        assert [r.run for r in comparison_rows(["a", "a/"])] == ["a", "a", "a"]
+        assert [r.run for r in comparison_rows(["a", tmp_path / "a", "b"])] == ["a", "a", "a", "b", "b"]
+    assert caplog.messages == [
+        "compare: a: given twice; its rows are shown once",
+        f"compare: {tmp_path / 'a'}: the same directory as a; its rows are shown once",
+    ]
 
 
 def test_a_folder_of_runs_is_compared_as_its_runs_and_named_elsewhere(runs: list[Path], tmp_path: Path, capsys):

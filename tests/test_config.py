@@ -54,6 +54,9 @@ def test_unknown_key_in_yaml(tmp_path: Path):
         ("train.sampler=uniform", r"train\.sampler='uniform'"),
         ("eval.few=200", r"eval\.many=100: expected an integer >= eval\.few"),
         ("device=tpu", r"device='tpu'"),
+        ("device=cuda:x", r"device='cuda:x': expected auto, cpu, cuda or cuda:N"),
+        ("device=cuda:-1", r"device='cuda:-1': expected auto, cpu, cuda or cuda:N"),
+        ("device=0", r"device='0': expected auto, cpu, cuda or cuda:N"),
         ("train=3", r"train: is a section, not a key; set one of its keys, e.g. train\.epochs=\.\.\."),
         ("notakey", r"expected key=value"),
     ],
@@ -61,6 +64,38 @@ def test_unknown_key_in_yaml(tmp_path: Path):
 def test_bad_values_name_the_key(override: str, message: str):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_unknown_key_in_another_case_names_the_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'TRAIN\.Epochs'; did you mean 'train\.epochs'\?"):
+        load_config(None, ["TRAIN.Epochs=3"])
+
+
+def test_one_number_is_a_list_of_one():
+    # eval.shift=10,50 was a list and eval.shift=10 "expected a list of float": YAML read the one number as 10
+    assert load_config(None, ["eval.shift=10"]).eval.shift == [10.0]
+    assert load_config(None, ["eval.shift=2.5"]).eval.shift == [2.5]
+    assert load_config(None, ["eval.shift=10,50"]).eval.shift == [10.0, 50.0]
+    with pytest.raises(ConfigError, match=r"eval\.shift=True: expected a list of float"):
+        load_config(None, ["eval.shift=yes"])
+
+
+@pytest.mark.parametrize("raw", ["2024", "yes", "no", "1e3", "0x10", "1_000", "1:30", "2001-01-01", ".inf", "true"])
+def test_text_keys_keep_what_yaml_reads_as_another_type(raw: str):
+    # data.root=2024 (a directory named 2024) was "expected str or null", data.root=yes the same for True
+    config = load_config(None, [f"data.root={raw}", f"data.filelist.train_list={raw}"])
+    assert config.data.root == raw and config.data.filelist.train_list == raw
+    assert load_config(None, ["data.root=null"]).data.root is None
+
+
+def test_home_is_expanded_in_where_the_data_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    # The shell leaves the ~ of data.root=~/x as typed; no reader expanded it ("~/x: directory not found").
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = load_config(None, ["data.root=~/fm", "data.path=~/f.npz"])
+    assert (config.data.root, config.data.path) == (str(tmp_path / "fm"), str(tmp_path / "f.npz"))
+    # An unknown user stays as typed (Path.expanduser raised RuntimeError: a traceback), the backbone's too.
+    config = load_config(None, ["data.root=~nosuchuser1/x", "model.backbone=export:~nosuchuser1/m.pt2"])
+    assert config.data.root == "~nosuchuser1/x" and config.model.backbone.endswith("/~nosuchuser1/m.pt2")
 
 
 def test_missing_or_malformed_file(tmp_path: Path):

@@ -1,11 +1,20 @@
 """The ``longtail`` command (entry point ``longtail.cli:main``): :mod:`.main` parses and dispatches; each group
 of commands is a module of its own (:mod:`.stages`, :mod:`.experiments`, :mod:`.results`, :mod:`.tools`)."""
 
+import os
+import sys
+
+try:
+    os.getcwd()
+except FileNotFoundError:
+    # torch cannot load from a deleted directory: oneMKL ended the process with "FATAL ERROR: Cannot load
+    # .../libtorch_cpu.so", which names neither the cause nor the cure.
+    print("longtail: error: the current directory was deleted; cd to an existing directory", file=sys.stderr)
+    raise SystemExit(1) from None
+
 try:
     from .main import build_parser, main
 except KeyboardInterrupt:  # Ctrl-C while torch and the rest load (seconds): the command's one line, not a traceback
-    import sys
-
     print("longtail: interrupted", file=sys.stderr)
     raise SystemExit(130) from None
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import config_reference
+from ..config import config_keys, config_reference
 from ..config.reference import components_text
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from ..evaluation.table import INTERVAL_NOTE, format_table, table_title
 from ..pipeline.shift_scores import SHIFT_KEY, SHIFT_NOTE, em_summary, format_shift_table
 
@@ -20,12 +22,41 @@ OVERRIDES_HELP = (
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Wraps descriptions; keeps multi-line text (the key listing) as written."""
+    """Wraps descriptions; keeps multi-line text (the key listing) one entry a line, each wrapped to the width."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text:
-            return "".join(indent + line + "\n" for line in text.splitlines())
+            return "".join(indent + part + "\n" for line in text.splitlines() for part in wrap_entry(line, width))
         return super()._fill_text(text, width, indent)
+
+
+# "  key = default   help" of the key listing: the entry, the padding, the help
+_ENTRY = re.compile(r"^( +\S.*?\S)( {2,})(\S.*)$")
+MIN_HELP_COLUMN = 30  # narrower than this beside the key, the help goes under it
+
+
+def wrap_entry(line: str, width: int) -> list[str]:
+    """One line of the key listing or of the components, wrapped to ``width`` columns.
+
+    The listing's help texts run to 400 characters: a terminal wrapped them at
+    its edge, under the keys. Here the help keeps its column where the
+    terminal leaves it room, and goes under its key, indented, where it does not.
+    """
+    if len(line) <= width or not line.strip():
+        return [line]
+    entry = _ENTRY.match(line)
+    if entry is None:  # "  name: summary" of the components: a hanging indent
+        lead = len(line) - len(line.lstrip()) + 4
+        return textwrap.wrap(line, width, subsequent_indent=" " * lead, break_on_hyphens=False)
+    head = entry[1] + entry[2]
+    if width - len(head) >= MIN_HELP_COLUMN:
+        parts = textwrap.wrap(entry[3], width - len(head), break_on_hyphens=False)
+        return [head + parts[0], *(" " * len(head) + part for part in parts[1:])]
+    lead = " " * (len(entry[1]) - len(entry[1].lstrip()) + 6)
+    return [
+        entry[1],
+        *textwrap.wrap(entry[3], width, initial_indent=lead, subsequent_indent=lead, break_on_hyphens=False),
+    ]
 
 
 def key_listing() -> str:
@@ -46,6 +77,31 @@ def split_config_and_overrides(items: Sequence[str]) -> tuple[str | None, list[s
     return config, items
 
 
+def refuse_spaced_equals(argv: Sequence[str]) -> None:
+    """Refuse ``key = value``, ``key =value`` and ``key= value``, which the shell splits into several arguments.
+
+    Otherwise the key alone was read as a config file ("config file train.epochs: not
+    found") or an unrecognized argument, and the value as a stray one, far from the cause.
+    Only a known config key before the ``=`` counts, so a run directory named ``=x`` still reads.
+
+    Raises:
+        ConfigError: naming the split words and the one argument to write instead.
+    """
+    keys = set(config_keys())
+    for i, word in enumerate(argv[:-1]):
+        after = argv[i + 1]
+        if word in keys and after.startswith("="):
+            key, words = word, argv[i : i + 3] if after == "=" else argv[i : i + 2]  # key = value, key =value
+        elif word.endswith("=") and word[:-1] in keys and not after.startswith("-") and "=" not in after:
+            key, words = word[:-1], argv[i : i + 2]  # key= value
+        else:
+            continue
+        value = "".join(words)[len(key) + 1 :]
+        raise ConfigError(
+            f"{shown(' '.join(words))}: write key=value as one argument, without spaces around '=' ({key}={value})"
+        )
+
+
 def print_table(results: dict[str, Any], split: str = "test") -> None:
     methods = results.get("methods" if split == "test" else "val_methods", {})
     print(f"\n{table_title(results, split)}")
@@ -63,7 +119,7 @@ def print_table(results: dict[str, Any], split: str = "test") -> None:
 
 def run_dir_arguments(p: argparse.ArgumentParser, overrides_help: str) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `longtail train`")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=overrides_help)
 
 
 def progress_flag(p: argparse.ArgumentParser) -> None:

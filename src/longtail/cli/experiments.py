@@ -109,7 +109,7 @@ def demo_parser(commands: Any, shared: argparse.Namespace) -> None:
         action="store_true",
         help="replace a run under --out of other settings or data (else refused; the demo's own is reused)",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=OVERRIDES_HELP)
     progress_flag(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -163,7 +163,7 @@ def grid_parser(commands: Any, shared: argparse.Namespace) -> None:
         help=f"refuse, before training anything, a grid of more than N stage-1 runs (default {MAX_RUNS}); the "
         "count (sweep values multiplied, times seeds) is computed without listing the combinations",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=OVERRIDES_HELP)
     progress_flag(p)
     p.set_defaults(func=_cmd_grid)
 
@@ -205,7 +205,11 @@ def auto_parser(commands: Any, shared: argparse.Namespace) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
+        "items",
+        nargs="*",
+        default=[],
+        metavar="[CONFIG.yaml] [key=value]",
+        help="an optional YAML config, then " + OVERRIDES_HELP,
     )
     p.add_argument("--out", default="runs/auto", metavar="DIR", help="directory of the runs (default: runs/auto)")
     p.add_argument(

@@ -26,16 +26,19 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError, one_line
 from ..runs import CONFIG_FILE
 from ..version import __version__
-from .common import key_listing
+from .common import key_listing, refuse_spaced_equals
 from .experiments import auto_parser, demo_parser, grid_parser
 from .results import compare_parser, illustrate_parser, report_parser
 from .stages import decouple_parser, eval_parser, train_parser
+from .stdout_guard import guarded_stdout
+from .stream_encoding import spell_what_streams_cannot_encode
 from .tools import config_parser, data_parser, export_parser, features_parser, predict_parser
 
 
@@ -99,6 +102,10 @@ _COMMAND_PARSERS = (
 )
 
 
+OUT_OF_MEMORY = (
+    "out of memory; raise the process's memory limit (ulimit -v) or free memory, "
+    "or lower the batch sizes (train.batch_size, eval.batch_size)"
+)
 SIGPIPE_STATUS = 128 + 13  # the shell's status of a process that SIGPIPE ended
 
 
@@ -144,12 +151,39 @@ def _stop_workers(interrupt: KeyboardInterrupt) -> None:
             signal.signal(signal.SIGINT, previous)
 
 
+def _rerun_hint(args: argparse.Namespace) -> str:
+    """How to go on after a command stopped half-way (Ctrl-C, out of memory), or nothing.
+
+    Checkpoints are only ever replaced whole. Only a run directory that was made (config.yaml
+    comes first) can be resumed: not one stopped while the data loaded.
+    """
+    run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command in RERUN_CONTINUES:
+        return "; the same command again continues: what finished is kept and reused"
+    if args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file():
+        return f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`"
+    return ""
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that memory ran out: Python's, torch's CPU allocator's, or a GPU's."""
+    if isinstance(error, MemoryError):
+        return True
+    cuda_oom = getattr(torch, "OutOfMemoryError", ())
+    return isinstance(error, cuda_oom) or "DefaultCPUAllocator: can't allocate memory" in str(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longtail`` command; returns the exit status."""
+    spell_what_streams_cannot_encode()  # before --help prints its "τ"
     parser = build_parser()
     # argparse stops filling a nargs="*" positional at the first option, so
     # key=value pairs after e.g. `--method crt` come back as extras: keep them.
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        refuse_spaced_equals(argv)
+    except LongtailError as error:
+        parser.error(str(error))
     args, extras = parser.parse_known_args(argv)
     args.argv = argv
     stray = [e for e in extras if "=" not in e or e.startswith("-")]
@@ -169,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("longtail").info("rank %d: `longtail %s` runs on rank 0 only", env.rank, args.command)
             return 0
         with contextlib.ExitStack() as scope:
+            scope.enter_context(guarded_stdout())
             if env.distributed and args.command != "train":
                 scope.enter_context(single_process())  # so that the train() inside demo or grid does not wait for peers
             elif env.distributed and env.rank != 0:
@@ -181,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not reported_by_rank0(error):  # an error every rank raised is printed once, by rank 0
             print(f"longtail: error: {one_line(str(error))}", file=sys.stderr)  # a file's name may hold a line break
         return 1
+    except (MemoryError, RuntimeError) as error:
+        # `ulimit -v` below what the command needs, or a machine out of RAM: Python's bare MemoryError, or
+        # torch's "DefaultCPUAllocator: can't allocate memory" RuntimeError, as a traceback.
+        if args.debug or not _out_of_memory(error):
+            raise
+        print(f"longtail: error: {OUT_OF_MEMORY}{_rerun_hint(args)}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # The reader of standard output went away (`longtail compare RUN | head -1`): stop quietly with the
         # status of a command that SIGPIPE ended, as `git log | head` does. Standard output then goes to
@@ -189,16 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return SIGPIPE_STATUS
     except KeyboardInterrupt as interrupt:
-        # Checkpoints are only ever replaced whole.
-        # Only a run directory that was made (config.yaml comes first) can be resumed: not one stopped while the
-        # data loaded.
-        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
-        hint = ""
-        if args.command in RERUN_CONTINUES:
-            hint = "; the same command again continues: what finished is kept and reused"
-        elif args.command == "train" and run_dir and (Path(run_dir) / CONFIG_FILE).is_file():
-            hint = f"; continue with `longtail train --resume {shlex.quote(str(run_dir))}`"
-        print(f"longtail: interrupted{hint}", file=sys.stderr)
+        print(f"longtail: interrupted{_rerun_hint(args)}", file=sys.stderr)
         _stop_workers(interrupt)
         return 130
     return 0

@@ -63,6 +63,7 @@ def compare_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument(
         "run_dirs",
         nargs="*",
+        default=[],
         metavar="RUN_DIR",
         help="run directories written by `longtail train`; a folder of runs (`longtail auto --out`, `grid --out`): "
         "its runs, by name",

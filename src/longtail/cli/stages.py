@@ -8,7 +8,7 @@ from typing import Any
 
 from ..config import load_config
 from ..errors import ConfigError
-from ..methods import method_names
+from ..methods import method_names, spec_of
 from ..pipeline import decouple, evaluate, resume, train
 from .common import (
     OVERRIDES_HELP,
@@ -42,6 +42,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_decouple(args: argparse.Namespace) -> None:
     methods = [m.strip() for text in args.method for m in text.split(",") if m.strip()]
+    if not methods:  # `--method ""` (an unset shell variable) fitted nothing and printed the old table, exit 0
+        spec_of(" ".join(args.method))  # its error: "--method '': expected one of ..."
     overrides = list(args.overrides) + ([f"decouple.features={args.features}"] if args.features else [])
     results = decouple(args.run_dir, methods, overrides, overwrite=args.overwrite)
     print_table(results)
@@ -64,7 +66,11 @@ def train_parser(commands: Any, shared: argparse.Namespace) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then " + OVERRIDES_HELP
+        "items",
+        nargs="*",
+        default=[],
+        metavar="[CONFIG.yaml] [key=value]",
+        help="an optional YAML config, then " + OVERRIDES_HELP,
     )
     p.add_argument("--out", metavar="RUN_DIR", help="the run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace RUN_DIR if it is an existing run directory")
@@ -119,7 +125,7 @@ def decouple_parser(commands: Any, shared: argparse.Namespace) -> None:
         action="store_true",
         help="fit again, and replace, the requested methods' classifiers even where they are already saved",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=OVERRIDES_HELP)
     p.set_defaults(func=_cmd_decouple)
 
 

@@ -118,7 +118,11 @@ def config_parser(commands: Any, shared: argparse.Namespace) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "items", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="an optional YAML config, then overrides"
+        "items",
+        nargs="*",
+        default=[],
+        metavar="[CONFIG.yaml] [key=value]",
+        help="an optional YAML config, then overrides",
     )
     p.set_defaults(func=_cmd_config)
 
@@ -147,7 +151,9 @@ def data_parser(commands: Any, shared: argparse.Namespace) -> None:
         metavar="SPEC_OR_LIST",
         help="a split file, or a YAML config (or, without one, overrides such as data.name=cifar10_lt)",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, after a YAML config")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="config overrides, after a YAML config"
+    )
     p.add_argument("--json", action="store_true", help="print only JSON on standard output")
     p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (PNG)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")
@@ -187,7 +193,9 @@ def export_parser(commands: Any, shared: argparse.Namespace) -> None:
         help="a deployment prior (one weight per class: text, .json, .npy or .npz) folded into the exported bias "
         "after the calibration fitted on validation: the model predicts for that prior (docs/statistics.md)",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="where the data lives, e.g. data.root=DIR")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="where the data lives, e.g. data.root=DIR"
+    )
     p.set_defaults(func=_cmd_export)
 
 
@@ -238,5 +246,7 @@ def features_parser(commands: Any, shared: argparse.Namespace) -> None:
         help="dtype of the features written (default float32); float16 halves the file and the memory of "
         "data.name=features, which casts each batch to float32",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-time overrides such as data.root=DIR")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="run-time overrides such as data.root=DIR"
+    )
     p.set_defaults(func=_cmd_features)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from ..errors import SHOWN_CHARS, ConfigError, shown
 from ..registry import DATASETS
 from ..safe_text import YamlAliasRefused, YamlDuplicateKey, YamlTooDeep, parse_yaml
 from .fields import coerce, field_types, is_section
-from .reference import config_keys
+from .reference import config_keys, text_keys
 from .schema import Config
 from .sections import RENAMED, apply_renamed, load_components
 from .validate import validate_config
@@ -25,7 +27,9 @@ EXTERNAL_BACKBONES = ("export:",)
 
 def unknown_key(key: str) -> ConfigError:
     """The error of a key that does not exist, naming the closest one that does."""
-    close = difflib.get_close_matches(key[:SHOWN_CHARS], config_keys(), n=1, cutoff=0.6)
+    keys = config_keys()
+    same_but_case = [k for k in keys if k.lower() == key.lower()]  # keys are lower case: TRAIN.EPOCHS is train.epochs
+    close = same_but_case or difflib.get_close_matches(key[:SHOWN_CHARS], keys, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown config key {shown(key)}{hint}")
 
@@ -83,7 +87,10 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = parse_yaml(raw) if raw.strip() else ""
     except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, ValueError, RecursionError):
         value = raw
-    # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed.
+    # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed; a key of free text also keeps
+    # what YAML would read as another type: data.root=2024 is the directory 2024, device=0 the text "0".
+    if isinstance(value, bool | int | float | datetime.date) and key in text_keys():
+        return key, raw.strip()
     return key, raw if isinstance(value, str) else value
 
 
@@ -124,10 +131,29 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     """A validated config from a nested dict (the inverse of :func:`~longtail.config.config_to_dict`)."""
     tree = copy.deepcopy(values)
     apply_renamed(tree)
+    _expand_home(tree)
     _implied_model_keys(tree)
     config = build(Config, tree)
     validate_config(config)
     return config
+
+
+HOME_EXPANDED = ("root", "path")  # data keys naming where the data lives (run-time keys, free to change)
+
+
+def _expand_home(tree: dict[str, Any]) -> None:
+    """``data.root=~/data`` is the home directory's ``data``, as ``model.backbone=export:~/m.pt2`` is.
+
+    The shell leaves ``~`` of ``data.root=~/x`` as typed (it is no variable assignment),
+    and no reader expands it: "~/x: directory not found" for a directory that exists.
+    """
+    data = tree.get("data")
+    if not isinstance(data, dict):
+        return  # build names a malformed section
+    for name in HOME_EXPANDED:
+        value = data.get(name)
+        if isinstance(value, str) and value.startswith("~"):
+            data[name] = os.path.expanduser(value)  # an unknown ~user stays as typed (Path.expanduser raises)
 
 
 def _implied_model_keys(tree: dict[str, Any]) -> None:
@@ -143,7 +169,7 @@ def _implied_model_keys(tree: dict[str, Any]) -> None:
     backbone = model.get("backbone")
     if isinstance(backbone, str) and backbone.startswith(EXTERNAL_BACKBONES):
         kind, _, path = backbone.partition(":")
-        model["backbone"] = f"{kind}:{Path(path).expanduser().absolute()}" if path else backbone
+        model["backbone"] = f"{kind}:{Path(os.path.expanduser(path)).absolute()}" if path else backbone
         model.setdefault("trainable", "none")
     if model:
         tree["model"] = model

@@ -65,6 +65,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     elif origin is list:
         if isinstance(value, str):  # from the command line: "0.5,1,2" or "[0.5, 1, 2]"
             value = [part for part in value.strip("[] ").split(",") if part.strip()]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # one number is a list of one: eval.shift=10 as eval.shift=10,50 (YAML read it as 10)
         if isinstance(value, (list, tuple)):
             (item_hint,) = typing.get_args(hint)
             return [coerce(f"{key}[{i}]", item, item_hint) for i, item in enumerate(value)]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,17 @@ def key_docs(cls: type = Config, prefix: str = "") -> list[KeyDoc]:
 def config_reference(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
     """``(dotted key, default, help)`` for every leaf key, in declaration order."""
     return [(doc.key, doc.default, doc.help) for doc in key_docs(cls, prefix)]
+
+
+def text_keys(cls: type = Config, prefix: str = "") -> set[str]:
+    """The keys whose value is free text (``str`` or ``str | None``): paths, names, devices."""
+    keys: set[str] = set()
+    for name, hint in field_types(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys |= text_keys(hint, f"{prefix}{name}.")
+        elif hint is str or set(typing.get_args(hint)) == {str, type(None)}:
+            keys.add(f"{prefix}{name}")
+    return keys
 
 
 def config_keys() -> list[str]:

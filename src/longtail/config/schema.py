@@ -11,6 +11,7 @@ sampler's ``train.<sampler>.*`` and ``decouple.<sampler>.*``, a reader's
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -336,7 +337,8 @@ class EvalConfig:
 
 
 def _device_ok(device: Any) -> bool:
-    return device in ("auto", "cpu", "cuda") or (isinstance(device, str) and device.startswith("cuda:"))
+    # cuda:N with N digits only: torch raises its own RuntimeError on cuda:x or cuda:-1, a traceback
+    return device in ("auto", "cpu", "cuda") or (isinstance(device, str) and re.fullmatch(r"cuda:[0-9]+", device))
 
 
 @dataclass

@@ -16,6 +16,7 @@ test predictions (:mod:`longtail.evaluation.predictions`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ from .table import COLUMNS, INTERVAL_NOTE, render_table, with_interval
 HEADER = ("Run", "Method", "Many", "Medium", "Few", "All", "Macro", "τ", "Wall (s)")
 METHOD_CHARS = 30  # characters of a method's name in the table (longtail's own are at most 18)
 NOTE_WIDTH = 100  # characters of a note's line under a table narrower than this
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,24 +100,26 @@ def _run_labels(run_dirs: Sequence[Path]) -> list[str]:
 
 def expand_run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
     """The runs to compare: each run directory as given, a folder of runs (`longtail auto --out`, `grid --out`)
-    as its runs by name; every one checked (:func:`require_run_dir`).
+    as its runs by name; every one checked (:func:`require_run_dir`), and each once.
+
+    A run given again (``compare runs/* runs/a``, or ``run`` and ``run/``) is kept where it came first and said
+    so on stderr: twice, it was two identical rows, each best cell starred twice, as if two runs agreed to the
+    last digit.
 
     Raises:
-        RunDirError: a path that is neither, or a run given twice (it would be two identical rows, its cells
-            marked best twice).
+        RunDirError: a path that is neither a run nor a folder of runs.
     """
     dirs: list[Path] = []
     for given in map(Path, run_dirs):
         folder = given.is_dir() and not (given / CONFIG_FILE).is_file()
         dirs.extend((folder and runs_in(given)) or [given])
-    dirs = [require_run_dir(path) for path in dirs]
     seen: dict[Path, Path] = {}
-    for path in dirs:
+    for path in map(require_run_dir, dirs):
         same = seen.setdefault(path.resolve(), path)
         if same is not path:
-            twice = f"{same} twice" if str(same) == str(path) else f"{same} and {path}, the same run directory"
-            raise RunDirError(f"{twice}: give each run once")
-    return dirs
+            again = "given twice" if str(same) == str(path) else f"the same directory as {one_line(str(same))}"
+            logger.info("compare: %s: %s; its rows are shown once", one_line(str(path)), again)
+    return list(seen.values())
 
 
 def comparison_rows(run_dirs: Sequence[str | Path]) -> list[ComparisonRow]:

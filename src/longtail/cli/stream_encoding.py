@@ -1,0 +1,97 @@
+"""Print on terminals and pipes that cannot encode every character of longtail's output.
+
+Tables and help use "τ", "±", "—" and class names from the data. Standard
+output of a Python started with ``PYTHONIOENCODING=ascii`` (or ``latin-1``, or
+an old Windows code page) raised ``UnicodeEncodeError`` on the first of them,
+a traceback in place of the table. The streams are switched to an error
+handler that writes a readable ASCII spelling instead: ``tau``, ``+/-``,
+``--``; letters with accents lose them (``château`` -> ``chateau``); anything
+else becomes ``?``. A stream that can encode a character writes it as before.
+
+A UTF-8 stream of ``errors="strict"`` (``LANG=en_US.UTF-8``) raised the same
+error on a run directory whose name is not UTF-8 (Python holds its bytes as
+surrogates): it writes those bytes back as they were.
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+import unicodedata
+
+ERROR_HANDLER = "longtail-ascii-spelling"
+
+# The characters longtail itself prints (tables, help, log lines), spelled as a reader of ASCII expects.
+_SPELLINGS = {
+    "τ": "tau",
+    "π": "pi",
+    "α": "alpha",
+    "β": "beta",
+    "γ": "gamma",
+    "θ": "theta",
+    "φ": "phi",
+    "λ": "lambda",
+    "ε": "eps",
+    "μ": "mu",
+    "Σ": "sum",
+    "±": "+/-",
+    "·": "*",
+    "×": "x",
+    "²": "^2",
+    "⁰": "^0",
+    "–": "-",
+    "−": "-",
+    "—": "--",
+    "…": "...",
+    "→": "->",
+    "↦": "->",
+    "←": "<-",
+    "≥": ">=",
+    "≤": "<=",
+    "≈": "~",
+    "∝": "~",
+    "‖": "||",
+    "√": "sqrt",
+    "°": " deg",
+    "✕": "x",
+}
+
+
+def ascii_spelling(char: str) -> str:
+    """An ASCII spelling of one character: longtail's own table, the letter without accents, or ``?``."""
+    if char in _SPELLINGS:
+        return _SPELLINGS[char]
+    bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    return bare if bare.isascii() and bare.isprintable() and bare else "?"
+
+
+def _spell_unencodable(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: the unencodable characters of ``error`` in their ASCII spelling."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(ascii_spelling(c) for c in text), error.end
+
+
+codecs.register_error(ERROR_HANDLER, _spell_unencodable)
+
+
+def spell_what_streams_cannot_encode() -> None:
+    """Make ``sys.stdout`` and ``sys.stderr`` write an ASCII spelling of what their encoding lacks.
+
+    Only real text streams are switched (a test's ``StringIO`` has no
+    encoding to fail); their encoding and buffering stay as they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None or not getattr(stream, "encoding", None):
+            continue
+        try:
+            if codecs.lookup(stream.encoding).name != "utf-8":
+                reconfigure(errors=ERROR_HANDLER)
+            elif stream.errors == "strict":
+                # Every character encodes but a file name's undecodable bytes (surrogates, as Python reads
+                # them): written back as the bytes they were, as under the C.UTF-8 locale
+                reconfigure(errors="surrogateescape")
+        except (LookupError, ValueError, OSError):  # an unknown codec, a closed stream: print as Python would
+            continue
