@@ -249,6 +249,21 @@ def test_an_onnx_conversion_that_fails_is_one_line_and_writes_nothing(
     assert line.endswith("nothing was written: export it without --onnx") and not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # two exports of the tiny run: ~5 s
+def test_overwrite_without_onnx_removes_the_replaced_models_onnx(run_dir: Path, tmp_path: Path, capsys):
+    """`export --overwrite` without --onnx left the replaced model's MODEL.onnx beside the new MODEL.pt2, where it
+    would be taken for the new model's."""
+    model = tmp_path / "m.pt2"
+    assert main(["export", str(run_dir), "--method", "crt", "--out", str(model)]) == 0
+    (tmp_path / "m.onnx").write_bytes(b"the replaced model's ONNX")  # as an earlier `export --onnx` left it
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--method", "ncm", "--out", str(model), "--overwrite"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {tmp_path / 'm.onnx'}: the replaced model's ONNX file" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2"]
+    assert load_artifact(model)[1]["exported"] == "ncm"
+
+
 @pytest.mark.slow  # cRT fine-tuning the last stage on images: ~10 s
 def test_a_fine_tuned_crt_is_exported_with_its_own_backbone(run_dir: Path, tmp_path: Path):
     run = tmp_path / "run"

@@ -73,6 +73,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
         print(f"prior {prior['file']}: {done} (calibration {prior['calibration']}, T = {prior['temperature']:.3f})")
     if result.onnx_path is not None:
         print(f"ONNX: {result.onnx_path}")
+    if result.removed_onnx is not None:
+        print(f"removed {result.removed_onnx}: the replaced model's ONNX file (--onnx writes the new one's)")
     if result.metadata["input"].get("kind") == "features":
         print(f"it maps (N, {result.metadata['input']['features']}) feature vectors to logits: "
               f"torch.export.load('{result.path}').module()(features)")  # fmt: skip

@@ -42,11 +42,13 @@ SUFFIX = ".pt2"
 
 @dataclass
 class ExportResult:
-    """What :func:`export_run` wrote: the artifact, the ONNX file (or None) and the metadata stored in both."""
+    """What :func:`export_run` wrote: the artifact, the ONNX file (or None) and the metadata stored in both;
+    ``removed_onnx``: the replaced model's ONNX file, removed (``overwrite`` without ``onnx``), or None."""
 
     path: Path
     onnx_path: Path | None
     metadata: dict[str, Any]
+    removed_onnx: Path | None = None
 
 
 def input_spec(splits: DatasetSplits) -> dict[str, Any]:
@@ -264,4 +266,21 @@ def _export(run: LoadedRun, method: str, path: Path, onnx: bool, prior: str | Pa
     onnx_data = onnx_bytes(program, metadata) if onnx else None  # converted before anything is written
     save_artifact(path, program, metadata)
     onnx_path = write_onnx(onnx_data, path.with_suffix(".onnx")) if onnx_data is not None else None
-    return ExportResult(path, onnx_path, metadata)
+    return ExportResult(path, onnx_path, metadata, None if onnx else _remove_replaced_onnx(path))
+
+
+def _remove_replaced_onnx(path: Path) -> Path | None:
+    """Remove ``path``'s ``.onnx`` sibling after ``path`` was replaced without ``--onnx``: it is the replaced
+    model's and would be taken for the new one's. Returns it, or None where there was none (or it stays: a
+    folder, a file that cannot be removed, which is then the caller's to say)."""
+    onnx_path = path.with_suffix(".onnx")
+    try:
+        if not onnx_path.is_file():
+            return None
+        onnx_path.unlink()
+    except OSError as error:
+        raise ExportError(
+            f"{path} written; {onnx_path}, the replaced model's ONNX file, could not be removed "
+            f"({error.strerror or error.__class__.__name__}): remove it, or export again with --onnx"
+        ) from None
+    return onnx_path
