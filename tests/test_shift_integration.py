@@ -35,7 +35,8 @@ def run_dir(tiny_decoupled_run: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_eval_shift_is_off_by_default_and_takes_factors_above_one():
     assert load_config(None, []).eval.shift == []
     assert load_config(None, ["eval.shift=[2,5,10,25,50]"]).eval.shift == [2, 5, 10, 25, 50]
-    for bad in ("[1]", "[0.5]", "2"):
+    assert load_config(None, ["eval.shift=2"]).eval.shift == [2]  # one factor: a list of one, as 2,5 is of two
+    for bad in ("[1]", "[0.5]", "1", "[]x"):
         with pytest.raises(ConfigError, match="eval.shift"):
             load_config(None, [f"eval.shift={bad}"])
 
