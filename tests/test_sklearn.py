@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -299,6 +300,21 @@ def test_one_class_is_a_clear_error():
         fast().fit(np.ones((5, 3)), [1] * 5)
     with pytest.raises(ValueError, match=r"got 1 class \('a'\)"):
         fast().fit(np.ones((5, 3)), np.array(["a"] * 5, dtype=object))
+
+
+def test_features_beyond_float32_are_refused_not_trained_as_infinity():
+    """Finite float64 beyond float32's range became inf in the float32 heads: every solve NaN, a model at
+    chance, and only L-BFGS's "stopped after 0 iterations" warnings."""
+    X = np.ones((8, 3))
+    X[5, 1] = 1e200
+    y = [0, 1] * 4
+    with pytest.raises(ValueError, match=r"^X row 5 holds values beyond float32's range \(3.403e\+38\)"):
+        fast().fit(X, y)
+    with pytest.raises(ValueError, match=r"^X_val row 5 holds values beyond float32's range"):
+        fast().fit(np.ones((8, 3)), y, X_val=X, y_val=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # L-BFGS cannot make progress on such values; they are taken, though
+        fast().fit(np.full((8, 3), 3e38), y)  # within float32
 
 
 # --- parameters and config ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..errors import DataError
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
 from ..shift import Adapted, PriorAdapter, fit_prior_adapter
+from ..shift.adapter import MIN_EM_IMAGES, NOT_APPLIED
 from ..shift.prior_file import normalised_weights
 from . import fitting
 from .candidates import JOINT_METHODS, Solver
@@ -33,6 +34,10 @@ SGD_WEIGHT_DECAY = 5e-4  # the probe's weight decay under sgd, weight_decay="aut
 
 class HoldoutWarning(UserWarning):
     """No validation sample could be held out: hyper-parameters were chosen on the training data."""
+
+
+class PriorNotAppliedWarning(UserWarning):
+    """``prior=`` was not applied: the validation check turned prior adaptation off for this classifier."""
 
 
 class DecoupledClassifier(ClassifierMixin, BaseEstimator):
@@ -198,6 +203,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=FLOATS)
+        _check_float32_range(X, "X")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
@@ -327,6 +333,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
     def _given_validation(self, X_val: Any, y_val: Any, encoder: LabelEncoder) -> Any:
         """``X_val``, ``y_val`` checked like ``X`` (same features) and encoded with the training labels."""
         X_val = validate_data(self, X_val, reset=False, dtype=FLOATS)
+        _check_float32_range(X_val, "X_val")
         y_val = column_or_1d(y_val, warn=True)
         if len(y_val) != len(X_val):
             raise ValueError(f"y_val: {len(y_val)} labels for {len(X_val)} rows of X_val")
@@ -372,7 +379,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         ``classes_`` (normalised): calibrated posteriors moved to that prior (see :meth:`adapt_prior`)."""
         if prior is None:
             return softmax(self._scores(X), axis=1)
-        return np.exp(self.adapt_prior(X, prior).log_posteriors.numpy())
+        return np.exp(self._adapted(X, prior).log_posteriors.numpy())
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """(N, C) log of :meth:`predict_proba`, computed stably."""
@@ -383,7 +390,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         """(N,) labels of ``classes_`` with the highest score (ties: the first class); ``prior`` as in
         :meth:`predict_proba` (``"em"``: estimated from the rows of ``X``)."""
         if prior is not None:
-            return self.classes_[self.adapt_prior(X, prior).predictions().numpy()]
+            return self.classes_[self._adapted(X, prior).predictions().numpy()]
         best = self._scores(X).argmax(axis=1)  # first: it checks that the estimator is fitted
         return self.classes_[best]
 
@@ -395,15 +402,29 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         adaptation helps on simulated shifts are fitted on the validation split of ``fit`` on first use
         (``prior_calibration_`` says which data: ``validation``, or ``training data`` when none was held out,
         e.g. ``cv`` folds: pass ``X_val, y_val`` to ``fit`` then). Where the check failed, the predictions stay
-        the classifier's own (``Adapted.applied`` is False). ``Adapted.prior`` is the prior used, (C,).
+        the classifier's own (``Adapted.applied`` is False) and a :class:`PriorNotAppliedWarning` says so.
+        ``Adapted.prior`` is the prior used, (C,). ``"em"`` needs at least 2 rows.
         """
+        return self._adapted(X, prior)
+
+    def _adapted(self, X: Any, prior: Any) -> Adapted:
+        """:meth:`adapt_prior`, for it and the ``prior=`` of the predictions: its warning names their caller."""
         scores = torch.from_numpy(self._scores(X))  # first: it checks that the estimator is fitted
         adapter = self._fitted_prior_adapter()
         if isinstance(prior, str):
             if prior != "em":
                 raise ValueError(f"prior={prior!r}: expected None, 'em' or one weight per class")
-            return adapter.adapt(scores, "em")
-        return adapter.adapt(scores, "known", target_prior=_prior_weights(prior, len(self.classes_)))
+            if len(scores) < MIN_EM_IMAGES:  # one row's own posterior would "estimate" the prior that moves it
+                raise ValueError(
+                    f"prior='em': {len(scores)} row of X; EM estimates the class prior of a batch and needs at least "
+                    f"{MIN_EM_IMAGES} rows: predict a batch, or give the prior as one weight per class"
+                )
+            adapted = adapter.adapt(scores, "em")
+        else:
+            adapted = adapter.adapt(scores, "known", target_prior=_prior_weights(prior, len(self.classes_)))
+        if not adapted.applied:  # said, as `predict --prior` says it: else a given prior is ignored silently
+            warnings.warn(f"prior not applied: {NOT_APPLIED}", PriorNotAppliedWarning, stacklevel=3)
+        return adapted
 
     def _fitted_prior_adapter(self) -> PriorAdapter:
         if self._prior_adapter is None:
@@ -485,6 +506,18 @@ def _prior_weights(prior: Any, num_classes: int) -> np.ndarray:
     if weights.max() <= 0:
         raise ValueError("prior: the weights sum to 0; expected at least one positive weight")
     return normalised_weights(weights)
+
+
+def _check_float32_range(X: np.ndarray, name: str) -> None:
+    """Refuse finite values that float32, in which heads train (:func:`~longtail.sklearn.fitting.as_features`),
+    cannot hold: cast, they became infinite and every solve NaN, a model at chance with only L-BFGS's warnings."""
+    largest = np.finfo(np.float32).max
+    if X.dtype == np.float64 and X.size and np.abs(X).max() > largest:
+        row = int(np.flatnonzero((np.abs(X) > largest).any(axis=1))[0])
+        raise ValueError(
+            f"{name} row {row} holds values beyond float32's range ({largest:.4g}), in which features are trained; "
+            "expected features within it (scale them, e.g. with a StandardScaler in front)"
+        )
 
 
 def _plain(label: Any) -> Any:
