@@ -456,6 +456,20 @@ def test_calibrated_log_loss_is_the_best_temperature_of_the_balanced_log_loss():
     assert float(zero) == 0 and float(useless) == pytest.approx(np.log(3))
 
 
+def test_calibrated_log_loss_of_scores_of_a_huge_scale_is_found_without_overflow_warnings():
+    """Scores at 1e12 (NCM's distances on unscaled features) overflowed the Newton step: NumPy's "overflow
+    encountered in divide", 35 times in one ``auto`` fit, though the answer was right."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    scores = rng.normal(size=(30, 3)) + 2.0 * np.eye(3)[y]
+    (loss,), (beta,) = calibrated_log_loss(scores[None], y)
+    for scale in (1e12, 1e20):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (big,), (beta_big,) = calibrated_log_loss(scale * scores[None], y)
+        assert big == pytest.approx(loss, abs=1e-9) and beta_big == pytest.approx(beta / scale, rel=1e-5)
+
+
 def test_a_head_solved_exactly_minimises_the_samplers_expected_loss():
     """cRT with class-aware sampling and weight decay 5e-4, solved exactly: class-balanced logistic regression."""
     x, y = long_tailed_blobs()
