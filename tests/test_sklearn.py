@@ -419,6 +419,30 @@ def test_clone_and_pickle():
     np.testing.assert_array_equal(restored.predict_proba(x), fitted.predict_proba(x))
 
 
+@pytest.mark.filterwarnings("ignore:prior not applied")  # whether this data's check passes is not the point
+def test_a_fitted_estimator_keeps_no_copy_of_x(monkeypatch):
+    """The fitted model held, and pickled, a float32 copy of all of X for ``predict(prior=...)``'s calibration:
+    its size grew with n_samples x n_features. It keeps the head's scores now (n_samples x n_classes), and
+    nothing beyond what a prior adapter is fitted on."""
+    from longtail.sklearn import estimator
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [200, 100, 50, 25])
+    x = rng.normal(size=(len(y), 1000)) + y[:, None]
+    fitted = fast("joint").fit(x, y)
+    assert len(pickle.dumps(fitted)) < x.astype(np.float32).nbytes / 20
+    held = [v for v in vars(fitted).values() if isinstance(v, torch.Tensor | np.ndarray)]
+    assert all(v.size(-1) != 1000 if isinstance(v, torch.Tensor) else v.shape[-1] != 1000 for v in held)
+    adapted = fitted.adapt_prior(x[:50], [1, 1, 1, 1])  # the calibration, from the kept scores
+    assert adapted.prior.shape == (4,)
+    monkeypatch.setattr(estimator, "MAX_ADAPTER_VALUES", 100)
+    monkeypatch.setattr("longtail.shift.adapter.MAX_ADAPTER_VALUES", 100)
+    beyond = fast("joint").fit(x, y)
+    assert beyond._prior_scores is None
+    with pytest.raises(ValueError, match=r"^prior: the calibration cannot be fitted on the training data: 375 "):
+        beyond.predict(x[:5], prior="em")
+
+
 def test_pipeline_grid_search_and_cross_validation():
     x, y = long_tailed_blobs()
     labels = np.array(["head", "mid", "low", "tail"])[y]

@@ -17,11 +17,12 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ..config.options import AutoOr, Interval, OneOf, Parameters, Satisfies
 from ..engine.device import one_thread, resolve_device
+from ..engine.feature_rows import chunk_rows
 from ..errors import DataError
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
 from ..shift import Adapted, PriorAdapter, fit_prior_adapter
-from ..shift.adapter import MIN_EM_IMAGES, NOT_APPLIED
+from ..shift.adapter import MAX_ADAPTER_VALUES, MIN_EM_IMAGES, NOT_APPLIED, check_adapter_size
 from ..shift.prior_file import normalised_weights
 from . import fitting
 from .candidates import JOINT_METHODS, Solver
@@ -242,8 +243,11 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         self._set_fitted(choice)
         self.class_counts_ = np.bincount(codes, minlength=len(self.classes_))
         # What predict(prior=...) calibrates on, fitted on first use: the validation split where one was held out.
+        # Its scores are kept, not its features: a fitted model held (and pickled) a float32 copy of all of X.
         self.prior_calibration_ = "validation" if held_out is not None else "training data"
-        self._prior_data = held_out if held_out is not None else fitting.as_features(X, codes)
+        data_x, data_y = (held_out.x, held_out.y) if held_out is not None else (X, torch.as_tensor(codes))
+        self._prior_scores = _calibration_scores(self.head_, data_x, len(self.classes_))
+        self._prior_labels = data_y
         self._prior_adapter = None
         groups = shot_groups(self.class_counts_, many=self.many, few=self.few)
         self.shot_groups_ = {name: self.classes_[members] for name, members in groups.items()}
@@ -428,12 +432,12 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
 
     def _fitted_prior_adapter(self) -> PriorAdapter:
         if self._prior_adapter is None:
-            data = self._prior_data
-            with torch.no_grad():
-                scores = self.head_(data.x.double()).double()
+            scores, labels = self._prior_scores, self._prior_labels
             try:
+                if scores is None:  # not kept: beyond what an adapter is fitted on; this says so
+                    check_adapter_size(len(labels), len(self.classes_))
                 with one_thread():
-                    self._prior_adapter = fit_prior_adapter(scores, data.y, self.class_counts_.tolist())
+                    self._prior_adapter = fit_prior_adapter(scores, labels, self.class_counts_.tolist())
             except DataError as error:
                 where = "validation split" if self.prior_calibration_ == "validation" else self.prior_calibration_
                 reason = str(error).removeprefix("validation split: ")  # the library's wording for its own runs
@@ -471,6 +475,22 @@ def shot_accuracy(
     summary = accuracy_summary(predicted, truth, list(train_counts), many=many, few=few)
     summary.pop("per_class")
     return summary
+
+
+def _calibration_scores(head: torch.nn.Module, x: np.ndarray | torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """(N, C) float64 scores of ``head`` on the features ``predict(prior=...)`` calibrates on, from their float32
+    values (as the heads saw them), in row chunks; None beyond :data:`MAX_ADAPTER_VALUES` (no adapter is fitted
+    on so many, so nothing is kept for it)."""
+    if len(x) * num_classes > MAX_ADAPTER_VALUES:
+        return None
+
+    def float32(rows: np.ndarray | torch.Tensor) -> torch.Tensor:  # a copy: X may be a read-only memmap
+        return rows.float() if isinstance(rows, torch.Tensor) else torch.tensor(rows, dtype=torch.float32)
+
+    step = chunk_rows(x.shape[1])
+    with torch.no_grad():
+        chunks = [head(float32(x[i : i + step]).double()) for i in range(0, len(x), step)]
+    return torch.cat(chunks).double()
 
 
 def _device(name: Any) -> torch.device:
