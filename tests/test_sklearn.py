@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from longtail.engine.exact_linear import fit_linear_exact  # noqa: E402
+from longtail.errors import ConfigError  # noqa: E402
 from longtail.evaluation.metrics import accuracy_summary  # noqa: E402
 from longtail.methods import expand_methods, method_names  # noqa: E402
 from longtail.sklearn import DecoupledClassifier, HoldoutWarning, shot_accuracy  # noqa: E402
@@ -145,6 +146,19 @@ def test_a_list_of_penalties_is_a_grid_of_probes_to_choose_among():
     # A method that chooses nothing takes the first value: the probe at 0.01.
     joint = fast("joint", weight_decay=[0.01, 0.1]).fit(x, y)
     np.testing.assert_array_equal(joint.joint_.weight.numpy(), fast("joint", weight_decay=0.01).fit(x, y).joint_.weight)
+
+
+def test_penalties_as_a_numpy_array_are_a_grid_too():
+    """``weight_decay=np.logspace(...)`` raised NumPy's "truth value of an array ... is ambiguous" traceback
+    (``value == "auto"`` compared element-wise)."""
+    x, y = long_tailed_blobs()
+    as_array = fast("logit_adjust", weight_decay=np.array([0.01, 0.1])).fit(x, y)
+    as_list = fast("logit_adjust", weight_decay=[0.01, 0.1]).fit(x, y)
+    assert as_array.params_ == as_list.params_ and len(as_array.candidates_) == len(as_list.candidates_)
+    np.testing.assert_array_equal(as_array.predict_proba(x), as_list.predict_proba(x))
+    for bad in (np.array([]), np.array([-1.0]), np.full((2, 2), 0.1)):
+        with pytest.raises(ConfigError, match="^weight_decay=.*expected 'auto', a number >= 0 or a list of them"):
+            fast(weight_decay=bad).fit(x, y)
 
 
 def _label(clf: DecoupledClassifier) -> str:

@@ -30,6 +30,7 @@ from .selection import SELECTIONS, stratified_folds
 
 FLOATS = [np.float32, np.float64]  # accepted as they are; anything else numeric is cast to float32
 SOLVERS = ("lbfgs", "sgd")
+PENALTY_LISTS = (list, tuple, np.ndarray)  # weight_decay as a grid, e.g. np.logspace(-4, -1, 4)
 SGD_WEIGHT_DECAY = 5e-4  # the probe's weight decay under sgd, weight_decay="auto" (the official stage-1 value)
 
 
@@ -66,7 +67,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         SGD trains (LWS, WB, LAS) train by SGD when asked for by name and are left
         out of ``auto``. ``sgd``: the probe is trained by SGD (``epochs``, ``lr``,
         ``batch_size``) and ``auto`` tries every method.
-    weight_decay : float, "auto" or list of floats, default="auto"
+    weight_decay : float, "auto" or list (tuple, 1-D array) of floats, default="auto"
         The probe's L2 penalty ``weight_decay / 2 * ||W||^2`` on the mean loss (the
         bias is not penalised under ``lbfgs``). ``"auto"`` under ``lbfgs``: ``1 / n`` on
         each fit's ``n`` training samples (``LogisticRegression``'s default ``C=1``);
@@ -221,7 +222,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             epochs=self.epochs,
             lr=float(self.lr),
             batch_size=self._batch_size(len(codes)),
-            weight_decay=SGD_WEIGHT_DECAY if self.weight_decay == "auto" else self._penalties()[0],
+            weight_decay=SGD_WEIGHT_DECAY if _is_auto(self.weight_decay) else self._penalties()[0],
             many=self.many,
             few=self.few,
             overrides=overrides,
@@ -264,13 +265,13 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
 
     def _penalties(self) -> list[float]:
         """``weight_decay`` as a list of values (a number is a list of one; not for ``"auto"``)."""
-        values = self.weight_decay if isinstance(self.weight_decay, list | tuple) else [self.weight_decay]
+        values = self.weight_decay if isinstance(self.weight_decay, PENALTY_LISTS) else [self.weight_decay]
         return [float(v) for v in values]
 
     def _solver(self) -> Solver:
         """How the joint classifiers learn: ``weight_decay="auto"`` is ``1 / n`` per fit (``lbfgs``) or 5e-4
         (``sgd``); a list is a grid of probes for a method that chooses, else its first value."""
-        if self.weight_decay == "auto":
+        if _is_auto(self.weight_decay):
             l2, grid = (SGD_WEIGHT_DECAY if self.solver == "sgd" else None), (1.0,)
         else:
             penalties = self._penalties()
@@ -550,8 +551,17 @@ def _is_number(value: Any) -> bool:
 
 
 def _weight_decay_ok(value: Any) -> bool:
-    values = value if isinstance(value, list | tuple) else [value]
-    return value == "auto" or (bool(values) and all(_is_number(v) and v >= 0 for v in values))
+    if _is_auto(value):
+        return True
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        return False
+    values = value if isinstance(value, PENALTY_LISTS) else [value]
+    return len(values) > 0 and all(_is_number(v) and v >= 0 for v in values)
+
+
+def _is_auto(value: Any) -> bool:
+    """``value == "auto"``, also for an array of penalties (whose ``==`` is element-wise: no truth value)."""
+    return isinstance(value, str) and value == "auto"
 
 
 def _random_state_ok(value: Any) -> bool:
