@@ -210,6 +210,24 @@ def test_shot_scores_and_shot_accuracy_agree():
 # --- where choices are made ---------------------------------------------------------------------------------
 
 
+def test_shot_accuracy_names_what_does_not_fit_in_one_line():
+    """Unknown labels were LabelEncoder's "y contains previously unseen labels: [np.int64(5)]" (naming neither
+    y_true nor y_pred); other lengths torch's size-mismatch RuntimeError or an IndexError."""
+    cases = [
+        (([0, 1, 5], [0, 1, 1], [0, 1], [10, 3]), r"^y_true: label 5 is not among the classes"),
+        (([0, 1, 1], [0, 1, 7], [0, 1], [10, 3]), r"^y_pred: label 7 is not among the classes"),
+        ((["a", "b"], [0, 1], [0, 1], [10, 3]), r"^y_true: label 'a' is not among the classes"),
+        (([0, 1], [0, 1, 1], [0, 1], [10, 3]), r"^y_pred: 3 labels for 2 in y_true"),
+        (([0, 1], [0, 1], [0, 1], [10]), r"^train_counts: 1 counts for 2 classes"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            shot_accuracy(*args)
+    x, y = long_tailed_blobs()
+    with pytest.raises(ValueError, match=r"^y_true: label 99 is not among the classes"):
+        fast("joint").fit(x, y).shot_scores(x[:3], [99, 0, 0])
+
+
 def test_the_held_out_split_is_class_balanced_and_seeded():
     _, y = long_tailed_blobs()
     train, val = validation_split(y, 4, val_per_class=None, validation_fraction=0.2, seed=0)

@@ -470,10 +470,21 @@ def shot_accuracy(
     Returns:
         ``{"many", "medium", "few", "all", "macro"}``; an empty group is None.
     """
-    encoder = LabelEncoder().fit(np.asarray(classes))
-    truth = torch.as_tensor(encoder.transform(column_or_1d(y_true)))
-    predicted = torch.as_tensor(encoder.transform(column_or_1d(y_pred)))
-    summary = accuracy_summary(predicted, truth, list(train_counts), many=many, few=few)
+    classes, counts = np.asarray(classes), list(train_counts)
+    if len(counts) != len(classes):
+        raise ValueError(f"train_counts: {len(counts)} counts for {len(classes)} classes; expected one per class")
+    labels = {"y_true": column_or_1d(y_true), "y_pred": column_or_1d(y_pred)}
+    if len(labels["y_true"]) != len(labels["y_pred"]):
+        raise ValueError(f"y_pred: {len(labels['y_pred'])} labels for {len(labels['y_true'])} in y_true")
+    known = set(classes.tolist())
+    for name, values in labels.items():  # LabelEncoder's "previously unseen labels: [np.int64(5)]" named neither
+        unknown = [label for label in np.unique(values).tolist() if label not in known]
+        if unknown:
+            raise ValueError(f"{name}: label {unknown[0]!r} is not among the classes; expected labels of classes_")
+    encoder = LabelEncoder().fit(classes)
+    truth = torch.as_tensor(encoder.transform(labels["y_true"]))
+    predicted = torch.as_tensor(encoder.transform(labels["y_pred"]))
+    summary = accuracy_summary(predicted, truth, counts, many=many, few=few)
     summary.pop("per_class")
     return summary
 
