@@ -359,6 +359,18 @@ def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pyte
 
 
 @pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_the_library_takes_one_method_and_one_override_as_strings(tiny_run: Path, tmp_path: Path):
+    """``longtail.decouple(run, "ncm")`` was refused as "--method 'c'..." (the string iterated), and one
+    override as a string as "override 'd'"."""
+    import longtail
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    results = longtail.decouple(run, "ncm", "decouple.ncm.metric=l2")
+    assert "ncm" in results["methods"] and (run / "classifiers" / "ncm.pt").is_file()
+    assert "ncm" in longtail.evaluate(run, "val", "decouple.ncm.metric=l2")["methods"]
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 @pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes")
 def test_a_run_directory_named_in_bytes_that_are_not_utf8_is_printed_as_they_are(tiny_run: Path, tmp_path: Path):
     # LANG=en_US.UTF-8 (stdout errors="strict"): `compare` of such a run ended in a UnicodeEncodeError traceback

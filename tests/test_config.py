@@ -30,6 +30,12 @@ def test_yaml_then_overrides(tmp_path: Path):
     assert isinstance(config.train.epochs, int)
 
 
+def test_one_override_as_a_string_is_one_override_not_its_characters():
+    """``load_config(path, "train.epochs=5")`` was refused as "override 't': expected key=value"."""
+    assert load_config(None, "train.epochs=5").train.epochs == 5
+    assert load_config(None, ("train.epochs=5",)).train.epochs == 5
+
+
 def test_unknown_key_names_the_close_match():
     with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*'train\.epochs'"):
         load_config(None, ["train.epoch=3"])

@@ -42,6 +42,23 @@ def test_counts_edge_cases():
         longtail_counts(10, 100, 10, "linear")
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((10.5, 100, 10), r"num_classes=10\.5: expected an integer >= 1"),
+        (("10", 100, 10), r"num_classes='10': expected an integer >= 1"),
+        ((10, 100.0, 10), r"n_max=100\.0: expected an integer >= 1"),
+        ((10, 100, float("nan")), r"imbalance_factor=nan: expected a number >= 1"),
+        ((10, 100, float("inf")), r"imbalance_factor=inf: expected a number >= 1"),
+    ],
+)
+def test_counts_of_the_wrong_type_are_a_config_error(args, message):
+    """README's ``longtail_counts``: these raised Python's TypeError / ValueError mid-formula (inf gave every
+    class but the first 0 images)."""
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        longtail_counts(*args)
+
+
 def test_subset_is_seeded_and_exact():
     labels = np.repeat(np.arange(3), 10)
     counts = [10, 5, 2]

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from longtail.errors import ConfigError
 from longtail.evaluation import accuracy_summary, per_class_accuracy, shot_groups
 from longtail.evaluation.table import format_table
 
@@ -11,6 +12,18 @@ def test_shot_group_boundaries():
     counts = [101, 100, 20, 19, 0]
     assert shot_groups(counts) == {"many": [0], "medium": [1, 2], "few": [3, 4]}
     assert shot_groups(counts, many=50, few=5) == {"many": [0, 1], "medium": [2, 3], "few": [4]}
+
+
+def test_shot_groups_refuse_overlapping_thresholds_and_counts_that_are_not_a_vector():
+    """README's ``shot_groups``: ``few > many`` put a class of 15 in both many and few; a nested list was
+    flattened into indices of nothing; text raised NumPy's UFuncTypeError."""
+    with pytest.raises(ConfigError, match=r"^few=20, many=10: expected few <= many"):
+        shot_groups([15], many=10, few=20)
+    for counts in ([[1, 2]], "abc"):
+        with pytest.raises(ConfigError, match=r"^train_counts: expected a 1-D sequence of class sizes"):
+            shot_groups(counts)
+    assert shot_groups([]) == {"many": [], "medium": [], "few": []}
+    assert shot_groups(torch.tensor([200, 5])) == {"many": [0], "medium": [], "few": [1]}
 
 
 def test_per_class_accuracy_marks_absent_classes():

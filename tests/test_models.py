@@ -82,6 +82,34 @@ def test_ncm_needs_every_class():
         NCMClassifier().fit(torch.randn(3, 2), torch.tensor([0, 0, 2]), num_classes=3)
 
 
+def test_ncm_classifier_takes_arrays_and_lists_and_refuses_bad_input_in_one_line():
+    """README's ``NCMClassifier(...).fit(train_features, train_labels)``: NumPy arrays and lists raised
+    ``'numpy.ndarray' object has no attribute 'long'``; fractional labels were truncated into a class, NaN
+    features predicted class 0 for everything, and a mismatch or an unfitted classifier raised torch's or
+    Python's own errors."""
+    features, labels = torch.tensor([[2.0, 0.0], [4.0, 0.0], [0.0, 2.0], [0.0, 4.0]]), torch.tensor([0, 0, 1, 1])
+    expected = NCMClassifier().fit(features, labels).decision_function(features)
+    for x, y in ((features.numpy(), labels.numpy()), (features.tolist(), labels.tolist())):
+        ncm = NCMClassifier().fit(x, y)
+        assert torch.allclose(ncm.decision_function(x), expected)
+    fitted = NCMClassifier().fit(features, labels)
+    bad = [
+        (lambda: NCMClassifier().fit(features, [0.5, 0, 1, 1]), "^labels: expected integer class indices, found 0.5"),
+        (lambda: NCMClassifier().fit(features, ["a", "a", "b", "b"]), "labels: expected integer class indices"),
+        (lambda: NCMClassifier().fit(features, [-1, 0, 1, 1]), "labels: class indices must be >= 0, found -1"),
+        (lambda: NCMClassifier().fit(features, labels[:3]), "labels: 3 labels for 4 rows of features"),
+        (lambda: NCMClassifier().fit(features, labels, num_classes=1), "labels: class index 1 for num_classes=1"),
+        (lambda: NCMClassifier().fit(features * float("nan"), labels), "features: NaN or infinite values"),
+        (lambda: NCMClassifier().fit(features[:0], labels[:0]), r"features: expected \(N, d\) with N, d >= 1"),
+        (lambda: NCMClassifier().fit(features[:, 0], labels), r"got shape \(4,\)"),
+        (lambda: NCMClassifier().predict(features), "NCMClassifier: not fitted; call fit"),
+        (lambda: fitted.predict(features[:, :1]), "features: 1 per row; expected 2, as in training"),
+    ]
+    for call, message in bad:
+        with pytest.raises(DataError, match=message):
+            call()
+
+
 def test_ncm_head_matches_estimator():
     torch.manual_seed(0)
     features, labels = torch.randn(30, 4), torch.arange(30) % 3

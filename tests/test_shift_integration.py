@@ -6,6 +6,7 @@ import io
 import json
 import pickle
 import tracemalloc
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -277,6 +278,7 @@ def test_predict_prior_em_refuses_a_lone_image_and_words_and_files_are_checked_f
 # --- the scikit-learn estimator ----------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:prior not applied")  # said where adaptation is off; not what this tests
 def test_decoupled_classifier_predicts_for_a_prior():
     from longtail.sklearn import DecoupledClassifier
 
@@ -305,6 +307,7 @@ def test_decoupled_classifier_predicts_for_a_prior():
             clf.predict(X_test, prior=bad)
 
 
+@pytest.mark.filterwarnings("ignore:prior not applied")  # said where adaptation is off; not what this tests
 def test_decoupled_classifier_refuses_a_prior_of_the_wrong_shape_or_kind_in_one_message():
     from longtail.sklearn import DecoupledClassifier
 
@@ -337,3 +340,29 @@ def test_decoupled_classifier_says_where_the_calibration_could_not_be_fitted():
     message = str(error.value)
     assert message.startswith("prior: the calibration cannot be fitted on the training data: a class has 1 sample")
     assert "validation split" not in message and "image" not in message
+
+
+def test_decoupled_classifier_says_when_a_prior_is_not_applied_and_refuses_em_on_one_row():
+    """A prior the validation check turned off was ignored in silence (``predict --prior`` says so), and
+    ``prior="em"`` on one row let that row's own posterior "estimate" the prior that moved it."""
+    from longtail.sklearn import DecoupledClassifier, PriorNotAppliedWarning
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [150, 75, 37, 18])
+    X = rng.normal(size=(len(y), 8)) + y[:, None]
+    clf = DecoupledClassifier(random_state=0).fit(X, y)
+    with pytest.warns(PriorNotAppliedWarning) as caught:
+        assert not clf.adapt_prior(X[:5], [1, 1, 1, 1]).applied  # this data: adaptation turned off
+    assert caught[0].filename == __file__
+    for prior in ([1, 2, 3, 4], "em"):
+        with pytest.warns(PriorNotAppliedWarning, match="^prior not applied: the validation check found") as caught:
+            proba = clf.predict_proba(X[:5], prior=prior)
+        assert caught[0].filename == __file__  # pointed at the caller's line
+        assert np.allclose(proba, clf.predict_proba(X[:5]))  # the classifier's own, as the warning says
+    with pytest.raises(ValueError, match=r"^prior='em': 1 row of X; EM estimates the class prior of a batch"):
+        clf.predict(X[:1], prior="em")
+    applied = DecoupledClassifier("crt", epochs=2, random_state=0).fit(X, y)
+    assert applied.adapt_prior(X[:5], [1, 1, 1, 1]).applied
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # applied: nothing to say
+        applied.predict(X[:5], prior=[1, 2, 3, 4])

@@ -41,3 +41,11 @@ def test_described_is_the_first_line_of_an_error_cut():
     assert described(ValueError("\n\nbad header\nmore")) == "ValueError: bad header"
     assert described(KeyError()) == "KeyError"
     assert described(OSError("y" * 500), 20) == "OSError: " + "y" * 17 + "... (500 characters)"
+
+
+def test_a_repr_over_several_lines_is_shown_on_one():
+    """A 2-D NumPy array (an estimator parameter) was quoted over lines: a "one-line" error of three lines."""
+    import numpy as np
+
+    assert shown(np.full((2, 2), 0.1)) == "array([[0.1, 0.1], [0.1, 0.1]])"
+    assert shown("a\nb") == "'a\\nb'"  # a string's own line break stays escaped, as repr writes it

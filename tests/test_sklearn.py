@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from longtail.engine.exact_linear import fit_linear_exact  # noqa: E402
+from longtail.errors import ConfigError  # noqa: E402
 from longtail.evaluation.metrics import accuracy_summary  # noqa: E402
 from longtail.methods import expand_methods, method_names  # noqa: E402
 from longtail.sklearn import DecoupledClassifier, HoldoutWarning, shot_accuracy  # noqa: E402
@@ -146,6 +148,19 @@ def test_a_list_of_penalties_is_a_grid_of_probes_to_choose_among():
     np.testing.assert_array_equal(joint.joint_.weight.numpy(), fast("joint", weight_decay=0.01).fit(x, y).joint_.weight)
 
 
+def test_penalties_as_a_numpy_array_are_a_grid_too():
+    """``weight_decay=np.logspace(...)`` raised NumPy's "truth value of an array ... is ambiguous" traceback
+    (``value == "auto"`` compared element-wise)."""
+    x, y = long_tailed_blobs()
+    as_array = fast("logit_adjust", weight_decay=np.array([0.01, 0.1])).fit(x, y)
+    as_list = fast("logit_adjust", weight_decay=[0.01, 0.1]).fit(x, y)
+    assert as_array.params_ == as_list.params_ and len(as_array.candidates_) == len(as_list.candidates_)
+    np.testing.assert_array_equal(as_array.predict_proba(x), as_list.predict_proba(x))
+    for bad in (np.array([]), np.array([-1.0]), np.full((2, 2), 0.1)):
+        with pytest.raises(ConfigError, match="^weight_decay=.*expected 'auto', a number >= 0 or a list of them"):
+            fast(weight_decay=bad).fit(x, y)
+
+
 def _label(clf: DecoupledClassifier) -> str:
     """The label of the chosen candidate in ``candidates_``, from ``method_`` and ``params_``."""
     text = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in clf.params_.items())
@@ -193,6 +208,24 @@ def test_shot_scores_and_shot_accuracy_agree():
 
 
 # --- where choices are made ---------------------------------------------------------------------------------
+
+
+def test_shot_accuracy_names_what_does_not_fit_in_one_line():
+    """Unknown labels were LabelEncoder's "y contains previously unseen labels: [np.int64(5)]" (naming neither
+    y_true nor y_pred); other lengths torch's size-mismatch RuntimeError or an IndexError."""
+    cases = [
+        (([0, 1, 5], [0, 1, 1], [0, 1], [10, 3]), r"^y_true: label 5 is not among the classes"),
+        (([0, 1, 1], [0, 1, 7], [0, 1], [10, 3]), r"^y_pred: label 7 is not among the classes"),
+        ((["a", "b"], [0, 1], [0, 1], [10, 3]), r"^y_true: label 'a' is not among the classes"),
+        (([0, 1], [0, 1, 1], [0, 1], [10, 3]), r"^y_pred: 3 labels for 2 in y_true"),
+        (([0, 1], [0, 1], [0, 1], [10]), r"^train_counts: 1 counts for 2 classes"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            shot_accuracy(*args)
+    x, y = long_tailed_blobs()
+    with pytest.raises(ValueError, match=r"^y_true: label 99 is not among the classes"):
+        fast("joint").fit(x, y).shot_scores(x[:3], [99, 0, 0])
 
 
 def test_the_held_out_split_is_class_balanced_and_seeded():
@@ -301,6 +334,21 @@ def test_one_class_is_a_clear_error():
         fast().fit(np.ones((5, 3)), np.array(["a"] * 5, dtype=object))
 
 
+def test_features_beyond_float32_are_refused_not_trained_as_infinity():
+    """Finite float64 beyond float32's range became inf in the float32 heads: every solve NaN, a model at
+    chance, and only L-BFGS's "stopped after 0 iterations" warnings."""
+    X = np.ones((8, 3))
+    X[5, 1] = 1e200
+    y = [0, 1] * 4
+    with pytest.raises(ValueError, match=r"^X row 5 holds values beyond float32's range \(3.403e\+38\)"):
+        fast().fit(X, y)
+    with pytest.raises(ValueError, match=r"^X_val row 5 holds values beyond float32's range"):
+        fast().fit(np.ones((8, 3)), y, X_val=X, y_val=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # L-BFGS cannot make progress on such values; they are taken, though
+        fast().fit(np.full((8, 3), 3e38), y)  # within float32
+
+
 # --- parameters and config ----------------------------------------------------------------------------------
 
 
@@ -403,6 +451,30 @@ def test_clone_and_pickle():
     np.testing.assert_array_equal(restored.predict_proba(x), fitted.predict_proba(x))
 
 
+@pytest.mark.filterwarnings("ignore:prior not applied")  # whether this data's check passes is not the point
+def test_a_fitted_estimator_keeps_no_copy_of_x(monkeypatch):
+    """The fitted model held, and pickled, a float32 copy of all of X for ``predict(prior=...)``'s calibration:
+    its size grew with n_samples x n_features. It keeps the head's scores now (n_samples x n_classes), and
+    nothing beyond what a prior adapter is fitted on."""
+    from longtail.sklearn import estimator
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [200, 100, 50, 25])
+    x = rng.normal(size=(len(y), 1000)) + y[:, None]
+    fitted = fast("joint").fit(x, y)
+    assert len(pickle.dumps(fitted)) < x.astype(np.float32).nbytes / 20
+    held = [v for v in vars(fitted).values() if isinstance(v, torch.Tensor | np.ndarray)]
+    assert all(v.size(-1) != 1000 if isinstance(v, torch.Tensor) else v.shape[-1] != 1000 for v in held)
+    adapted = fitted.adapt_prior(x[:50], [1, 1, 1, 1])  # the calibration, from the kept scores
+    assert adapted.prior.shape == (4,)
+    monkeypatch.setattr(estimator, "MAX_ADAPTER_VALUES", 100)
+    monkeypatch.setattr("longtail.shift.adapter.MAX_ADAPTER_VALUES", 100)
+    beyond = fast("joint").fit(x, y)
+    assert beyond._prior_scores is None
+    with pytest.raises(ValueError, match=r"^prior: the calibration cannot be fitted on the training data: 375 "):
+        beyond.predict(x[:5], prior="em")
+
+
 def test_pipeline_grid_search_and_cross_validation():
     x, y = long_tailed_blobs()
     labels = np.array(["head", "mid", "low", "tail"])[y]
@@ -438,6 +510,20 @@ def test_calibrated_log_loss_is_the_best_temperature_of_the_balanced_log_loss():
     assert float(scaled) == pytest.approx(float(loss), abs=1e-9) and float(beta3) == pytest.approx(float(beta) / 3)
     (useless,), (zero,) = calibrated_log_loss(-scores.unsqueeze(0), y)
     assert float(zero) == 0 and float(useless) == pytest.approx(np.log(3))
+
+
+def test_calibrated_log_loss_of_scores_of_a_huge_scale_is_found_without_overflow_warnings():
+    """Scores at 1e12 (NCM's distances on unscaled features) overflowed the Newton step: NumPy's "overflow
+    encountered in divide", 35 times in one ``auto`` fit, though the answer was right."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    scores = rng.normal(size=(30, 3)) + 2.0 * np.eye(3)[y]
+    (loss,), (beta,) = calibrated_log_loss(scores[None], y)
+    for scale in (1e12, 1e20):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            (big,), (beta_big,) = calibrated_log_loss(scale * scores[None], y)
+        assert big == pytest.approx(loss, abs=1e-9) and beta_big == pytest.approx(beta / scale, rel=1e-5)
 
 
 def test_a_head_solved_exactly_minimises_the_samplers_expected_loss():

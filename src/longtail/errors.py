@@ -56,6 +56,7 @@ class TrainingError(LongtailError):
 # --- how a value appears in an error's one line ------------------------------------------------------------
 
 SHOWN_CHARS = 80  # a value in a message is cut to this: a file or a config can hold a value of any size
+_REPR_LINE_BREAK = re.compile(r"\n\s*")
 
 
 def shown(value: object, limit: int = SHOWN_CHARS, *, quote: bool = True, middle: bool = False) -> str:
@@ -78,6 +79,8 @@ def shown(value: object, limit: int = SHOWN_CHARS, *, quote: bool = True, middle
         return f"<a {type(value).__name__} that cannot be shown>"
     except RecursionError:
         return f"<a {type(value).__name__} nested too deep to show>"
+    if quote:  # a repr over lines (a 2-D NumPy array) joined: a str's own line breaks are escaped by repr already
+        text = _REPR_LINE_BREAK.sub(" ", text)
     if len(text) <= limit:
         return text
     size = f" ({len(text):,} characters)"

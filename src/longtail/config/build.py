@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import difflib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, raw if isinstance(value, str) else value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides; validated."""
+def as_names(values: str | Iterable[str]) -> list[str]:
+    """A sequence of names or ``key=value`` overrides as a list; a lone string is one entry, not its characters
+    (``decouple(run, "crt")`` was refused as "--method 'c'")."""
+    return [values] if isinstance(values, str) else list(values)
+
+
+def load_config(path: str | Path | None = None, overrides: str | Iterable[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides; validated.
+
+    One override may be given as a string (``"train.epochs=5"``): iterated, it was its characters."""
+    overrides = as_names(overrides)
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

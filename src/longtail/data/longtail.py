@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..config.options import Interval, check_value
 from ..errors import ConfigError, DataError
 
 
@@ -18,12 +19,10 @@ def longtail_counts(num_classes: int, n_max: int, imbalance_factor: float, profi
     >>> longtail_counts(10, 1000, 100)
     [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
     """
-    if num_classes < 1:
-        raise ConfigError(f"num_classes={num_classes!r}: expected an integer >= 1")
-    if n_max < 1:
-        raise ConfigError(f"n_max={n_max!r}: expected an integer >= 1")
-    if imbalance_factor < 1:
-        raise ConfigError(f"imbalance_factor={imbalance_factor!r}: expected a number >= 1")
+    # Checked by type too: 10.5 classes, "10" or a NaN factor raised Python's TypeError / ValueError mid-formula.
+    check_value("num_classes", num_classes, Interval(1, integer=True))
+    check_value("n_max", n_max, Interval(1, integer=True))
+    check_value("imbalance_factor", imbalance_factor, Interval(1))
     if profile == "exp":
         if num_classes == 1:
             return [n_max]

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 # The accuracies of a summary, in table order.
 SUMMARY_KEYS = ("many", "medium", "few", "all", "macro")
 
@@ -20,8 +22,18 @@ def shot_groups(train_counts: Sequence[int], many: int = 100, few: int = 20) -> 
 
     >>> shot_groups([1000, 50, 5])
     {'many': [0], 'medium': [1], 'few': [2]}
+
+    Raises:
+        ConfigError: ``few > many`` (a class of ``many < n < few`` was in two groups), or counts that are not a
+            1-D sequence of numbers (a nested list was flattened: indices of nothing).
     """
     counts = np.asarray(train_counts)
+    if counts.ndim != 1 or (counts.size and counts.dtype.kind not in "biuf"):
+        raise ConfigError(
+            f"train_counts: expected a 1-D sequence of class sizes, got {counts.dtype} values of shape {counts.shape}"
+        )
+    if few > many:
+        raise ConfigError(f"few={few!r}, many={many!r}: expected few <= many (no class may be in two groups)")
     return {
         "many": np.flatnonzero(counts > many).tolist(),
         "medium": np.flatnonzero((counts >= few) & (counts <= many)).tolist(),

@@ -27,20 +27,13 @@ import torch
 
 from ..errors import DataError
 from ..shift import Adapted, PriorAdapter, fold_known_prior
+from ..shift.adapter import MIN_EM_IMAGES, NOT_APPLIED
 from ..shift.prior_file import read_prior_file
 from .errors import ExportError
 
 ADAPTER_KEY = "prior_adapter"
 PRIOR_KEY = "prior"
-# The smallest batch `predict --prior em` estimates a prior from. With one image the estimate is that image's
-# own calibrated posterior pulled along the family, which then re-weights the same image: a prediction moved by
-# nothing but itself (a top-1 changed on a lone image), not the "needs a batch" the option promises.
-MIN_EM_IMAGES = 2
 UNAVAILABLE_KEY = "prior_adapter_unavailable"  # why an export has no adapter (validation too small to fit one)
-NOT_APPLIED = (
-    "the validation check found that moving this classifier's calibrated scores to shifted priors does not raise "
-    "its accuracy (docs/statistics.md): its predictions are kept as they are"
-)
 
 
 def folded_prior(adapter: PriorAdapter, path: str | Path) -> tuple[dict[str, Any], tuple[float, torch.Tensor] | None]:

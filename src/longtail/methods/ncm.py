@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -30,6 +31,7 @@ from ..config import option
 from ..engine.feature_rows import float_chunks
 from ..errors import ConfigError, DataError
 from ..models.heads import LinearForm, register_head
+from ..samplers.base import as_label_tensor
 from . import register_method
 from .base import FitContext, Fitted, MethodSpec
 
@@ -56,6 +58,21 @@ def ncm_scores(features: torch.Tensor, centroids: torch.Tensor, mean: torch.Tens
     return -squared.clamp_min(0.0)
 
 
+def _as_features(features: Any) -> torch.Tensor:
+    """(N, d) features as a floating tensor (a tensor of floats as it is: no copy), or a one-line DataError:
+    NumPy's and torch's own errors (``'list' object has no attribute 'long'``) say nothing of what was expected."""
+    if not isinstance(features, torch.Tensor):
+        values = np.asarray(features)
+        if values.dtype.kind not in "biuf":
+            raise DataError(f"features: expected numbers, got {values.dtype} values")
+        features = torch.from_numpy(values)
+    if not features.is_floating_point():
+        features = features.float()
+    if features.dim() != 2 or 0 in features.shape:
+        raise DataError(f"features: expected (N, d) with N, d >= 1, got shape {tuple(features.shape)}")
+    return features
+
+
 class NCMClassifier:
     """Classify a feature by its nearest class centroid (scikit-learn estimator contract).
 
@@ -72,11 +89,19 @@ class NCMClassifier:
     def fit(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> NCMClassifier:
         """Compute centroids from (N, d) features and (N,) labels; returns ``self``.
 
+        Features and labels may be tensors, arrays or nested lists.
+
         Raises:
-            DataError: naming the first class (below ``num_classes``) with no feature.
+            DataError: naming the first class (below ``num_classes``) with no feature; input that is not
+                (N, d) features with (N,) class indices below ``num_classes``, or features that are not finite.
         """
-        labels = labels.long()
+        features = _as_features(features)
+        labels = as_label_tensor(labels)
+        if len(labels) != len(features):
+            raise DataError(f"labels: {len(labels)} labels for {len(features)} rows of features; expected one per row")
         num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+        if int(labels.max()) >= num_classes:
+            raise DataError(f"labels: class index {int(labels.max())} for num_classes={num_classes}")
         counts = torch.bincount(labels, minlength=num_classes)
         empty = (counts == 0).nonzero().flatten()
         if len(empty):
@@ -91,11 +116,21 @@ class NCMClassifier:
         sums = torch.zeros(num_classes, dim)
         for start, chunk in float_chunks(features):
             sums.index_add_(0, labels[start : start + len(chunk)], _embed(chunk.float(), self.mean_, self.metric))
-        self.centroids_ = sums / counts.unsqueeze(1)
+        centroids = sums / counts.unsqueeze(1)
+        if not (torch.isfinite(centroids).all() and torch.isfinite(self.mean_).all()):  # O(C d), not a pass over N
+            raise DataError("features: NaN or infinite values; expected finite features")
+        self.centroids_ = centroids
         return self
 
     def decision_function(self, features: torch.Tensor) -> torch.Tensor:
         """(N, d) features -> (N, C) scores, higher is closer."""
+        if not hasattr(self, "centroids_"):
+            raise DataError("NCMClassifier: not fitted; call fit(features, labels) first")
+        features = _as_features(features)
+        if features.shape[1] != self.centroids_.shape[1]:
+            raise DataError(
+                f"features: {features.shape[1]} per row; expected {self.centroids_.shape[1]}, as in training"
+            )
         return ncm_scores(features, self.centroids_, self.mean_, self.metric)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import Config, config_to_dict, load_config, parse_override
+from ..config.build import as_names
 from ..data.dataset import DatasetSplits
 from ..data.fingerprint import begin_fingerprints
 from ..data.image_check import skipped_images_record
@@ -172,7 +173,7 @@ def _file_alone_loads(path: Path) -> bool:
     return True
 
 
-def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
+def load_run(run_dir: str | Path, overrides: str | Sequence[str] = ()) -> LoadedRun:
     """Read a stage-1 run: config (with run-time ``overrides``), data, and the trained model.
 
     Raises:
@@ -180,6 +181,7 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
             match its config or data.
     """
     run_dir = require_run_dir(run_dir)
+    overrides = as_names(overrides)  # one override as a string is one, not its characters
     _check_run_time_overrides(overrides)
     try:
         config = load_config(run_dir / CONFIG_FILE, overrides)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..config import Config, config_to_dict
+from ..config.build import as_names
 from ..data.transforms import train_transform
 from ..engine.feature_cache import cached_features
 from ..engine.head_training import Features, extract_views, train_head
@@ -212,7 +213,11 @@ def _applicable(run: LoadedRun, names: list[str], asked_all: bool) -> list[str]:
 
 
 def decouple(
-    run_dir: str | Path, methods: Sequence[str] = ("all",), overrides: Sequence[str] = (), *, overwrite: bool = False
+    run_dir: str | Path,
+    methods: str | Sequence[str] = ("all",),
+    overrides: str | Sequence[str] = (),
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Stage 2: fit ``methods`` on the frozen backbone of a stage-1 run.
 
@@ -230,6 +235,7 @@ def decouple(
     Returns:
         The updated results dict.
     """
+    methods, overrides = as_names(methods), as_names(overrides)  # "crt" is one method, not c, r, t
     names = expand_methods(methods)
     with run_lock(require_run_dir(run_dir), "longtail decouple"):
         return _decouple(load_run(run_dir, overrides), names, methods, overwrite)
@@ -291,7 +297,7 @@ def _decouple(run: LoadedRun, names: list[str], methods: Sequence[str], overwrit
     return results
 
 
-def evaluate(run_dir: str | Path, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, split: str = "test", overrides: str | Sequence[str] = ()) -> dict[str, Any]:
     """Re-score the joint classifier and every saved stage-2 classifier on ``split``; refresh results.json."""
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected val or test")

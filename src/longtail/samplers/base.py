@@ -53,19 +53,21 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _as_label_tensor(labels: Labels) -> torch.Tensor:
+def as_label_tensor(labels: Labels, name: str = "labels") -> torch.Tensor:
+    """(N,) int64 class indices >= 0 from any 1-D tensor, array or sequence of integers (integral floats too),
+    or a one-line DataError naming ``name``: text, fractions, NaN, negatives and empty or 2-D input."""
     values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if values.dtype.kind not in "biuf":  # text, objects: NumPy's or torch's own message would not say what is wrong
-        raise DataError(f"labels: expected integer class indices, got {values.dtype} values")
+        raise DataError(f"{name}: expected integer class indices, got {values.dtype} values")
     if values.ndim != 1 or len(values) == 0:
-        raise DataError(f"labels: expected a non-empty 1-D sequence of class indices, got shape {values.shape}")
+        raise DataError(f"{name}: expected a non-empty 1-D sequence of class indices, got shape {values.shape}")
     if values.dtype.kind == "f":  # 1.0 is class 1; 0.5 or NaN would be truncated into some class silently
         fractional = ~np.isfinite(values) | (values != np.round(values))
         if fractional.any():
-            raise DataError(f"labels: expected integer class indices, found {values[fractional][0].item()!r}")
+            raise DataError(f"{name}: expected integer class indices, found {values[fractional][0].item()!r}")
     labels = torch.as_tensor(values.astype(np.int64))
     if int(labels.min()) < 0:
-        raise DataError(f"labels: class indices must be >= 0, found {int(labels.min())}")
+        raise DataError(f"{name}: class indices must be >= 0, found {int(labels.min())}")
     return labels
 
 
@@ -113,7 +115,7 @@ class EpochSampler(Sampler[int]):
         rank: int | None = None,
         num_classes: int | None = None,
     ) -> None:
-        self.labels = _as_label_tensor(labels)
+        self.labels = as_label_tensor(labels)
         if num_classes is not None:
             num_classes = check_int("num_classes", num_classes, 1)
             if int(self.labels.max()) >= num_classes:

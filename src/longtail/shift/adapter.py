@@ -42,6 +42,15 @@ FAMILIES: tuple[str, ...] = ("power", "full")
 # classes: ImageNet-LT's 20,000 x 1,000 validation logits are within; at 20,000 x 10,000 one method's fit ran
 # over 17 minutes and 15 GB of memory before it was stopped. Beyond, adaptation is refused by name.
 MAX_ADAPTER_VALUES = 25_000_000
+# The smallest batch EM estimates a prior from (`predict --prior em`, the estimator's `prior="em"`). With one
+# image the estimate is that image's own calibrated posterior pulled along the family, which then re-weights the
+# same image: a prediction moved by nothing but itself (a top-1 changed on a lone image), not a batch's prior.
+MIN_EM_IMAGES = 2
+# Why a prior was not applied (``Adapted.applied`` False), in the words every caller shows the user.
+NOT_APPLIED = (
+    "the validation check found that moving this classifier's calibrated scores to shifted priors does not raise "
+    "its accuracy (docs/statistics.md): its predictions are kept as they are"
+)
 
 
 def check_adapter_size(rows: int, num_classes: int) -> None:

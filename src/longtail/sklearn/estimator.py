@@ -17,10 +17,12 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from ..config.options import AutoOr, Interval, OneOf, Parameters, Satisfies
 from ..engine.device import one_thread, resolve_device
+from ..engine.feature_rows import chunk_rows
 from ..errors import DataError
 from ..evaluation.metrics import accuracy_summary, shot_groups
 from ..methods import method_names
 from ..shift import Adapted, PriorAdapter, fit_prior_adapter
+from ..shift.adapter import MAX_ADAPTER_VALUES, MIN_EM_IMAGES, NOT_APPLIED, check_adapter_size
 from ..shift.prior_file import normalised_weights
 from . import fitting
 from .candidates import JOINT_METHODS, Solver
@@ -28,11 +30,16 @@ from .selection import SELECTIONS, stratified_folds
 
 FLOATS = [np.float32, np.float64]  # accepted as they are; anything else numeric is cast to float32
 SOLVERS = ("lbfgs", "sgd")
+PENALTY_LISTS = (list, tuple, np.ndarray)  # weight_decay as a grid, e.g. np.logspace(-4, -1, 4)
 SGD_WEIGHT_DECAY = 5e-4  # the probe's weight decay under sgd, weight_decay="auto" (the official stage-1 value)
 
 
 class HoldoutWarning(UserWarning):
     """No validation sample could be held out: hyper-parameters were chosen on the training data."""
+
+
+class PriorNotAppliedWarning(UserWarning):
+    """``prior=`` was not applied: the validation check turned prior adaptation off for this classifier."""
 
 
 class DecoupledClassifier(ClassifierMixin, BaseEstimator):
@@ -60,7 +67,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         SGD trains (LWS, WB, LAS) train by SGD when asked for by name and are left
         out of ``auto``. ``sgd``: the probe is trained by SGD (``epochs``, ``lr``,
         ``batch_size``) and ``auto`` tries every method.
-    weight_decay : float, "auto" or list of floats, default="auto"
+    weight_decay : float, "auto" or list (tuple, 1-D array) of floats, default="auto"
         The probe's L2 penalty ``weight_decay / 2 * ||W||^2`` on the mean loss (the
         bias is not penalised under ``lbfgs``). ``"auto"`` under ``lbfgs``: ``1 / n`` on
         each fit's ``n`` training samples (``LogisticRegression``'s default ``C=1``);
@@ -198,6 +205,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         X, y = validate_data(self, X, y, dtype=FLOATS)
+        _check_float32_range(X, "X")
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
@@ -214,7 +222,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
             epochs=self.epochs,
             lr=float(self.lr),
             batch_size=self._batch_size(len(codes)),
-            weight_decay=SGD_WEIGHT_DECAY if self.weight_decay == "auto" else self._penalties()[0],
+            weight_decay=SGD_WEIGHT_DECAY if _is_auto(self.weight_decay) else self._penalties()[0],
             many=self.many,
             few=self.few,
             overrides=overrides,
@@ -236,8 +244,11 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         self._set_fitted(choice)
         self.class_counts_ = np.bincount(codes, minlength=len(self.classes_))
         # What predict(prior=...) calibrates on, fitted on first use: the validation split where one was held out.
+        # Its scores are kept, not its features: a fitted model held (and pickled) a float32 copy of all of X.
         self.prior_calibration_ = "validation" if held_out is not None else "training data"
-        self._prior_data = held_out if held_out is not None else fitting.as_features(X, codes)
+        data_x, data_y = (held_out.x, held_out.y) if held_out is not None else (X, torch.as_tensor(codes))
+        self._prior_scores = _calibration_scores(self.head_, data_x, len(self.classes_))
+        self._prior_labels = data_y
         self._prior_adapter = None
         groups = shot_groups(self.class_counts_, many=self.many, few=self.few)
         self.shot_groups_ = {name: self.classes_[members] for name, members in groups.items()}
@@ -254,13 +265,13 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
 
     def _penalties(self) -> list[float]:
         """``weight_decay`` as a list of values (a number is a list of one; not for ``"auto"``)."""
-        values = self.weight_decay if isinstance(self.weight_decay, list | tuple) else [self.weight_decay]
+        values = self.weight_decay if isinstance(self.weight_decay, PENALTY_LISTS) else [self.weight_decay]
         return [float(v) for v in values]
 
     def _solver(self) -> Solver:
         """How the joint classifiers learn: ``weight_decay="auto"`` is ``1 / n`` per fit (``lbfgs``) or 5e-4
         (``sgd``); a list is a grid of probes for a method that chooses, else its first value."""
-        if self.weight_decay == "auto":
+        if _is_auto(self.weight_decay):
             l2, grid = (SGD_WEIGHT_DECAY if self.solver == "sgd" else None), (1.0,)
         else:
             penalties = self._penalties()
@@ -327,6 +338,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
     def _given_validation(self, X_val: Any, y_val: Any, encoder: LabelEncoder) -> Any:
         """``X_val``, ``y_val`` checked like ``X`` (same features) and encoded with the training labels."""
         X_val = validate_data(self, X_val, reset=False, dtype=FLOATS)
+        _check_float32_range(X_val, "X_val")
         y_val = column_or_1d(y_val, warn=True)
         if len(y_val) != len(X_val):
             raise ValueError(f"y_val: {len(y_val)} labels for {len(X_val)} rows of X_val")
@@ -372,7 +384,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         ``classes_`` (normalised): calibrated posteriors moved to that prior (see :meth:`adapt_prior`)."""
         if prior is None:
             return softmax(self._scores(X), axis=1)
-        return np.exp(self.adapt_prior(X, prior).log_posteriors.numpy())
+        return np.exp(self._adapted(X, prior).log_posteriors.numpy())
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """(N, C) log of :meth:`predict_proba`, computed stably."""
@@ -383,7 +395,7 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         """(N,) labels of ``classes_`` with the highest score (ties: the first class); ``prior`` as in
         :meth:`predict_proba` (``"em"``: estimated from the rows of ``X``)."""
         if prior is not None:
-            return self.classes_[self.adapt_prior(X, prior).predictions().numpy()]
+            return self.classes_[self._adapted(X, prior).predictions().numpy()]
         best = self._scores(X).argmax(axis=1)  # first: it checks that the estimator is fitted
         return self.classes_[best]
 
@@ -395,24 +407,38 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         adaptation helps on simulated shifts are fitted on the validation split of ``fit`` on first use
         (``prior_calibration_`` says which data: ``validation``, or ``training data`` when none was held out,
         e.g. ``cv`` folds: pass ``X_val, y_val`` to ``fit`` then). Where the check failed, the predictions stay
-        the classifier's own (``Adapted.applied`` is False). ``Adapted.prior`` is the prior used, (C,).
+        the classifier's own (``Adapted.applied`` is False) and a :class:`PriorNotAppliedWarning` says so.
+        ``Adapted.prior`` is the prior used, (C,). ``"em"`` needs at least 2 rows.
         """
+        return self._adapted(X, prior)
+
+    def _adapted(self, X: Any, prior: Any) -> Adapted:
+        """:meth:`adapt_prior`, for it and the ``prior=`` of the predictions: its warning names their caller."""
         scores = torch.from_numpy(self._scores(X))  # first: it checks that the estimator is fitted
         adapter = self._fitted_prior_adapter()
         if isinstance(prior, str):
             if prior != "em":
                 raise ValueError(f"prior={prior!r}: expected None, 'em' or one weight per class")
-            return adapter.adapt(scores, "em")
-        return adapter.adapt(scores, "known", target_prior=_prior_weights(prior, len(self.classes_)))
+            if len(scores) < MIN_EM_IMAGES:  # one row's own posterior would "estimate" the prior that moves it
+                raise ValueError(
+                    f"prior='em': {len(scores)} row of X; EM estimates the class prior of a batch and needs at least "
+                    f"{MIN_EM_IMAGES} rows: predict a batch, or give the prior as one weight per class"
+                )
+            adapted = adapter.adapt(scores, "em")
+        else:
+            adapted = adapter.adapt(scores, "known", target_prior=_prior_weights(prior, len(self.classes_)))
+        if not adapted.applied:  # said, as `predict --prior` says it: else a given prior is ignored silently
+            warnings.warn(f"prior not applied: {NOT_APPLIED}", PriorNotAppliedWarning, stacklevel=3)
+        return adapted
 
     def _fitted_prior_adapter(self) -> PriorAdapter:
         if self._prior_adapter is None:
-            data = self._prior_data
-            with torch.no_grad():
-                scores = self.head_(data.x.double()).double()
+            scores, labels = self._prior_scores, self._prior_labels
             try:
+                if scores is None:  # not kept: beyond what an adapter is fitted on; this says so
+                    check_adapter_size(len(labels), len(self.classes_))
                 with one_thread():
-                    self._prior_adapter = fit_prior_adapter(scores, data.y, self.class_counts_.tolist())
+                    self._prior_adapter = fit_prior_adapter(scores, labels, self.class_counts_.tolist())
             except DataError as error:
                 where = "validation split" if self.prior_calibration_ == "validation" else self.prior_calibration_
                 reason = str(error).removeprefix("validation split: ")  # the library's wording for its own runs
@@ -444,12 +470,39 @@ def shot_accuracy(
     Returns:
         ``{"many", "medium", "few", "all", "macro"}``; an empty group is None.
     """
-    encoder = LabelEncoder().fit(np.asarray(classes))
-    truth = torch.as_tensor(encoder.transform(column_or_1d(y_true)))
-    predicted = torch.as_tensor(encoder.transform(column_or_1d(y_pred)))
-    summary = accuracy_summary(predicted, truth, list(train_counts), many=many, few=few)
+    classes, counts = np.asarray(classes), list(train_counts)
+    if len(counts) != len(classes):
+        raise ValueError(f"train_counts: {len(counts)} counts for {len(classes)} classes; expected one per class")
+    labels = {"y_true": column_or_1d(y_true), "y_pred": column_or_1d(y_pred)}
+    if len(labels["y_true"]) != len(labels["y_pred"]):
+        raise ValueError(f"y_pred: {len(labels['y_pred'])} labels for {len(labels['y_true'])} in y_true")
+    known = set(classes.tolist())
+    for name, values in labels.items():  # LabelEncoder's "previously unseen labels: [np.int64(5)]" named neither
+        unknown = [label for label in np.unique(values).tolist() if label not in known]
+        if unknown:
+            raise ValueError(f"{name}: label {unknown[0]!r} is not among the classes; expected labels of classes_")
+    encoder = LabelEncoder().fit(classes)
+    truth = torch.as_tensor(encoder.transform(labels["y_true"]))
+    predicted = torch.as_tensor(encoder.transform(labels["y_pred"]))
+    summary = accuracy_summary(predicted, truth, counts, many=many, few=few)
     summary.pop("per_class")
     return summary
+
+
+def _calibration_scores(head: torch.nn.Module, x: np.ndarray | torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """(N, C) float64 scores of ``head`` on the features ``predict(prior=...)`` calibrates on, from their float32
+    values (as the heads saw them), in row chunks; None beyond :data:`MAX_ADAPTER_VALUES` (no adapter is fitted
+    on so many, so nothing is kept for it)."""
+    if len(x) * num_classes > MAX_ADAPTER_VALUES:
+        return None
+
+    def float32(rows: np.ndarray | torch.Tensor) -> torch.Tensor:  # a copy: X may be a read-only memmap
+        return rows.float() if isinstance(rows, torch.Tensor) else torch.tensor(rows, dtype=torch.float32)
+
+    step = chunk_rows(x.shape[1])
+    with torch.no_grad():
+        chunks = [head(float32(x[i : i + step]).double()) for i in range(0, len(x), step)]
+    return torch.cat(chunks).double()
 
 
 def _device(name: Any) -> torch.device:
@@ -487,6 +540,18 @@ def _prior_weights(prior: Any, num_classes: int) -> np.ndarray:
     return normalised_weights(weights)
 
 
+def _check_float32_range(X: np.ndarray, name: str) -> None:
+    """Refuse finite values that float32, in which heads train (:func:`~longtail.sklearn.fitting.as_features`),
+    cannot hold: cast, they became infinite and every solve NaN, a model at chance with only L-BFGS's warnings."""
+    largest = np.finfo(np.float32).max
+    if X.dtype == np.float64 and X.size and np.abs(X).max() > largest:
+        row = int(np.flatnonzero((np.abs(X) > largest).any(axis=1))[0])
+        raise ValueError(
+            f"{name} row {row} holds values beyond float32's range ({largest:.4g}), in which features are trained; "
+            "expected features within it (scale them, e.g. with a StandardScaler in front)"
+        )
+
+
 def _plain(label: Any) -> Any:
     """A label as Python writes it in a message: ``9``, not ``np.int64(9)``."""
     return label.item() if isinstance(label, np.generic) else label
@@ -497,8 +562,17 @@ def _is_number(value: Any) -> bool:
 
 
 def _weight_decay_ok(value: Any) -> bool:
-    values = value if isinstance(value, list | tuple) else [value]
-    return value == "auto" or (bool(values) and all(_is_number(v) and v >= 0 for v in values))
+    if _is_auto(value):
+        return True
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        return False
+    values = value if isinstance(value, PENALTY_LISTS) else [value]
+    return len(values) > 0 and all(_is_number(v) and v >= 0 for v in values)
+
+
+def _is_auto(value: Any) -> bool:
+    """``value == "auto"``, also for an array of penalties (whose ``==`` is element-wise: no truth value)."""
+    return isinstance(value, str) and value == "auto"
 
 
 def _random_state_ok(value: Any) -> bool:

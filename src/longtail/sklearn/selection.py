@@ -109,7 +109,9 @@ def calibrated_log_loss(scores: Any, y: Any, iterations: int = 60) -> tuple[np.n
         slope, curvature = slope_curvature(b, active)
         lo = np.where(slope < 0, b, lo)
         hi = np.where(slope > 0, b, hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # Scores of a large scale (unscaled features: NCM's distances at 1e24) have a curvature so small that the
+        # step overflows: an infinite step is outside the bracket, so bisected, without NumPy's warning per fold.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             newton = b - slope / np.maximum(curvature, 1e-300)
         # Outside the bracket (or no curvature): bisect, geometrically while the bracket is wide.
         floor = np.maximum(lo, 1e-12)
