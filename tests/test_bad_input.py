@@ -383,11 +383,24 @@ def test_ncm_on_a_run_with_an_empty_class_names_it(run_with_empty_classes: Path,
     assert not (run_with_empty_classes / "classifiers" / "ncm.pt").exists()
 
 
+def test_a_sampler_that_needs_every_class_names_its_key(run_with_empty_classes: Path, capsys):
+    # The line named the strategy only ("class-aware sampling needs ..."): decouple.sampler is a default
+    # the user never set, and WB draws with its own decouple.wb.sampler.
+    counts = torch.load(run_with_empty_classes / "checkpoint.pt", weights_only=True)["train_counts"]
+    empty = f"class {counts.index(0)} has no training images: class-aware sampling"
+    run = str(run_with_empty_classes)
+    for method in ("crt", "lws", "las"):
+        fails_cleanly(["decouple", run, "--method", method], None, capsys, empty, "(decouple.sampler=class_aware;")
+    wb = ["decouple", run, "--method", "wb", "decouple.wb.sampler=class_aware"]
+    fails_cleanly(wb, None, capsys, empty, "(decouple.wb.sampler=class_aware;", "instance or power sampling")
+    assert main(["decouple", run, "--method", "crt", "decouple.sampler=instance"]) == 0
+
+
 def test_class_balanced_stage1_with_an_empty_class_names_it(tiny_fmnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     args = ["train", *tiny_overrides(tiny_fmnist), "data.n_max=5", "data.imbalance_factor=100", "train.sampler=class"]
     line = fails_cleanly([*args, "data.val_per_class=2", "--out", str(out), *FAST], None, capsys)
-    assert "has no training images: class-balanced sampling" in line
+    assert "has no training images: class-balanced sampling" in line and "(train.sampler=class;" in line
     assert not (out / "checkpoint.pt").exists()
 
 

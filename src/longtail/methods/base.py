@@ -17,6 +17,7 @@ from ..engine.head_schedule import resolved_section, steps_per_epoch
 from ..engine.head_training import Features, train_head
 from ..errors import TrainingError
 from ..evaluation.metrics import accuracy_summary
+from ..samplers.base import EmptyClassError
 
 
 @dataclass
@@ -160,6 +161,11 @@ class FitContext:
             fitted = self.trainer(head, section, how)
         except TrainingError as error:
             raise diverged(error, how, section) from None
+        except EmptyClassError as error:
+            # WB draws with its own decouple.wb.sampler; the other trained heads with decouple.sampler.
+            key = "decouple.sampler" if sampler is None else f"decouple.{method.split('_')[0]}.sampler"
+            used = self.config.decouple.sampler if sampler is None else sampler
+            raise EmptyClassError(f"{error} ({key}={used}; instance or power sampling needs none)") from None
         fitted.params.setdefault("lr", section.lr)
         # What the schedule came to on this data (results.json stage2.<method>, the report's "how it was fit").
         steps = section.epochs * steps_per_epoch(num_samples, section.batch_size)
