@@ -379,15 +379,32 @@ def test_ncm_on_a_run_with_an_empty_class_names_it(run_with_empty_classes: Path,
     counts = torch.load(run_with_empty_classes / "checkpoint.pt", weights_only=True)["train_counts"]
     empty = counts.index(0)
     args = ["decouple", str(run_with_empty_classes), "--method", "ncm"]
-    fails_cleanly(args, None, capsys, f"class {empty} has no training images: NCM needs at least one per class")
+    fails_cleanly(args, None, capsys, f"class {empty} has no training images (", "NCM needs at least one per class")
     assert not (run_with_empty_classes / "classifiers" / "ncm.pt").exists()
+    # train's "next:" command: NCM comes first in all and auto, so the line says what can be fitted instead.
+    for method in ("all", "auto"):
+        args = ["decouple", str(run_with_empty_classes), "--method", method]
+        fails_cleanly(args, None, capsys, f"{counts.count(0)} such classes", "name the others, e.g. --method tau_norm")
+
+
+def test_a_sampler_that_needs_every_class_names_its_key(run_with_empty_classes: Path, capsys):
+    # The line named the strategy only ("class-aware sampling needs ..."): decouple.sampler is a default
+    # the user never set, and WB draws with its own decouple.wb.sampler.
+    counts = torch.load(run_with_empty_classes / "checkpoint.pt", weights_only=True)["train_counts"]
+    empty = f"class {counts.index(0)} has no training images: class-aware sampling"
+    run = str(run_with_empty_classes)
+    for method in ("crt", "lws", "las"):
+        fails_cleanly(["decouple", run, "--method", method], None, capsys, empty, "(decouple.sampler=class_aware;")
+    wb = ["decouple", run, "--method", "wb", "decouple.wb.sampler=class_aware"]
+    fails_cleanly(wb, None, capsys, empty, "(decouple.wb.sampler=class_aware;", "instance or power sampling")
+    assert main(["decouple", run, "--method", "crt", "decouple.sampler=instance"]) == 0
 
 
 def test_class_balanced_stage1_with_an_empty_class_names_it(tiny_fmnist: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     args = ["train", *tiny_overrides(tiny_fmnist), "data.n_max=5", "data.imbalance_factor=100", "train.sampler=class"]
     line = fails_cleanly([*args, "data.val_per_class=2", "--out", str(out), *FAST], None, capsys)
-    assert "has no training images: class-balanced sampling" in line
+    assert "has no training images: class-balanced sampling" in line and "(train.sampler=class;" in line
     assert not (out / "checkpoint.pt").exists()
 
 

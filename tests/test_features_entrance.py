@@ -330,3 +330,22 @@ def test_features_command_refuses_to_overwrite(probe_run: Path, tmp_path: Path, 
     assert main(["features", str(probe_run), "--out", str(tmp_path / "f.csv")]) == 1
     with np.load(out, allow_pickle=False) as archive:  # a features run's features are its own file's
         assert archive["x_test"].shape == (100, 12)
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_a_stage2_head_whose_loss_diverges_is_named_with_its_learning_rate_key(tmp_path: Path, capsys) -> None:
+    # Features of scale 1e30: stage 1 survives one epoch, cRT's first steps overflow. The line said
+    # "stage 2 head training, epoch 2: ..." only: under --method all, which head, and which key to lower?
+    rng = np.random.default_rng(0)
+    big = {f"x_{s}": (rng.normal(size=(n, 4)) * 1e30).astype(np.float32) for s, n in (("train", 20), ("test", 15))}
+    path = write_features(tmp_path / "big.npz", counts=(12, 6, 2), d=4, **big, y_test=np.repeat(np.arange(3), 5))
+    run = tmp_path / "run"
+    assert main(["train", "data.name=features", f"data.path={path}", "train.epochs=1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    for method, key in (("all", "decouple.crt.lr"), ("wb", "decouple.wb.lr")):
+        assert main(["decouple", str(run), "--method", method]) == 1
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("longtail: error:")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert "the loss became NaN or infinite" in lines[0] and f"lower {key}" in lines[0], lines[0]
+        assert f"training {key.split('.')[1]} at lr" in lines[0], lines[0]

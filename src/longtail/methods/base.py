@@ -15,7 +15,9 @@ from torch import nn
 from ..config import Config
 from ..engine.head_schedule import resolved_section, steps_per_epoch
 from ..engine.head_training import Features, train_head
+from ..errors import TrainingError
 from ..evaluation.metrics import accuracy_summary
+from ..samplers.base import EmptyClassError
 
 
 @dataclass
@@ -155,7 +157,15 @@ class FitContext:
         how = HeadTraining(method, self.lr_factor, trainable, criterion, after_step, sampler, bn)
         num_samples = sum(self.counts)
         section = resolved_section(section, num_samples)  # batch_size=auto: from the data size
-        fitted = self.trainer(head, section, how)
+        try:
+            fitted = self.trainer(head, section, how)
+        except TrainingError as error:
+            raise diverged(error, how, section) from None
+        except EmptyClassError as error:
+            # WB draws with its own decouple.wb.sampler; the other trained heads with decouple.sampler.
+            key = "decouple.sampler" if sampler is None else f"decouple.{method.split('_')[0]}.sampler"
+            used = self.config.decouple.sampler if sampler is None else sampler
+            raise EmptyClassError(f"{error} ({key}={used}; instance or power sampling needs none)") from None
         fitted.params.setdefault("lr", section.lr)
         # What the schedule came to on this data (results.json stage2.<method>, the report's "how it was fit").
         steps = section.epochs * steps_per_epoch(num_samples, section.batch_size)
@@ -172,6 +182,22 @@ class FitContext:
         summary = accuracy_summary(predictions, self.features(split).y, self.counts, many=e.many, few=e.few)
         summary.pop("per_class")
         return summary
+
+
+def diverged(error: TrainingError, how: HeadTraining, section: Any) -> TrainingError:
+    """``error`` (a NaN or infinite loss) named by the training it stopped and what to change.
+
+    Under ``--method all`` or ``auto`` several heads train in one command; the loop's own line
+    ("stage 2 head training, epoch 2: ...") said neither which one nor which key to lower.
+    ``section.lr`` is the learning rate used (``auto``'s factor included).
+    """
+    # A trained head's name starts with its section's: crt, lws, las, wb (wb_wd0.01_t0.5), crt_lr_x4.
+    key = f"decouple.{how.method.split('_')[0]}.lr"
+    return TrainingError(
+        f"{error}. It was training {how.tag} at lr {section.lr:g}: lower {key}, "
+        "or check the scale of the training features",
+        step=error.step,
+    )
 
 
 FitFunction = Callable[[FitContext], Fitted]

@@ -197,6 +197,14 @@ class NCMConfig:
 
 def fit(context: FitContext) -> Fitted:
     """Centroids of the training features (test-time transform) under ``decouple.ncm.metric``."""
+    empty = [c for c, n in enumerate(context.counts) if n == 0]
+    if empty:
+        # Checked here, before any feature is read, for a run whose subset left classes empty: --method all
+        # and auto fit NCM first, so the line says how to fit the methods that need no such class.
+        raise DataError(
+            f"class {empty[0]} has no training images ({len(empty)} such classes): NCM needs at least one per "
+            "class, and --method all and auto include it; name the others, e.g. --method tau_norm,logit_adjust,wb"
+        )
     train = context.features("train")
     metric = context.config.decouple.ncm.metric
     head = NCMClassifier(metric).fit(train.x, train.y, context.num_classes).to_head()

@@ -45,6 +45,7 @@ from ..runs import (
     write_metrics,
 )
 from ..samplers import section_sampler
+from ..samplers.base import EmptyClassError
 from .provenance import KEY as PROVENANCE_KEY
 from .provenance import check_same_data, stage1_provenance
 from .representation import check_representation, representation_splits
@@ -173,15 +174,19 @@ def _checked_inputs(config: Config, device: Any) -> DatasetSplits:
     check_representation(config, splits)
     if config.model.joint == "file":
         read_joint(config.data.path, splits.num_classes, splits.train.image_shape[0])
-    section_sampler(
-        splits.train.labels,
-        config.train,
-        epochs=config.train.epochs,
-        seed=config.seed,
-        num_replicas=1,
-        rank=0,
-        num_classes=splits.num_classes,
-    )
+    try:
+        section_sampler(
+            splits.train.labels,
+            config.train,
+            epochs=config.train.epochs,
+            seed=config.seed,
+            num_replicas=1,
+            rank=0,
+            num_classes=splits.num_classes,
+        )
+    except EmptyClassError as error:  # the sampler knows its strategy, not the key that chose it
+        hint = f"train.sampler={config.train.sampler}; instance or power sampling needs none"
+        raise EmptyClassError(f"{error} ({hint})") from None
     return splits
 
 

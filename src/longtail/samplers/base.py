@@ -91,6 +91,14 @@ def power_law(class_counts: torch.Tensor, q: float) -> torch.Tensor:
     return weights / weights.sum()
 
 
+class EmptyClassError(DataError):
+    """A sampling law that must draw every class met a class without training items.
+
+    A class of its own so that the command that chose the sampler can name its key
+    (``train.sampler``, ``decouple.sampler``): the sampler alone knows only its strategy.
+    """
+
+
 class EpochSampler(Sampler[int]):
     """Base of every strategy: an epoch is a tensor of dataset indices drawn from ``(seed, epoch)``.
 
@@ -168,7 +176,7 @@ class EpochSampler(Sampler[int]):
         """Refuse a law that gives a class without items a positive probability (it could never be drawn)."""
         empty = (self.class_counts == 0).nonzero().flatten()
         if len(empty):
-            raise DataError(
+            raise EmptyClassError(
                 f"class {int(empty[0])} has no training images: {strategy} sampling needs at least one per class"
             )
 
