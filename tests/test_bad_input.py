@@ -31,7 +31,7 @@ from longtail.data import image_check as image_check_module
 from longtail.data.fashion_mnist import FILES
 from longtail.data.image_check import SKIPPED_FILE, skipped_images_record, write_skipped_images
 from longtail.errors import DataError
-from longtail.methods.ncm import NCMClassifier
+from longtail.methods.ncm import FIT_WITH_EMPTY_CLASSES, NCMClassifier
 from longtail.samplers import make_sampler
 
 FAST = ["train.epochs=1", "train.batch_size=8", "eval.batch_size=64", "--no-progress"]
@@ -385,6 +385,19 @@ def test_ncm_on_a_run_with_an_empty_class_names_it(run_with_empty_classes: Path,
     for method in ("all", "auto"):
         args = ["decouple", str(run_with_empty_classes), "--method", method]
         fails_cleanly(args, None, capsys, f"{counts.count(0)} such classes", "name the others, e.g. --method tau_norm")
+
+
+@pytest.mark.slow  # a training and three heads of the tiny run: ~5 s
+def test_train_suggests_methods_that_fit_when_its_subset_left_classes_empty(
+    tiny_fmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    # train's "next:" said `--method all`, which stops at NCM (it needs every class) on such a run.
+    run = tmp_path / "run"
+    args = ["train", *tiny_overrides(tiny_fmnist), "data.n_max=5", "data.imbalance_factor=100", "data.val_per_class=2"]
+    assert main([*args, "--out", str(run), *FAST]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"run directory: {run}  (next: longtail decouple {run} --method {FIT_WITH_EMPTY_CLASSES})"
+    assert main(["decouple", str(run), "--method", FIT_WITH_EMPTY_CLASSES]) == 0
 
 
 def test_a_sampler_that_needs_every_class_names_its_key(run_with_empty_classes: Path, capsys):

@@ -9,6 +9,7 @@ from typing import Any
 from ..config import load_config
 from ..errors import ConfigError
 from ..methods import method_names, spec_of
+from ..methods.ncm import FIT_WITH_EMPTY_CLASSES
 from ..pipeline import decouple, evaluate, resume, train
 from .common import (
     OVERRIDES_HELP,
@@ -37,7 +38,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         run_dir = args.out
         results = train(config, run_dir, overwrite=args.overwrite, progress=args.progress)
     print_table(results)
-    print(f"\nrun directory: {run_dir}  (next: longtail decouple {shlex.quote(str(run_dir))} --method all)")
+    # A subset that left classes empty: --method all would stop at NCM, which needs every class.
+    methods = FIT_WITH_EMPTY_CLASSES if 0 in results.get("train_counts", []) else "all"
+    print(f"\nrun directory: {run_dir}  (next: longtail decouple {shlex.quote(str(run_dir))} --method {methods})")
 
 
 def _cmd_decouple(args: argparse.Namespace) -> None:

@@ -195,6 +195,11 @@ class NCMConfig:
     metric: Literal["cl2n", "l2", "cosine"] = option("cl2n", "cl2n (official), l2 or cosine")
 
 
+# Methods that fit with classes that have no training image (no class-aware sampling, no class mean): what a run
+# whose subset left classes empty is told to name instead of --method all.
+FIT_WITH_EMPTY_CLASSES = "tau_norm,logit_adjust,wb"
+
+
 def fit(context: FitContext) -> Fitted:
     """Centroids of the training features (test-time transform) under ``decouple.ncm.metric``."""
     empty = [c for c, n in enumerate(context.counts) if n == 0]
@@ -203,7 +208,7 @@ def fit(context: FitContext) -> Fitted:
         # and auto fit NCM first, so the line says how to fit the methods that need no such class.
         raise DataError(
             f"class {empty[0]} has no training images ({len(empty)} such classes): NCM needs at least one per "
-            "class, and --method all and auto include it; name the others, e.g. --method tau_norm,logit_adjust,wb"
+            f"class, and --method all and auto include it; name the others, e.g. --method {FIT_WITH_EMPTY_CLASSES}"
         )
     train = context.features("train")
     metric = context.config.decouple.ncm.metric
