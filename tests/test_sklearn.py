@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import warnings
 from types import SimpleNamespace
@@ -23,7 +24,7 @@ from longtail.engine.exact_linear import fit_linear_exact  # noqa: E402
 from longtail.errors import ConfigError  # noqa: E402
 from longtail.evaluation.metrics import accuracy_summary  # noqa: E402
 from longtail.methods import expand_methods, method_names  # noqa: E402
-from longtail.sklearn import DecoupledClassifier, HoldoutWarning, shot_accuracy  # noqa: E402
+from longtail.sklearn import DecoupledClassifier, HoldoutWarning, PriorNotAppliedWarning, shot_accuracy  # noqa: E402
 from longtail.sklearn.exact_heads import class_probabilities  # noqa: E402
 from longtail.sklearn.fitting import auto_batch_size, probe_config, validation_split  # noqa: E402
 from longtail.sklearn.selection import (  # noqa: E402
@@ -473,6 +474,29 @@ def test_a_fitted_estimator_keeps_no_copy_of_x(monkeypatch):
     assert beyond._prior_scores is None
     with pytest.raises(ValueError, match=r"^prior: the calibration cannot be fitted on the training data: 375 "):
         beyond.predict(x[:5], prior="em")
+
+
+def test_an_estimator_pickled_with_its_calibration_features_still_takes_a_prior():
+    """Earlier code pickled the calibration's features (``_prior_data``) where the estimator now keeps the head's
+    scores of them: such a pickle read back took no ``prior=`` (AttributeError); it now computes the scores."""
+    from longtail.sklearn import fitting
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [200, 100, 50, 25])
+    x = rng.normal(size=(len(y), 20)) + y[:, None]
+    fitted = fast("joint").fit(x, y)
+    assert fitted.prior_calibration_ == "training data"  # so the earlier code's features were all of X
+    old = copy.deepcopy(fitted)
+    del old._prior_scores, old._prior_labels
+    old._prior_data = fitting.as_features(x, y)
+    restored = pickle.loads(pickle.dumps(old))
+    assert not hasattr(restored, "_prior_data")
+    assert torch.equal(restored._prior_scores, fitted._prior_scores)
+    # The same calibration and validation check as the estimator that was pickled, and the same EM estimate.
+    assert restored._fitted_prior_adapter().to_dict() == fitted._fitted_prior_adapter().to_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PriorNotAppliedWarning)  # whether it is applied is the check's to say
+        assert torch.equal(restored.adapt_prior(x[:50], "em").prior, fitted.adapt_prior(x[:50], "em").prior)
 
 
 def test_pipeline_grid_search_and_cross_validation():

@@ -450,6 +450,16 @@ class DecoupledClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return shot_accuracy(y, self.predict(X), self.classes_, self.class_counts_, many=self.many, few=self.few)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle; an estimator pickled by longtail before 2026-12 held the calibration's features
+        (``_prior_data``, a float32 copy of them) where it now holds the head's scores of them: computed here once,
+        so that its ``prior=`` works as it did."""
+        data = state.pop("_prior_data", None)
+        super().__setstate__(state)
+        if data is not None and "_prior_scores" not in state:
+            self._prior_scores = _calibration_scores(self.head_, data.x, len(self.classes_))
+            self._prior_labels = data.y
+
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False  # features go through a linear layer: NaN has no meaning there
