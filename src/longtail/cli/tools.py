@@ -14,6 +14,7 @@ from ..data.stats import class_size_stats, dataset_counts, format_stats, plot_cl
 from ..errors import ConfigError
 from ..export import export_methods, export_run, format_predictions, load_artifact, predict_with_prior
 from ..export.deploy_prior import PRIOR_KEY, format_prior
+from ..fs.figure_file import figure_format
 from ..pipeline.features_export import FEATURE_DTYPES, export_features
 from ..runs import check_output_path
 from .common import HelpFormatter, split_config_and_overrides
@@ -25,6 +26,9 @@ def _cmd_config(args: argparse.Namespace) -> None:
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> None:
+    if args.plot:  # before the dataset is read: its format, and a path that may be written
+        figure_format(args.plot)
+        check_output_path(args.plot, overwrite=args.overwrite, what="--plot")
     spec, overrides = split_config_and_overrides([args.spec, *args.overrides])
     is_list = spec is not None and not spec.endswith((".yaml", ".yml")) and not overrides
     if is_list:
@@ -44,7 +48,6 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
         stats["val_source"] = info.get("val_source", "unknown")
     unit = "images" if is_list else info.get("unit", "images")
     if args.plot:
-        check_output_path(args.plot, overwrite=args.overwrite, what="--plot")
         stats["plot"] = str(plot_class_sizes(counts, args.plot, title=source, many=many, few=few, unit=unit))
     if args.json:
         print(json.dumps(stats))
@@ -157,7 +160,7 @@ def data_parser(commands: Any, shared: argparse.Namespace) -> None:
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides, after a YAML config"
     )
     p.add_argument("--json", action="store_true", help="print only JSON on standard output")
-    p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (PNG)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (.png, .svg or .pdf, as its name ends)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")
     p.add_argument("--split", choices=("train", "val", "test"), default="train", help="for a config (default: train)")
     p.add_argument("--many", type=int, metavar="N", help="many-shot: more than N images (default: eval.many, 100)")
