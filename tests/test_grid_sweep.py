@@ -214,6 +214,28 @@ def test_max_runs_raises_the_cap(fake: FakeRuns, tmp_path: Path, capsys: pytest.
     assert "--max-runs 0: expected an integer >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (["--samplers", "none", "--losses", "none", "--trainable", "none"], "are all none: the grid has no row to run"),
+        (["--samplers", ""], "--samplers '': expected a comma-separated list of rows, or none"),
+        (["--losses", " , "], "--losses ' , ': expected a comma-separated list of rows, or none"),
+        (["--samplers", "instance,class,instance"], "--samplers instance,class,instance: instance is given twice"),
+    ],
+    ids=["all-none", "empty", "commas", "twice"],
+)
+def test_grid_rows_that_are_empty_or_repeated_are_refused(
+    rows: list[str], expected: str, fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """All rows none printed an empty document ("Runs: .") and exited 0; "" was taken as none, silently; a row
+    given twice ran twice."""
+    out = tmp_path / "runs"
+    assert main(["grid", "--out", str(out), *rows, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+    assert not out.exists() and not fake.trained
+
+
 def test_cli_sweep_and_seeds(fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture):
     doc = tmp_path / "sweep.md"
     argv = [

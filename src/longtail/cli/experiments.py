@@ -44,9 +44,14 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
 
 
-def _list_option(text: str) -> list[str]:
-    """``a,b`` -> [a, b]; ``none`` -> []."""
-    return [] if text.strip().lower() == "none" else [item.strip() for item in text.split(",") if item.strip()]
+def _list_option(text: str, option: str) -> list[str]:
+    """``a,b`` -> [a, b]; ``none`` -> []; an empty list (``""``, ``,``) is refused: ``none`` says "no row"."""
+    if text.strip().lower() == "none":
+        return []
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{option} {text!r}: expected a comma-separated list of rows, or none")
+    return items
 
 
 def _grid_seeds(tokens: list[str] | None) -> tuple[list[int] | None, list[str]]:
@@ -73,7 +78,7 @@ def _cmd_grid(args: argparse.Namespace) -> None:
     rows = {name: getattr(args, name) for name in ("samplers", "losses", "trainable")}
     grid = run_grid(
         args.out,
-        **{name: None if text is None else _list_option(text) for name, text in rows.items()},
+        **{name: None if text is None else _list_option(text, f"--{name}") for name, text in rows.items()},
         overrides=[*args.overrides, *overrides],
         sweeps=args.sweep or (),
         seeds=seeds,

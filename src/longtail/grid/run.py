@@ -79,9 +79,12 @@ MAX_RUNS = 100
 
 
 def _choices(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
-    for value in values:
+    """``values`` of a row option, each one of ``allowed`` and given once (twice would run its row twice)."""
+    for i, value in enumerate(values):
         if value not in allowed:
             raise ConfigError(f"{option} {value!r}: expected some of {', '.join(allowed)}")
+        if value in values[:i]:
+            raise ConfigError(f"{option} {','.join(values)}: {value} is given twice; give it once")
     return list(values)
 
 
@@ -453,6 +456,8 @@ def run_grid(
     seed_list = _check_seeds(seeds, overrides)
     parsed = [parse_sweep(text) for text in sweeps]
     rows_run = len(samplers) + len(losses) + (1 if trainable and "instance" not in samplers else 0)
+    if not parsed and not rows_run:  # else an empty document, "Runs: .", and exit 0
+        raise ConfigError("--samplers, --losses and --trainable are all none: the grid has no row to run")
     _check_run_count(math.prod(len(v) for _, v in parsed) if parsed else rows_run, len(seed_list), max_runs)
     if parsed:
         if rows_given:
