@@ -71,3 +71,14 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture, tmp_path: Path):
     (tmp_path / "bad.txt").write_text("a.jpg x\n")
     assert main(["data", "stats", str(tmp_path / "bad.txt")]) == 1
     assert "bad.txt:1: label 'x' is not an integer" in capsys.readouterr().err
+
+
+def test_negative_shot_thresholds_are_refused(capsys: pytest.CaptureFixture, tmp_path: Path):
+    # `--many -1 --few -5` printed "many-shot (> -1): 2 classes, medium (-5 to -1): 0, few-shot (< -5): 0",
+    # thresholds eval.few refuses in a config.
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg 0\nb.jpg 1\n")
+    assert main(["data", "stats", str(listing), "--many", "-1", "--few", "-5"]) == 1
+    assert capsys.readouterr().err.strip() == "longtail: error: --few -5: expected an integer >= 0, as eval.few"
+    assert main(["data", "stats", str(listing), "--many", "-1"]) == 1
+    assert "--few 20: expected at most --many (-1)" in capsys.readouterr().err

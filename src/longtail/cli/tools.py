@@ -41,6 +41,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
         few = config.eval.few if args.few is None else args.few
     many = EvalConfig.many if many is None else many
     few = EvalConfig.few if few is None else few
+    if few < 0:  # eval.few's own bound: "many-shot (> -1)" and "few-shot (< -5)" described nothing
+        raise ConfigError(f"--few {few}: expected an integer >= 0, as eval.few")
     if few > many:
         raise ConfigError(f"--few {few}: expected at most --many ({many})")
     stats = {"source": source, **class_size_stats(counts, many=many, few=few)}
