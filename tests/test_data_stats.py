@@ -82,3 +82,18 @@ def test_negative_shot_thresholds_are_refused(capsys: pytest.CaptureFixture, tmp
     assert capsys.readouterr().err.strip() == "longtail: error: --few -5: expected an integer >= 0, as eval.few"
     assert main(["data", "stats", str(listing), "--many", "-1"]) == 1
     assert "--few 20: expected at most --many (-1)" in capsys.readouterr().err
+
+
+def test_a_folder_or_a_features_file_given_as_the_split_file_names_what_to_give(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+):
+    # A folder was "cannot read split file (IsADirectoryError)"; a features .npz "not UTF-8 text".
+    assert main(["data", "stats", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a directory; expected a split file" in err
+    assert f"data.name=imagefolder data.root={tmp_path}" in err
+    features = tmp_path / "f.npz"
+    features.write_bytes(b"PK\x03\x04")
+    assert main(["data", "stats", str(features)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a split file; for a features file give data.name=features" in err

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import EvalConfig, config_to_dict, load_config
 from ..data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..export import export_methods, export_run, format_predictions, load_artifact, predict_with_prior
 from ..export.deploy_prior import PRIOR_KEY, format_prior
 from ..fs.figure_file import figure_format
@@ -25,6 +26,28 @@ def _cmd_config(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(config_to_dict(load_config(config_path, overrides)), sort_keys=False), end="")
 
 
+def _refuse_what_is_not_a_split_file(spec: str) -> None:
+    """Name what ``data stats SPEC`` takes instead of a folder or a data file given as the split file.
+
+    Before, a folder was "cannot read split file (IsADirectoryError)" and a features file "not UTF-8 text".
+    """
+    path = Path(spec)
+    try:
+        is_dir = path.is_dir()
+    except OSError:  # a name too long to look at: the split-file reader says so in its own line
+        return
+    if is_dir:
+        raise DataError(
+            f"{spec}: a directory; expected a split file ('relative/path label' lines) or a YAML config "
+            f"(an image folder: data.name=imagefolder data.root={spec})"
+        )
+    if path.suffix.lower() in (".npz", ".pt"):
+        raise DataError(
+            f"{spec}: not a split file; for a features file give data.name=features data.path={spec} "
+            f"(an .npz of images: data.name=npz)"
+        )
+
+
 def _cmd_data_stats(args: argparse.Namespace) -> None:
     if args.plot:  # before the dataset is read: its format, and a path that may be written
         figure_format(args.plot)
@@ -32,6 +55,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
     spec, overrides = split_config_and_overrides([args.spec, *args.overrides])
     is_list = spec is not None and not spec.endswith((".yaml", ".yml")) and not overrides
     if is_list:
+        _refuse_what_is_not_a_split_file(spec)
         counts, source = split_file_counts(spec), spec
         many, few = args.many, args.few
     else:
