@@ -299,3 +299,19 @@ def test_grid_markdown_of_a_grid_without_the_new_keys():
         "seconds": 1.0,
     }
     assert "| Instance-balanced | 50.0 / 50.0 / 50.0 / 50.0 / 50.0 |" in grid_markdown(grid, "longtail grid")
+
+
+def test_a_grid_doc_that_cannot_be_written_is_refused_before_training(
+    fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """`grid --doc /proc/x.md` (or under a file) trained the whole grid, then failed writing the document."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "runs"
+    argv = ["grid", "--out", str(out), "--sweep", "train.weight_decay=5e-4,1e-3", "--no-progress"]
+    assert main([*argv, "--doc", str(tmp_path / "file" / "grid.md")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "file is a file, not a directory; nothing was written" in err, err
+    assert not fake.trained and not out.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # the probe removed
+    assert main([*argv, "--doc", str(tmp_path / "docs" / "grid.md")]) == 0 and len(fake.trained) == 2
+    assert [path.name for path in (tmp_path / "docs").iterdir()] == ["grid.md"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..demo import demo
 from ..errors import ConfigError
+from ..fs.atomic import check_can_write
 from ..grid import (
     GRID_DEFAULTS,
     MAX_RUNS,
@@ -73,6 +74,7 @@ def _cmd_grid(args: argparse.Namespace) -> None:
     if args.doc:  # a grid document is regenerated in place (its notes kept); any other file needs --overwrite
         check_output_path(args.doc, overwrite=True, what="--doc")
         check_grid_doc(args.doc, overwrite=args.overwrite)
+        check_can_write(Path(args.doc))  # not after the hours of training
     start = time.perf_counter()
     seeds, overrides = _grid_seeds(args.seeds)
     rows = {name: getattr(args, name) for name in ("samplers", "losses", "trainable")}
