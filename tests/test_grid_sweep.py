@@ -315,3 +315,21 @@ def test_a_grid_doc_that_cannot_be_written_is_refused_before_training(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # the probe removed
     assert main([*argv, "--doc", str(tmp_path / "docs" / "grid.md")]) == 0 and len(fake.trained) == 2
     assert [path.name for path in (tmp_path / "docs").iterdir()] == ["grid.md"]
+
+
+@pytest.mark.parametrize("command", ["grid", "auto"])
+@pytest.mark.parametrize("inside", ["", "features"], ids=["the-run", "its-features"])
+def test_a_run_directory_is_refused_as_the_folder_of_runs(
+    command: str, inside: str, fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """`grid --out RUN` (or auto, or RUN/features) wrote the candidates' runs into the run, beside its checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    (run / "checkpoint.pt").write_bytes(b"")
+    out = run / inside
+    assert main([command, "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    where = "is a run directory" if not inside else f"belongs to run directory {run}"
+    assert err == f"longtail: error: --out {out}: {where}; choose another folder for the runs\n"
+    assert not fake.trained and sorted(path.name for path in run.iterdir()) == ["checkpoint.pt", "config.yaml"]

@@ -45,7 +45,7 @@ from ..pipeline import decouple, evaluate, resume, run_time_keys, train
 from ..pipeline.provenance import KEY as PROVENANCE_KEY
 from ..pipeline.provenance import differences, stage1_keys, stage1_provenance
 from ..pipeline.representation import representation_splits
-from ..runs import is_run_dir, load_checkpoint, read_results
+from ..runs import RUN_OWN_NAMES, is_run_dir, load_checkpoint, owning_run, read_results
 from .rows import (
     COLUMNS,
     TRAINABLE,
@@ -162,7 +162,19 @@ def refuse_equal_values(option: str, key: str, values: Sequence[str], configs: S
 
 
 def make_out_dir(out: Path) -> None:
-    """Create ``out``, the directory of the runs: one line, not a traceback, when a file is in the way."""
+    """Create ``out``, the directory of the runs: one line, not a traceback, when a file is in the way.
+
+    A run directory (or one of its own folders, RUN/features) is refused: the candidates' runs were written
+    into it, beside its checkpoint.
+    """
+    try:
+        resolved = out.resolve()
+        run = owning_run(resolved)
+    except OSError:  # a name the file system refuses: mkdir below says why
+        run = None
+    if run is not None and (run == resolved or resolved.relative_to(run).parts[0] in RUN_OWN_NAMES):
+        where = "is a run directory" if run == resolved else f"belongs to run directory {run}"
+        raise OutputPathError(f"--out {out}: {where}; choose another folder for the runs")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
