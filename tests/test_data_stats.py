@@ -71,3 +71,29 @@ def test_errors_are_one_line(capsys: pytest.CaptureFixture, tmp_path: Path):
     (tmp_path / "bad.txt").write_text("a.jpg x\n")
     assert main(["data", "stats", str(tmp_path / "bad.txt")]) == 1
     assert "bad.txt:1: label 'x' is not an integer" in capsys.readouterr().err
+
+
+def test_negative_shot_thresholds_are_refused(capsys: pytest.CaptureFixture, tmp_path: Path):
+    # `--many -1 --few -5` printed "many-shot (> -1): 2 classes, medium (-5 to -1): 0, few-shot (< -5): 0",
+    # thresholds eval.few refuses in a config.
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg 0\nb.jpg 1\n")
+    assert main(["data", "stats", str(listing), "--many", "-1", "--few", "-5"]) == 1
+    assert capsys.readouterr().err.strip() == "longtail: error: --few -5: expected an integer >= 0, as eval.few"
+    assert main(["data", "stats", str(listing), "--many", "-1"]) == 1
+    assert "--few 20: expected at most --many (-1)" in capsys.readouterr().err
+
+
+def test_a_folder_or_a_features_file_given_as_the_split_file_names_what_to_give(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+):
+    # A folder was "cannot read split file (IsADirectoryError)"; a features .npz "not UTF-8 text".
+    assert main(["data", "stats", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a directory; expected a split file" in err
+    assert f"data.name=imagefolder data.root={tmp_path}" in err
+    features = tmp_path / "f.npz"
+    features.write_bytes(b"PK\x03\x04")
+    assert main(["data", "stats", str(features)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a split file; for a features file give data.name=features" in err

@@ -214,6 +214,30 @@ def test_an_output_name_too_long_is_one_line(command: list[str], tiny_run: Path,
     assert len(line) < 400 and not list(tmp_path.glob("x*"))
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--out", ""],
+        ["grid", "--out", ""],
+        ["auto", "--out", ""],
+        ["grid", "--doc", ""],
+        ["compare", "{cwd}", "--md", ""],
+        ["data", "stats", "{cwd}/list.txt", "--plot", ""],
+    ],
+    ids=["train", "grid", "auto", "grid-doc", "compare-md", "stats-plot"],
+)
+def test_an_empty_output_path_is_refused_not_the_current_folder(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """`--out ""` (an unset shell variable) is Path("."): train, grid and auto wrote runs into the current
+    folder, and `data stats --plot ""` silently drew nothing."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "list.txt").write_text("a.jpg 0\nb.jpg 1\n")
+    option = next(word for word in command if word.startswith("--"))
+    one_error_line([part.format(cwd=tmp_path) for part in command], capsys, f"{option} '': an empty path")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["list.txt"]
+
+
 def test_an_input_name_too_long_is_one_line(tmp_path: Path, capsys):
     """`predict MODEL` and a prior file (`predict --prior`, `export --prior`) named past NAME_MAX: Path.is_dir and
     is_file raise ENAMETOOLONG on Python 3.11, an OSError traceback; an image so named repeated its whole path."""

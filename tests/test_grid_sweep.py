@@ -214,6 +214,28 @@ def test_max_runs_raises_the_cap(fake: FakeRuns, tmp_path: Path, capsys: pytest.
     assert "--max-runs 0: expected an integer >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (["--samplers", "none", "--losses", "none", "--trainable", "none"], "are all none: the grid has no row to run"),
+        (["--samplers", ""], "--samplers '': expected a comma-separated list of rows, or none"),
+        (["--losses", " , "], "--losses ' , ': expected a comma-separated list of rows, or none"),
+        (["--samplers", "instance,class,instance"], "--samplers instance,class,instance: instance is given twice"),
+    ],
+    ids=["all-none", "empty", "commas", "twice"],
+)
+def test_grid_rows_that_are_empty_or_repeated_are_refused(
+    rows: list[str], expected: str, fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """All rows none printed an empty document ("Runs: .") and exited 0; "" was taken as none, silently; a row
+    given twice ran twice."""
+    out = tmp_path / "runs"
+    assert main(["grid", "--out", str(out), *rows, "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+    assert not out.exists() and not fake.trained
+
+
 def test_cli_sweep_and_seeds(fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture):
     doc = tmp_path / "sweep.md"
     argv = [
@@ -277,3 +299,37 @@ def test_grid_markdown_of_a_grid_without_the_new_keys():
         "seconds": 1.0,
     }
     assert "| Instance-balanced | 50.0 / 50.0 / 50.0 / 50.0 / 50.0 |" in grid_markdown(grid, "longtail grid")
+
+
+def test_a_grid_doc_that_cannot_be_written_is_refused_before_training(
+    fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """`grid --doc /proc/x.md` (or under a file) trained the whole grid, then failed writing the document."""
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "runs"
+    argv = ["grid", "--out", str(out), "--sweep", "train.weight_decay=5e-4,1e-3", "--no-progress"]
+    assert main([*argv, "--doc", str(tmp_path / "file" / "grid.md")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "file is a file, not a directory; nothing was written" in err, err
+    assert not fake.trained and not out.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # the probe removed
+    assert main([*argv, "--doc", str(tmp_path / "docs" / "grid.md")]) == 0 and len(fake.trained) == 2
+    assert [path.name for path in (tmp_path / "docs").iterdir()] == ["grid.md"]
+
+
+@pytest.mark.parametrize("command", ["grid", "auto"])
+@pytest.mark.parametrize("inside", ["", "features"], ids=["the-run", "its-features"])
+def test_a_run_directory_is_refused_as_the_folder_of_runs(
+    command: str, inside: str, fake: FakeRuns, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """`grid --out RUN` (or auto, or RUN/features) wrote the candidates' runs into the run, beside its checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    (run / "checkpoint.pt").write_bytes(b"")
+    out = run / inside
+    assert main([command, "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    where = "is a run directory" if not inside else f"belongs to run directory {run}"
+    assert err == f"longtail: error: --out {out}: {where}; choose another folder for the runs\n"
+    assert not fake.trained and sorted(path.name for path in run.iterdir()) == ["checkpoint.pt", "config.yaml"]

@@ -134,3 +134,14 @@ def test_a_bad_suffix_is_one_line_and_exit_1(tmp_path: Path, capsys: pytest.Capt
     assert not out.exists()
     with pytest.raises(LongtailError, match="regions.txt"):
         write_illustration(tmp_path / "regions.txt")
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1"])
+def test_a_seed_beyond_the_generator_is_one_line(seed: str, tmp_path: Path, capsys: pytest.CaptureFixture):
+    # 10^20 was a ValueError traceback ("Overflow when unpacking long long") from torch's generator; the range
+    # is the seed key's.
+    out = tmp_path / "regions.png"
+    assert main(["illustrate", "--seed", seed, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"longtail: error: --seed {seed}: expected an integer in [0, 2**63), as the seed key"
+    assert not out.exists()

@@ -108,6 +108,21 @@ def test_data_stats_plots_a_split_file_whose_name_holds_dollars(tmp_path: Path):
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_data_stats_plots_in_the_format_its_name_says(tmp_path: Path, capsys: pytest.CaptureFixture):
+    # `--plot p.svg` wrote PNG bytes under an .svg name (unreadable as SVG), `--plot p.jpg` or `--plot p` too;
+    # now the suffix picks the format, as `illustrate --out` does, and another one is refused before drawing.
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/1.png 0\na/2.png 1\na/3.png 1\n")
+    for name, head in (("p.svg", b"<?xml"), ("p.PDF", b"%PDF")):
+        assert main(["data", "stats", str(listing), "--plot", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).read_bytes().startswith(head)
+    capsys.readouterr()
+    for name in ("p.jpg", "p"):
+        assert main(["data", "stats", str(listing), "--plot", str(tmp_path / name)]) == 1
+        assert "expected a file name ending in .png, .svg, .pdf" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+
+
 def test_the_class_size_plot_of_two_classes_has_whole_class_ranks(tmp_path: Path):
     # At 2 classes the rank axis read 0.00, 0.25, ..., 2.00: ranks of no class.
     from matplotlib.figure import Figure

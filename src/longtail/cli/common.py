@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import config_keys, config_reference
 from ..config.reference import components_text
-from ..errors import ConfigError, shown
+from ..errors import ConfigError, OutputPathError, shown
 from ..evaluation.table import INTERVAL_NOTE, format_table, table_title
 from ..pipeline.shift_scores import SHIFT_KEY, SHIFT_NOTE, em_summary, format_shift_table
 
@@ -100,6 +100,24 @@ def refuse_spaced_equals(argv: Sequence[str]) -> None:
         raise ConfigError(
             f"{shown(' '.join(words))}: write key=value as one argument, without spaces around '=' ({key}={value})"
         )
+
+
+# The options that name something a command writes: a folder of runs, a run directory, or a file.
+OUTPUT_OPTIONS = ("out", "doc", "md", "plot")
+
+
+def refuse_empty_output_paths(args: argparse.Namespace) -> None:
+    """Refuse an output option given as the empty string (``--out "$UNSET"``).
+
+    ``Path("")`` is the current directory: ``train``, ``grid`` and ``auto`` wrote
+    their runs into it, ``data stats --plot ""`` silently drew nothing.
+
+    Raises:
+        OutputPathError: naming the option.
+    """
+    for name in OUTPUT_OPTIONS:
+        if getattr(args, name, None) == "":
+            raise OutputPathError(f"--{name} '': an empty path; expected the name of the folder or file to write")
 
 
 def print_table(results: dict[str, Any], split: str = "test") -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..demo import demo
 from ..errors import ConfigError
+from ..fs.atomic import check_can_write
 from ..grid import (
     GRID_DEFAULTS,
     MAX_RUNS,
@@ -44,9 +45,14 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"\nfinished in {time.perf_counter() - start:.0f}s; results in {Path(args.out) / 'results.json'}")
 
 
-def _list_option(text: str) -> list[str]:
-    """``a,b`` -> [a, b]; ``none`` -> []."""
-    return [] if text.strip().lower() == "none" else [item.strip() for item in text.split(",") if item.strip()]
+def _list_option(text: str, option: str) -> list[str]:
+    """``a,b`` -> [a, b]; ``none`` -> []; an empty list (``""``, ``,``) is refused: ``none`` says "no row"."""
+    if text.strip().lower() == "none":
+        return []
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{option} {text!r}: expected a comma-separated list of rows, or none")
+    return items
 
 
 def _grid_seeds(tokens: list[str] | None) -> tuple[list[int] | None, list[str]]:
@@ -68,12 +74,13 @@ def _cmd_grid(args: argparse.Namespace) -> None:
     if args.doc:  # a grid document is regenerated in place (its notes kept); any other file needs --overwrite
         check_output_path(args.doc, overwrite=True, what="--doc")
         check_grid_doc(args.doc, overwrite=args.overwrite)
+        check_can_write(Path(args.doc))  # not after the hours of training
     start = time.perf_counter()
     seeds, overrides = _grid_seeds(args.seeds)
     rows = {name: getattr(args, name) for name in ("samplers", "losses", "trainable")}
     grid = run_grid(
         args.out,
-        **{name: None if text is None else _list_option(text) for name, text in rows.items()},
+        **{name: None if text is None else _list_option(text, f"--{name}") for name, text in rows.items()},
         overrides=[*args.overrides, *overrides],
         sweeps=args.sweep or (),
         seeds=seeds,

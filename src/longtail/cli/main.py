@@ -33,7 +33,7 @@ from ..engine.distributed import launch_env, reported_by_rank0, single_process
 from ..errors import LongtailError, one_line
 from ..runs import CONFIG_FILE
 from ..version import __version__
-from .common import key_listing, refuse_spaced_equals
+from .common import key_listing, refuse_empty_output_paths, refuse_spaced_equals
 from .experiments import auto_parser, demo_parser, grid_parser
 from .results import compare_parser, illustrate_parser, report_parser
 from .stages import decouple_parser, eval_parser, train_parser
@@ -197,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "method", "") is None:
         args.method = ["all"]
     try:
+        refuse_empty_output_paths(args)
         env = launch_env()
         if env.distributed and args.command != "train" and env.rank != 0:
             # Stage 2, evaluation and the tools are cheap and single-process: rank 0 runs them.

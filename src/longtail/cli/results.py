@@ -7,6 +7,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from ..config.options import INT64
 from ..errors import ConfigError, one_line
 from ..evaluation.bootstrap import METRICS
 from ..evaluation.compare import comparison_rows, format_comparison, format_paired, paired_rows
@@ -44,6 +45,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_illustrate(args: argparse.Namespace) -> None:
     from ..report.illustration import write_illustration  # matplotlib is imported only by the commands that draw
 
+    if not 0 <= args.seed < INT64:  # torch's generator overflowed with a ValueError traceback
+        raise ConfigError(f"--seed {args.seed}: expected an integer in [0, 2**63), as the seed key")
     out = check_output_path(args.out, overwrite=args.overwrite, what="--out")
     print(f"illustration: {write_illustration(out, seed=args.seed)}")
 

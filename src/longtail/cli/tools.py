@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import EvalConfig, config_to_dict, load_config
 from ..data.stats import class_size_stats, dataset_counts, format_stats, plot_class_sizes, split_file_counts
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..export import export_methods, export_run, format_predictions, load_artifact, predict_with_prior
 from ..export.deploy_prior import PRIOR_KEY, format_prior
+from ..fs.figure_file import figure_format
 from ..pipeline.features_export import FEATURE_DTYPES, export_features
 from ..runs import check_output_path
 from .common import HelpFormatter, split_config_and_overrides
@@ -24,10 +26,36 @@ def _cmd_config(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(config_to_dict(load_config(config_path, overrides)), sort_keys=False), end="")
 
 
+def _refuse_what_is_not_a_split_file(spec: str) -> None:
+    """Name what ``data stats SPEC`` takes instead of a folder or a data file given as the split file.
+
+    Before, a folder was "cannot read split file (IsADirectoryError)" and a features file "not UTF-8 text".
+    """
+    path = Path(spec)
+    try:
+        is_dir = path.is_dir()
+    except OSError:  # a name too long to look at: the split-file reader says so in its own line
+        return
+    if is_dir:
+        raise DataError(
+            f"{spec}: a directory; expected a split file ('relative/path label' lines) or a YAML config "
+            f"(an image folder: data.name=imagefolder data.root={spec})"
+        )
+    if path.suffix.lower() in (".npz", ".pt"):
+        raise DataError(
+            f"{spec}: not a split file; for a features file give data.name=features data.path={spec} "
+            f"(an .npz of images: data.name=npz)"
+        )
+
+
 def _cmd_data_stats(args: argparse.Namespace) -> None:
+    if args.plot:  # before the dataset is read: its format, and a path that may be written
+        figure_format(args.plot)
+        check_output_path(args.plot, overwrite=args.overwrite, what="--plot")
     spec, overrides = split_config_and_overrides([args.spec, *args.overrides])
     is_list = spec is not None and not spec.endswith((".yaml", ".yml")) and not overrides
     if is_list:
+        _refuse_what_is_not_a_split_file(spec)
         counts, source = split_file_counts(spec), spec
         many, few = args.many, args.few
     else:
@@ -37,6 +65,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
         few = config.eval.few if args.few is None else args.few
     many = EvalConfig.many if many is None else many
     few = EvalConfig.few if few is None else few
+    if few < 0:  # eval.few's own bound: "many-shot (> -1)" and "few-shot (< -5)" described nothing
+        raise ConfigError(f"--few {few}: expected an integer >= 0, as eval.few")
     if few > many:
         raise ConfigError(f"--few {few}: expected at most --many ({many})")
     stats = {"source": source, **class_size_stats(counts, many=many, few=few)}
@@ -44,7 +74,6 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
         stats["val_source"] = info.get("val_source", "unknown")
     unit = "images" if is_list else info.get("unit", "images")
     if args.plot:
-        check_output_path(args.plot, overwrite=args.overwrite, what="--plot")
         stats["plot"] = str(plot_class_sizes(counts, args.plot, title=source, many=many, few=few, unit=unit))
     if args.json:
         print(json.dumps(stats))
@@ -157,7 +186,7 @@ def data_parser(commands: Any, shared: argparse.Namespace) -> None:
         "overrides", nargs="*", default=[], metavar="key=value", help="config overrides, after a YAML config"
     )
     p.add_argument("--json", action="store_true", help="print only JSON on standard output")
-    p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (PNG)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (.png, .svg or .pdf, as its name ends)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")
     p.add_argument("--split", choices=("train", "val", "test"), default="train", help="for a config (default: train)")
     p.add_argument("--many", type=int, metavar="N", help="many-shot: more than N images (default: eval.many, 100)")

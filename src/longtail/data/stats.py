@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.metrics import shot_groups
-from ..fs.atomic import write_binary_atomic
+from ..fs.figure_file import figure_format, write_figure
 from .longtail import class_counts, implied_classes
 
 
@@ -94,7 +94,9 @@ LOG_RANK_CLASSES = 1000  # beyond, plot_class_sizes draws the class rank on a lo
 def plot_class_sizes(
     counts: Sequence[int], path: str | Path, *, title: str, many: int = 100, few: int = 20, unit: str = "images"
 ) -> Path:
-    """Write a PNG of the class sizes, largest first, on a log scale, with the shot-group thresholds.
+    """Write a figure of the class sizes, largest first, on a log scale, with the shot-group thresholds.
+
+    Its format is ``path``'s suffix: .png, .svg or .pdf (anything else is refused before drawing).
 
     ``unit`` names the samples on the axis: "images", or "vectors" for a features file. Beyond
     ``LOG_RANK_CLASSES`` classes the rank axis is logarithmic (rank 1 the largest class), so the head shows.
@@ -105,6 +107,8 @@ def plot_class_sizes(
     from matplotlib.ticker import MaxNLocator
 
     from ..log_ticks import plain_log_ticks
+
+    figure_format(path)  # before drawing: a .jpg name would have held PNG bytes
 
     sizes = np.sort(np.asarray(counts, dtype=np.int64))[::-1]
     figure = Figure(figsize=(8, 4.5), dpi=100)
@@ -136,9 +140,7 @@ def plot_class_sizes(
     axes.set_title(title.replace("$", r"\$"))
     axes.legend(loc="upper right")
     figure.tight_layout()
-    path = Path(path)
-    write_binary_atomic(path, lambda handle: figure.savefig(handle, format="png"))
-    return path
+    return write_figure(figure, path)
 
 
 def split_file_counts(path: str | Path) -> list[int]:

@@ -6,6 +6,8 @@
   who holds it.
 - :mod:`~longtail.fs.staging`: build a directory's new contents beside it, then swap them into place by
   renames.
+- :mod:`~longtail.fs.figure_file`: save a Matplotlib figure in the format its file name's suffix names
+  (.png, .svg, .pdf), atomically.
 
 Nothing is imported here: ``longtail.fs.locks`` does not load torch (``atomic`` does, for
 :func:`~longtail.fs.atomic.save_torch_atomic`).

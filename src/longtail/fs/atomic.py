@@ -271,6 +271,24 @@ def make_dirs(folder: Path) -> None:
         raise StorageError(f"{folder}: cannot create the directory ({os_error_reason(error)})") from error
 
 
+def check_can_write(path: Path) -> None:
+    """Fail now, in one :class:`StorageError` line, where :func:`write_text_atomic` could not write ``path``
+    later (a read-only or missing folder): for a file written after hours of work (``grid --doc``).
+
+    Creates ``path``'s folder and a temporary file in it, removed at once; ``path`` itself is not touched.
+    """
+    path = Path(path)
+    try:
+        existed = path.exists()
+    except OSError:
+        existed = False
+    with _translated(path, existed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    _remove_quietly(Path(tmp_name))
+
+
 def remove_tree(path: Path) -> None:
     """``rm -r path`` (a file or a directory); a failure is one :class:`StorageError` line naming it."""
     try:

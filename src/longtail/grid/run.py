@@ -45,7 +45,7 @@ from ..pipeline import decouple, evaluate, resume, run_time_keys, train
 from ..pipeline.provenance import KEY as PROVENANCE_KEY
 from ..pipeline.provenance import differences, stage1_keys, stage1_provenance
 from ..pipeline.representation import representation_splits
-from ..runs import is_run_dir, load_checkpoint, read_results
+from ..runs import RUN_OWN_NAMES, is_run_dir, load_checkpoint, owning_run, read_results
 from .rows import (
     COLUMNS,
     TRAINABLE,
@@ -79,9 +79,12 @@ MAX_RUNS = 100
 
 
 def _choices(values: Sequence[str], allowed: Sequence[str], option: str) -> list[str]:
-    for value in values:
+    """``values`` of a row option, each one of ``allowed`` and given once (twice would run its row twice)."""
+    for i, value in enumerate(values):
         if value not in allowed:
             raise ConfigError(f"{option} {value!r}: expected some of {', '.join(allowed)}")
+        if value in values[:i]:
+            raise ConfigError(f"{option} {','.join(values)}: {value} is given twice; give it once")
     return list(values)
 
 
@@ -159,7 +162,19 @@ def refuse_equal_values(option: str, key: str, values: Sequence[str], configs: S
 
 
 def make_out_dir(out: Path) -> None:
-    """Create ``out``, the directory of the runs: one line, not a traceback, when a file is in the way."""
+    """Create ``out``, the directory of the runs: one line, not a traceback, when a file is in the way.
+
+    A run directory (or one of its own folders, RUN/features) is refused: the candidates' runs were written
+    into it, beside its checkpoint.
+    """
+    try:
+        resolved = out.resolve()
+        run = owning_run(resolved)
+    except OSError:  # a name the file system refuses: mkdir below says why
+        run = None
+    if run is not None and (run == resolved or resolved.relative_to(run).parts[0] in RUN_OWN_NAMES):
+        where = "is a run directory" if run == resolved else f"belongs to run directory {run}"
+        raise OutputPathError(f"--out {out}: {where}; choose another folder for the runs")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -453,6 +468,8 @@ def run_grid(
     seed_list = _check_seeds(seeds, overrides)
     parsed = [parse_sweep(text) for text in sweeps]
     rows_run = len(samplers) + len(losses) + (1 if trainable and "instance" not in samplers else 0)
+    if not parsed and not rows_run:  # else an empty document, "Runs: .", and exit 0
+        raise ConfigError("--samplers, --losses and --trainable are all none: the grid has no row to run")
     _check_run_count(math.prod(len(v) for _, v in parsed) if parsed else rows_run, len(seed_list), max_runs)
     if parsed:
         if rows_given:

@@ -45,8 +45,7 @@ import torch
 from torch.nn import functional as F
 
 from ..engine.device import one_thread
-from ..errors import ConfigError
-from ..fs.atomic import write_binary_atomic
+from ..fs.figure_file import figure_format, write_figure
 from ..methods.ncm import NCMClassifier
 from ..methods.tau_norm import TauNormHead, tau_normalize
 from ..models.heads import CosineHead, weight_norms
@@ -63,7 +62,6 @@ JOINT_STEPS, JOINT_LR = 400, 0.1  # SGD, momentum 0.9: converged (1,000 steps gi
 # Stronger than the paper's 5e-4 so that the toy's norms settle within the steps instead of drifting.
 WEIGHT_DECAY = 5e-3
 GRID_SIZE = 241  # points per axis of the region grid
-FORMATS = (".png", ".svg", ".pdf")
 
 # Light region shades and strong point colours, one per class (head, medium, tail).
 _REGION_COLOURS = ("#c6dbef", "#fdd0a2", "#c7e9c0")
@@ -364,10 +362,5 @@ def write_illustration(out: Path, seed: int = 0) -> Path:
     Raises:
         ConfigError: the suffix is not one of those.
     """
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in FORMATS:
-        raise ConfigError(f"{out}: expected a file name ending in {', '.join(FORMATS)} (the figure's format)")
-    figure = illustration_figure(seed)
-    write_binary_atomic(out, lambda handle: figure.savefig(handle, format=suffix[1:]))
-    return out
+    figure_format(out)  # before the seconds of training the toy heads
+    return write_figure(illustration_figure(seed), out)
