@@ -82,7 +82,7 @@ def test_one_number_is_a_list_of_one():
     assert load_config(None, ["eval.shift=10"]).eval.shift == [10.0]
     assert load_config(None, ["eval.shift=2.5"]).eval.shift == [2.5]
     assert load_config(None, ["eval.shift=10,50"]).eval.shift == [10.0, 50.0]
-    with pytest.raises(ConfigError, match=r"eval\.shift=True: expected a list of float"):
+    with pytest.raises(ConfigError, match=r"eval\.shift\[0\]='yes': expected float; YAML 1\.1 reads yes as the bool"):
         load_config(None, ["eval.shift=yes"])
 
 
@@ -92,6 +92,53 @@ def test_text_keys_keep_what_yaml_reads_as_another_type(raw: str):
     config = load_config(None, [f"data.root={raw}", f"data.filelist.train_list={raw}"])
     assert config.data.root == raw and config.data.filelist.train_list == raw
     assert load_config(None, ["data.root=null"]).data.root is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reading"),
+    [
+        ("1:30", "the base-60 number 90"),
+        ("-1:30", "the base-60 number -90"),
+        ("017", "the octal number 15"),
+        ("0b101", "the binary number 5"),
+        ("1_000", "1000"),
+        ("yes", "the bool true"),
+        ("off", "the bool false"),
+    ],
+)
+def test_yaml_1_1_numbers_are_refused_for_number_keys(tmp_path: Path, raw: str, reading: str):
+    # seed=1:30 was read as 90, 017 as 15, 1_000 as 1000 and 0b101 as 5, silently (PyYAML reads YAML 1.1)
+    expected = rf"seed='{raw}': expected int; YAML 1\.1 reads {raw} as {reading}"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, [f"seed={raw}"])
+    path = tmp_path / "c.yaml"
+    path.write_text(f"seed: {raw}\n")
+    with pytest.raises(ConfigError, match=expected):  # the file and the command line read a value alike
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"train\.lr='{raw}': expected float; YAML 1\.1 reads"):
+        load_config(None, [f"train.lr={raw}"])
+    with pytest.raises(ConfigError, match=rf"eval\.shift\[1\]='{raw}': expected float; YAML 1\.1"):
+        load_config(None, [f"eval.shift=10,{raw}"])  # an item of a list, split from the command line
+
+
+def test_yaml_1_1_forms_are_text_for_text_keys_and_bools_for_bool_keys(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  root: 1:30\n  hflip: off\ntrain:\n  lr: 1:30.5\n")
+    with pytest.raises(
+        ConfigError, match=r"train\.lr='1:30\.5': expected float; YAML 1\.1 reads 1:30\.5 as the base-60"
+    ):
+        load_config(path)
+    path.write_text("data:\n  root: 1:30\n  hflip: off\n")
+    config = load_config(path)
+    assert config.data.root == "1:30" and type(config.data.root) is str  # a plain str, saved as such
+    assert config.data.hflip is False
+    assert load_config(None, ["data.hflip=on"]).data.hflip is True
+    # the same in YAML 1.1 and 1.2: read as before
+    assert load_config(None, ["seed=0x1F"]).seed == 31 and load_config(None, ["train.lr=1.5e-3"]).train.lr == 1.5e-3
+    with pytest.raises(ConfigError, match=r"seed='0o17': expected int; 0o17 is octal only in YAML 1\.2"):
+        load_config(None, ["seed=0o17"])
+    with pytest.raises(ConfigError, match=r"decouple\.bn='off': expected 'eval' \| 'train'"):
+        load_config(None, ["decouple.bn=off"])
 
 
 def test_home_is_expanded_in_where_the_data_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

@@ -156,11 +156,12 @@ class SafeYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_yaml(text: str) -> Any:
-    """``text`` as YAML data with :class:`SafeYamlLoader`.
+def parse_yaml(text: str, loader: type[SafeYamlLoader] = SafeYamlLoader) -> Any:
+    """``text`` as YAML data with :class:`SafeYamlLoader` (or a subclass: a config's keeps YAML 1.1-only numbers as
+    text, :mod:`longtail.config.yaml11`).
 
     Raises:
         YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, yaml.YAMLError, ValueError (an integer of 4300+ digits),
         RecursionError.
     """
-    return yaml.load(text, Loader=SafeYamlLoader)  # a SafeLoader subclass: plain data only
+    return yaml.load(text, Loader=loader)  # a SafeLoader subclass: plain data only

@@ -10,7 +10,8 @@ once), :mod:`~longtail.config.schema` (the sections and their keys),
 :mod:`~longtail.config.fields` (types and conversion), :mod:`~longtail.config.build`
 (file and overrides to a config), :mod:`~longtail.config.validate`,
 :mod:`~longtail.config.reference` (the documentation), :mod:`~longtail.config.serialize`
-and :mod:`~longtail.config.yaml_file` (the hardened YAML reader).
+:mod:`~longtail.config.yaml_file` (the hardened YAML reader) and :mod:`~longtail.config.yaml11`
+(YAML 1.1 numbers such as ``1:30`` kept as typed, not guessed).
 """
 
 from ..errors import SHOWN_CHARS, shown

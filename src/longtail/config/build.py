@@ -21,6 +21,7 @@ from .reference import config_keys, text_keys
 from .schema import Config
 from .sections import RENAMED, apply_renamed, load_components
 from .validate import validate_config
+from .yaml11 import ConfigYamlLoader, Yaml11Text
 from .yaml_file import read_config_file
 
 EXTERNAL_BACKBONES = ("export:",)
@@ -85,13 +86,15 @@ def parse_override(text: str) -> tuple[str, Any]:
             raise ConfigError(f"{key}: is a section, not a key; set one of its keys, e.g. {section[0]}=...")
         raise unknown_key(key)
     try:
-        value = parse_yaml(raw) if raw.strip() else ""
+        value = parse_yaml(raw, ConfigYamlLoader) if raw.strip() else ""
     except (yaml.YAMLError, YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, ValueError, RecursionError):
         value = raw
     # Keep the raw text for strings so that e.g. data.root=/x/1e3 stays as typed; a key of free text also keeps
     # what YAML would read as another type: data.root=2024 is the directory 2024, device=0 the text "0".
     if isinstance(value, bool | int | float | datetime.date) and key in text_keys():
         return key, raw.strip()
+    if isinstance(value, Yaml11Text):  # seed=1:30: kept marked, so that coerce refuses it rather than read int("1_000")
+        return key, value
     return key, raw if isinstance(value, str) else value
 
 

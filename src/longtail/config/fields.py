@@ -10,6 +10,7 @@ from typing import Any, Literal, Union
 
 from ..errors import ConfigError, shown
 from .sections import sections_of
+from .yaml11 import Yaml11Text, marked, yaml11_note
 
 PARENT_NAMES = {"DataConfig": "data", "TrainConfig": "train", "DecoupleConfig": "decouple"}
 
@@ -51,7 +52,11 @@ def type_name(hint: Any) -> str:
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against ``hint``; strings from the command line are converted."""
+    """Check ``value`` against ``hint``; strings from the command line are converted.
+
+    A :class:`~longtail.config.yaml11.Yaml11Text` (``1:30``, ``017``, ``1_000``, ``on``) is text for a text key,
+    a bool for a bool key (``yes``/``no``/``on``/``off``) and refused for a number key: YAML 1.1 would read it
+    as a number the user most likely did not mean."""
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         for option in typing.get_args(hint):
@@ -61,10 +66,12 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
                 continue
     elif origin is Literal:
         if value in typing.get_args(hint):
-            return value
+            return next(option for option in typing.get_args(hint) if option == value)  # the option, not the text
     elif origin is list:
-        if isinstance(value, str):  # from the command line: "0.5,1,2" or "[0.5, 1, 2]"
-            value = [part for part in value.strip("[] ").split(",") if part.strip()]
+        if isinstance(value, Yaml11Text):
+            value = [value]  # eval.shift=1:30: one item, refused as a number below
+        elif isinstance(value, str):  # from the command line: "0.5,1,2" or "[0.5, 1, 2]"
+            value = [marked(part.strip()) for part in value.strip("[] ").split(",") if part.strip()]
         elif isinstance(value, int | float) and not isinstance(value, bool):
             value = [value]  # one number is a list of one: eval.shift=10 as eval.shift=10,50 (YAML read it as 10)
         if isinstance(value, (list, tuple)):
@@ -76,12 +83,12 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     elif hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str):
+        if isinstance(value, str) and not isinstance(value, Yaml11Text):  # int("1_000") and int("017") would pass
             try:
                 return int(value)
             except ValueError:
@@ -89,12 +96,15 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):  # YAML reads "1e-3" as a string
+        if isinstance(value, str) and not isinstance(value, Yaml11Text):  # YAML reads "1e-3" as a string
             try:
                 return float(value)
             except ValueError:
                 pass
     elif hint is str:
         if isinstance(value, str):
-            return value
-    raise ConfigError(f"{key}={shown(value)}: expected {type_name(hint)}")
+            return str(value)  # a Yaml11Text as plain text
+    raise ConfigError(
+        f"{key}={shown(str(value) if isinstance(value, str) else value)}: expected {type_name(hint)}"
+        f"{yaml11_note(value)}"
+    )

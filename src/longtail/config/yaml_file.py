@@ -9,6 +9,7 @@ import yaml
 
 from ..errors import ConfigError, shown
 from ..safe_text import YamlAliasRefused, YamlDuplicateKey, YamlTooDeep, parse_yaml
+from .yaml11 import ConfigYamlLoader
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kilobytes; a bigger file is not one, and is not read
 
@@ -21,8 +22,8 @@ def read_config_file(path: Path) -> Any:
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path}: {size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
-    try:  # YAML's safe loader, without aliases, bounded in nesting (longtail.safe_text)
-        return parse_yaml(path.read_text())
+    try:  # YAML's safe loader, without aliases, bounded in nesting, 1:30 kept as typed (longtail.config.yaml11)
+        return parse_yaml(path.read_text(), ConfigYamlLoader)
     except YamlAliasRefused as alias:
         raise ConfigError(
             f"config file {path}: line {alias.line}: YAML alias {shown('*' + alias.anchor)} refused; "
