@@ -9,7 +9,7 @@ once), :mod:`~longtail.config.schema` (the sections and their keys),
 :mod:`~longtail.config.sections` (the sections components register),
 :mod:`~longtail.config.fields` (types and conversion), :mod:`~longtail.config.build`
 (file and overrides to a config), :mod:`~longtail.config.validate`,
-:mod:`~longtail.config.reference` (the documentation), :mod:`~longtail.config.serialize`
+:mod:`~longtail.config.reference` (the documentation), :mod:`~longtail.config.serialize`,
 :mod:`~longtail.config.yaml_file` (the hardened YAML reader) and :mod:`~longtail.config.yaml11`
 (YAML 1.1 numbers such as ``1:30`` kept as typed, not guessed).
 """
