@@ -97,3 +97,15 @@ def test_a_folder_or_a_features_file_given_as_the_split_file_names_what_to_give(
     assert main(["data", "stats", str(features)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a split file; for a features file give data.name=features" in err
+
+
+def test_split_with_a_split_file_is_refused(capsys: pytest.CaptureFixture, tmp_path: Path):
+    # `data stats LIST --split val` printed LIST's own counts: --split chooses a split of a config's dataset only
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.jpg 0\nb.jpg 1\n")
+    for split in ("val", "train"):
+        assert main(["data", "stats", str(listing), "--split", split]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert f"--split {split}: {listing} is a split file, one split already" in err
+    assert stats_json(capsys, str(listing))["classes"] == 2  # without --split: as before

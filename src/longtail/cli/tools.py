@@ -56,11 +56,16 @@ def _cmd_data_stats(args: argparse.Namespace) -> None:
     is_list = spec is not None and not spec.endswith((".yaml", ".yml")) and not overrides
     if is_list:
         _refuse_what_is_not_a_split_file(spec)
+        if args.split is not None:  # a split file is one split: --split val printed the file's own counts
+            raise ConfigError(
+                f"--split {args.split}: {spec} is a split file, one split already; --split chooses a split of the "
+                f"dataset a config describes (give the {args.split} split file itself, or a config)"
+            )
         counts, source = split_file_counts(spec), spec
         many, few = args.many, args.few
     else:
         config = load_config(spec, overrides)
-        counts, source, info = dataset_counts(config, args.split)
+        counts, source, info = dataset_counts(config, args.split or "train")
         many = config.eval.many if args.many is None else args.many
         few = config.eval.few if args.few is None else args.few
     many = EvalConfig.many if many is None else many
@@ -188,7 +193,9 @@ def data_parser(commands: Any, shared: argparse.Namespace) -> None:
     p.add_argument("--json", action="store_true", help="print only JSON on standard output")
     p.add_argument("--plot", metavar="FILE.png", help="write a class-size plot (.png, .svg or .pdf, as its name ends)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE.png if it exists")
-    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="for a config (default: train)")
+    p.add_argument(
+        "--split", choices=("train", "val", "test"), help="for a config (default: train); a split file is one split"
+    )
     p.add_argument("--many", type=int, metavar="N", help="many-shot: more than N images (default: eval.many, 100)")
     p.add_argument("--few", type=int, metavar="N", help="few-shot: fewer than N images (default: eval.few, 20)")
     p.set_defaults(func=_cmd_data_stats)
