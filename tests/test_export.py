@@ -499,6 +499,8 @@ def test_export_errors(run_dir: Path, tmp_path: Path, capsys, monkeypatch: pytes
     assert f"run `longtail decouple {run} --method lws` first" in line
     assert line.endswith("(or export stage 1's own classifier: --method joint)")  # a run not yet decoupled
     assert "--out" in _error(["export", str(run), "--method", "crt", "--out", str(tmp_path / "m.onnx")], capsys)
+    line = _error(["export", str(run), "--method", "crt", "--out", str(tmp_path / "m.ONNX")], capsys)
+    assert "expected the .pt2 file's name" in line  # m.ONNX is an ONNX name too (it was written as a .pt2)
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(
         "importlib.util.find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a)

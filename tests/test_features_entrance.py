@@ -332,6 +332,19 @@ def test_features_command_refuses_to_overwrite(probe_run: Path, tmp_path: Path, 
         assert archive["x_test"].shape == (100, 12)
 
 
+def test_features_suffixes_are_read_in_any_case(probe_run: Path, tmp_path: Path, capsys) -> None:
+    # `features --out f.NPZ` was "expected a file name ending in .npz"; data.path=F.PT read as an .npz ("no entry")
+    out = tmp_path / "f.NPZ"
+    assert main(["features", str(probe_run), "--out", str(out)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["f.NPZ"]  # written under the name given, no .npz added
+    assert create_dataset(_config(out).data).num_classes == 5
+    upper_pt = write_features(tmp_path / "g.pt").rename(tmp_path / "g.PT")
+    assert len(create_dataset(_config(upper_pt).data).train) == len(create_dataset(_config(out).data).train)
+    capsys.readouterr()
+    assert main(["features", str(probe_run), "--out", str(tmp_path / "f.npy")]) == 1
+    assert "expected a file name ending in .npz (any case)" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_a_stage2_head_whose_loss_diverges_is_named_with_its_learning_rate_key(tmp_path: Path, capsys) -> None:
     # Features of scale 1e30: stage 1 survives one epoch, cRT's first steps overflow. The line said

@@ -83,7 +83,7 @@ class FeatureDataset(TensorPairDataset):
 
 def _read(path: Path, wanted: Callable[[list[str]], list[str]]) -> dict[str, Any]:
     """The entries ``wanted(names)`` picks of the file's entries: NumPy arrays (.npz), tensors and lists (.pt)."""
-    if path.suffix == ".pt":
+    if path.suffix.lower() == ".pt":  # F.PT too: read as an .npz, it was "not an .npz file"
         loaded = _read_pt(path)
         return {key: loaded[key] for key in wanted(list(loaded)) if key in loaded}
     with open_npz(path, what="features file (data.path)") as archive:

@@ -198,7 +198,7 @@ def export_run(
         raise ExportError(f"--method {method!r}: expected one of {', '.join(export_methods())}")
     where = run_dir.run_dir if isinstance(run_dir, LoadedRun) else require_run_dir(run_dir)
     path = _out_path(out, where, method)
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         raise ExportError(f"--out {path}: expected the .pt2 file's name; the ONNX file goes beside it (--onnx)")
     for target in [path, *([path.with_suffix(".onnx")] if onnx else [])]:
         check_output_path(target, overwrite=overwrite, what="--out")

@@ -48,8 +48,8 @@ class FeaturesFile:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.suffix != ".npz":
-        raise ConfigError(f"--out {out}: expected a file name ending in .npz")
+    if out.suffix.lower() != ".npz":  # f.NPZ is an .npz as much as f.npz is
+        raise ConfigError(f"--out {out}: expected a file name ending in .npz (any case)")
     # Not a run's own file, a directory, an existing file without --overwrite, or a name too long.
     check_output_path(out, overwrite=overwrite, what="--out")
 
