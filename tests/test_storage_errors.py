@@ -265,6 +265,17 @@ def test_commands_on_a_read_only_run_fail_in_one_line(
     assert tree(read_only_run) == before
 
 
+def test_features_of_a_read_only_run_is_one_line_and_writes_nothing(
+    read_only_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # `features` may compute and cache the run's features in it: refused before anything is computed or written,
+    # in one line naming the run; no --out file (not even a temporary one) is left beside it
+    before = tree(read_only_run)
+    assert main(["features", str(read_only_run), "--out", str(tmp_path / "f.npz")]) == 1
+    _error_line(capsys, f"{read_only_run}: the run directory is on a read-only file system", "`longtail features`")
+    assert tree(read_only_run) == before and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
 def test_a_read_only_run_can_be_read(read_only_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """Commands that only read the run work: resume of a finished run, export elsewhere, compare."""
