@@ -106,13 +106,24 @@ def test_report_intervals_are_those_of_results(tiny_decoupled_run: Path):
         assert summary["ci"] == methods[method]["ci"], method  # same predictions, same seed: same resamples
 
 
-def test_paired_with_itself_is_exactly_zero(tiny_decoupled_run: Path, capsys: pytest.CaptureFixture[str]):
+def test_paired_with_itself_is_exactly_zero_and_said_to_be_the_same_classifier(
+    tiny_decoupled_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # `--paired crt crt` (or RUN:crt RUN/:crt) was "+0.0 [+0.0, +0.0] ... within noise", as if two classifiers
+    # agreed: now the row says it is one classifier, and stderr says so as for a run given twice
     (row,) = paired_rows([tiny_decoupled_run], "crt", "crt")
     assert row.result["difference"] == 0.0 and row.result["ci"] == [0.0, 0.0]
-    assert row.result["ties"] == 1.0 and row.result["a_wins"] == 0.0
+    assert row.result["ties"] == 1.0 and row.result["a_wins"] == 0.0 and row.itself
     assert main(["compare", str(tiny_decoupled_run), "--paired", "crt", "crt"]) == 0
-    (line,) = [line for line in capsys.readouterr().out.splitlines() if "[+0.0, +0.0]" in line]
-    assert "+0.0" in line and line.endswith("within noise")
+    captured = capsys.readouterr()
+    (line,) = [line for line in captured.out.splitlines() if "[+0.0, +0.0]" in line]
+    assert line.endswith("the same classifier") and "within noise" not in captured.out
+    assert "--paired crt crt: the same classifier twice; its difference is 0 by construction" in captured.err
+    (across,) = paired_rows([], f"{tiny_decoupled_run}:crt", f"{tiny_decoupled_run}/:crt")
+    assert across.itself
+    copy = copy_run(tiny_decoupled_run, tmp_path / "copy")  # two runs, one classifier name: a real comparison
+    assert not paired_rows([], f"{tiny_decoupled_run}:crt", f"{copy}:crt")[0].itself
+    assert not paired_rows([tiny_decoupled_run], "crt", "joint")[0].itself
 
 
 def test_paired_verdicts():

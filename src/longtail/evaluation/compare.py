@@ -249,6 +249,7 @@ class PairedRow:
     metric: str
     result: dict[str, Any] | None
     test_data: str = "none"  # the test data's fingerprint (short form)
+    itself: bool = False  # A and B are one classifier: its 0 is by construction, not a finding
 
 
 @dataclass
@@ -379,16 +380,27 @@ def paired_rows(
         name_a, name_b = _run_labels([first.path, second.path])
         result = _paired(first, method_a, second, method_b, metric, resamples)
         sides = f"{name_a}: {label_of(method_a)}", f"{name_b}: {label_of(method_b)}"
-        return [PairedRow(None, *sides, metric, result, short(first.test_data))]
+        itself = method_a == method_b and first.path.resolve() == second.path.resolve()
+        _note_itself(a, b, itself)
+        return [PairedRow(None, *sides, metric, result, short(first.test_data), itself)]
     if not run_dirs:
         raise ConfigError(f"--paired {a} {b}: give the RUN_DIR(s) to compare them in")
     rows = []
     run_dirs = expand_run_dirs(run_dirs)
+    _note_itself(a, b, method_a == method_b)
     for run_dir, label in zip(run_dirs, _run_labels(run_dirs), strict=True):
         run = _ScoredRun.read(run_dir, [method_a, method_b])
         result = _paired(run, method_a, run, method_b, metric, resamples)
-        rows.append(PairedRow(label, label_of(method_a), label_of(method_b), metric, result, short(run.test_data)))
+        sides = label_of(method_a), label_of(method_b)
+        rows.append(PairedRow(label, *sides, metric, result, short(run.test_data), method_a == method_b))
     return rows
+
+
+def _note_itself(a: str, b: str, itself: bool) -> None:
+    """Say on stderr that ``--paired A B`` names one classifier twice, as :func:`expand_run_dirs` says of a run
+    given twice: its "+0.0 [+0.0, +0.0]" was shown as "within noise", a finding of two classifiers that agree."""
+    if itself:
+        logger.info("compare: --paired %s %s: the same classifier twice; its difference is 0 by construction", a, b)
 
 
 def _points(value: float) -> str:
@@ -407,12 +419,13 @@ def _paired_cells(row: PairedRow) -> list[str]:
     if result is None or result["ci"] is None:
         return ["–", "–", "–", "–", f"no {row.metric}-shot test image"]  # no class in the group, or none scored
     low, high = result["ci"]
+    verdict = "the same classifier" if row.itself else _verdict(result["ci"])
     return [
         _points(result["difference"]),
         f"[{_points(low)}, {_points(high)}]",
         f"{100 * result['a_wins']:.1f}%",
         f"{100 * result['ties']:.1f}%",
-        _verdict(result["ci"]),
+        verdict,
     ]
 
 
