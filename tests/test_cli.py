@@ -328,6 +328,22 @@ def test_standard_output_that_cannot_be_written_is_one_line():
     assert done.stderr.strip() == "longtail: error: cannot write to standard output: No space left on device"
 
 
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_a_closed_standard_output_is_one_line_and_exit_1():
+    # `longtail config >&-` (and `eval RUN >&-`) printed nothing and exited 0: Python's sys.stdout was None
+    done = subprocess.run(
+        [sys.executable, "-m", "longtail", "config"],
+        preexec_fn=lambda: os.close(1),  # in the child, as `>&-` does
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "longtail: error: cannot write to standard output: it is closed (>&-); "
+        "send it to a file, or to /dev/null to discard it"
+    )
+
+
 def test_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
     # Under `ulimit -v 800000`, `longtail eval RUN` ended in a bare MemoryError traceback (reading results.json).
     import longtail.cli.tools as tools

@@ -6,6 +6,11 @@ no word of which file failed. The command's standard output is wrapped so that
 such a failure is a :class:`~longtail.errors.StorageError` naming standard
 output. A reader that went away (``| head -1``) stays a ``BrokenPipeError``,
 which ``main`` ends quietly as SIGPIPE would.
+
+A standard output closed before the command starts (``longtail eval RUN >&-``)
+is refused at once: Python then sets ``sys.stdout`` to None and ``print``
+writes nothing, so the command ran, printed nothing and exited 0; and the
+next file the command opened would take descriptor 1.
 """
 
 from __future__ import annotations
@@ -46,10 +51,27 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+def _descriptor_closed(fd: int) -> bool:
+    """Whether file descriptor ``fd`` is not open (``>&-`` in a shell)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def guarded_stdout() -> Iterator[None]:
-    """Guard the process's own standard output for the command's duration (one swapped by a test is left as is)."""
+    """Guard the process's own standard output for the command's duration (one swapped by a test is left as is).
+
+    Raises:
+        StorageError: standard output is closed: nothing the command printed would be seen.
+    """
     stream = sys.stdout
+    if stream is None and _descriptor_closed(1):
+        raise StorageError(
+            "cannot write to standard output: it is closed (>&-); send it to a file, or to /dev/null to discard it"
+        )
     if stream is None or stream is not sys.__stdout__:
         yield
         return
