@@ -246,6 +246,29 @@ def test_the_weight_norm_legend_fits_the_figure(num_classes: int):
     assert len(figure.legends) == 1 and len(figure.legends[0].get_texts()) == 7
 
 
+def test_the_many_shot_band_of_10000_classes_is_visible():
+    """10,000 classes of 1,000 down to 2 images (a Zipf profile): the 21 many-shot classes were a band under
+    2 pixels wide at the left edge of a linear rank axis. Beyond 1,000 classes the rank axis is logarithmic."""
+    ranks = np.arange(1, 10_001)
+    counts = np.maximum(2, 1000 / ranks**0.75).astype(int)
+    assert _group_sizes(counts)[0] == 21
+    norms = {"joint": np.sqrt(counts), "crt": np.ones(len(counts))}
+    figure = weight_norm_figure(norms, counts, many=100, few=20)
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "log" and "log scale" in axes.get_xlabel()
+    renderer = figure.canvas.get_renderer()
+    width = axes.get_window_extent(renderer).width
+    bands = [patch.get_window_extent(renderer).width for patch in axes.patches]  # many, medium, few
+    assert len(bands) == 3 and min(bands) > 0.1 * width  # each group a band the eye finds
+    # The running median follows the classes of its region of the log axis: monotone norms stay monotone, and
+    # the head is not the flat line the edge's padding made of a fixed count of neighbours.
+    (joint,) = [line for line in axes.lines if line.get_label() == "Joint"]
+    assert (np.diff(joint.get_ydata()) <= 0).all() and joint.get_ydata()[0] > joint.get_ydata()[20]
+    assert list(joint.get_xdata()[:2]) == [1, 2]  # rank 1 is the largest class
+    thousand = weight_norm_figure({"joint": np.ones(1000)}, np.arange(1000, 0, -1), many=100, few=20).axes[0]
+    assert thousand.get_xscale() == "linear"  # up to 1,000 classes, as before
+
+
 def test_distinct_sizes_are_joined_class_by_class():
     accuracy = {"joint": np.array([90.0, 40.0, 70.0])}
     axes = per_class_accuracy_figure(accuracy, [500, 8, 60], many=100, few=20).axes[0]

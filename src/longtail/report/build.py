@@ -38,7 +38,7 @@ from .figures import (
     method_label,
     per_class_accuracy_figure,
     shot_group_figure,
-    smoothing_window,
+    smoothing_span,
     tau_sweep_figure,
     training_curves_figure,
     weight_norm_figure,
@@ -77,7 +77,7 @@ def _norm_figure(data: ReportData) -> FigureBlock:
         "many-, medium- and few-shot classes"
         + (
             f"; with {len(data.train_counts):,} classes each method's per-class norms are drawn faint and the bold "
-            f"line is their running median over {smoothing_window(len(data.train_counts))} neighbouring classes"
+            f"line is their running median over {smoothing_span(len(data.train_counts))}"
             if len(data.train_counts) > SMOOTHED_FROM
             else ""
         )

@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
+from ..data.stats import LOG_RANK_CLASSES
 from ..evaluation.calibration import Reliability
 from ..log_ticks import plain_log_ticks
 from ..methods import METHODS, display_order, label_of, spec_of
@@ -132,7 +133,9 @@ def weight_norm_figure(
         unit: what the training samples are, for the axis and legend ("images", or "vectors" for a features run).
 
     Up to 30 classes a bar per class and method; beyond, a line per method; beyond 200, each line is faint
-    and a running median over about 2 % of the classes is drawn on top.
+    and a running median over about 2 % of the classes is drawn on top. Beyond ``LOG_RANK_CLASSES`` (1,000)
+    classes the class rank is on a log axis from 1, as in ``data stats --plot``: on a linear one the 21
+    many-shot classes of 10,000 (1,000 down to 2 images) were a band under 2 pixels wide, invisible.
     """
     counts = np.asarray(train_counts, dtype=np.int64)
     order = size_order(counts)
@@ -142,7 +145,8 @@ def weight_norm_figure(
         return _no_data(figure, "no linear classifier in this run")
     axes = figure.add_subplot()
     methods = display_order(norms)
-    positions = np.arange(num_classes)
+    log_rank = num_classes > LOG_RANK_CLASSES
+    positions = np.arange(num_classes) + (1 if log_rank else 0)  # rank 1 the largest class on a log axis
     if num_classes <= BARS_UP_TO:
         width = 0.8 / len(methods)
         for k, method in enumerate(methods):
@@ -161,12 +165,23 @@ def weight_norm_figure(
             color, label = method_color(method), _label(method, labels)
             if smoothed:  # every class faint, the trend over neighbouring classes on top
                 axes.plot(positions, values, color=color, linewidth=0.5, alpha=0.25)
-                values = running_median(values, smoothing_window(num_classes))
+                values = (
+                    log_rank_running_median(values)
+                    if log_rank
+                    else running_median(values, smoothing_window(num_classes))
+                )
             axes.plot(positions, values, color=color, linewidth=1.6 if smoothed else 1.2, label=label)
     axes.set_ylabel("weight norm of the class" + (" (line: running median)" if num_classes > SMOOTHED_FROM else ""))
-    axes.set_xlim(-0.6, num_classes - 0.4)
-    bands = _rank_bands(axes, counts[order], many, few) if many is not None and few is not None else []
-    _class_axis(axes, order, counts, class_names, unit)
+    if log_rank:
+        axes.set_xscale("log")
+        plain_log_ticks(axes.xaxis)
+        axes.set_xlim(0.5, num_classes + 0.5)
+    else:
+        axes.set_xlim(-0.6, num_classes - 0.4)
+    bands = (
+        _rank_bands(axes, counts[order], many, few, first=positions[0]) if many is not None and few is not None else []
+    )
+    _class_axis(axes, order, counts, class_names, unit, log_rank=log_rank)
     # The training sizes on a second axis: the norms are meant to be read against them.
     sizes = axes.twinx()
     sizes.step(positions, counts[order], where="mid", color="0.55", linestyle=":", linewidth=1.2)
@@ -199,14 +214,14 @@ def _legend_below(figure: Figure, handles: list[Any], names: list[str]) -> None:
         columns = -(-columns // 2)
 
 
-def _rank_bands(axes: Any, sizes: np.ndarray, many: int, few: int) -> list[tuple[Patch, str]]:
-    """Shade the many / medium / few-shot classes of an axis of classes sorted by (C,) ``sizes``, largest first;
-    returns a legend entry per group with its number of classes (in the legend, not on the axes: at 8,142 classes
-    the 80 many-shot ones are a sliver no name fits over)."""
+def _rank_bands(axes: Any, sizes: np.ndarray, many: int, few: int, *, first: int = 0) -> list[tuple[Patch, str]]:
+    """Shade the many / medium / few-shot classes of an axis of classes sorted by (C,) ``sizes``, largest first
+    at position ``first`` (1 on a log axis); returns a legend entry per group with its number of classes (in the
+    legend, not on the axes: at 8,142 classes the 80 many-shot ones are a sliver no name fits over)."""
     spans = (("many", sizes > many), ("medium", (sizes >= few) & (sizes <= many)), ("few", sizes < few))
     entries = []
     for group, members in spans:
-        ranks = np.flatnonzero(members)  # contiguous: the classes are sorted by size
+        ranks = np.flatnonzero(members) + first  # contiguous: the classes are sorted by size
         if len(ranks) == 0:
             continue
         axes.axvspan(ranks[0] - 0.5, ranks[-1] + 0.5, color=GROUP_COLORS[group], zorder=0, linewidth=0)
@@ -231,16 +246,49 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
         return np.nanmedian(windows, axis=1)
 
 
+def smoothing_span(num_classes: int) -> str:
+    """What figure 1's running median of ``num_classes`` classes spans, in words, for the report's caption."""
+    if num_classes > LOG_RANK_CLASSES:
+        return (
+            f"the classes within {LOG_WINDOW_SHARE:.0%} of the axis around each; beyond {LOG_RANK_CLASSES:,} "
+            "classes the class rank is on a log scale, so that the few many-shot classes show"
+        )
+    return f"{smoothing_window(num_classes)} neighbouring classes"
+
+
+LOG_WINDOW_SHARE = 0.02  # the running median of a log rank axis: over about 2 % of the axis's width
+
+
+def log_rank_running_median(values: np.ndarray) -> np.ndarray:
+    """(C,) median of each class's neighbours on a log rank axis (rank 1 the first value): those within about
+    2 % of the axis's width around it. A fixed count of neighbours would span decades at the head of a log axis,
+    where the edge's padding then drew a flat line over the first hundred classes."""
+    values = np.asarray(values, dtype=np.float64)
+    ranks = np.log10(np.arange(1, len(values) + 1))
+    half = LOG_WINDOW_SHARE / 2 * max(ranks[-1], 1.0) if len(values) else 0.0
+    starts = np.searchsorted(ranks, ranks - half, side="left")
+    stops = np.searchsorted(ranks, ranks + half, side="right")
+    with warnings.catch_warnings():  # a window of NaN only (classes without a value) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.array([np.nanmedian(values[a:b]) for a, b in zip(starts, stops, strict=True)])
+
+
 def _class_axis(
-    axes: Any, order: np.ndarray, counts: np.ndarray, class_names: Sequence[str] | None, unit: str = "images"
+    axes: Any,
+    order: np.ndarray,
+    counts: np.ndarray,
+    class_names: Sequence[str] | None,
+    unit: str = "images",
+    *,
+    log_rank: bool = False,
 ) -> None:
-    """Class names (and sizes) on the x-axis up to 50 classes, else the size rank."""
+    """Class names (and sizes) on the x-axis up to 50 classes, else the size rank (from 1 on a log axis)."""
     if len(counts) <= NAMES_UP_TO:
         axes.set_xticks(np.arange(len(counts)))
         axes.set_xticklabels(_class_tick_labels(order, counts, class_names), rotation=40, ha="right", fontsize=8)
         axes.set_xlabel(f"class (training {unit}), largest class first")
     else:
-        axes.set_xlabel("class rank by training size (largest first)")
+        axes.set_xlabel("class rank by training size (largest first" + (" = 1, log scale)" if log_rank else ")"))
 
 
 def _group_bands(axes: Any, lo: float, hi: float, many: int, few: int) -> None:
