@@ -1,4 +1,6 @@
+import io
 import math
+import sys
 
 import pytest
 import torch
@@ -55,3 +57,23 @@ def test_table_orders_methods_like_the_paper():
     assert names == ["Joint", "NCM", "cRT", "τ-norm", "LWS"]
     assert "τ = 0.8" in table
     assert format_table({"joint": row}, markdown=True).startswith("| Method | Many")
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1", "utf-8"])
+def test_a_table_printed_without_tau_or_plus_minus_keeps_its_columns_aligned(
+    encoding: str, monkeypatch: pytest.MonkeyPatch
+):
+    # PYTHONIOENCODING=ascii: "τ-norm" and "±" were padded as 1 character, then spelled "tau-norm" and "+/-" by
+    # the stream: every column after them 2 characters off
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    row = {"many": 1.0, "medium": 2.0, "few": 3.0, "all": 4.0, "macro": 5.0}
+    row["ci"] = {column: [0.5, 1.5] for column in ("many", "medium", "few", "all", "macro")}
+    table = format_table({"joint": row, "tau_norm": {**row, "tau": 0.8}, "lws": {**row, "few": None}})
+    table.encode(encoding)  # strictly: nothing the stream lacks
+    lines = table.splitlines()
+    ends = [line.index("Macro") + len("Macro") for line in lines[:1]]
+    for line in lines[2:]:  # the right-aligned Macro column ends at one place on every line
+        assert line.index("5.0 ") + len("5.0 +/-0.5" if encoding == "ascii" else "5.0 ±0.5") == ends[0], table
+    spelled = encoding != "utf-8"  # latin-1 has "±" but no "τ"
+    assert ("tau-norm" in table) is spelled and ("τ-norm" in table) is not spelled

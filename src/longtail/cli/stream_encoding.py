@@ -17,52 +17,10 @@ from __future__ import annotations
 
 import codecs
 import sys
-import unicodedata
+
+from ..ascii_spelling import ascii_spelling
 
 ERROR_HANDLER = "longtail-ascii-spelling"
-
-# The characters longtail itself prints (tables, help, log lines), spelled as a reader of ASCII expects.
-_SPELLINGS = {
-    "τ": "tau",
-    "π": "pi",
-    "α": "alpha",
-    "β": "beta",
-    "γ": "gamma",
-    "θ": "theta",
-    "φ": "phi",
-    "λ": "lambda",
-    "ε": "eps",
-    "μ": "mu",
-    "Σ": "sum",
-    "±": "+/-",
-    "·": "*",
-    "×": "x",
-    "²": "^2",
-    "⁰": "^0",
-    "–": "-",
-    "−": "-",
-    "—": "--",
-    "…": "...",
-    "→": "->",
-    "↦": "->",
-    "←": "<-",
-    "≥": ">=",
-    "≤": "<=",
-    "≈": "~",
-    "∝": "~",
-    "‖": "||",
-    "√": "sqrt",
-    "°": " deg",
-    "✕": "x",
-}
-
-
-def ascii_spelling(char: str) -> str:
-    """An ASCII spelling of one character: longtail's own table, the letter without accents, or ``?``."""
-    if char in _SPELLINGS:
-        return _SPELLINGS[char]
-    bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-    return bare if bare.isascii() and bare.isprintable() and bare else "?"
 
 
 def _spell_unencodable(error: UnicodeError) -> tuple[str, int]:

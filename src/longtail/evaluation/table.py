@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..ascii_spelling import as_printed
 from ..data.stats import class_size_stats
 from ..methods import display_order, label_of
 from .metrics import SUMMARY_KEYS as COLUMNS
@@ -103,6 +104,9 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdo
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
         # A "|" in a cell (a run directory's name) would split it in two: escaped, as GitHub's tables require.
         return "\n".join(lines + ["| " + " | ".join(c.replace("|", r"\|") for c in row) + " |" for row in rows])
+    # Padded as printed: on a stream without "τ" or "±" (PYTHONIOENCODING=ascii) they are spelled "tau" and "+/-",
+    # and widths counted before the spelling left every column after them out of line.
+    header, rows = [as_printed(c) for c in header], [[as_printed(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
