@@ -53,7 +53,10 @@ def marked(text: str) -> str:
     """``text`` (one item of a command-line list, ``eval.shift=1_000,2``) as a :class:`Yaml11Text` when it is a
     YAML 1.1-only number or bool, else unchanged: ``float("1_000")`` would read it silently."""
     if _YAML11_ONLY_NUMBER.fullmatch(text) or text.lower() in _YAML11_ONLY_BOOL:
-        reading = parse_yaml(text)  # one plain scalar, of the forms above: a number or a bool
+        try:
+            reading = parse_yaml(text)  # one plain scalar, of the forms above: a number or a bool
+        except (yaml.YAMLError, ValueError):  # not one after all: left to the key's own check
+            return text
         if not isinstance(reading, str):
             return Yaml11Text(text, reading)
     return text
