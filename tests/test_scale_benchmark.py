@@ -48,3 +48,18 @@ def test_tiny_scale_run_measures_every_command_beside_its_floor_and_reports(tmp_
     subprocess.run(report, check=True, env=env, stdout=subprocess.DEVNULL)
     text = doc.read_text()
     assert "| tiny (585, 10) | 16 | float16 | `longtail decouple RUN --method crt decouple.crt.epochs=1` |" in text
+
+
+@pytest.mark.slow  # seconds of subprocesses or training; `make test` runs it (the fast suite keeps under 3 minutes)
+def test_tiny_prior_adapter_scale_run_times_the_fit_em_and_eval_shift(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    doc = tmp_path / "doc.md"
+    command = [sys.executable, str(BENCHMARKS / "prior_adapter_scale.py"), "--shapes", "tiny"]
+    command += ["--eval-shift", "tiny", "--work", str(tmp_path), "--doc", str(doc)]
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    fit = json.loads((tmp_path / "adapter_tiny.json").read_text())
+    assert fit["candidates"] == ["bcts", "pcts", "temperature"] and fit["bbse"] and fit["test_rows"] == 100
+    assert fit["fit_s"] > 0 and fit["em_steps"] >= 1
+    text = doc.read_text()
+    assert "| tiny | 10 | 50 | 0.00 |" in text
+    assert "`eval.shift=[2,5,10,25,50]` end to end" in text and not (tmp_path / "tiny.npz").exists()

@@ -26,13 +26,14 @@ from longtail.shift import (
     fit_calibration,
     fit_prior_adapter,
     fold_known_prior,
-    out_of_fold_posteriors,
+    out_of_fold_top1,
     reweight,
     select_calibration,
     shifted_counts,
     shifted_subset,
     standard_shifts,
 )
+from longtail.shift.calibrate import nll_and_gradient
 from longtail.shift.em import em_priors
 from longtail.shift.select import _simplest_within_one_se, stratified_folds
 from longtail.shift.subsets import IMBALANCES, training_ranks
@@ -251,6 +252,8 @@ def test_calibration_round_trips_through_json_and_bad_data_is_refused() -> None:
         fit_calibration(scores, labels[:3])
     with pytest.raises(DataError, match="finite"):
         fit_calibration(torch.full((4, 5), float("nan")), labels[:4])
+    with pytest.raises(DataError, match=r"calibration rows: expected indices in \[0, 500\)"):
+        fit_calibration(scores, labels, rows=torch.tensor([0, 500]))
 
 
 def test_test_time_functions_take_no_labels() -> None:
@@ -261,6 +264,7 @@ def test_test_time_functions_take_no_labels() -> None:
         "kind",
         "implicit_prior",
         "train_prior",
+        "rows",
     ]
     assert list(inspect.signature(fit_bbse).parameters) == ["val_logits", "val_labels"]
     for applied in (
@@ -358,31 +362,61 @@ def test_cross_validation_prefers_few_parameters_unless_the_bias_is_class_specif
 
 def test_a_richer_calibration_must_beat_the_simpler_by_more_than_one_standard_error() -> None:
     generator = torch.Generator().manual_seed(21)
-    labels = torch.zeros(200, dtype=torch.long)
-    simple = -torch.rand(200, generator=generator, dtype=torch.float64)  # log q of the true class, per image
+    simple = torch.rand(200, generator=generator, dtype=torch.float64)  # out-of-fold NLL per image
     noise = 0.05 * torch.randn(200, generator=generator, dtype=torch.float64)
-
-    def as_log_q(true_class: torch.Tensor) -> torch.Tensor:  # (N, 2) rows whose column 0 is the true class
-        return torch.stack([true_class, torch.log1p(-true_class.exp().clamp(max=1 - 1e-9))], dim=1)
-
-    by_a_hair = {"temperature": as_log_q(simple), "bcts": as_log_q((simple + 0.001 + noise).clamp(max=-1e-6))}
-    assert _simplest_within_one_se(by_a_hair, labels, ["temperature", "bcts"]) == "temperature"
-    clearly = {"temperature": as_log_q(simple), "bcts": as_log_q((simple + 0.2 + noise).clamp(max=-1e-6))}
-    assert _simplest_within_one_se(clearly, labels, ["temperature", "bcts"]) == "bcts"
+    noise -= noise.mean()  # the paired differences' spread, around exactly the margin below
+    by_a_hair = {"temperature": simple, "bcts": simple - 0.001 + noise}
+    assert _simplest_within_one_se(by_a_hair, ["temperature", "bcts"]) == "temperature"
+    clearly = {"temperature": simple, "bcts": simple - 0.2 + noise}
+    assert _simplest_within_one_se(clearly, ["temperature", "bcts"]) == "bcts"
 
 
-def test_out_of_fold_posteriors_come_from_the_fit_without_the_image_and_match_the_cv_nll() -> None:
+def test_out_of_fold_top1_comes_from_the_fit_without_the_image() -> None:
     scores, labels = shifted_scores(200, seed=18, exponent=-0.5)
     selection = select_calibration(scores, labels, LONG_TAIL.tolist())
-    for kind in ("temperature", "bcts"):
-        log_q = out_of_fold_posteriors(scores, labels, LONG_TAIL.tolist(), kind)
-        assert float(torch.nn.functional.nll_loss(log_q, labels)) == pytest.approx(selection.cv_nll[kind])
+    confidence, predicted = out_of_fold_top1(scores, labels, LONG_TAIL.tolist(), "bcts")
     held = stratified_folds(labels, 5) == 2
     by_hand = fit_calibration(scores[~held], labels[~held], "bcts", train_prior=LONG_TAIL.tolist())
-    assert torch.allclose(log_q[held], by_hand.log_posteriors(scores[held]))
-    assert not torch.allclose(log_q[held], selection.calibration.log_posteriors(scores[held]))  # not in-sample
+    top, top_class = by_hand.log_posteriors(scores[held]).max(dim=1)
+    assert torch.allclose(confidence[held], top.exp()) and torch.equal(predicted[held], top_class)
+    in_sample = selection.calibration.log_posteriors(scores[held]).max(dim=1).values.exp()
+    assert not torch.allclose(confidence[held], in_sample)  # not in-sample
+    own, own_class = out_of_fold_top1(scores, labels, LONG_TAIL.tolist(), "none")  # the raw softmax
+    raw = scores.double()
+    assert torch.allclose(own, torch.softmax(raw, 1).max(1).values) and torch.equal(own_class, raw.argmax(1))
     with pytest.raises(DataError, match="cross-validation needs 2 per class"):
-        out_of_fold_posteriors(scores[:6], torch.tensor([0, 1, 2, 3, 4, 4]), LONG_TAIL.tolist(), "temperature")
+        out_of_fold_top1(scores[:6], torch.tensor([0, 1, 2, 3, 4, 4]), LONG_TAIL.tolist(), "temperature")
+
+
+def test_the_cross_validated_nll_is_that_of_each_fold_fit_on_its_held_out_images() -> None:
+    scores, labels = shifted_scores(200, seed=18, exponent=-0.5)
+    selection = select_calibration(scores, labels, LONG_TAIL.tolist())
+    fold = stratified_folds(labels, 5)
+    for kind in ("temperature", "pcts", "bcts"):
+        by_hand = torch.empty(len(labels), dtype=torch.float64)
+        for k in range(5):
+            fit = fit_calibration(scores[fold != k], labels[fold != k], kind, train_prior=LONG_TAIL.tolist())
+            by_hand[fold == k] = -fit.log_posteriors(scores[fold == k]).gather(1, labels[fold == k, None]).squeeze(1)
+        assert selection.cv_nll[kind] == pytest.approx(float(by_hand.mean()), rel=1e-9)
+
+
+def test_the_hand_written_gradient_of_the_calibration_nll_is_autograds() -> None:
+    """The calibration's NLL and gradient are computed by hand in row chunks (no autograd graph over the
+    table); they must be autograd's, on a table of several chunks and on a subset of its rows."""
+    generator = torch.Generator().manual_seed(3)
+    scores = 3 * torch.randn(2500, 700, generator=generator, dtype=torch.float64)  # 3 chunks of rows
+    labels = torch.randint(0, 700, (2500,), generator=generator)
+    rows = torch.randperm(2500, generator=generator)[:1900]
+    bias = torch.randn(700, generator=generator, dtype=torch.float64, requires_grad=True)
+    log_t = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    for subset in (None, rows):
+        index = torch.arange(2500) if subset is None else subset
+        loss = torch.nn.functional.cross_entropy(scores[index] / log_t.exp() + bias, labels[index])
+        grad_log_t, grad_bias = torch.autograd.grad(loss, [log_t, bias])
+        value, by_hand_log_t, by_hand_bias = nll_and_gradient(scores, labels, subset, math.exp(0.4), bias.detach())
+        assert value == pytest.approx(float(loss.detach()), rel=1e-12)
+        assert by_hand_log_t == pytest.approx(float(grad_log_t), rel=1e-9)
+        assert torch.allclose(by_hand_bias, grad_bias, rtol=1e-9, atol=1e-15)
 
 
 def test_adaptation_is_on_where_validation_shows_it_helps_and_off_where_nothing_can() -> None:
@@ -400,6 +434,28 @@ def test_adaptation_is_on_where_validation_shows_it_helps_and_off_where_nothing_
     assert not out.applied and torch.equal(out.predictions(), batch.argmax(1))
     assert out.prior.sum() == pytest.approx(1.0)
     assert off.adapt(batch, "em", force=True).applied
+
+
+def test_bcts_and_bbse_are_left_out_beyond_their_sizes_and_bbse_then_says_why(monkeypatch) -> None:
+    """BCTS (C + 1 parameters) is a candidate up to MAX_BCTS_VALUES validation logits, BBSE (a C x C least squares
+    per estimate) is fitted up to MAX_BBSE_CLASSES classes; beyond, the adapter still fits (temperature, PCTS,
+    EM) and ``bbse`` is refused in one line."""
+    import longtail.shift.adapter as adapter_module
+
+    scores, labels = shifted_scores(300, seed=17, exponent=-0.5)
+    within = fit_prior_adapter(scores, labels, LONG_TAIL.tolist())
+    assert set(within.cv_nll) == {"temperature", "pcts", "bcts"} and within.bbse is not None
+    monkeypatch.setattr(adapter_module, "MAX_BCTS_VALUES", scores.numel() - 1)
+    monkeypatch.setattr(adapter_module, "MAX_BBSE_CLASSES", 4)
+    beyond = fit_prior_adapter(scores, labels, LONG_TAIL.tolist())
+    assert set(beyond.cv_nll) == {"temperature", "pcts"} and beyond.bbse is None
+    assert beyond.cv_nll == {kind: within.cv_nll[kind] for kind in ("temperature", "pcts")}
+    assert within.calibration.kind == "pcts"  # so leaving BCTS out changes nothing here
+    assert torch.equal(beyond.adapt(scores[:64], "em").prior, within.adapt(scores[:64], "em").prior)
+    with pytest.raises(DataError, match=r"^prior 'bbse': this adapter has no BBSE fit \(fitted up to 4 classes"):
+        beyond.adapt(scores[:64], "bbse")
+    explicit = fit_prior_adapter(scores, labels, LONG_TAIL.tolist(), candidates=["bcts"])
+    assert set(explicit.cv_nll) == {"bcts"}  # a caller's own candidates are kept at any size
 
 
 def test_a_prior_adapter_round_trips_through_json() -> None:

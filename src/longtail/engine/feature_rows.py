@@ -15,20 +15,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from ..data.dataset import as_compute
+from ..data.dataset import CHUNK_VALUES, as_compute, chunk_rows
 
 __all__ = ["CHUNK_VALUES", "as_compute", "chunk_rows", "float_chunks", "predicted_classes"]
-
-# Values per chunk (4 MiB of float32 at most for every temporary a chunk makes). Small temporaries matter for the
-# peak, not only their size: glibc returns freed blocks above its mmap threshold to the system, but raises that
-# threshold to each freed block's size (up to 32 MiB), so a run of large temporaries of varying sizes ends up on
-# the heap, fragmented, and held (measured: 0.28 GB more peak on ImageNet-LT's shape with 8,192-row chunks).
-CHUNK_VALUES = 1 << 20
-
-
-def chunk_rows(width: int) -> int:
-    """Rows per chunk when each row makes ``width`` values (d features, or C logits): at least 16."""
-    return max(16, CHUNK_VALUES // max(1, width))
 
 
 def float_chunks(x: torch.Tensor, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:

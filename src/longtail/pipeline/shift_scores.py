@@ -55,7 +55,7 @@ from ..shift import (
     ShiftedSubset,
     check_adapter_size,
     fit_prior_adapter,
-    out_of_fold_posteriors,
+    out_of_fold_top1,
     shifted_subset,
     standard_shifts,
 )
@@ -68,11 +68,12 @@ RELIABILITY_BINS = 10  # the demo's validation split has 200 images: ~20 a bin w
 
 @torch.no_grad()
 def method_logits(run: LoadedRun, features: Any, fit: Fitted, split: str) -> torch.Tensor:
-    """(N, C) float64 logits of one classifier on ``split`` (its own backbone's features where it has one)."""
+    """(N, C) float32 logits of one classifier on ``split`` (its own backbone's features where it has one), as
+    the head computes them; the shift package reads them in float64 row chunks (no float64 copy of the table)."""
     x = features(split).x
     if fit.backbone is not None:
         x = split_features(fit.backbone, run.splits, split, config=run.config, device=run.device).x
-    return copy.deepcopy(fit.head).cpu().eval()(x.float()).double()
+    return copy.deepcopy(fit.head).cpu().eval()(x.float()).float()
 
 
 def check_shift_size(run: LoadedRun) -> None:
@@ -145,9 +146,10 @@ def adapter_for(
         raise DataError(f"{what}: the calibration on validation cannot be fitted ({error})") from None
 
 
-def _bins(log_posteriors: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Reliability bins of (N, C) log posteriors against (N,) labels, as JSON (null for an empty bin's means)."""
-    confidence, predicted = log_posteriors.exp().max(dim=1)
+def _bins(top1: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor) -> dict[str, Any]:
+    """Reliability bins of (N,) top-1 confidences and (N,) predicted classes against (N,) labels, as JSON (null
+    for an empty bin's means)."""
+    confidence, predicted = top1
     bins = reliability(confidence.clamp(0.0, 1.0), predicted == labels, RELIABILITY_BINS)
 
     def listed(values: Any) -> list[float | None]:
@@ -165,11 +167,11 @@ def validation_reliability(
     adapter: PriorAdapter, val_logits: torch.Tensor, val_labels: torch.Tensor, counts: list[int]
 ) -> dict[str, Any]:
     """The ``reliability`` record (module docstring) of one classifier: its (N_val, C) raw ``val_logits``
-    before and after ``adapter``'s calibration (out of fold), on validation only."""
+    before (calibration ``none``: its own softmax) and after ``adapter``'s calibration (out of fold), on
+    validation only."""
     labels = torch.as_tensor(val_labels).long()
-    after = out_of_fold_posteriors(val_logits, labels, counts, adapter.calibration.kind)
+    before, after = (out_of_fold_top1(val_logits, labels, counts, kind) for kind in ("none", adapter.calibration.kind))
     edges = [k / RELIABILITY_BINS for k in range(RELIABILITY_BINS + 1)]
-    before = torch.log_softmax(val_logits.double(), dim=1)
     return {"edges": edges, "before": _bins(before, labels), "after": _bins(after, labels)}
 
 

@@ -25,12 +25,20 @@ Typical use, per method::
 """
 
 from .adapt import PRIOR_METHODS, Adapted, adapt_prior, fold_known_prior
-from .adapter import FAMILIES, MAX_ADAPTER_VALUES, PriorAdapter, check_adapter_size, fit_prior_adapter
+from .adapter import (
+    FAMILIES,
+    MAX_ADAPTER_VALUES,
+    MAX_BBSE_CLASSES,
+    MAX_BCTS_VALUES,
+    PriorAdapter,
+    check_adapter_size,
+    fit_prior_adapter,
+)
 from .bbse import BBSEFit, bbse_prior, fit_bbse
 from .calibrate import CALIBRATION_KINDS, Calibration, fit_calibration, identity_calibration
 from .em import EMResult, em_prior
 from .priors import as_prior, class_shares, reweight, uniform_prior
-from .select import Selection, out_of_fold_posteriors, select_calibration, shifted_priors
+from .select import Selection, out_of_fold_top1, select_calibration, shifted_priors
 from .subsets import IMBALANCES, Shift, ShiftedSubset, shifted_counts, shifted_subset, standard_shifts
 
 __all__ = [
@@ -56,9 +64,11 @@ __all__ = [
     "fit_prior_adapter",
     "check_adapter_size",
     "MAX_ADAPTER_VALUES",
+    "MAX_BBSE_CLASSES",
+    "MAX_BCTS_VALUES",
     "fold_known_prior",
     "identity_calibration",
-    "out_of_fold_posteriors",
+    "out_of_fold_top1",
     "reweight",
     "select_calibration",
     "shifted_counts",

@@ -99,7 +99,7 @@ def adapt_prior(
     """
     if method not in PRIOR_METHODS:
         raise DataError(f"prior {method!r}: expected one of {', '.join(PRIOR_METHODS)} (or a prior vector: known)")
-    scores = check_logits(logits)
+    scores = check_logits(logits, float64=False)  # float64 where it is used: no whole-table copy kept beside log_q
     num_classes = scores.shape[1]
     calibration = calibration if calibration is not None else identity_calibration(num_classes)
     log_q = calibration.log_posteriors(scores)
@@ -110,7 +110,7 @@ def adapt_prior(
         if target_prior is None:
             raise DataError("prior 'known': expected a target prior (a vector of class probabilities)")
         target = as_prior(target_prior, num_classes, name="target prior")
-        return Adapted(method, reweight(log_q, source, target), target, source)
+        return Adapted(method, reweight(log_q, source, target, in_place=True), target, source)
     if method == "em":
         result = em_prior(
             log_q,
@@ -121,14 +121,19 @@ def adapt_prior(
             direction=direction,
         )
         return Adapted(
-            method, reweight(log_q, source, result.prior), result.prior, source, result.iterations, result.converged
+            method,
+            reweight(log_q, source, result.prior, in_place=True),
+            result.prior,
+            source,
+            result.iterations,
+            result.converged,
         )
     if bbse is None:
         raise DataError("prior 'bbse': expected a BBSE fit on the validation split (fit_bbse)")
     if bbse.confusion.shape[0] != num_classes:
         raise DataError(f"prior 'bbse': the BBSE fit has {bbse.confusion.shape[0]} classes, the logits {num_classes}")
     target = bbse_prior(bbse, scores)
-    return Adapted(method, reweight(log_q, source, target), target, source)
+    return Adapted(method, reweight(log_q, source, target, in_place=True), target, source)
 
 
 def fold_known_prior(calibration: Calibration, target_prior: PriorLike | None = None) -> tuple[float, torch.Tensor]:

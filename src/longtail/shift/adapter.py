@@ -32,16 +32,24 @@ from .adapt import PRIOR_METHODS, Adapted, PriorMethod, adapt_prior
 from .bbse import BBSEFit, fit_bbse
 from .calibrate import Calibration, CalibrationKind
 from .em import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE
-from .priors import PriorLike, check_logits
+from .priors import PriorLike, check_logits, log_softmax64
 from .select import CANDIDATES, DEFAULT_FOLDS, select_calibration
 
 Family = Literal["power", "full"]
 FAMILIES: tuple[str, ...] = ("power", "full")
-# The most validation logits (rows x classes) an adapter is fitted on. The calibration's cross-validated fits
-# (autograd L-BFGS over the whole float64 table, a C-parameter bias among the candidates) grow with rows x
-# classes: ImageNet-LT's 20,000 x 1,000 validation logits are within; at 20,000 x 10,000 one method's fit ran
-# over 17 minutes and 15 GB of memory before it was stopped. Beyond, adaptation is refused by name.
-MAX_ADAPTER_VALUES = 25_000_000
+# The most validation logits (rows x classes) an adapter is fitted on. Every calibration fit and every pass of the
+# cross-validation goes over the table in row chunks with hand-written gradients (.calibrate), so memory is the
+# table itself (1 GB of float32 at this limit) and a few chunks; time is one pass per L-BFGS evaluation (about 2.5 s
+# on one core at iNaturalist 2018's 24,426 x 8,142, whose validation split is within).
+MAX_ADAPTER_VALUES = 250_000_000
+# BCTS (a bias per class: C + 1 parameters, ~40 L-BFGS evaluations where temperature and PCTS take ~8) is a
+# calibration candidate up to this many validation logits (ImageNet-LT's 20,000 x 1,000). Beyond, it would be most of
+# an adapter's time, and its biases rest on a few validation images per class (3 in iNaturalist 2018's), which
+# cross-validation's one-standard-error rule does not let win over PCTS's two parameters anyway.
+MAX_BCTS_VALUES = 25_000_000
+# BBSE is fitted up to this many classes: its C x C confusion matrix (32 MB here, 0.5 GB at 8,142 classes) and its
+# least squares at every estimate (measured on one core: 0.2 s at 1,000 classes, 2.9 s at 2,000, 32 s at 4,000).
+MAX_BBSE_CLASSES = 2_000
 # The smallest batch EM estimates a prior from (`predict --prior em`, the estimator's `prior="em"`). With one
 # image the estimate is that image's own calibrated posterior pulled along the family, which then re-weights the
 # same image: a prediction moved by nothing but itself (a top-1 changed on a lone image), not a batch's prior.
@@ -58,8 +66,8 @@ def check_adapter_size(rows: int, num_classes: int) -> None:
     if rows * num_classes > MAX_ADAPTER_VALUES:
         raise DataError(
             f"{rows:,} validation samples x {num_classes:,} classes = {rows * num_classes:,} logits, beyond the "
-            f"{MAX_ADAPTER_VALUES:,} a prior adapter is fitted on (its calibration's cross-validated fits would "
-            "take hours and tens of GB)"
+            f"{MAX_ADAPTER_VALUES:,} a prior adapter is fitted on (a pass over them per step of each calibration "
+            "fit: hours beyond)"
         )
 
 
@@ -71,8 +79,9 @@ class PriorAdapter:
         calibration: chosen on validation by cross-validated NLL.
         direction: (C,) centred log training prior, the ``power`` family's direction.
         enabled: whether simulated shifts of the validation split favoured adaptation.
-        bbse: BBSE's validation confusion matrix of the method's raw argmax; None where it was not kept
-            (a record without it: ``to_dict(bbse=False)``, e.g. an exported model's metadata).
+        bbse: BBSE's validation confusion matrix of the method's raw argmax; None beyond
+            :data:`MAX_BBSE_CLASSES` classes and where it was not kept (a record without it:
+            ``to_dict(bbse=False)``, e.g. an exported model's metadata).
         cv_nll: out-of-fold validation NLL per calibration candidate.
         shift_gain: validation-simulated gain (points) of the known-prior adjustment per shifted prior.
     """
@@ -114,9 +123,14 @@ class PriorAdapter:
             raise DataError(f"EM family {family!r}: expected one of {', '.join(FAMILIES)}")
         if method not in PRIOR_METHODS:
             raise DataError(f"prior {method!r}: expected one of {', '.join(PRIOR_METHODS)}")
-        scores = check_logits(logits)
+        scores = check_logits(logits, float64=False)  # float32 kept: each use makes its own float64 table
+        if method == "bbse" and self.bbse is None:
+            raise DataError(
+                f"prior 'bbse': this adapter has no BBSE fit (fitted up to {MAX_BBSE_CLASSES:,} classes, and left out "
+                "of an exported model's); use em or known"
+            )
         if method == "none":
-            own = torch.log_softmax(scores, dim=1)
+            own = log_softmax64(scores)
             return Adapted("none", own, self.calibration.prior_tensor(), self.calibration.prior_tensor())
         adapted = adapt_prior(
             scores,
@@ -131,7 +145,7 @@ class PriorAdapter:
         )
         if self.enabled or force:
             return adapted
-        return replace(adapted, log_posteriors=torch.log_softmax(scores, dim=1), applied=False)
+        return replace(adapted, log_posteriors=log_softmax64(scores), applied=False)
 
     def to_dict(self, *, bbse: bool = True) -> dict[str, Any]:
         """Plain JSON-able data; :meth:`from_dict` reads it back. ``bbse=False`` leaves out BBSE's C x C
@@ -184,7 +198,7 @@ def fit_prior_adapter(
     val_labels: torch.Tensor | Sequence[int],
     train_counts: Sequence[int],
     *,
-    candidates: Sequence[CalibrationKind] = CANDIDATES,  # type: ignore[assignment]
+    candidates: Sequence[CalibrationKind] | None = None,
     folds: int = DEFAULT_FOLDS,
 ) -> PriorAdapter:
     """Fit a method's :class:`PriorAdapter` on the validation split: the only place labels enter.
@@ -193,13 +207,18 @@ def fit_prior_adapter(
         val_logits: (N_val, C) the method's raw validation scores.
         val_labels: (N_val,) their labels (at least 2 per class).
         train_counts: (C,) training images per class.
-        candidates, folds: as in :func:`~.select.select_calibration`.
+        candidates: as in :func:`~.select.select_calibration`; None: all of them, without ``bcts`` beyond
+            :data:`MAX_BCTS_VALUES` validation logits.
+        folds: as in :func:`~.select.select_calibration`.
 
     Raises:
         DataError: among others, validation logits beyond :data:`MAX_ADAPTER_VALUES` (:func:`check_adapter_size`).
     """
     if isinstance(val_logits, torch.Tensor) and val_logits.ndim == 2:  # before any float64 copy of them
         check_adapter_size(*val_logits.shape)
+    if candidates is None:
+        affordable = isinstance(val_logits, torch.Tensor) and val_logits.numel() <= MAX_BCTS_VALUES
+        candidates = CANDIDATES if affordable else tuple(kind for kind in CANDIDATES if kind != "bcts")  # type: ignore[assignment]
     selection = select_calibration(val_logits, val_labels, train_counts, candidates=candidates, folds=folds)
     counts = torch.as_tensor(list(train_counts), dtype=torch.float64)
     if (counts <= 0).any():
@@ -210,7 +229,7 @@ def fit_prior_adapter(
         selection.calibration,
         direction,
         selection.enabled,
-        fit_bbse(val_logits, val_labels),
+        fit_bbse(val_logits, val_labels) if selection.calibration.num_classes <= MAX_BBSE_CLASSES else None,
         selection.cv_nll,
         selection.shift_gain,
     )

@@ -49,7 +49,7 @@ class BBSEFit:
 
 def fit_bbse(val_logits: torch.Tensor, val_labels: torch.Tensor | Sequence[int]) -> BBSEFit:
     """(N_val, C) validation scores and (N_val,) labels -> the :class:`BBSEFit` of the argmax classifier."""
-    scores = check_logits(val_logits, "validation logits")
+    scores = check_logits(val_logits, "validation logits", float64=False)  # only its argmax is read
     num_samples, num_classes = scores.shape
     labels = torch.as_tensor(val_labels).detach().cpu().long().reshape(-1)
     if len(labels) != num_samples:
@@ -63,7 +63,7 @@ def fit_bbse(val_logits: torch.Tensor, val_labels: torch.Tensor | Sequence[int])
 
 def bbse_prior(fit: BBSEFit, logits: torch.Tensor) -> torch.Tensor:
     """(N, C) target scores -> (C,) float64 estimated target prior (the source prior for an empty batch)."""
-    scores = check_logits(logits, "logits") if logits.numel() else logits.double()
+    scores = check_logits(logits, "logits", float64=False) if logits.numel() else logits.double()  # argmax only
     num_classes = fit.confusion.shape[0]
     if scores.ndim != 2 or scores.shape[1] != num_classes:
         raise DataError(f"logits: expected (N, {num_classes}) scores, got {tuple(scores.shape)}")

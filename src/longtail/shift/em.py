@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.dataset import chunk_rows
 from ..errors import DataError
 from .priors import PriorLike, as_prior
 
@@ -146,15 +147,19 @@ def em_priors(
     done = torch.zeros(num_batches, dtype=torch.bool)
     if count == 0 or num_batches == 0:
         return prior, iterations, torch.ones(num_batches, dtype=torch.bool)
-    scores = log_posteriors.detach().cpu().to(torch.float64)
-    if not torch.isfinite(scores).all():
+    scores = log_posteriors.detach().cpu().to(torch.float64)  # no copy of a float64 table
+    rows = chunk_rows(num_batches * num_classes)  # E-steps in row chunks: no (B, N, C) temporary at any size
+    if not all(bool(torch.isfinite(scores[:, i : i + rows]).all()) for i in range(0, count, rows)):
         raise DataError("log posteriors: expected finite values (found NaN or infinity)")
     phi = None if direction is None else _as_direction(direction, num_classes)
-    base = torch.log_softmax(scores, dim=2) - source.log()  # log p_s(y|x) - log π_s(y): (B, N, C)
     for _ in range(max_iterations):
-        # E-step: p_t(y|x) ∝ p_s(y|x) π(y)/π_s(y); a class at π = 0 stays at 0 (log 0 = -inf, exp = 0).
-        posteriors = torch.softmax(base + prior.log().unsqueeze(1), dim=2)
-        updated = (posteriors.sum(dim=1) + pseudo_count * source) / (count + pseudo_count)  # M-step: (B, C)
+        # E-step: p_t(y|x) ∝ p_s(y|x) π(y)/π_s(y); a class at π = 0 stays at 0 (log 0 = -inf, exp = 0). The
+        # softmax normalises each row, so unnormalised scores need no log_softmax first.
+        shift = (prior.log() - source.log()).unsqueeze(1)  # (B, 1, C)
+        expected = torch.zeros(num_batches, num_classes, dtype=torch.float64)
+        for i in range(0, count, rows):
+            expected += torch.softmax(scores[:, i : i + rows] + shift, dim=2).sum(dim=1)
+        updated = (expected + pseudo_count * source) / (count + pseudo_count)  # M-step: (B, C)
         if phi is not None:
             updated = _family_member(source, phi, updated @ phi)
         active = ~done

@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from ..errors import DataError
-from .calibrate import Calibration, CalibrationKind, fit_calibration
+from .calibrate import Calibration, CalibrationKind, fit_calibration, row_chunks
 from .priors import check_logits, class_shares
 from .subsets import IMBALANCES, Shift, target_shape
 
@@ -114,7 +113,7 @@ def select_calibration(
     Returns:
         a :class:`Selection`.
     """
-    scores = check_logits(val_logits, "validation logits")
+    scores = check_logits(val_logits, "validation logits", float64=False)
     labels = torch.as_tensor(val_labels).detach().cpu().long().reshape(-1)
     num_classes = scores.shape[1]
     if len(labels) != len(scores):
@@ -128,92 +127,114 @@ def select_calibration(
     if folds < 2:
         raise DataError(f"validation split: a class has {smallest} sample(s); cross-validation needs 2 per class")
     fold = stratified_folds(labels, folds)
-    out_of_fold: dict[str, torch.Tensor] = {}
-    sources: dict[str, torch.Tensor] = {}
-    for kind in candidates:
-        out_of_fold[kind], sources[kind] = _out_of_fold(scores, labels, kind, train_counts, fold)
-    cv_nll = {kind: float(F.nll_loss(out_of_fold[kind], labels)) for kind in candidates}
-    best = _simplest_within_one_se(out_of_fold, labels, candidates)
     train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
+    fits = {kind: _fold_calibrations(scores, labels, kind, train_prior, fold) for kind in candidates}
+    image_nll = {kind: _out_of_fold_nll(scores, labels, fold, fits[kind]) for kind in candidates}
+    cv_nll = {kind: float(image_nll[kind].mean()) for kind in candidates}
+    best = _simplest_within_one_se(image_nll, candidates)
     calibration = fit_calibration(scores, labels, best, train_prior=train_prior)
-    gains = _shift_gains(scores, labels, out_of_fold[best], sources[best], train_counts)
+    gains = _shift_gains(scores, labels, fold, fits[best], train_counts)
     enabled = bool(gains) and statistics.fmean(gains.values()) > 0
     return Selection(calibration, cv_nll, gains, enabled, folds)
 
 
-def _simplest_within_one_se(
-    out_of_fold: dict[str, torch.Tensor], labels: torch.Tensor, candidates: Sequence[str]
-) -> str:
+def _simplest_within_one_se(image_nll: dict[str, torch.Tensor], candidates: Sequence[str]) -> str:
     """The simplest kind (in ``candidates`` order) whose out-of-fold NLL is within one standard error of the
     lowest: the one-standard-error rule of cross-validation (Breiman et al. 1984), on the paired per-image
-    differences (each kind's (N, C) out-of-fold log posteriors, (N,) labels)."""
-    nll = {kind: -out_of_fold[kind].gather(1, labels[:, None]).squeeze(1) for kind in candidates}
-    lowest = min(candidates, key=lambda kind: (float(nll[kind].mean()), candidates.index(kind)))
+    differences (each kind's (N,) out-of-fold NLL per image)."""
+    lowest = min(candidates, key=lambda kind: (float(image_nll[kind].mean()), candidates.index(kind)))
     for kind in candidates:
-        excess = nll[kind] - nll[lowest]
+        excess = image_nll[kind] - image_nll[lowest]
         standard_error = float(excess.std()) / math.sqrt(len(excess)) if len(excess) > 1 else 0.0
         if float(excess.mean()) <= standard_error:
             return kind
     return lowest
 
 
+def _fold_calibrations(
+    scores: torch.Tensor, labels: torch.Tensor, kind: CalibrationKind, train_prior: torch.Tensor, fold: torch.Tensor
+) -> list[Calibration]:
+    """Per fold k, the ``kind`` calibration fitted on the other folds' rows (no copy of the table)."""
+    return [
+        fit_calibration(scores, labels, kind, train_prior=train_prior, rows=torch.nonzero(fold != k).squeeze(1))
+        for k in range(int(fold.max()) + 1)
+    ]
+
+
 def _out_of_fold(
-    scores: torch.Tensor, labels: torch.Tensor, kind: CalibrationKind, train_counts: Sequence[int], fold: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C) log posteriors of each image by the ``kind`` calibration fitted on the other folds, and (N, C) the
-    source prior of its fold's calibration (row by row)."""
-    train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
-    log_q = torch.empty_like(scores)
-    source = torch.zeros(len(labels), scores.shape[1], dtype=torch.float64)
-    for k in range(int(fold.max()) + 1):
-        held = fold == k
-        cal = fit_calibration(scores[~held], labels[~held], kind, train_prior=train_prior)
-        log_q[held] = cal.log_posteriors(scores[held])
-        source[held] = cal.prior_tensor()
-    return log_q, source
+    scores: torch.Tensor, fold: torch.Tensor, fits: Sequence[Calibration]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, Calibration]]:
+    """``(index, calibrated logits, calibration)`` in row chunks: each image's (M, C) float64 calibrated
+    logits by the calibration fitted without its fold (one chunk of the table in memory at a time)."""
+    for k, calibration in enumerate(fits):
+        for index, chunk in row_chunks(scores, torch.nonzero(fold == k).squeeze(1)):
+            yield index, calibration.logits(chunk), calibration
 
 
-def out_of_fold_posteriors(
+def _out_of_fold_nll(
+    scores: torch.Tensor, labels: torch.Tensor, fold: torch.Tensor, fits: Sequence[Calibration]
+) -> torch.Tensor:
+    """(N,) out-of-fold NLL of each image (nats)."""
+    nll = torch.empty(len(labels), dtype=torch.float64)
+    for index, logits, _ in _out_of_fold(scores, fold, fits):
+        nll[index] = torch.logsumexp(logits, dim=1) - logits.gather(1, labels[index].unsqueeze(1)).squeeze(1)
+    return nll
+
+
+def out_of_fold_top1(
     val_logits: torch.Tensor,
     val_labels: torch.Tensor | Sequence[int],
     train_counts: Sequence[int],
     kind: CalibrationKind,
     folds: int = DEFAULT_FOLDS,
-) -> torch.Tensor:
-    """(N_val, C) float64 log posteriors of the ``kind`` calibration on validation, each image's from the fit on
-    the folds without it (the folds of :func:`select_calibration`): what the calibration does to images it was
-    not fitted on, for a reliability diagram that does not grade the fit on its own data."""
-    scores = check_logits(val_logits, "validation logits")
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N_val,) float64 top-1 confidence and (N_val,) predicted class of the ``kind`` calibration on validation,
+    each image's from the fit on the folds without it (the folds of :func:`select_calibration`): what the
+    calibration does to images it was not fitted on, for a reliability diagram that does not grade the fit on
+    its own data."""
+    scores = check_logits(val_logits, "validation logits", float64=False)
     labels = torch.as_tensor(val_labels).detach().cpu().long().reshape(-1)
     if len(labels) != len(scores):
         raise DataError(f"validation labels: {len(labels)} labels for {len(scores)} rows of logits")
     smallest = int(torch.bincount(labels, minlength=scores.shape[1]).min())
     if min(folds, smallest) < 2:
         raise DataError(f"validation split: a class has {smallest} sample(s); cross-validation needs 2 per class")
-    return _out_of_fold(scores, labels, kind, train_counts, stratified_folds(labels, min(folds, smallest)))[0]
+    fold = stratified_folds(labels, min(folds, smallest))
+    train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
+    confidence = torch.empty(len(labels), dtype=torch.float64)
+    predicted = torch.empty(len(labels), dtype=torch.long)
+    for index, logits, _ in _out_of_fold(scores, fold, _fold_calibrations(scores, labels, kind, train_prior, fold)):
+        top, predicted[index] = logits.max(dim=1)
+        confidence[index] = (top - torch.logsumexp(logits, dim=1)).exp()
+    return confidence, predicted
 
 
 def _shift_gains(
     scores: torch.Tensor,
     labels: torch.Tensor,
-    log_q: torch.Tensor,
-    source: torch.Tensor,
+    fold: torch.Tensor,
+    fits: Sequence[Calibration],
     train_counts: Sequence[int],
 ) -> dict[str, float]:
-    """Per shifted prior: weighted accuracy (points) of ``log_q`` moved to it, minus the raw argmax's."""
+    """Per shifted prior: weighted accuracy (points) of the out-of-fold calibrated posteriors (``fits``, one
+    per fold) moved to it, minus the raw argmax's."""
     num_classes = scores.shape[1]
     shares = class_shares(labels, num_classes)
-    raw_right = (scores.argmax(dim=1) == labels).double()
-    gains = {}
     try:
         priors = shifted_priors(train_counts)
     except DataError:  # balanced training classes: no shifted prior to simulate
         return {}
+    raw_right = torch.empty(len(labels), dtype=torch.float64)
+    moved_right = {name: torch.empty(len(labels), dtype=torch.float64) for name in priors}
+    for index, logits, calibration in _out_of_fold(scores, fold, fits):
+        truth = labels[index]
+        raw_right[index] = (scores[index].argmax(dim=1) == truth).double()
+        log_source = calibration.prior_tensor().log()
+        for name, prior in priors.items():  # the Bayes shift to each prior (argmax needs no softmax)
+            moved_right[name][index] = ((logits + (prior.log() - log_source)).argmax(dim=1) == truth).double()
+    gains = {}
     for name, prior in priors.items():
         weights = (prior / shares)[labels]
-        # Each row carries its own fold's source prior: the Bayes shift row by row (argmax needs no softmax).
-        moved = log_q + prior.log() - source.log()
-        right = (moved.argmax(dim=1) == labels).double()
-        gain = 100.0 * float((weights * (right - raw_right)).sum() / weights.sum())
+        gain = 100.0 * float((weights * (moved_right[name] - raw_right)).sum() / weights.sum())
         gains[name] = gain if math.isfinite(gain) else float("nan")
     return gains

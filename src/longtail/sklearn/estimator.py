@@ -500,9 +500,9 @@ def shot_accuracy(
 
 
 def _calibration_scores(head: torch.nn.Module, x: np.ndarray | torch.Tensor, num_classes: int) -> torch.Tensor | None:
-    """(N, C) float64 scores of ``head`` on the features ``predict(prior=...)`` calibrates on, from their float32
-    values (as the heads saw them), in row chunks; None beyond :data:`MAX_ADAPTER_VALUES` (no adapter is fitted
-    on so many, so nothing is kept for it)."""
+    """(N, C) scores of ``head`` on the features ``predict(prior=...)`` calibrates on, from their float32 values
+    (as the heads saw them), in row chunks, kept in float32 (half the memory; the adapter reads them in float64
+    row chunks); None beyond :data:`MAX_ADAPTER_VALUES` (no adapter is fitted on so many, so nothing is kept)."""
     if len(x) * num_classes > MAX_ADAPTER_VALUES:
         return None
 
@@ -512,7 +512,7 @@ def _calibration_scores(head: torch.nn.Module, x: np.ndarray | torch.Tensor, num
     step = chunk_rows(x.shape[1])
     with torch.no_grad():
         chunks = [head(float32(x[i : i + step]).double()) for i in range(0, len(x), step)]
-    return torch.cat(chunks).double()
+    return torch.cat(chunks).float()
 
 
 def _device(name: Any) -> torch.device:
