@@ -44,8 +44,7 @@ FAMILIES: tuple[str, ...] = ("power", "full")
 MAX_ADAPTER_VALUES = 250_000_000
 # BCTS (a bias per class: C + 1 parameters, ~40 L-BFGS evaluations where temperature and PCTS take ~8) is a
 # calibration candidate up to this many validation logits (ImageNet-LT's 20,000 x 1,000). Beyond, it would be most of
-# an adapter's time, and its biases rest on a few validation images per class (3 in iNaturalist 2018's), which
-# cross-validation's one-standard-error rule does not let win over PCTS's two parameters anyway.
+# an adapter's time, and each of its biases would rest on a few validation images (3 a class in iNaturalist 2018's).
 MAX_BCTS_VALUES = 25_000_000
 # BBSE is fitted up to this many classes: its C x C confusion matrix (32 MB here, 0.5 GB at 8,142 classes) and its
 # least squares at every estimate (measured on one core: 0.2 s at 1,000 classes, 2.9 s at 2,000, 32 s at 4,000).

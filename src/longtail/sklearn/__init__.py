@@ -12,6 +12,12 @@ try:
 except ImportError:  # an optional dependency: say how to get it
     raise ImportError("longtail.sklearn needs scikit-learn: pip install 'longtail[sklearn]'") from None
 
-from .estimator import DecoupledClassifier, HoldoutWarning, PriorNotAppliedWarning, shot_accuracy  # noqa: E402
+from .estimator import (  # noqa: E402
+    DecoupledClassifier,
+    FeatureScaleWarning,
+    HoldoutWarning,
+    PriorNotAppliedWarning,
+    shot_accuracy,
+)
 
-__all__ = ["DecoupledClassifier", "HoldoutWarning", "PriorNotAppliedWarning", "shot_accuracy"]
+__all__ = ["DecoupledClassifier", "FeatureScaleWarning", "HoldoutWarning", "PriorNotAppliedWarning", "shot_accuracy"]
