@@ -11,7 +11,8 @@ classifier carries) and times
 - ``adapter.adapt(test_logits, "em")``: EM on the whole balanced test set;
 
 with the child's peak resident memory (``ru_maxrss`` from ``os.wait4``) beside
-the bytes of the validation logits themselves. With ``--eval-shift`` it also
+the bytes of the validation logits themselves. Rows are kept in ``WORK/rows.jsonl``:
+a later run of some shapes replaces theirs and keeps the others. With ``--eval-shift`` it also
 runs the whole ``eval.shift`` path as a user would, as its own processes:
 ``longtail train data.name=features model.joint=file`` then ``longtail
 decouple RUN --method tau_norm eval.shift=[2,5,10,25,50]`` (Joint and τ-norm,
@@ -123,6 +124,27 @@ def eval_shift_row(name: str, work: Path) -> dict:
     return {"shape": name, "wall_s": round(wall, 1), "peak_gb": round(peak, 2), "shifted_mean": best}
 
 
+class RowsFile:
+    """The measured rows of a work folder (one JSON object a line, with its ``table``): a later run of some shapes
+    replaces their rows and keeps the others, so a long measurement can be redone alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        lines = path.read_text().splitlines() if path.is_file() else []
+        self.rows = [json.loads(line) for line in lines if line.strip()]
+
+    def put(self, table: str, row: dict) -> dict:
+        self.rows = [r for r in self.rows if (r["table"], r["shape"]) != (table, row["shape"])] + [
+            {"table": table, **row}
+        ]
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        return row
+
+    def table(self, table: str) -> list[dict]:
+        order = list(SHAPES)
+        return sorted((r for r in self.rows if r["table"] == table), key=lambda r: order.index(r["shape"]))
+
+
 def render(adapters: list[dict], shifts: list[dict], load: float) -> str:
     """The Markdown document."""
     lines = [
@@ -187,15 +209,12 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
-    adapters = []
+    rows = RowsFile(work / "rows.jsonl")
     for name in (s for s in args.shapes.split(",") if s):
-        adapters.append(adapter_row(name, work))
-        print(json.dumps(adapters[-1]), flush=True)
-    shifts = []
+        print(json.dumps(rows.put("adapter", adapter_row(name, work))), flush=True)
     for name in (s for s in args.eval_shift.split(",") if s):
-        shifts.append(eval_shift_row(name, work))
-        print(json.dumps(shifts[-1]), flush=True)
-    text = render(adapters, shifts, load)
+        print(json.dumps(rows.put("eval_shift", eval_shift_row(name, work))), flush=True)
+    text = render(rows.table("adapter"), rows.table("eval_shift"), load)
     print(text)
     write_text_atomic(Path(args.doc), text)
 

@@ -63,3 +63,6 @@ def test_tiny_prior_adapter_scale_run_times_the_fit_em_and_eval_shift(tmp_path: 
     text = doc.read_text()
     assert "| tiny | 10 | 50 | 0.00 |" in text
     assert "`eval.shift=[2,5,10,25,50]` end to end" in text and not (tmp_path / "tiny.npz").exists()
+    subprocess.run(command[:4] + command[6:], check=True, env=env, stdout=subprocess.DEVNULL)  # the fit alone again
+    again = doc.read_text()
+    assert again.count("| tiny |") == 2 and "`eval.shift=[2,5,10,25,50]` end to end" in again  # its rows are kept
