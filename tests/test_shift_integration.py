@@ -106,6 +106,38 @@ def test_eval_writes_and_prints_the_methods_by_distributions_table(run_dir: Path
     assert "shift" not in read_results(run_dir)
 
 
+@pytest.mark.slow  # decouples with eval.shift, each fitting adapters by cross-validation
+def test_a_later_decouple_keeps_the_shift_rows_of_unchanged_classifiers(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every decouple with eval.shift fitted every classifier's adapter again (minutes each at iNaturalist's
+    size); rows of unchanged classifiers on the same shifted sets are now kept, while a refit classifier and a
+    hand-edited row are computed again, and other shifted sets or validation data keep nothing."""
+    import longtail.pipeline.shift_scores as shift_scores
+
+    run = copy_run(run_dir, tmp_path / "run")
+    refit = ["decouple", str(run), "--method", "crt", "--overwrite", "eval.shift=[2]"]
+    assert main(refit) == 0
+    first = read_results(run)["shift"]
+    fitted: list[int] = []
+    real = shift_scores.adapter_for
+    monkeypatch.setattr(shift_scores, "adapter_for", lambda *a, **k: fitted.append(1) or real(*a, **k))
+    assert main(refit) == 0  # the same seed refits the same file (its SHA-256): nothing is fitted again
+    assert not fitted and read_results(run)["shift"] == first
+    results = read_results(run)
+    results["shift"]["methods"]["joint"]["em"]["uniform"]["accuracy"] = 250.0  # a hand edit
+    (run / "results.json").write_text(json.dumps(results))
+    assert main([*refit, "decouple.crt.epochs=1"]) == 0  # another crt
+    second = read_results(run)["shift"]
+    assert len(fitted) == 2 and set(second["methods"]) == set(first["methods"])  # crt and the edited joint
+    assert all(second["methods"][m] == first["methods"][m] for m in first["methods"] if m != "crt")
+    settings = {key: second[key] for key in ("imbalances", "distributions", "sizes", "seed", "priors", "val_data")}
+    record = second["scored"]["lws"]
+    assert shift_scores.kept_row(second, "lws", record, settings) == second["methods"]["lws"]
+    for key, other in (("imbalances", [2.0, 5.0]), ("seed", 1), ("val_data", "another")):
+        assert shift_scores.kept_row(second, "lws", record, {**settings, key: other}) is None
+
+
 # --- prior files -----------------------------------------------------------------------------------------
 
 

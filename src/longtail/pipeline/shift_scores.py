@@ -20,7 +20,7 @@ over the subset's images (:func:`~longtail.evaluation.bootstrap.bootstrap_ci_fro
 results.json ``"shift"``::
 
     {"imbalances": [2, 5, ...], "distributions": ["forward-50", ..., "uniform", ..., "backward-50"],
-     "sizes": {distribution: images}, "seed": 0, "priors": ["none", "em", "known"],
+     "sizes": {distribution: images}, "seed": 0, "priors": ["none", "em", "known"], "val_data": fingerprint,
      "scored": {method: the test record of that classifier (see longtail.pipeline.scores)},
      "methods": {method: {"adapter": {calibration, enabled, cv_nll, shift_gain},
                           "none" | "em" | "known": {distribution: {"accuracy": %, "ci": [low, high]}},
@@ -28,6 +28,10 @@ results.json ``"shift"``::
                           "reliability": {"edges": [0, 0.1, ..., 1],
                                           "before" | "after": {"count": [...], "confidence": [...],
                                                                "accuracy": [...], "ece": fraction}}}}}
+
+A later ``decouple`` or ``eval`` with the same ``eval.shift`` keeps the row of every classifier whose test
+record, shifted sets and validation data are unchanged (:func:`kept_row`), as the results table keeps its rows:
+at iNaturalist's size each classifier's row costs minutes.
 
 ``reliability`` is on the VALIDATION split only (the report's calibration-before-after figure): ``before`` the
 classifier's own softmax, ``after`` its chosen calibration, each image's from the fit on the other folds (the
@@ -50,6 +54,7 @@ from ..evaluation.bootstrap import bootstrap_ci_from_predictions
 from ..evaluation.calibration import reliability
 from ..evaluation.table import render_table, with_interval
 from ..methods import Fitted, display_order, label_of
+from ..runs import read_results
 from ..shift import (
     PriorAdapter,
     ShiftedSubset,
@@ -108,6 +113,15 @@ def shift_scores(
     shifts = standard_shifts(factors)
     val_y, test_y = features("val").y, features("test").y
     subsets = [shifted_subset(test_y, counts, shift, seed=config.seed) for shift in shifts]
+    settings = {
+        "imbalances": factors,
+        "distributions": [s.name for s in shifts],
+        "sizes": {s.shift.name: int(s.counts.sum()) for s in subsets},
+        "seed": config.seed,
+        "priors": list(PRIORS),
+        "val_data": run.provenance["data"]["val"],
+    }
+    previous = read_results(run.run_dir).get(SHIFT_KEY)
     bootstrap = {
         "many": config.eval.many,
         "few": config.eval.few,
@@ -117,21 +131,47 @@ def shift_scores(
     options = {"train_counts": counts, "bootstrap": bootstrap}
     methods: dict[str, Any] = {}
     for method in display_order(fitted):
+        kept = kept_row(previous, method, records.get(method), settings)
+        if kept is not None:  # the same classifier, data and shifted sets: an adapter fit and 11 x 3 scorings saved
+            methods[method] = kept
+            continue
         fit = fitted[method]
         val_logits, test_logits = (method_logits(run, features, fit, split) for split in ("val", "test"))
         with one_thread():  # small optimisations: a thread pool on busy cores made this 25x slower (measured)
             adapter = adapter_for(val_logits, val_y, counts)
             methods[method] = _method_row(adapter, test_logits, test_y, subsets, options)
             methods[method]["reliability"] = validation_reliability(adapter, val_logits, val_y, counts)
-    return {
-        "imbalances": factors,
-        "distributions": [s.name for s in shifts],
-        "sizes": {s.shift.name: int(s.counts.sum()) for s in subsets},
-        "seed": config.seed,
-        "priors": list(PRIORS),
-        "scored": {m: records[m] for m in methods if m in records},
-        "methods": methods,
-    }
+    return {**settings, "scored": {m: records[m] for m in methods if m in records}, "methods": methods}
+
+
+def kept_row(previous: Any, method: str, record: Any, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``method``'s row of the previous results.json ``"shift"`` entry where it was computed from the same
+    classifier file, test data and evaluation keys (its test ``record``) and the same shifted sets and validation
+    data (``settings``), and every cell is a percentage with its interval; None otherwise (it is computed again).
+    At iNaturalist's size a classifier's row costs minutes (its adapter's cross-validated fits, EM on 11 sets)."""
+    if not isinstance(previous, Mapping) or any(previous.get(key) != value for key, value in settings.items()):
+        return None
+    scored, rows = previous.get("scored"), previous.get("methods")
+    if record is None or not isinstance(scored, Mapping) or not isinstance(rows, Mapping):
+        return None
+    row = rows.get(method)
+    if scored.get(method) != record or not isinstance(row, Mapping) or not isinstance(row.get("adapter"), Mapping):
+        return None
+    for prior in PRIORS:
+        cells = row.get(prior)
+        if not isinstance(cells, Mapping) or set(cells) != set(settings["distributions"]):
+            return None
+        if not all(_is_cell(cell) for cell in cells.values()):
+            return None
+    return dict(row)
+
+
+def _is_cell(cell: Any) -> bool:
+    """Whether a results.json cell is ``{"accuracy": %, "ci": [low, high]}`` of finite percentages."""
+    if not isinstance(cell, Mapping) or not isinstance(cell.get("ci"), list) or len(cell["ci"]) != 2:
+        return False
+    values = [cell.get("accuracy"), *cell["ci"]]
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 100 for v in values)
 
 
 def adapter_for(
