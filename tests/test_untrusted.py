@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from hostile import TINY, Plant, one_error_line, pickled_plant, torch_saved_plant, train_tiny_run
 from longtail.cli import main
 from longtail.data.filelist import leaves_root
+from longtail.safe_text import parse_yaml
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "longtail"
 
@@ -448,8 +450,12 @@ def test_no_reader_in_the_source_executes_pickles():
     assert _calls("np.load") == [] and _calls("numpy.load") == []
     for where, line, call in _calls("np.lib.format.read_array"):
         assert where == "safe_npz.py" and _keyword(call, "allow_pickle") == "False", f"{where}:{line}"
-    for where, line, call in _calls("yaml.load"):
-        assert where == "safe_text.py" and _keyword(call, "Loader") == "SafeYamlLoader", f"{where}:{line}"
+    for where, line, call in _calls("yaml.load"):  # parse_yaml's loader: SafeYamlLoader or a subclass, checked
+        assert where == "safe_text.py" and _keyword(call, "Loader") == "loader", f"{where}:{line}"
+        source = (SRC / where).read_text()
+        assert source.index("issubclass(loader, SafeYamlLoader)") < source.index("yaml.load(text, Loader=loader)")
+    with pytest.raises(TypeError, match="is not a SafeYamlLoader"):
+        parse_yaml("a: 1", yaml.UnsafeLoader)  # type: ignore[arg-type]
     # JSON is parsed in one place, bounded in size and nesting (longtail.safe_text).
     assert {where for where, _, _ in _calls("json.loads") + _calls("json.load")} == {"safe_text.py"}
     for name in UNPICKLERS:

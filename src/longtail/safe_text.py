@@ -164,4 +164,6 @@ def parse_yaml(text: str, loader: type[SafeYamlLoader] = SafeYamlLoader) -> Any:
         YamlAliasRefused, YamlTooDeep, YamlDuplicateKey, yaml.YAMLError, ValueError (an integer of 4300+ digits),
         RecursionError.
     """
+    if not (isinstance(loader, type) and issubclass(loader, SafeYamlLoader)):  # plain data only, whatever a caller
+        raise TypeError(f"parse_yaml: loader {loader!r} is not a SafeYamlLoader")
     return yaml.load(text, Loader=loader)  # a SafeLoader subclass: plain data only
