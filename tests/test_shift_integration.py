@@ -132,6 +132,7 @@ def test_a_later_decouple_keeps_the_shift_rows_of_unchanged_classifiers(
     assert len(fitted) == 2 and set(second["methods"]) == set(first["methods"])  # crt and the edited joint
     assert all(second["methods"][m] == first["methods"][m] for m in first["methods"] if m != "crt")
     settings = {key: second[key] for key in ("imbalances", "distributions", "sizes", "seed", "priors", "val_data")}
+    settings["reliability_edges"] = second["reliability_edges"]
     record = second["scored"]["lws"]
     assert shift_scores.kept_row(second, "lws", record, settings) == second["methods"]["lws"]
     for key, other in (("imbalances", [2.0, 5.0]), ("seed", 1), ("val_data", "another")):
@@ -398,3 +399,27 @@ def test_decoupled_classifier_says_when_a_prior_is_not_applied_and_refuses_em_on
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # applied: nothing to say
         applied.predict(X[:5], prior=[1, 2, 3, 4])
+
+
+def test_the_validation_reliability_bins_are_log_spaced_at_many_classes():
+    """At 8,142 classes every uncalibrated top-1 probability fell in the first of 10 equal-width bins (figure 10's
+    'before' curve a single point); beyond 100 classes the bins are log-spaced from 1/C, as figure 7's, and the
+    ECE stays the equal-width one (comparable across class counts)."""
+    from longtail.evaluation.calibration import reliability
+    from longtail.pipeline.shift_scores import validation_reliability
+    from longtail.shift import fit_prior_adapter
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200).repeat_interleave(3)
+    logits = torch.randn(len(labels), 200, generator=generator)
+    logits[torch.arange(len(labels)), labels] += 3.0
+    counts = [max(2, int(500 * 0.01 ** (k / 199))) for k in range(200)]
+    adapter = fit_prior_adapter(logits, labels, counts, candidates=["temperature"])
+    record = validation_reliability(adapter, logits, labels, counts)
+    edges = np.asarray(record["edges"])
+    assert edges[0] == pytest.approx(1 / 200) and edges[-1] == pytest.approx(1.0) and len(edges) == 11
+    assert np.allclose(edges[1:] / edges[:-1], edges[1] / edges[0])  # geometric
+    confidence, predicted = torch.softmax(logits.double(), 1).max(1)
+    assert sum(record["before"]["count"]) == len(labels)
+    expected = reliability(confidence, predicted == labels, 10).ece
+    assert record["before"]["ece"] == pytest.approx(expected)

@@ -21,6 +21,16 @@ import torch
 
 DEFAULT_BINS = 15  # Guo et al.'s choice, and the usual one since
 
+# More classes than this: reliability diagrams are drawn in bins log-spaced from 1/C (below about 0.01 the top
+# softmax probability of most predictions sits in the first of the equal-width bins).
+LOG_CONFIDENCE_FROM = 100
+
+
+def drawn_edges(num_classes: int, num_bins: int) -> np.ndarray | None:
+    """(B + 1,) bin edges log-spaced from 1/C to 1 for a diagram of ``num_classes`` beyond
+    :data:`LOG_CONFIDENCE_FROM`; None (equal-width bins) up to it."""
+    return np.geomspace(1.0 / num_classes, 1.0, num_bins + 1) if num_classes > LOG_CONFIDENCE_FROM else None
+
 
 @dataclass(frozen=True)
 class Reliability:

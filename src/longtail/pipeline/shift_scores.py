@@ -21,6 +21,7 @@ results.json ``"shift"``::
 
     {"imbalances": [2, 5, ...], "distributions": ["forward-50", ..., "uniform", ..., "backward-50"],
      "sizes": {distribution: images}, "seed": 0, "priors": ["none", "em", "known"], "val_data": fingerprint,
+     "reliability_edges": [0, 0.1, ..., 1] (log-spaced from 1/C beyond 100 classes),
      "scored": {method: the test record of that classifier (see longtail.pipeline.scores)},
      "methods": {method: {"adapter": {calibration, enabled, cv_nll, shift_gain},
                           "none" | "em" | "known": {distribution: {"accuracy": %, "ci": [low, high]}},
@@ -36,7 +37,8 @@ at iNaturalist's size each classifier's row costs minutes.
 ``reliability`` is on the VALIDATION split only (the report's calibration-before-after figure): ``before`` the
 classifier's own softmax, ``after`` its chosen calibration, each image's from the fit on the other folds (the
 folds of the choice), so the diagram does not grade the calibration on the images it was fitted on. Per
-equal-width confidence bin: images, mean confidence and accuracy (null where empty).
+confidence bin (equal-width; log-spaced from 1/C beyond 100 classes, as figure 7): images, mean confidence and accuracy
+(null where empty); the ECE over equal-width bins either way.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import torch
 from ..engine.device import one_thread
 from ..errors import ConfigError, DataError
 from ..evaluation.bootstrap import bootstrap_ci_from_predictions
-from ..evaluation.calibration import reliability
+from ..evaluation.calibration import drawn_edges, reliability
 from ..evaluation.table import render_table, with_interval
 from ..methods import Fitted, display_order, label_of
 from ..runs import read_results
@@ -120,6 +122,7 @@ def shift_scores(
         "seed": config.seed,
         "priors": list(PRIORS),
         "val_data": run.provenance["data"]["val"],
+        "reliability_edges": reliability_edges(len(counts)),
     }
     previous = read_results(run.run_dir).get(SHIFT_KEY)
     bootstrap = {
@@ -188,11 +191,14 @@ def adapter_for(
         raise DataError(f"{what}: the calibration on validation cannot be fitted ({error})") from None
 
 
-def _bins(top1: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor) -> dict[str, Any]:
-    """Reliability bins of (N,) top-1 confidences and (N,) predicted classes against (N,) labels, as JSON (null
-    for an empty bin's means)."""
+def _bins(top1: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, edges: Any) -> dict[str, Any]:
+    """Reliability bins (``edges``, or None: equal-width) of (N,) top-1 confidences and (N,) predicted classes
+    against (N,) labels, as JSON (null for an empty bin's means); the ECE over equal-width bins either way, so that
+    it compares across class counts."""
     confidence, predicted = top1
-    bins = reliability(confidence.clamp(0.0, 1.0), predicted == labels, RELIABILITY_BINS)
+    confidence, right = confidence.clamp(0.0, 1.0), predicted == labels
+    bins = reliability(confidence, right, RELIABILITY_BINS, edges=edges)
+    ece = bins.ece if edges is None else reliability(confidence, right, RELIABILITY_BINS).ece
 
     def listed(values: Any) -> list[float | None]:
         return [None if value != value else float(value) for value in values]  # NaN (empty bin) -> null
@@ -201,7 +207,7 @@ def _bins(top1: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor) -> dict
         "count": [int(n) for n in bins.counts],
         "confidence": listed(bins.confidence),
         "accuracy": listed(bins.accuracy),
-        "ece": float(bins.ece),
+        "ece": float(ece),
     }
 
 
@@ -213,8 +219,17 @@ def validation_reliability(
     validation only."""
     labels = torch.as_tensor(val_labels).long()
     before, after = (out_of_fold_top1(val_logits, labels, counts, kind) for kind in ("none", adapter.calibration.kind))
-    edges = [k / RELIABILITY_BINS for k in range(RELIABILITY_BINS + 1)]
-    return {"edges": edges, "before": _bins(before, labels), "after": _bins(after, labels)}
+    drawn = drawn_edges(len(counts), RELIABILITY_BINS)  # log-spaced from 1/C at many classes, as figure 7
+    edges = reliability_edges(len(counts))
+    return {"edges": edges, "before": _bins(before, labels, drawn), "after": _bins(after, labels, drawn)}
+
+
+def reliability_edges(num_classes: int) -> list[float]:
+    """The (11,) confidence bin edges of the ``reliability`` records: equal-width, or log-spaced from 1/C beyond
+    :data:`~longtail.evaluation.calibration.LOG_CONFIDENCE_FROM` classes (where the top softmax probability of most
+    predictions lies in the first equal-width bin)."""
+    drawn = drawn_edges(num_classes, RELIABILITY_BINS)
+    return [k / RELIABILITY_BINS for k in range(RELIABILITY_BINS + 1)] if drawn is None else drawn.tolist()
 
 
 def _method_row(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.bootstrap import bootstrap_ci_from_predictions
-from ..evaluation.calibration import DEFAULT_BINS, reliability
+from ..evaluation.calibration import DEFAULT_BINS, drawn_edges, reliability
 from ..evaluation.metrics import shot_groups
 from ..evaluation.table import format_table
 from ..fs.atomic import write_binary_atomic, write_text_atomic
@@ -30,7 +30,6 @@ from ..runs import PER_CLASS_FILE, require_run_dir, run_lock
 from .collect import ReportData, collect, norm_methods
 from .confusion_blocks import confusion_block, with_confused_pairs
 from .figures import (
-    LOG_CONFIDENCE_FROM,
     SMOOTHED_FROM,
     calibration_figure,
     figure_png,
@@ -173,9 +172,9 @@ def _calibration_figure(data: ReportData) -> tuple[FigureBlock, dict[str, float]
     }
     diagrams = {m: d for m, d in every.items() if in_figures(m)}
     num_classes = len(data.train_counts)
-    logarithmic = num_classes > LOG_CONFIDENCE_FROM
+    edges = drawn_edges(num_classes, DEFAULT_BINS)
+    logarithmic = edges is not None
     if logarithmic:  # drawn in log-spaced bins from 1/C, titled with the ECE of the standard bins
-        edges = np.geomspace(1.0 / num_classes, 1.0, DEFAULT_BINS + 1)
         diagrams = {
             m: dataclasses.replace(
                 reliability(data.outputs[m].confidence, data.outputs[m].predictions == data.labels, edges=edges),

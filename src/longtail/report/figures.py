@@ -35,9 +35,6 @@ NAME_ON_TOP_CHARS = 24  # characters of a name above figure 2 (an ellipsis marks
 # More classes than this: figure 1's per-class lines are drawn faint, with a running median over neighbouring
 # classes on top; at 1,000 classes six raw lines of per-class noise cover one another.
 SMOOTHED_FROM = 200
-# More classes than this: figure 7's bins are log-spaced from 1/C (below about 0.01 the top softmax probability of
-# most predictions sits in the first of 15 equal-width bins).
-LOG_CONFIDENCE_FROM = 100
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -41,12 +41,13 @@ def shift_blocks(data: ReportData) -> list[FigureBlock]:
         10,
         "Calibration on validation, before and after",
         "Reliability diagrams on the VALIDATION split (test is never used to fit or judge the calibration), 10 "
-        "equal-width confidence bins: grey dashed, the method's own softmax; coloured, its calibration "
+        + _bins_words(shift)
+        + ": grey dashed, the method's own softmax; coloured, its calibration "
         "(temperature, PCTS or BCTS, chosen per method by 5-fold NLL on validation), each sample's posterior "
         "from the calibration fitted on the other folds, so the fit does not grade itself; shaded, the share "
         f"of validation {data.unit} per bin after calibration; dotted, perfect calibration. Each title gives the "
-        "expected calibration error before → after. EM needs posteriors it can trust: the calibration is "
-        "what makes a re-balanced classifier's scores fit for prior adaptation.",
+        "expected calibration error before → after (over 10 equal-width bins). EM needs posteriors it can "
+        "trust: the calibration is what makes a re-balanced classifier's scores fit for prior adaptation.",
         "fig10_shift_calibration.png",
     )
     if any(isinstance(row.get("reliability"), dict) for row in shift["methods"].values()):
@@ -58,3 +59,22 @@ def shift_blocks(data: ReportData) -> list[FigureBlock]:
             f'run `longtail eval {data.run_dir} "eval.shift=[{factors}]"` again'
         )
     return [accuracy, calibration]
+
+
+def _bins_words(shift: dict[str, Any]) -> str:
+    """How figure 10's confidence bins are spaced: log-spaced from 1/C where results.json's edges start above 0
+    (at many classes, as figure 7), else equal-width."""
+    edges = next(
+        (
+            row["reliability"].get("edges")
+            for row in shift["methods"].values()
+            if isinstance(row.get("reliability"), dict)
+        ),
+        None,
+    )
+    if isinstance(edges, list) and edges and isinstance(edges[0], int | float) and edges[0] > 0:
+        return (
+            f"confidence bins log-spaced from {edges[0]:.2g} (1/C) to 1 (most top softmax probabilities of many "
+            "classes lie below 0.1, in the first of equal-width bins)"
+        )
+    return "equal-width confidence bins"

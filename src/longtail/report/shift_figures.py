@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..log_ticks import plain_log_ticks
 from ..methods import display_order
 from .figures import _label, _no_data, in_figures, method_color, new_figure
 
@@ -124,19 +125,24 @@ def shift_calibration_figure(shift: Mapping[str, Any]) -> Figure:
         row = shift["methods"][method]
         record, color = row["reliability"], method_color(method)
         before, after = record["before"], record["after"]
-        axes.plot([0, 1], [0, 1], linestyle=":", color="0.5", linewidth=1)
+        edges = np.asarray(record["edges"], dtype=np.float64)
+        logarithmic = edges[0] > 0  # bins log-spaced from 1/C at many classes (pipeline.shift_scores)
+        diagonal = np.geomspace(edges[0], 1, 50) if logarithmic else np.array([0.0, 1.0])
+        axes.plot(diagonal, diagonal, linestyle=":", color="0.5", linewidth=1)
         _draw_bins(axes, before, color="0.45", linestyle="--", marker="s", markersize=3, linewidth=1.2)
         _draw_bins(axes, after, color=color, linestyle="-", marker="o", markersize=4, linewidth=1.8)
-        edges = np.asarray(record["edges"], dtype=np.float64)
         counts = np.asarray(after["count"], dtype=np.float64)
         axes.stairs(counts / max(counts.sum(), 1.0), edges, color=color, alpha=0.25, fill=True)
         kind = row.get("adapter", {}).get("calibration", {}).get("kind", "calibration")
         axes.set_title(
             f"{_label(method)} ({kind})\nECE {100 * before['ece']:.1f}% → {100 * after['ece']:.1f}%", fontsize=9
         )
-        axes.set_xlim(0, 1)
+        if logarithmic:
+            axes.set_xscale("log")
+            plain_log_ticks(axes.xaxis)
+        axes.set_xlim(edges[0] if logarithmic else 0, 1)
         axes.set_ylim(0, 1)
-        axes.set_xlabel("confidence", fontsize=8)
+        axes.set_xlabel("confidence" + (" (log scale, from 1/C)" if logarithmic else ""), fontsize=8)
         axes.set_ylabel("accuracy", fontsize=8)
         axes.tick_params(labelsize=7)
     for axes in panels[len(methods) :]:
