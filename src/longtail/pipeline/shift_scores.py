@@ -48,6 +48,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..engine.device import one_thread
@@ -219,8 +220,8 @@ def validation_reliability(
     validation only."""
     labels = torch.as_tensor(val_labels).long()
     before, after = (out_of_fold_top1(val_logits, labels, counts, kind) for kind in ("none", adapter.calibration.kind))
-    drawn = drawn_edges(len(counts), RELIABILITY_BINS)  # log-spaced from 1/C at many classes, as figure 7
     edges = reliability_edges(len(counts))
+    drawn = np.asarray(edges) if edges[0] > 0 else None  # log-spaced from 1/C at many classes, as figure 7
     return {"edges": edges, "before": _bins(before, labels, drawn), "after": _bins(after, labels, drawn)}
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import DataError
-from .calibrate import Calibration, CalibrationKind, fit_calibration, row_chunks
+from .calibrate import Calibration, CalibrationKind, fit_calibration, identity_calibration, row_chunks
 from .priors import check_logits, class_shares
 from .subsets import IMBALANCES, Shift, target_shape
 
@@ -203,7 +203,13 @@ def out_of_fold_top1(
     train_prior = torch.as_tensor(list(train_counts), dtype=torch.float64)
     confidence = torch.empty(len(labels), dtype=torch.float64)
     predicted = torch.empty(len(labels), dtype=torch.long)
-    for index, logits, _ in _out_of_fold(scores, fold, _fold_calibrations(scores, labels, kind, train_prior, fold)):
+    folds_used = int(fold.max()) + 1
+    fits = (  # "none": the raw softmax, with no fit (and no NLL pass) per fold
+        [identity_calibration(scores.shape[1])] * folds_used
+        if kind == "none"
+        else _fold_calibrations(scores, labels, kind, train_prior, fold)
+    )
+    for index, logits, _ in _out_of_fold(scores, fold, fits):
         top, predicted[index] = logits.max(dim=1)
         confidence[index] = (top - torch.logsumexp(logits, dim=1)).exp()
     return confidence, predicted
