@@ -51,7 +51,7 @@ from longtail.shift import (  # noqa: E402
 from longtail.shift.em import em_priors  # noqa: E402
 
 MAIN_VARIANTS = ("none", "em", "em-full", "known", "bbse")
-DIAGNOSTIC_VARIANTS = ("em-plain", "em-bcts", "em-unchecked", "known-bcts")
+DIAGNOSTIC_VARIANTS = ("em-plain", "em-bcts", "em-unchecked", "known-unchecked", "known-bcts")
 ESTIMATORS = ("em", "em-full", "em-bcts", "bbse")  # whose prior estimates are compared with the truth
 BATCH_SIZES = (16, 64, 256, 1024, 0)  # 0: the whole subset
 BATCH_SHIFTS = ("forward-50", "forward-10", "uniform", "backward-10", "backward-50")
@@ -86,6 +86,8 @@ DIAGNOSTIC_NOTE = """- `em-plain`: the issue's first attempt: the raw softmax ta
   implicit prior (the training prior for Joint, uniform for the others), Saerens' EM, no check;
 - `em-bcts`: BCTS on validation (always), Saerens' EM, no check (Alexandari et al. 2020's recipe);
 - `em-unchecked`: `em` with the validation check ignored (adaptation forced on for every method);
+- `known-unchecked`: `known` with the validation check ignored: the true prior applied to every method's
+  calibrated scores, the ceiling of any prior estimate with this calibration;
 - `known-bcts`: BCTS, adjusted to the true prior (the oracle of `em-bcts`)."""
 
 BATCH_NOTE = """EM estimates the prior from the images it is given. Here each subset is shuffled (per subsample seed)
@@ -157,6 +159,8 @@ def adapted(variant: str, scores: MethodScores, logits: torch.Tensor, true_prior
         return adapter.adapt(logits, "em", family="full")
     if variant == "em-unchecked":
         return adapter.adapt(logits, "em", force=True)
+    if variant == "known-unchecked":
+        return adapter.adapt(logits, "known", target_prior=true_prior, force=True)
     calibration = scores.plain if variant == "em-plain" else scores.bcts
     method = "known" if variant == "known-bcts" else "em"
     return adapt_prior(logits, method, calibration=calibration, target_prior=true_prior)

@@ -429,3 +429,33 @@ def test_compare_shows_a_run_given_twice_once(trained_run: Path, capsys: pytest.
     out, err = capsys.readouterr()
     assert out == once
     assert err.count(f"compare: {trained_run}: given twice; its rows are shown once") == 2  # `run/` is `run`
+
+
+@pytest.mark.parametrize(
+    ("value", "readable"),
+    [("2", True), (" 2 ", True), ("+2", True), ("02", True), ("2,1", True), ("2 ,1", True)]
+    + [("0", False), ("-1", False), ("1.5", False), ("", False), ("abc", False), ("2,", False)],
+)
+def test_an_omp_thread_count_libgomp_cannot_read_is_dropped_with_one_line(value: str, readable: bool):
+    from longtail.cli.thread_env import drop_unreadable_thread_count
+
+    environ = {"OMP_NUM_THREADS": value, "OTHER": "x"}
+    warning = drop_unreadable_thread_count(environ)
+    assert (warning is None) == readable
+    assert environ == ({"OMP_NUM_THREADS": value, "OTHER": "x"} if readable else {"OTHER": "x"})
+    if not readable:
+        assert f"OMP_NUM_THREADS={value!r}" in warning and "\n" not in warning
+    assert drop_unreadable_thread_count({"OTHER": "x"}) is None
+
+
+@pytest.mark.slow  # seconds of a subprocess loading torch; `make test` runs it
+def test_a_malformed_omp_num_threads_gives_the_commands_line_not_libgomps(tmp_path: Path):
+    # libgomp printed a blank line and "libgomp: Invalid value for environment variable OMP_NUM_THREADS"
+    env = {**os.environ, "OMP_NUM_THREADS": "abc", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-m", "longtail", "--version"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.startswith("longtail ")
+    assert "libgomp" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "longtail: warning: OMP_NUM_THREADS='abc' is not a positive integer (or a comma-separated list of them); "
+        "ignored, torch uses its default number of threads"
+    ]

@@ -388,6 +388,20 @@ def test_out_of_fold_top1_comes_from_the_fit_without_the_image() -> None:
         out_of_fold_top1(scores[:6], torch.tensor([0, 1, 2, 3, 4, 4]), LONG_TAIL.tolist(), "temperature")
 
 
+def test_the_adapter_keeps_its_fold_fits_for_the_out_of_fold_diagnostics() -> None:
+    scores, labels = shifted_scores(200, seed=18, exponent=-0.5)
+    adapter = fit_prior_adapter(scores, labels, LONG_TAIL.tolist())
+    kind = adapter.calibration.kind
+    assert len(adapter.fold_calibrations) == 5 and {fit.kind for fit in adapter.fold_calibrations} == {kind}
+    refitted = out_of_fold_top1(scores, labels, LONG_TAIL.tolist(), kind)
+    reused = out_of_fold_top1(scores, labels, LONG_TAIL.tolist(), kind, fold_calibrations=adapter.fold_calibrations)
+    assert torch.equal(refitted[0], reused[0]) and torch.equal(refitted[1], reused[1])
+    assert PriorAdapter.from_dict(adapter.to_dict()).fold_calibrations == ()  # not recorded
+    other = "temperature" if kind != "temperature" else "pcts"
+    with pytest.raises(DataError, match="fold calibrations: expected 5 of kind"):
+        out_of_fold_top1(scores, labels, LONG_TAIL.tolist(), other, fold_calibrations=adapter.fold_calibrations)
+
+
 def test_the_cross_validated_nll_is_that_of_each_fold_fit_on_its_held_out_images() -> None:
     scores, labels = shifted_scores(200, seed=18, exponent=-0.5)
     selection = select_calibration(scores, labels, LONG_TAIL.tolist())

@@ -219,7 +219,10 @@ def validation_reliability(
     before (calibration ``none``: its own softmax) and after ``adapter``'s calibration (out of fold), on
     validation only."""
     labels = torch.as_tensor(val_labels).long()
-    before, after = (out_of_fold_top1(val_logits, labels, counts, kind) for kind in ("none", adapter.calibration.kind))
+    before = out_of_fold_top1(val_logits, labels, counts, "none")
+    after = out_of_fold_top1(  # the cross-validation's own fits: no fold fitted twice
+        val_logits, labels, counts, adapter.calibration.kind, fold_calibrations=adapter.fold_calibrations
+    )
     edges = reliability_edges(len(counts))
     drawn = np.asarray(edges) if edges[0] > 0 else None  # log-spaced from 1/C at many classes, as figure 7
     return {"edges": edges, "before": _bins(before, labels, drawn), "after": _bins(after, labels, drawn)}

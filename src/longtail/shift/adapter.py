@@ -22,7 +22,7 @@ data, to be recorded with the method.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -83,6 +83,9 @@ class PriorAdapter:
             ``to_dict(bbse=False)``, e.g. an exported model's metadata).
         cv_nll: out-of-fold validation NLL per calibration candidate.
         shift_gain: validation-simulated gain (points) of the known-prior adjustment per shifted prior.
+        fold_calibrations: (K,) the calibration's kind fitted on each validation fold's complement, kept from the
+            cross-validation of a fresh fit for out-of-fold diagnostics (the reliability diagram); not recorded
+            by :meth:`to_dict`, so empty on an adapter read back.
     """
 
     calibration: Calibration
@@ -91,6 +94,7 @@ class PriorAdapter:
     bbse: BBSEFit | None
     cv_nll: dict[str, float]
     shift_gain: dict[str, float]
+    fold_calibrations: tuple[Calibration, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -231,4 +235,5 @@ def fit_prior_adapter(
         fit_bbse(val_logits, val_labels) if selection.calibration.num_classes <= MAX_BBSE_CLASSES else None,
         selection.cv_nll,
         selection.shift_gain,
+        selection.fold_calibrations,
     )

@@ -60,6 +60,8 @@ class Selection:
             argmax, in points.
         enabled: whether the mean of ``shift_gain`` is positive (prior adaptation is applied).
         folds: K.
+        fold_calibrations: (K,) the chosen kind fitted on the other folds of each fold k (what the
+            cross-validation scored), for out-of-fold diagnostics without fitting them again.
     """
 
     calibration: Calibration
@@ -67,6 +69,7 @@ class Selection:
     shift_gain: dict[str, float]
     enabled: bool
     folds: int
+    fold_calibrations: tuple[Calibration, ...] = ()
 
     @property
     def mean_gain(self) -> float:
@@ -135,7 +138,7 @@ def select_calibration(
     calibration = fit_calibration(scores, labels, best, train_prior=train_prior)
     gains = _shift_gains(scores, labels, fold, fits[best], train_counts)
     enabled = bool(gains) and statistics.fmean(gains.values()) > 0
-    return Selection(calibration, cv_nll, gains, enabled, folds)
+    return Selection(calibration, cv_nll, gains, enabled, folds, tuple(fits[best]))
 
 
 def _simplest_within_one_se(image_nll: dict[str, torch.Tensor], candidates: Sequence[str]) -> str:
@@ -187,11 +190,14 @@ def out_of_fold_top1(
     train_counts: Sequence[int],
     kind: CalibrationKind,
     folds: int = DEFAULT_FOLDS,
+    *,
+    fold_calibrations: Sequence[Calibration] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N_val,) float64 top-1 confidence and (N_val,) predicted class of the ``kind`` calibration on validation,
     each image's from the fit on the folds without it (the folds of :func:`select_calibration`): what the
     calibration does to images it was not fitted on, for a reliability diagram that does not grade the fit on
-    its own data."""
+    its own data. ``fold_calibrations``: those fits where they are at hand (:attr:`Selection.fold_calibrations`,
+    one per fold, of ``kind``), so that they are not fitted again (minutes per classifier at iNaturalist's size)."""
     scores = check_logits(val_logits, "validation logits", float64=False)
     labels = torch.as_tensor(val_labels).detach().cpu().long().reshape(-1)
     if len(labels) != len(scores):
@@ -204,11 +210,14 @@ def out_of_fold_top1(
     confidence = torch.empty(len(labels), dtype=torch.float64)
     predicted = torch.empty(len(labels), dtype=torch.long)
     folds_used = int(fold.max()) + 1
-    fits = (  # "none": the raw softmax, with no fit (and no NLL pass) per fold
-        [identity_calibration(scores.shape[1])] * folds_used
-        if kind == "none"
-        else _fold_calibrations(scores, labels, kind, train_prior, fold)
-    )
+    if fold_calibrations and (
+        len(fold_calibrations) != folds_used or any(fit.kind != kind for fit in fold_calibrations)
+    ):
+        raise DataError(f"fold calibrations: expected {folds_used} of kind {kind!r}, got {len(fold_calibrations)}")
+    if kind == "none":  # the raw softmax, with no fit (and no NLL pass) per fold
+        fits: Sequence[Calibration] = [identity_calibration(scores.shape[1])] * folds_used
+    else:
+        fits = fold_calibrations or _fold_calibrations(scores, labels, kind, train_prior, fold)
     for index, logits, _ in _out_of_fold(scores, fold, fits):
         top, predicted[index] = logits.max(dim=1)
         confidence[index] = (top - torch.logsumexp(logits, dim=1)).exp()
