@@ -327,6 +327,41 @@ def test_em_power_family_recovers_a_planted_power_prior_and_stays_in_the_family(
         em_prior(log_q, source, direction=[1.0, 1.0, 1.0, 1.0])
 
 
+@pytest.mark.parametrize(
+    ("num_classes", "theta", "pseudo_count"),
+    [(10, 0.8, 0.0), (10, -1.0, 50.0), pytest.param(1000, -1.0, 0.0, marks=pytest.mark.slow)],  # slow: 8 s of EM
+)
+def test_em_power_family_reaches_plain_em_s_fixed_point_in_a_few_passes(num_classes, theta, pseudo_count) -> None:
+    # Plain EM (E-step, then the family member matching the M-step's mean of φ), run to its fixed point, is the
+    # reference; at 1,000 classes with flat posteriors it takes hundreds of steps.
+    g = torch.Generator().manual_seed(num_classes)
+    sizes = torch.logspace(3, 1, num_classes, dtype=torch.float64)
+    phi = sizes.log() - sizes.log().mean()
+    labels = torch.multinomial(torch.softmax(theta * phi, 0), 3000, replacement=True, generator=g)
+    scores = torch.randn(3000, num_classes, generator=g, dtype=torch.float64) * 1.5
+    scores[torch.arange(3000), labels] += 5.0
+    log_q = scores.log_softmax(1)
+    source = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
+
+    def family(t: float) -> torch.Tensor:
+        return torch.softmax(source.log() + t * phi, 0)
+
+    reference = 0.0
+    for _ in range(5000):
+        posteriors = torch.softmax(log_q + reference * phi, 1)
+        target = (posteriors.sum(0) @ phi + pseudo_count * float(source @ phi)) / (3000 + pseudo_count)
+        low, high = -20.0, 20.0  # the member whose mean of φ is the target, by bisection
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (middle, high) if float(family(middle) @ phi) < target else (low, middle)
+        step, reference = abs(middle - reference), middle
+        if step < 1e-13:
+            break
+    result = em_prior(log_q, source, direction=phi, pseudo_count=pseudo_count)
+    assert result.converged and result.iterations <= 10
+    assert torch.allclose(result.prior, family(reference), rtol=1e-7, atol=0)
+
+
 def shifted_scores(n: int, seed: int, exponent: float, bias: torch.Tensor | None = None):
     """Labels from softmax(z) (calibrated, uniform prior); the scores handed over are
     ``2 (z + exponent · log π_train - bias)``: a method whose scores carry ``exponent`` times the training log prior

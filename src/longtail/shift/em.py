@@ -27,9 +27,24 @@ calibration error along those is amplified by EM into a large prior error
 (measured in ``docs/results/label_shift.md``). The price: a target prior
 outside the family is only approximated.
 
-It stops when no class's prior moves by more than ``tolerance`` in one step,
-or after ``max_iterations`` steps (``converged`` says which). Everything is in
-float64 and in log space, deterministic for given inputs.
+On the family the fixed point is a root of one function of ``θ``,
+``g(θ) = E_posteriors,θ[φ] − E_π_θ[φ]`` (with ``α``: the M-step's mix), and
+EM's map is increasing, so from ``θ = 0`` it moves monotonically toward the
+first root and never past it. Each step here is therefore a Newton step on
+``g`` (its derivative is a difference of variances of ``φ``, from the same
+pass over the batch) where that lands between the bounds the steps so far
+have put on the root, and EM's own step otherwise: the same fixed point as
+EM, at Newton's quadratic rate near it instead of EM's linear one, which at
+many classes and flat posteriors is hundreds of passes (measured: 158 passes
+at 8,142 classes stopped 23 % away from the fixed point, in relative prior
+terms).
+
+It stops when no class's prior moves by more than ``tolerance / C`` in one
+step (``tolerance`` is in units of the uniform share ``1/C``, so that it means
+the same at 10 classes and at 8,142: an absolute 1e-6 was 1 % of a uniform
+share at iNaturalist's size and stopped EM after its first step), or after
+``max_iterations`` steps (``converged`` says which). Everything is in float64
+and in log space, deterministic for given inputs.
 
 EM is only as good as the posteriors' calibration: on over- or under-confident
 scores its fixed point is biased (the issue that motivated this module saw it
@@ -49,10 +64,12 @@ from ..data.dataset import chunk_rows
 from ..errors import DataError
 from .priors import PriorLike, as_prior
 
-DEFAULT_TOLERANCE = 1e-6
+DEFAULT_TOLERANCE = 1e-5  # in units of the uniform share 1/C: 1e-6 at 10 classes, 1.2e-9 at 8,142
 DEFAULT_MAX_ITERATIONS = 1000
 # Newton steps of the moment matching of a restricted M-step (it converges quadratically: a handful suffice).
 _NEWTON_STEPS = 60
+# |θ| · (max φ - min φ) at most this: exp(±60) is beyond float64's resolution of a prior.
+_THETA_LIMIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ def em_prior(
         log_posteriors: (N, C) calibrated log posteriors of the batch, for ``source_prior``
             (unnormalised scores are normalised first).
         source_prior: (C,) the prior they are for, every entry > 0; EM starts there.
-        tolerance: stop when ``max_y |π_new(y) - π(y)| <= tolerance``.
+        tolerance: stop when ``max_y |π_new(y) - π(y)| <= tolerance / C`` (in units of the uniform share).
         max_iterations: at most this many EM steps.
         pseudo_count: ``α`` of the Dirichlet prior centred on ``source_prior`` (0: maximum likelihood).
         direction: (C,) ``φ``: restrict the prior to ``π_s · exp(θ φ)`` (e.g. the log training prior);
@@ -142,16 +159,28 @@ def em_priors(
         raise DataError(f"log posteriors: expected a (B, N, C) tensor, got {shape}")
     num_batches, count, num_classes = log_posteriors.shape
     source = as_prior(source_prior, num_classes, name="source prior", positive=True)
-    prior = source.expand(num_batches, num_classes).clone()
-    iterations = torch.zeros(num_batches, dtype=torch.int64)
-    done = torch.zeros(num_batches, dtype=torch.bool)
     if count == 0 or num_batches == 0:
-        return prior, iterations, torch.ones(num_batches, dtype=torch.bool)
+        unmoved = source.expand(num_batches, num_classes).clone()
+        return unmoved, torch.zeros(num_batches, dtype=torch.int64), torch.ones(num_batches, dtype=torch.bool)
     scores = log_posteriors.detach().cpu().to(torch.float64)  # no copy of a float64 table
     rows = chunk_rows(num_batches * num_classes)  # E-steps in row chunks: no (B, N, C) temporary at any size
     if not all(bool(torch.isfinite(scores[:, i : i + rows]).all()) for i in range(0, count, rows)):
         raise DataError("log posteriors: expected finite values (found NaN or infinity)")
-    phi = None if direction is None else _as_direction(direction, num_classes)
+    threshold = tolerance / num_classes
+    if direction is None:
+        return _saerens(scores, source, pseudo_count, threshold, max_iterations, rows)
+    phi = _as_direction(direction, num_classes)
+    return _power_family(scores, source, phi, pseudo_count, threshold, max_iterations, rows)
+
+
+def _saerens(
+    scores: torch.Tensor, source: torch.Tensor, pseudo_count: float, threshold: float, max_iterations: int, rows: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EM over the whole simplex on (B, N, C) ``scores``, E-steps in chunks of ``rows`` rows."""
+    num_batches, count, num_classes = scores.shape
+    prior = source.expand(num_batches, num_classes).clone()
+    iterations = torch.zeros(num_batches, dtype=torch.int64)
+    done = torch.zeros(num_batches, dtype=torch.bool)
     for _ in range(max_iterations):
         # E-step: p_t(y|x) ∝ p_s(y|x) π(y)/π_s(y); a class at π = 0 stays at 0 (log 0 = -inf, exp = 0). The
         # softmax normalises each row, so unnormalised scores need no log_softmax first.
@@ -160,13 +189,66 @@ def em_priors(
         for i in range(0, count, rows):
             expected += torch.softmax(scores[:, i : i + rows] + shift, dim=2).sum(dim=1)
         updated = (expected + pseudo_count * source) / (count + pseudo_count)  # M-step: (B, C)
-        if phi is not None:
-            updated = _family_member(source, phi, updated @ phi)
         active = ~done
         iterations += active.long()
         moved = (updated - prior).abs().amax(dim=1)
         prior = torch.where(active.unsqueeze(1), updated, prior)
-        done = done | (moved <= tolerance)
+        done = done | (moved <= threshold)
+        if bool(done.all()):
+            break
+    return prior, iterations, done
+
+
+def _power_family(
+    scores: torch.Tensor,
+    source: torch.Tensor,
+    phi: torch.Tensor,
+    pseudo_count: float,
+    threshold: float,
+    max_iterations: int,
+    rows: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EM restricted to ``π_s · exp(θ φ)`` on (B, N, C) ``scores``, each step Newton's where it is safe (module
+    docstring). One pass over the batch per step gives both ``g(θ)`` and ``g'(θ)``."""
+    num_batches, count, _ = scores.shape
+    weight = count / (count + pseudo_count)  # the batch's share of the M-step's mix; the rest is the source's
+    source_mean = float(source @ phi)
+    theta = torch.zeros(num_batches, dtype=torch.float64)
+    spread = float(phi.max() - phi.min())
+    low = torch.full_like(theta, -_THETA_LIMIT / spread)  # bounds on the root, tightened at every step
+    high = torch.full_like(theta, _THETA_LIMIT / spread)
+    prior = _family_prior(source, phi, theta)
+    iterations = torch.zeros(num_batches, dtype=torch.int64)
+    done = torch.zeros(num_batches, dtype=torch.bool)
+    for _ in range(max_iterations):
+        tilt = (theta.unsqueeze(1) * phi).unsqueeze(1)  # (B, 1, C): log π_θ/π_s up to a constant per batch
+        posterior_mean = torch.zeros(num_batches, dtype=torch.float64)  # Σ_i E_{p_t(·|x_i)}[φ]
+        posterior_variance = torch.zeros(num_batches, dtype=torch.float64)  # Σ_i Var_{p_t(·|x_i)}[φ]
+        for i in range(0, count, rows):
+            posteriors = torch.softmax(scores[:, i : i + rows] + tilt, dim=2)  # E-step of this chunk
+            first, second = posteriors @ phi, posteriors @ phi.square()  # (B, M) each
+            posterior_mean += first.sum(dim=1)
+            posterior_variance += (second - first.square()).sum(dim=1)
+        target = weight * posterior_mean / count + (1 - weight) * source_mean  # the M-step's E[φ]
+        family_mean = prior @ phi
+        gap = target - family_mean  # g(θ): > 0 where the root lies above θ
+        slope = weight * posterior_variance / count - (prior @ phi.square() - family_mean.square())
+        em_theta = _family_theta(source, phi, target)  # EM's step: toward the root, never past it
+        above = gap > 0
+        low = torch.where(above, torch.maximum(low, em_theta), low)
+        high = torch.where(above, high, torch.minimum(high, em_theta))
+        newton = theta - gap / slope.clamp_max(-1e-300)  # a step only where g is decreasing (slope < 0)
+        safe = (slope < 0) & (newton > low) & (newton < high)
+        # Otherwise the middle of the bounds: at least EM's progress (EM's step is one of them), and the bracket
+        # halves, where EM crawls (the likelihood is flat far from the root: hundreds of steps at 8,142 classes).
+        updated_theta = torch.where(safe, newton, (low + high) / 2)
+        updated = _family_prior(source, phi, updated_theta)
+        active = ~done
+        iterations += active.long()
+        moved = (updated - prior).abs().amax(dim=1)
+        theta = torch.where(active, updated_theta, theta)
+        prior = torch.where(active.unsqueeze(1), updated, prior)
+        done = done | (moved <= threshold)
         if bool(done.all()):
             break
     return prior, iterations, done
@@ -183,20 +265,25 @@ def _as_direction(direction: PriorLike, num_classes: int) -> torch.Tensor:
     return phi - phi.mean()
 
 
-def _family_member(source: torch.Tensor, phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B, C) priors ``softmax(log π_s + θ φ)`` whose mean of φ is (B,) ``target`` (moment matching).
+def _family_prior(source: torch.Tensor, phi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """(B, C) family members ``softmax(log π_s + θ φ)`` of (B,) ``theta``."""
+    return torch.softmax(source.log() + theta.unsqueeze(1) * phi, dim=1)
+
+
+def _family_theta(source: torch.Tensor, phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) ``θ`` of the family members ``softmax(log π_s + θ φ)`` whose mean of φ is (B,) ``target`` (moment
+    matching: the restricted M-step).
 
     ``θ ↦ E_θ[φ]`` is increasing (its derivative is ``Var_θ[φ] > 0``), so Newton's method with a
     bisection bracket finds the unique root; a target at the edge of ``[min φ, max φ]`` (all mass on the
     extreme classes) gives a large finite ``θ``.
     """
     spread = float(phi.max() - phi.min())
-    low = torch.full_like(target, -60.0 / spread)  # exp(±60) is beyond float64's resolution of a prior
-    high = torch.full_like(target, 60.0 / spread)
+    low = torch.full_like(target, -_THETA_LIMIT / spread)
+    high = torch.full_like(target, _THETA_LIMIT / spread)
     theta = torch.zeros_like(target)
-    log_source = source.log()
     for _ in range(_NEWTON_STEPS):
-        prior = torch.softmax(log_source + theta.unsqueeze(1) * phi, dim=1)
+        prior = _family_prior(source, phi, theta)
         mean = prior @ phi
         variance = prior @ phi.square() - mean.square()
         above = mean > target
@@ -205,4 +292,4 @@ def _family_member(source: torch.Tensor, phi: torch.Tensor, target: torch.Tensor
         step = theta - (mean - target) / variance.clamp_min(1e-300)
         inside = (step > low) & (step < high)
         theta = torch.where(inside, step, (low + high) / 2)
-    return torch.softmax(log_source + theta.unsqueeze(1) * phi, dim=1)
+    return theta
