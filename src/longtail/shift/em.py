@@ -30,14 +30,15 @@ outside the family is only approximated.
 On the family the fixed point is a root of one function of ``θ``,
 ``g(θ) = E_posteriors,θ[φ] − E_π_θ[φ]`` (with ``α``: the M-step's mix), and
 EM's map is increasing, so from ``θ = 0`` it moves monotonically toward the
-first root and never past it. Each step here is therefore a Newton step on
-``g`` (its derivative is a difference of variances of ``φ``, from the same
-pass over the batch) where that lands between the bounds the steps so far
-have put on the root, and EM's own step otherwise: the same fixed point as
-EM, at Newton's quadratic rate near it instead of EM's linear one, which at
-many classes and flat posteriors is hundreds of passes (measured: 158 passes
-at 8,142 classes stopped 23 % away from the fixed point, in relative prior
-terms).
+first root and never past it: each EM step from ``θ`` is a bound on the root.
+Each step here is a Newton step on ``g`` (its derivative is a difference of
+variances of ``φ``, from the same pass over the batch) where that lands
+between the bounds so far, and the middle of the bounds otherwise (at least
+EM's progress, since EM's step is one of them): the same fixed point as EM, at
+Newton's quadratic rate near it instead of EM's linear one, which at many
+classes and flat posteriors is hundreds of passes (measured: 158 passes at
+8,142 classes stopped 23 % away from the fixed point, in relative prior terms;
+the same problem now takes 7).
 
 It stops when no class's prior moves by more than ``tolerance / C`` in one
 step (``tolerance`` is in units of the uniform share ``1/C``, so that it means
