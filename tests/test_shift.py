@@ -327,13 +327,33 @@ def test_em_power_family_recovers_a_planted_power_prior_and_stays_in_the_family(
         em_prior(log_q, source, direction=[1.0, 1.0, 1.0, 1.0])
 
 
+def plain_power_em(log_q: torch.Tensor, source: torch.Tensor, phi: torch.Tensor, pseudo_count: float) -> torch.Tensor:
+    """The reference: plain EM along ``π_s · exp(θ φ)`` from ``θ = 0`` (E-step, then the family member matching the
+    M-step's mean of φ, by bisection), run to its fixed point; the (C,) prior there."""
+
+    def family(t: float) -> torch.Tensor:
+        return torch.softmax(source.log() + t * phi, 0)
+
+    count, theta = len(log_q), 0.0
+    for _ in range(5000):
+        posteriors = torch.softmax(log_q + theta * phi, 1)
+        target = (posteriors.sum(0) @ phi + pseudo_count * float(source @ phi)) / (count + pseudo_count)
+        low, high = -20.0, 20.0
+        for _ in range(60):
+            middle = (low + high) / 2
+            low, high = (middle, high) if float(family(middle) @ phi) < target else (low, middle)
+        step, theta = abs(middle - theta), middle
+        if step < 1e-13:
+            break
+    return family(theta)
+
+
 @pytest.mark.parametrize(
     ("num_classes", "theta", "pseudo_count"),
     [(10, 0.8, 0.0), (10, -1.0, 50.0), pytest.param(1000, -1.0, 0.0, marks=pytest.mark.slow)],  # slow: 8 s of EM
 )
 def test_em_power_family_reaches_plain_em_s_fixed_point_in_a_few_passes(num_classes, theta, pseudo_count) -> None:
-    # Plain EM (E-step, then the family member matching the M-step's mean of φ), run to its fixed point, is the
-    # reference; at 1,000 classes with flat posteriors it takes hundreds of steps.
+    # At 1,000 classes with flat posteriors plain EM takes hundreds of steps.
     g = torch.Generator().manual_seed(num_classes)
     sizes = torch.logspace(3, 1, num_classes, dtype=torch.float64)
     phi = sizes.log() - sizes.log().mean()
@@ -342,24 +362,41 @@ def test_em_power_family_reaches_plain_em_s_fixed_point_in_a_few_passes(num_clas
     scores[torch.arange(3000), labels] += 5.0
     log_q = scores.log_softmax(1)
     source = torch.full((num_classes,), 1.0 / num_classes, dtype=torch.float64)
-
-    def family(t: float) -> torch.Tensor:
-        return torch.softmax(source.log() + t * phi, 0)
-
-    reference = 0.0
-    for _ in range(5000):
-        posteriors = torch.softmax(log_q + reference * phi, 1)
-        target = (posteriors.sum(0) @ phi + pseudo_count * float(source @ phi)) / (3000 + pseudo_count)
-        low, high = -20.0, 20.0  # the member whose mean of φ is the target, by bisection
-        for _ in range(60):
-            middle = (low + high) / 2
-            low, high = (middle, high) if float(family(middle) @ phi) < target else (low, middle)
-        step, reference = abs(middle - reference), middle
-        if step < 1e-13:
-            break
     result = em_prior(log_q, source, direction=phi, pseudo_count=pseudo_count)
     assert result.converged and result.iterations <= 10
-    assert torch.allclose(result.prior, family(reference), rtol=1e-7, atol=0)
+    assert torch.allclose(result.prior, plain_power_em(log_q, source, phi, pseudo_count), rtol=1e-7, atol=0)
+
+
+# 16 calibrated log posteriors of the demo's WB on backward-50 test images (seed 0, rounded): far below EM's first
+# root the likelihood rises again toward a prior with all its mass on the last class, where a bisection toward the
+# family's limit ended (0.998 on the last class; EM: 0.43).
+TAIL_BATCH = [
+    [-8.48, -9.46, -8.95, -9.52, -7.64, -4.67, -8.32, -1.58, -3.03, -0.31],
+    [-12.02, -12.92, -12.46, -14.86, -13.5, -9.27, -14.36, -0.34, -2.15, -1.77],
+    [-7.29, -9.21, -7.04, -9.2, -1.68, -11.09, -0.21, -13.23, -9.65, -5.87],
+    [-6.91, -8.13, -5.48, -8.37, -2.55, -10.72, -0.09, -12.63, -9.53, -6.05],
+    [-7.39, -8.76, -7.47, -8.5, -5.94, -6.12, -6.84, -2.65, -1.57, -0.34],
+    [-7.65, -8.31, -7.37, -7.76, -7.36, -3.96, -7.37, -1.69, -3.04, -0.29],
+    [-16.28, -16.43, -16.91, -17.41, -17.34, -7.9, -18.0, -0.03, -9.72, -3.57],
+    [-12.66, -12.77, -13.34, -11.97, -12.21, -0.11, -12.46, -3.34, -8.41, -2.67],
+    [-8.1, -9.12, -8.19, -9.16, -7.48, -5.25, -8.2, -1.74, -2.15, -0.35],
+    [-7.33, -6.34, -6.85, -5.67, -6.0, -2.32, -5.71, -2.81, -4.08, -0.21],
+    [-8.37, -9.03, -9.0, -9.19, -7.12, -3.69, -7.86, -2.12, -3.06, -0.21],
+    [-16.12, -16.48, -16.6, -17.69, -17.53, -9.47, -18.35, -0.03, -8.25, -3.51],
+    [-7.42, -11.11, -7.36, -8.23, -0.67, -11.48, -0.72, -13.66, -9.85, -5.73],
+    [-6.85, -7.62, -6.9, -6.19, -6.98, -6.73, -7.48, -2.9, -1.18, -0.46],
+    [-3.59, -4.93, -5.14, -4.87, -6.17, -3.55, -3.81, -2.62, -2.09, -0.35],
+    [-15.04, -15.85, -16.01, -16.79, -16.54, -8.35, -17.01, -0.04, -8.37, -3.21],
+]
+TAIL_DIRECTION = [2.3117, 1.7992, 1.2873, 0.7746, 0.2638, -0.2522, -0.7674, -1.3002, -1.8234, -2.2934]
+
+
+def test_em_power_family_stops_at_em_s_first_root_not_a_degenerate_prior_far_beyond() -> None:
+    log_q = torch.tensor(TAIL_BATCH, dtype=torch.float64)
+    phi, source = torch.tensor(TAIL_DIRECTION, dtype=torch.float64), torch.full((10,), 0.1, dtype=torch.float64)
+    result = em_prior(log_q, source, direction=phi)
+    assert result.converged and float(result.prior.max()) < 0.5
+    assert torch.allclose(result.prior, plain_power_em(log_q, source, phi, 0.0), rtol=1e-7, atol=0)
 
 
 def shifted_scores(n: int, seed: int, exponent: float, bias: torch.Tensor | None = None):

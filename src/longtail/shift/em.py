@@ -33,8 +33,11 @@ EM's map is increasing, so from ``θ = 0`` it moves monotonically toward the
 first root and never past it: each EM step from ``θ`` is a bound on the root.
 Each step here is a Newton step on ``g`` (its derivative is a difference of
 variances of ``φ``, from the same pass over the batch) where that lands
-between the bounds so far, and the middle of the bounds otherwise (at least
-EM's progress, since EM's step is one of them): the same fixed point as EM, at
+between the bounds so far, else the middle of the bounds once both are known
+(at least EM's progress, since EM's step is one of them), else EM's own step.
+Not the middle of an unknown bound: far beyond the first root the likelihood
+can rise again toward a degenerate prior (a batch of 16 tail images did), and
+EM, from the source, stops at the first root. The same fixed point as EM, at
 Newton's quadratic rate near it instead of EM's linear one, which at many
 classes and flat posteriors is hundreds of passes (measured: 158 passes at
 8,142 classes stopped 23 % away from the fixed point, in relative prior terms;
@@ -216,8 +219,13 @@ def _power_family(
     source_mean = float(source @ phi)
     theta = torch.zeros(num_batches, dtype=torch.float64)
     spread = float(phi.max() - phi.min())
-    low = torch.full_like(theta, -_THETA_LIMIT / spread)  # bounds on the root, tightened at every step
+    # Bounds on the first root: EM's steps from below it (never past it) raise `low`, from above it lower `high`.
+    # A bound is `known` once a step has set it; the initial ±limit is not one (beyond the root, far out, the
+    # likelihood can rise again toward a degenerate prior, and a bisection toward it would end there).
+    low = torch.full_like(theta, -_THETA_LIMIT / spread)
     high = torch.full_like(theta, _THETA_LIMIT / spread)
+    low_known = torch.zeros(num_batches, dtype=torch.bool)
+    high_known = torch.zeros(num_batches, dtype=torch.bool)
     prior = _family_prior(source, phi, theta)
     iterations = torch.zeros(num_batches, dtype=torch.int64)
     done = torch.zeros(num_batches, dtype=torch.bool)
@@ -236,13 +244,15 @@ def _power_family(
         slope = weight * posterior_variance / count - (prior @ phi.square() - family_mean.square())
         em_theta = _family_theta(source, phi, target)  # EM's step: toward the root, never past it
         above = gap > 0
-        low = torch.where(above, torch.maximum(low, em_theta), low)
-        high = torch.where(above, high, torch.minimum(high, em_theta))
-        newton = theta - gap / slope.clamp_max(-1e-300)  # a step only where g is decreasing (slope < 0)
+        low, low_known = torch.where(above, em_theta, low), low_known | above
+        high, high_known = torch.where(above, high, em_theta), high_known | ~above
+        # Newton's step where g decreases (slope < 0) and it lands inside the bounds; else the middle of two known
+        # bounds (the bracket halves, where EM crawls); else EM's own step.
+        newton = theta - gap / slope.clamp_max(-1e-300)
+        bracketed = low_known & high_known
         safe = (slope < 0) & (newton > low) & (newton < high)
-        # Otherwise the middle of the bounds: at least EM's progress (EM's step is one of them), and the bracket
-        # halves, where EM crawls (the likelihood is flat far from the root: hundreds of steps at 8,142 classes).
-        updated_theta = torch.where(safe, newton, (low + high) / 2)
+        fallback = torch.where(bracketed, (low + high) / 2, em_theta)
+        updated_theta = torch.where(safe, newton, fallback)
         updated = _family_prior(source, phi, updated_theta)
         active = ~done
         iterations += active.long()
