@@ -192,7 +192,7 @@ def adapter_for(
         raise DataError(f"{what}: the calibration on validation cannot be fitted ({error})") from None
 
 
-def _bins(top1: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, edges: Any) -> dict[str, Any]:
+def _bins(top1: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, edges: np.ndarray | None) -> dict[str, Any]:
     """Reliability bins (``edges``, or None: equal-width) of (N,) top-1 confidences and (N,) predicted classes
     against (N,) labels, as JSON (null for an empty bin's means); the ECE over equal-width bins either way, so that
     it compares across class counts."""
@@ -223,8 +223,8 @@ def validation_reliability(
     after = out_of_fold_top1(  # the cross-validation's own fits: no fold fitted twice
         val_logits, labels, counts, adapter.calibration.kind, fold_calibrations=adapter.fold_calibrations
     )
+    drawn = drawn_edges(len(counts), RELIABILITY_BINS)  # log-spaced from 1/C at many classes, as figure 7; else None
     edges = reliability_edges(len(counts))
-    drawn = np.asarray(edges) if edges[0] > 0 else None  # log-spaced from 1/C at many classes, as figure 7
     return {"edges": edges, "before": _bins(before, labels, drawn), "after": _bins(after, labels, drawn)}
 
 

@@ -197,7 +197,8 @@ def out_of_fold_top1(
     each image's from the fit on the folds without it (the folds of :func:`select_calibration`): what the
     calibration does to images it was not fitted on, for a reliability diagram that does not grade the fit on
     its own data. ``fold_calibrations``: those fits where they are at hand (:attr:`Selection.fold_calibrations`,
-    one per fold, of ``kind``), so that they are not fitted again (about a minute per classifier at iNaturalist's size)."""
+    one per fold, of ``kind``), so that they are not fitted again (about a minute per classifier at iNaturalist's
+    size)."""
     scores = check_logits(val_logits, "validation logits", float64=False)
     labels = torch.as_tensor(val_labels).detach().cpu().long().reshape(-1)
     if len(labels) != len(scores):
